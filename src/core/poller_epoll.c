@@ -1,0 +1,66 @@
+/* poller_epoll.c -- the epoll backend of the loop; the only file that calls epoll_* */
+#include "core/loop_int.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define MAX_EVENTS 256
+
+int tt__poller_init(tt_loop_t *loop)
+{
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    return loop->epfd < 0 ? -errno : 0;
+}
+
+void tt__poller_free(tt_loop_t *loop)
+{
+    if (loop->epfd >= 0) close(loop->epfd);
+    loop->epfd = -1;
+}
+
+static uint32_t to_epoll(uint32_t ev)
+{
+    uint32_t e = 0;
+    if (ev & TT_EV_READ) e |= EPOLLIN | EPOLLRDHUP;
+    if (ev & TT_EV_WRITE) e |= EPOLLOUT;
+    if (ev & TT_EV_EDGE) e |= EPOLLET;
+    return e;
+}
+
+/* events == 0 with io registered: delete. The registered set is kept in io->_events (with a marker bit
+ * so that "registered but silent" differs from "not registered"). */
+#define REGISTERED 0x80000000u
+
+int tt__poller_ctl(tt_loop_t *loop, tt_io_t *io, uint32_t events)
+{
+    struct epoll_event ee = {.events = to_epoll(events), .data.ptr = io};
+    int op;
+    if (events & REGISTERED) {
+        op = (io->_events & REGISTERED) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    } else {
+        if (!(io->_events & REGISTERED)) return 0;
+        op = EPOLL_CTL_DEL;
+    }
+    if (epoll_ctl(loop->epfd, op, io->fd, &ee) != 0) return -errno;
+    io->_events = events;
+    return 0;
+}
+
+int tt__poller_wait(tt_loop_t *loop, int timeout_ms)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout_ms);
+    if (n < 0) return errno == EINTR ? 0 : -errno;
+    tt_loop_update_clock(loop);
+    for (int i = 0; i < n; i++) {
+        tt_io_t *io = evs[i].data.ptr;
+        uint32_t e = evs[i].events, ev = 0;
+        if (e & EPOLLIN) ev |= TT_EV_READ;
+        if (e & EPOLLOUT) ev |= TT_EV_WRITE;
+        if (e & (EPOLLHUP | EPOLLRDHUP)) ev |= TT_EV_HUP | TT_EV_READ;
+        if (e & EPOLLERR) ev |= TT_EV_ERR | TT_EV_READ | TT_EV_WRITE;
+        io->cb(io, ev);
+    }
+    return n;
+}
