@@ -1,0 +1,320 @@
+/* serve.c -- `tether serve`: flags and config file to a running server; signals; graceful drain */
+#include "cmd/cmd.h"
+#include "conf/conf.h"
+#include "core/log.h"
+#include "handlers/static.h"
+#include "handlers/status.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+static const char serve_usage[] =
+    "usage: tether serve [options]\n"
+    "\n"
+    "Serves static files (and, with routes in the config file, proxies) over persistent HTTP/1.1.\n"
+    "Flags override the config file. DUR takes ms, s, m or h (a bare number is seconds).\n"
+    "\n"
+    "  --config FILE              INI config file (docs/config.md)\n"
+    "  --root DIR                 serve files from DIR at /\n"
+    "  --listen ADDR:PORT         listen address, repeatable; replaces the file's listeners [127.0.0.1:8080]\n"
+    "  --workers N                worker threads [one per CPU]\n"
+    "  --idle-timeout DUR         idle timeout between requests; 0 turns keep-alive off [5s]\n"
+    "  --max-requests N           requests per connection; 0 = unlimited [1000]\n"
+    "  --max-lifetime DUR         connection lifetime, applied between requests; 0 = unlimited [1h]\n"
+    "  --header-timeout DUR       first byte of a request head to its end [10s]\n"
+    "  --body-timeout DUR         between reads of request content [30s]\n"
+    "  --send-timeout DUR         between writes the client accepts [30s]\n"
+    "  --max-connections N        per worker; idle connections are evicted near it [10000]\n"
+    "  --keepalive-header on|off  send Keep-Alive: timeout=T, max=M [on]\n"
+    "  --tcp-keepalive IDLE:INTVL:CNT|off   kernel TCP keepalive probes, e.g. 900s:60s:5 [off]\n"
+    "  --drain-timeout DUR        hard deadline of a graceful drain (SIGTERM, SIGINT) [10s]\n"
+    "  --access-log FILE|-|off    access log [- (stdout)]\n"
+    "  --metrics ADDR:PORT|off    admin listener for /metrics and /status [off]\n"
+    "  --log-level LEVEL          error, warn, info or debug [info]\n"
+    "  -h, --help                 this text\n";
+
+enum {
+    OPT_CONFIG = 256,
+    OPT_ROOT,
+    OPT_LISTEN,
+    OPT_WORKERS,
+    OPT_IDLE,
+    OPT_MAXREQ,
+    OPT_LIFETIME,
+    OPT_HEADER,
+    OPT_BODY,
+    OPT_SEND,
+    OPT_MAXCONN,
+    OPT_KAHEADER,
+    OPT_TCPKA,
+    OPT_DRAIN,
+    OPT_ACCESSLOG,
+    OPT_METRICS,
+    OPT_LOGLEVEL,
+};
+
+static const struct option long_opts[] = {
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"root", required_argument, NULL, OPT_ROOT},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE},
+    {"max-requests", required_argument, NULL, OPT_MAXREQ},
+    {"max-lifetime", required_argument, NULL, OPT_LIFETIME},
+    {"header-timeout", required_argument, NULL, OPT_HEADER},
+    {"body-timeout", required_argument, NULL, OPT_BODY},
+    {"send-timeout", required_argument, NULL, OPT_SEND},
+    {"max-connections", required_argument, NULL, OPT_MAXCONN},
+    {"keepalive-header", required_argument, NULL, OPT_KAHEADER},
+    {"tcp-keepalive", required_argument, NULL, OPT_TCPKA},
+    {"drain-timeout", required_argument, NULL, OPT_DRAIN},
+    {"access-log", required_argument, NULL, OPT_ACCESSLOG},
+    {"metrics", required_argument, NULL, OPT_METRICS},
+    {"log-level", required_argument, NULL, OPT_LOGLEVEL},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Flag -> config key, for the flags that simply set one key. */
+static const struct {
+    int opt;
+    const char *flag;
+    const char *key;
+} flag_keys[] = {
+    {OPT_ROOT, "--root", "root"},
+    {OPT_WORKERS, "--workers", "workers"},
+    {OPT_IDLE, "--idle-timeout", "idle_timeout"},
+    {OPT_MAXREQ, "--max-requests", "max_requests"},
+    {OPT_LIFETIME, "--max-lifetime", "max_lifetime"},
+    {OPT_HEADER, "--header-timeout", "header_timeout"},
+    {OPT_BODY, "--body-timeout", "body_timeout"},
+    {OPT_SEND, "--send-timeout", "send_timeout"},
+    {OPT_MAXCONN, "--max-connections", "max_connections"},
+    {OPT_KAHEADER, "--keepalive-header", "keepalive_header"},
+    {OPT_TCPKA, "--tcp-keepalive", "tcp_keepalive"},
+    {OPT_DRAIN, "--drain-timeout", "drain_timeout"},
+    {OPT_ACCESSLOG, "--access-log", "access_log"},
+    {OPT_METRICS, "--metrics", "listen"},
+    {OPT_LOGLEVEL, "--log-level", "level"},
+};
+
+static uint32_t cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return (uint32_t)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (uint32_t)n : 1;
+}
+
+/* Parses argv into `c`: the config file first, then every flag over it. Exit status 0 to go on, else 2. */
+static int parse_args(int argc, char **argv, tt_conf_t *c)
+{
+    char err[512];
+    const char *config = NULL;
+    int opt;
+    optind = 1;
+    opterr = 1;
+    while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+        if (opt == 'h') {
+            fputs(serve_usage, stdout);
+            exit(0);
+        }
+        if (opt == '?') return 2;
+        if (opt == OPT_CONFIG) config = optarg;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "tether serve: unexpected argument '%s' (see tether serve --help)\n", argv[optind]);
+        return 2;
+    }
+    if (config != NULL && tt_conf_load(c, config, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tether: %s\n", err);
+        return 2;
+    }
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+        int r = 0;
+        if (opt == OPT_LISTEN) {
+            r = tt_conf_cli_listen(c, optarg, err, sizeof(err));
+        } else {
+            for (size_t i = 0; i < TT_ARRAY_SIZE(flag_keys); i++)
+                if (flag_keys[i].opt == opt)
+                    r = tt_conf_override(c, flag_keys[i].flag, flag_keys[i].key, optarg, err, sizeof(err));
+        }
+        if (r != 0) {
+            fprintf(stderr, "tether: %s\n", err);
+            return 2;
+        }
+    }
+    if (tt_conf_finish(c, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tether: %s\n", err);
+        return 2;
+    }
+    return 0;
+}
+
+static int open_access_log(const char *spec)
+{
+    if (strcmp(spec, "off") == 0) return -1;
+    if (strcmp(spec, "-") == 0) return STDOUT_FILENO;
+    int fd = open(spec, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "tether: access_log %s: %s\n", spec, strerror(errno));
+        exit(2);
+    }
+    return fd;
+}
+
+typedef struct signal_watch {
+    tt_io_t io;
+    tt_server_t *main;
+    tt_server_t *admin;
+    bool draining;
+} signal_watch_t;
+
+static void signal_on_io(tt_io_t *io, uint32_t events)
+{
+    (void)events;
+    signal_watch_t *sw = tt_container_of(io, signal_watch_t, io);
+    struct signalfd_siginfo si;
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+            tt_log(TT_LOG_INFO, "SIGHUP: nothing to reload in this build");
+            continue;
+        }
+        if (!sw->draining) {
+            tt_log(TT_LOG_INFO, "%s: draining (stop accepting, finish in-flight responses)",
+                   si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+            sw->draining = true;
+            tt_server_drain(sw->main);
+            tt_server_stop_inline(sw->admin);
+        }
+    }
+}
+
+int tt_cmd_serve(int argc, char **argv)
+{
+    tt_conf_t c;
+    tt_conf_init(&c);
+    int rc = parse_args(argc, argv, &c);
+    if (rc != 0) {
+        tt_conf_dispose(&c);
+        return rc;
+    }
+    tt_log_setup((tt_log_level_t)c.log_level, STDERR_FILENO);
+    if (c.static_root == NULL) {
+        fprintf(stderr, "tether: nothing to serve: give --root DIR or [static] root in the config file\n");
+        tt_conf_dispose(&c);
+        return 2;
+    }
+    long nofile = tt_sock_raise_nofile();
+
+    /* Signals go to the main thread only, through a signalfd; the workers inherit the blocked mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    tt_static_conf_t static_conf = {.root = c.static_root, .index = c.static_index};
+    tt_router_t router = {0};
+    tt_router_add(&router, "/", &tt_static_ops, &static_conf);
+
+    size_t nl = 0;
+    for (size_t i = 0; i < c.nlistens; i++) nl += c.listens[i].naddrs;
+    tt_listener_conf_t *listeners = tt_calloc(nl, sizeof(*listeners));
+    nl = 0;
+    for (size_t i = 0; i < c.nlistens; i++)
+        for (size_t j = 0; j < c.listens[i].naddrs; j++)
+            listeners[nl++] = (tt_listener_conf_t){.addr = c.listens[i].addrs[j], .policy = &c.listens[i].policy};
+
+    int alog = open_access_log(c.access_log);
+    uint32_t workers = c.workers ? c.workers : cpu_count();
+    tt_server_conf_t sc = {
+        .workers = workers,
+        .max_connections = c.max_connections,
+        .drain_timeout_ms = c.drain_timeout_ms,
+        .backlog = (int)c.backlog,
+        .listeners = listeners,
+        .nlisteners = nl,
+        .router = &router,
+        .access_log_fd = alog,
+        .name = "tether",
+    };
+    char err[512];
+    tt_server_t *srv = tt_server_new(&sc, err, sizeof(err));
+    if (srv == NULL) {
+        fprintf(stderr, "tether: %s\n", err);
+        return 2;
+    }
+
+    /* The admin listener (metrics) runs on this thread, beside the signal watch. */
+    tt_status_conf_t status_conf = {.srv = srv, .metrics_path = c.metrics_path};
+    tt_router_t admin_router = {0};
+    tt_router_add(&admin_router, "/", &tt_status_ops, &status_conf);
+    tt_listener_conf_t admin_listener = {.addr = c.metrics_addr, .policy = &c.defaults};
+    tt_server_conf_t ac = {
+        .inline_worker = true,
+        .workers = 1,
+        .max_connections = 1000,
+        .drain_timeout_ms = 1000,
+        .backlog = 128,
+        .listeners = &admin_listener,
+        .nlisteners = c.metrics_on ? 1 : 0,
+        .router = &admin_router,
+        .access_log_fd = -1,
+        .name = "admin",
+    };
+    tt_server_t *admin = tt_server_new(&ac, err, sizeof(err));
+    if (admin == NULL) {
+        fprintf(stderr, "tether: metrics: %s\n", err);
+        tt_server_free(&srv);
+        return 2;
+    }
+
+    for (size_t i = 0; i < nl; i++) {
+        char as[TT_ADDR_STRLEN];
+        tt_addr_format(tt_server_bound_addr(srv, i), as, sizeof(as));
+        tt_log(TT_LOG_INFO, "listening on http://%s (workers=%u, idle_timeout=%llums, max_requests=%u)", as, workers,
+               (unsigned long long)listeners[i].policy->ka.idle_timeout_ms, listeners[i].policy->ka.max_requests);
+    }
+    if (c.metrics_on) {
+        char as[TT_ADDR_STRLEN];
+        tt_addr_format(tt_server_bound_addr(admin, 0), as, sizeof(as));
+        tt_log(TT_LOG_INFO, "metrics on http://%s%s", as, c.metrics_path);
+    }
+    if (nofile > 0 && (uint64_t)nofile < (uint64_t)c.max_connections * workers + 64)
+        tt_log(TT_LOG_WARN, "open file limit %ld is below max_connections x workers (%llu)", nofile,
+               (unsigned long long)c.max_connections * workers);
+
+    signal_watch_t sw = {.main = srv, .admin = admin};
+    sw.io.fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    sw.io.cb = signal_on_io;
+    if (sw.io.fd < 0 || tt_io_start(tt_server_loop(admin, 0), &sw.io, TT_EV_READ) != 0)
+        tt_fatal("signalfd: %s", strerror(errno));
+
+    if ((rc = tt_server_start(srv)) != 0) {
+        fprintf(stderr, "tether: starting workers: %s\n", strerror(-rc));
+        return 1;
+    }
+    tt_server_run_inline(admin);
+    tt_server_join(srv);
+    tt_log(TT_LOG_INFO, "stopped");
+
+    tt_io_stop(tt_server_loop(admin, 0), &sw.io);
+    close(sw.io.fd);
+    tt_server_free(&admin);
+    tt_server_free(&srv);
+    if (alog > STDERR_FILENO) close(alog);
+    tt_router_dispose(&admin_router);
+    tt_router_dispose(&router);
+    free(listeners);
+    tt_conf_dispose(&c);
+    return 0;
+}

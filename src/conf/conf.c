@@ -1,0 +1,438 @@
+/* conf.c -- one key table drives the INI file, the command-line overrides and their error messages */
+#include "conf/conf.h"
+#include "conf/units.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <ini.h>
+
+enum section {
+    S_SERVER = 1 << 0,
+    S_LISTEN = 1 << 1,
+    S_KEEPALIVE = 1 << 2,
+    S_TCPKA = 1 << 3,
+    S_LIMITS = 1 << 4,
+    S_STATIC = 1 << 5,
+    S_LOG = 1 << 6,
+    S_METRICS = 1 << 7,
+};
+
+enum kind {
+    K_DURATION, /* uint64_t ms */
+    K_SECONDS,  /* int, whole seconds (TCP keepalive) */
+    K_SIZE,     /* size_t / uint64_t bytes */
+    K_U32,      /* uint32_t */
+    K_BOOL,     /* bool */
+    K_STRING,   /* char * */
+    K_ADDRESS,  /* an address of the current [listen] group, repeatable */
+    K_ADDR_OFF, /* bool on + tt_addr_t, or "off" (metrics) */
+    K_TCPKA,    /* tt_tcp_keepalive_t: off | IDLE:INTERVAL:COUNT */
+    K_LEVEL,    /* int log level */
+    K_WORKERS,  /* uint32_t, "auto" = 0 */
+};
+
+typedef struct key {
+    const char *name;
+    unsigned sections;
+    enum kind kind;
+    bool policy; /* in tt_listen_policy_t (else in tt_conf_t) */
+    size_t off;
+    size_t size;
+    uint64_t min, max;
+} key_t_;
+
+#define P(field) true, offsetof(tt_listen_policy_t, field), sizeof(((tt_listen_policy_t *)0)->field)
+#define C(field) false, offsetof(tt_conf_t, field), sizeof(((tt_conf_t *)0)->field)
+#define DAY_MS   (24ull * 3600 * 1000)
+
+/* At most 64 keys: sections record the policy keys they set in a 64-bit mask. */
+static const key_t_ keys[] = {
+    {"workers", S_SERVER, K_WORKERS, C(workers), 0, 1024},
+    {"max_connections", S_SERVER, K_U32, C(max_connections), 0, 10000000},
+    {"drain_timeout", S_SERVER, K_DURATION, C(drain_timeout_ms), 0, DAY_MS},
+    {"backlog", S_SERVER, K_U32, C(backlog), 1, 65535},
+    {"address", S_LISTEN, K_ADDRESS, false, 0, 0, 0, 0},
+    {"idle_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(ka.idle_timeout_ms), 0, DAY_MS},
+    {"header_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(header_timeout_ms), 1, DAY_MS},
+    {"body_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(body_timeout_ms), 1, DAY_MS},
+    {"send_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(send_timeout_ms), 1, DAY_MS},
+    {"max_requests", S_KEEPALIVE | S_LISTEN, K_U32, P(ka.max_requests), 0, 2147483647},
+    {"max_lifetime", S_KEEPALIVE | S_LISTEN, K_DURATION, P(ka.max_lifetime_ms), 0, 30 * DAY_MS},
+    {"keepalive_header", S_KEEPALIVE | S_LISTEN, K_BOOL, P(keepalive_header), 0, 1},
+    {"enabled", S_TCPKA, K_BOOL, P(tcp_keepalive.enabled), 0, 1},
+    {"idle", S_TCPKA, K_SECONDS, P(tcp_keepalive.idle_s), 1, 32767},
+    {"interval", S_TCPKA, K_SECONDS, P(tcp_keepalive.interval_s), 1, 32767},
+    {"count", S_TCPKA, K_U32, P(tcp_keepalive.count), 1, 127},
+    {"tcp_keepalive", S_LISTEN, K_TCPKA, P(tcp_keepalive), 0, 0},
+    {"max_body_size", S_LIMITS | S_LISTEN, K_SIZE, P(max_body_bytes), 0, 1ull << 40},
+    {"max_request_target", S_LIMITS | S_LISTEN, K_SIZE, P(limits.max_target), 64, 1 << 20},
+    {"max_field_section", S_LIMITS | S_LISTEN, K_SIZE, P(limits.max_field_bytes), 1024, 1 << 20},
+    {"max_fields", S_LIMITS | S_LISTEN, K_U32, P(limits.max_fields), 1, TT_H1_MAX_FIELDS},
+    {"root", S_STATIC, K_STRING, C(static_root), 0, 0},
+    {"index", S_STATIC, K_STRING, C(static_index), 0, 0},
+    {"access_log", S_LOG, K_STRING, C(access_log), 0, 0},
+    {"level", S_LOG, K_LEVEL, C(log_level), 0, 3},
+    {"listen", S_METRICS, K_ADDR_OFF, C(metrics_addr), 0, 0},
+    {"path", S_METRICS, K_STRING, C(metrics_path), 0, 0},
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} section_names[] = {
+    {"server", S_SERVER},   {"keepalive", S_KEEPALIVE}, {"tcp_keepalive", S_TCPKA},
+    {"limits", S_LIMITS},   {"static", S_STATIC},       {"log", S_LOG},
+    {"metrics", S_METRICS},
+};
+
+_Static_assert(TT_ARRAY_SIZE(keys) <= 64, "policy set masks are 64 bits");
+
+static int key_index(const key_t_ *k)
+{
+    return (int)(k - keys);
+}
+
+static const key_t_ *find_key(unsigned section, const char *name)
+{
+    for (size_t i = 0; i < TT_ARRAY_SIZE(keys); i++)
+        if ((keys[i].sections & section) && strcmp(keys[i].name, name) == 0) return &keys[i];
+    return NULL;
+}
+
+/* Parses "off" or "IDLE:INTERVAL:COUNT" (durations; whole seconds). */
+static int parse_tcpka(const char *s, tt_tcp_keepalive_t *ka, const char **why)
+{
+    bool on;
+    if (tt_units_bool(s, &on, why) == 0 && !on) {
+        ka->enabled = false;
+        return 0;
+    }
+    char buf[96];
+    if (strlen(s) >= sizeof(buf)) {
+        *why = "expected off or IDLE:INTERVAL:COUNT, e.g. 900s:60s:5";
+        return -1;
+    }
+    memcpy(buf, s, strlen(s) + 1);
+    char *a = buf, *b = strchr(a, ':'), *c = b ? strchr(b + 1, ':') : NULL;
+    if (b == NULL || c == NULL) {
+        *why = "expected off or IDLE:INTERVAL:COUNT, e.g. 900s:60s:5";
+        return -1;
+    }
+    *b++ = '\0';
+    *c++ = '\0';
+    uint64_t idle, intvl, cnt;
+    if (tt_units_duration(a, &idle, why) || tt_units_duration(b, &intvl, why) || tt_units_uint(c, 1, 127, &cnt, why))
+        return -1;
+    if (idle < 1000 || idle > 32767000 || intvl < 1000 || intvl > 32767000 || idle % 1000 || intvl % 1000) {
+        *why = "IDLE and INTERVAL must be whole seconds from 1s to 32767s";
+        return -1;
+    }
+    *ka = (tt_tcp_keepalive_t){
+        .enabled = true, .idle_s = (int)(idle / 1000), .interval_s = (int)(intvl / 1000), .count = (int)cnt};
+    return 0;
+}
+
+/* Parses `value` for key `k` into `base + k->off`. Returns 0, or -1 with `why` (maybe in `whybuf`). */
+static int parse_value(const key_t_ *k, const char *value, void *base, const char **why, char *whybuf, size_t wn)
+{
+    void *dst = (char *)base + k->off;
+    uint64_t v;
+    switch (k->kind) {
+    case K_DURATION:
+        if (tt_units_duration(value, &v, why)) return -1;
+        if (v < k->min || v > k->max) {
+            snprintf(whybuf, wn, "must be between %llums and %llums", (unsigned long long)k->min,
+                     (unsigned long long)k->max);
+            *why = whybuf;
+            return -1;
+        }
+        *(uint64_t *)dst = v;
+        return 0;
+    case K_SECONDS:
+        if (tt_units_duration(value, &v, why)) return -1;
+        if (v % 1000 || v / 1000 < k->min || v / 1000 > k->max) {
+            snprintf(whybuf, wn, "must be whole seconds from %llus to %llus", (unsigned long long)k->min,
+                     (unsigned long long)k->max);
+            *why = whybuf;
+            return -1;
+        }
+        *(int *)dst = (int)(v / 1000);
+        return 0;
+    case K_SIZE:
+        if (tt_units_size(value, &v, why)) return -1;
+        if (v < k->min || v > k->max) {
+            snprintf(whybuf, wn, "must be between %llu and %llu bytes", (unsigned long long)k->min,
+                     (unsigned long long)k->max);
+            *why = whybuf;
+            return -1;
+        }
+        if (k->size == sizeof(size_t))
+            *(size_t *)dst = (size_t)v;
+        else
+            *(uint64_t *)dst = v;
+        return 0;
+    case K_WORKERS:
+        if (strcmp(value, "auto") == 0) {
+            *(uint32_t *)dst = 0;
+            return 0;
+        }
+        /* fall through */
+    case K_U32:
+        if (tt_units_uint(value, k->min, k->max, &v, why)) {
+            snprintf(whybuf, wn, "%s (a whole number from %llu to %llu%s)", *why, (unsigned long long)k->min,
+                     (unsigned long long)k->max, k->kind == K_WORKERS ? ", or auto" : "");
+            *why = whybuf;
+            return -1;
+        }
+        if (k->size == sizeof(uint32_t))
+            *(uint32_t *)dst = (uint32_t)v;
+        else
+            *(uint64_t *)dst = v;
+        return 0;
+    case K_BOOL: return tt_units_bool(value, (bool *)dst, why);
+    case K_STRING:
+        if (*value == '\0') {
+            *why = "must not be empty";
+            return -1;
+        }
+        free(*(char **)dst);
+        *(char **)dst = tt_strndup(value, strlen(value));
+        return 0;
+    case K_LEVEL: {
+        int l = tt_log_level_parse(value);
+        if (l < 0) {
+            *why = "expected error, warn, info or debug";
+            return -1;
+        }
+        *(int *)dst = l;
+        return 0;
+    }
+    case K_ADDR_OFF: {
+        bool on;
+        tt_conf_t *c = base;
+        if (tt_units_bool(value, &on, why) == 0 && !on) {
+            c->metrics_on = false;
+            return 0;
+        }
+        if (tt_addr_parse(value, true, &c->metrics_addr, why) != 0) return -1;
+        c->metrics_on = true;
+        return 0;
+    }
+    case K_TCPKA: return parse_tcpka(value, (tt_tcp_keepalive_t *)dst, why);
+    case K_ADDRESS: break;
+    }
+    *why = "internal: unhandled key kind";
+    return -1;
+}
+
+static tt_conf_listen_t *listen_group(tt_conf_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->nlistens; i++)
+        if (strcmp(c->listens[i].name, name) == 0) return &c->listens[i];
+    c->listens = tt_realloc(c->listens, (c->nlistens + 1) * sizeof(*c->listens));
+    tt_conf_listen_t *g = &c->listens[c->nlistens++];
+    memset(g, 0, sizeof(*g));
+    g->name = tt_strndup(name, strlen(name));
+    return g;
+}
+
+static int add_address(tt_conf_listen_t *g, const char *value, const char **why)
+{
+    tt_addr_t a;
+    if (tt_addr_parse(value, true, &a, why) != 0) return -1;
+    g->addrs = tt_realloc(g->addrs, (g->naddrs + 1) * sizeof(*g->addrs));
+    g->addrs[g->naddrs++] = a;
+    return 0;
+}
+
+/* ---- defaults ---- */
+
+void tt_conf_init(tt_conf_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->workers = 0;
+    c->max_connections = 10000;
+    c->drain_timeout_ms = 10000;
+    c->backlog = 4096;
+    tt_listen_policy_t *p = &c->defaults;
+    p->ka.idle_timeout_ms = 5000;
+    p->ka.max_requests = 1000;
+    p->ka.max_lifetime_ms = 3600000;
+    p->header_timeout_ms = 10000;
+    p->body_timeout_ms = 30000;
+    p->send_timeout_ms = 30000;
+    p->keepalive_header = true;
+    p->tcp_keepalive = (tt_tcp_keepalive_t){.enabled = false, .idle_s = 900, .interval_s = 60, .count = 5};
+    p->max_body_bytes = 1 << 20;
+    p->limits = tt_h1_default_limits;
+    c->static_index = tt_strndup(TT_LIT("index.html"));
+    c->access_log = tt_strndup(TT_LIT("-"));
+    c->log_level = TT_LOG_INFO;
+    c->metrics_path = tt_strndup(TT_LIT("/metrics"));
+}
+
+void tt_conf_dispose(tt_conf_t *c)
+{
+    for (size_t i = 0; i < c->nlistens; i++) {
+        free(c->listens[i].name);
+        free(c->listens[i].addrs);
+    }
+    free(c->listens);
+    free(c->path);
+    free(c->static_root);
+    free(c->static_index);
+    free(c->access_log);
+    free(c->metrics_path);
+    memset(c, 0, sizeof(*c));
+}
+
+/* ---- the file ---- */
+
+typedef struct loader {
+    tt_conf_t *c;
+    FILE *f;
+    int line;
+    bool failed;
+    char *err;
+    size_t errlen;
+} loader_t;
+
+static char *count_lines(char *str, int num, void *stream)
+{
+    loader_t *L = stream;
+    char *s = fgets(str, num, L->f);
+    if (s != NULL) L->line++;
+    return s;
+}
+
+static int on_entry(void *user, const char *section, const char *name, const char *value)
+{
+    loader_t *L = user;
+    if (L->failed) return 1;
+    const char *why = NULL;
+    char whybuf[160];
+    unsigned sec = 0;
+    tt_conf_listen_t *g = NULL;
+    if (strcmp(section, "listen") == 0 || strncmp(section, "listen ", 7) == 0) {
+        sec = S_LISTEN;
+        g = listen_group(L->c, section[6] ? section + 7 : "");
+    } else {
+        for (size_t i = 0; i < TT_ARRAY_SIZE(section_names); i++)
+            if (strcmp(section, section_names[i].name) == 0) sec = section_names[i].bit;
+    }
+    if (sec == 0) {
+        snprintf(L->err, L->errlen, "%s:%d: %s: unknown section [%s]", L->c->path, L->line, name, section);
+        L->failed = true;
+        return 0;
+    }
+    const key_t_ *k = find_key(sec, name);
+    int r;
+    if (k == NULL) {
+        why = "unknown key";
+        r = -1;
+    } else if (k->kind == K_ADDRESS) {
+        r = add_address(g, value, &why);
+    } else {
+        void *base = k->policy ? (g ? (void *)&g->policy : (void *)&L->c->defaults) : (void *)L->c;
+        r = parse_value(k, value, base, &why, whybuf, sizeof(whybuf));
+        if (r == 0 && g != NULL) g->set |= 1ull << key_index(k);
+    }
+    if (r != 0) {
+        snprintf(L->err, L->errlen, "%s:%d: %s: %s", L->c->path, L->line, name, why);
+        L->failed = true;
+        return 0;
+    }
+    return 1;
+}
+
+int tt_conf_load(tt_conf_t *c, const char *path, char *err, size_t errlen)
+{
+    free(c->path);
+    c->path = tt_strndup(path, strlen(path));
+    loader_t L = {.c = c, .err = err, .errlen = errlen};
+    L.f = fopen(path, "r");
+    if (L.f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    int r = ini_parse_stream(count_lines, &L, on_entry, &L);
+    fclose(L.f);
+    if (L.failed) return -1;
+    if (r > 0) {
+        snprintf(err, errlen, "%s:%d: syntax error (expected [section], key = value or a comment)", path, r);
+        return -1;
+    }
+    if (r < 0) {
+        snprintf(err, errlen, "%s: cannot be read", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the command line ---- */
+
+int tt_conf_override(tt_conf_t *c, const char *flag, const char *key, const char *value, char *err, size_t errlen)
+{
+    const char *why = NULL;
+    char whybuf[160];
+    const key_t_ *k = find_key(~0u, key);
+    TT_BUG_ON(k == NULL || k->kind == K_ADDRESS);
+    void *base = k->policy ? (void *)&c->_cli : (void *)c;
+    if (parse_value(k, value, base, &why, whybuf, sizeof(whybuf)) != 0) {
+        snprintf(err, errlen, "%s: %s", flag, why);
+        return -1;
+    }
+    if (k->policy) c->_cli_set |= 1ull << key_index(k);
+    return 0;
+}
+
+int tt_conf_cli_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen)
+{
+    const char *why;
+    if (!c->_cli_listen) {
+        /* The first --listen replaces every listener of the file; their policies fall back to the defaults. */
+        for (size_t i = 0; i < c->nlistens; i++) {
+            free(c->listens[i].name);
+            free(c->listens[i].addrs);
+        }
+        c->nlistens = 0;
+        c->_cli_listen = true;
+    }
+    if (add_address(listen_group(c, ""), addr, &why) != 0) {
+        snprintf(err, errlen, "--listen %s: %s", addr, why);
+        return -1;
+    }
+    return 0;
+}
+
+static void copy_set(tt_listen_policy_t *dst, const tt_listen_policy_t *src, uint64_t set)
+{
+    for (size_t i = 0; i < TT_ARRAY_SIZE(keys); i++)
+        if ((set & (1ull << i)) && keys[i].policy)
+            memcpy((char *)dst + keys[i].off, (const char *)src + keys[i].off, keys[i].size);
+}
+
+int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
+{
+    if (c->nlistens == 0) {
+        const char *why;
+        if (add_address(listen_group(c, ""), "127.0.0.1:8080", &why) != 0) tt_fatal("default address");
+    }
+    for (size_t i = 0; i < c->nlistens; i++) {
+        tt_conf_listen_t *g = &c->listens[i];
+        tt_listen_policy_t own = g->policy;
+        g->policy = c->defaults;
+        copy_set(&g->policy, &own, g->set);
+        copy_set(&g->policy, &c->_cli, c->_cli_set);
+        if (g->naddrs == 0) {
+            snprintf(err, errlen, "%s: [listen%s%s] has no address", c->path ? c->path : "config",
+                     g->name[0] ? " " : "", g->name);
+            return -1;
+        }
+    }
+    if (c->metrics_on && (c->metrics_path == NULL || c->metrics_path[0] != '/')) {
+        snprintf(err, errlen, "%s: path: must start with /", c->path ? c->path : "[metrics]");
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,60 @@
+/* conf.h -- the configuration: INI file (inih) and command-line overrides into one typed struct
+ *
+ * docs/config.md lists every section and key with its default. Errors name their origin:
+ * "FILE:LINE: key: reason" for the file, "--flag: reason" for the command line.
+ */
+#ifndef TT_CONF_CONF_H
+#define TT_CONF_CONF_H
+
+#include "http/server.h"
+
+/** A group of listening addresses sharing one policy: `[listen]` or `[listen NAME]`. */
+typedef struct tt_conf_listen {
+    char *name; /* "" for [listen] */
+    tt_addr_t *addrs;
+    size_t naddrs;
+    tt_listen_policy_t policy; /* final after tt_conf_finish() */
+    uint64_t set;              /* private: policy keys this section set */
+} tt_conf_listen_t;
+
+/** Everything `tether serve` needs. Strings are owned. */
+typedef struct tt_conf {
+    char *path;       /* config file, NULL when none */
+    uint32_t workers; /* 0 = one per CPU */
+    uint32_t max_connections;
+    uint64_t drain_timeout_ms;
+    uint32_t backlog;
+    tt_listen_policy_t defaults; /* [keepalive], [tcp_keepalive], [limits] */
+    tt_conf_listen_t *listens;
+    size_t nlistens;
+    char *static_root; /* NULL: no static route */
+    char *static_index;
+    char *access_log; /* "-" stdout, "off", or a path */
+    int log_level;    /* tt_log_level_t */
+    bool metrics_on;
+    tt_addr_t metrics_addr;
+    char *metrics_path;
+    /* private */
+    tt_listen_policy_t _cli;
+    uint64_t _cli_set;
+    bool _cli_listen;
+} tt_conf_t;
+
+/** Fills `c` with the defaults. */
+void tt_conf_init(tt_conf_t *c);
+/** Frees what `c` owns. */
+void tt_conf_dispose(tt_conf_t *c);
+/** Reads the INI file `path` into `c`. Returns 0, or -1 with "FILE:LINE: key: reason" in `err`. */
+int tt_conf_load(tt_conf_t *c, const char *path, char *err, size_t errlen);
+/**
+ * Applies a command-line value for a key of [server], [keepalive], [tcp_keepalive], [limits], [static],
+ * [log] or [metrics] (e.g. "idle_timeout", "5s"); policy keys override every listener. `flag` names the
+ * flag in errors. Returns 0, or -1 with "FLAG: reason" in `err`.
+ */
+int tt_conf_override(tt_conf_t *c, const char *flag, const char *key, const char *value, char *err, size_t errlen);
+/** A --listen flag: the first one replaces the file's listeners; later ones add. 0 or -1 with `err`. */
+int tt_conf_cli_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen);
+/** Merges defaults, sections and overrides into each listener's policy and validates. 0 or -1 with `err`. */
+int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,755 @@
+/* h1_conn.c -- the HTTP/1.x server connection: read, parse, dispatch, respond, persist or close
+ *
+ * A connection is in one state (head, body, linger, closed) and waits on at most one timeout queue:
+ * header (first byte of a head to its end, and a new connection's first request), body (between reads
+ * of content), send (peer not reading our output), idle (between requests; the bucket that its last
+ * response advertised), linger (draining after a close). Input is processed in batches: everything a
+ * read brought is parsed and answered, then all responses go out in one write.
+ */
+#include "http/worker.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define PIPELINE_MAX 32    /* responses queued and unsent before reading stops */
+#define OUT_HIGH     65536 /* output bytes queued before reading stops */
+#define MAX_FILES    4     /* file ranges queued before reading stops */
+#define RUN_ROUNDS   16    /* read/answer rounds per wake-up before yielding to other connections */
+#define LINGER_BYTES (1u << 20)
+
+enum conn_state { ST_HEAD, ST_BODY, ST_LINGER, ST_CLOSED };
+enum tq_kind { TQ_NONE, TQ_HEADER, TQ_BODY, TQ_SEND, TQ_IDLE, TQ_LINGER };
+enum process_result { P_NEED_INPUT, P_BLOCKED, P_STOP };
+
+/* A queued file range and the access-log line it completes. */
+typedef struct out_file {
+    tt_body_file_t f;
+    uint64_t mem_at;     /* output-buffer bytes (ever appended) that precede it */
+    uint64_t sent;       /* file bytes sent */
+    uint64_t head_bytes; /* its response head */
+    uint64_t start_ms;
+    tt_accesslog_rec_t rec;
+    char *strs; /* owned copy of method and target for `rec` */
+} out_file_t;
+
+typedef struct h1_conn {
+    tt_io_t io;
+    tt_tq_entry_t tq;
+    tt_list_t link; /* in w->conns */
+    tt__lstate_t *ls;
+    tt_worker_t *w;
+    uint64_t id;
+    uint64_t accepted_ms;
+    uint64_t mark_ms;      /* idle: when it became idle; reading: when the current head began */
+    uint64_t mem_appended; /* output-buffer bytes ever appended */
+    uint64_t mem_sent;     /* output-buffer bytes ever sent */
+    tt_buf_t in;
+    tt_buf_t out;
+    int64_t body_left;  /* Content-Length bytes still to discard */
+    uint64_t body_seen; /* chunked content bytes seen, against the limit */
+    tt_h1_chunked_t chunk;
+    out_file_t *files; /* MAX_FILES slots, allocated while in use */
+    uint32_t requests; /* request heads parsed */
+    uint32_t last_len; /* parser resume point */
+    uint8_t state;
+    uint8_t tq_kind;
+    uint8_t nfiles;
+    uint8_t npending;
+    uint8_t idle_bucket;
+    uint8_t close_reason;
+    bool rd_ready : 1;    /* the socket may have unread bytes (edge-triggered) */
+    bool wr_blocked : 1;  /* the last write hit EAGAIN */
+    bool closing : 1;     /* close once the output is flushed */
+    bool peer_eof : 1;    /* the peer sent FIN */
+    bool chunked : 1;     /* the body being read is chunked */
+    bool linger : 1;      /* unread request bytes may remain: half-close and drain before closing */
+    bool error_close : 1; /* the current response refuses the request */
+    bool idle : 1;
+    tt_defer_t resume; /* continue after yielding */
+    tt_defer_t free_later;
+    tt_addr_t peer;
+} h1_conn_t;
+
+static void conn_run(h1_conn_t *c);
+static void conn_close(h1_conn_t *c, tt_close_reason_t reason);
+
+/* ---- small helpers ---- */
+
+static inline bool has_output(const h1_conn_t *c)
+{
+    return c->out.len > 0 || c->nfiles > 0;
+}
+
+static size_t head_max(const tt_listen_policy_t *p)
+{
+    return p->limits.max_target + p->limits.max_field_bytes + 512;
+}
+
+static void set_tq(h1_conn_t *c, enum tq_kind kind)
+{
+    tt__lstate_t *ls = c->ls;
+    c->tq_kind = (uint8_t)kind;
+    switch (kind) {
+    case TQ_NONE: tt_tq_remove(&c->tq); break;
+    case TQ_HEADER: tt_tq_push(&ls->header_q, &c->tq); break;
+    case TQ_BODY: tt_tq_push(&ls->body_q, &c->tq); break;
+    case TQ_SEND: tt_tq_push(&ls->send_q, &c->tq); break;
+    case TQ_IDLE: tt_tq_push(&ls->idle_q[c->idle_bucket], &c->tq); break;
+    case TQ_LINGER: tt_tq_push(&ls->linger_q, &c->tq); break;
+    }
+}
+
+static char *put(char *o, const char *s, size_t n)
+{
+    memcpy(o, s, n);
+    return o + n;
+}
+
+static char *put_u64(char *o, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) *o++ = tmp[--n];
+    return o;
+}
+
+static void release_file(out_file_t *f)
+{
+    if (f->f.release) f->f.release(f->f.ref);
+    free(f->strs);
+    f->strs = NULL;
+}
+
+/* ---- idle ---- */
+
+static void enter_idle(h1_conn_t *c)
+{
+    tt_buf_release(&c->in, &c->w->bufs);
+    tt_buf_release(&c->out, &c->w->bufs);
+    free(c->files);
+    c->files = NULL;
+    if (c->idle) return; /* a wake-up that brought nothing: the idle deadline stays where it was */
+    c->idle = true;
+    c->mark_ms = tt_loop_now(c->w->loop);
+    tt_gauge_add(&c->w->metrics.conn_idle, 1);
+    set_tq(c, TQ_IDLE);
+}
+
+static void leave_idle(h1_conn_t *c, bool reused)
+{
+    if (!c->idle) return;
+    c->idle = false;
+    tt_gauge_add(&c->w->metrics.conn_idle, -1);
+    set_tq(c, TQ_NONE);
+    if (reused)
+        tt_hist_observe(&c->w->metrics.idle_gap_ms, tt_hist_idle_bounds, tt_hist_idle_nbounds,
+                        tt_loop_now(c->w->loop) - c->mark_ms);
+    c->mark_ms = tt_loop_now(c->w->loop);
+}
+
+/* ---- closing ---- */
+
+static void conn_free_cb(tt_defer_t *d)
+{
+    free(tt_container_of(d, h1_conn_t, free_later));
+}
+
+static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
+{
+    if (c->state == ST_CLOSED) return;
+    tt_worker_t *w = c->w;
+    if (c->idle) {
+        c->idle = false;
+        tt_gauge_add(&w->metrics.conn_idle, -1);
+    }
+    set_tq(c, TQ_NONE);
+    for (uint8_t i = 0; i < c->nfiles; i++) {
+        out_file_t *f = &c->files[i];
+        f->rec.bytes = f->head_bytes + f->sent;
+        f->rec.duration_ms = tt_loop_now(w->loop) - f->start_ms;
+        f->rec.decision = tt_close_reason_name(reason);
+        tt_accesslog_add(&w->alog, &f->rec);
+        release_file(f);
+    }
+    c->nfiles = 0;
+    free(c->files);
+    c->files = NULL;
+    tt_buf_release(&c->in, &w->bufs);
+    tt_buf_release(&c->out, &w->bufs);
+    tt_gauge_set(&w->metrics.buffers_in_use, w->bufs.in_use);
+    close(c->io.fd);
+    c->io.fd = -1;
+    c->state = ST_CLOSED;
+    c->close_reason = (uint8_t)reason;
+    tt_counter_add(&w->metrics.conn_closed[reason], 1);
+    tt_gauge_add(&w->metrics.conn_open, -1);
+    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->requests);
+    tt_list_remove(&c->link);
+    /* Freed at the end of the turn: an event for this connection may still be in the current batch. */
+    tt_loop_defer(w->loop, &c->free_later, conn_free_cb);
+    tt__worker_conn_closed(w);
+}
+
+static void linger_drain(h1_conn_t *c)
+{
+    char sink[4096];
+    for (uint32_t total = 0; total < LINGER_BYTES;) {
+        ssize_t n = read(c->io.fd, sink, sizeof(sink));
+        if (n > 0) {
+            total += (uint32_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EAGAIN) return; /* keep waiting for FIN until the linger timeout */
+        if (n < 0 && errno == EINTR) continue;
+        break; /* FIN or error: the peer has our response */
+    }
+    conn_close(c, (tt_close_reason_t)c->close_reason);
+}
+
+/* The response is out and the connection must close: half-close and drain first when unread request
+ * bytes may remain, so the peer receives the response rather than an RST (RFC 9112 9.6). */
+static void finish_close(h1_conn_t *c)
+{
+    if (!c->linger && c->in.len == 0 && c->state != ST_BODY && !c->rd_ready) {
+        conn_close(c, (tt_close_reason_t)c->close_reason);
+        return;
+    }
+    shutdown(c->io.fd, SHUT_WR);
+    tt_buf_release(&c->in, &c->w->bufs);
+    tt_buf_release(&c->out, &c->w->bufs);
+    c->state = ST_LINGER;
+    set_tq(c, TQ_LINGER);
+    linger_drain(c);
+}
+
+/* ---- output ---- */
+
+static void out_append(h1_conn_t *c, const void *p, size_t n)
+{
+    tt_buf_append(&c->out, &c->w->bufs, p, n);
+    c->mem_appended += n;
+}
+
+/* Writes queued output until it is all sent or the socket is full. False when the connection closed. */
+static bool conn_flush(h1_conn_t *c)
+{
+    bool progress = false;
+    while (has_output(c)) {
+        ssize_t n;
+        if (c->nfiles > 0 && c->mem_sent == c->files[0].mem_at) {
+            out_file_t *f = &c->files[0];
+            off_t off = (off_t)f->f.off;
+            n = sendfile(c->io.fd, f->f.fd, &off, (size_t)TT_MIN(f->f.len, (int64_t)1 << 30));
+            if (n > 0) {
+                f->f.off += n;
+                f->f.len -= n;
+                f->sent += (uint64_t)n;
+                if (f->f.len == 0) {
+                    f->rec.bytes = f->head_bytes + f->sent;
+                    f->rec.duration_ms = tt_loop_now(c->w->loop) - f->start_ms;
+                    tt_accesslog_add(&c->w->alog, &f->rec);
+                    release_file(f);
+                    memmove(&c->files[0], &c->files[1], (size_t)(c->nfiles - 1) * sizeof(out_file_t));
+                    c->nfiles--;
+                }
+            } else if (n == 0) {
+                /* The file shrank under us: the promised length can no longer be honoured. */
+                conn_close(c, TT_CLOSE_RESET);
+                return false;
+            }
+        } else {
+            size_t len = c->out.len;
+            int flags = MSG_NOSIGNAL;
+            if (c->nfiles > 0) {
+                len = (size_t)(c->files[0].mem_at - c->mem_sent);
+                flags |= MSG_MORE; /* the head goes out with the first file bytes */
+            }
+            n = send(c->io.fd, tt_buf_data(&c->out), len, flags);
+            if (n > 0) {
+                tt_buf_consume(&c->out, (size_t)n);
+                c->mem_sent += (uint64_t)n;
+            }
+        }
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) {
+                c->wr_blocked = true;
+                if (progress || c->tq_kind != TQ_SEND) set_tq(c, TQ_SEND);
+                return true;
+            }
+            conn_close(c, TT_CLOSE_RESET);
+            return false;
+        }
+        progress = true;
+    }
+    c->wr_blocked = false;
+    c->npending = 0;
+    if (c->tq_kind == TQ_SEND) set_tq(c, TQ_NONE);
+    return true;
+}
+
+/* ---- responses ---- */
+
+static void conn_respond(tt_req_t *rq, const tt_resp_t *resp)
+{
+    h1_conn_t *c = rq->_conn;
+    tt_worker_t *w = c->w;
+    const tt_listen_policy_t *p = c->ls->policy;
+    const tt_h1_request_t *h = rq->head;
+    const bool no_content = tt_http_status_has_no_content(resp->status);
+    const bool send_content = !no_content && !rq->is_head;
+
+    tt_ka_state_t st = {
+        .minor_version = h->minor_version,
+        .conn_tokens = h->conn_tokens,
+        .close_delimited = !no_content && resp->content_length < 0,
+        .error_close = c->error_close,
+        .draining = w->draining,
+        .requests = c->requests,
+        .age_ms = tt_loop_now(w->loop) - c->accepted_ms,
+    };
+    tt_close_reason_t decision = c->closing ? (tt_close_reason_t)c->close_reason : tt_keepalive_decide(&p->ka, &st);
+
+    tt_str_t date = tt__worker_date_fields(w);
+    const char *reason = tt_http_reason(resp->status);
+    size_t reason_len = strlen(reason);
+    if (!tt_buf_reserve(&c->out, &w->bufs, 160 + reason_len + date.n + resp->fields.n, SIZE_MAX))
+        tt_fatal("output buffer");
+    char *o0 = tt_buf_tail(&c->out), *o = o0;
+    o = put(o, TT_LIT("HTTP/1.1 "));
+    o = put_u64(o, (uint64_t)resp->status);
+    *o++ = ' ';
+    o = put(o, reason, reason_len);
+    o = put(o, TT_LIT("\r\n"));
+    o = put(o, date.p, date.n);
+    if (resp->fields.n) o = put(o, resp->fields.p, resp->fields.n);
+    if (!no_content && resp->content_length >= 0) {
+        o = put(o, TT_LIT("Content-Length: "));
+        o = put_u64(o, (uint64_t)resp->content_length);
+        o = put(o, TT_LIT("\r\n"));
+    }
+    if (decision == TT_CLOSE_NONE) {
+        if (h->minor_version == 0) o = put(o, TT_LIT("Connection: keep-alive\r\n"));
+        uint64_t idle = tt_keepalive_pressure_idle(p->ka.idle_timeout_ms, w->nconns, w->conf->max_connections);
+        c->idle_bucket = (uint8_t)tt_keepalive_pick_bucket(c->ls->idle_ms, c->ls->nidle, idle);
+        if (p->keepalive_header) {
+            o = put(o, TT_LIT("Keep-Alive: timeout="));
+            o = put_u64(o, c->ls->idle_ms[c->idle_bucket] / 1000);
+            uint32_t left = tt_keepalive_left(&p->ka, c->requests);
+            if (left != UINT32_MAX) {
+                o = put(o, TT_LIT(", max="));
+                o = put_u64(o, left);
+            }
+            o = put(o, TT_LIT("\r\n"));
+        }
+    } else {
+        o = put(o, TT_LIT("Connection: close\r\n"));
+        c->closing = true;
+        c->close_reason = (uint8_t)decision;
+    }
+    o = put(o, TT_LIT("\r\n"));
+    size_t head_len = (size_t)(o - o0);
+    c->out.len += (uint32_t)head_len;
+    c->mem_appended += head_len;
+
+    uint64_t content = 0;
+    if (send_content && resp->body_len) {
+        out_append(c, resp->body, resp->body_len);
+        content += resp->body_len;
+    }
+    c->npending++;
+    tt_metrics_count_status(&w->metrics, resp->status);
+
+    tt_accesslog_rec_t rec = {
+        .peer = &c->peer,
+        .method = h->method,
+        .target = h->target,
+        .minor_version = h->minor_version,
+        .status = resp->status,
+        .bytes = head_len + content,
+        .duration_ms = tt_loop_now(w->loop) - c->mark_ms,
+        .conn_id = c->id,
+        .req_no = c->requests,
+        .decision = tt_close_reason_name(decision),
+    };
+    if (resp->file.fd >= 0) {
+        if (!send_content || resp->file.len == 0) {
+            if (resp->file.release) resp->file.release(resp->file.ref);
+        } else {
+            if (c->files == NULL) c->files = tt_malloc(MAX_FILES * sizeof(out_file_t));
+            TT_BUG_ON(c->nfiles >= MAX_FILES);
+            out_file_t *f = &c->files[c->nfiles++];
+            f->f = resp->file;
+            f->mem_at = c->mem_appended;
+            f->sent = 0;
+            f->head_bytes = head_len + content;
+            f->start_ms = c->mark_ms;
+            f->rec = rec;
+            f->strs = NULL;
+            if (tt_accesslog_enabled(&w->alog)) {
+                /* The line is written when the file is sent; the request's bytes will be gone by then. */
+                f->strs = tt_malloc(h->method.n + h->target.n + 1);
+                memcpy(f->strs, h->method.p, h->method.n);
+                memcpy(f->strs + h->method.n, h->target.p, h->target.n);
+                f->rec.method = tt_str(f->strs, h->method.n);
+                f->rec.target = tt_str(f->strs + h->method.n, h->target.n);
+            }
+            return;
+        }
+    }
+    tt_accesslog_add(&w->alog, &rec);
+}
+
+/* Builds the handler's view of a parsed head. False when the request-target form is not acceptable. */
+static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->head = h;
+    rq->is_head = h->method_id == TT_METHOD_HEAD;
+    rq->conn_id = c->id;
+    rq->req_no = c->requests;
+    rq->peer = &c->peer;
+    rq->worker = c->w;
+    rq->_conn = c;
+    rq->_respond = conn_respond;
+    tt_str_t t = h->target;
+    if (t.n == 0) return false;
+    if (t.p[0] != '/') {
+        /* absolute-form (RFC 9112 3.2.2): keep the path; asterisk-form only for OPTIONS */
+        if (tt_str_eq(t, TT_LIT("*"))) {
+            rq->path = t;
+            return h->method_id == TT_METHOD_OPTIONS;
+        }
+        size_t i = 0;
+        while (i < t.n && t.p[i] != ':') i++;
+        if (i + 3 > t.n || memcmp(t.p + i, "://", 3) != 0) return false;
+        const char *ap = t.p + i + 3, *end = t.p + t.n, *ps = ap;
+        while (ps < end && *ps != '/' && *ps != '?') ps++;
+        if (ps == ap) return false;
+        t = tt_str(ps, (size_t)(end - ps)); /* an empty path is "/" (below) */
+    }
+    const char *q = memchr(t.p, '?', t.n);
+    if (q != NULL) {
+        rq->path = tt_str(t.p, (size_t)(q - t.p));
+        rq->query = tt_str(q + 1, (size_t)(t.p + t.n - q - 1));
+    } else {
+        rq->path = t;
+    }
+    if (rq->path.n == 0) rq->path = tt_str("/", 1);
+    return true;
+}
+
+/* Refuses the request with `status` and closes after the response. */
+static void respond_error(h1_conn_t *c, tt_req_t *rq, int status)
+{
+    c->error_close = true;
+    c->linger = true;
+    tt_req_respond_text(rq, status, TT_STR_NULL);
+    c->error_close = false;
+}
+
+/* ---- request dispatch ---- */
+
+static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
+{
+    tt_worker_t *w = c->w;
+    const tt_listen_policy_t *p = c->ls->policy;
+    tt_req_t rq;
+    set_tq(c, TQ_NONE);
+    bool ok = make_req(c, h, &rq);
+    c->chunked = h->chunked;
+    c->body_left = h->content_length > 0 ? h->content_length : 0;
+    c->body_seen = 0;
+    if (h->chunked) tt_h1_chunked_init(&c->chunk);
+    bool has_body = h->chunked || c->body_left > 0;
+
+    if (!ok) {
+        respond_error(c, &rq, 400);
+    } else if (h->content_length > 0 && (uint64_t)h->content_length > p->max_body_bytes) {
+        respond_error(c, &rq, 413);
+    } else {
+        if (has_body && h->expect_continue && h->minor_version >= 1)
+            out_append(c, TT_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
+        if (tt_str_eq(rq.path, TT_LIT("*"))) {
+            tt_req_respond_text(&rq, 200, TT_STR("Allow: GET, HEAD, OPTIONS\r\n"));
+        } else {
+            int r = tt_router_match(w->conf->router, rq.path);
+            if (r < 0) {
+                tt_req_respond_text(&rq, 404, TT_STR_NULL);
+            } else {
+                const tt_route_t *rt = &w->conf->router->routes[r];
+                rt->ops->handle(w->route_state[r], &rq);
+            }
+        }
+    }
+    tt_buf_consume(&c->in, head_len);
+    c->last_len = 0;
+    if (has_body && !c->closing)
+        c->state = ST_BODY;
+    else if (has_body)
+        c->linger = true; /* the content stays unread: drain it while lingering */
+    c->mark_ms = tt_loop_now(w->loop);
+}
+
+/* Discards request content from the input buffer. False when the connection must close. */
+static bool consume_body(h1_conn_t *c)
+{
+    const tt_listen_policy_t *p = c->ls->policy;
+    bool progress = false;
+    while (c->in.len > 0 && c->state == ST_BODY) {
+        if (!c->chunked) {
+            size_t n = (size_t)TT_MIN((int64_t)c->in.len, c->body_left);
+            tt_buf_consume(&c->in, n);
+            c->body_left -= (int64_t)n;
+            progress = true;
+            if (c->body_left == 0) c->state = ST_HEAD;
+            continue;
+        }
+        tt_str_t data;
+        int64_t n = tt_h1_chunked_decode(&c->chunk, tt_buf_data(&c->in), c->in.len, &data);
+        if (n < 0 || (c->body_seen += data.n) > p->max_body_bytes) {
+            /* The response already went out; framing is lost, so the connection ends here. */
+            c->closing = true;
+            c->linger = true;
+            c->close_reason = TT_CLOSE_BAD_REQUEST;
+            return false;
+        }
+        tt_buf_consume(&c->in, (size_t)n);
+        progress = progress || n > 0;
+        if (c->chunk.done)
+            c->state = ST_HEAD;
+        else if (n == 0)
+            break;
+    }
+    if (progress && c->state == ST_BODY) set_tq(c, TQ_BODY);
+    return true;
+}
+
+static enum process_result conn_process(h1_conn_t *c)
+{
+    tt_worker_t *w = c->w;
+    const tt_listen_policy_t *p = c->ls->policy;
+    while (!c->closing) {
+        if (c->state == ST_BODY) {
+            if (!consume_body(c)) return P_STOP;
+            if (c->state == ST_BODY) return P_NEED_INPUT;
+            continue;
+        }
+        if (c->in.len == 0) return P_NEED_INPUT;
+        if (c->npending >= PIPELINE_MAX || c->out.len >= OUT_HIGH || c->nfiles >= MAX_FILES) return P_BLOCKED;
+        tt_h1_request_t *h = &w->req;
+        int r = tt_h1_parse_request(tt_buf_data(&c->in), c->in.len, c->last_len, &p->limits, h);
+        if (r == TT_INCOMPLETE) {
+            c->last_len = c->in.len;
+            return P_NEED_INPUT;
+        }
+        c->requests++;
+        if (r == TT_BAD) {
+            tt_req_t rq;
+            make_req(c, h, &rq);
+            respond_error(c, &rq, tt_h1_error_status(h->error));
+            tt_log(TT_LOG_DEBUG, "conn %llu: request refused: %s", (unsigned long long)c->id,
+                   tt_h1_error_name(h->error));
+            return P_STOP;
+        }
+        dispatch(c, h, (size_t)r);
+    }
+    return P_STOP;
+}
+
+/* ---- reading ---- */
+
+static bool can_read(const h1_conn_t *c)
+{
+    if (c->closing || c->peer_eof || c->state > ST_BODY) return false;
+    if (c->state == ST_BODY) return true;
+    return c->npending < PIPELINE_MAX && c->out.len < OUT_HIGH && c->nfiles < MAX_FILES;
+}
+
+/* One read. 1: bytes arrived; 0: none (EAGAIN, EOF noted); -1: the connection closed. */
+static int conn_read(h1_conn_t *c)
+{
+    tt_worker_t *w = c->w;
+    if (tt_buf_space(&c->in) < 2048 && !tt_buf_reserve(&c->in, &w->bufs, 4096, head_max(c->ls->policy))) {
+        /* A head that does not fit is larger than any limit allows. */
+        tt_req_t rq;
+        make_req(c, &w->req, &rq);
+        c->requests++;
+        respond_error(c, &rq, 431);
+        return 0;
+    }
+    size_t space = tt_buf_space(&c->in);
+    ssize_t n = read(c->io.fd, tt_buf_tail(&c->in), space);
+    if (n > 0) {
+        if (c->idle)
+            leave_idle(c, true);
+        else if (c->in.len == 0 && c->state == ST_HEAD && c->requests > 0 && c->tq_kind != TQ_HEADER)
+            c->mark_ms = tt_loop_now(w->loop);
+        c->in.len += (uint32_t)n;
+        if ((size_t)n < space) c->rd_ready = false; /* drained: the next bytes bring a new edge */
+        return 1;
+    }
+    if (n == 0) {
+        c->peer_eof = true;
+        c->rd_ready = false;
+        return 0;
+    }
+    if (errno == EAGAIN) {
+        c->rd_ready = false;
+        return 0;
+    }
+    if (errno == EINTR) return 0;
+    conn_close(c, TT_CLOSE_RESET);
+    return -1;
+}
+
+/* ---- the state machine ---- */
+
+/* After a round of I/O: pick the one deadline the connection now waits on, or go idle, or close. */
+static void conn_settle(h1_conn_t *c)
+{
+    if (c->state == ST_CLOSED || c->state == ST_LINGER) return;
+    if (has_output(c)) return; /* waiting for EPOLLOUT, in the send queue */
+    if (c->closing) {
+        finish_close(c);
+        return;
+    }
+    if (c->peer_eof) {
+        /* Everything complete was answered; a partial request can never finish. */
+        conn_close(c, TT_CLOSE_CLIENT_CLOSE);
+        return;
+    }
+    if (c->state == ST_BODY) {
+        if (c->tq_kind != TQ_BODY) set_tq(c, TQ_BODY);
+        return;
+    }
+    if (c->in.len > 0 || c->requests == 0) {
+        if (c->tq_kind != TQ_HEADER) set_tq(c, TQ_HEADER);
+        return;
+    }
+    if (c->w->draining) {
+        conn_close(c, TT_CLOSE_SHUTDOWN);
+        return;
+    }
+    enter_idle(c);
+}
+
+static void resume_cb(tt_defer_t *d)
+{
+    h1_conn_t *c = tt_container_of(d, h1_conn_t, resume);
+    if (c->state != ST_CLOSED) conn_run(c);
+}
+
+static void conn_run(h1_conn_t *c)
+{
+    for (int round = 0;; round++) {
+        if (c->rd_ready && can_read(c) && conn_read(c) < 0) return;
+        enum process_result pr = conn_process(c);
+        if (c->state == ST_CLOSED) return;
+        if (has_output(c) && !c->wr_blocked && !conn_flush(c)) return;
+        bool more = (c->rd_ready && can_read(c)) || (pr == P_BLOCKED && !has_output(c));
+        if (!more) break;
+        if (round + 1 == RUN_ROUNDS) {
+            /* Fairness: let other connections run; continue next turn (edge-triggered: no new event). */
+            tt_loop_defer(c->w->loop, &c->resume, resume_cb);
+            break;
+        }
+    }
+    conn_settle(c);
+    /* `c` may be closed here, but its memory lives until the end of the turn. */
+    tt_gauge_set(&c->w->metrics.buffers_in_use, c->w->bufs.in_use);
+}
+
+static void conn_on_io(tt_io_t *io, uint32_t events)
+{
+    h1_conn_t *c = tt_container_of(io, h1_conn_t, io);
+    if (c->state == ST_CLOSED) return;
+    if (c->state == ST_LINGER) {
+        if (events & TT_EV_READ) linger_drain(c);
+        return;
+    }
+    if (events & TT_EV_READ) c->rd_ready = true;
+    if (events & TT_EV_WRITE) c->wr_blocked = false;
+    if (events & TT_EV_ERR) {
+        conn_close(c, TT_CLOSE_RESET);
+        return;
+    }
+    conn_run(c);
+}
+
+/* ---- entry points from the worker ---- */
+
+void tt__h1_conn_accept(tt__lstate_t *ls, int fd, const tt_addr_t *peer)
+{
+    tt_worker_t *w = ls->w;
+    h1_conn_t *c = tt_calloc(1, sizeof(*c));
+    c->io.fd = fd;
+    c->io.cb = conn_on_io;
+    tt_tq_entry_init(&c->tq);
+    c->ls = ls;
+    c->w = w;
+    c->id = ++w->conn_seq * w->nworkers + w->id;
+    c->accepted_ms = c->mark_ms = tt_loop_now(w->loop);
+    c->peer = *peer;
+    c->state = ST_HEAD;
+    tt_list_push_tail(&w->conns, &c->link);
+    w->nconns++;
+    tt_counter_add(&w->metrics.conn_accepted, 1);
+    tt_gauge_add(&w->metrics.conn_open, 1);
+    if (tt_io_start(w->loop, &c->io, TT_EV_READ | TT_EV_WRITE | TT_EV_EDGE) != 0) {
+        conn_close(c, TT_CLOSE_RESET);
+        return;
+    }
+    /* The request usually arrived with the handshake: read it now instead of waiting for an event. */
+    c->rd_ready = true;
+    conn_run(c);
+}
+
+void tt__h1_conn_close_entry(tt_tq_entry_t *e, tt_close_reason_t reason)
+{
+    conn_close(tt_container_of(e, h1_conn_t, tq), reason);
+}
+
+void tt__h1_conn_on_timeout(tt_tq_entry_t *e)
+{
+    h1_conn_t *c = tt_container_of(e, h1_conn_t, tq);
+    enum tq_kind kind = (enum tq_kind)c->tq_kind;
+    c->tq_kind = TQ_NONE;
+    switch (kind) {
+    case TQ_IDLE: conn_close(c, TT_CLOSE_IDLE_TIMEOUT); break;
+    case TQ_BODY: conn_close(c, TT_CLOSE_BODY_TIMEOUT); break;
+    case TQ_SEND: conn_close(c, TT_CLOSE_SEND_TIMEOUT); break;
+    case TQ_LINGER: conn_close(c, (tt_close_reason_t)c->close_reason); break;
+    case TQ_HEADER:
+        if (c->in.len > 0 && !has_output(c)) {
+            /* Tell a slow client why (best effort, one non-blocking write) before closing. */
+            static const char msg[] = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+            ssize_t n = send(c->io.fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
+            (void)n;
+            tt_metrics_count_status(&c->w->metrics, 408);
+        }
+        conn_close(c, TT_CLOSE_HEADER_TIMEOUT);
+        break;
+    case TQ_NONE: break;
+    }
+}
+
+void tt__h1_conn_drain(tt_list_t *link)
+{
+    h1_conn_t *c = tt_container_of(link, h1_conn_t, link);
+    if (c->idle || (c->state == ST_HEAD && c->in.len == 0 && !has_output(c))) conn_close(c, TT_CLOSE_SHUTDOWN);
+    /* Otherwise the next response says Connection: close (w->draining) and the connection ends after it. */
+}
+
+void tt__h1_conn_abort(tt_list_t *link)
+{
+    h1_conn_t *c = tt_container_of(link, h1_conn_t, link);
+    conn_close(c, c->closing ? (tt_close_reason_t)c->close_reason : TT_CLOSE_SHUTDOWN);
+}

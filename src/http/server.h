@@ -1,0 +1,74 @@
+/* server.h -- the HTTP server: listeners, worker threads, their connections, graceful drain
+ *
+ * One worker per thread, each with its own event loop and its own SO_REUSEPORT socket per listener
+ * (DESIGN.md "Process model"). The functions below are for the thread that created the server.
+ */
+#ifndef TT_HTTP_SERVER_H
+#define TT_HTTP_SERVER_H
+
+#include "core/loop.h"
+#include "http/keepalive.h"
+#include "http/route.h"
+#include "metrics/metrics.h"
+#include "net/sock.h"
+
+/** Connection policy of one listener (docs/config.md gives each default). */
+typedef struct tt_listen_policy {
+    tt_ka_policy_t ka;          /* idle timeout (ms), max requests, max lifetime (ms) */
+    uint64_t header_timeout_ms; /* first byte of a request head to its end */
+    uint64_t body_timeout_ms;   /* between reads of request content */
+    uint64_t send_timeout_ms;   /* between writes the peer accepts */
+    bool keepalive_header;      /* send `Keep-Alive: timeout=T, max=M` on persistent responses */
+    tt_tcp_keepalive_t tcp_keepalive;
+    uint64_t max_body_bytes; /* request content limit, bytes; larger -> 413 */
+    tt_h1_limits_t limits;   /* request head limits */
+} tt_listen_policy_t;
+
+/** One listening address and the policy its connections follow. */
+typedef struct tt_listener_conf {
+    tt_addr_t addr;                   /* port 0: the kernel picks one, shared by all workers */
+    const tt_listen_policy_t *policy; /* not owned; must outlive the server */
+} tt_listener_conf_t;
+
+/** Server settings; every pointer must outlive the server. */
+typedef struct tt_server_conf {
+    uint32_t workers;          /* worker threads, >= 1 */
+    bool inline_worker;        /* one worker, run by tt_server_run_inline() on the caller's thread */
+    uint32_t max_connections;  /* per worker; 0 = unlimited */
+    uint64_t drain_timeout_ms; /* hard deadline of a graceful drain */
+    int backlog;               /* listen(2) backlog */
+    const tt_listener_conf_t *listeners;
+    size_t nlisteners;
+    const tt_router_t *router;
+    int access_log_fd; /* -1: off; not owned */
+    const char *name;  /* for logs ("tether", "admin") */
+} tt_server_conf_t;
+
+typedef struct tt_server tt_server_t;
+
+/**
+ * Opens every listener for every worker (so start-up errors surface here, before any thread starts)
+ * and prepares the workers. Returns NULL and writes a reason into `err` (`errlen` bytes) on failure.
+ */
+tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errlen);
+/** The address listener `i` is bound to (with the kernel's port when 0 was asked). */
+const tt_addr_t *tt_server_bound_addr(const tt_server_t *srv, size_t i);
+/** Starts the worker threads. 0 or -errno. */
+int tt_server_start(tt_server_t *srv);
+/** Loop of worker `i`; for registering extra ios (signals) before tt_server_run_inline(). */
+tt_loop_t *tt_server_loop(tt_server_t *srv, uint32_t i);
+/** Runs the inline worker on this thread until tt_server_stop_inline(). */
+void tt_server_run_inline(tt_server_t *srv);
+/** Makes tt_server_run_inline() return at the end of the current turn; from the inline worker's thread. */
+void tt_server_stop_inline(tt_server_t *srv);
+/** Starts a graceful drain on every worker: stop accepting, close idle connections, finish in-flight
+ *  responses with `Connection: close`, force-close at the drain deadline. Any thread, async-signal-safe. */
+void tt_server_drain(tt_server_t *srv);
+/** Waits for every worker thread to finish (after a drain). */
+void tt_server_join(tt_server_t *srv);
+/** Frees the server; its threads must have been joined. Sets `*srv` to NULL. */
+void tt_server_free(tt_server_t **srv);
+/** The workers' metric shards, for tt_metrics_render(); `*n` gets their count. */
+tt_metrics_shard_t *const *tt_server_shards(const tt_server_t *srv, size_t *n);
+
+#endif

@@ -1,0 +1,91 @@
+/* worker.h -- one worker thread's state: its loop, listeners, connections, pools and metric shard
+ *
+ * The struct is shared by server.c and h1_conn.c only; handlers use the accessors at the end. Everything
+ * here belongs to the worker's thread.
+ */
+#ifndef TT_HTTP_WORKER_H
+#define TT_HTTP_WORKER_H
+
+#include "core/buf.h"
+#include "core/tq.h"
+#include "http/accesslog.h"
+#include "http/server.h"
+
+#include <pthread.h>
+
+/** A listener as one worker runs it: its socket and the timeout queues of its connections. */
+typedef struct tt__lstate {
+    const tt_listen_policy_t *policy;
+    tt_worker_t *w;
+    tt_io_t io;       /* listening socket; fd -1 once closed */
+    tt_tq_t header_q; /* reading a request head (or waiting for the first one) */
+    tt_tq_t body_q;   /* reading request content */
+    tt_tq_t send_q;   /* output blocked on the peer */
+    tt_tq_t linger_q; /* lingering close */
+    size_t nidle;     /* idle timeout buckets (tt_keepalive_buckets) */
+    uint64_t idle_ms[TT_KA_MAX_BUCKETS];
+    tt_tq_t idle_q[TT_KA_MAX_BUCKETS];
+} tt__lstate_t;
+
+struct tt_worker {
+    uint32_t id;
+    uint32_t nworkers; /* in the server: connection ids are seq * nworkers + id */
+    tt_server_t *srv;
+    const tt_server_conf_t *conf;
+    tt_loop_t *loop;
+    pthread_t thread;
+    tt_metrics_shard_t metrics;
+    tt_bufpool_t bufs;  /* connection read/write blocks */
+    tt__lstate_t *ls;   /* one per listener */
+    void **route_state; /* per route: what its handler's worker_init returned */
+    tt_list_t conns;    /* every open connection */
+    uint32_t nconns;
+    uint64_t conn_seq;
+    bool accept_paused;
+    bool draining;
+    int wake_fd; /* eventfd: drain requests from other threads */
+    tt_io_t wake_io;
+    tt_timer_t accept_retry; /* after EMFILE/ENFILE */
+    tt_timer_t drain_deadline;
+    int64_t date_s;
+    char date_fields[64]; /* "Date: <IMF-fixdate>\r\nServer: tether\r\n" */
+    size_t date_fields_len;
+    tt_accesslog_t alog;
+    tt_h1_request_t req; /* parse target, reused for every request head */
+};
+
+/* server.c, for h1_conn.c */
+/** Accounts for a closed connection and resumes accepting if that was waiting. */
+void tt__worker_conn_closed(tt_worker_t *w);
+/** Closes the oldest idle connection of the worker (reason evicted). False when none is idle. */
+bool tt__worker_evict_oldest(tt_worker_t *w);
+/** "Date: ...\r\nServer: tether\r\n", refreshed once per second. */
+tt_str_t tt__worker_date_fields(tt_worker_t *w);
+
+/* h1_conn.c, for server.c */
+/** Takes over an accepted socket `fd` from listener `ls`. */
+void tt__h1_conn_accept(tt__lstate_t *ls, int fd, const tt_addr_t *peer);
+/** Closes the connection waiting in `e` (an idle queue entry) with `reason`. */
+void tt__h1_conn_close_entry(tt_tq_entry_t *e, tt_close_reason_t reason);
+/** Starts draining connection `link` (from w->conns): idle ones close now, busy ones after their response. */
+void tt__h1_conn_drain(tt_list_t *link);
+/** Closes connection `link` at once with reason shutdown (drain deadline). */
+void tt__h1_conn_abort(tt_list_t *link);
+/** Timeout callback for every connection queue. */
+void tt__h1_conn_on_timeout(tt_tq_entry_t *e);
+
+/* accessors for handlers */
+static inline tt_loop_t *tt_worker_loop(tt_worker_t *w)
+{
+    return w->loop;
+}
+static inline uint32_t tt_worker_id(const tt_worker_t *w)
+{
+    return w->id;
+}
+static inline tt_metrics_shard_t *tt_worker_metrics(tt_worker_t *w)
+{
+    return &w->metrics;
+}
+
+#endif

@@ -1,0 +1,77 @@
+/* metrics.h -- per-worker metric shards, written lock-free by their worker, summed when scraped
+ *
+ * Each worker owns one shard and is its only writer; the scraping thread only reads. Counters are
+ * relaxed atomics updated with load+store (no read-modify-write: one writer), so an update costs what a
+ * plain increment costs and a scrape never sees a torn value.
+ */
+#ifndef TT_METRICS_METRICS_H
+#define TT_METRICS_METRICS_H
+
+#include "core/err.h"
+
+#include <stdatomic.h>
+
+typedef _Atomic uint64_t tt_counter_t;
+typedef _Atomic int64_t tt_gauge_t;
+
+/** Adds `n` to a counter or gauge; owning worker only. */
+static inline void tt_counter_add(tt_counter_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
+static inline void tt_gauge_add(tt_gauge_t *g, int64_t n)
+{
+    atomic_store_explicit(g, atomic_load_explicit(g, memory_order_relaxed) + n, memory_order_relaxed);
+}
+static inline void tt_gauge_set(tt_gauge_t *g, int64_t v)
+{
+    atomic_store_explicit(g, v, memory_order_relaxed);
+}
+
+/** Bucket upper bounds of the histograms (the last bucket is +Inf). */
+#define TT_HIST_MAX_BUCKETS 16
+typedef struct tt_hist {
+    tt_counter_t bucket[TT_HIST_MAX_BUCKETS]; /* non-cumulative counts; index nbounds is +Inf */
+    tt_counter_t count;
+    tt_counter_t sum; /* in the histogram's unit (requests, ms) */
+} tt_hist_t;
+
+/** Requests served per connection, observed at close: 1 2 5 10 20 50 100 200 500 1000 5000 +Inf. */
+extern const uint64_t tt_hist_reqs_bounds[];
+extern const size_t tt_hist_reqs_nbounds;
+/** Idle gap before a connection was reused, ms: 1 5 10 50 100 250 500 1000 2500 5000 10000 30000 60000 120000 +Inf. */
+extern const uint64_t tt_hist_idle_bounds[];
+extern const size_t tt_hist_idle_nbounds;
+
+/** Status classes counted: 1xx..5xx. */
+#define TT_STATUS_CLASSES 5
+
+/** One worker's metrics. Zero-initialise it. */
+typedef struct tt_metrics_shard {
+    tt_counter_t conn_accepted;
+    tt_gauge_t conn_open;
+    tt_gauge_t conn_idle;
+    tt_counter_t conn_closed[TT_CLOSE__COUNT];
+    tt_counter_t requests[TT_STATUS_CLASSES];
+    tt_counter_t accept_pauses;
+    tt_gauge_t accept_paused;
+    tt_gauge_t buffers_in_use;
+    tt_hist_t reqs_per_conn;
+    tt_hist_t idle_gap_ms;
+} tt_metrics_shard_t;
+
+/** Adds `v` to histogram `h` with the given bounds; owning worker only. */
+void tt_hist_observe(tt_hist_t *h, const uint64_t *bounds, size_t nbounds, uint64_t v);
+/** Counts a response of `status` by class. */
+void tt_metrics_count_status(tt_metrics_shard_t *m, int status);
+
+/**
+ * Appends the Prometheus text exposition (format 0.0.4) of the sum of `n` shards to the growable string
+ * `*out` (`*len` bytes used, `*cap` allocated; realloc'd as needed, caller frees). Any thread.
+ */
+void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, size_t *len, size_t *cap);
+
+/** printf-append to a growable string (as in tt_metrics_render); for other renderers of metrics. */
+TT_PRINTF(4, 5) void tt_metrics_printf(char **out, size_t *len, size_t *cap, const char *fmt, ...);
+
+#endif
