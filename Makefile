@@ -1,0 +1,68 @@
+# Makefile -- the commands a newcomer types; everything else is CMake + CTest.
+#   make run      install what is missing, build, serve examples/site on http://127.0.0.1:8080
+#   make test     install, then a normal and an ASan+UBSan build, each running every test; fuzz briefly
+#   make install  build and install /usr/local/bin/tether
+#   make fuzz     run the fuzzers (FUZZ_SECONDS each, default 300)
+#   make bench    benchmarks against nginx (bench/README.md)
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS       ?= $(shell nproc)
+PREFIX     ?= /usr/local
+FUZZ_SECONDS ?= 300
+CI_FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build run test test-normal test-asan fuzz fuzz-build fuzz-ci install bench format format-check clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/tether serve --root examples/site --listen 127.0.0.1:8080
+
+test: deps format-check test-normal test-asan fuzz-ci
+
+test-normal: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-asan:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTT_ASAN=ON -DTT_UBSAN=ON
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j $(JOBS)
+
+fuzz-build:
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTT_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+# Each fuzzer starts from its committed corpus (read-only) and writes new inputs to a scratch dir.
+fuzz-ci: fuzz-build
+	scripts/run-fuzzers.sh $(FUZZ_BUILD) $(CI_FUZZ_SECONDS)
+
+fuzz: fuzz-build
+	scripts/run-fuzzers.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+bench: build
+	bench/static.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
