@@ -389,6 +389,11 @@ int tt_conf_override(tt_conf_t *c, const char *flag, const char *key, const char
 int tt_conf_cli_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen)
 {
     const char *why;
+    tt_addr_t probe;
+    if (tt_addr_parse(addr, true, &probe, &why) != 0) {
+        snprintf(err, errlen, "--listen %s: %s", addr, why);
+        return -1;
+    }
     if (!c->_cli_listen) {
         /* The first --listen replaces every listener of the file; their policies fall back to the defaults. */
         for (size_t i = 0; i < c->nlistens; i++) {

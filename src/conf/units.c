@@ -97,6 +97,10 @@ int tt_units_size(const char *s, uint64_t *bytes, const char **why)
         *why = "unknown unit (use k, m or g)";
         return -1;
     }
+    if (v > (1ull << 40) / mul) {
+        *why = "too large";
+        return -1;
+    }
     *bytes = v * mul;
     return 0;
 }
@@ -127,11 +131,12 @@ int tt_units_uint(const char *s, uint64_t min, uint64_t max, uint64_t *v, const 
         return -1;
     }
     while (*p >= '0' && *p <= '9') {
-        n = n * 10 + (uint64_t)(*p++ - '0');
-        if (n > max) {
+        uint64_t d = (uint64_t)(*p++ - '0');
+        if (n > (max - d) / 10) {
             *why = "out of range";
             return -1;
         }
+        n = n * 10 + d;
     }
     if (*p != '\0') {
         *why = "expected a whole number";

@@ -27,6 +27,8 @@ int tt_fs_open_beneath(int rootfd, const char *root_path, const char *rel)
     };
     long fd = syscall(SYS_openat2, rootfd, *rel ? rel : ".", &how, sizeof(how));
     if (fd >= 0) return (int)fd;
-    if (errno != ENOSYS) return -errno;
-    return open_fallback(root_path, rel); /* kernel older than 5.6 */
+    /* EXDEV: the path escapes, or goes through an absolute symlink, which RESOLVE_BENEATH refuses even
+     * when it points inside the root: resolve it fully and check where it lands. ENOSYS: kernel < 5.6. */
+    if (errno == EXDEV || errno == ENOSYS) return open_fallback(root_path, rel);
+    return -errno;
 }

@@ -8,6 +8,7 @@ struct tt_loop {
     uint64_t now_ms;
     int64_t wall_s;
     bool stop;
+    bool in_timers; /* inside tt__timer_run_expired */
     int epfd;
     /* timer heap */
     tt_timer_t **heap;

@@ -36,6 +36,8 @@ static void sift_down(tt_loop_t *loop, uint32_t i)
 
 void tt_timer_arm_at(tt_loop_t *loop, tt_timer_t *t, uint64_t at_ms)
 {
+    /* Armed from a timer callback for now or earlier: fire next turn, or the expiry loop never ends. */
+    if (loop->in_timers && at_ms <= loop->now_ms) at_ms = loop->now_ms + 1;
     if (t->_heap_idx) {
         uint64_t old = t->at_ms;
         t->at_ms = at_ms;
@@ -78,11 +80,13 @@ void tt_timer_disarm(tt_loop_t *loop, tt_timer_t *t)
 
 void tt__timer_run_expired(tt_loop_t *loop)
 {
+    loop->in_timers = true;
     while (loop->heap_len > 0 && loop->heap[0]->at_ms <= loop->now_ms) {
         tt_timer_t *t = loop->heap[0];
         tt_timer_disarm(loop, t);
         t->cb(t);
     }
+    loop->in_timers = false;
 }
 
 int tt__timer_wait_ms(const tt_loop_t *loop)

@@ -11,7 +11,8 @@ static void tq_on_timer(tt_timer_t *t)
      * earliest deadline, so stop at the first one still in the future and re-arm for it. */
     while ((e = tt_tq_oldest(q)) != NULL) {
         uint64_t at = e->since_ms + q->timeout_ms;
-        if (at > now) {
+        /* An entry (re)pushed during this expiry (only possible with a zero timeout) waits a turn. */
+        if (at > now || (q->timeout_ms == 0 && e->since_ms == now)) {
             tt_timer_arm_at(q->_loop, &q->_timer, at);
             return;
         }

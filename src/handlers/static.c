@@ -109,39 +109,39 @@ static int hexval(char c)
 
 int tt_static_decode_path(tt_str_t path, char *out, size_t size, bool *dir)
 {
-    size_t o = 0, seg = 0; /* seg: where the current segment starts in out */
-    *dir = false;
-    for (size_t i = 0; i <= path.n; i++) {
-        char c;
-        bool end_of_segment = i == path.n || path.p[i] == '/';
-        if (end_of_segment) {
-            size_t len = o - seg;
-            if (len == 2 && out[seg] == '.' && out[seg + 1] == '.') return -1;
-            if (len == 0 || (len == 1 && out[seg] == '.')) {
-                o = seg; /* drop empty and "." segments */
-            } else if (i < path.n) {
-                if (o + 1 >= size) return -1;
-                out[o++] = '/';
-            }
-            seg = o;
-            if (i == path.n) break;
-            continue;
-        }
-        c = path.p[i];
-        if (c == '%') {
-            if (i + 2 >= path.n) return -1;
-            int hi = hexval(path.p[i + 1]), lo = hexval(path.p[i + 2]);
-            if (hi < 0 || lo < 0) return -1;
-            c = (char)(hi * 16 + lo);
-            if (c == '\0' || c == '/') return -1;
-            i += 2;
-        }
-        if (o + 1 >= size) return -1;
-        out[o++] = c;
-    }
-    /* A trailing '/' was dropped with the empty last segment; remove a separator left before it. */
-    if (o > 0 && out[o - 1] == '/') o--;
+    /* Each segment is decoded after a tentative '/' and committed at its end, unless it is empty or ".";
+     * bytes that do not fit are only counted, so a dropped segment never makes a fitting path fail. */
+    size_t o = 0;
     *dir = path.n > 0 && path.p[path.n - 1] == '/';
+    for (size_t i = 0; i <= path.n; i++) {
+        size_t start = o + (o > 0), len = 0;
+        char first = 0, second = 0;
+        bool overflow = false;
+        for (; i < path.n && path.p[i] != '/'; i++) {
+            char c = path.p[i];
+            if (c == '%') {
+                if (i + 2 >= path.n) return -1;
+                int hi = hexval(path.p[i + 1]), lo = hexval(path.p[i + 2]);
+                if (hi < 0 || lo < 0) return -1;
+                c = (char)(hi * 16 + lo);
+                if (c == '\0' || c == '/') return -1;
+                i += 2;
+            }
+            if (len == 0) first = c;
+            if (len == 1) second = c;
+            if (start + len + 1 < size)
+                out[start + len] = c;
+            else
+                overflow = true;
+            len++;
+        }
+        if (len == 0 || (len == 1 && first == '.')) continue; /* empty and "." segments */
+        if (len == 2 && first == '.' && second == '.') return -1;
+        if (overflow) return -1;
+        if (o > 0) out[o] = '/';
+        o = start + len;
+    }
+    if (size == 0) return -1;
     out[o] = '\0';
     return (int)o;
 }
@@ -408,16 +408,32 @@ static void respond_file(tt_req_t *rq, fentry_t *e)
     tt_req_respond(rq, &r);
 }
 
-static void redirect_to_dir(tt_req_t *rq)
+/* 301 to the directory with a trailing '/'. The Location is built from the normalised path (never the raw
+ * target), so "//host" can never become a protocol-relative redirect to another site. */
+static void redirect_to_dir(tt_req_t *rq, const char *rel)
 {
-    char f[PATH_MAX + 64];
-    int n = snprintf(f, sizeof(f), "Location: %.*s/%s%.*s\r\n", (int)rq->path.n, rq->path.p, rq->query.n ? "?" : "",
-                     (int)rq->query.n, rq->query.p ? rq->query.p : "");
-    if (n < 0 || (size_t)n >= sizeof(f)) {
+    static const char hex[] = "0123456789ABCDEF";
+    char f[PATH_MAX * 3 + 64];
+    size_t n = (size_t)snprintf(f, sizeof(f), "Location: /");
+    for (const char *p = rel; *p && n + 4 < sizeof(f); p++) {
+        unsigned char ch = (unsigned char)*p;
+        /* unreserved and sub-delims stay, as do ':' '@' '/'; everything else is percent-encoded */
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            strchr("-._~!$&'()*+,;=:@/", ch) != NULL) {
+            f[n++] = (char)ch;
+        } else {
+            f[n++] = '%';
+            f[n++] = hex[ch >> 4];
+            f[n++] = hex[ch & 15];
+        }
+    }
+    int m = snprintf(f + n, sizeof(f) - n, "/%s%.*s\r\n", rq->query.n ? "?" : "", (int)rq->query.n,
+                     rq->query.p ? rq->query.p : "");
+    if (m < 0 || n + (size_t)m >= sizeof(f)) {
         tt_req_respond_text(rq, 414, TT_STR_NULL);
         return;
     }
-    tt_req_respond_text(rq, 301, tt_str(f, (size_t)n));
+    tt_req_respond_text(rq, 301, tt_str(f, n + (size_t)m));
 }
 
 static void static_handle(void *state, tt_req_t *rq)
@@ -454,7 +470,7 @@ static void static_handle(void *state, tt_req_t *rq)
         case OPEN_OK: break;
         case OPEN_NOT_FOUND: tt_req_respond_text(rq, 404, TT_STR_NULL); return;
         case OPEN_FORBIDDEN: tt_req_respond_text(rq, 403, TT_STR_NULL); return;
-        case OPEN_REDIRECT: redirect_to_dir(rq); return;
+        case OPEN_REDIRECT: redirect_to_dir(rq, sw->path); return;
         case OPEN_ERROR: tt_req_respond_text(rq, 500, TT_STR_NULL); return;
         }
         if (sw->count >= TT_STATIC_CACHE_MAX) cache_remove(sw, tt_container_of(tt_list_first(&sw->lru), fentry_t, lru));

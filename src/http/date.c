@@ -80,7 +80,14 @@ int tt_http_date_parse(tt_str_t str, int64_t *t)
         if (lit(&p, end, " ") || num(&p, end, 2, &d) || lit(&p, end, "-") || month(&p, end, &m) || lit(&p, end, "-") ||
             num(&p, end, 2, &y) || lit(&p, end, " ") || hms(&p, end, &h, &mi, &s) || lit(&p, end, " GMT") || p != end)
             return -1;
-        y += y < 70 ? 2000 : 1900; /* RFC 9110 5.6.7: two-digit years more than 50 years ahead are past */
+        /* RFC 9110 5.6.7: a two-digit year that looks more than 50 years ahead is the most recent past
+         * year with those digits. */
+        struct tm now_tm;
+        time_t now = time(NULL);
+        gmtime_r(&now, &now_tm);
+        int this_year = now_tm.tm_year + 1900;
+        y += this_year - this_year % 100;
+        if (y > this_year + 50) y -= 100;
     } else {
         /* asctime: Sun Nov  6 08:49:37 1994 */
         if (end - p < 4) return -1;

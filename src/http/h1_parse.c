@@ -169,8 +169,9 @@ static bool add_content_length(tt_str_t v, int64_t *cl)
         if (p == end || *p < '0' || *p > '9') return false;
         int64_t n = 0;
         while (p < end && *p >= '0' && *p <= '9') {
-            if (n > (INT64_MAX - 9) / 10) return false;
-            n = n * 10 + (*p++ - '0');
+            int d = *p++ - '0';
+            if (n > (INT64_MAX - d) / 10) return false;
+            n = n * 10 + d;
         }
         if (*cl >= 0 && *cl != n) return false;
         *cl = n;
@@ -349,16 +350,16 @@ static const char *find_head_end(const char *start, const char *from, const char
     return NULL;
 }
 
-/* True when an LF in [from, end) is not preceded by CR; `fields` is the earliest byte that may be read. */
-static bool bare_lf_in(const char *fields, const char *from, const char *end)
+/* The first LF in [from, end) not preceded by CR, or NULL; `fields` is the earliest byte that may be read. */
+static const char *first_bare_lf(const char *fields, const char *from, const char *end)
 {
     for (const char *p = from; p < end;) {
         const char *lf = memchr(p, '\n', (size_t)(end - p));
-        if (lf == NULL) return false;
-        if (lf == fields || lf[-1] != '\r') return true;
+        if (lf == NULL) return NULL;
+        if (lf == fields || lf[-1] != '\r') return lf;
         p = lf + 1;
     }
-    return false;
+    return NULL;
 }
 
 int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h1_limits_t *lim, tt_h1_request_t *req)
@@ -390,18 +391,18 @@ int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h
     size_t from_off = last_len > skip + 3 ? last_len - 3 : skip;
     const char *from = TT_MAX(buf + from_off, rl_lf - 1);
     const char *head_end = find_head_end(start, from, end);
-    /* Lines end in CRLF: a lone LF is refused as soon as it arrives (only the new bytes are scanned on
-     * a resumed parse), before the size check, in both the whole and the partial case. */
-    const char *scan_to = head_end ? head_end - 2 : end;
-    if (bare_lf_in(fields, TT_MAX(fields, buf + TT_MIN(last_len, len)), scan_to)) return bad(req, TT_H1_E_BARE_LF);
-    if (head_end == NULL) {
-        /* The eventual field section is at least the bytes present minus a partial terminator. */
-        if ((size_t)(end - fields) > lim->max_field_bytes + 1) return bad(req, TT_H1_E_FIELDS_TOO_LARGE);
-        return TT_INCOMPLETE;
-    }
-    /* head_end - 2 is the empty line's CRLF; field lines end just before it. */
-    const char *fields_end = TT_MAX(head_end - 2, fields);
-    if ((size_t)(fields_end - fields) > lim->max_field_bytes) return bad(req, TT_H1_E_FIELDS_TOO_LARGE);
+    /* Two refusals can race here: a lone LF and an oversized field section. Whichever comes first in byte
+     * order wins, the same in a whole head and in any prefix of it (only new bytes are scanned for LFs on
+     * a resumed parse): the size limit "happens" at field-section offset max+1, the byte that proves the
+     * section is too large even if the terminator follows. */
+    const char *fields_end = head_end ? TT_MAX(head_end - 2, fields) : end;
+    const char *blf = first_bare_lf(fields, TT_MAX(fields, buf + TT_MIN(last_len, len)), fields_end);
+    bool too_large = head_end ? (size_t)(fields_end - fields) > lim->max_field_bytes
+                              : (size_t)(end - fields) > lim->max_field_bytes + 1;
+    if (blf != NULL && (!too_large || (size_t)(blf - fields) < lim->max_field_bytes + 1))
+        return bad(req, TT_H1_E_BARE_LF);
+    if (too_large) return bad(req, TT_H1_E_FIELDS_TOO_LARGE);
+    if (head_end == NULL) return TT_INCOMPLETE;
     if (parse_fields(fields, fields_end, lim, req) != 0) return TT_BAD;
     return (int)(head_end - buf);
 }
