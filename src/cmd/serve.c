@@ -171,10 +171,22 @@ static int open_access_log(const char *spec)
 
 typedef struct signal_watch {
     tt_io_t io;
+    tt_io_t done; /* the main server's worker-finished eventfd */
+    uint64_t finished;
     tt_server_t *main;
     tt_server_t *admin;
     bool draining;
 } signal_watch_t;
+
+/* The admin listener (metrics) keeps serving while the workers drain, and stops when the last is done. */
+static void done_on_io(tt_io_t *io, uint32_t events)
+{
+    (void)events;
+    signal_watch_t *sw = tt_container_of(io, signal_watch_t, done);
+    uint64_t n;
+    if (read(io->fd, &n, sizeof(n)) == (ssize_t)sizeof(n)) sw->finished += n;
+    if (sw->finished >= tt_server_workers(sw->main)) tt_server_stop_inline(sw->admin);
+}
 
 static void signal_on_io(tt_io_t *io, uint32_t events)
 {
@@ -191,7 +203,6 @@ static void signal_on_io(tt_io_t *io, uint32_t events)
                    si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
             sw->draining = true;
             tt_server_drain(sw->main);
-            tt_server_stop_inline(sw->admin);
         }
     }
 }
@@ -298,6 +309,9 @@ int tt_cmd_serve(int argc, char **argv)
     sw.io.cb = signal_on_io;
     if (sw.io.fd < 0 || tt_io_start(tt_server_loop(admin, 0), &sw.io, TT_EV_READ) != 0)
         tt_fatal("signalfd: %s", strerror(errno));
+    sw.done.fd = tt_server_done_fd(srv);
+    sw.done.cb = done_on_io;
+    tt_io_start(tt_server_loop(admin, 0), &sw.done, TT_EV_READ);
 
     if ((rc = tt_server_start(srv)) != 0) {
         fprintf(stderr, "tether: starting workers: %s\n", strerror(-rc));
@@ -308,6 +322,7 @@ int tt_cmd_serve(int argc, char **argv)
     tt_log(TT_LOG_INFO, "stopped");
 
     tt_io_stop(tt_server_loop(admin, 0), &sw.io);
+    tt_io_stop(tt_server_loop(admin, 0), &sw.done);
     close(sw.io.fd);
     tt_server_free(&admin);
     tt_server_free(&srv);

@@ -293,15 +293,38 @@ typedef struct loader {
     FILE *f;
     int line;
     bool failed;
+    int err_line;
     char *err;
     size_t errlen;
 } loader_t;
 
+static bool known_section(const char *name, size_t n)
+{
+    if ((n == 6 && memcmp(name, "listen", 6) == 0) || (n > 7 && memcmp(name, "listen ", 7) == 0)) return true;
+    for (size_t i = 0; i < TT_ARRAY_SIZE(section_names); i++)
+        if (strlen(section_names[i].name) == n && memcmp(section_names[i].name, name, n) == 0) return true;
+    return false;
+}
+
+/* Reads one line for inih, counting lines, and checks section headers itself: inih reports a section
+ * only through its keys, so an unknown section without keys would otherwise pass unnoticed. */
 static char *count_lines(char *str, int num, void *stream)
 {
     loader_t *L = stream;
     char *s = fgets(str, num, L->f);
-    if (s != NULL) L->line++;
+    if (s == NULL) return s;
+    L->line++;
+    const char *p = s;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p == '[' && !L->failed) {
+        const char *close = strchr(p, ']');
+        if (close != NULL && !known_section(p + 1, (size_t)(close - p - 1))) {
+            snprintf(L->err, L->errlen, "%s:%d: [%.*s]: unknown section", L->c->path, L->line,
+                     (int)TT_MIN((size_t)(close - p - 1), 64), p + 1);
+            L->failed = true;
+            L->err_line = L->line;
+        }
+    }
     return s;
 }
 
@@ -323,6 +346,8 @@ static int on_entry(void *user, const char *section, const char *name, const cha
     if (sec == 0) {
         snprintf(L->err, L->errlen, "%s:%d: %s: unknown section [%s]", L->c->path, L->line, name, section);
         L->failed = true;
+        L->err_line = L->line;
+        L->err_line = L->line;
         return 0;
     }
     const key_t_ *k = find_key(sec, name);
@@ -340,6 +365,7 @@ static int on_entry(void *user, const char *section, const char *name, const cha
     if (r != 0) {
         snprintf(L->err, L->errlen, "%s:%d: %s: %s", L->c->path, L->line, name, why);
         L->failed = true;
+        L->err_line = L->line;
         return 0;
     }
     return 1;
@@ -357,7 +383,8 @@ int tt_conf_load(tt_conf_t *c, const char *path, char *err, size_t errlen)
     }
     int r = ini_parse_stream(count_lines, &L, on_entry, &L);
     fclose(L.f);
-    if (L.failed) return -1;
+    /* inih keeps going after a syntax error; an error it saw on an earlier line is the one to report. */
+    if (L.failed && !(r > 0 && r < L.err_line)) return -1;
     if (r > 0) {
         snprintf(err, errlen, "%s:%d: syntax error (expected [section], key = value or a comment)", path, r);
         return -1;

@@ -137,11 +137,11 @@ int tt_static_decode_path(tt_str_t path, char *out, size_t size, bool *dir)
         }
         if (len == 0 || (len == 1 && first == '.')) continue; /* empty and "." segments */
         if (len == 2 && first == '.' && second == '.') return -1;
-        if (overflow) return -1;
+        if (overflow) return -2;
         if (o > 0) out[o] = '/';
         o = start + len;
     }
-    if (size == 0) return -1;
+    if (size == 0) return -2;
     out[o] = '\0';
     return (int)o;
 }
@@ -451,7 +451,7 @@ static void static_handle(void *state, tt_req_t *rq)
     bool dir;
     int n = tt_static_decode_path(rq->path, sw->path, sizeof(sw->path), &dir);
     if (n < 0) {
-        tt_req_respond_text(rq, 400, TT_STR_NULL);
+        tt_req_respond_text(rq, n == -2 ? 414 : 400, TT_STR_NULL);
         return;
     }
     uint32_t hash = hash_key(sw->path, (size_t)n, dir);

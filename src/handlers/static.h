@@ -30,7 +30,8 @@ extern const tt_handler_ops_t tt_static_ops;
 /**
  * Percent-decodes the path part of a request-target into a relative path in `out` (`size` bytes, NUL
  * terminated, no leading '/'), dropping empty and "." segments. `*dir` is set when the path ends in '/'.
- * Returns its length, or -1 for a path to refuse (bad escape, NUL, encoded '/', a ".." segment, too long).
+ * Returns its length, -1 for a path to refuse (bad escape, NUL, encoded '/', a ".." segment), or -2 when
+ * it does not fit in `size` bytes (the handler answers 414).
  */
 int tt_static_decode_path(tt_str_t path, char *out, size_t size, bool *dir);
 

@@ -83,9 +83,11 @@ static inline bool has_output(const h1_conn_t *c)
     return c->out.len > 0 || c->nfiles > 0;
 }
 
+/* The input buffer's limit while reading a head: above anything the parser accepts (it refuses first),
+ * and never below one block, so small configured limits do not starve reads. */
 static size_t head_max(const tt_listen_policy_t *p)
 {
-    return p->limits.max_target + p->limits.max_field_bytes + 512;
+    return TT_MAX((size_t)32768, p->limits.max_target + p->limits.max_field_bytes + 8192);
 }
 
 static void set_tq(h1_conn_t *c, enum tq_kind kind)
@@ -140,6 +142,7 @@ static void enter_idle(h1_conn_t *c)
     c->mark_ms = tt_loop_now(c->w->loop);
     tt_gauge_add(&c->w->metrics.conn_idle, 1);
     set_tq(c, TQ_IDLE);
+    tt__worker_conn_idle(c->w);
 }
 
 static void leave_idle(h1_conn_t *c, bool reused)

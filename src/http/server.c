@@ -13,6 +13,7 @@ struct tt_server {
     tt_worker_t *workers;
     uint32_t nworkers;
     tt_metrics_shard_t **shards;
+    int done_fd; /* eventfd: +1 per worker thread that finished */
     bool started;
 };
 
@@ -91,14 +92,24 @@ bool tt__worker_evict_oldest(tt_worker_t *w)
     return true;
 }
 
+/* True when an idle connection exists that eviction could close. */
+static bool has_idle(const tt_worker_t *w)
+{
+    for (size_t i = 0; i < w->conf->nlisteners; i++)
+        for (size_t b = 0; b < w->ls[i].nidle; b++)
+            if (tt_tq_oldest(&w->ls[i].idle_q[b]) != NULL) return true;
+    return false;
+}
+
 static void listener_on_io(tt_io_t *io, uint32_t events)
 {
     (void)events;
     tt__lstate_t *ls = tt_container_of(io, tt__lstate_t, io);
     tt_worker_t *w = ls->w;
     for (int i = 0; i < ACCEPT_BATCH && io->fd >= 0; i++) {
-        if (w->conf->max_connections && w->nconns >= w->conf->max_connections && !tt__worker_evict_oldest(w)) {
-            /* Nothing idle to make room: stop accepting until a connection closes (no polling). */
+        bool full = w->conf->max_connections && w->nconns >= w->conf->max_connections;
+        if (full && !has_idle(w)) {
+            /* Nothing idle to make room: stop accepting until a connection closes or goes idle. */
             set_accepting(w, false);
             return;
         }
@@ -113,6 +124,8 @@ static void listener_on_io(tt_io_t *io, uint32_t events)
             tt_timer_arm(w->loop, &w->accept_retry, ACCEPT_RETRY_MS);
             return;
         }
+        /* Only a connection that really arrived evicts the oldest idle one. */
+        if (full) tt__worker_evict_oldest(w);
         tt__h1_conn_accept(ls, fd, &peer);
     }
 }
@@ -129,6 +142,12 @@ void tt__worker_conn_closed(tt_worker_t *w)
     if (w->accept_paused && !tt_timer_is_armed(&w->accept_retry) &&
         (w->conf->max_connections == 0 || w->nconns < w->conf->max_connections))
         set_accepting(w, true);
+}
+
+void tt__worker_conn_idle(tt_worker_t *w)
+{
+    /* A paused listener waits for room; an idle connection is room (it can be evicted). */
+    if (w->accept_paused && !w->draining && !tt_timer_is_armed(&w->accept_retry)) set_accepting(w, true);
 }
 
 tt_str_t tt__worker_date_fields(tt_worker_t *w)
@@ -218,6 +237,9 @@ static void *worker_main(void *arg)
     worker_prepare(w);
     tt_loop_run(w->loop);
     worker_finish(w);
+    uint64_t one = 1;
+    ssize_t n = write(w->srv->done_fd, &one, sizeof(one));
+    (void)n;
     return NULL;
 }
 
@@ -229,6 +251,8 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
     srv->workers = tt_calloc(srv->nworkers, sizeof(tt_worker_t));
     srv->shards = tt_calloc(srv->nworkers, sizeof(*srv->shards));
     srv->bound = tt_calloc(conf->nlisteners ? conf->nlisteners : 1, sizeof(tt_addr_t));
+    srv->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (srv->done_fd < 0) tt_fatal("eventfd: %s", strerror(errno));
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         tt_worker_t *w = &srv->workers[i];
         w->id = i;
@@ -338,8 +362,18 @@ void tt_server_free(tt_server_t **srvp)
     free(srv->workers);
     free(srv->shards);
     free(srv->bound);
+    close(srv->done_fd);
     free(srv);
     *srvp = NULL;
+}
+
+int tt_server_done_fd(const tt_server_t *srv)
+{
+    return srv->done_fd;
+}
+uint32_t tt_server_workers(const tt_server_t *srv)
+{
+    return srv->nworkers;
 }
 
 tt_metrics_shard_t *const *tt_server_shards(const tt_server_t *srv, size_t *n)

@@ -68,6 +68,10 @@ void tt_server_drain(tt_server_t *srv);
 void tt_server_join(tt_server_t *srv);
 /** Frees the server; its threads must have been joined. Sets `*srv` to NULL. */
 void tt_server_free(tt_server_t **srv);
+/** An eventfd that counts worker threads that have finished (read it to add them up); for a loop to watch. */
+int tt_server_done_fd(const tt_server_t *srv);
+/** Number of workers. */
+uint32_t tt_server_workers(const tt_server_t *srv);
 /** The workers' metric shards, for tt_metrics_render(); `*n` gets their count. */
 tt_metrics_shard_t *const *tt_server_shards(const tt_server_t *srv, size_t *n);
 

@@ -57,6 +57,8 @@ struct tt_worker {
 /* server.c, for h1_conn.c */
 /** Accounts for a closed connection and resumes accepting if that was waiting. */
 void tt__worker_conn_closed(tt_worker_t *w);
+/** A connection became idle: resumes accepting if that was paused at the limit (it can now be evicted). */
+void tt__worker_conn_idle(tt_worker_t *w);
 /** Closes the oldest idle connection of the worker (reason evicted). False when none is idle. */
 bool tt__worker_evict_oldest(tt_worker_t *w);
 /** "Date: ...\r\nServer: tether\r\n", refreshed once per second. */

@@ -420,10 +420,10 @@ static void reports_an_unknown_key_with_its_line(void **state)
 static void reports_an_unknown_section_with_its_line(void **state)
 {
     fixture_t *f = *state;
-    expect_load_error(f, PREAMBLE "[keepalivee]\nidle_timeout = 5s\n",
-                      ":7: idle_timeout: unknown section [keepalivee]");
-    expect_load_error(f, PREAMBLE "[listener x]\naddress = 127.0.0.1:80\n",
-                      ":7: address: unknown section [listener x]");
+    /* reported on the section's own line, even when the section has no keys */
+    expect_load_error(f, PREAMBLE "[keepalivee]\nidle_timeout = 5s\n", ":6: [keepalivee]: unknown section");
+    expect_load_error(f, PREAMBLE "[listener x]\naddress = 127.0.0.1:80\n", ":6: [listener x]: unknown section");
+    expect_load_error(f, PREAMBLE "[keepalivee]\n", ":6: [keepalivee]: unknown section");
 }
 
 static void reports_a_bad_duration_with_its_line(void **state)

@@ -8,8 +8,9 @@
 
 #include "handlers/static.h"
 
-/* Decodes `in` into a `size`-byte buffer; checks the result is `want` (NULL: refused) and the dir flag. */
-static void expect_sized(const char *in, size_t size, const char *want, bool want_dir)
+/* Decodes `in` into a `size`-byte buffer; checks the result is `want` (NULL: refused with `refusal`, -1 for a
+ * bad path, -2 for one too long) and the dir flag. */
+static void expect_result(const char *in, size_t size, const char *want, bool want_dir, int refusal)
 {
     char out[512];
     assert_true(size <= sizeof(out) - 8);
@@ -17,8 +18,8 @@ static void expect_sized(const char *in, size_t size, const char *want, bool wan
     bool dir = !want_dir;
     int n = tt_static_decode_path(tt_str(in, strlen(in)), out, size, &dir);
     if (want == NULL) {
-        if (n != -1) print_error("\"%s\" accepted as \"%.*s\"\n", in, n > 0 ? n : 0, out);
-        assert_int_equal(n, -1);
+        if (n != refusal) print_error("\"%s\" gave %d (\"%.*s\")\n", in, n, n > 0 ? n : 0, out);
+        assert_int_equal(n, refusal);
         assert_int_equal(out[size], '#'); /* nothing written past the buffer */
         return;
     }
@@ -29,6 +30,11 @@ static void expect_sized(const char *in, size_t size, const char *want, bool wan
     assert_int_equal(out[size], '#');
 }
 
+static void expect_sized(const char *in, size_t size, const char *want, bool want_dir)
+{
+    expect_result(in, size, want, want_dir, -2);
+}
+
 static void expect_path(const char *in, const char *want, bool want_dir)
 {
     expect_sized(in, 256, want, want_dir);
@@ -36,7 +42,7 @@ static void expect_path(const char *in, const char *want, bool want_dir)
 
 static void expect_refused(const char *in)
 {
-    expect_sized(in, 256, NULL, false);
+    expect_result(in, 256, NULL, false, -1);
 }
 
 static void decodes_plain_paths(void **state)
