@@ -514,5 +514,5 @@ const tt_handler_ops_t tt_static_ops = {
     .worker_init = static_worker_init,
     .worker_free = static_worker_free,
     .handle = static_handle,
-    .takes_body = false,
+    .async = false,
 };

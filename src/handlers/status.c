@@ -76,5 +76,5 @@ const tt_handler_ops_t tt_status_ops = {
     .name = "status",
     .worker_init = status_worker_init,
     .handle = status_handle,
-    .takes_body = false,
+    .async = false,
 };

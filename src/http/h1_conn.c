@@ -19,10 +19,11 @@
 #define MAX_FILES    4     /* file ranges queued before reading stops */
 #define RUN_ROUNDS   16    /* read/answer rounds per wake-up before yielding to other connections */
 #define LINGER_BYTES (1u << 20)
+#define OUT_LOW      16384 /* a handler told "full" is called back when output falls below this */
 
 enum conn_state { ST_HEAD, ST_BODY, ST_LINGER, ST_CLOSED };
 enum tq_kind { TQ_NONE, TQ_HEADER, TQ_BODY, TQ_SEND, TQ_IDLE, TQ_LINGER };
-enum process_result { P_NEED_INPUT, P_BLOCKED, P_STOP };
+enum process_result { P_NEED_INPUT, P_BLOCKED, P_WAIT, P_STOP };
 
 /* A queued file range and the access-log line it completes. */
 typedef struct out_file {
@@ -68,13 +69,40 @@ typedef struct h1_conn {
     bool linger : 1;      /* unread request bytes may remain: half-close and drain before closing */
     bool error_close : 1; /* the current response refuses the request */
     bool idle : 1;
-    tt_defer_t resume; /* continue after yielding */
+    bool in_run : 1;        /* inside conn_run: writes need no kick */
+    bool body_paused : 1;   /* the asynchronous handler asked to stop content delivery */
+    bool want_writable : 1; /* tt_req_write() said "full": call on_writable once drained */
+    bool resp_chunked : 1;  /* the streamed response is chunked */
+    bool resp_open : 1;     /* a streamed response head went out and its finish has not */
+    int64_t resp_left;      /* streamed response: Content-Length bytes still owed, -1 when not counted */
+    uint64_t resp_bytes;    /* bytes of the streamed response queued so far (access log) */
+    int resp_status;
+    tt_buf_t trailers;     /* request trailer section being collected for an asynchronous handler */
+    uint8_t resp_decision; /* keep-alive decision of the streamed response's head */
+    uint8_t cur_minor;     /* HTTP/1.minor of the request being answered */
+    unsigned cur_tokens;   /* its Connection tokens */
+    uint64_t cur_start_ms; /* when its head began */
+    struct h1_areq *areq;  /* the asynchronous request in flight, NULL otherwise */
+    tt_defer_t resume;     /* continue after yielding */
+    tt_defer_t kick;       /* flush writes made outside conn_run */
     tt_defer_t free_later;
     tt_addr_t peer;
 } h1_conn_t;
 
+/* An asynchronous request: the handler keeps it past handle(), so it lives on the heap with copies of
+ * what the access log needs after the request's bytes are gone. */
+typedef struct h1_areq {
+    tt_req_t req;
+    tt_str_t method;
+    tt_str_t target;
+    char strs[]; /* method and target */
+} h1_areq_t;
+
 static void conn_run(h1_conn_t *c);
 static void conn_close(h1_conn_t *c, tt_close_reason_t reason);
+static void log_line(h1_conn_t *c, tt_str_t method, tt_str_t target, int status, uint64_t bytes,
+                     tt_close_reason_t decision, tt_str_t extra);
+static void abort_areq(h1_conn_t *c);
 
 /* ---- small helpers ---- */
 
@@ -168,6 +196,16 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
 {
     if (c->state == ST_CLOSED) return;
     tt_worker_t *w = c->w;
+    if (c->areq != NULL) {
+        /* Log the request the client will never get a (complete) answer to: 499 as nginx does when no
+         * response was started. */
+        tt_str_t extra = c->areq->req.log_extra;
+        log_line(c, c->areq->method, c->areq->target, c->resp_open ? c->resp_status : 499, c->resp_bytes, reason,
+                 extra);
+        c->resp_bytes = 0;
+        abort_areq(c);
+    }
+    c->in_run = false;
     if (c->idle) {
         c->idle = false;
         tt_gauge_add(&w->metrics.conn_idle, -1);
@@ -186,6 +224,7 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     c->files = NULL;
     tt_buf_release(&c->in, &w->bufs);
     tt_buf_release(&c->out, &w->bufs);
+    tt_buf_release(&c->trailers, &w->bufs);
     tt_gauge_set(&w->metrics.buffers_in_use, w->bufs.in_use);
     close(c->io.fd);
     c->io.fd = -1;
@@ -300,19 +339,72 @@ static bool conn_flush(h1_conn_t *c)
 
 /* ---- responses ---- */
 
-static void conn_respond(tt_req_t *rq, const tt_resp_t *resp)
+static void kick_cb(tt_defer_t *d)
 {
-    h1_conn_t *c = rq->_conn;
+    h1_conn_t *c = tt_container_of(d, h1_conn_t, kick);
+    if (c->state < ST_LINGER) conn_run(c);
+}
+
+/* Output was queued from outside conn_run (an asynchronous handler): flush it at the end of the turn. */
+static void conn_kick(h1_conn_t *c)
+{
+    if (!c->in_run && c->state < ST_LINGER) tt_loop_defer(c->w->loop, &c->kick, kick_cb);
+}
+
+static void log_line(h1_conn_t *c, tt_str_t method, tt_str_t target, int status, uint64_t bytes,
+                     tt_close_reason_t decision, tt_str_t extra)
+{
+    tt_accesslog_rec_t rec = {
+        .peer = &c->peer,
+        .method = method,
+        .target = target,
+        .minor_version = c->cur_minor,
+        .status = status,
+        .bytes = bytes,
+        .duration_ms = tt_loop_now(c->w->loop) - c->cur_start_ms,
+        .conn_id = c->id,
+        .req_no = c->requests,
+        .decision = tt_close_reason_name(decision),
+        .extra = extra,
+    };
+    tt_accesslog_add(&c->w->alog, &rec);
+}
+
+/* The method and target for the log: the request's bytes while handle() runs, the copies afterwards. */
+static void req_names(h1_conn_t *c, const tt_req_t *rq, tt_str_t *method, tt_str_t *target)
+{
+    if (c->areq != NULL && rq == &c->areq->req) {
+        *method = c->areq->method;
+        *target = c->areq->target;
+    } else {
+        *method = rq->head->method;
+        *target = rq->head->target;
+    }
+}
+
+/* The request is answered: release the asynchronous state and let the connection move on. */
+static void req_done(h1_conn_t *c, tt_req_t *rq)
+{
+    c->resp_open = false;
+    if (c->areq != NULL && rq == &c->areq->req) {
+        free(c->areq);
+        c->areq = NULL;
+        c->want_writable = false;
+        c->body_paused = false;
+        conn_kick(c);
+    }
+}
+
+/* Writes a response head into the output and decides whether the connection persists. */
+static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool has_content, tt_close_reason_t *out)
+{
     tt_worker_t *w = c->w;
     const tt_listen_policy_t *p = c->ls->policy;
-    const tt_h1_request_t *h = rq->head;
     const bool no_content = tt_http_status_has_no_content(resp->status);
-    const bool send_content = !no_content && !rq->is_head;
-
     tt_ka_state_t st = {
-        .minor_version = h->minor_version,
-        .conn_tokens = h->conn_tokens,
-        .close_delimited = !no_content && resp->content_length < 0,
+        .minor_version = c->cur_minor,
+        .conn_tokens = c->cur_tokens,
+        .close_delimited = has_content && resp->content_length < 0 && !chunked,
         .error_close = c->error_close,
         .draining = w->draining,
         .requests = c->requests,
@@ -323,7 +415,7 @@ static void conn_respond(tt_req_t *rq, const tt_resp_t *resp)
     tt_str_t date = tt__worker_date_fields(w);
     const char *reason = tt_http_reason(resp->status);
     size_t reason_len = strlen(reason);
-    if (!tt_buf_reserve(&c->out, &w->bufs, 160 + reason_len + date.n + resp->fields.n, SIZE_MAX))
+    if (!tt_buf_reserve(&c->out, &w->bufs, 192 + reason_len + date.n + resp->fields.n, SIZE_MAX))
         tt_fatal("output buffer");
     char *o0 = tt_buf_tail(&c->out), *o = o0;
     o = put(o, TT_LIT("HTTP/1.1 "));
@@ -337,9 +429,11 @@ static void conn_respond(tt_req_t *rq, const tt_resp_t *resp)
         o = put(o, TT_LIT("Content-Length: "));
         o = put_u64(o, (uint64_t)resp->content_length);
         o = put(o, TT_LIT("\r\n"));
+    } else if (chunked) {
+        o = put(o, TT_LIT("Transfer-Encoding: chunked\r\n"));
     }
     if (decision == TT_CLOSE_NONE) {
-        if (h->minor_version == 0) o = put(o, TT_LIT("Connection: keep-alive\r\n"));
+        if (c->cur_minor == 0) o = put(o, TT_LIT("Connection: keep-alive\r\n"));
         uint64_t idle = tt_keepalive_pressure_idle(p->ka.idle_timeout_ms, w->nconns, w->conf->max_connections);
         c->idle_bucket = (uint8_t)tt_keepalive_pick_bucket(c->ls->idle_ms, c->ls->nidle, idle);
         if (p->keepalive_header) {
@@ -361,27 +455,28 @@ static void conn_respond(tt_req_t *rq, const tt_resp_t *resp)
     size_t head_len = (size_t)(o - o0);
     c->out.len += (uint32_t)head_len;
     c->mem_appended += head_len;
+    c->npending++;
+    tt_metrics_count_status(&w->metrics, resp->status);
+    *out = decision;
+    return head_len;
+}
 
+/* A whole response: head, content, file range, log line. */
+static void h1_respond(tt_req_t *rq, const tt_resp_t *resp)
+{
+    h1_conn_t *c = rq->_conn;
+    if (c->state >= ST_LINGER || c->resp_open) return;
+    tt_worker_t *w = c->w;
+    const bool send_content = !tt_http_status_has_no_content(resp->status) && !rq->is_head;
+    tt_close_reason_t decision;
+    size_t head_len = put_head(c, resp, false, send_content, &decision);
     uint64_t content = 0;
     if (send_content && resp->body_len) {
         out_append(c, resp->body, resp->body_len);
         content += resp->body_len;
     }
-    c->npending++;
-    tt_metrics_count_status(&w->metrics, resp->status);
-
-    tt_accesslog_rec_t rec = {
-        .peer = &c->peer,
-        .method = h->method,
-        .target = h->target,
-        .minor_version = h->minor_version,
-        .status = resp->status,
-        .bytes = head_len + content,
-        .duration_ms = tt_loop_now(w->loop) - c->mark_ms,
-        .conn_id = c->id,
-        .req_no = c->requests,
-        .decision = tt_close_reason_name(decision),
-    };
+    tt_str_t method, target;
+    req_names(c, rq, &method, &target);
     if (resp->file.fd >= 0) {
         if (!send_content || resp->file.len == 0) {
             if (resp->file.release) resp->file.release(resp->file.ref);
@@ -393,22 +488,127 @@ static void conn_respond(tt_req_t *rq, const tt_resp_t *resp)
             f->mem_at = c->mem_appended;
             f->sent = 0;
             f->head_bytes = head_len + content;
-            f->start_ms = c->mark_ms;
-            f->rec = rec;
+            f->start_ms = c->cur_start_ms;
             f->strs = NULL;
+            f->rec = (tt_accesslog_rec_t){
+                .peer = &c->peer,
+                .minor_version = c->cur_minor,
+                .status = resp->status,
+                .conn_id = c->id,
+                .req_no = c->requests,
+                .decision = tt_close_reason_name(decision),
+            };
             if (tt_accesslog_enabled(&w->alog)) {
                 /* The line is written when the file is sent; the request's bytes will be gone by then. */
-                f->strs = tt_malloc(h->method.n + h->target.n + 1);
-                memcpy(f->strs, h->method.p, h->method.n);
-                memcpy(f->strs + h->method.n, h->target.p, h->target.n);
-                f->rec.method = tt_str(f->strs, h->method.n);
-                f->rec.target = tt_str(f->strs + h->method.n, h->target.n);
+                f->strs = tt_malloc(method.n + target.n + 1);
+                memcpy(f->strs, method.p, method.n);
+                memcpy(f->strs + method.n, target.p, target.n);
+                f->rec.method = tt_str(f->strs, method.n);
+                f->rec.target = tt_str(f->strs + method.n, target.n);
             }
+            req_done(c, rq);
             return;
         }
     }
-    tt_accesslog_add(&w->alog, &rec);
+    log_line(c, method, target, resp->status, head_len + content, decision, rq->log_extra);
+    req_done(c, rq);
 }
+
+static void h1_respond_head(tt_req_t *rq, const tt_resp_t *head)
+{
+    h1_conn_t *c = rq->_conn;
+    if (c->state >= ST_LINGER || c->resp_open) return;
+    const bool content = !tt_http_status_has_no_content(head->status) && !rq->is_head;
+    const bool chunked = content && head->content_length < 0 && c->cur_minor >= 1;
+    tt_close_reason_t decision;
+    c->resp_bytes = put_head(c, head, chunked, content, &decision);
+    c->resp_open = true;
+    c->resp_chunked = chunked;
+    c->resp_left = !content ? 0 : head->content_length;
+    c->resp_status = head->status;
+    c->resp_decision = (uint8_t)decision;
+    conn_kick(c);
+}
+
+static bool h1_write(tt_req_t *rq, const void *data, size_t len)
+{
+    h1_conn_t *c = rq->_conn;
+    if (c->state >= ST_LINGER || !c->resp_open) return false;
+    if (c->resp_left >= 0) {
+        /* Never more than the Content-Length promised (nothing at all for HEAD, 204, 304). */
+        len = (size_t)TT_MIN((int64_t)len, c->resp_left);
+        c->resp_left -= (int64_t)len;
+    }
+    if (len > 0) {
+        if (c->resp_chunked) {
+            char size[24];
+            int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+            out_append(c, size, (size_t)n);
+            out_append(c, data, len);
+            out_append(c, TT_LIT("\r\n"));
+            c->resp_bytes += (size_t)n + len + 2;
+        } else {
+            out_append(c, data, len);
+            c->resp_bytes += len;
+        }
+        conn_kick(c);
+    }
+    if (c->out.len >= OUT_HIGH) {
+        c->want_writable = true;
+        return false;
+    }
+    return true;
+}
+
+/* Ends a streamed response; `failed`: it could not be completed, so the connection must close to show
+ * the truncation (no terminating chunk, fewer bytes than Content-Length). */
+static void finish_streamed(tt_req_t *rq, tt_str_t trailers, bool failed)
+{
+    h1_conn_t *c = rq->_conn;
+    if (c->state >= ST_LINGER || !c->resp_open) return;
+    if (c->resp_chunked && !failed) {
+        out_append(c, TT_LIT("0\r\n"));
+        out_append(c, trailers.p, trailers.n);
+        out_append(c, TT_LIT("\r\n"));
+        c->resp_bytes += 5 + trailers.n;
+    }
+    tt_close_reason_t decision = (tt_close_reason_t)c->resp_decision;
+    if (failed || c->resp_left > 0) {
+        c->closing = true;
+        c->close_reason = TT_CLOSE_RESET;
+        decision = TT_CLOSE_RESET;
+    }
+    tt_str_t method, target;
+    req_names(c, rq, &method, &target);
+    log_line(c, method, target, c->resp_status, c->resp_bytes, decision, rq->log_extra);
+    req_done(c, rq);
+    conn_kick(c);
+}
+
+static void h1_finish(tt_req_t *rq, tt_str_t trailers)
+{
+    finish_streamed(rq, trailers, false);
+}
+static void h1_fail(tt_req_t *rq)
+{
+    finish_streamed(rq, TT_STR_NULL, true);
+}
+
+static void h1_pause_body(tt_req_t *rq, bool pause)
+{
+    h1_conn_t *c = rq->_conn;
+    c->body_paused = pause;
+    if (!pause) conn_kick(c);
+}
+
+static const tt_req_ops_t h1_req_ops = {
+    .respond = h1_respond,
+    .respond_head = h1_respond_head,
+    .write = h1_write,
+    .finish = h1_finish,
+    .fail_response = h1_fail,
+    .pause_body = h1_pause_body,
+};
 
 /* Builds the handler's view of a parsed head. False when the request-target form is not acceptable. */
 static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
@@ -416,12 +616,19 @@ static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
     memset(rq, 0, sizeof(*rq));
     rq->head = h;
     rq->is_head = h->method_id == TT_METHOD_HEAD;
+    rq->has_body = h->chunked || h->content_length > 0;
+    rq->content_length = h->chunked ? -1 : h->content_length;
+    rq->minor_version = h->minor_version;
     rq->conn_id = c->id;
     rq->req_no = c->requests;
+    rq->start_ms = c->mark_ms;
     rq->peer = &c->peer;
     rq->worker = c->w;
     rq->_conn = c;
-    rq->_respond = conn_respond;
+    rq->_ops = &h1_req_ops;
+    c->cur_minor = (uint8_t)h->minor_version;
+    c->cur_tokens = h->conn_tokens;
+    c->cur_start_ms = c->mark_ms;
     tt_str_t t = h->target;
     if (t.n == 0) return false;
     if (t.p[0] != '/') {
@@ -458,6 +665,35 @@ static void respond_error(h1_conn_t *c, tt_req_t *rq, int status)
     c->error_close = false;
 }
 
+/* The client is gone or the request is refused mid-way: tell the asynchronous handler, then drop it. */
+static void abort_areq(h1_conn_t *c)
+{
+    h1_areq_t *a = c->areq;
+    if (a == NULL) return;
+    if (a->req.hooks && a->req.hooks->on_abort) a->req.hooks->on_abort(&a->req);
+    if (c->areq == a) {
+        c->areq = NULL;
+        c->resp_open = false;
+        c->want_writable = false;
+        c->body_paused = false;
+        free(a);
+    }
+}
+
+/* Copies a request the handler will answer later. */
+static tt_req_t *make_areq(h1_conn_t *c, const tt_req_t *rq)
+{
+    const tt_h1_request_t *h = rq->head;
+    h1_areq_t *a = tt_malloc(sizeof(*a) + h->method.n + h->target.n);
+    a->req = *rq;
+    memcpy(a->strs, h->method.p, h->method.n);
+    memcpy(a->strs + h->method.n, h->target.p, h->target.n);
+    a->method = tt_str(a->strs, h->method.n);
+    a->target = tt_str(a->strs + h->method.n, h->target.n);
+    c->areq = a;
+    return &a->req;
+}
+
 /* ---- request dispatch ---- */
 
 static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
@@ -471,7 +707,7 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
     c->body_left = h->content_length > 0 ? h->content_length : 0;
     c->body_seen = 0;
     if (h->chunked) tt_h1_chunked_init(&c->chunk);
-    bool has_body = h->chunked || c->body_left > 0;
+    bool has_body = rq.has_body;
 
     if (!ok) {
         respond_error(c, &rq, 400);
@@ -488,7 +724,14 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
                 tt_req_respond_text(&rq, 404, TT_STR_NULL);
             } else {
                 const tt_route_t *rt = &w->conf->router->routes[r];
-                rt->ops->handle(w->route_state[r], &rq);
+                if (rt->ops->async) {
+                    tt_req_t *ar = make_areq(c, &rq);
+                    rt->ops->handle(w->route_state[r], ar);
+                    if (c->areq != NULL && &c->areq->req == ar && !has_body && ar->hooks && ar->hooks->on_body_end)
+                        ar->hooks->on_body_end(ar, TT_STR_NULL);
+                } else {
+                    rt->ops->handle(w->route_state[r], &rq);
+                }
             }
         }
     }
@@ -501,33 +744,71 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
     c->mark_ms = tt_loop_now(w->loop);
 }
 
-/* Discards request content from the input buffer. False when the connection must close. */
+/* Request content: to the asynchronous handler that wants it, else discarded. */
+static void body_data(h1_conn_t *c, const char *p, size_t n)
+{
+    h1_areq_t *a = c->areq;
+    if (n > 0 && a != NULL && a->req.hooks && a->req.hooks->on_body) a->req.hooks->on_body(&a->req, p, n);
+}
+
+static void body_end(h1_conn_t *c)
+{
+    c->state = ST_HEAD;
+    h1_areq_t *a = c->areq;
+    /* The collected trailer section ends with the empty line's CRLF, which is not a field line. */
+    tt_str_t tr = c->trailers.len >= 2 ? tt_str(tt_buf_data(&c->trailers), c->trailers.len - 2) : TT_STR_NULL;
+    if (a != NULL && a->req.hooks && a->req.hooks->on_body_end) a->req.hooks->on_body_end(&a->req, tr);
+    tt_buf_release(&c->trailers, &c->w->bufs);
+}
+
+/* Content that cannot be read on (bad chunk framing, over the limit): answer if nothing was, then close. */
+static void body_refuse(h1_conn_t *c, int status)
+{
+    h1_areq_t *a = c->areq;
+    c->closing = true;
+    c->linger = true;
+    c->close_reason = TT_CLOSE_BAD_REQUEST;
+    c->state = ST_HEAD;
+    if (a != NULL && !c->resp_open) {
+        if (a->req.hooks && a->req.hooks->on_abort) a->req.hooks->on_abort(&a->req);
+        a->req.hooks = NULL;
+        c->error_close = true;
+        tt_req_respond_text(&a->req, status, TT_STR_NULL);
+        c->error_close = false;
+    } else {
+        abort_areq(c);
+    }
+}
+
+/* Consumes request content from the input buffer. False when the connection must close. */
 static bool consume_body(h1_conn_t *c)
 {
     const tt_listen_policy_t *p = c->ls->policy;
     bool progress = false;
-    while (c->in.len > 0 && c->state == ST_BODY) {
+    while (c->in.len > 0 && c->state == ST_BODY && !(c->areq && c->body_paused)) {
         if (!c->chunked) {
             size_t n = (size_t)TT_MIN((int64_t)c->in.len, c->body_left);
-            tt_buf_consume(&c->in, n);
+            const char *data = tt_buf_data(&c->in);
+            tt_buf_consume(&c->in, n); /* the bytes stay in place until the next read */
             c->body_left -= (int64_t)n;
             progress = true;
-            if (c->body_left == 0) c->state = ST_HEAD;
+            body_data(c, data, n);
+            if (c->body_left == 0) body_end(c);
             continue;
         }
         tt_str_t data;
+        bool in_trailer = tt_h1_chunked_in_trailer(&c->chunk);
         int64_t n = tt_h1_chunked_decode(&c->chunk, tt_buf_data(&c->in), c->in.len, &data);
         if (n < 0 || (c->body_seen += data.n) > p->max_body_bytes) {
-            /* The response already went out; framing is lost, so the connection ends here. */
-            c->closing = true;
-            c->linger = true;
-            c->close_reason = TT_CLOSE_BAD_REQUEST;
+            body_refuse(c, n < 0 ? 400 : 413);
             return false;
         }
+        if (in_trailer && c->areq != NULL) tt_buf_append(&c->trailers, &c->w->bufs, tt_buf_data(&c->in), (size_t)n);
         tt_buf_consume(&c->in, (size_t)n);
         progress = progress || n > 0;
+        body_data(c, data.p, data.n);
         if (c->chunk.done)
-            c->state = ST_HEAD;
+            body_end(c);
         else if (n == 0)
             break;
     }
@@ -545,6 +826,7 @@ static enum process_result conn_process(h1_conn_t *c)
             if (c->state == ST_BODY) return P_NEED_INPUT;
             continue;
         }
+        if (c->areq != NULL) return P_WAIT; /* pipelined requests wait for the one in flight */
         if (c->in.len == 0) return P_NEED_INPUT;
         if (c->npending >= PIPELINE_MAX || c->out.len >= OUT_HIGH || c->nfiles >= MAX_FILES) return P_BLOCKED;
         tt_h1_request_t *h = &w->req;
@@ -572,7 +854,8 @@ static enum process_result conn_process(h1_conn_t *c)
 static bool can_read(const h1_conn_t *c)
 {
     if (c->closing || c->peer_eof || c->state > ST_BODY) return false;
-    if (c->state == ST_BODY) return true;
+    if (c->state == ST_BODY) return !(c->areq && c->body_paused);
+    if (c->areq != NULL) return false; /* no pipelined reading while a request is in flight */
     return c->npending < PIPELINE_MAX && c->out.len < OUT_HIGH && c->nfiles < MAX_FILES;
 }
 
@@ -625,12 +908,21 @@ static void conn_settle(h1_conn_t *c)
         return;
     }
     if (c->peer_eof) {
-        /* Everything complete was answered; a partial request can never finish. */
+        /* Everything complete was answered; a partial request can never finish (an asynchronous one is
+         * abandoned, as nginx does when the client goes away). */
         conn_close(c, TT_CLOSE_CLIENT_CLOSE);
         return;
     }
     if (c->state == ST_BODY) {
-        if (c->tq_kind != TQ_BODY) set_tq(c, TQ_BODY);
+        /* Paused by the handler's backpressure: the client is not the slow one, so no body timeout. */
+        if (c->areq && c->body_paused)
+            set_tq(c, TQ_NONE);
+        else if (c->tq_kind != TQ_BODY)
+            set_tq(c, TQ_BODY);
+        return;
+    }
+    if (c->areq != NULL) {
+        set_tq(c, TQ_NONE); /* the handler's own deadlines govern the wait */
         return;
     }
     if (c->in.len > 0 || c->requests == 0) {
@@ -652,12 +944,20 @@ static void resume_cb(tt_defer_t *d)
 
 static void conn_run(h1_conn_t *c)
 {
+    c->in_run = true;
     for (int round = 0;; round++) {
         if (c->rd_ready && can_read(c) && conn_read(c) < 0) return;
         enum process_result pr = conn_process(c);
         if (c->state == ST_CLOSED) return;
         if (has_output(c) && !c->wr_blocked && !conn_flush(c)) return;
         bool more = (c->rd_ready && can_read(c)) || (pr == P_BLOCKED && !has_output(c));
+        if (c->want_writable && c->out.len < OUT_LOW && c->areq != NULL) {
+            /* The handler was told to stop producing; let it go on (it may queue more output now). */
+            c->want_writable = false;
+            if (c->areq->req.hooks && c->areq->req.hooks->on_writable) c->areq->req.hooks->on_writable(&c->areq->req);
+            if (c->state == ST_CLOSED) return;
+            more = more || (has_output(c) && !c->wr_blocked);
+        }
         if (!more) break;
         if (round + 1 == RUN_ROUNDS) {
             /* Fairness: let other connections run; continue next turn (edge-triggered: no new event). */
@@ -665,6 +965,7 @@ static void conn_run(h1_conn_t *c)
             break;
         }
     }
+    c->in_run = false;
     conn_settle(c);
     /* `c` may be closed here, but its memory lives until the end of the turn. */
     tt_gauge_set(&c->w->metrics.buffers_in_use, c->w->bufs.in_use);
@@ -747,7 +1048,8 @@ void tt__h1_conn_on_timeout(tt_tq_entry_t *e)
 void tt__h1_conn_drain(tt_list_t *link)
 {
     h1_conn_t *c = tt_container_of(link, h1_conn_t, link);
-    if (c->idle || (c->state == ST_HEAD && c->in.len == 0 && !has_output(c))) conn_close(c, TT_CLOSE_SHUTDOWN);
+    if (c->idle || (c->state == ST_HEAD && c->in.len == 0 && !has_output(c) && c->areq == NULL))
+        conn_close(c, TT_CLOSE_SHUTDOWN);
     /* Otherwise the next response says Connection: close (w->draining) and the connection ends after it. */
 }
 

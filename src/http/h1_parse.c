@@ -275,24 +275,27 @@ static void classify(tt_h1_request_t *req, size_t idx, semantics_t *s)
     }
 }
 
-/* Parses the field lines in `p[0..end)`, each ending in CRLF (the empty line excluded). */
-static int parse_fields(const char *p, const char *end, const tt_h1_limits_t *lim, tt_h1_request_t *req)
+/*
+ * Parses the field lines in `p[0..end)`, each ending in CRLF (the empty line excluded), into `fields`
+ * (`*n` of them). Shared by requests, responses and nothing else: message semantics come afterwards.
+ */
+static tt_h1_error_t parse_field_lines(const char *p, const char *end, size_t max_fields, tt_h1_field_t *fields,
+                                       size_t *n)
 {
-    semantics_t s = {0};
+    *n = 0;
     while (p < end) {
-        if (is_ows(*p)) return bad(req, TT_H1_E_OBS_FOLD);
-        if (req->nfields >= lim->max_fields || req->nfields >= TT_H1_MAX_FIELDS)
-            return bad(req, TT_H1_E_TOO_MANY_FIELDS);
+        if (is_ows(*p)) return TT_H1_E_OBS_FOLD;
+        if (*n >= max_fields || *n >= TT_H1_MAX_FIELDS) return TT_H1_E_TOO_MANY_FIELDS;
         const char *name = p;
         while (p < end && is_tchar((unsigned char)*p)) p++;
-        if (p == end) return bad(req, TT_H1_E_FIELD_NAME);
+        if (p == end) return TT_H1_E_FIELD_NAME;
         if (*p != ':') {
-            if (p > name && is_ows(*p)) return bad(req, TT_H1_E_FIELD_NAME_WS);
-            if (*p == '\r' && p + 1 < end && p[1] != '\n') return bad(req, TT_H1_E_BARE_CR);
-            return bad(req, TT_H1_E_FIELD_NAME);
+            if (p > name && is_ows(*p)) return TT_H1_E_FIELD_NAME_WS;
+            if (*p == '\r' && p + 1 < end && p[1] != '\n') return TT_H1_E_BARE_CR;
+            return TT_H1_E_FIELD_NAME;
         }
-        if (p == name) return bad(req, TT_H1_E_FIELD_NAME);
-        tt_h1_field_t *f = &req->fields[req->nfields];
+        if (p == name) return TT_H1_E_FIELD_NAME;
+        tt_h1_field_t *f = &fields[*n];
         f->name = tt_str(name, (size_t)(p - name));
         p++;
         while (p < end && is_ows(*p)) p++;
@@ -300,17 +303,26 @@ static int parse_fields(const char *p, const char *end, const tt_h1_limits_t *li
         while (p < end && is_value_char((unsigned char)*p)) p++;
         /* The line ends at CR LF; any other stop is a control byte or a lone CR/LF. */
         if (p + 1 >= end || p[0] != '\r' || p[1] != '\n') {
-            if (p < end && *p == '\r') return bad(req, TT_H1_E_BARE_CR);
-            if (p < end && *p == '\n') return bad(req, TT_H1_E_BARE_LF);
-            return bad(req, TT_H1_E_FIELD_VALUE);
+            if (p < end && *p == '\r') return TT_H1_E_BARE_CR;
+            if (p < end && *p == '\n') return TT_H1_E_BARE_LF;
+            return TT_H1_E_FIELD_VALUE;
         }
         const char *ve = p;
         while (ve > v && is_ows(ve[-1])) ve--;
         f->value = tt_str(v, (size_t)(ve - v));
-        classify(req, req->nfields, &s);
-        req->nfields++;
+        (*n)++;
         p += 2;
     }
+    return TT_H1_OK;
+}
+
+/* Parses the field lines of a request and applies request semantics (RFC 9112 3.2, 6). */
+static int parse_fields(const char *p, const char *end, const tt_h1_limits_t *lim, tt_h1_request_t *req)
+{
+    tt_h1_error_t e = parse_field_lines(p, end, lim->max_fields, req->fields, &req->nfields);
+    if (e != TT_H1_OK) return bad(req, e);
+    semantics_t s = {0};
+    for (size_t i = 0; i < req->nfields; i++) classify(req, i, &s);
     if (s.bad_cl) return bad(req, TT_H1_E_CONTENT_LENGTH);
     if (s.has_te) {
         if (req->content_length >= 0) return bad(req, TT_H1_E_CL_AND_TE);
@@ -412,6 +424,128 @@ int tt_h1_find_field(const tt_h1_request_t *req, const char *lower_name, size_t 
     for (size_t i = 0; i < req->nfields; i++)
         if (tt_str_ieq(req->fields[i].name, lower_name, n)) return (int)i;
     return -1;
+}
+
+/* ---- responses (RFC 9112 4, 6.3) ---- */
+
+/* Transfer-Encoding of a response: chunked only when it is the final coding (RFC 9112 6.3 item 4). */
+static bool te_last_is_chunked(tt_str_t m, void *ctx)
+{
+    int *last = ctx;
+    *last = tt_str_ieq(m, TT_LIT("chunked")) ? 1 : 0;
+    return true;
+}
+
+static int resp_bad(tt_h1_response_t *res, tt_h1_error_t e)
+{
+    res->error = e;
+    return TT_BAD;
+}
+
+int tt_h1_parse_response(const char *buf, size_t len, size_t last_len, const tt_h1_limits_t *lim, tt_h1_response_t *res)
+{
+    memset(res, 0, offsetof(tt_h1_response_t, fields));
+    res->content_length = -1;
+    res->keep_alive = -1;
+    const char *end = buf + len;
+    const char *from = buf + (last_len > 3 ? last_len - 3 : 0);
+    const char *head_end = find_head_end(buf, from, end);
+    if (head_end == NULL) {
+        if (len > lim->max_field_bytes + 1024) return resp_bad(res, TT_H1_E_FIELDS_TOO_LARGE);
+        /* Refuse what cannot become a status-line early, so a non-HTTP peer is caught at once. */
+        size_t n = TT_MIN(len, (size_t)5);
+        if (memcmp(buf, "HTTP/", n) != 0) return resp_bad(res, TT_H1_E_VERSION);
+        return TT_INCOMPLETE;
+    }
+    const char *lf = memchr(buf, '\n', (size_t)(head_end - buf));
+    if (lf == buf || lf[-1] != '\r') return resp_bad(res, TT_H1_E_BARE_LF);
+    const char *p = buf, *le = lf - 1;
+    /* status-line = HTTP-version SP status-code SP [ reason-phrase ]; a missing SP before an empty
+     * reason is tolerated, as every client does. */
+    if (le - p < 12 || memcmp(p, "HTTP/", 5) != 0 || p[5] < '0' || p[5] > '9' || p[6] != '.' || p[7] < '0' ||
+        p[7] > '9' || p[8] != ' ')
+        return resp_bad(res, TT_H1_E_VERSION);
+    if (p[5] != '1') return resp_bad(res, TT_H1_E_VERSION_UNSUPPORTED);
+    res->minor_version = p[7] == '0' ? 0 : 1;
+    p += 9;
+    if (p[0] < '1' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9')
+        return resp_bad(res, TT_H1_E_REQUEST_LINE);
+    res->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    p += 3;
+    if (p < le) {
+        if (*p != ' ') return resp_bad(res, TT_H1_E_REQUEST_LINE);
+        p++;
+        for (const char *q = p; q < le; q++)
+            if (!is_value_char((unsigned char)*q))
+                return resp_bad(res, *q == '\r' ? TT_H1_E_BARE_CR : TT_H1_E_REQUEST_LINE);
+    }
+    res->reason = tt_str(p, (size_t)(le - p));
+    const char *fields = lf + 1, *fields_end = TT_MAX(head_end - 2, fields);
+    if ((size_t)(fields_end - fields) > lim->max_field_bytes) return resp_bad(res, TT_H1_E_FIELDS_TOO_LARGE);
+    if (first_bare_lf(fields, fields, fields_end) != NULL) return resp_bad(res, TT_H1_E_BARE_LF);
+    tt_h1_error_t e = parse_field_lines(fields, fields_end, lim->max_fields, res->fields, &res->nfields);
+    if (e != TT_H1_OK) return resp_bad(res, e);
+    bool bad_cl = false;
+    int te_chunked = -1;
+    for (size_t i = 0; i < res->nfields; i++) {
+        tt_str_t n = res->fields[i].name, v = res->fields[i].value;
+        if (tt_str_ieq(n, TT_LIT("content-length"))) {
+            if (!add_content_length(v, &res->content_length)) bad_cl = true;
+        } else if (tt_str_ieq(n, TT_LIT("transfer-encoding"))) {
+            foreach_member(v, te_last_is_chunked, &te_chunked);
+            if (te_chunked < 0) te_chunked = 0;
+        } else if (tt_str_ieq(n, TT_LIT("connection"))) {
+            foreach_member(v, conn_token, &res->conn_tokens);
+        } else if (tt_str_ieq(n, TT_LIT("keep-alive"))) {
+            res->keep_alive = (int)i;
+        }
+    }
+    /* A proxy must not guess between two framings (response splitting): refuse the ambiguous ones. */
+    if (bad_cl) return resp_bad(res, TT_H1_E_CONTENT_LENGTH);
+    if (te_chunked >= 0 && res->content_length >= 0) return resp_bad(res, TT_H1_E_CL_AND_TE);
+    if (te_chunked == 1) {
+        res->chunked = true;
+    } else if (te_chunked == 0) {
+        res->close_delimited = true;
+    } else if (res->content_length < 0) {
+        res->close_delimited = true;
+    }
+    return (int)(head_end - buf);
+}
+
+bool tt_h1_response_has_content(int status, bool head_request)
+{
+    return !(head_request || status < 200 || status == 204 || status == 304);
+}
+
+int tt_h1_keepalive_hint(tt_str_t value, uint64_t *timeout_ms, int64_t *max)
+{
+    const char *p = value.p, *end = value.p + value.n;
+    int found = 0;
+    while (p < end) {
+        while (p < end && (is_ows(*p) || *p == ',')) p++;
+        const char *k = p;
+        while (p < end && *p != '=' && *p != ',') p++;
+        tt_str_t key = tt_str(k, (size_t)(p - k));
+        while (key.n && is_ows(key.p[key.n - 1])) key.n--;
+        if (p == end || *p != '=') continue;
+        p++;
+        while (p < end && is_ows(*p)) p++;
+        uint64_t v = 0;
+        const char *d = p;
+        while (p < end && *p >= '0' && *p <= '9' && v < (1ull << 40)) v = v * 10 + (uint64_t)(*p++ - '0');
+        bool num = p > d;
+        while (p < end && *p != ',') p++;
+        if (!num) continue;
+        if (tt_str_ieq(key, TT_LIT("timeout"))) {
+            *timeout_ms = v * 1000;
+            found |= 1;
+        } else if (tt_str_ieq(key, TT_LIT("max"))) {
+            *max = (int64_t)v;
+            found |= 2;
+        }
+    }
+    return found;
 }
 
 /* ---- chunked transfer coding (RFC 9112 7.1) ---- */
@@ -579,6 +713,11 @@ static int trailer_byte(tt_h1_chunked_t *d, char c)
     return (int)chunk_bad(d, TT_H1_E_TRAILER);
 }
 
+bool tt_h1_chunked_in_trailer(const tt_h1_chunked_t *d)
+{
+    return d->state >= CH_TR_LINE && d->state < CH_DONE;
+}
+
 int64_t tt_h1_chunked_decode(tt_h1_chunked_t *d, const char *buf, size_t len, tt_str_t *data)
 {
     size_t i = 0;
@@ -614,6 +753,7 @@ int64_t tt_h1_chunked_decode(tt_h1_chunked_t *d, const char *buf, size_t len, tt
             int next = size_line_next(d, c);
             if (next < 0) return TT_BAD;
             d->state = (uint8_t)next;
+            if (next == CH_TR_LINE) return (int64_t)i + 1; /* stop where the trailer section begins */
             break;
         }
         }

@@ -118,6 +118,40 @@ int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h
 /** Index of the first field named `lower_name` (lower case), or -1. */
 int tt_h1_find_field(const tt_h1_request_t *req, const char *lower_name, size_t n);
 
+/** A parsed response head; every view points into the parsed buffer. */
+typedef struct tt_h1_response {
+    int minor_version; /* 0 or 1 */
+    int status;        /* 100..599 */
+    tt_str_t reason;
+    int64_t content_length; /* -1 when absent */
+    bool chunked;           /* Transfer-Encoding ends in chunked */
+    bool close_delimited;   /* no length: the content ends when the connection does (RFC 9112 6.3) */
+    unsigned conn_tokens;   /* TT_H1_CONN_* */
+    int keep_alive;         /* index of the Keep-Alive field, -1 when absent */
+    tt_h1_error_t error;    /* set when the parse returns TT_BAD */
+    size_t nfields;
+    tt_h1_field_t fields[TT_H1_MAX_FIELDS];
+} tt_h1_response_t;
+
+/**
+ * Parses a response head at the start of `buf[0..len)` (status-line and fields, RFC 9112 4-5). `last_len`
+ * as in tt_h1_parse_request(). Returns the head's length, TT_INCOMPLETE, or TT_BAD with `res->error`.
+ * Framing (RFC 9112 6.3) is decided here, except what depends on the request (HEAD) and the status
+ * (1xx, 204, 304): see tt_h1_response_has_content(). Content-Length together with Transfer-Encoding,
+ * and differing Content-Length values, are refused: a proxy must never guess the framing. Pure.
+ */
+int tt_h1_parse_response(const char *buf, size_t len, size_t last_len, const tt_h1_limits_t *lim,
+                         tt_h1_response_t *res);
+
+/** False when a response to the request has no content whatever its fields say (HEAD, 1xx, 204, 304). */
+bool tt_h1_response_has_content(int status, bool head_request);
+
+/**
+ * Reads `timeout=` (seconds, stored as ms) and `max=` from a Keep-Alive field value (the de facto
+ * extension: RFC 2068 19.7.1.1, Apache, nginx). Returns a mask: 1 when timeout was found, 2 when max was.
+ */
+int tt_h1_keepalive_hint(tt_str_t value, uint64_t *timeout_ms, int64_t *max);
+
 /** State of a chunked content decoder (RFC 9112 7.1); zero it (or tt_h1_chunked_init) before use. */
 typedef struct tt_h1_chunked {
     uint8_t state;
@@ -145,5 +179,12 @@ static inline void tt_h1_chunked_init(tt_h1_chunked_t *d)
  * 0 or sets `d->done`. Returns TT_BAD with `d->error` set on bad syntax or oversized lines. Pure.
  */
 int64_t tt_h1_chunked_decode(tt_h1_chunked_t *d, const char *buf, size_t len, tt_str_t *data);
+
+/**
+ * True between the last chunk and the end of the trailer section. The decoder returns right after the
+ * last-chunk line, so every byte consumed while this holds belongs to the trailer section (its final
+ * CRLF included): a proxy collects them to forward the trailers.
+ */
+bool tt_h1_chunked_in_trailer(const tt_h1_chunked_t *d);
 
 #endif

@@ -1,8 +1,10 @@
 /* msg.h -- what a handler sees of a request and gives back as a response, whatever the protocol
  *
- * A handler is called with a tt_req_t and answers by calling tt_req_respond() exactly once, either
- * before it returns or later from the same worker. The views in the request (head, path, query) are
- * valid only until handle() returns: a handler that answers later copies what it needs.
+ * A handler is called with a tt_req_t. A synchronous handler answers with tt_req_respond() before it
+ * returns. An asynchronous one sets hooks (tt_req_set_hooks) to receive the request content and client
+ * events, and answers later from the same worker, whole (tt_req_respond) or streamed (tt_req_respond_head,
+ * tt_req_write, tt_req_finish). The views in the request (head, path, query) are valid only until
+ * handle() returns: a handler that answers later copies what it needs.
  */
 #ifndef TT_HTTP_MSG_H
 #define TT_HTTP_MSG_H
@@ -41,24 +43,96 @@ static inline void tt_resp_init(tt_resp_t *r, int status)
     r->file.fd = -1;
 }
 
+/** Callbacks an asynchronous handler sets on its request (tt_req_set_hooks); all on the owning worker. */
+typedef struct tt_req_hooks {
+    /** Request content, decoded from its framing, in order; at most one call per read. */
+    void (*on_body)(tt_req_t *req, const char *data, size_t len);
+    /** The request content is complete (also called, at once, for a request without content); `trailers`
+     *  are the trailer field lines of a chunked request ("Name: value\r\n" each), valid during the call. */
+    void (*on_body_end)(tt_req_t *req, tt_str_t trailers);
+    /** The response output drained after tt_req_write() returned false. */
+    void (*on_writable)(tt_req_t *req);
+    /** The client connection is gone (reset, timeout, shutdown deadline). The request is freed when this
+     *  returns; the handler must not touch it afterwards. */
+    void (*on_abort)(tt_req_t *req);
+} tt_req_hooks_t;
+
+/** How a protocol connection implements the response calls below (private to src/http). */
+typedef struct tt_req_ops {
+    void (*respond)(tt_req_t *req, const tt_resp_t *resp);
+    void (*respond_head)(tt_req_t *req, const tt_resp_t *head);
+    bool (*write)(tt_req_t *req, const void *data, size_t len);
+    void (*finish)(tt_req_t *req, tt_str_t trailers);
+    void (*fail_response)(tt_req_t *req);
+    void (*pause_body)(tt_req_t *req, bool pause);
+} tt_req_ops_t;
+
 /** A request as handlers see it. */
 struct tt_req {
-    const tt_h1_request_t *head; /* method, target, version, fields: views valid until the response */
-    tt_str_t path;               /* request-target path, still percent-encoded (absolute-form reduced) */
-    tt_str_t query;              /* after '?', without it; empty when absent */
+    const tt_h1_request_t *head; /* method, target, version, fields: valid only during handle() */
+    tt_str_t path;               /* request-target path, still percent-encoded (absolute-form reduced); as head */
+    tt_str_t query;              /* after '?', without it; empty when absent; as head */
     bool is_head;                /* HEAD: the response carries no content */
+    bool has_body;               /* the request has content (Content-Length > 0 or chunked) */
+    int64_t content_length;      /* -1 when chunked or absent */
+    int minor_version;           /* HTTP/1.minor of the request */
     uint64_t conn_id;            /* the connection's id, unique in the process */
     uint32_t req_no;             /* 1 for the first request on the connection */
+    uint64_t start_ms;           /* loop time the request head began */
     const tt_addr_t *peer;       /* client address */
     tt_worker_t *worker;         /* the worker serving it */
+    const tt_req_hooks_t *hooks; /* set by an asynchronous handler, NULL otherwise */
+    void *ctx;                   /* the handler's, with the hooks */
+    tt_str_t log_extra;          /* appended to the access-log line; the handler owns the bytes until finish */
     void *_conn;                 /* private: the protocol connection */
-    void (*_respond)(tt_req_t *req, const tt_resp_t *resp); /* private: the protocol's writer */
+    const tt_req_ops_t *_ops;    /* private: the protocol's writer */
 };
 
-/** Sends `resp` for `req`; call exactly once per request. Owning worker only. */
+/**
+ * Sends a whole response: head, in-memory content and/or a file range. Call exactly once per request,
+ * instead of the three calls below. Owning worker only.
+ */
 static inline void tt_req_respond(tt_req_t *req, const tt_resp_t *resp)
 {
-    req->_respond(req, resp);
+    req->_ops->respond(req, resp);
+}
+
+/**
+ * Starts a streamed response: `head` gives status, fields and content_length (-1: unknown, sent chunked
+ * to HTTP/1.1 clients and close-delimited to HTTP/1.0 ones); its body/file members are ignored.
+ */
+static inline void tt_req_respond_head(tt_req_t *req, const tt_resp_t *head)
+{
+    req->_ops->respond_head(req, head);
+}
+/** Queues content bytes (copied). Returns false when the output is above its high-water mark: stop
+ *  producing until hooks->on_writable. */
+static inline bool tt_req_write(tt_req_t *req, const void *data, size_t len)
+{
+    return req->_ops->write(req, data, len);
+}
+/** Ends the response; `trailers` ("Name: value\r\n" lines, copied) are sent when the response is chunked.
+ *  The request is finished afterwards: the handler must not touch it again. */
+static inline void tt_req_finish(tt_req_t *req, tt_str_t trailers)
+{
+    req->_ops->finish(req, trailers);
+}
+/** Ends a streamed response that cannot be completed (the upstream failed mid-content): what is queued is
+ *  sent, then the connection closes so the client sees the truncation. The request is finished. */
+static inline void tt_req_fail(tt_req_t *req)
+{
+    req->_ops->fail_response(req);
+}
+/** Stops (true) or resumes (false) the delivery of request content to hooks->on_body: backpressure. */
+static inline void tt_req_pause_body(tt_req_t *req, bool pause)
+{
+    req->_ops->pause_body(req, pause);
+}
+/** Makes the handler asynchronous: `hooks` (static storage) and `ctx` are used until finish or abort. */
+static inline void tt_req_set_hooks(tt_req_t *req, const tt_req_hooks_t *hooks, void *ctx)
+{
+    req->hooks = hooks;
+    req->ctx = ctx;
 }
 
 /** Responds with `status`, its reason phrase as text/plain content, and `fields` (may be empty). */

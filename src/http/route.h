@@ -14,8 +14,9 @@ typedef struct tt_handler_ops {
     void (*worker_free)(void *state);
     /** Handles one request; must lead to exactly one tt_req_respond(). */
     void (*handle)(void *state, tt_req_t *req);
-    /** False: the server reads and discards request content itself (handler never sees it). */
-    bool takes_body;
+    /** True: handle() may answer later (it sets hooks with tt_req_set_hooks) and receives the request
+     *  content through them. False: it answers before returning; the server discards any content. */
+    bool async;
 } tt_handler_ops_t;
 
 /** A route: requests whose path starts with `prefix` go to `ops` with `conf`. */

@@ -1031,14 +1031,48 @@ static void stops_at_the_end_of_the_chunked_content(void **state)
     static const char in[] = "3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n";
     expect_chunked(S(in), S("abc"), strlen("3\r\nabc\r\n0\r\n\r\n"));
 
-    /* a finished decoder consumes nothing more */
+    /* a finished decoder consumes nothing more; the last-chunk line is returned on its own, so that the
+     * bytes consumed while tt_h1_chunked_in_trailer() holds are exactly the trailer section */
     tt_h1_chunked_t d;
     tt_h1_chunked_init(&d);
     tt_str_t data;
-    assert_int_equal(tt_h1_chunked_decode(&d, S("0\r\n\r\n"), &data), 5);
+    assert_int_equal(tt_h1_chunked_decode(&d, S("0\r\n\r\n"), &data), 3);
+    assert_true(tt_h1_chunked_in_trailer(&d));
+    assert_false(d.done);
+    assert_int_equal(tt_h1_chunked_decode(&d, S("\r\n"), &data), 2);
+    assert_false(tt_h1_chunked_in_trailer(&d));
     assert_true(d.done);
     assert_int_equal(tt_h1_chunked_decode(&d, S("1\r\nx\r\n"), &data), 0);
     assert_int_equal(data.n, 0);
+}
+
+/* The bytes consumed while tt_h1_chunked_in_trailer() holds are the trailer section, whatever the feed. */
+static void collects_the_trailer_section(void **state)
+{
+    (void)state;
+    static const char in[] = "3\r\nabc\r\n0\r\nA: 1\r\nB: 2\r\n\r\n";
+    static const size_t steps[] = {sizeof(in), 1, 2, 5};
+    for (size_t s = 0; s < TT_ARRAY_SIZE(steps); s++) {
+        tt_h1_chunked_t d;
+        tt_h1_chunked_init(&d);
+        char tr[64];
+        size_t ntr = 0, off = 0;
+        while (!d.done && off < sizeof(in) - 1) {
+            size_t len = TT_MIN(steps[s], sizeof(in) - 1 - off);
+            tt_str_t data;
+            bool in_trailer = tt_h1_chunked_in_trailer(&d);
+            int64_t n = tt_h1_chunked_decode(&d, in + off, len, &data);
+            assert_true(n >= 0);
+            if (in_trailer) {
+                memcpy(tr + ntr, in + off, (size_t)n);
+                ntr += (size_t)n;
+            }
+            off += (size_t)n;
+        }
+        assert_true(d.done);
+        assert_int_equal(ntr, strlen("A: 1\r\nB: 2\r\n\r\n"));
+        assert_memory_equal(tr, "A: 1\r\nB: 2\r\n\r\n", ntr);
+    }
 }
 
 static void returns_chunk_data_across_calls(void **state)
@@ -1059,8 +1093,10 @@ static void returns_chunk_data_across_calls(void **state)
     assert_int_equal(tt_h1_chunked_decode(&d, S(b), &data), 5);
     assert_view(data, "56789");
     assert_false(d.done);
-    assert_int_equal(tt_h1_chunked_decode(&d, b + 5, sizeof(b) - 1 - 5, &data), 7);
+    assert_int_equal(tt_h1_chunked_decode(&d, b + 5, sizeof(b) - 1 - 5, &data), 5); /* CRLF and "0\r\n" */
     assert_int_equal(data.n, 0);
+    assert_false(d.done);
+    assert_int_equal(tt_h1_chunked_decode(&d, b + 10, sizeof(b) - 1 - 10, &data), 2);
     assert_true(d.done);
     assert_int_equal(d.error, TT_H1_OK);
 }
@@ -1263,6 +1299,7 @@ int main(void)
         cmocka_unit_test(decodes_trailers),
         cmocka_unit_test(stops_at_the_end_of_the_chunked_content),
         cmocka_unit_test(returns_chunk_data_across_calls),
+        cmocka_unit_test(collects_the_trailer_section),
         cmocka_unit_test(decodes_one_byte_at_a_time_like_whole),
         cmocka_unit_test(refuses_bad_chunk_sizes),
         cmocka_unit_test(refuses_bad_chunk_extensions),
