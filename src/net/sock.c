@@ -50,6 +50,28 @@ int tt_sock_listen(const tt_addr_t *a, int backlog, bool reuseport, const tt_tcp
     return fd;
 }
 
+int tt_sock_connect(const tt_addr_t *a, const tt_tcp_keepalive_t *ka, bool *in_progress)
+{
+    int fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int r = tt_sock_set_nodelay(fd, true);
+    if (r == 0 && ka != NULL) r = tt_sock_set_keepalive(fd, ka);
+    if (r != 0) {
+        close(fd);
+        return r;
+    }
+    *in_progress = false;
+    if (connect(fd, &a->ss.sa, a->len) != 0) {
+        if (errno != EINPROGRESS) {
+            r = -errno;
+            close(fd);
+            return r;
+        }
+        *in_progress = true;
+    }
+    return fd;
+}
+
 int tt_sock_accept(int lfd, tt_addr_t *peer)
 {
     peer->len = sizeof(peer->ss);

@@ -21,6 +21,12 @@ typedef struct tt_tcp_keepalive {
  * Returns the fd or -errno.
  */
 int tt_sock_listen(const tt_addr_t *a, int backlog, bool reuseport, const tt_tcp_keepalive_t *ka);
+/**
+ * Opens a non-blocking, close-on-exec TCP socket with TCP_NODELAY and `ka` (NULL: kernel default) and
+ * starts connecting to `a`. Returns the fd with `*in_progress` set when the connect continues in the
+ * background (EINPROGRESS), or -errno.
+ */
+int tt_sock_connect(const tt_addr_t *a, const tt_tcp_keepalive_t *ka, bool *in_progress);
 /** Accepts one connection as non-blocking, close-on-exec; fills `peer`. Returns the fd or -errno (-EAGAIN). */
 int tt_sock_accept(int lfd, tt_addr_t *peer);
 /** Applies `ka` to `fd`: SO_KEEPALIVE and, when enabled, TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT. */

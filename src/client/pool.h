@@ -1,0 +1,155 @@
+/* pool.h -- per-worker upstream connection pool: MRU reuse, deadline retirement, learned idle timeouts
+ *
+ * One tt_pool_t holds the connections of one worker to one upstream server. It cures the keep-alive
+ * race (a connection reused just as the upstream closes it) in the layers of DESIGN.md:
+ *  - prevent: a parked connection is retired before the upstream would close it: at the pool's
+ *    idle_timeout, the upstream's advertised `Keep-Alive: timeout=` minus a margin, or, when the upstream
+ *    gives no hint, minus the same margin from the idle age at which it was seen to close connections
+ *    (learned); `max=` and the pool's own max_requests and max_lifetime are honoured the same way;
+ *  - detect: a parked connection that becomes readable (FIN, RST, stray bytes) is closed at once, and a
+ *    non-blocking MSG_PEEK right before reuse discards one that died in between;
+ *  - recover (the caller's part): a request that fails on a reused connection before any response byte
+ *    is replayed on a new one when it is replayable.
+ * Reuse takes the most recently used connection first. Owning worker only.
+ */
+#ifndef TT_CLIENT_POOL_H
+#define TT_CLIENT_POOL_H
+
+#include "client/upstream.h"
+#include "core/tq.h"
+#include "metrics/metrics.h"
+
+/** Settings of the pools of one upstream (docs/config.md `[upstream NAME]` gives defaults). */
+typedef struct tt_pool_conf {
+    uint32_t max_idle;         /* parked connections per worker */
+    uint64_t idle_timeout_ms;  /* longest a connection stays parked */
+    uint32_t max_requests;     /* per connection; 0 = unlimited */
+    uint64_t max_lifetime_ms;  /* per connection, +/-10 % jitter; 0 = unlimited */
+    bool keepalive_hint;       /* honour the upstream's Keep-Alive: timeout=, max= */
+    uint64_t hint_margin_ms;   /* retire this long before a hinted or learned timeout (at most half of it) */
+    bool learn;                /* learn the upstream's idle timeout when it gives no hint */
+    uint32_t max_connections;  /* open (busy, connecting, parked) per worker; 0 = unlimited */
+    uint32_t max_pending;      /* requests waiting for a connection */
+    uint64_t queue_timeout_ms; /* longest a request waits */
+    tt_up_timeouts_t timeouts;
+    tt_tcp_keepalive_t tcp_keepalive;
+    uint32_t max_fails;      /* consecutive connect failures that mark the server down */
+    uint64_t backoff_min_ms; /* first down period; doubles per failed probe */
+    uint64_t backoff_max_ms;
+    uint64_t leak_threshold_ms; /* a connection checked out longer is reported as a leak; 0 = off */
+} tt_pool_conf_t;
+
+/** Why a pooled connection was closed (metrics: tether_upstream_retired_total{reason}). */
+typedef enum tt_pool_retire {
+    TT_RETIRE_NONE = 0,
+    TT_RETIRE_IDLE_TIMEOUT,     /* parked for the pool's idle_timeout */
+    TT_RETIRE_HINT_DEADLINE,    /* the upstream's Keep-Alive: timeout= minus the margin */
+    TT_RETIRE_LEARNED_DEADLINE, /* the learned idle timeout minus the margin */
+    TT_RETIRE_MAX_REQUESTS,     /* the pool's max_requests or the upstream's max= */
+    TT_RETIRE_MAX_LIFETIME,     /* max_lifetime (jittered) */
+    TT_RETIRE_PEER_CLOSED_IDLE, /* the upstream closed (or reset) it while parked */
+    TT_RETIRE_STALE_ON_REUSE,   /* found dead by the peek before reuse */
+    TT_RETIRE_ERROR,            /* the exchange failed or its framing forbids reuse */
+    TT_RETIRE_MAX_IDLE,         /* more parked connections than max_idle */
+    TT_RETIRE_SHUTDOWN,         /* the worker stopped */
+    TT_RETIRE__COUNT
+} tt_pool_retire_t;
+
+/** Static name of `r` ("hint_deadline"). */
+const char *tt_pool_retire_name(tt_pool_retire_t r);
+
+/** A pool's metrics shard (one per worker per server; summed when scraped). */
+typedef struct tt_pool_metrics {
+    tt_gauge_t idle;
+    tt_gauge_t active;     /* checked out or connecting */
+    tt_gauge_t pending;    /* requests queued */
+    tt_gauge_t down;       /* 1 while marked down */
+    tt_gauge_t learned_ms; /* learned idle timeout, 0 when none */
+    tt_counter_t opened;
+    tt_counter_t reused; /* requests sent on a reused connection */
+    tt_counter_t connect_failures;
+    tt_counter_t leaks;
+    tt_counter_t queue_timeouts;
+    tt_counter_t retired[TT_RETIRE__COUNT];
+    tt_hist_t queue_wait_ms;
+} tt_pool_metrics_t;
+
+/** Inputs of the parking decision (pure; see tt_pool_can_park). */
+typedef struct tt_pool_park_in {
+    bool reusable;         /* the exchange completed with framing that allows another */
+    bool stopping;         /* the worker is shutting down */
+    uint32_t requests;     /* exchanges done on the connection */
+    uint32_t max_requests; /* 0 = unlimited */
+    int64_t hint_max;      /* upstream's Keep-Alive: max= on the last response, -1 absent (or ignored) */
+    uint64_t age_ms;       /* since the connect started */
+    uint64_t lifetime_ms;  /* its jittered max lifetime, 0 = unlimited */
+    uint64_t idle_ms;      /* how long it may stay parked, after hint/learned cuts (tt_pool_idle_deadline) */
+} tt_pool_park_in_t;
+
+/** TT_RETIRE_NONE when the connection may be parked, else the one reason it must close. Pure. */
+tt_pool_retire_t tt_pool_can_park(const tt_pool_park_in_t *in);
+
+/**
+ * How long a connection may stay parked (ms) and which limit decides it: the pool's idle timeout, the
+ * upstream's hinted timeout (`hint_ms`, 0 = none) or the learned one (`learned_ms`, 0 = none) each minus
+ * the margin (at most half of it), and what is left of its lifetime (`life_left_ms`, UINT64_MAX = none). Pure.
+ */
+uint64_t tt_pool_idle_deadline(const tt_pool_conf_t *c, uint64_t hint_ms, uint64_t learned_ms, uint64_t life_left_ms,
+                               tt_pool_retire_t *reason);
+
+typedef struct tt_pool tt_pool_t;
+typedef struct tt_pool_waiter tt_pool_waiter_t;
+
+/** Outcome of tt_pool_acquire() or of a waiter's callback. */
+typedef enum tt_pool_status {
+    TT_POOL_READY,     /* here is a connection (u->requests > 0: reused) */
+    TT_POOL_PENDING,   /* the waiter's callback will be called */
+    TT_POOL_FAILED,    /* a new connection could not be opened (err says why) */
+    TT_POOL_EXHAUSTED, /* max_connections reached and the queue is full, or the queue timeout passed */
+    TT_POOL_DOWN,      /* the server is marked down */
+} tt_pool_status_t;
+
+/** Called once for a PENDING acquire: READY with `u`, or FAILED / EXHAUSTED / DOWN with u NULL. */
+typedef void (*tt_pool_cb)(tt_pool_waiter_t *w, tt_upconn_t *u, tt_pool_status_t st, tt_up_err_t err);
+
+/** A request waiting for (or asking for) a connection; embed it in the request's state. */
+struct tt_pool_waiter {
+    tt_pool_cb cb;
+    bool fresh_only;    /* never a parked connection (`reuse = safe` first requests, replays) */
+    bool half_deadline; /* non-replayable: refuse a connection idle for over half of its parked deadline */
+    const char *label;  /* route prefix, for leak reports; static or outliving the checkout */
+    /* private */
+    tt_tq_entry_t _q;
+    tt_pool_t *_pool;
+    tt_upconn_t *_connecting;
+    uint64_t _since_ms;
+    bool _waiting;
+};
+
+/** Creates the pool of server `addr` (its text `name`) for one worker; metrics go to `m`. */
+tt_pool_t *tt_pool_new(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *res, const tt_pool_conf_t *conf,
+                       const tt_addr_t *addr, const char *name, tt_pool_metrics_t *m);
+/** Closes every connection (reason shutdown) and frees the pool; no waiter may remain. */
+void tt_pool_free(tt_pool_t **p);
+
+/**
+ * Gets a connection for one exchange. READY: `*out` is checked out to the caller (reused: the most
+ * recently parked one that passed the deadline, half-deadline and peek checks). PENDING: a connect
+ * started or the request was queued; `w->cb` will be called. FAILED / EXHAUSTED / DOWN: nothing to wait
+ * for. A checked-out connection must come back through tt_pool_release or tt_pool_discard.
+ */
+tt_pool_status_t tt_pool_acquire(tt_pool_t *p, tt_pool_waiter_t *w, tt_upconn_t **out, tt_up_err_t *err);
+/** Gives up a PENDING acquire (the client left); a connect in progress goes on and parks its connection. */
+void tt_pool_cancel(tt_pool_waiter_t *w);
+/** Returns a connection after its exchange completed: parked when tt_pool_can_park allows, else closed. */
+void tt_pool_release(tt_pool_t *p, tt_upconn_t *u);
+/** Closes a checked-out connection (its exchange failed) with `reason`. */
+void tt_pool_discard(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason);
+/** True while the server is marked down (consecutive connect failures, until a probe connect succeeds). */
+bool tt_pool_is_down(const tt_pool_t *p);
+/** Connections checked out or connecting now (least_conn balancing). */
+uint32_t tt_pool_active(const tt_pool_t *p);
+/** Stops the pool: closes parked connections; busy ones close when released. */
+void tt_pool_stop(tt_pool_t *p);
+
+#endif

@@ -1,0 +1,431 @@
+/* upstream.c -- a client connection: non-blocking connect, request out, framed response in, parked */
+#include "client/upstream.h"
+#include "core/err.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define OUT_HIGH   65536
+#define READ_CHUNK 16384
+#define HEAD_MAX   (64 * 1024)
+#define ROUNDS     16
+
+static _Atomic uint64_t next_id = 1;
+
+static const char *const err_names[TT_UP__COUNT] = {
+    [TT_UP_OK] = "ok",
+    [TT_UP_CONNECT_REFUSED] = "connect_refused",
+    [TT_UP_CONNECT_TIMEOUT] = "connect_timeout",
+    [TT_UP_CONNECT_ERROR] = "connect_error",
+    [TT_UP_RESET] = "reset",
+    [TT_UP_CLOSED] = "closed",
+    [TT_UP_RESPONSE_TIMEOUT] = "response_timeout",
+    [TT_UP_READ_TIMEOUT] = "read_timeout",
+    [TT_UP_SEND_TIMEOUT] = "send_timeout",
+    [TT_UP_INVALID] = "invalid_response",
+};
+
+const char *tt_up_err_name(tt_up_err_t e)
+{
+    return (unsigned)e < TT_UP__COUNT ? err_names[e] : "unknown";
+}
+
+static const tt_h1_limits_t response_limits = {.max_target = 8192, .max_field_bytes = 48 * 1024, .max_fields = 100};
+
+static void upconn_run(tt_upconn_t *u);
+
+static inline bool closed(const tt_upconn_t *u)
+{
+    return u->state == TT_UPCONN_CLOSED;
+}
+
+/* ---- lifetime ---- */
+
+static void free_cb(tt_defer_t *d)
+{
+    tt_upconn_t *u = tt_container_of(d, tt_upconn_t, _free_later);
+    if (u->_resume._queued)
+        tt_loop_defer(u->loop, &u->_free_later, free_cb);
+    else
+        free(u);
+}
+
+void tt_upconn_close(tt_upconn_t *u)
+{
+    if (closed(u)) return;
+    u->state = TT_UPCONN_CLOSED;
+    tt_timer_disarm(u->loop, &u->_timer);
+    tt_list_remove(&u->pool_link);
+    tt_buf_release(&u->_in, u->_bufs);
+    tt_buf_release(&u->_out, u->_bufs);
+    tt_buf_release(&u->_trailers, u->_bufs);
+    if (u->io.fd >= 0) close(u->io.fd);
+    u->io.fd = -1;
+    tt_loop_defer(u->loop, &u->_free_later, free_cb);
+}
+
+/* Reports an exchange failure once; the user closes the connection. */
+static void fail(tt_upconn_t *u, tt_up_err_t err)
+{
+    if (closed(u)) return;
+    tt_timer_disarm(u->loop, &u->_timer);
+    if (u->state == TT_UPCONN_CONNECTING) {
+        tt_upconn_close(u);
+        u->_ops->on_connect(u, err);
+        return;
+    }
+    if (u->state == TT_UPCONN_PARKED) {
+        u->_ops->on_parked_event(u);
+        return;
+    }
+    u->reusable = false;
+    u->_ops->on_error(u, err);
+}
+
+static void on_timer(tt_timer_t *t)
+{
+    tt_upconn_t *u = tt_container_of(t, tt_upconn_t, _timer);
+    if (u->state == TT_UPCONN_CONNECTING)
+        fail(u, TT_UP_CONNECT_TIMEOUT);
+    else if (u->_out.len > 0)
+        fail(u, TT_UP_SEND_TIMEOUT);
+    else if (!u->_head_done)
+        fail(u, TT_UP_RESPONSE_TIMEOUT);
+    else
+        fail(u, TT_UP_READ_TIMEOUT);
+}
+
+/* ---- response ---- */
+
+static void exchange_done(tt_upconn_t *u)
+{
+    tt_timer_disarm(u->loop, &u->_timer);
+    u->state = TT_UPCONN_READY;
+    /* Bytes after the response: the upstream does not frame like we do; never reuse it. */
+    if (u->_in.len > 0 || u->_close_delimited) u->reusable = false;
+    tt_str_t tr = u->_trailers.len >= 2 ? tt_str(tt_buf_data(&u->_trailers), u->_trailers.len - 2) : TT_STR_NULL;
+    u->_ops->on_done(u, tr);
+    if (!closed(u)) tt_buf_release(&u->_trailers, u->_bufs);
+}
+
+static void got_final_head(tt_upconn_t *u, const tt_h1_response_t *res)
+{
+    bool content = tt_h1_response_has_content(res->status, u->_head_request);
+    u->_chunked = content && res->chunked;
+    u->_close_delimited = content && res->close_delimited;
+    u->_body_left = content && !res->chunked && !res->close_delimited ? res->content_length : 0;
+    u->reusable = !(res->conn_tokens & TT_H1_CONN_CLOSE) &&
+                  (res->minor_version >= 1 || (res->conn_tokens & TT_H1_CONN_KEEP_ALIVE)) && !u->_close_delimited;
+    u->hint_seen = false;
+    u->hint_max = -1;
+    if (res->keep_alive >= 0) {
+        uint64_t t = 0;
+        int64_t m = -1;
+        int found = tt_h1_keepalive_hint(res->fields[res->keep_alive].value, &t, &m);
+        u->hint_seen = found & 1;
+        u->hint_timeout_ms = t;
+        if (found & 2) u->hint_max = m;
+    }
+    if (u->_chunked) tt_h1_chunked_init(&u->_chunk);
+    u->_head_done = true;
+    tt_timer_arm(u->loop, &u->_timer, u->_to->read_ms);
+}
+
+/* Parses and delivers what the input buffer holds. */
+static void process(tt_upconn_t *u)
+{
+    while (u->state == TT_UPCONN_BUSY && !u->_paused) {
+        if (!u->_head_done) {
+            if (u->_in.len == 0) return;
+            int r = tt_h1_parse_response(tt_buf_data(&u->_in), u->_in.len, u->_last_len, &response_limits, u->_res);
+            if (r == TT_INCOMPLETE) {
+                u->_last_len = u->_in.len;
+                return;
+            }
+            if (r == TT_BAD || u->_res->status == 101) {
+                fail(u, TT_UP_INVALID);
+                return;
+            }
+            u->_last_len = 0;
+            bool interim = u->_res->status < 200;
+            if (!interim) got_final_head(u, u->_res);
+            u->_ops->on_head(u, u->_res);
+            if (closed(u)) return;
+            tt_buf_consume(&u->_in, (size_t)r);
+            if (!interim && !u->_chunked && !u->_close_delimited && u->_body_left == 0) {
+                exchange_done(u);
+                return;
+            }
+            continue;
+        }
+        if (u->_in.len == 0) return;
+        const char *p = tt_buf_data(&u->_in);
+        if (u->_close_delimited || !u->_chunked) {
+            size_t n = u->_close_delimited ? u->_in.len : (size_t)TT_MIN((int64_t)u->_in.len, u->_body_left);
+            tt_buf_consume(&u->_in, n);
+            if (!u->_close_delimited) u->_body_left -= (int64_t)n;
+            u->_ops->on_body(u, p, n);
+            if (closed(u)) return;
+            if (!u->_close_delimited && u->_body_left == 0) {
+                exchange_done(u);
+                return;
+            }
+            continue;
+        }
+        tt_str_t data;
+        bool in_trailer = tt_h1_chunked_in_trailer(&u->_chunk);
+        int64_t n = tt_h1_chunked_decode(&u->_chunk, p, u->_in.len, &data);
+        if (n < 0) {
+            fail(u, TT_UP_INVALID);
+            return;
+        }
+        if (in_trailer) tt_buf_append(&u->_trailers, u->_bufs, p, (size_t)n);
+        tt_buf_consume(&u->_in, (size_t)n);
+        if (data.n) {
+            u->_ops->on_body(u, data.p, data.n);
+            if (closed(u)) return;
+        }
+        if (u->_chunk.done) {
+            exchange_done(u);
+            return;
+        }
+        if (n == 0) return;
+    }
+}
+
+/* One read. 1: bytes; 0: nothing now; -1: the connection failed or ended (callbacks ran). */
+static int do_read(tt_upconn_t *u)
+{
+    if (tt_buf_space(&u->_in) < 2048 && !tt_buf_reserve(&u->_in, u->_bufs, READ_CHUNK, HEAD_MAX + READ_CHUNK)) {
+        fail(u, TT_UP_INVALID); /* a response head larger than any we accept */
+        return -1;
+    }
+    size_t space = tt_buf_space(&u->_in);
+    ssize_t n = read(u->io.fd, tt_buf_tail(&u->_in), space);
+    if (n > 0) {
+        u->_in.len += (uint32_t)n;
+        u->got_bytes = true;
+        if ((size_t)n < space) u->_rd_ready = false;
+        if (u->_head_done) tt_timer_arm(u->loop, &u->_timer, u->_to->read_ms);
+        return 1;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        if (errno == EAGAIN) u->_rd_ready = false;
+        return 0;
+    }
+    if (n == 0 && u->_head_done && u->_close_delimited) {
+        process(u); /* deliver what is buffered, then the EOF ends the content */
+        if (!closed(u) && u->state == TT_UPCONN_BUSY) {
+            exchange_done(u);
+        }
+        return -1;
+    }
+    fail(u, n == 0 ? TT_UP_CLOSED : TT_UP_RESET);
+    return -1;
+}
+
+/* ---- request ---- */
+
+static bool flush(tt_upconn_t *u)
+{
+    while (u->_out.len > 0) {
+        ssize_t n = send(u->io.fd, tt_buf_data(&u->_out), u->_out.len, MSG_NOSIGNAL);
+        if (n > 0) {
+            tt_buf_consume(&u->_out, (size_t)n);
+            if (u->_out.len > 0 || !u->_req_ended) tt_timer_arm(u->loop, &u->_timer, u->_to->send_ms);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            u->_wr_blocked = true;
+            if (!tt_timer_is_armed(&u->_timer)) tt_timer_arm(u->loop, &u->_timer, u->_to->send_ms);
+            return true;
+        }
+        fail(u, TT_UP_RESET);
+        return false;
+    }
+    u->_wr_blocked = false;
+    if (u->_req_ended && !u->_head_done && u->state == TT_UPCONN_BUSY)
+        tt_timer_arm(u->loop, &u->_timer, u->_to->response_ms);
+    else if (!u->_req_ended && !u->_head_done)
+        tt_timer_disarm(u->loop, &u->_timer); /* waiting for the caller's next bytes, not the upstream */
+    return true;
+}
+
+bool tt_upconn_send(tt_upconn_t *u, const void *data, size_t len)
+{
+    if (closed(u)) return false;
+    tt_buf_append(&u->_out, u->_bufs, data, len);
+    if (!u->_wr_blocked && !u->_in_cb && !flush(u)) return false;
+    if (u->_out.len >= OUT_HIGH) {
+        u->_want_drain = true;
+        return false;
+    }
+    return true;
+}
+
+void tt_upconn_end_request(tt_upconn_t *u)
+{
+    if (closed(u)) return;
+    u->_req_ended = true;
+    if (u->_out.len == 0 && !u->_head_done) tt_timer_arm(u->loop, &u->_timer, u->_to->response_ms);
+}
+
+/* ---- events ---- */
+
+static void resume_cb(tt_defer_t *d)
+{
+    tt_upconn_t *u = tt_container_of(d, tt_upconn_t, _resume);
+    if (u->state == TT_UPCONN_BUSY) upconn_run(u);
+}
+
+static void upconn_run(tt_upconn_t *u)
+{
+    for (int round = 0; u->state == TT_UPCONN_BUSY; round++) {
+        if (u->_out.len > 0 && !u->_wr_blocked && !flush(u)) return;
+        if (u->_want_drain && u->_out.len < OUT_HIGH / 4) {
+            u->_want_drain = false;
+            u->_ops->on_drain(u);
+            if (closed(u)) return;
+        }
+        process(u);
+        if (u->state != TT_UPCONN_BUSY || u->_paused || !u->_rd_ready) return;
+        if (round == ROUNDS) {
+            tt_loop_defer(u->loop, &u->_resume, resume_cb);
+            return;
+        }
+        if (do_read(u) < 0) return;
+    }
+}
+
+static void connected(tt_upconn_t *u)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(u->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err != 0) {
+        fail(u, err == ECONNREFUSED ? TT_UP_CONNECT_REFUSED : TT_UP_CONNECT_ERROR);
+        return;
+    }
+    tt_timer_disarm(u->loop, &u->_timer);
+    u->state = TT_UPCONN_READY;
+    u->_ops->on_connect(u, TT_UP_OK);
+}
+
+static void on_io(tt_io_t *io, uint32_t events)
+{
+    tt_upconn_t *u = tt_container_of(io, tt_upconn_t, io);
+    switch (u->state) {
+    case TT_UPCONN_CONNECTING:
+        if (events & (TT_EV_WRITE | TT_EV_ERR | TT_EV_HUP)) connected(u);
+        return;
+    case TT_UPCONN_PARKED:
+        if (events & (TT_EV_READ | TT_EV_HUP | TT_EV_ERR)) u->_ops->on_parked_event(u);
+        return;
+    case TT_UPCONN_READY:
+        if (events & TT_EV_READ) u->_rd_ready = true;
+        return;
+    case TT_UPCONN_BUSY:
+        if (events & TT_EV_READ) u->_rd_ready = true;
+        if (events & TT_EV_WRITE) u->_wr_blocked = false;
+        upconn_run(u);
+        return;
+    default: return;
+    }
+}
+
+/* ---- public ---- */
+
+tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *res, const tt_addr_t *addr,
+                               const tt_tcp_keepalive_t *ka, const tt_up_timeouts_t *to, const tt_upconn_ops_t *ops,
+                               void *data, tt_up_err_t *err)
+{
+    bool in_progress = false;
+    int fd = tt_sock_connect(addr, ka, &in_progress);
+    if (fd < 0) {
+        *err = fd == -ECONNREFUSED ? TT_UP_CONNECT_REFUSED : TT_UP_CONNECT_ERROR;
+        return NULL;
+    }
+    tt_upconn_t *u = tt_calloc(1, sizeof(*u));
+    u->io.fd = fd;
+    u->io.cb = on_io;
+    tt_timer_init(&u->_timer, on_timer);
+    tt_list_init(&u->pool_link);
+    u->loop = loop;
+    u->_bufs = bufs;
+    u->_res = res;
+    u->_to = to;
+    u->_ops = ops;
+    u->data = data;
+    u->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+    u->created_ms = tt_loop_now(loop);
+    u->hint_max = -1;
+    u->state = TT_UPCONN_CONNECTING;
+    if (tt_io_start(loop, &u->io, TT_EV_READ | TT_EV_WRITE | TT_EV_EDGE) != 0) {
+        close(fd);
+        free(u);
+        *err = TT_UP_CONNECT_ERROR;
+        return NULL;
+    }
+    if (in_progress)
+        tt_timer_arm(loop, &u->_timer, to->connect_ms);
+    else
+        u->state = TT_UPCONN_CONNECTING; /* loopback may finish at once; the EPOLLOUT edge reports it */
+    return u;
+}
+
+void tt_upconn_set_user(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data)
+{
+    u->_ops = ops;
+    u->data = data;
+}
+
+void tt_upconn_begin(tt_upconn_t *u, bool head_request)
+{
+    TT_BUG_ON(u->state != TT_UPCONN_READY && u->state != TT_UPCONN_PARKED);
+    u->state = TT_UPCONN_BUSY;
+    u->requests++;
+    u->got_bytes = false;
+    u->reusable = false;
+    u->_head_request = head_request;
+    u->_head_done = false;
+    u->_close_delimited = false;
+    u->_chunked = false;
+    u->_paused = false;
+    u->_req_ended = false;
+    u->_want_drain = false;
+    u->_body_left = 0;
+    u->_last_len = 0;
+    tt_timer_disarm(u->loop, &u->_timer);
+    /* A parked connection may have been readable (that is what peek checks); reading tells for sure. */
+    u->_rd_ready = true;
+}
+
+void tt_upconn_pause(tt_upconn_t *u, bool pause)
+{
+    if (closed(u) || u->_paused == pause) return;
+    u->_paused = pause;
+    if (!pause && u->state == TT_UPCONN_BUSY) tt_loop_defer(u->loop, &u->_resume, resume_cb);
+}
+
+void tt_upconn_park(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data)
+{
+    TT_BUG_ON(u->state != TT_UPCONN_READY);
+    u->_ops = ops;
+    u->data = data;
+    u->state = TT_UPCONN_PARKED;
+    u->parked_ms = tt_loop_now(u->loop);
+    tt_timer_disarm(u->loop, &u->_timer);
+    tt_buf_release(&u->_in, u->_bufs);
+    tt_buf_release(&u->_out, u->_bufs);
+    tt_buf_release(&u->_trailers, u->_bufs);
+}
+
+bool tt_upconn_peek_alive(tt_upconn_t *u)
+{
+    char c;
+    ssize_t n = recv(u->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}

@@ -1,0 +1,146 @@
+/* upstream.h -- one HTTP/1.1 client connection on a worker's loop
+ *
+ * It connects without blocking, sends a request the caller serialised, reads the response with the
+ * framing of RFC 9112 6.3 (Content-Length, chunked with trailers, close-delimited, none for HEAD, 1xx,
+ * 204, 304) and reports it through callbacks; between exchanges it is parked (buffers given back,
+ * still watched so a FIN or RST is seen at once). Whether a parked connection may be reused is the
+ * pool's business (pool.h). The proxy, `tether probe` and `tether bench` all use this.
+ * Everything here is for the loop's thread.
+ */
+#ifndef TT_CLIENT_UPSTREAM_H
+#define TT_CLIENT_UPSTREAM_H
+
+#include "core/buf.h"
+#include "core/list.h"
+#include "core/timer.h"
+#include "http/h1_parse.h"
+#include "net/sock.h"
+
+/** How an exchange or a connect failed. */
+typedef enum tt_up_err {
+    TT_UP_OK = 0,
+    TT_UP_CONNECT_REFUSED,  /* ECONNREFUSED */
+    TT_UP_CONNECT_TIMEOUT,  /* no answer within the connect timeout */
+    TT_UP_CONNECT_ERROR,    /* any other connect failure (unreachable, no route) */
+    TT_UP_RESET,            /* ECONNRESET, EPIPE or another socket error while exchanging */
+    TT_UP_CLOSED,           /* EOF before the response was complete */
+    TT_UP_RESPONSE_TIMEOUT, /* no response head within the response timeout after the request was sent */
+    TT_UP_READ_TIMEOUT,     /* no response byte within the read timeout while reading the content */
+    TT_UP_SEND_TIMEOUT,     /* the upstream did not accept request bytes within the send timeout */
+    TT_UP_INVALID,          /* not a valid HTTP/1.x response (or a framing a proxy must not guess) */
+    TT_UP__COUNT
+} tt_up_err_t;
+
+/** Static name ("connect_refused", "reset", ...). */
+const char *tt_up_err_name(tt_up_err_t e);
+
+/** Timeouts of one upstream, ms. */
+typedef struct tt_up_timeouts {
+    uint64_t connect_ms;
+    uint64_t response_ms; /* request fully sent -> response head complete */
+    uint64_t read_ms;     /* between reads of response content */
+    uint64_t send_ms;     /* between writes the upstream accepts */
+} tt_up_timeouts_t;
+
+typedef struct tt_upconn tt_upconn_t;
+
+/** What the current user of a connection hears; every callback may close the connection. */
+typedef struct tt_upconn_ops {
+    /** The connect finished: TT_UP_OK or a connect error (the connection is then closed and freed). */
+    void (*on_connect)(tt_upconn_t *u, tt_up_err_t err);
+    /** A response head: interim (1xx) or final. `res` and its views are valid during the call only. */
+    void (*on_head)(tt_upconn_t *u, const tt_h1_response_t *res);
+    /** Response content, decoded from its framing; valid during the call. */
+    void (*on_body)(tt_upconn_t *u, const char *data, size_t len);
+    /** The response is complete; `trailers` are its trailer field lines (chunked), valid during the call. */
+    void (*on_done)(tt_upconn_t *u, tt_str_t trailers);
+    /** The exchange failed; the connection must be closed (tt_upconn_close) by the callee. */
+    void (*on_error)(tt_upconn_t *u, tt_up_err_t err);
+    /** Request output fell below its high-water mark after tt_upconn_send() returned false. */
+    void (*on_drain)(tt_upconn_t *u);
+    /** While parked: the peer closed, reset or sent stray bytes. */
+    void (*on_parked_event)(tt_upconn_t *u);
+} tt_upconn_ops_t;
+
+/** Connection states. */
+enum tt_upconn_state { TT_UPCONN_CONNECTING, TT_UPCONN_READY, TT_UPCONN_BUSY, TT_UPCONN_PARKED, TT_UPCONN_CLOSED };
+
+/** A client connection. Fields without '_' may be read by users; the pool uses the `pool_*` ones. */
+struct tt_upconn {
+    tt_io_t io;
+    tt_timer_t _timer;
+    tt_loop_t *loop;
+    tt_bufpool_t *_bufs;
+    const tt_upconn_ops_t *_ops;
+    void *data; /* the current user's pointer */
+    const tt_up_timeouts_t *_to;
+    tt_h1_response_t *_res; /* parse target, shared per worker */
+    tt_buf_t _in;
+    tt_buf_t _out;
+    tt_buf_t _trailers;
+    uint64_t id;              /* unique per process */
+    uint64_t created_ms;      /* when the connect started */
+    uint64_t parked_ms;       /* when it last became idle */
+    uint32_t requests;        /* exchanges started on it */
+    uint8_t state;            /* enum tt_upconn_state */
+    bool got_bytes;           /* the current exchange received at least one response byte */
+    bool reusable;            /* after on_done: framing allows another exchange */
+    bool hint_seen;           /* the last response carried Keep-Alive: timeout= */
+    uint64_t hint_timeout_ms; /* its value */
+    int64_t hint_max;         /* Keep-Alive: max= of the last response, -1 when absent */
+    /* private exchange state */
+    bool _head_request;
+    bool _head_done;
+    bool _close_delimited;
+    bool _chunked;
+    bool _paused;
+    bool _req_ended;
+    bool _rd_ready;
+    bool _wr_blocked;
+    bool _want_drain;
+    bool _in_cb;
+    int64_t _body_left;
+    uint32_t _last_len;
+    tt_h1_chunked_t _chunk;
+    tt_defer_t _free_later;
+    tt_defer_t _resume;
+    /* for the pool */
+    tt_list_t pool_link;
+    tt_timer_t pool_timer; /* parked: retirement deadline */
+    void *pool;
+    uint64_t pool_lifetime_ms; /* jittered max lifetime, drawn once */
+    uint64_t pool_retire_at_ms;
+    uint8_t pool_retire_reason;
+    uint64_t pool_checked_out_ms;
+    const char *pool_label;
+    bool pool_canary;
+    bool pool_leak_warned;
+};
+
+/**
+ * Allocates a connection and starts a non-blocking connect to `addr` with TCP_NODELAY and TCP keepalive
+ * `ka` (NULL: off); `ops->on_connect` reports the outcome. `res` is the response parse target (a worker
+ * scratch, not owned). Returns the connection, or NULL with `*err` set when the connect failed at once.
+ */
+tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *res, const tt_addr_t *addr,
+                               const tt_tcp_keepalive_t *ka, const tt_up_timeouts_t *to, const tt_upconn_ops_t *ops,
+                               void *data, tt_up_err_t *err);
+/** Hands the connection to a new user (`ops`, `data`) without changing its state. */
+void tt_upconn_set_user(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data);
+/** Starts an exchange on a ready or parked connection; `head_request`: the response has no content. */
+void tt_upconn_begin(tt_upconn_t *u, bool head_request);
+/** Queues request bytes (copied) and writes what the socket takes. False: above the high-water mark,
+ *  wait for on_drain. */
+bool tt_upconn_send(tt_upconn_t *u, const void *data, size_t len);
+/** The whole request is queued: the response timeout starts once it is sent. */
+void tt_upconn_end_request(tt_upconn_t *u);
+/** Stops (true) or resumes (false) reading and delivering response content: backpressure. */
+void tt_upconn_pause(tt_upconn_t *u, bool pause);
+/** Parks a connection whose exchange completed: buffers go back, the socket stays watched. */
+void tt_upconn_park(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data);
+/** Non-blocking MSG_PEEK: false when the peer already sent FIN, RST or stray bytes (RFC 9112 9.3.1). */
+bool tt_upconn_peek_alive(tt_upconn_t *u);
+/** Closes the socket now and frees the connection at the end of the loop turn. */
+void tt_upconn_close(tt_upconn_t *u);
+
+#endif
