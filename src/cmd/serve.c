@@ -2,6 +2,7 @@
 #include "cmd/cmd.h"
 #include "conf/conf.h"
 #include "core/log.h"
+#include "handlers/proxy.h"
 #include "handlers/static.h"
 #include "handlers/status.h"
 
@@ -16,11 +17,13 @@
 static const char serve_usage[] =
     "usage: tether serve [options]\n"
     "\n"
-    "Serves static files (and, with routes in the config file, proxies) over persistent HTTP/1.1.\n"
+    "Serves static files and reverse-proxies to upstreams over persistent HTTP/1.1.\n"
     "Flags override the config file. DUR takes ms, s, m or h (a bare number is seconds).\n"
     "\n"
     "  --config FILE              INI config file (docs/config.md)\n"
     "  --root DIR                 serve files from DIR at /\n"
+    "  --proxy http://HOST:PORT   proxy every path to this upstream (pooled, race-free keep-alive)\n"
+    "  --route PREFIX=http://HOST:PORT   proxy paths under PREFIX; repeatable; longest prefix wins\n"
     "  --listen ADDR:PORT         listen address, repeatable; replaces the file's listeners [127.0.0.1:8080]\n"
     "  --workers N                worker threads [one per CPU]\n"
     "  --idle-timeout DUR         idle timeout between requests; 0 turns keep-alive off [5s]\n"
@@ -56,6 +59,8 @@ enum {
     OPT_ACCESSLOG,
     OPT_METRICS,
     OPT_LOGLEVEL,
+    OPT_PROXY,
+    OPT_ROUTE,
 };
 
 static const struct option long_opts[] = {
@@ -76,6 +81,8 @@ static const struct option long_opts[] = {
     {"access-log", required_argument, NULL, OPT_ACCESSLOG},
     {"metrics", required_argument, NULL, OPT_METRICS},
     {"log-level", required_argument, NULL, OPT_LOGLEVEL},
+    {"proxy", required_argument, NULL, OPT_PROXY},
+    {"route", required_argument, NULL, OPT_ROUTE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -140,6 +147,10 @@ static int parse_args(int argc, char **argv, tt_conf_t *c)
         int r = 0;
         if (opt == OPT_LISTEN) {
             r = tt_conf_cli_listen(c, optarg, err, sizeof(err));
+        } else if (opt == OPT_PROXY) {
+            r = tt_conf_cli_proxy(c, optarg, err, sizeof(err));
+        } else if (opt == OPT_ROUTE) {
+            r = tt_conf_cli_route(c, optarg, err, sizeof(err));
         } else {
             for (size_t i = 0; i < TT_ARRAY_SIZE(flag_keys); i++)
                 if (flag_keys[i].opt == opt)
@@ -217,8 +228,9 @@ int tt_cmd_serve(int argc, char **argv)
         return rc;
     }
     tt_log_setup((tt_log_level_t)c.log_level, STDERR_FILENO);
-    if (c.static_root == NULL) {
-        fprintf(stderr, "tether: nothing to serve: give --root DIR or [static] root in the config file\n");
+    if (c.static_root == NULL && c.nroutes == 0) {
+        fprintf(stderr, "tether: nothing to serve: give --root DIR, --proxy URL, --route PREFIX=URL, or a [static]"
+                        " root or [route] in the config file\n");
         tt_conf_dispose(&c);
         return 2;
     }
@@ -233,9 +245,31 @@ int tt_cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    tt_static_conf_t static_conf = {.root = c.static_root, .index = c.static_index};
+    uint32_t workers = c.workers ? c.workers : cpu_count();
+    /* Routes: every [route] (and --proxy/--route), then [static] root at "/" unless a route took it. */
     tt_router_t router = {0};
-    tt_router_add(&router, "/", &tt_static_ops, &static_conf);
+    tt_proxy_registry_t *reg = tt_proxy_registry_new(c.upstreams, c.nupstreams, workers);
+    tt_static_conf_t *static_confs = tt_calloc(c.nroutes + 1, sizeof(*static_confs));
+    tt_proxy_conf_t *proxy_confs = tt_calloc(c.nroutes + 1, sizeof(*proxy_confs));
+    bool root_taken = false;
+    for (size_t i = 0; i < c.nroutes; i++) {
+        tt_conf_route_t *r = &c.routes[i];
+        root_taken |= strcmp(r->prefix, "/") == 0;
+        if (r->root != NULL) {
+            static_confs[i] = (tt_static_conf_t){.root = r->root, .index = r->index ? r->index : c.static_index};
+            tt_router_add(&router, r->prefix, &tt_static_ops, &static_confs[i]);
+            continue;
+        }
+        for (size_t u = 0; u < c.nupstreams; u++)
+            if (strcmp(c.upstreams[u].name, r->upstream) == 0) proxy_confs[i].up = &c.upstreams[u];
+        proxy_confs[i].route = r->prefix;
+        proxy_confs[i].reg = reg;
+        tt_router_add(&router, r->prefix, &tt_proxy_ops, &proxy_confs[i]);
+    }
+    if (c.static_root != NULL && !root_taken) {
+        static_confs[c.nroutes] = (tt_static_conf_t){.root = c.static_root, .index = c.static_index};
+        tt_router_add(&router, "/", &tt_static_ops, &static_confs[c.nroutes]);
+    }
 
     size_t nl = 0;
     for (size_t i = 0; i < c.nlistens; i++) nl += c.listens[i].naddrs;
@@ -246,7 +280,6 @@ int tt_cmd_serve(int argc, char **argv)
             listeners[nl++] = (tt_listener_conf_t){.addr = c.listens[i].addrs[j], .policy = &c.listens[i].policy};
 
     int alog = open_access_log(c.access_log);
-    uint32_t workers = c.workers ? c.workers : cpu_count();
     tt_server_conf_t sc = {
         .workers = workers,
         .max_connections = c.max_connections,
@@ -266,7 +299,8 @@ int tt_cmd_serve(int argc, char **argv)
     }
 
     /* The admin listener (metrics) runs on this thread, beside the signal watch. */
-    tt_status_conf_t status_conf = {.srv = srv, .metrics_path = c.metrics_path};
+    tt_status_conf_t status_conf = {
+        .srv = srv, .metrics_path = c.metrics_path, .extra = tt_proxy_render_metrics, .extra_arg = reg};
     tt_router_t admin_router = {0};
     tt_router_add(&admin_router, "/", &tt_status_ops, &status_conf);
     tt_listener_conf_t admin_listener = {.addr = c.metrics_addr, .policy = &c.defaults};
@@ -329,6 +363,9 @@ int tt_cmd_serve(int argc, char **argv)
     if (alog > STDERR_FILENO) close(alog);
     tt_router_dispose(&admin_router);
     tt_router_dispose(&router);
+    tt_proxy_registry_free(&reg);
+    free(static_confs);
+    free(proxy_confs);
     free(listeners);
     tt_conf_dispose(&c);
     return 0;

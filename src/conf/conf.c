@@ -15,6 +15,8 @@ enum section {
     S_STATIC = 1 << 5,
     S_LOG = 1 << 6,
     S_METRICS = 1 << 7,
+    S_UPSTREAM = 1 << 8,
+    S_ROUTE = 1 << 9,
 };
 
 enum kind {
@@ -29,20 +31,29 @@ enum kind {
     K_TCPKA,    /* tt_tcp_keepalive_t: off | IDLE:INTERVAL:COUNT */
     K_LEVEL,    /* int log level */
     K_WORKERS,  /* uint32_t, "auto" = 0 */
+    K_SERVER,   /* a server of the current [upstream], repeatable */
+    K_BALANCE,  /* tt_balance_t */
+    K_REUSE,    /* bool reuse_safe: always | safe */
+    K_UP_TCPKA, /* auto | off | IDLE:INTERVAL:COUNT, into the upstream's pool */
 };
+
+/* Which struct a key's offset is into. */
+enum base { B_CONF, B_POLICY, B_UPSTREAM, B_ROUTE };
 
 typedef struct key {
     const char *name;
     unsigned sections;
     enum kind kind;
-    bool policy; /* in tt_listen_policy_t (else in tt_conf_t) */
+    enum base base; /* B_POLICY keys are recorded in set masks */
     size_t off;
     size_t size;
     uint64_t min, max;
 } key_t_;
 
-#define P(field) true, offsetof(tt_listen_policy_t, field), sizeof(((tt_listen_policy_t *)0)->field)
-#define C(field) false, offsetof(tt_conf_t, field), sizeof(((tt_conf_t *)0)->field)
+#define P(field) B_POLICY, offsetof(tt_listen_policy_t, field), sizeof(((tt_listen_policy_t *)0)->field)
+#define C(field) B_CONF, offsetof(tt_conf_t, field), sizeof(((tt_conf_t *)0)->field)
+#define U(field) B_UPSTREAM, offsetof(tt_upstream_conf_t, field), sizeof(((tt_upstream_conf_t *)0)->field)
+#define R(field) B_ROUTE, offsetof(tt_conf_route_t, field), sizeof(((tt_conf_route_t *)0)->field)
 #define DAY_MS   (24ull * 3600 * 1000)
 
 /* At most 64 keys: sections record the policy keys they set in a 64-bit mask. */
@@ -51,7 +62,7 @@ static const key_t_ keys[] = {
     {"max_connections", S_SERVER, K_U32, C(max_connections), 0, 10000000},
     {"drain_timeout", S_SERVER, K_DURATION, C(drain_timeout_ms), 0, DAY_MS},
     {"backlog", S_SERVER, K_U32, C(backlog), 1, 65535},
-    {"address", S_LISTEN, K_ADDRESS, false, 0, 0, 0, 0},
+    {"address", S_LISTEN, K_ADDRESS, B_CONF, 0, 0, 0, 0},
     {"idle_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(ka.idle_timeout_ms), 0, DAY_MS},
     {"header_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(header_timeout_ms), 1, DAY_MS},
     {"body_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(body_timeout_ms), 1, DAY_MS},
@@ -74,6 +85,34 @@ static const key_t_ keys[] = {
     {"level", S_LOG, K_LEVEL, C(log_level), 0, 3},
     {"listen", S_METRICS, K_ADDR_OFF, C(metrics_addr), 0, 0},
     {"path", S_METRICS, K_STRING, C(metrics_path), 0, 0},
+    {"server", S_UPSTREAM, K_SERVER, B_UPSTREAM, 0, 0, 0, 0},
+    {"balance", S_UPSTREAM, K_BALANCE, U(balance), 0, 0},
+    {"reuse", S_UPSTREAM, K_REUSE, U(reuse_safe), 0, 0},
+    {"max_idle", S_UPSTREAM, K_U32, U(pool.max_idle), 0, 100000},
+    {"idle_timeout", S_UPSTREAM, K_DURATION, U(pool.idle_timeout_ms), 1, DAY_MS},
+    {"max_requests", S_UPSTREAM, K_U32, U(pool.max_requests), 0, 2147483647},
+    {"max_lifetime", S_UPSTREAM, K_DURATION, U(pool.max_lifetime_ms), 0, 30 * DAY_MS},
+    {"keepalive_hint", S_UPSTREAM, K_BOOL, U(pool.keepalive_hint), 0, 1},
+    {"hint_margin", S_UPSTREAM, K_DURATION, U(pool.hint_margin_ms), 0, DAY_MS},
+    {"learn", S_UPSTREAM, K_BOOL, U(pool.learn), 0, 1},
+    {"connect_timeout", S_UPSTREAM, K_DURATION, U(pool.timeouts.connect_ms), 1, DAY_MS},
+    {"response_timeout", S_UPSTREAM, K_DURATION, U(pool.timeouts.response_ms), 1, DAY_MS},
+    {"read_timeout", S_UPSTREAM, K_DURATION, U(pool.timeouts.read_ms), 1, DAY_MS},
+    {"send_timeout", S_UPSTREAM, K_DURATION, U(pool.timeouts.send_ms), 1, DAY_MS},
+    {"max_connections", S_UPSTREAM, K_U32, U(pool.max_connections), 0, 10000000},
+    {"max_pending", S_UPSTREAM, K_U32, U(pool.max_pending), 0, 10000000},
+    {"queue_timeout", S_UPSTREAM, K_DURATION, U(pool.queue_timeout_ms), 1, DAY_MS},
+    {"max_fails", S_UPSTREAM, K_U32, U(pool.max_fails), 1, 1000},
+    {"fail_backoff", S_UPSTREAM, K_DURATION, U(pool.backoff_min_ms), 1, DAY_MS},
+    {"fail_backoff_max", S_UPSTREAM, K_DURATION, U(pool.backoff_max_ms), 1, DAY_MS},
+    {"leak_threshold", S_UPSTREAM, K_DURATION, U(pool.leak_threshold_ms), 0, DAY_MS},
+    {"replay_buffer", S_UPSTREAM, K_SIZE, U(replay_buffer), 0, 1 << 30},
+    {"forwarded", S_UPSTREAM, K_BOOL, U(forwarded), 0, 1},
+    {"host", S_UPSTREAM, K_STRING, U(host), 0, 0},
+    {"tcp_keepalive", S_UPSTREAM, K_UP_TCPKA, U(pool.tcp_keepalive), 0, 0},
+    {"upstream", S_ROUTE, K_STRING, R(upstream), 0, 0},
+    {"root", S_ROUTE, K_STRING, R(root), 0, 0},
+    {"index", S_ROUTE, K_STRING, R(index), 0, 0},
 };
 
 static const struct {
@@ -85,7 +124,7 @@ static const struct {
     {"metrics", S_METRICS},
 };
 
-_Static_assert(TT_ARRAY_SIZE(keys) <= 64, "policy set masks are 64 bits");
+_Static_assert(TT_ARRAY_SIZE(keys) <= 128, "set masks cover keys 0..63 (policy keys come first)");
 
 static int key_index(const key_t_ *k)
 {
@@ -219,7 +258,30 @@ static int parse_value(const key_t_ *k, const char *value, void *base, const cha
         return 0;
     }
     case K_TCPKA: return parse_tcpka(value, (tt_tcp_keepalive_t *)dst, why);
-    case K_ADDRESS: break;
+    case K_UP_TCPKA: {
+        tt_upstream_conf_t *uc = base;
+        uc->_tcpka_auto = strcmp(value, "auto") == 0;
+        return uc->_tcpka_auto ? 0 : parse_tcpka(value, (tt_tcp_keepalive_t *)dst, why);
+    }
+    case K_BALANCE:
+        if (strcmp(value, "round_robin") == 0) {
+            *(tt_balance_t *)dst = TT_BALANCE_ROUND_ROBIN;
+        } else if (strcmp(value, "least_conn") == 0) {
+            *(tt_balance_t *)dst = TT_BALANCE_LEAST_CONN;
+        } else {
+            *why = "expected round_robin or least_conn";
+            return -1;
+        }
+        return 0;
+    case K_REUSE:
+        if (strcmp(value, "always") != 0 && strcmp(value, "safe") != 0) {
+            *why = "expected always or safe";
+            return -1;
+        }
+        *(bool *)dst = strcmp(value, "safe") == 0;
+        return 0;
+    case K_ADDRESS:
+    case K_SERVER: break;
     }
     *why = "internal: unhandled key kind";
     return -1;
@@ -242,6 +304,96 @@ static int add_address(tt_conf_listen_t *g, const char *value, const char **why)
     if (tt_addr_parse(value, true, &a, why) != 0) return -1;
     g->addrs = tt_realloc(g->addrs, (g->naddrs + 1) * sizeof(*g->addrs));
     g->addrs[g->naddrs++] = a;
+    return 0;
+}
+
+static void upstream_defaults(tt_upstream_conf_t *u)
+{
+    u->balance = TT_BALANCE_ROUND_ROBIN;
+    u->reuse_safe = false;
+    u->replay_buffer = 64 * 1024;
+    u->forwarded = false;
+    u->_tcpka_auto = true;
+    tt_pool_conf_t *p = &u->pool;
+    p->max_idle = 32;
+    p->idle_timeout_ms = 60000;
+    p->max_requests = 1000;
+    p->max_lifetime_ms = 3600000;
+    p->keepalive_hint = true;
+    p->hint_margin_ms = 1000;
+    p->learn = true;
+    p->max_connections = 0;
+    p->max_pending = 1024;
+    p->queue_timeout_ms = 5000;
+    p->timeouts = (tt_up_timeouts_t){.connect_ms = 3000, .response_ms = 30000, .read_ms = 30000, .send_ms = 30000};
+    p->max_fails = 3;
+    p->backoff_min_ms = 1000;
+    p->backoff_max_ms = 30000;
+    p->leak_threshold_ms = 60000;
+}
+
+static tt_upstream_conf_t *upstream_named(tt_conf_t *c, const char *name, bool create)
+{
+    for (size_t i = 0; i < c->nupstreams; i++)
+        if (strcmp(c->upstreams[i].name, name) == 0) return &c->upstreams[i];
+    if (!create) return NULL;
+    c->upstreams = tt_realloc(c->upstreams, (c->nupstreams + 1) * sizeof(*c->upstreams));
+    tt_upstream_conf_t *u = &c->upstreams[c->nupstreams++];
+    memset(u, 0, sizeof(*u));
+    u->name = tt_strndup(name, strlen(name));
+    upstream_defaults(u);
+    return u;
+}
+
+static tt_conf_route_t *route_for(tt_conf_t *c, const char *prefix)
+{
+    for (size_t i = 0; i < c->nroutes; i++)
+        if (strcmp(c->routes[i].prefix, prefix) == 0) return &c->routes[i];
+    c->routes = tt_realloc(c->routes, (c->nroutes + 1) * sizeof(*c->routes));
+    tt_conf_route_t *r = &c->routes[c->nroutes++];
+    memset(r, 0, sizeof(*r));
+    r->prefix = tt_strndup(prefix, strlen(prefix));
+    return r;
+}
+
+/* Adds a server written as HOST:PORT or http://HOST:PORT[/] (names resolved now, at start-up). */
+static int add_server(tt_upstream_conf_t *u, const char *value, const char **why)
+{
+    const char *hp = value;
+    if (strncmp(hp, "http://", 7) == 0) {
+        hp += 7;
+    } else if (strstr(hp, "://") != NULL) {
+        *why = "only http:// upstreams are supported";
+        return -1;
+    }
+    char buf[300];
+    size_t n = strlen(hp);
+    if (n >= sizeof(buf)) {
+        *why = "too long";
+        return -1;
+    }
+    memcpy(buf, hp, n + 1);
+    if (n > 0 && buf[n - 1] == '/') buf[--n] = '\0';
+    if (strchr(buf, '/') != NULL) {
+        *why = "an upstream is HOST:PORT, without a path";
+        return -1;
+    }
+    if (strchr(buf, ':') == NULL || buf[n - 1] == ']') {
+        if (n + 3 >= sizeof(buf)) {
+            *why = "too long";
+            return -1;
+        }
+        memcpy(buf + n, ":80", 4); /* the http default port */
+        n += 3;
+    }
+    tt_addr_t a;
+    if (tt_addr_parse(buf, true, &a, why) != 0) return -1;
+    if (u->nservers >= 64) {
+        *why = "at most 64 servers per upstream";
+        return -1;
+    }
+    u->servers = tt_realloc(u->servers, (u->nservers + 1) * sizeof(*u->servers));
+    u->servers[u->nservers++] = (tt_upstream_server_t){.addr = a, .name = tt_strndup(buf, n)};
     return 0;
 }
 
@@ -278,6 +430,21 @@ void tt_conf_dispose(tt_conf_t *c)
         free(c->listens[i].addrs);
     }
     free(c->listens);
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        tt_upstream_conf_t *u = &c->upstreams[i];
+        for (size_t j = 0; j < u->nservers; j++) free(u->servers[j].name);
+        free(u->servers);
+        free(u->name);
+        free(u->host);
+    }
+    free(c->upstreams);
+    for (size_t i = 0; i < c->nroutes; i++) {
+        free(c->routes[i].prefix);
+        free(c->routes[i].upstream);
+        free(c->routes[i].root);
+        free(c->routes[i].index);
+    }
+    free(c->routes);
     free(c->path);
     free(c->static_root);
     free(c->static_index);
@@ -301,6 +468,7 @@ typedef struct loader {
 static bool known_section(const char *name, size_t n)
 {
     if ((n == 6 && memcmp(name, "listen", 6) == 0) || (n > 7 && memcmp(name, "listen ", 7) == 0)) return true;
+    if ((n > 9 && memcmp(name, "upstream ", 9) == 0) || (n > 7 && memcmp(name, "route /", 7) == 0)) return true;
     for (size_t i = 0; i < TT_ARRAY_SIZE(section_names); i++)
         if (strlen(section_names[i].name) == n && memcmp(section_names[i].name, name, n) == 0) return true;
     return false;
@@ -336,9 +504,17 @@ static int on_entry(void *user, const char *section, const char *name, const cha
     char whybuf[160];
     unsigned sec = 0;
     tt_conf_listen_t *g = NULL;
+    tt_upstream_conf_t *up = NULL;
+    tt_conf_route_t *route = NULL;
     if (strcmp(section, "listen") == 0 || strncmp(section, "listen ", 7) == 0) {
         sec = S_LISTEN;
         g = listen_group(L->c, section[6] ? section + 7 : "");
+    } else if (strncmp(section, "upstream ", 9) == 0 && section[9]) {
+        sec = S_UPSTREAM;
+        up = upstream_named(L->c, section + 9, true);
+    } else if (strncmp(section, "route ", 6) == 0 && section[6] == '/') {
+        sec = S_ROUTE;
+        route = route_for(L->c, section + 6);
     } else {
         for (size_t i = 0; i < TT_ARRAY_SIZE(section_names); i++)
             if (strcmp(section, section_names[i].name) == 0) sec = section_names[i].bit;
@@ -357,10 +533,15 @@ static int on_entry(void *user, const char *section, const char *name, const cha
         r = -1;
     } else if (k->kind == K_ADDRESS) {
         r = add_address(g, value, &why);
+    } else if (k->kind == K_SERVER) {
+        r = add_server(up, value, &why);
     } else {
-        void *base = k->policy ? (g ? (void *)&g->policy : (void *)&L->c->defaults) : (void *)L->c;
+        void *base = k->base == B_POLICY     ? (g ? (void *)&g->policy : (void *)&L->c->defaults)
+                     : k->base == B_UPSTREAM ? (void *)up
+                     : k->base == B_ROUTE    ? (void *)route
+                                             : (void *)L->c;
         r = parse_value(k, value, base, &why, whybuf, sizeof(whybuf));
-        if (r == 0 && g != NULL) g->set |= 1ull << key_index(k);
+        if (r == 0 && g != NULL && k->base == B_POLICY) g->set |= 1ull << key_index(k);
     }
     if (r != 0) {
         snprintf(L->err, L->errlen, "%s:%d: %s: %s", L->c->path, L->line, name, why);
@@ -404,12 +585,13 @@ int tt_conf_override(tt_conf_t *c, const char *flag, const char *key, const char
     char whybuf[160];
     const key_t_ *k = find_key(~0u, key);
     TT_BUG_ON(k == NULL || k->kind == K_ADDRESS);
-    void *base = k->policy ? (void *)&c->_cli : (void *)c;
+    TT_BUG_ON(k->base == B_UPSTREAM || k->base == B_ROUTE);
+    void *base = k->base == B_POLICY ? (void *)&c->_cli : (void *)c;
     if (parse_value(k, value, base, &why, whybuf, sizeof(whybuf)) != 0) {
         snprintf(err, errlen, "%s: %s", flag, why);
         return -1;
     }
-    if (k->policy) c->_cli_set |= 1ull << key_index(k);
+    if (k->base == B_POLICY) c->_cli_set |= 1ull << key_index(k);
     return 0;
 }
 
@@ -437,10 +619,50 @@ int tt_conf_cli_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen)
     return 0;
 }
 
+int tt_conf_cli_proxy(tt_conf_t *c, const char *url, char *err, size_t errlen)
+{
+    const char *why;
+    const char *name = strncmp(url, "http://", 7) == 0 ? url + 7 : url;
+    tt_upstream_conf_t *u = upstream_named(c, name, true);
+    if (u->nservers == 0 && add_server(u, url, &why) != 0) {
+        snprintf(err, errlen, "--proxy %s: %s", url, why);
+        return -1;
+    }
+    tt_conf_route_t *r = route_for(c, "/");
+    free(r->upstream);
+    free(r->root);
+    r->root = NULL;
+    r->upstream = tt_strndup(u->name, strlen(u->name));
+    return 0;
+}
+
+int tt_conf_cli_route(tt_conf_t *c, const char *spec, char *err, size_t errlen)
+{
+    const char *eq = strchr(spec, '='), *why;
+    if (spec[0] != '/' || eq == NULL || eq[1] == '\0') {
+        snprintf(err, errlen, "--route %s: expected PREFIX=http://HOST:PORT, e.g. /api/=http://127.0.0.1:9000", spec);
+        return -1;
+    }
+    const char *url = eq + 1, *name = strncmp(url, "http://", 7) == 0 ? url + 7 : url;
+    tt_upstream_conf_t *u = upstream_named(c, name, true);
+    if (u->nservers == 0 && add_server(u, url, &why) != 0) {
+        snprintf(err, errlen, "--route %s: %s", spec, why);
+        return -1;
+    }
+    char prefix[512];
+    snprintf(prefix, sizeof(prefix), "%.*s", (int)TT_MIN((size_t)(eq - spec), sizeof(prefix) - 1), spec);
+    tt_conf_route_t *r = route_for(c, prefix);
+    free(r->upstream);
+    free(r->root);
+    r->root = NULL;
+    r->upstream = tt_strndup(u->name, strlen(u->name));
+    return 0;
+}
+
 static void copy_set(tt_listen_policy_t *dst, const tt_listen_policy_t *src, uint64_t set)
 {
     for (size_t i = 0; i < TT_ARRAY_SIZE(keys); i++)
-        if ((set & (1ull << i)) && keys[i].policy)
+        if (i < 64 && (set & (1ull << i)) && keys[i].base == B_POLICY)
             memcpy((char *)dst + keys[i].off, (const char *)src + keys[i].off, keys[i].size);
 }
 
@@ -459,6 +681,30 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
         if (g->naddrs == 0) {
             snprintf(err, errlen, "%s: [listen%s%s] has no address", c->path ? c->path : "config",
                      g->name[0] ? " " : "", g->name);
+            return -1;
+        }
+    }
+    const char *file = c->path ? c->path : "config";
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        tt_upstream_conf_t *u = &c->upstreams[i];
+        if (u->nservers == 0) {
+            snprintf(err, errlen, "%s: [upstream %s] has no server", file, u->name);
+            return -1;
+        }
+        if (u->pool.backoff_min_ms > u->pool.backoff_max_ms) {
+            snprintf(err, errlen, "%s: [upstream %s] fail_backoff is longer than fail_backoff_max", file, u->name);
+            return -1;
+        }
+        if (u->_tcpka_auto) tt_proxy_default_tcp_keepalive(&u->pool, &u->pool.tcp_keepalive);
+    }
+    for (size_t i = 0; i < c->nroutes; i++) {
+        tt_conf_route_t *r = &c->routes[i];
+        if ((r->upstream == NULL) == (r->root == NULL)) {
+            snprintf(err, errlen, "%s: [route %s] needs exactly one of upstream = NAME or root = DIR", file, r->prefix);
+            return -1;
+        }
+        if (r->upstream && upstream_named(c, r->upstream, false) == NULL) {
+            snprintf(err, errlen, "%s: [route %s] upstream: no [upstream %s] section", file, r->prefix, r->upstream);
             return -1;
         }
     }

@@ -6,6 +6,7 @@
 #ifndef TT_CONF_CONF_H
 #define TT_CONF_CONF_H
 
+#include "handlers/proxy.h"
 #include "http/server.h"
 
 /** A group of listening addresses sharing one policy: `[listen]` or `[listen NAME]`. */
@@ -16,6 +17,14 @@ typedef struct tt_conf_listen {
     tt_listen_policy_t policy; /* final after tt_conf_finish() */
     uint64_t set;              /* private: policy keys this section set */
 } tt_conf_listen_t;
+
+/** A `[route PREFIX]`: requests under `prefix` go to `upstream` (a [upstream NAME]) or files in `root`. */
+typedef struct tt_conf_route {
+    char *prefix;   /* starts with '/' */
+    char *upstream; /* NULL for a static route */
+    char *root;     /* NULL for a proxy route */
+    char *index;    /* static: the directory index file, NULL = "index.html" */
+} tt_conf_route_t;
 
 /** Everything `tether serve` needs. Strings are owned. */
 typedef struct tt_conf {
@@ -34,6 +43,10 @@ typedef struct tt_conf {
     bool metrics_on;
     tt_addr_t metrics_addr;
     char *metrics_path;
+    tt_upstream_conf_t *upstreams; /* [upstream NAME] sections and --proxy/--route targets */
+    size_t nupstreams;
+    tt_conf_route_t *routes; /* [route PREFIX] sections and --proxy/--route */
+    size_t nroutes;
     /* private */
     tt_listen_policy_t _cli;
     uint64_t _cli_set;
@@ -54,6 +67,10 @@ int tt_conf_load(tt_conf_t *c, const char *path, char *err, size_t errlen);
 int tt_conf_override(tt_conf_t *c, const char *flag, const char *key, const char *value, char *err, size_t errlen);
 /** A --listen flag: the first one replaces the file's listeners; later ones add. 0 or -1 with `err`. */
 int tt_conf_cli_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen);
+/** `--proxy URL`: every path to the upstream at URL (http://HOST:PORT). 0 or -1 with `err`. */
+int tt_conf_cli_proxy(tt_conf_t *c, const char *url, char *err, size_t errlen);
+/** `--route PREFIX=URL`: paths under PREFIX to the upstream at URL. 0 or -1 with `err`. */
+int tt_conf_cli_route(tt_conf_t *c, const char *spec, char *err, size_t errlen);
 /** Merges defaults, sections and overrides into each listener's policy and validates. 0 or -1 with `err`. */
 int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen);
 

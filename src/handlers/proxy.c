@@ -1,0 +1,798 @@
+/* proxy.c -- reverse proxy: forward a request, stream both ways, replay a stale reuse, name every 5xx */
+#include "handlers/proxy.h"
+#include "core/log.h"
+#include "http/worker.h"
+
+#include <stdatomic.h>
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+/* ---- shared state ---- */
+
+/* What one upstream counts in one worker. */
+typedef struct proxy_metrics {
+    tt_counter_t requests;
+    tt_counter_t replays[TT_CAUSE__COUNT];
+    tt_counter_t next_server[TT_CAUSE__COUNT];
+    tt_counter_t generated[TT_CAUSE__COUNT];
+} proxy_metrics_t;
+
+/* One worker's proxy state, shared by its proxy routes. */
+typedef struct proxy_worker {
+    tt_worker_t *w;
+    tt_proxy_registry_t *reg;
+    tt_pool_t **pools;    /* one per server of every upstream */
+    uint32_t *rr;         /* round-robin position per upstream */
+    tt_h1_response_t res; /* response parse target */
+    int refs;             /* routes using it */
+} proxy_worker_t;
+
+struct tt_proxy_registry {
+    tt_upstream_conf_t *ups;
+    size_t nups;
+    size_t nservers;
+    uint32_t nworkers;
+    proxy_worker_t **workers;  /* [nworkers], each touched by its own thread only */
+    tt_pool_metrics_t *pool_m; /* [nworkers][nservers] */
+    proxy_metrics_t *proxy_m;  /* [nworkers][nups] */
+};
+
+static const char *const cause_names[TT_CAUSE__COUNT] = {
+    [TT_CAUSE_NONE] = "-",
+    [TT_CAUSE_CONNECT_REFUSED] = "connect_refused",
+    [TT_CAUSE_CONNECT_TIMEOUT] = "connect_timeout",
+    [TT_CAUSE_CONNECT_ERROR] = "connect_error",
+    [TT_CAUSE_RESET_BEFORE_RESPONSE] = "reset_before_response",
+    [TT_CAUSE_CLOSED_BEFORE_RESPONSE] = "closed_before_response",
+    [TT_CAUSE_RESPONSE_TIMEOUT] = "response_timeout",
+    [TT_CAUSE_SEND_TIMEOUT] = "send_timeout",
+    [TT_CAUSE_INVALID_RESPONSE] = "invalid_response",
+    [TT_CAUSE_ALL_SERVERS_DOWN] = "all_servers_down",
+    [TT_CAUSE_POOL_EXHAUSTED] = "pool_exhausted",
+};
+
+static const int cause_status[TT_CAUSE__COUNT] = {
+    [TT_CAUSE_CONNECT_REFUSED] = 502,       [TT_CAUSE_CONNECT_TIMEOUT] = 504,        [TT_CAUSE_CONNECT_ERROR] = 502,
+    [TT_CAUSE_RESET_BEFORE_RESPONSE] = 502, [TT_CAUSE_CLOSED_BEFORE_RESPONSE] = 502, [TT_CAUSE_RESPONSE_TIMEOUT] = 504,
+    [TT_CAUSE_SEND_TIMEOUT] = 504,          [TT_CAUSE_INVALID_RESPONSE] = 502,       [TT_CAUSE_ALL_SERVERS_DOWN] = 503,
+    [TT_CAUSE_POOL_EXHAUSTED] = 503,
+};
+
+const char *tt_proxy_cause_name(tt_proxy_cause_t c)
+{
+    return (unsigned)c < TT_CAUSE__COUNT ? cause_names[c] : "unknown";
+}
+
+static tt_proxy_cause_t cause_of(tt_up_err_t e)
+{
+    switch (e) {
+    case TT_UP_CONNECT_REFUSED: return TT_CAUSE_CONNECT_REFUSED;
+    case TT_UP_CONNECT_TIMEOUT: return TT_CAUSE_CONNECT_TIMEOUT;
+    case TT_UP_CONNECT_ERROR: return TT_CAUSE_CONNECT_ERROR;
+    case TT_UP_RESET: return TT_CAUSE_RESET_BEFORE_RESPONSE;
+    case TT_UP_CLOSED: return TT_CAUSE_CLOSED_BEFORE_RESPONSE;
+    case TT_UP_RESPONSE_TIMEOUT: return TT_CAUSE_RESPONSE_TIMEOUT;
+    case TT_UP_READ_TIMEOUT: return TT_CAUSE_RESPONSE_TIMEOUT;
+    case TT_UP_SEND_TIMEOUT: return TT_CAUSE_SEND_TIMEOUT;
+    case TT_UP_INVALID: return TT_CAUSE_INVALID_RESPONSE;
+    default: return TT_CAUSE_CONNECT_ERROR;
+    }
+}
+
+/* ---- one proxied request ---- */
+
+typedef struct proxy_req {
+    tt_req_t *req;
+    proxy_worker_t *pw;
+    const tt_proxy_conf_t *pc;
+    const tt_upstream_conf_t *uc;
+    proxy_metrics_t *m;
+    tt_pool_waiter_t waiter;
+    size_t server; /* index in uc->servers */
+    tt_pool_t *pool;
+    tt_upconn_t *up;
+    tt_buf_t head;       /* the upstream request head, kept for a replay */
+    tt_buf_t held;       /* request content held (replay buffer, or waiting for a connection) */
+    tt_buf_t trailers;   /* request trailers waiting for the connection */
+    uint64_t body_total; /* content bytes received from the client */
+    uint64_t tried;      /* bit per server tried */
+    tt_proxy_cause_t cause;
+    uint32_t replays;
+    uint32_t retries;    /* next-server attempts */
+    uint64_t up_idle_ms; /* idle time of the connection before this reuse */
+    uint32_t up_req_no;
+    uint64_t up_age_ms;
+    uint64_t up_id;
+    bool replayable; /* idempotent or Idempotency-Key */
+    bool held_all;   /* `held` still has every content byte so far */
+    bool chunked_up; /* content goes upstream chunked */
+    bool body_done;  /* the client's content is complete */
+    bool sent_end;   /* the request end went upstream */
+    bool reused;
+    bool response_started; /* a head went to the client */
+    bool is_head;
+    bool client_paused; /* client content paused by us */
+    char log[320];
+} proxy_req_t;
+
+static void pr_free(proxy_req_t *pr)
+{
+    tt_worker_t *w = pr->pw->w;
+    tt_buf_release(&pr->head, &w->bufs);
+    tt_buf_release(&pr->held, &w->bufs);
+    tt_buf_release(&pr->trailers, &w->bufs);
+    free(pr);
+}
+
+static void update_log(proxy_req_t *pr)
+{
+    char as[TT_ADDR_STRLEN] = "-";
+    if (pr->pool != NULL) snprintf(as, sizeof(as), "%s", pr->uc->servers[pr->server].name);
+    int n = snprintf(pr->log, sizeof(pr->log),
+                     "upstream=%s up_addr=%s up_conn=%llu up_reused=%d up_idle_ms=%llu up_req=%u up_age_ms=%llu "
+                     "retries=%u replays=%u cause=%s",
+                     pr->uc->name, as, (unsigned long long)pr->up_id, pr->reused ? 1 : 0,
+                     (unsigned long long)pr->up_idle_ms, pr->up_req_no, (unsigned long long)pr->up_age_ms, pr->retries,
+                     pr->replays, tt_proxy_cause_name(pr->cause));
+    pr->req->log_extra = tt_str(pr->log, n > 0 ? (size_t)TT_MIN((size_t)n, sizeof(pr->log) - 1) : 0);
+}
+
+/* Answers the client with tether's own error and ends the request. */
+static void generate_error(proxy_req_t *pr, tt_proxy_cause_t cause)
+{
+    pr->cause = cause;
+    tt_counter_add(&pr->m->generated[cause], 1);
+    update_log(pr);
+    char f[96];
+    int n = snprintf(f, sizeof(f), "X-Tether-Cause: %s\r\n", tt_proxy_cause_name(cause));
+    tt_req_respond_text(pr->req, cause_status[cause], tt_str(f, (size_t)n));
+    pr_free(pr);
+}
+
+/* ---- choosing a server ---- */
+
+static bool pick_server(proxy_req_t *pr, bool *all_down)
+{
+    const tt_upstream_conf_t *uc = pr->uc;
+    size_t n = uc->nservers, best = SIZE_MAX;
+    uint32_t best_active = UINT32_MAX;
+    uint32_t start = pr->pw->rr[uc->_index]++;
+    *all_down = true;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = (start + k) % n;
+        tt_pool_t *p = pr->pw->pools[uc->_first_server + i];
+        if (tt_pool_is_down(p)) continue;
+        *all_down = false;
+        if (pr->tried & (1ull << (i % 64))) continue;
+        if (uc->balance == TT_BALANCE_ROUND_ROBIN) {
+            best = i;
+            break;
+        }
+        uint32_t a = tt_pool_active(p);
+        if (a < best_active) {
+            best_active = a;
+            best = i;
+        }
+    }
+    if (best == SIZE_MAX) return false;
+    pr->server = best;
+    pr->pool = pr->pw->pools[uc->_first_server + best];
+    pr->tried |= 1ull << (best % 64);
+    return true;
+}
+
+static void acquire(proxy_req_t *pr, bool fresh_only);
+static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u);
+
+/* The current server cannot take the request: the next one, or the error. */
+static void next_server(proxy_req_t *pr, tt_proxy_cause_t cause)
+{
+    bool all_down;
+    if (pick_server(pr, &all_down)) {
+        pr->retries++;
+        tt_counter_add(&pr->m->next_server[cause], 1);
+        acquire(pr, false);
+        return;
+    }
+    generate_error(pr, all_down ? TT_CAUSE_ALL_SERVERS_DOWN : cause);
+}
+
+static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *u, tt_pool_status_t st, tt_up_err_t err)
+{
+    proxy_req_t *pr = tt_container_of(w, proxy_req_t, waiter);
+    switch (st) {
+    case TT_POOL_READY: begin_exchange(pr, u); return;
+    case TT_POOL_FAILED: next_server(pr, cause_of(err)); return; /* nothing was sent: safe for any method */
+    case TT_POOL_DOWN: next_server(pr, TT_CAUSE_ALL_SERVERS_DOWN); return;
+    case TT_POOL_EXHAUSTED: generate_error(pr, TT_CAUSE_POOL_EXHAUSTED); return;
+    case TT_POOL_PENDING: return;
+    }
+}
+
+static void acquire(proxy_req_t *pr, bool fresh_only)
+{
+    pr->waiter.cb = waiter_cb;
+    /* reuse = safe: a new client connection's first request opens its own upstream connection, so the
+     * client's own retry covers any residual race (HAProxy's http-reuse safe). */
+    pr->waiter.fresh_only = fresh_only || (pr->uc->reuse_safe && pr->req->req_no == 1);
+    pr->waiter.half_deadline = !(pr->replayable && pr->held_all);
+    pr->waiter.label = pr->pc->route;
+    tt_upconn_t *u;
+    tt_up_err_t err;
+    tt_pool_status_t st = tt_pool_acquire(pr->pool, &pr->waiter, &u, &err);
+    waiter_cb(&pr->waiter, u, st, err);
+}
+
+/* ---- request upstream ---- */
+
+static void send_chunk(proxy_req_t *pr, const char *data, size_t len, bool *full)
+{
+    if (pr->chunked_up) {
+        char size[24];
+        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+        *full |= !tt_upconn_send(pr->up, size, (size_t)n);
+        *full |= !tt_upconn_send(pr->up, data, len);
+        *full |= !tt_upconn_send(pr->up, TT_LIT("\r\n"));
+    } else {
+        *full |= !tt_upconn_send(pr->up, data, len);
+    }
+}
+
+static void send_end(proxy_req_t *pr)
+{
+    if (pr->sent_end || !pr->body_done || pr->up == NULL) return;
+    if (pr->chunked_up) {
+        tt_upconn_send(pr->up, TT_LIT("0\r\n"));
+        if (pr->trailers.len) tt_upconn_send(pr->up, tt_buf_data(&pr->trailers), pr->trailers.len);
+        tt_upconn_send(pr->up, TT_LIT("\r\n"));
+    }
+    pr->sent_end = true;
+    tt_upconn_end_request(pr->up);
+}
+
+static void pause_client(proxy_req_t *pr, bool pause)
+{
+    if (pr->client_paused != pause) {
+        pr->client_paused = pause;
+        tt_req_pause_body(pr->req, pause);
+    }
+}
+
+static const tt_upconn_ops_t up_ops;
+
+static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
+{
+    tt_loop_t *loop = pr->pw->w->loop;
+    pr->up = u;
+    pr->reused = u->requests > 0;
+    pr->up_idle_ms = pr->reused ? tt_loop_now(loop) - u->parked_ms : 0;
+    pr->up_req_no = u->requests + 1;
+    pr->up_age_ms = tt_loop_now(loop) - u->created_ms;
+    pr->up_id = u->id;
+    pr->sent_end = false;
+    tt_upconn_set_user(u, &up_ops, pr);
+    tt_upconn_begin(u, pr->is_head);
+    update_log(pr);
+    bool full = !tt_upconn_send(u, tt_buf_data(&pr->head), pr->head.len);
+    if (pr->held.len) send_chunk(pr, tt_buf_data(&pr->held), pr->held.len, &full);
+    if (!pr->held_all) tt_buf_release(&pr->held, &pr->pw->w->bufs); /* only waiting for the connection: sent now */
+    send_end(pr);
+    pause_client(pr, full);
+}
+
+/* ---- client hooks ---- */
+
+static void client_on_body(tt_req_t *req, const char *data, size_t len)
+{
+    proxy_req_t *pr = req->ctx;
+    tt_bufpool_t *bufs = &pr->pw->w->bufs;
+    pr->body_total += len;
+    if (pr->held_all && pr->body_total > pr->uc->replay_buffer && pr->up != NULL) {
+        pr->held_all = false; /* too large to replay: from now on it only streams */
+        tt_buf_release(&pr->held, bufs);
+    }
+    if (pr->up == NULL) {
+        /* No connection yet: hold it, and stop reading once a replay buffer's worth waits. */
+        tt_buf_append(&pr->held, bufs, data, len);
+        if (pr->held.len >= pr->uc->replay_buffer) pause_client(pr, true);
+        if (pr->body_total > pr->uc->replay_buffer) pr->held_all = false;
+        return;
+    }
+    if (pr->held_all) tt_buf_append(&pr->held, bufs, data, len);
+    bool full = false;
+    send_chunk(pr, data, len, &full);
+    if (full) pause_client(pr, true);
+}
+
+static void client_on_body_end(tt_req_t *req, tt_str_t trailers)
+{
+    proxy_req_t *pr = req->ctx;
+    pr->body_done = true;
+    if (trailers.n) tt_buf_append(&pr->trailers, &pr->pw->w->bufs, trailers.p, trailers.n);
+    send_end(pr);
+}
+
+static void client_on_writable(tt_req_t *req)
+{
+    proxy_req_t *pr = req->ctx;
+    if (pr->up != NULL) tt_upconn_pause(pr->up, false);
+}
+
+static void client_on_abort(tt_req_t *req)
+{
+    proxy_req_t *pr = req->ctx;
+    tt_pool_cancel(&pr->waiter);
+    if (pr->up != NULL) tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR); /* mid-exchange: never reusable */
+    pr_free(pr);
+}
+
+static const tt_req_hooks_t client_hooks = {
+    .on_body = client_on_body,
+    .on_body_end = client_on_body_end,
+    .on_writable = client_on_writable,
+    .on_abort = client_on_abort,
+};
+
+/* ---- upstream callbacks ---- */
+
+/* Response fields that do not pass: hop-by-hop ones, framing we redo, and Date/Server, which the client
+ * gets from tether (as nginx does). */
+static bool skip_response_field(tt_str_t n)
+{
+    static const char *const skip[] = {"connection", "keep-alive",        "proxy-connection", "te",   "trailer",
+                                       "upgrade",    "transfer-encoding", "content-length",   "date", "server"};
+    for (size_t i = 0; i < TT_ARRAY_SIZE(skip); i++)
+        if (tt_str_ieq(n, skip[i], strlen(skip[i]))) return true;
+    return false;
+}
+
+/* True when `n` is one of the field names listed in the Connection field(s) of `fields`. */
+static bool named_by_connection(const tt_h1_field_t *fields, size_t nfields, tt_str_t n)
+{
+    for (size_t i = 0; i < nfields; i++) {
+        if (!tt_str_ieq(fields[i].name, TT_LIT("connection"))) continue;
+        const char *p = fields[i].value.p, *end = p + fields[i].value.n;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
+            const char *s = p;
+            while (p < end && *p != ',' && *p != ' ' && *p != '\t') p++;
+            tt_str_t tok = tt_str(s, (size_t)(p - s));
+            if (tok.n == n.n && tok.n > 0) {
+                bool eq = true;
+                for (size_t k = 0; k < n.n && eq; k++) eq = tt_lower(tok.p[k]) == tt_lower(n.p[k]);
+                if (eq) return true;
+            }
+        }
+    }
+    return false;
+}
+
+static void up_on_head(tt_upconn_t *u, const tt_h1_response_t *res)
+{
+    proxy_req_t *pr = u->data;
+    if (res->status < 200) return; /* interim responses: tether answered Expect: 100-continue itself */
+    tt_bufpool_t *bufs = &pr->pw->w->bufs;
+    tt_buf_t f = {0};
+    for (size_t i = 0; i < res->nfields; i++) {
+        const tt_h1_field_t *fl = &res->fields[i];
+        if (skip_response_field(fl->name) || named_by_connection(res->fields, res->nfields, fl->name)) continue;
+        tt_buf_append(&f, bufs, fl->name.p, fl->name.n);
+        tt_buf_append(&f, bufs, TT_LIT(": "));
+        tt_buf_append(&f, bufs, fl->value.p, fl->value.n);
+        tt_buf_append(&f, bufs, TT_LIT("\r\n"));
+    }
+    tt_buf_append(&f, bufs, TT_LIT("Via: 1.1 tether\r\n"));
+    tt_resp_t r;
+    tt_resp_init(&r, res->status);
+    r.fields = tt_str(tt_buf_data(&f), f.len);
+    /* Content-Length passes through (HEAD included); chunked and close-delimited become "unknown", which
+     * the client connection frames as chunked, so the client connection stays persistent. */
+    r.content_length = res->chunked || res->close_delimited ? -1 : res->content_length;
+    if (tt_http_status_has_no_content(res->status)) r.content_length = -1;
+    pr->response_started = true;
+    update_log(pr);
+    tt_req_respond_head(pr->req, &r);
+    tt_buf_release(&f, bufs);
+}
+
+static void up_on_body(tt_upconn_t *u, const char *data, size_t len)
+{
+    proxy_req_t *pr = u->data;
+    if (!tt_req_write(pr->req, data, len))
+        tt_upconn_pause(u, true); /* the client reads slower than the upstream sends */
+}
+
+static void up_on_done(tt_upconn_t *u, tt_str_t trailers)
+{
+    proxy_req_t *pr = u->data;
+    tt_pool_t *pool = pr->pool;
+    pr->up = NULL;
+    if (!pr->sent_end) u->reusable = false; /* it answered before the request was complete */
+    tt_req_finish(pr->req, trailers);
+    pause_client(pr, false);
+    tt_pool_release(pool, u);
+    pr_free(pr);
+}
+
+static void up_on_error(tt_upconn_t *u, tt_up_err_t err)
+{
+    proxy_req_t *pr = u->data;
+    bool before_response = !u->got_bytes;
+    bool reused = pr->reused;
+    tt_pool_discard(pr->pool, u, TT_RETIRE_ERROR);
+    pr->up = NULL;
+    if (pr->response_started) {
+        tt_req_fail(pr->req); /* cut mid-content: the client must see the truncation */
+        pr_free(pr);
+        return;
+    }
+    tt_proxy_cause_t cause = cause_of(err);
+    bool replayable = pr->replayable && pr->held_all;
+    if (before_response && (err == TT_UP_RESET || err == TT_UP_CLOSED) && replayable) {
+        if (reused && pr->replays == 0) {
+            /* The keep-alive race: the upstream closed the connection as we reused it. Once, on a new one. */
+            pr->replays++;
+            tt_counter_add(&pr->m->replays[cause], 1);
+            acquire(pr, true);
+            return;
+        }
+        next_server(pr, cause);
+        return;
+    }
+    generate_error(pr, cause);
+}
+
+static void up_on_drain(tt_upconn_t *u)
+{
+    proxy_req_t *pr = u->data;
+    pause_client(pr, false);
+}
+
+static const tt_upconn_ops_t up_ops = {
+    .on_head = up_on_head,
+    .on_body = up_on_body,
+    .on_done = up_on_done,
+    .on_error = up_on_error,
+    .on_drain = up_on_drain,
+};
+
+/* ---- the request head ---- */
+
+static bool skip_request_field(tt_str_t n)
+{
+    static const char *const skip[] = {"connection", "keep-alive",        "proxy-connection",  "te",
+                                       "trailer",    "upgrade",           "transfer-encoding", "content-length",
+                                       "expect",     "x-forwarded-proto", "x-forwarded-host",  "forwarded"};
+    for (size_t i = 0; i < TT_ARRAY_SIZE(skip); i++)
+        if (tt_str_ieq(n, skip[i], strlen(skip[i]))) return true;
+    return false;
+}
+
+static void build_head(proxy_req_t *pr, const tt_req_t *rq)
+{
+    const tt_h1_request_t *h = rq->head;
+    tt_bufpool_t *bufs = &pr->pw->w->bufs;
+    tt_buf_t *b = &pr->head;
+    char ip[TT_ADDR_STRLEN];
+    tt_addr_format_host(rq->peer, ip, sizeof(ip));
+    tt_buf_append(b, bufs, h->method.p, h->method.n);
+    tt_buf_append(b, bufs, TT_LIT(" "));
+    tt_buf_append(b, bufs, rq->path.p, rq->path.n);
+    if (rq->query.n) {
+        tt_buf_append(b, bufs, TT_LIT("?"));
+        tt_buf_append(b, bufs, rq->query.p, rq->query.n);
+    }
+    tt_buf_append(b, bufs, TT_LIT(" HTTP/1.1\r\n"));
+    tt_str_t host = TT_STR_NULL, xff = TT_STR_NULL, via = TT_STR_NULL;
+    for (size_t i = 0; i < h->nfields; i++) {
+        const tt_h1_field_t *f = &h->fields[i];
+        if (tt_str_ieq(f->name, TT_LIT("host"))) {
+            host = f->value;
+            if (pr->uc->host != NULL) continue;
+        } else if (tt_str_ieq(f->name, TT_LIT("x-forwarded-for"))) {
+            xff = f->value;
+            continue;
+        } else if (tt_str_ieq(f->name, TT_LIT("via"))) {
+            via = f->value;
+            continue;
+        }
+        if (skip_request_field(f->name) || named_by_connection(h->fields, h->nfields, f->name)) continue;
+        tt_buf_append(b, bufs, f->name.p, f->name.n);
+        tt_buf_append(b, bufs, TT_LIT(": "));
+        tt_buf_append(b, bufs, f->value.p, f->value.n);
+        tt_buf_append(b, bufs, TT_LIT("\r\n"));
+    }
+    char line[1024];
+    int n;
+    if (pr->uc->host != NULL) {
+        n = snprintf(line, sizeof(line), "Host: %s\r\n", pr->uc->host);
+        tt_buf_append(b, bufs, line, (size_t)n);
+    }
+    n = snprintf(line, sizeof(line), "Via: %.*s%s1.%d tether\r\n", (int)TT_MIN(via.n, 512), via.p ? via.p : "",
+                 via.n ? ", " : "", h->minor_version);
+    tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
+    n = snprintf(line, sizeof(line), "X-Forwarded-For: %.*s%s%s\r\n", (int)TT_MIN(xff.n, 512), xff.p ? xff.p : "",
+                 xff.n ? ", " : "", ip);
+    tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
+    tt_buf_append(b, bufs, TT_LIT("X-Forwarded-Proto: http\r\n"));
+    if (host.n) {
+        n = snprintf(line, sizeof(line), "X-Forwarded-Host: %.*s\r\n", (int)TT_MIN(host.n, 512), host.p);
+        tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
+    }
+    if (pr->uc->forwarded) {
+        bool v6 = rq->peer->ss.sa.sa_family == AF_INET6;
+        n = snprintf(line, sizeof(line), "Forwarded: for=%s%s%s;proto=http%s%.*s%s\r\n", v6 ? "\"[" : "", ip,
+                     v6 ? "]\"" : "", host.n ? ";host=\"" : "", (int)TT_MIN(host.n, 512), host.p ? host.p : "",
+                     host.n ? "\"" : "");
+        tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
+    }
+    if (pr->chunked_up) {
+        tt_buf_append(b, bufs, TT_LIT("Transfer-Encoding: chunked\r\n"));
+    } else if (rq->content_length >= 0 && (rq->has_body || h->method_id == TT_METHOD_POST ||
+                                           h->method_id == TT_METHOD_PUT || h->method_id == TT_METHOD_PATCH)) {
+        n = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", (long long)TT_MAX(rq->content_length, 0));
+        tt_buf_append(b, bufs, line, (size_t)n);
+    }
+    tt_buf_append(b, bufs, TT_LIT("\r\n"));
+}
+
+/* ---- the handler ---- */
+
+static bool idempotent(tt_method_t m)
+{
+    return m == TT_METHOD_GET || m == TT_METHOD_HEAD || m == TT_METHOD_PUT || m == TT_METHOD_DELETE ||
+           m == TT_METHOD_OPTIONS || m == TT_METHOD_TRACE;
+}
+
+/* What a proxy route keeps per worker: the shared pools and its own configuration. */
+typedef struct proxy_route {
+    proxy_worker_t *pw;
+    const tt_proxy_conf_t *pc;
+} proxy_route_t;
+
+static void proxy_handle(void *state, tt_req_t *req)
+{
+    proxy_route_t *route = state;
+    proxy_worker_t *pw = route->pw;
+    const tt_proxy_conf_t *pc = route->pc;
+    proxy_req_t *pr = tt_calloc(1, sizeof(*pr));
+    pr->req = req;
+    pr->pw = pw;
+    pr->pc = pc;
+    pr->uc = pc->up;
+    pr->m = &pc->reg->proxy_m[pw->w->id * pc->reg->nups + pc->up->_index];
+    pr->is_head = req->is_head;
+    pr->chunked_up = req->has_body && req->content_length < 0;
+    pr->replayable = idempotent(req->head->method_id) || req->head->known[TT_H1_F_IDEMPOTENCY_KEY] >= 0;
+    pr->held_all = true;
+    tt_counter_add(&pr->m->requests, 1);
+    build_head(pr, req);
+    tt_req_set_hooks(req, &client_hooks, pr);
+    bool all_down;
+    if (!pick_server(pr, &all_down)) {
+        generate_error(pr, TT_CAUSE_ALL_SERVERS_DOWN);
+        return;
+    }
+    update_log(pr);
+    acquire(pr, false);
+}
+
+/* ---- per-worker state and the registry ---- */
+
+static void *proxy_worker_init(const void *conf, tt_worker_t *w)
+{
+    const tt_proxy_conf_t *pc = conf;
+    tt_proxy_registry_t *reg = pc->reg;
+    proxy_worker_t *pw = reg->workers[w->id];
+    if (pw == NULL) {
+        pw = tt_calloc(1, sizeof(*pw));
+        pw->w = w;
+        pw->reg = reg;
+        pw->pools = tt_calloc(reg->nservers, sizeof(*pw->pools));
+        pw->rr = tt_calloc(reg->nups, sizeof(*pw->rr));
+        for (size_t u = 0; u < reg->nups; u++) {
+            tt_upstream_conf_t *uc = &reg->ups[u];
+            pw->rr[u] = w->id; /* workers start at different servers */
+            for (size_t s = 0; s < uc->nservers; s++) {
+                size_t i = uc->_first_server + s;
+                char name[256];
+                snprintf(name, sizeof(name), "%s/%s", uc->name, uc->servers[s].name);
+                pw->pools[i] = tt_pool_new(w->loop, &w->bufs, &pw->res, &uc->pool, &uc->servers[s].addr, name,
+                                           &reg->pool_m[w->id * reg->nservers + i]);
+            }
+        }
+        reg->workers[w->id] = pw;
+    }
+    pw->refs++;
+    proxy_route_t *route = tt_calloc(1, sizeof(*route));
+    route->pw = pw;
+    route->pc = pc;
+    return route;
+}
+
+static void proxy_worker_free(void *state)
+{
+    proxy_route_t *route = state;
+    proxy_worker_t *pw = route->pw;
+    free(route);
+    if (--pw->refs > 0) return;
+    tt_proxy_registry_t *reg = pw->reg;
+    for (size_t i = 0; i < reg->nservers; i++) tt_pool_free(&pw->pools[i]);
+    reg->workers[pw->w->id] = NULL;
+    free(pw->pools);
+    free(pw->rr);
+    free(pw);
+}
+
+const tt_handler_ops_t tt_proxy_ops = {
+    .name = "proxy",
+    .worker_init = proxy_worker_init,
+    .worker_free = proxy_worker_free,
+    .handle = proxy_handle,
+    .async = true,
+};
+
+/* ---- the registry ---- */
+
+tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers)
+{
+    tt_proxy_registry_t *reg = tt_calloc(1, sizeof(*reg));
+    reg->ups = ups;
+    reg->nups = n;
+    reg->nworkers = nworkers;
+    for (size_t u = 0; u < n; u++) {
+        ups[u]._index = u;
+        ups[u]._first_server = reg->nservers;
+        reg->nservers += ups[u].nservers;
+    }
+    reg->workers = tt_calloc(nworkers, sizeof(*reg->workers));
+    reg->pool_m = tt_calloc((size_t)nworkers * TT_MAX(reg->nservers, 1), sizeof(*reg->pool_m));
+    reg->proxy_m = tt_calloc((size_t)nworkers * TT_MAX(n, 1), sizeof(*reg->proxy_m));
+    return reg;
+}
+
+void tt_proxy_registry_free(tt_proxy_registry_t **regp)
+{
+    tt_proxy_registry_t *reg = *regp;
+    if (reg == NULL) return;
+    free(reg->workers);
+    free(reg->pool_m);
+    free(reg->proxy_m);
+    free(reg);
+    *regp = NULL;
+}
+
+void tt_proxy_default_tcp_keepalive(const tt_pool_conf_t *pc, tt_tcp_keepalive_t *ka)
+{
+    uint64_t idle = TT_MIN(TT_MAX(pc->idle_timeout_ms / 4 / 1000, 1), 300);
+    uint64_t intvl = TT_MIN(TT_MAX(idle / 3, 1), 75);
+    *ka = (tt_tcp_keepalive_t){.enabled = true, .idle_s = (int)idle, .interval_s = (int)intvl, .count = 3};
+}
+
+/* Sums one counter over the workers: `base` is worker 0's struct, `stride` the size of one worker's row. */
+static uint64_t sum_u(const void *base, size_t field_off, size_t stride, uint32_t nworkers)
+{
+    uint64_t v = 0;
+    for (uint32_t w = 0; w < nworkers; w++)
+        v += LOAD(*(const tt_counter_t *)(const void *)((const char *)base + w * stride + field_off));
+    return v;
+}
+
+static int64_t sum_g(const void *base, size_t field_off, size_t stride, uint32_t nworkers)
+{
+    int64_t v = 0;
+    for (uint32_t w = 0; w < nworkers; w++)
+        v += LOAD(*(const tt_gauge_t *)(const void *)((const char *)base + w * stride + field_off));
+    return v;
+}
+
+#define PM(field) offsetof(tt_pool_metrics_t, field)
+#define XM(field) offsetof(proxy_metrics_t, field)
+
+void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
+{
+    tt_proxy_registry_t *reg = arg;
+    size_t pstride = reg->nservers * sizeof(tt_pool_metrics_t), xstride = reg->nups * sizeof(proxy_metrics_t);
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+        bool gauge;
+    } pool_series[] = {
+        {"tether_upstream_idle_connections", "gauge", "Parked upstream connections.", PM(idle), true},
+        {"tether_upstream_active_connections", "gauge", "Upstream connections checked out or connecting.", PM(active),
+         true},
+        {"tether_upstream_queue_length", "gauge", "Requests waiting for an upstream connection.", PM(pending), true},
+        {"tether_upstream_down", "gauge", "Workers that have the server marked down.", PM(down), true},
+        {"tether_upstream_connections_opened_total", "counter", "Upstream connections opened.", PM(opened), false},
+        {"tether_upstream_requests_reused_total", "counter", "Requests sent on a reused upstream connection.",
+         PM(reused), false},
+        {"tether_upstream_connect_failures_total", "counter", "Failed connects.", PM(connect_failures), false},
+        {"tether_upstream_queue_timeouts_total", "counter", "Requests that waited the whole queue timeout.",
+         PM(queue_timeouts), false},
+        {"tether_upstream_leaks_total", "counter", "Connections checked out longer than the leak threshold.", PM(leaks),
+         false},
+    };
+    for (size_t k = 0; k < TT_ARRAY_SIZE(pool_series); k++) {
+        tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s %s\n", pool_series[k].name, pool_series[k].help,
+                          pool_series[k].name, pool_series[k].type);
+        for (size_t u = 0; u < reg->nups; u++)
+            for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+                const void *base = &reg->pool_m[reg->ups[u]._first_server + s];
+                if (pool_series[k].gauge)
+                    tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\"} %lld\n", pool_series[k].name,
+                                      reg->ups[u].name, reg->ups[u].servers[s].name,
+                                      (long long)sum_g(base, pool_series[k].off, pstride, reg->nworkers));
+                else
+                    tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\"} %llu\n", pool_series[k].name,
+                                      reg->ups[u].name, reg->ups[u].servers[s].name,
+                                      (unsigned long long)sum_u(base, pool_series[k].off, pstride, reg->nworkers));
+            }
+    }
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_upstream_retired_total Upstream connections closed by the pool, by reason.\n"
+                      "# TYPE tether_upstream_retired_total counter\n");
+    for (size_t u = 0; u < reg->nups; u++)
+        for (size_t s = 0; s < reg->ups[u].nservers; s++)
+            for (int r = 1; r < TT_RETIRE__COUNT; r++)
+                tt_metrics_printf(
+                    out, len, cap, "tether_upstream_retired_total{upstream=\"%s\",server=\"%s\",reason=\"%s\"} %llu\n",
+                    reg->ups[u].name, reg->ups[u].servers[s].name, tt_pool_retire_name((tt_pool_retire_t)r),
+                    (unsigned long long)sum_u(&reg->pool_m[reg->ups[u]._first_server + s],
+                                              PM(retired) + (size_t)r * sizeof(tt_counter_t), pstride, reg->nworkers));
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_upstream_learned_idle_timeout_seconds Idle timeout learned from upstream closes "
+                      "(max over workers; 0: none).\n# TYPE tether_upstream_learned_idle_timeout_seconds gauge\n");
+    for (size_t u = 0; u < reg->nups; u++)
+        for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+            int64_t mx = 0;
+            for (uint32_t w = 0; w < reg->nworkers; w++) {
+                int64_t v = LOAD(reg->pool_m[w * reg->nservers + reg->ups[u]._first_server + s].learned_ms);
+                mx = TT_MAX(mx, v);
+            }
+            tt_metrics_printf(out, len, cap,
+                              "tether_upstream_learned_idle_timeout_seconds{upstream=\"%s\",server=\"%s\"} %g\n",
+                              reg->ups[u].name, reg->ups[u].servers[s].name, (double)mx / 1000.0);
+        }
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_upstream_queue_wait_seconds Time requests waited for an upstream connection.\n"
+                      "# TYPE tether_upstream_queue_wait_seconds summary\n");
+    for (size_t u = 0; u < reg->nups; u++)
+        for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+            const void *base = &reg->pool_m[reg->ups[u]._first_server + s];
+            tt_metrics_printf(out, len, cap,
+                              "tether_upstream_queue_wait_seconds_sum{upstream=\"%s\",server=\"%s\"} %g\n"
+                              "tether_upstream_queue_wait_seconds_count{upstream=\"%s\",server=\"%s\"} %llu\n",
+                              reg->ups[u].name, reg->ups[u].servers[s].name,
+                              (double)sum_u(base, PM(queue_wait_ms.sum), pstride, reg->nworkers) / 1000.0,
+                              reg->ups[u].name, reg->ups[u].servers[s].name,
+                              (unsigned long long)sum_u(base, PM(queue_wait_ms.count), pstride, reg->nworkers));
+        }
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } cause_series[] = {
+        {"tether_upstream_generated_total", "Responses tether generated itself (502/503/504), by cause.",
+         XM(generated)},
+        {"tether_upstream_replays_total", "Requests replayed on a new connection after a stale reuse, by cause.",
+         XM(replays)},
+        {"tether_upstream_next_server_total", "Requests sent to the next server after a failure, by cause.",
+         XM(next_server)},
+    };
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_upstream_requests_total Requests proxied, by upstream.\n"
+                      "# TYPE tether_upstream_requests_total counter\n");
+    for (size_t u = 0; u < reg->nups; u++)
+        tt_metrics_printf(out, len, cap, "tether_upstream_requests_total{upstream=\"%s\"} %llu\n", reg->ups[u].name,
+                          (unsigned long long)sum_u(&reg->proxy_m[u], XM(requests), xstride, reg->nworkers));
+    for (size_t k = 0; k < TT_ARRAY_SIZE(cause_series); k++) {
+        tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s counter\n", cause_series[k].name,
+                          cause_series[k].help, cause_series[k].name);
+        for (size_t u = 0; u < reg->nups; u++)
+            for (int c = 1; c < TT_CAUSE__COUNT; c++)
+                tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",cause=\"%s\"} %llu\n", cause_series[k].name,
+                                  reg->ups[u].name, tt_proxy_cause_name((tt_proxy_cause_t)c),
+                                  (unsigned long long)sum_u(&reg->proxy_m[u],
+                                                            cause_series[k].off + (size_t)c * sizeof(tt_counter_t),
+                                                            xstride, reg->nworkers));
+    }
+}

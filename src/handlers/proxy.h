@@ -1,0 +1,90 @@
+/* proxy.h -- reverse proxy routes: HTTP/1.1 to upstream servers through per-worker pools
+ *
+ * Forwarding follows RFC 9110 7.6: hop-by-hop fields (Connection and every field it names, Keep-Alive,
+ * Proxy-Connection, TE, Trailer, Upgrade, Transfer-Encoding) are dropped, Via and X-Forwarded-* (and
+ * Forwarded when configured) are added, bodies stream both ways with backpressure. A request that fails
+ * on a reused connection before any response byte is replayed once on a new connection when it is
+ * replayable (an idempotent method, RFC 9110 9.2.2, or an Idempotency-Key field, with its content still
+ * held). Every 502/503/504 tether generates names its cause in metrics and in the access log.
+ */
+#ifndef TT_HANDLERS_PROXY_H
+#define TT_HANDLERS_PROXY_H
+
+#include "client/pool.h"
+#include "http/route.h"
+
+/** How requests are spread over an upstream's servers. */
+typedef enum tt_balance { TT_BALANCE_ROUND_ROBIN, TT_BALANCE_LEAST_CONN } tt_balance_t;
+
+/** Why tether answered 502/503/504 itself (metrics: tether_upstream_generated_total{cause}). */
+typedef enum tt_proxy_cause {
+    TT_CAUSE_NONE = 0,
+    TT_CAUSE_CONNECT_REFUSED,        /* 502 */
+    TT_CAUSE_CONNECT_TIMEOUT,        /* 504 */
+    TT_CAUSE_CONNECT_ERROR,          /* 502 */
+    TT_CAUSE_RESET_BEFORE_RESPONSE,  /* 502 */
+    TT_CAUSE_CLOSED_BEFORE_RESPONSE, /* 502 */
+    TT_CAUSE_RESPONSE_TIMEOUT,       /* 504 */
+    TT_CAUSE_SEND_TIMEOUT,           /* 504 */
+    TT_CAUSE_INVALID_RESPONSE,       /* 502 */
+    TT_CAUSE_ALL_SERVERS_DOWN,       /* 503 */
+    TT_CAUSE_POOL_EXHAUSTED,         /* 503 */
+    TT_CAUSE__COUNT
+} tt_proxy_cause_t;
+
+/** Static name of `c` ("pool_exhausted"). */
+const char *tt_proxy_cause_name(tt_proxy_cause_t c);
+
+/** One server of an upstream. */
+typedef struct tt_upstream_server {
+    tt_addr_t addr;
+    char *name; /* as configured ("127.0.0.1:8081", "backend:80"), owned */
+} tt_upstream_server_t;
+
+/** An upstream: `[upstream NAME]`. */
+typedef struct tt_upstream_conf {
+    char *name; /* owned */
+    tt_upstream_server_t *servers;
+    size_t nservers;
+    tt_balance_t balance;
+    bool reuse_safe;        /* the first request of a client connection goes to a new upstream connection */
+    uint64_t replay_buffer; /* request content bytes held for a replay */
+    bool forwarded;         /* add an RFC 7239 Forwarded field */
+    char *host;             /* replaces the Host field when set, owned */
+    tt_pool_conf_t pool;
+    bool _tcpka_auto; /* conf: derive TCP keepalive from the pool settings */
+    /* filled by tt_proxy_registry_new */
+    size_t _index;
+    size_t _first_server; /* index of servers[0] among all upstreams' servers */
+} tt_upstream_conf_t;
+
+typedef struct tt_proxy_registry tt_proxy_registry_t;
+
+/** Configuration of one proxy route. */
+typedef struct tt_proxy_conf {
+    const tt_upstream_conf_t *up;
+    const char *route; /* the route prefix, for logs and leak reports */
+    tt_proxy_registry_t *reg;
+} tt_proxy_conf_t;
+
+/** The reverse proxy handler (asynchronous; takes request content). */
+extern const tt_handler_ops_t tt_proxy_ops;
+
+/**
+ * Creates the shared state of all proxy routes: per-worker pools and metric shards for `n` upstreams
+ * (not owned; they must outlive it) served by `nworkers` workers.
+ */
+tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers);
+/** Frees the registry (after the workers stopped). */
+void tt_proxy_registry_free(tt_proxy_registry_t **reg);
+/** Appends the upstream metrics (Prometheus text) to a growable string; a tt_status_render_fn. Any thread. */
+void tt_proxy_render_metrics(void *reg, char **out, size_t *len, size_t *cap);
+
+/**
+ * Derives TCP keepalive for upstream sockets from the pool settings (docs/config.md): probes start after
+ * a quarter of idle_timeout (1 s..300 s), every third of that (1 s..75 s), 3 of them, so a peer that
+ * vanished while a connection is parked is found before the connection would be reused.
+ */
+void tt_proxy_default_tcp_keepalive(const tt_pool_conf_t *pc, tt_tcp_keepalive_t *ka);
+
+#endif
