@@ -45,6 +45,7 @@ static const char *const retire_names[TT_RETIRE__COUNT] = {
     [TT_RETIRE_MAX_LIFETIME] = "max_lifetime",
     [TT_RETIRE_PEER_CLOSED_IDLE] = "peer_closed_while_idle",
     [TT_RETIRE_STALE_ON_REUSE] = "stale_on_reuse",
+    [TT_RETIRE_UPSTREAM_CLOSE] = "upstream_close",
     [TT_RETIRE_ERROR] = "error",
     [TT_RETIRE_MAX_IDLE] = "max_idle",
     [TT_RETIRE_SHUTDOWN] = "shutdown",
@@ -59,7 +60,7 @@ const char *tt_pool_retire_name(tt_pool_retire_t r)
 
 tt_pool_retire_t tt_pool_can_park(const tt_pool_park_in_t *in)
 {
-    if (!in->reusable) return TT_RETIRE_ERROR;
+    if (!in->reusable) return TT_RETIRE_UPSTREAM_CLOSE;
     if (in->stopping) return TT_RETIRE_SHUTDOWN;
     if (in->max_requests != 0 && in->requests >= in->max_requests) return TT_RETIRE_MAX_REQUESTS;
     if (in->hint_max == 0) return TT_RETIRE_MAX_REQUESTS;

@@ -49,7 +49,9 @@ typedef enum tt_pool_retire {
     TT_RETIRE_MAX_LIFETIME,     /* max_lifetime (jittered) */
     TT_RETIRE_PEER_CLOSED_IDLE, /* the upstream closed (or reset) it while parked */
     TT_RETIRE_STALE_ON_REUSE,   /* found dead by the peek before reuse */
-    TT_RETIRE_ERROR,            /* the exchange failed or its framing forbids reuse */
+    TT_RETIRE_UPSTREAM_CLOSE,   /* the response said Connection: close (or was HTTP/1.0 or close-delimited), or came
+                                 * before the request was completely sent */
+    TT_RETIRE_ERROR,            /* the exchange failed */
     TT_RETIRE_MAX_IDLE,         /* more parked connections than max_idle */
     TT_RETIRE_SHUTDOWN,         /* the worker stopped */
     TT_RETIRE__COUNT
