@@ -154,6 +154,7 @@ static const tt_upconn_ops_t parked_ops = {.on_parked_event = parked_on_event};
 static void parked_on_event(tt_upconn_t *u)
 {
     tt_pool_t *p = u->pool;
+    if (!p->conf->idle_watch && !u->pool_canary) return; /* measured layer off: the peek must catch it */
     uint64_t age = now(p) - u->parked_ms;
     if (p->conf->learn && !u->hint_seen) {
         if (u->pool_canary) {
@@ -285,7 +286,7 @@ static tt_upconn_t *take_parked(tt_pool_t *p, const tt_pool_waiter_t *w)
         p->nidle--;
         tt_gauge_add(&p->m->idle, -1);
         tt_timer_disarm(p->loop, &u->pool_timer);
-        if (!tt_upconn_peek_alive(u)) {
+        if (p->conf->peek && !tt_upconn_peek_alive(u)) {
             tt_counter_add(&p->m->retired[TT_RETIRE_STALE_ON_REUSE], 1);
             tt_upconn_close(u);
             continue;

@@ -28,6 +28,8 @@ typedef struct tt_pool_conf {
     bool keepalive_hint;       /* honour the upstream's Keep-Alive: timeout=, max= */
     uint64_t hint_margin_ms;   /* retire this long before a hinted or learned timeout (at most half of it) */
     bool learn;                /* learn the upstream's idle timeout when it gives no hint */
+    bool idle_watch;           /* close a parked connection as soon as it becomes readable (detect, first line) */
+    bool peek;                 /* MSG_PEEK a parked connection right before reuse (detect, second line) */
     uint32_t max_connections;  /* open (busy, connecting, parked) per worker; 0 = unlimited */
     uint32_t max_pending;      /* requests waiting for a connection */
     uint64_t queue_timeout_ms; /* longest a request waits */

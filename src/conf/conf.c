@@ -95,6 +95,9 @@ static const key_t_ keys[] = {
     {"keepalive_hint", S_UPSTREAM, K_BOOL, U(pool.keepalive_hint), 0, 1},
     {"hint_margin", S_UPSTREAM, K_DURATION, U(pool.hint_margin_ms), 0, DAY_MS},
     {"learn", S_UPSTREAM, K_BOOL, U(pool.learn), 0, 1},
+    {"idle_watch", S_UPSTREAM, K_BOOL, U(pool.idle_watch), 0, 1},
+    {"peek", S_UPSTREAM, K_BOOL, U(pool.peek), 0, 1},
+    {"replay", S_UPSTREAM, K_BOOL, U(replay), 0, 1},
     {"connect_timeout", S_UPSTREAM, K_DURATION, U(pool.timeouts.connect_ms), 1, DAY_MS},
     {"response_timeout", S_UPSTREAM, K_DURATION, U(pool.timeouts.response_ms), 1, DAY_MS},
     {"read_timeout", S_UPSTREAM, K_DURATION, U(pool.timeouts.read_ms), 1, DAY_MS},
@@ -322,6 +325,9 @@ static void upstream_defaults(tt_upstream_conf_t *u)
     p->keepalive_hint = true;
     p->hint_margin_ms = 1000;
     p->learn = true;
+    p->idle_watch = true;
+    p->peek = true;
+    u->replay = true;
     p->max_connections = 0;
     p->max_pending = 1024;
     p->queue_timeout_ms = 5000;

@@ -429,7 +429,7 @@ static void up_on_error(tt_upconn_t *u, tt_up_err_t err)
     tt_proxy_cause_t cause = cause_of(err);
     bool replayable = pr->replayable && pr->held_all;
     if (before_response && (err == TT_UP_RESET || err == TT_UP_CLOSED) && replayable) {
-        if (reused && pr->replays == 0) {
+        if (reused && pr->replays == 0 && pr->uc->replay) {
             /* The keep-alive race: the upstream closed the connection as we reused it. Once, on a new one. */
             pr->replays++;
             tt_counter_add(&pr->m->replays[cause], 1);

@@ -50,6 +50,7 @@ typedef struct tt_upstream_conf {
     bool reuse_safe;        /* the first request of a client connection goes to a new upstream connection */
     uint64_t replay_buffer; /* request content bytes held for a replay */
     bool forwarded;         /* add an RFC 7239 Forwarded field */
+    bool replay;            /* replay a replayable request that failed on a reused connection (recover) */
     char *host;             /* replaces the Host field when set, owned */
     tt_pool_conf_t pool;
     bool _tcpka_auto; /* conf: derive TCP keepalive from the pool settings */
