@@ -474,7 +474,7 @@ typedef struct loader {
 static bool known_section(const char *name, size_t n)
 {
     if ((n == 6 && memcmp(name, "listen", 6) == 0) || (n > 7 && memcmp(name, "listen ", 7) == 0)) return true;
-    if ((n > 9 && memcmp(name, "upstream ", 9) == 0) || (n > 7 && memcmp(name, "route /", 7) == 0)) return true;
+    if ((n > 9 && memcmp(name, "upstream ", 9) == 0) || (n >= 7 && memcmp(name, "route /", 7) == 0)) return true;
     for (size_t i = 0; i < TT_ARRAY_SIZE(section_names); i++)
         if (strlen(section_names[i].name) == n && memcmp(section_names[i].name, name, n) == 0) return true;
     return false;
