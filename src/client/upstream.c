@@ -399,8 +399,9 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
     u->_body_left = 0;
     u->_last_len = 0;
     tt_timer_disarm(u->loop, &u->_timer);
-    /* A parked connection may have been readable (that is what peek checks); reading tells for sure. */
-    u->_rd_ready = true;
+    /* Nothing is expected before the request goes out, and what a parked connection received was handled
+     * (idle watch, peek): the response's EPOLLIN edge starts the reading, saving a read() per request. */
+    u->_rd_ready = false;
 }
 
 void tt_upconn_pause(tt_upconn_t *u, bool pause)

@@ -9,7 +9,12 @@ It prints "PORT <n>" on stdout once listening. Each connection is served by its 
     forever;
   * --hint adds "Keep-Alive: timeout=T" (T = --hint-timeout, default the idle timeout, whole seconds
     rounded down) and, with --hint-max, "max=M" counting down per connection;
-  * --max-requests N closes a connection after N responses (the last one says Connection: close).
+  * --max-requests N closes a connection after N responses (the last one says Connection: close);
+  * --latency L emulates L seconds of one-way network delay for the idle close, so the keep-alive race
+    is as wide as on a real network (loopback makes it ~50 us): a request must reach the origin L before
+    its idle deadline D to be served, and the FIN leaves only at D + L. A request sent in [D-L, D+L] is
+    lost: the socket closes with it unread (an RST), exactly what a proxy meets when its reuse crosses
+    the upstream's close.
 
 Per-request behaviour comes from the query string (all optional):
   status=NNN         response status (default 200)
@@ -26,8 +31,9 @@ Per-request behaviour comes from the query string (all optional):
 
 The JSON echo is {"method", "target", "version", "headers": [[name, value], ...], "body_len",
 "body_sha256", "conn": connection number, "req": request number on it, "trailers": [...]}.
-GET /__stats returns {"accepted", "requests", "idle_closes", "open", "per_conn": {conn: requests}} and
-counts neither as a request nor as a connection's request.
+GET /__stats returns {"accepted", "requests", "idle_closes", "raced", "open", "per_conn": {conn: requests}}
+and counts neither as a request nor as a connection's request; "raced" counts idle closes that found a
+request already sent (the keep-alive race: that request is lost, the client sees an RST).
 """
 
 import argparse
@@ -45,14 +51,15 @@ PATTERN = b"0123456789"
 
 class Origin:
     def __init__(self, idle_timeout=5.0, hint=False, hint_timeout=None, hint_max=None, max_requests=0,
-                 host="127.0.0.1", port=0):
+                 host="127.0.0.1", port=0, latency=0.0):
         self.idle_timeout = idle_timeout
+        self.latency = latency
         self.hint = hint
         self.hint_timeout = idle_timeout if hint_timeout is None else hint_timeout
         self.hint_max = hint_max
         self.max_requests = max_requests
         self.lock = threading.Lock()
-        self.stats = {"accepted": 0, "requests": 0, "idle_closes": 0, "open": 0, "per_conn": {}}
+        self.stats = {"accepted": 0, "requests": 0, "idle_closes": 0, "raced": 0, "open": 0, "per_conn": {}}
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -99,6 +106,8 @@ class Origin:
                     if why == "idle":
                         with self.lock:
                             self.stats["idle_closes"] += 1
+                            if buf or self.pending(c):
+                                self.stats["raced"] += 1  # a request crossed the close: it is lost (RST)
                     return
                 req, buf = self.parse(c, head, buf)
                 if req["target"] == "/__stats":
@@ -130,8 +139,12 @@ class Origin:
         """Reads up to the end of a request head; returns (head, rest, None) or (None, _, 'idle'|'eof')."""
         while b"\r\n\r\n" not in buf:
             if self.idle_timeout > 0 and not buf:
-                left = self.idle_timeout - (time.monotonic() - last)
+                left = self.idle_timeout - self.latency - (time.monotonic() - last)
                 if left <= 0:
+                    if self.latency > 0:
+                        # The close decided at the deadline reaches the peer `latency` later; what it sends
+                        # meanwhile is lost (closing with unread bytes sends an RST).
+                        time.sleep(max(0.0, last + self.idle_timeout + self.latency - time.monotonic()))
                     return None, buf, "idle"
                 c.settimeout(left)
             else:
@@ -271,6 +284,15 @@ class Origin:
         return not close_after
 
     @staticmethod
+    def pending(c):
+        """True when request bytes wait unread (the peer sent while we were closing)."""
+        try:
+            c.setblocking(False)
+            return bool(c.recv(1, socket.MSG_PEEK))
+        except (BlockingIOError, OSError):
+            return False
+
+    @staticmethod
     def rst(c):
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
@@ -284,8 +306,9 @@ def main():
     ap.add_argument("--hint-max", type=int)
     ap.add_argument("--max-requests", type=int, default=0)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0)
     a = ap.parse_args()
-    o = Origin(a.idle_timeout, a.hint, a.hint_timeout, a.hint_max, a.max_requests, port=a.port)
+    o = Origin(a.idle_timeout, a.hint, a.hint_timeout, a.hint_max, a.max_requests, port=a.port, latency=a.latency)
     print("PORT %d" % o.port, flush=True)
     o.serve()
 
