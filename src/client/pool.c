@@ -212,6 +212,8 @@ static void park(tt_pool_t *p, tt_upconn_t *u)
         .idle_ms = idle,
     };
     tt_pool_retire_t r = tt_pool_can_park(&in);
+    if (r == TT_RETIRE_NONE && p->conf->keepalive_hint && u->hint_seen && u->hint_timeout_ms == 0)
+        r = TT_RETIRE_HINT_DEADLINE; /* Keep-Alive: timeout=0 -- the upstream keeps no idle connection */
     if (r == TT_RETIRE_HINT_DEADLINE)
         r = deadline_reason == TT_RETIRE_IDLE_TIMEOUT ? TT_RETIRE_HINT_DEADLINE : deadline_reason;
     if (r != TT_RETIRE_NONE) {

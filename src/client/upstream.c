@@ -116,8 +116,12 @@ static void got_final_head(tt_upconn_t *u, const tt_h1_response_t *res)
     u->_chunked = content && res->chunked;
     u->_close_delimited = content && res->close_delimited;
     u->_body_left = content && !res->chunked && !res->close_delimited ? res->content_length : 0;
+    /* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding is faulty; the connection closes after it. */
+    bool te10 = res->minor_version == 0 &&
+                (res->chunked || (res->close_delimited && res->content_length < 0 && tt_h1_find_resp_te(res)));
     u->reusable = !(res->conn_tokens & TT_H1_CONN_CLOSE) &&
-                  (res->minor_version >= 1 || (res->conn_tokens & TT_H1_CONN_KEEP_ALIVE)) && !u->_close_delimited;
+                  (res->minor_version >= 1 || (res->conn_tokens & TT_H1_CONN_KEEP_ALIVE)) && !u->_close_delimited &&
+                  !te10;
     u->hint_seen = false;
     u->hint_max = -1;
     if (res->keep_alive >= 0) {

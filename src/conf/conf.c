@@ -366,7 +366,7 @@ static tt_conf_route_t *route_for(tt_conf_t *c, const char *prefix)
 static int add_server(tt_upstream_conf_t *u, const char *value, const char **why)
 {
     const char *hp = value;
-    if (strncmp(hp, "http://", 7) == 0) {
+    if (strncasecmp(hp, "http://", 7) == 0) {
         hp += 7;
     } else if (strstr(hp, "://") != NULL) {
         *why = "only http:// upstreams are supported";
@@ -380,6 +380,10 @@ static int add_server(tt_upstream_conf_t *u, const char *value, const char **why
     }
     memcpy(buf, hp, n + 1);
     if (n > 0 && buf[n - 1] == '/') buf[--n] = '\0';
+    if (n == 0 || buf[0] == ':' || buf[0] == '*') {
+        *why = "expected HOST:PORT (a host is required; no wildcard)";
+        return -1;
+    }
     if (strchr(buf, '/') != NULL) {
         *why = "an upstream is HOST:PORT, without a path";
         return -1;
@@ -490,13 +494,34 @@ static char *count_lines(char *str, int num, void *stream)
     L->line++;
     const char *p = s;
     while (*p == ' ' || *p == '\t') p++;
+    size_t len = strlen(s);
+    if (len == (size_t)num - 1 && s[len - 1] != '\n' && !feof(L->f) && !L->failed) {
+        const char *k = p, *ke = k;
+        while (*ke && *ke != '=' && *ke != ':' && *ke != ' ' && *ke != '\t') ke++;
+        snprintf(L->err, L->errlen, "%s:%d: %.*s: line longer than %d characters", L->c->path, L->line,
+                 (int)TT_MIN((size_t)(ke - k), 64), k, num - 2);
+        L->failed = true;
+        L->err_line = L->line;
+    }
     if (*p == '[' && !L->failed) {
         const char *close = strchr(p, ']');
-        if (close != NULL && !known_section(p + 1, (size_t)(close - p - 1))) {
-            snprintf(L->err, L->errlen, "%s:%d: [%.*s]: unknown section", L->c->path, L->line,
-                     (int)TT_MIN((size_t)(close - p - 1), 64), p + 1);
+        size_t n = close ? (size_t)(close - p - 1) : 0;
+        if (close != NULL && !known_section(p + 1, n)) {
+            snprintf(L->err, L->errlen, "%s:%d: [%.*s]: unknown section", L->c->path, L->line, (int)TT_MIN(n, 64),
+                     p + 1);
             L->failed = true;
             L->err_line = L->line;
+        } else if (close != NULL) {
+            /* A section exists as soon as its header does, so an empty one is checked like a full one
+             * (an [upstream] without a server, a [route] without a target). */
+            char name[256];
+            snprintf(name, sizeof(name), "%.*s", (int)TT_MIN(n, sizeof(name) - 1), p + 1);
+            if (strcmp(name, "listen") == 0 || strncmp(name, "listen ", 7) == 0)
+                listen_group(L->c, name[6] ? name + 7 : "");
+            else if (strncmp(name, "upstream ", 9) == 0)
+                upstream_named(L->c, name + 9, true);
+            else if (strncmp(name, "route /", 7) == 0)
+                route_for(L->c, name + 6);
         }
     }
     return s;
@@ -625,43 +650,60 @@ int tt_conf_cli_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen)
     return 0;
 }
 
-int tt_conf_cli_proxy(tt_conf_t *c, const char *url, char *err, size_t errlen)
+/* The upstream of a --proxy/--route URL: one per URL, shared by the flags that name it, never a file's
+ * [upstream] that happens to have the same name. NULL with `err` when the URL is not usable. */
+static tt_upstream_conf_t *cli_upstream(tt_conf_t *c, const char *flag, const char *arg, const char *url, char *err,
+                                        size_t errlen)
 {
     const char *why;
-    const char *name = strncmp(url, "http://", 7) == 0 ? url + 7 : url;
-    tt_upstream_conf_t *u = upstream_named(c, name, true);
-    if (u->nservers == 0 && add_server(u, url, &why) != 0) {
-        snprintf(err, errlen, "--proxy %s: %s", url, why);
-        return -1;
+    tt_upstream_conf_t probe = {0};
+    if (add_server(&probe, url, &why) != 0) { /* check first: a refused flag changes nothing */
+        snprintf(err, errlen, "%s %s: %s", flag, arg, why);
+        return NULL;
     }
-    tt_conf_route_t *r = route_for(c, "/");
-    free(r->upstream);
-    free(r->root);
-    r->root = NULL;
-    r->upstream = tt_strndup(u->name, strlen(u->name));
-    return 0;
+    char name[320];
+    snprintf(name, sizeof(name), "%s", probe.servers[0].name);
+    free(probe.servers[0].name);
+    free(probe.servers);
+    for (size_t i = 0; i < c->nupstreams; i++)
+        if (c->upstreams[i]._cli && strcmp(c->upstreams[i].name, name) == 0) return &c->upstreams[i];
+    if (upstream_named(c, name, false) != NULL)
+        snprintf(name + strlen(name), sizeof(name) - strlen(name), " (%s)", flag);
+    tt_upstream_conf_t *u = upstream_named(c, name, true);
+    u->_cli = true;
+    if (add_server(u, url, &why) != 0) tt_fatal("server accepted once, refused again: %s", why);
+    return u;
 }
 
-int tt_conf_cli_route(tt_conf_t *c, const char *spec, char *err, size_t errlen)
+static void route_to(tt_conf_t *c, const char *prefix, const tt_upstream_conf_t *u)
 {
-    const char *eq = strchr(spec, '='), *why;
-    if (spec[0] != '/' || eq == NULL || eq[1] == '\0') {
-        snprintf(err, errlen, "--route %s: expected PREFIX=http://HOST:PORT, e.g. /api/=http://127.0.0.1:9000", spec);
-        return -1;
-    }
-    const char *url = eq + 1, *name = strncmp(url, "http://", 7) == 0 ? url + 7 : url;
-    tt_upstream_conf_t *u = upstream_named(c, name, true);
-    if (u->nservers == 0 && add_server(u, url, &why) != 0) {
-        snprintf(err, errlen, "--route %s: %s", spec, why);
-        return -1;
-    }
-    char prefix[512];
-    snprintf(prefix, sizeof(prefix), "%.*s", (int)TT_MIN((size_t)(eq - spec), sizeof(prefix) - 1), spec);
     tt_conf_route_t *r = route_for(c, prefix);
     free(r->upstream);
     free(r->root);
     r->root = NULL;
     r->upstream = tt_strndup(u->name, strlen(u->name));
+}
+
+int tt_conf_cli_proxy(tt_conf_t *c, const char *url, char *err, size_t errlen)
+{
+    tt_upstream_conf_t *u = cli_upstream(c, "--proxy", url, url, err, errlen);
+    if (u == NULL) return -1;
+    route_to(c, "/", u);
+    return 0;
+}
+
+int tt_conf_cli_route(tt_conf_t *c, const char *spec, char *err, size_t errlen)
+{
+    const char *eq = strchr(spec, '=');
+    if (spec[0] != '/' || eq == NULL || eq[1] == '\0') {
+        snprintf(err, errlen, "--route %s: expected PREFIX=http://HOST:PORT, e.g. /api/=http://127.0.0.1:9000", spec);
+        return -1;
+    }
+    tt_upstream_conf_t *u = cli_upstream(c, "--route", spec, eq + 1, err, errlen);
+    if (u == NULL) return -1;
+    char prefix[512];
+    snprintf(prefix, sizeof(prefix), "%.*s", (int)TT_MIN((size_t)(eq - spec), sizeof(prefix) - 1), spec);
+    route_to(c, prefix, u);
     return 0;
 }
 

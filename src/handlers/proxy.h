@@ -54,6 +54,7 @@ typedef struct tt_upstream_conf {
     char *host;             /* replaces the Host field when set, owned */
     tt_pool_conf_t pool;
     bool _tcpka_auto; /* conf: derive TCP keepalive from the pool settings */
+    bool _cli;        /* conf: created by --proxy/--route */
     /* filled by tt_proxy_registry_new */
     size_t _index;
     size_t _first_server; /* index of servers[0] among all upstreams' servers */

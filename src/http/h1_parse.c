@@ -442,23 +442,36 @@ static int resp_bad(tt_h1_response_t *res, tt_h1_error_t e)
     return TT_BAD;
 }
 
+/* Longest status-line accepted, bytes (a reason phrase is free text, but not a megabyte of it). */
+#define STATUS_LINE_MAX 2048
+
 int tt_h1_parse_response(const char *buf, size_t len, size_t last_len, const tt_h1_limits_t *lim, tt_h1_response_t *res)
 {
     memset(res, 0, offsetof(tt_h1_response_t, fields));
     res->content_length = -1;
     res->keep_alive = -1;
     const char *end = buf + len;
-    const char *from = buf + (last_len > 3 ? last_len - 3 : 0);
-    const char *head_end = find_head_end(buf, from, end);
-    if (head_end == NULL) {
-        if (len > lim->max_field_bytes + 1024) return resp_bad(res, TT_H1_E_FIELDS_TOO_LARGE);
-        /* Refuse what cannot become a status-line early, so a non-HTTP peer is caught at once. */
-        size_t n = TT_MIN(len, (size_t)5);
-        if (memcmp(buf, "HTTP/", n) != 0) return resp_bad(res, TT_H1_E_VERSION);
+    /* The same byte-order rule as requests (so a split never changes the verdict): the status-line's end,
+     * then lone LFs and the field-section size in the order they occur, then the fields. */
+    /* Refuse what cannot become a status-line at its first byte, so a non-HTTP peer is caught at once. */
+    if (memcmp(buf, "HTTP/", TT_MIN(len, (size_t)5)) != 0) return resp_bad(res, TT_H1_E_VERSION);
+    const char *lf = memchr(buf, '\n', TT_MIN(len, (size_t)STATUS_LINE_MAX + 2));
+    if (lf == NULL) {
+        if (len > STATUS_LINE_MAX + 1) return resp_bad(res, TT_H1_E_REQUEST_LINE);
         return TT_INCOMPLETE;
     }
-    const char *lf = memchr(buf, '\n', (size_t)(head_end - buf));
     if (lf == buf || lf[-1] != '\r') return resp_bad(res, TT_H1_E_BARE_LF);
+    const char *fields = lf + 1;
+    const char *from = TT_MAX(buf + (last_len > 3 ? last_len - 3 : 0), lf - 1);
+    const char *head_end = find_head_end(buf, from, end);
+    const char *scan_end = head_end ? TT_MAX(head_end - 2, fields) : end;
+    const char *blf = first_bare_lf(fields, TT_MAX(fields, buf + TT_MIN(last_len, len)), scan_end);
+    bool too_large = head_end ? (size_t)(scan_end - fields) > lim->max_field_bytes
+                              : (size_t)(end - fields) > lim->max_field_bytes + 1;
+    if (blf != NULL && (!too_large || (size_t)(blf - fields) < lim->max_field_bytes + 1))
+        return resp_bad(res, TT_H1_E_BARE_LF);
+    if (too_large) return resp_bad(res, TT_H1_E_FIELDS_TOO_LARGE);
+    if (head_end == NULL) return TT_INCOMPLETE;
     const char *p = buf, *le = lf - 1;
     /* status-line = HTTP-version SP status-code SP [ reason-phrase ]; a missing SP before an empty
      * reason is tolerated, as every client does. */
@@ -480,9 +493,7 @@ int tt_h1_parse_response(const char *buf, size_t len, size_t last_len, const tt_
                 return resp_bad(res, *q == '\r' ? TT_H1_E_BARE_CR : TT_H1_E_REQUEST_LINE);
     }
     res->reason = tt_str(p, (size_t)(le - p));
-    const char *fields = lf + 1, *fields_end = TT_MAX(head_end - 2, fields);
-    if ((size_t)(fields_end - fields) > lim->max_field_bytes) return resp_bad(res, TT_H1_E_FIELDS_TOO_LARGE);
-    if (first_bare_lf(fields, fields, fields_end) != NULL) return resp_bad(res, TT_H1_E_BARE_LF);
+    const char *fields_end = scan_end;
     tt_h1_error_t e = parse_field_lines(fields, fields_end, lim->max_fields, res->fields, &res->nfields);
     if (e != TT_H1_OK) return resp_bad(res, e);
     bool bad_cl = false;
@@ -511,6 +522,13 @@ int tt_h1_parse_response(const char *buf, size_t len, size_t last_len, const tt_
         res->close_delimited = true;
     }
     return (int)(head_end - buf);
+}
+
+bool tt_h1_find_resp_te(const tt_h1_response_t *res)
+{
+    for (size_t i = 0; i < res->nfields; i++)
+        if (tt_str_ieq(res->fields[i].name, TT_LIT("transfer-encoding"))) return true;
+    return false;
 }
 
 bool tt_h1_response_has_content(int status, bool head_request)

@@ -143,6 +143,9 @@ typedef struct tt_h1_response {
 int tt_h1_parse_response(const char *buf, size_t len, size_t last_len, const tt_h1_limits_t *lim,
                          tt_h1_response_t *res);
 
+/** True when the response has a Transfer-Encoding field. */
+bool tt_h1_find_resp_te(const tt_h1_response_t *res);
+
 /** False when a response to the request has no content whatever its fields say (HEAD, 1xx, 204, 304). */
 bool tt_h1_response_has_content(int status, bool head_request);
 
