@@ -5,6 +5,7 @@
 #include "handlers/proxy.h"
 #include "handlers/static.h"
 #include "handlers/status.h"
+#include "net/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +26,9 @@ static const char serve_usage[] =
     "  --proxy http://HOST:PORT   proxy every path to this upstream (pooled, race-free keep-alive)\n"
     "  --route PREFIX=http://HOST:PORT   proxy paths under PREFIX; repeatable; longest prefix wins\n"
     "  --listen ADDR:PORT         listen address, repeatable; replaces the file's listeners [127.0.0.1:8080]\n"
+    "  --tls-listen ADDR:PORT     TLS listen address (h2 and http/1.1 by ALPN), repeatable, beside --listen\n"
+    "  --tls-cert FILE            certificate chain (PEM) of the TLS listeners\n"
+    "  --tls-key FILE             its private key (PEM)\n"
     "  --workers N                worker threads [one per CPU]\n"
     "  --idle-timeout DUR         idle timeout between requests; 0 turns keep-alive off [5s]\n"
     "  --max-requests N           requests per connection; 0 = unlimited [1000]\n"
@@ -61,6 +65,9 @@ enum {
     OPT_LOGLEVEL,
     OPT_PROXY,
     OPT_ROUTE,
+    OPT_TLS_LISTEN,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
 };
 
 static const struct option long_opts[] = {
@@ -83,6 +90,9 @@ static const struct option long_opts[] = {
     {"log-level", required_argument, NULL, OPT_LOGLEVEL},
     {"proxy", required_argument, NULL, OPT_PROXY},
     {"route", required_argument, NULL, OPT_ROUTE},
+    {"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -151,6 +161,10 @@ static int parse_args(int argc, char **argv, tt_conf_t *c)
             r = tt_conf_cli_proxy(c, optarg, err, sizeof(err));
         } else if (opt == OPT_ROUTE) {
             r = tt_conf_cli_route(c, optarg, err, sizeof(err));
+        } else if (opt == OPT_TLS_LISTEN) {
+            r = tt_conf_cli_tls_listen(c, optarg, err, sizeof(err));
+        } else if (opt == OPT_TLS_CERT || opt == OPT_TLS_KEY) {
+            r = tt_conf_cli_tls_file(c, opt == OPT_TLS_CERT, optarg, err, sizeof(err));
         } else {
             for (size_t i = 0; i < TT_ARRAY_SIZE(flag_keys); i++)
                 if (flag_keys[i].opt == opt)
@@ -182,6 +196,8 @@ static int open_access_log(const char *spec)
 
 typedef struct signal_watch {
     tt_io_t io;
+    tt_tls_source_t **tls; /* per listen group, NULL for plain ones */
+    size_t ntls;
     tt_io_t done; /* the main server's worker-finished eventfd */
     uint64_t finished;
     tt_server_t *main;
@@ -206,7 +222,18 @@ static void signal_on_io(tt_io_t *io, uint32_t events)
     struct signalfd_siginfo si;
     while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGHUP) {
-            tt_log(TT_LOG_INFO, "SIGHUP: nothing to reload in this build");
+            /* New connections get the new certificates; open ones keep theirs; a bad file changes nothing. */
+            size_t ok = 0, n = 0;
+            for (size_t i = 0; i < sw->ntls; i++) {
+                if (sw->tls[i] == NULL) continue;
+                char err[512];
+                n++;
+                if (tt_tls_source_reload(sw->tls[i], err, sizeof(err)) == 0)
+                    ok++;
+                else
+                    tt_log(TT_LOG_ERROR, "SIGHUP: certificates not reloaded, the old ones stay in use: %s", err);
+            }
+            tt_log(TT_LOG_INFO, "SIGHUP: reloaded the certificates of %zu of %zu TLS listener groups", ok, n);
             continue;
         }
         if (!sw->draining) {
@@ -248,7 +275,12 @@ int tt_cmd_serve(int argc, char **argv)
     uint32_t workers = c.workers ? c.workers : cpu_count();
     /* Routes: every [route] (and --proxy/--route), then [static] root at "/" unless a route took it. */
     tt_router_t router = {0};
-    tt_proxy_registry_t *reg = tt_proxy_registry_new(c.upstreams, c.nupstreams, workers);
+    char rerr[512];
+    tt_proxy_registry_t *reg = tt_proxy_registry_new(c.upstreams, c.nupstreams, workers, rerr, sizeof(rerr));
+    if (reg == NULL) {
+        fprintf(stderr, "tether: %s\n", rerr);
+        return 2;
+    }
     tt_static_conf_t *static_confs = tt_calloc(c.nroutes + 1, sizeof(*static_confs));
     tt_proxy_conf_t *proxy_confs = tt_calloc(c.nroutes + 1, sizeof(*proxy_confs));
     bool root_taken = false;
@@ -272,12 +304,23 @@ int tt_cmd_serve(int argc, char **argv)
     }
 
     size_t nl = 0;
-    for (size_t i = 0; i < c.nlistens; i++) nl += c.listens[i].naddrs;
+    tt_tls_source_t **tls = tt_calloc(c.nlistens, sizeof(*tls));
+    for (size_t i = 0; i < c.nlistens; i++) {
+        nl += c.listens[i].naddrs;
+        if (!c.listens[i].tls_on) continue;
+        char err[512];
+        tls[i] = tt_tls_source_new(&c.listens[i].tls, err, sizeof(err));
+        if (tls[i] == NULL) {
+            fprintf(stderr, "tether: TLS: %s\n", err);
+            return 2;
+        }
+    }
     tt_listener_conf_t *listeners = tt_calloc(nl, sizeof(*listeners));
     nl = 0;
     for (size_t i = 0; i < c.nlistens; i++)
         for (size_t j = 0; j < c.listens[i].naddrs; j++)
-            listeners[nl++] = (tt_listener_conf_t){.addr = c.listens[i].addrs[j], .policy = &c.listens[i].policy};
+            listeners[nl++] =
+                (tt_listener_conf_t){.addr = c.listens[i].addrs[j], .policy = &c.listens[i].policy, .tls = tls[i]};
 
     int alog = open_access_log(c.access_log);
     tt_server_conf_t sc = {
@@ -326,7 +369,8 @@ int tt_cmd_serve(int argc, char **argv)
     for (size_t i = 0; i < nl; i++) {
         char as[TT_ADDR_STRLEN];
         tt_addr_format(tt_server_bound_addr(srv, i), as, sizeof(as));
-        tt_log(TT_LOG_INFO, "listening on http://%s (workers=%u, idle_timeout=%llums, max_requests=%u)", as, workers,
+        tt_log(TT_LOG_INFO, "listening on %s://%s (workers=%u, idle_timeout=%llums, max_requests=%u)",
+               listeners[i].tls ? "https" : "http", as, workers,
                (unsigned long long)listeners[i].policy->ka.idle_timeout_ms, listeners[i].policy->ka.max_requests);
     }
     if (c.metrics_on) {
@@ -338,7 +382,7 @@ int tt_cmd_serve(int argc, char **argv)
         tt_log(TT_LOG_WARN, "open file limit %ld is below max_connections x workers (%llu)", nofile,
                (unsigned long long)c.max_connections * workers);
 
-    signal_watch_t sw = {.main = srv, .admin = admin};
+    signal_watch_t sw = {.main = srv, .admin = admin, .tls = tls, .ntls = c.nlistens};
     sw.io.fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
     sw.io.cb = signal_on_io;
     if (sw.io.fd < 0 || tt_io_start(tt_server_loop(admin, 0), &sw.io, TT_EV_READ) != 0)
@@ -367,6 +411,8 @@ int tt_cmd_serve(int argc, char **argv)
     free(static_confs);
     free(proxy_confs);
     free(listeners);
+    for (size_t i = 0; i < c.nlistens; i++) tt_tls_source_free(&tls[i]);
+    free(tls);
     tt_conf_dispose(&c);
     return 0;
 }

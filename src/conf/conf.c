@@ -17,6 +17,8 @@ enum section {
     S_METRICS = 1 << 7,
     S_UPSTREAM = 1 << 8,
     S_ROUTE = 1 << 9,
+    S_TLS = 1 << 10,
+    S_HTTP2 = 1 << 11,
 };
 
 enum kind {
@@ -35,10 +37,13 @@ enum kind {
     K_BALANCE,  /* tt_balance_t */
     K_REUSE,    /* bool reuse_safe: always | safe */
     K_UP_TCPKA, /* auto | off | IDLE:INTERVAL:COUNT, into the upstream's pool */
+    K_TLS_CERT, /* a certificate file of the current [listen] group, repeatable */
+    K_TLS_KEY,  /* its key file, paired with the certificates in order */
+    K_TLS_VER,  /* 1.2 | 1.3 */
 };
 
 /* Which struct a key's offset is into. */
-enum base { B_CONF, B_POLICY, B_UPSTREAM, B_ROUTE };
+enum base { B_CONF, B_POLICY, B_UPSTREAM, B_ROUTE, B_LISTEN };
 
 typedef struct key {
     const char *name;
@@ -53,6 +58,7 @@ typedef struct key {
 #define P(field) B_POLICY, offsetof(tt_listen_policy_t, field), sizeof(((tt_listen_policy_t *)0)->field)
 #define C(field) B_CONF, offsetof(tt_conf_t, field), sizeof(((tt_conf_t *)0)->field)
 #define U(field) B_UPSTREAM, offsetof(tt_upstream_conf_t, field), sizeof(((tt_upstream_conf_t *)0)->field)
+#define L(field) B_LISTEN, offsetof(tt_conf_listen_t, field), sizeof(((tt_conf_listen_t *)0)->field)
 #define R(field) B_ROUTE, offsetof(tt_conf_route_t, field), sizeof(((tt_conf_route_t *)0)->field)
 #define DAY_MS   (24ull * 3600 * 1000)
 
@@ -79,6 +85,21 @@ static const key_t_ keys[] = {
     {"max_request_target", S_LIMITS | S_LISTEN, K_SIZE, P(limits.max_target), 64, 1 << 20},
     {"max_field_section", S_LIMITS | S_LISTEN, K_SIZE, P(limits.max_field_bytes), 1024, 1 << 20},
     {"max_fields", S_LIMITS | S_LISTEN, K_U32, P(limits.max_fields), 1, TT_H1_MAX_FIELDS},
+    {"h2", S_HTTP2 | S_LISTEN, K_BOOL, P(h2.enabled), 0, 1},
+    {"h2_max_concurrent_streams", S_HTTP2 | S_LISTEN, K_U32, P(h2.max_concurrent_streams), 1, 100000},
+    {"h2_initial_window", S_HTTP2 | S_LISTEN, K_SIZE, P(h2.initial_window), 1024, 2147483647},
+    {"h2_header_table_size", S_HTTP2 | S_LISTEN, K_SIZE, P(h2.header_table_size), 0, 1 << 20},
+    {"h2_ping_interval", S_HTTP2 | S_LISTEN, K_DURATION, P(h2.ping_interval_ms), 0, DAY_MS},
+    {"h2_ping_timeout", S_HTTP2 | S_LISTEN, K_DURATION, P(h2.ping_timeout_ms), 1, DAY_MS},
+    {"h2_reset_burst", S_HTTP2 | S_LISTEN, K_U32, P(h2.reset_burst), 1, 1000000},
+    {"h2_reset_rate", S_HTTP2 | S_LISTEN, K_U32, P(h2.reset_rate), 1, 1000000},
+    {"tls", S_LISTEN, K_BOOL, L(tls_on), 0, 1},
+    {"tls_cert", S_LISTEN, K_TLS_CERT, B_LISTEN, 0, 0, 0, 0},
+    {"tls_key", S_LISTEN, K_TLS_KEY, B_LISTEN, 0, 0, 0, 0},
+    {"tls_min_version", S_LISTEN, K_TLS_VER, L(tls.min_version), 0, 0},
+    {"tickets", S_TLS, K_BOOL, C(tls_tickets), 0, 1},
+    {"ticket_rotation", S_TLS, K_DURATION, C(tls_ticket_rotation_ms), 60000, 30 * DAY_MS},
+    {"session_cache", S_TLS, K_U32, C(tls_session_cache), 0, 10000000},
     {"root", S_STATIC, K_STRING, C(static_root), 0, 0},
     {"index", S_STATIC, K_STRING, C(static_index), 0, 0},
     {"access_log", S_LOG, K_STRING, C(access_log), 0, 0},
@@ -113,6 +134,11 @@ static const key_t_ keys[] = {
     {"forwarded", S_UPSTREAM, K_BOOL, U(forwarded), 0, 1},
     {"host", S_UPSTREAM, K_STRING, U(host), 0, 0},
     {"tcp_keepalive", S_UPSTREAM, K_UP_TCPKA, U(pool.tcp_keepalive), 0, 0},
+    {"tls_ca", S_UPSTREAM, K_STRING, U(tls_ca), 0, 0},
+    {"tls_verify", S_UPSTREAM, K_BOOL, U(tls_verify), 0, 1},
+    {"tls_cert", S_UPSTREAM, K_STRING, U(tls_cert), 0, 0},
+    {"tls_key", S_UPSTREAM, K_STRING, U(tls_key), 0, 0},
+    {"tls_sni", S_UPSTREAM, K_STRING, U(tls_sni), 0, 0},
     {"upstream", S_ROUTE, K_STRING, R(upstream), 0, 0},
     {"root", S_ROUTE, K_STRING, R(root), 0, 0},
     {"index", S_ROUTE, K_STRING, R(index), 0, 0},
@@ -122,8 +148,14 @@ static const struct {
     const char *name;
     unsigned bit;
 } section_names[] = {
-    {"server", S_SERVER},   {"keepalive", S_KEEPALIVE}, {"tcp_keepalive", S_TCPKA},
-    {"limits", S_LIMITS},   {"static", S_STATIC},       {"log", S_LOG},
+    {"tls", S_TLS},
+    {"http2", S_HTTP2},
+    {"server", S_SERVER},
+    {"keepalive", S_KEEPALIVE},
+    {"tcp_keepalive", S_TCPKA},
+    {"limits", S_LIMITS},
+    {"static", S_STATIC},
+    {"log", S_LOG},
     {"metrics", S_METRICS},
 };
 
@@ -283,8 +315,20 @@ static int parse_value(const key_t_ *k, const char *value, void *base, const cha
         }
         *(bool *)dst = strcmp(value, "safe") == 0;
         return 0;
+    case K_TLS_VER:
+        if (strcmp(value, "1.2") == 0) {
+            *(int *)dst = 0x0303; /* TLS1_2_VERSION */
+        } else if (strcmp(value, "1.3") == 0) {
+            *(int *)dst = 0x0304; /* TLS1_3_VERSION */
+        } else {
+            *why = "expected 1.2 or 1.3";
+            return -1;
+        }
+        return 0;
     case K_ADDRESS:
-    case K_SERVER: break;
+    case K_SERVER:
+    case K_TLS_CERT:
+    case K_TLS_KEY: break;
     }
     *why = "internal: unhandled key kind";
     return -1;
@@ -328,6 +372,7 @@ static void upstream_defaults(tt_upstream_conf_t *u)
     p->idle_watch = true;
     p->peek = true;
     u->replay = true;
+    u->tls_verify = true;
     p->max_connections = 0;
     p->max_pending = 1024;
     p->queue_timeout_ms = 5000;
@@ -366,10 +411,14 @@ static tt_conf_route_t *route_for(tt_conf_t *c, const char *prefix)
 static int add_server(tt_upstream_conf_t *u, const char *value, const char **why)
 {
     const char *hp = value;
+    bool tls = false;
     if (strncasecmp(hp, "http://", 7) == 0) {
         hp += 7;
+    } else if (strncasecmp(hp, "https://", 8) == 0) {
+        hp += 8;
+        tls = true;
     } else if (strstr(hp, "://") != NULL) {
-        *why = "only http:// upstreams are supported";
+        *why = "only http:// and https:// upstreams are supported";
         return -1;
     }
     char buf[300];
@@ -393,8 +442,8 @@ static int add_server(tt_upstream_conf_t *u, const char *value, const char **why
             *why = "too long";
             return -1;
         }
-        memcpy(buf + n, ":80", 4); /* the http default port */
-        n += 3;
+        memcpy(buf + n, tls ? ":443" : ":80", tls ? 5 : 4); /* the scheme's default port */
+        n += tls ? 4 : 3;
     }
     tt_addr_t a;
     if (tt_addr_parse(buf, true, &a, why) != 0) return -1;
@@ -402,15 +451,57 @@ static int add_server(tt_upstream_conf_t *u, const char *value, const char **why
         *why = "at most 64 servers per upstream";
         return -1;
     }
+    /* The host part names the server for SNI and certificate checks, unless it is an IP literal. */
+    char *host = NULL;
+    const char *colon = strrchr(buf, ':');
+    tt_addr_t lit;
+    const char *why2;
+    char hbuf[300];
+    snprintf(hbuf, sizeof(hbuf), "%.*s", (int)(colon - buf), buf);
+    if (tls && hbuf[0] != '[' && tt_addr_parse(buf, false, &lit, &why2) != 0) host = tt_strndup(hbuf, strlen(hbuf));
     u->servers = tt_realloc(u->servers, (u->nservers + 1) * sizeof(*u->servers));
-    u->servers[u->nservers++] = (tt_upstream_server_t){.addr = a, .name = tt_strndup(buf, n)};
+    u->servers[u->nservers++] = (tt_upstream_server_t){.addr = a, .name = tt_strndup(buf, n), .tls = tls, .host = host};
     return 0;
+}
+
+/* tls_cert and tls_key lines pair up in order: the Nth key belongs to the Nth certificate. */
+static int add_tls_file(tt_conf_listen_t *g, bool cert, const char *value)
+{
+    tt_tls_conf_t *t = &g->tls;
+    size_t have = cert ? g->_ncert_files : g->_nkey_files;
+    if (have >= t->ncerts) {
+        t->certs = tt_realloc(t->certs, (t->ncerts + 1) * sizeof(*t->certs));
+        memset(&t->certs[t->ncerts], 0, sizeof(*t->certs));
+        t->ncerts++;
+    }
+    char **slot = cert ? &t->certs[have].cert_file : &t->certs[have].key_file;
+    free(*slot);
+    *slot = tt_strndup(value, strlen(value));
+    if (cert)
+        g->_ncert_files++;
+    else
+        g->_nkey_files++;
+    g->tls_on = true;
+    return 0;
+}
+
+static void free_tls_files(tt_conf_listen_t *g)
+{
+    for (size_t i = 0; i < g->tls.ncerts; i++) {
+        free(g->tls.certs[i].cert_file);
+        free(g->tls.certs[i].key_file);
+    }
+    free(g->tls.certs);
+    g->tls.certs = NULL;
+    g->tls.ncerts = 0;
+    g->_ncert_files = g->_nkey_files = 0;
 }
 
 /* ---- defaults ---- */
 
 void tt_conf_init(tt_conf_t *c)
 {
+    for (size_t i = 0; i < TT_ARRAY_SIZE(keys); i++) TT_BUG_ON(keys[i].base == B_POLICY && i >= 64);
     memset(c, 0, sizeof(*c));
     c->workers = 0;
     c->max_connections = 10000;
@@ -427,6 +518,17 @@ void tt_conf_init(tt_conf_t *c)
     p->tcp_keepalive = (tt_tcp_keepalive_t){.enabled = false, .idle_s = 900, .interval_s = 60, .count = 5};
     p->max_body_bytes = 1 << 20;
     p->limits = tt_h1_default_limits;
+    p->h2 = (tt_h2_policy_t){.enabled = true,
+                             .max_concurrent_streams = 100,
+                             .initial_window = 65535,
+                             .header_table_size = 4096,
+                             .ping_interval_ms = 0,
+                             .ping_timeout_ms = 15000,
+                             .reset_burst = 200,
+                             .reset_rate = 33};
+    c->tls_tickets = true;
+    c->tls_ticket_rotation_ms = 3600000;
+    c->tls_session_cache = 20000;
     c->static_index = tt_strndup(TT_LIT("index.html"));
     c->access_log = tt_strndup(TT_LIT("-"));
     c->log_level = TT_LOG_INFO;
@@ -438,11 +540,19 @@ void tt_conf_dispose(tt_conf_t *c)
     for (size_t i = 0; i < c->nlistens; i++) {
         free(c->listens[i].name);
         free(c->listens[i].addrs);
+        free_tls_files(&c->listens[i]);
     }
     free(c->listens);
     for (size_t i = 0; i < c->nupstreams; i++) {
         tt_upstream_conf_t *u = &c->upstreams[i];
-        for (size_t j = 0; j < u->nservers; j++) free(u->servers[j].name);
+        for (size_t j = 0; j < u->nservers; j++) {
+            free(u->servers[j].name);
+            free(u->servers[j].host);
+        }
+        free(u->tls_ca);
+        free(u->tls_cert);
+        free(u->tls_key);
+        free(u->tls_sni);
         free(u->servers);
         free(u->name);
         free(u->host);
@@ -456,6 +566,8 @@ void tt_conf_dispose(tt_conf_t *c)
     }
     free(c->routes);
     free(c->path);
+    free(c->_cli_tls_cert);
+    free(c->_cli_tls_key);
     free(c->static_root);
     free(c->static_index);
     free(c->access_log);
@@ -566,10 +678,13 @@ static int on_entry(void *user, const char *section, const char *name, const cha
         r = add_address(g, value, &why);
     } else if (k->kind == K_SERVER) {
         r = add_server(up, value, &why);
+    } else if (k->kind == K_TLS_CERT || k->kind == K_TLS_KEY) {
+        r = add_tls_file(g, k->kind == K_TLS_CERT, value);
     } else {
         void *base = k->base == B_POLICY     ? (g ? (void *)&g->policy : (void *)&L->c->defaults)
                      : k->base == B_UPSTREAM ? (void *)up
                      : k->base == B_ROUTE    ? (void *)route
+                     : k->base == B_LISTEN   ? (void *)g
                                              : (void *)L->c;
         r = parse_value(k, value, base, &why, whybuf, sizeof(whybuf));
         if (r == 0 && g != NULL && k->base == B_POLICY) g->set |= 1ull << key_index(k);
@@ -626,27 +741,61 @@ int tt_conf_override(tt_conf_t *c, const char *flag, const char *key, const char
     return 0;
 }
 
-int tt_conf_cli_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen)
+/* The first --listen or --tls-listen replaces every listener of the file (their policies fall back to
+ * the defaults); later ones add. Returns the group to add `addr` to, or NULL with `err`. */
+static tt_conf_listen_t *cli_group(tt_conf_t *c, const char *flag, const char *addr, const char *name, char *err,
+                                   size_t errlen)
 {
     const char *why;
     tt_addr_t probe;
     if (tt_addr_parse(addr, true, &probe, &why) != 0) {
-        snprintf(err, errlen, "--listen %s: %s", addr, why);
-        return -1;
+        snprintf(err, errlen, "%s %s: %s", flag, addr, why);
+        return NULL;
     }
     if (!c->_cli_listen) {
-        /* The first --listen replaces every listener of the file; their policies fall back to the defaults. */
         for (size_t i = 0; i < c->nlistens; i++) {
             free(c->listens[i].name);
             free(c->listens[i].addrs);
+            free_tls_files(&c->listens[i]);
         }
         c->nlistens = 0;
         c->_cli_listen = true;
     }
-    if (add_address(listen_group(c, ""), addr, &why) != 0) {
+    return listen_group(c, name);
+}
+
+int tt_conf_cli_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen)
+{
+    const char *why;
+    tt_conf_listen_t *g = cli_group(c, "--listen", addr, "", err, errlen);
+    if (g == NULL) return -1;
+    if (add_address(g, addr, &why) != 0) {
         snprintf(err, errlen, "--listen %s: %s", addr, why);
         return -1;
     }
+    return 0;
+}
+
+int tt_conf_cli_tls_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen)
+{
+    const char *why;
+    tt_conf_listen_t *g = cli_group(c, "--tls-listen", addr, "tls", err, errlen);
+    if (g == NULL) return -1;
+    g->tls_on = true;
+    if (add_address(g, addr, &why) != 0) {
+        snprintf(err, errlen, "--tls-listen %s: %s", addr, why);
+        return -1;
+    }
+    return 0;
+}
+
+int tt_conf_cli_tls_file(tt_conf_t *c, bool cert, const char *file, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    char **slot = cert ? &c->_cli_tls_cert : &c->_cli_tls_key;
+    free(*slot);
+    *slot = tt_strndup(file, strlen(file));
     return 0;
 }
 
@@ -664,6 +813,7 @@ static tt_upstream_conf_t *cli_upstream(tt_conf_t *c, const char *flag, const ch
     char name[320];
     snprintf(name, sizeof(name), "%s", probe.servers[0].name);
     free(probe.servers[0].name);
+    free(probe.servers[0].host);
     free(probe.servers);
     for (size_t i = 0; i < c->nupstreams; i++)
         if (c->upstreams[i]._cli && strcmp(c->upstreams[i].name, name) == 0) return &c->upstreams[i];
@@ -733,6 +883,32 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
         }
     }
     const char *file = c->path ? c->path : "config";
+    for (size_t i = 0; i < c->nlistens; i++) {
+        tt_conf_listen_t *g = &c->listens[i];
+        if (!g->tls_on) continue;
+        if (c->_cli_tls_cert != NULL || c->_cli_tls_key != NULL) {
+            /* --tls-cert / --tls-key replace the certificates of every TLS listener */
+            free_tls_files(g);
+            if (c->_cli_tls_cert) add_tls_file(g, true, c->_cli_tls_cert);
+            if (c->_cli_tls_key) add_tls_file(g, false, c->_cli_tls_key);
+        }
+        if (g->tls.ncerts == 0) {
+            snprintf(err, errlen, "%s: [listen%s%s] is TLS but has no tls_cert and tls_key (--tls-cert, --tls-key)",
+                     file, g->name[0] ? " " : "", g->name);
+            return -1;
+        }
+        for (size_t k = 0; k < g->tls.ncerts; k++)
+            if (g->tls.certs[k].cert_file == NULL || g->tls.certs[k].key_file == NULL) {
+                snprintf(err, errlen, "%s: [listen%s%s] every tls_cert needs its tls_key (and the other way round)",
+                         file, g->name[0] ? " " : "", g->name);
+                return -1;
+            }
+        if (g->tls.min_version == 0) g->tls.min_version = 0x0303;
+        g->tls.alpn_h2 = g->policy.h2.enabled;
+        g->tls.tickets = c->tls_tickets;
+        g->tls.ticket_rotation_ms = c->tls_ticket_rotation_ms;
+        g->tls.cache_size = c->tls_session_cache;
+    }
     for (size_t i = 0; i < c->nupstreams; i++) {
         tt_upstream_conf_t *u = &c->upstreams[i];
         if (u->nservers == 0) {

@@ -7,6 +7,7 @@
 #define TT_CONF_CONF_H
 
 #include "handlers/proxy.h"
+#include "net/tls.h"
 #include "http/server.h"
 
 /** A group of listening addresses sharing one policy: `[listen]` or `[listen NAME]`. */
@@ -15,7 +16,10 @@ typedef struct tt_conf_listen {
     tt_addr_t *addrs;
     size_t naddrs;
     tt_listen_policy_t policy; /* final after tt_conf_finish() */
-    uint64_t set;              /* private: policy keys this section set */
+    bool tls_on;               /* a TLS listener (tls = on, or a tls_cert) */
+    tt_tls_conf_t tls;         /* its certificates and settings, final after tt_conf_finish() */
+    size_t _ncert_files, _nkey_files;
+    uint64_t set; /* private: policy keys this section set */
 } tt_conf_listen_t;
 
 /** A `[route PREFIX]`: requests under `prefix` go to `upstream` (a [upstream NAME]) or files in `root`. */
@@ -43,7 +47,10 @@ typedef struct tt_conf {
     bool metrics_on;
     tt_addr_t metrics_addr;
     char *metrics_path;
-    tt_upstream_conf_t *upstreams; /* [upstream NAME] sections and --proxy/--route targets */
+    bool tls_tickets;                /* [tls] tickets */
+    uint64_t tls_ticket_rotation_ms; /* [tls] ticket_rotation */
+    uint32_t tls_session_cache;      /* [tls] session_cache, per worker */
+    tt_upstream_conf_t *upstreams;   /* [upstream NAME] sections and --proxy/--route targets */
     size_t nupstreams;
     tt_conf_route_t *routes; /* [route PREFIX] sections and --proxy/--route */
     size_t nroutes;
@@ -51,6 +58,8 @@ typedef struct tt_conf {
     tt_listen_policy_t _cli;
     uint64_t _cli_set;
     bool _cli_listen;
+    char *_cli_tls_cert;
+    char *_cli_tls_key;
 } tt_conf_t;
 
 /** Fills `c` with the defaults. */
@@ -67,6 +76,10 @@ int tt_conf_load(tt_conf_t *c, const char *path, char *err, size_t errlen);
 int tt_conf_override(tt_conf_t *c, const char *flag, const char *key, const char *value, char *err, size_t errlen);
 /** A --listen flag: the first one replaces the file's listeners; later ones add. 0 or -1 with `err`. */
 int tt_conf_cli_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen);
+/** `--tls-listen ADDR`: a TLS listener (in the group "tls"). 0 or -1 with `err`. */
+int tt_conf_cli_tls_listen(tt_conf_t *c, const char *addr, char *err, size_t errlen);
+/** `--tls-cert FILE` / `--tls-key FILE`: the certificate of every TLS listener (replacing the file's). */
+int tt_conf_cli_tls_file(tt_conf_t *c, bool cert, const char *file, char *err, size_t errlen);
 /** `--proxy URL`: every path to the upstream at URL (http://HOST:PORT). 0 or -1 with `err`. */
 int tt_conf_cli_proxy(tt_conf_t *c, const char *url, char *err, size_t errlen);
 /** `--route PREFIX=URL`: paths under PREFIX to the upstream at URL. 0 or -1 with `err`. */

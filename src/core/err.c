@@ -18,6 +18,7 @@ static const char *const reason_names[TT_CLOSE__COUNT] = {
     [TT_CLOSE_RESET] = "reset",
     [TT_CLOSE_TLS_ERROR] = "tls_error",
     [TT_CLOSE_H2_GOAWAY] = "h2_goaway",
+    [TT_CLOSE_PING_TIMEOUT] = "ping_timeout",
 };
 
 const char *tt_close_reason_name(tt_close_reason_t r)

@@ -33,6 +33,7 @@ typedef enum tt_close_reason {
     TT_CLOSE_RESET,          /* ECONNRESET, EPIPE or another socket error */
     TT_CLOSE_TLS_ERROR,      /* TLS handshake or record failure */
     TT_CLOSE_H2_GOAWAY,      /* HTTP/2 session ended by GOAWAY */
+    TT_CLOSE_PING_TIMEOUT,   /* HTTP/2 PING not acknowledged in time */
     TT_CLOSE__COUNT
 } tt_close_reason_t;
 

@@ -58,6 +58,15 @@ int tt_io_modify(tt_loop_t *loop, tt_io_t *io, uint32_t events)
     return tt__poller_ctl(loop, io, events | REGISTERED);
 }
 
+int tt_io_transfer(tt_loop_t *loop, tt_io_t *from, tt_io_t *to)
+{
+    to->fd = from->fd;
+    to->_events = from->_events; /* registered: the next ctl is a MOD that repoints the event data */
+    int r = tt__poller_ctl(loop, to, from->_events);
+    from->_events = 0;
+    return r;
+}
+
 int tt_io_stop(tt_loop_t *loop, tt_io_t *io)
 {
     return tt__poller_ctl(loop, io, 0);

@@ -54,6 +54,9 @@ void tt_loop_update_clock(tt_loop_t *loop);
 int tt_io_start(tt_loop_t *loop, tt_io_t *io, uint32_t events);
 /** Changes what `io` is watched for; `events` 0 keeps it registered but silent. 0 or -errno. */
 int tt_io_modify(tt_loop_t *loop, tt_io_t *io, uint32_t events);
+/** Moves the registration of `from` (watched) to `to` (same fd, not watched): events now reach `to`.
+ *  For handing a connection to another protocol. 0 or -errno. */
+int tt_io_transfer(tt_loop_t *loop, tt_io_t *from, tt_io_t *to);
 /** Stops watching `io` (before close(2) is not required: close removes it too). 0 or -errno. */
 int tt_io_stop(tt_loop_t *loop, tt_io_t *io);
 

@@ -75,8 +75,10 @@ void tt_accesslog_add(tt_accesslog_t *log, const tt_accesslog_rec_t *r)
     n += put_escaped(o + n, r->method);
     o[n++] = ' ';
     n += put_escaped(o + n, r->target);
-    n += (size_t)snprintf(o + n, need - n, " HTTP/1.%d\" %d %llu %llu.%03llu conn=%llu req=%u %s", r->minor_version,
-                          r->status, (unsigned long long)r->bytes, (unsigned long long)(r->duration_ms / 1000),
+    n += r->proto ? (size_t)snprintf(o + n, need - n, " %s", r->proto)
+                  : (size_t)snprintf(o + n, need - n, " HTTP/1.%d", r->minor_version);
+    n += (size_t)snprintf(o + n, need - n, "\" %d %llu %llu.%03llu conn=%llu req=%u %s", r->status,
+                          (unsigned long long)r->bytes, (unsigned long long)(r->duration_ms / 1000),
                           (unsigned long long)(r->duration_ms % 1000), (unsigned long long)r->conn_id, r->req_no,
                           r->decision);
     if (r->extra.n) {

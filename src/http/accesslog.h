@@ -18,6 +18,7 @@ typedef struct tt_accesslog_rec {
     tt_str_t method;
     tt_str_t target;
     int minor_version;
+    const char *proto; /* "HTTP/2.0"; NULL: HTTP/1.<minor_version> */
     int status;
     uint64_t bytes;       /* response bytes handed to the socket (head and content) */
     uint64_t duration_ms; /* first request byte to the response being complete */

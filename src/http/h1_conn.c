@@ -8,6 +8,8 @@
  */
 #include "http/worker.h"
 #include "core/log.h"
+#include "http/h2_conn.h"
+#include "net/tls.h"
 
 #include <errno.h>
 #include <sys/sendfile.h>
@@ -21,7 +23,7 @@
 #define LINGER_BYTES (1u << 20)
 #define OUT_LOW      16384 /* a handler told "full" is called back when output falls below this */
 
-enum conn_state { ST_HEAD, ST_BODY, ST_LINGER, ST_CLOSED };
+enum conn_state { ST_TLS, ST_HEAD, ST_BODY, ST_LINGER, ST_CLOSED };
 enum tq_kind { TQ_NONE, TQ_HEADER, TQ_BODY, TQ_SEND, TQ_IDLE, TQ_LINGER };
 enum process_result { P_NEED_INPUT, P_BLOCKED, P_WAIT, P_STOP };
 
@@ -37,9 +39,9 @@ typedef struct out_file {
 } out_file_t;
 
 typedef struct h1_conn {
+    tt__conn_t base;
     tt_io_t io;
-    tt_tq_entry_t tq;
-    tt_list_t link; /* in w->conns */
+    tt_transport_t *tr; /* tt_transport_tcp, or TLS */
     tt__lstate_t *ls;
     tt_worker_t *w;
     uint64_t id;
@@ -69,6 +71,7 @@ typedef struct h1_conn {
     bool linger : 1;      /* unread request bytes may remain: half-close and drain before closing */
     bool error_close : 1; /* the current response refuses the request */
     bool idle : 1;
+    bool shut : 1;          /* our direction is shut (FIN / close_notify sent) */
     bool in_run : 1;        /* inside conn_run: writes need no kick */
     bool body_paused : 1;   /* the asynchronous handler asked to stop content delivery */
     bool want_writable : 1; /* tt_req_write() said "full": call on_writable once drained */
@@ -103,6 +106,8 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason);
 static void log_line(h1_conn_t *c, tt_str_t method, tt_str_t target, int status, uint64_t bytes,
                      tt_close_reason_t decision, tt_str_t extra);
 static void abort_areq(h1_conn_t *c);
+static bool tls_step(h1_conn_t *c);
+static int check_preface(h1_conn_t *c);
 
 /* ---- small helpers ---- */
 
@@ -123,12 +128,12 @@ static void set_tq(h1_conn_t *c, enum tq_kind kind)
     tt__lstate_t *ls = c->ls;
     c->tq_kind = (uint8_t)kind;
     switch (kind) {
-    case TQ_NONE: tt_tq_remove(&c->tq); break;
-    case TQ_HEADER: tt_tq_push(&ls->header_q, &c->tq); break;
-    case TQ_BODY: tt_tq_push(&ls->body_q, &c->tq); break;
-    case TQ_SEND: tt_tq_push(&ls->send_q, &c->tq); break;
-    case TQ_IDLE: tt_tq_push(&ls->idle_q[c->idle_bucket], &c->tq); break;
-    case TQ_LINGER: tt_tq_push(&ls->linger_q, &c->tq); break;
+    case TQ_NONE: tt_tq_remove(&c->base.tq); break;
+    case TQ_HEADER: tt_tq_push(&ls->header_q, &c->base.tq); break;
+    case TQ_BODY: tt_tq_push(&ls->body_q, &c->base.tq); break;
+    case TQ_SEND: tt_tq_push(&ls->send_q, &c->base.tq); break;
+    case TQ_IDLE: tt_tq_push(&ls->idle_q[c->idle_bucket], &c->base.tq); break;
+    case TQ_LINGER: tt_tq_push(&ls->linger_q, &c->base.tq); break;
     }
 }
 
@@ -226,6 +231,11 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     tt_buf_release(&c->out, &w->bufs);
     tt_buf_release(&c->trailers, &w->bufs);
     tt_gauge_set(&w->metrics.buffers_in_use, w->bufs.in_use);
+    /* A TLS peer gets close_notify, unless the connection failed or never finished its handshake. */
+    if (!c->shut && c->state != ST_TLS && reason != TT_CLOSE_RESET && reason != TT_CLOSE_TLS_ERROR)
+        if (tt_transport_is_tls(c->tr)) tt_transport_shutdown(c->tr, c->io.fd);
+    tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], -1);
+    tt_transport_free(&c->tr);
     close(c->io.fd);
     c->io.fd = -1;
     c->state = ST_CLOSED;
@@ -233,7 +243,7 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     tt_counter_add(&w->metrics.conn_closed[reason], 1);
     tt_gauge_add(&w->metrics.conn_open, -1);
     tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->requests);
-    tt_list_remove(&c->link);
+    tt_list_remove(&c->base.link);
     /* Freed at the end of the turn: an event for this connection may still be in the current batch. */
     tt_loop_defer(w->loop, &c->free_later, conn_free_cb);
     tt__worker_conn_closed(w);
@@ -263,7 +273,8 @@ static void finish_close(h1_conn_t *c)
         conn_close(c, (tt_close_reason_t)c->close_reason);
         return;
     }
-    shutdown(c->io.fd, SHUT_WR);
+    tt_transport_shutdown(c->tr, c->io.fd); /* FIN, or close_notify then FIN */
+    c->shut = true;
     tt_buf_release(&c->in, &c->w->bufs);
     tt_buf_release(&c->out, &c->w->bufs);
     c->state = ST_LINGER;
@@ -288,7 +299,7 @@ static bool conn_flush(h1_conn_t *c)
         if (c->nfiles > 0 && c->mem_sent == c->files[0].mem_at) {
             out_file_t *f = &c->files[0];
             off_t off = (off_t)f->f.off;
-            n = sendfile(c->io.fd, f->f.fd, &off, (size_t)TT_MIN(f->f.len, (int64_t)1 << 30));
+            n = tt_transport_sendfile(c->tr, c->io.fd, f->f.fd, &off, (size_t)TT_MIN(f->f.len, (int64_t)1 << 30));
             if (n > 0) {
                 f->f.off += n;
                 f->f.len -= n;
@@ -308,25 +319,25 @@ static bool conn_flush(h1_conn_t *c)
             }
         } else {
             size_t len = c->out.len;
-            int flags = MSG_NOSIGNAL;
+            bool more = false;
             if (c->nfiles > 0) {
                 len = (size_t)(c->files[0].mem_at - c->mem_sent);
-                flags |= MSG_MORE; /* the head goes out with the first file bytes */
+                more = true; /* the head goes out with the first file bytes */
             }
-            n = send(c->io.fd, tt_buf_data(&c->out), len, flags);
+            n = tt_transport_write(c->tr, c->io.fd, tt_buf_data(&c->out), len, more);
             if (n > 0) {
                 tt_buf_consume(&c->out, (size_t)n);
                 c->mem_sent += (uint64_t)n;
             }
         }
         if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) {
+            if (n == -EINTR) continue;
+            if (n == -EAGAIN) {
                 c->wr_blocked = true;
                 if (progress || c->tq_kind != TQ_SEND) set_tq(c, TQ_SEND);
                 return true;
             }
-            conn_close(c, TT_CLOSE_RESET);
+            conn_close(c, n == -EPROTO ? TT_CLOSE_TLS_ERROR : TT_CLOSE_RESET);
             return false;
         }
         progress = true;
@@ -619,6 +630,7 @@ static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
     rq->has_body = h->chunked || h->content_length > 0;
     rq->content_length = h->chunked ? -1 : h->content_length;
     rq->minor_version = h->minor_version;
+    rq->tls = tt_transport_is_tls(c->tr);
     rq->conn_id = c->id;
     rq->req_no = c->requests;
     rq->start_ms = c->mark_ms;
@@ -829,6 +841,11 @@ static enum process_result conn_process(h1_conn_t *c)
         if (c->areq != NULL) return P_WAIT; /* pipelined requests wait for the one in flight */
         if (c->in.len == 0) return P_NEED_INPUT;
         if (c->npending >= PIPELINE_MAX || c->out.len >= OUT_HIGH || c->nfiles >= MAX_FILES) return P_BLOCKED;
+        if (c->requests == 0 && p->h2.enabled && !tt_transport_is_tls(c->tr)) {
+            int h2 = check_preface(c); /* HTTP/2 with prior knowledge (RFC 9113 3.3) */
+            if (h2 > 0) return P_STOP;
+            if (h2 < 0) return P_NEED_INPUT;
+        }
         tt_h1_request_t *h = &w->req;
         int r = tt_h1_parse_request(tt_buf_data(&c->in), c->in.len, c->last_len, &p->limits, h);
         if (r == TT_INCOMPLETE) {
@@ -872,7 +889,7 @@ static int conn_read(h1_conn_t *c)
         return 0;
     }
     size_t space = tt_buf_space(&c->in);
-    ssize_t n = read(c->io.fd, tt_buf_tail(&c->in), space);
+    ssize_t n = tt_transport_read(c->tr, c->io.fd, tt_buf_tail(&c->in), space);
     if (n > 0) {
         if (c->idle)
             leave_idle(c, true);
@@ -887,12 +904,12 @@ static int conn_read(h1_conn_t *c)
         c->rd_ready = false;
         return 0;
     }
-    if (errno == EAGAIN) {
+    if (n == -EAGAIN) {
         c->rd_ready = false;
         return 0;
     }
-    if (errno == EINTR) return 0;
-    conn_close(c, TT_CLOSE_RESET);
+    if (n == -EINTR) return 0;
+    conn_close(c, n == -EPROTO ? TT_CLOSE_TLS_ERROR : TT_CLOSE_RESET);
     return -1;
 }
 
@@ -980,50 +997,77 @@ static void conn_on_io(tt_io_t *io, uint32_t events)
         return;
     }
     if (events & TT_EV_READ) c->rd_ready = true;
-    if (events & TT_EV_WRITE) c->wr_blocked = false;
+    if (events & TT_EV_WRITE) {
+        c->wr_blocked = false;
+        if (c->tr->want_write) c->rd_ready = true; /* a TLS read that had to write first */
+    }
     if (events & TT_EV_ERR) {
-        conn_close(c, TT_CLOSE_RESET);
+        conn_close(c, c->state == ST_TLS ? TT_CLOSE_TLS_ERROR : TT_CLOSE_RESET);
         return;
     }
+    if (c->state == ST_TLS && !tls_step(c)) return;
     conn_run(c);
 }
 
-/* ---- entry points from the worker ---- */
+/* ---- TLS and HTTP/2 ---- */
 
-void tt__h1_conn_accept(tt__lstate_t *ls, int fd, const tt_addr_t *peer)
+/* The connection speaks HTTP/2 (ALPN h2, or the cleartext preface): the h2 code takes the socket, the
+ * transport and the bytes already read; this struct goes away without closing anything. */
+static void hand_to_h2(h1_conn_t *c)
 {
-    tt_worker_t *w = ls->w;
-    h1_conn_t *c = tt_calloc(1, sizeof(*c));
-    c->io.fd = fd;
-    c->io.cb = conn_on_io;
-    tt_tq_entry_init(&c->tq);
-    c->ls = ls;
-    c->w = w;
-    c->id = ++w->conn_seq * w->nworkers + w->id;
-    c->accepted_ms = c->mark_ms = tt_loop_now(w->loop);
-    c->peer = *peer;
+    tt_worker_t *w = c->w;
+    set_tq(c, TQ_NONE);
+    tt_list_remove(&c->base.link);
+    tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], -1);
+    tt__h2_conn_adopt(c->ls, &c->io, c->tr, &c->peer, c->id, c->accepted_ms, tt_buf_data(&c->in), c->in.len);
+    c->tr = NULL;
+    tt_buf_release(&c->in, &w->bufs);
+    tt_buf_release(&c->out, &w->bufs);
+    c->io.fd = -1;
+    c->state = ST_CLOSED;
+    tt_loop_defer(w->loop, &c->free_later, conn_free_cb);
+}
+
+/* Drives the TLS handshake. True when HTTP/1.1 can go on; false when the connection closed or moved. */
+static bool tls_step(h1_conn_t *c)
+{
+    tt_worker_t *w = c->w;
+    int r = tt_tls_handshake(c->tr);
+    if (r == 0) return false; /* waiting; the header timeout (from accept) bounds it */
+    if (r < 0) {
+        tt_counter_add(&w->metrics.tls_failures, 1);
+        tt_log(TT_LOG_DEBUG, "conn %llu: TLS handshake failed: %s", (unsigned long long)c->id, tt_tls_last_error());
+        conn_close(c, TT_CLOSE_TLS_ERROR);
+        return false;
+    }
+    tt_counter_add(&w->metrics.tls_handshakes[tt_tls_resumed(c->tr) ? 1 : 0], 1);
+    const char *alpn = tt_tls_alpn(c->tr);
+    if (alpn != NULL && strcmp(alpn, "h2") == 0) {
+        hand_to_h2(c);
+        return false;
+    }
     c->state = ST_HEAD;
-    tt_list_push_tail(&w->conns, &c->link);
-    w->nconns++;
-    tt_counter_add(&w->metrics.conn_accepted, 1);
-    tt_gauge_add(&w->metrics.conn_open, 1);
-    if (tt_io_start(w->loop, &c->io, TT_EV_READ | TT_EV_WRITE | TT_EV_EDGE) != 0) {
-        conn_close(c, TT_CLOSE_RESET);
-        return;
-    }
-    /* The request usually arrived with the handshake: read it now instead of waiting for an event. */
-    c->rd_ready = true;
-    conn_run(c);
+    c->rd_ready = true; /* TLS may hold decrypted bytes already */
+    return true;
 }
 
-void tt__h1_conn_close_entry(tt_tq_entry_t *e, tt_close_reason_t reason)
+/* A plain connection whose first bytes are the HTTP/2 preface (prior knowledge, RFC 9113 3.3). 1: it is
+ * HTTP/2 (moved); 0: not; -1: too few bytes to tell yet. */
+static int check_preface(h1_conn_t *c)
 {
-    conn_close(tt_container_of(e, h1_conn_t, tq), reason);
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    size_t n = TT_MIN((size_t)c->in.len, sizeof(preface) - 1);
+    if (memcmp(tt_buf_data(&c->in), preface, n) != 0) return 0;
+    if (n < sizeof(preface) - 1) return -1;
+    hand_to_h2(c);
+    return 1;
 }
 
-void tt__h1_conn_on_timeout(tt_tq_entry_t *e)
+/* ---- the connection's ops for the worker ---- */
+
+static void op_on_timeout(tt__conn_t *base)
 {
-    h1_conn_t *c = tt_container_of(e, h1_conn_t, tq);
+    h1_conn_t *c = tt_container_of(base, h1_conn_t, base);
     enum tq_kind kind = (enum tq_kind)c->tq_kind;
     c->tq_kind = TQ_NONE;
     switch (kind) {
@@ -1032,10 +1076,14 @@ void tt__h1_conn_on_timeout(tt_tq_entry_t *e)
     case TQ_SEND: conn_close(c, TT_CLOSE_SEND_TIMEOUT); break;
     case TQ_LINGER: conn_close(c, (tt_close_reason_t)c->close_reason); break;
     case TQ_HEADER:
+        if (c->state == ST_TLS) {
+            conn_close(c, TT_CLOSE_TLS_ERROR); /* an abandoned handshake */
+            break;
+        }
         if (c->in.len > 0 && !has_output(c)) {
             /* Tell a slow client why (best effort, one non-blocking write) before closing. */
             static const char msg[] = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-            ssize_t n = send(c->io.fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
+            ssize_t n = tt_transport_write(c->tr, c->io.fd, msg, sizeof(msg) - 1, false);
             (void)n;
             tt_metrics_count_status(&c->w->metrics, 408);
         }
@@ -1045,16 +1093,73 @@ void tt__h1_conn_on_timeout(tt_tq_entry_t *e)
     }
 }
 
-void tt__h1_conn_drain(tt_list_t *link)
+static void op_close(tt__conn_t *base, tt_close_reason_t reason)
 {
-    h1_conn_t *c = tt_container_of(link, h1_conn_t, link);
-    if (c->idle || (c->state == ST_HEAD && c->in.len == 0 && !has_output(c) && c->areq == NULL))
+    conn_close(tt_container_of(base, h1_conn_t, base), reason);
+}
+
+static void op_drain(tt__conn_t *base)
+{
+    h1_conn_t *c = tt_container_of(base, h1_conn_t, base);
+    if (c->idle || c->state == ST_TLS || (c->state == ST_HEAD && c->in.len == 0 && !has_output(c) && c->areq == NULL))
         conn_close(c, TT_CLOSE_SHUTDOWN);
     /* Otherwise the next response says Connection: close (w->draining) and the connection ends after it. */
 }
 
-void tt__h1_conn_abort(tt_list_t *link)
+static void op_abort(tt__conn_t *base)
 {
-    h1_conn_t *c = tt_container_of(link, h1_conn_t, link);
+    h1_conn_t *c = tt_container_of(base, h1_conn_t, base);
     conn_close(c, c->closing ? (tt_close_reason_t)c->close_reason : TT_CLOSE_SHUTDOWN);
+}
+
+static const tt__conn_ops_t h1_ops = {
+    .on_timeout = op_on_timeout,
+    .close = op_close,
+    .drain = op_drain,
+    .abort = op_abort,
+};
+
+/* ---- entry point from the worker ---- */
+
+void tt__h1_conn_accept(tt__lstate_t *ls, int fd, const tt_addr_t *peer)
+{
+    tt_worker_t *w = ls->w;
+    h1_conn_t *c = tt_calloc(1, sizeof(*c));
+    c->base.ops = &h1_ops;
+    c->io.fd = fd;
+    c->io.cb = conn_on_io;
+    tt_tq_entry_init(&c->base.tq);
+    c->ls = ls;
+    c->w = w;
+    c->id = ++w->conn_seq * w->nworkers + w->id;
+    c->accepted_ms = c->mark_ms = tt_loop_now(w->loop);
+    c->peer = *peer;
+    c->state = ST_HEAD;
+    c->tr = &tt_transport_tcp;
+    tt_list_push_tail(&w->conns, &c->base.link);
+    w->nconns++;
+    tt_counter_add(&w->metrics.conn_accepted, 1);
+    tt_gauge_add(&w->metrics.conn_open, 1);
+    if (ls->tls != NULL) {
+        c->tr = tt_tls_accept(ls->tls, fd);
+        if (c->tr == NULL) {
+            c->tr = &tt_transport_tcp;
+            tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][0], 1);
+            conn_close(c, TT_CLOSE_TLS_ERROR);
+            return;
+        }
+        c->state = ST_TLS;
+    }
+    tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], 1);
+    if (tt_io_start(w->loop, &c->io, TT_EV_READ | TT_EV_WRITE | TT_EV_EDGE) != 0) {
+        conn_close(c, TT_CLOSE_RESET);
+        return;
+    }
+    /* The request (or the ClientHello) usually arrived with the TCP handshake: go now, not on an event. */
+    c->rd_ready = true;
+    if (c->state == ST_TLS) {
+        set_tq(c, TQ_HEADER); /* the handshake counts as the first request's head */
+        if (!tls_step(c)) return;
+    }
+    conn_run(c);
 }

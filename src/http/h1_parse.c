@@ -335,6 +335,21 @@ static int parse_fields(const char *p, const char *end, const tt_h1_limits_t *li
     return 0;
 }
 
+int tt_h1_request_semantics(tt_h1_request_t *req)
+{
+    req->content_length = -1;
+    req->chunked = false;
+    req->expect_continue = false;
+    req->conn_tokens = 0;
+    req->error = TT_H1_OK;
+    for (int i = 0; i < TT_H1_F__COUNT; i++) req->known[i] = -1;
+    semantics_t s = {0};
+    for (size_t i = 0; i < req->nfields; i++) classify(req, i, &s);
+    if (s.bad_cl) return bad(req, TT_H1_E_CONTENT_LENGTH);
+    if (s.host > 1) return bad(req, TT_H1_E_HOST);
+    return 0;
+}
+
 static void reset_request(tt_h1_request_t *req)
 {
     req->method = req->target = TT_STR_NULL;

@@ -115,6 +115,13 @@ extern const tt_h1_limits_t tt_h1_default_limits;
  */
 int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h1_limits_t *lim, tt_h1_request_t *req);
 
+/**
+ * Fills the semantic members of `req` (known[], content_length, conn_tokens, expect_continue) from its
+ * `fields`, for a request that did not come as HTTP/1 text (an HTTP/2 stream). Returns 0, or TT_BAD with
+ * `req->error` for a bad or differing Content-Length or two Host fields. Pure.
+ */
+int tt_h1_request_semantics(tt_h1_request_t *req);
+
 /** Index of the first field named `lower_name` (lower case), or -1. */
 int tt_h1_find_field(const tt_h1_request_t *req, const char *lower_name, size_t n);
 

@@ -75,7 +75,8 @@ struct tt_req {
     bool is_head;                /* HEAD: the response carries no content */
     bool has_body;               /* the request has content (Content-Length > 0 or chunked) */
     int64_t content_length;      /* -1 when chunked or absent */
-    int minor_version;           /* HTTP/1.minor of the request */
+    int minor_version;           /* HTTP/1.minor of the request (1 for HTTP/2) */
+    bool tls;                    /* the client connection is TLS (https) */
     uint64_t conn_id;            /* the connection's id, unique in the process */
     uint32_t req_no;             /* 1 for the first request on the connection */
     uint64_t start_ms;           /* loop time the request head began */

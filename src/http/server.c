@@ -2,6 +2,7 @@
 #include "http/worker.h"
 #include "http/date.h"
 #include "core/log.h"
+#include "net/tls.h"
 
 #include <errno.h>
 #include <sys/eventfd.h>
@@ -32,16 +33,17 @@ static void lstate_init(tt__lstate_t *ls, tt_worker_t *w, const tt_listen_policy
     ls->io.fd = fd;
     ls->io.cb = listener_on_io;
     ls->io._events = 0;
-    tt_tq_init(&ls->header_q, w->loop, p->header_timeout_ms, tt__h1_conn_on_timeout);
-    tt_tq_init(&ls->body_q, w->loop, p->body_timeout_ms, tt__h1_conn_on_timeout);
-    tt_tq_init(&ls->send_q, w->loop, p->send_timeout_ms, tt__h1_conn_on_timeout);
-    tt_tq_init(&ls->linger_q, w->loop, LINGER_MS, tt__h1_conn_on_timeout);
+    tt_tq_init(&ls->header_q, w->loop, p->header_timeout_ms, tt__conn_on_timeout);
+    tt_tq_init(&ls->body_q, w->loop, p->body_timeout_ms, tt__conn_on_timeout);
+    tt_tq_init(&ls->send_q, w->loop, p->send_timeout_ms, tt__conn_on_timeout);
+    tt_tq_init(&ls->linger_q, w->loop, LINGER_MS, tt__conn_on_timeout);
     ls->nidle = tt_keepalive_buckets(p->ka.idle_timeout_ms, ls->idle_ms);
-    for (size_t i = 0; i < ls->nidle; i++) tt_tq_init(&ls->idle_q[i], w->loop, ls->idle_ms[i], tt__h1_conn_on_timeout);
+    for (size_t i = 0; i < ls->nidle; i++) tt_tq_init(&ls->idle_q[i], w->loop, ls->idle_ms[i], tt__conn_on_timeout);
 }
 
 static void lstate_dispose(tt__lstate_t *ls)
 {
+    tt_tls_server_free(&ls->tls);
     tt_tq_dispose(&ls->header_q);
     tt_tq_dispose(&ls->body_q);
     tt_tq_dispose(&ls->send_q);
@@ -88,7 +90,8 @@ bool tt__worker_evict_oldest(tt_worker_t *w)
         }
     }
     if (oldest == NULL) return false;
-    tt__h1_conn_close_entry(oldest, TT_CLOSE_EVICTED);
+    tt__conn_t *c = tt_container_of(oldest, tt__conn_t, tq);
+    c->ops->close(c, TT_CLOSE_EVICTED);
     return true;
 }
 
@@ -132,6 +135,12 @@ static void listener_on_io(tt_io_t *io, uint32_t events)
 
 /* ---- connection accounting ---- */
 
+void tt__conn_on_timeout(tt_tq_entry_t *e)
+{
+    tt__conn_t *c = tt_container_of(e, tt__conn_t, tq);
+    c->ops->on_timeout(c);
+}
+
 void tt__worker_conn_closed(tt_worker_t *w)
 {
     w->nconns--;
@@ -171,7 +180,11 @@ static void drain_deadline_on_timer(tt_timer_t *t)
     tt_list_t *pos, *tmp;
     tt_log(TT_LOG_WARN, "%s worker %u: drain deadline reached, closing %u connections", w->conf->name, w->id,
            w->nconns);
-    tt_list_foreach_safe(pos, tmp, &w->conns) tt__h1_conn_abort(pos);
+    tt_list_foreach_safe(pos, tmp, &w->conns)
+    {
+        tt__conn_t *conn = tt_container_of(pos, tt__conn_t, link);
+        conn->ops->abort(conn);
+    }
 }
 
 static void worker_start_drain(tt_worker_t *w)
@@ -182,7 +195,11 @@ static void worker_start_drain(tt_worker_t *w)
     tt_timer_disarm(w->loop, &w->accept_retry);
     tt_timer_arm(w->loop, &w->drain_deadline, w->conf->drain_timeout_ms);
     tt_list_t *pos, *tmp;
-    tt_list_foreach_safe(pos, tmp, &w->conns) tt__h1_conn_drain(pos);
+    tt_list_foreach_safe(pos, tmp, &w->conns)
+    {
+        tt__conn_t *conn = tt_container_of(pos, tt__conn_t, link);
+        conn->ops->drain(conn);
+    }
     if (w->nconns == 0) tt_loop_stop(w->loop);
 }
 
@@ -217,7 +234,11 @@ static void worker_finish(tt_worker_t *w)
     close_listeners(w);
     w->draining = true;
     tt_list_t *pos, *tmp;
-    tt_list_foreach_safe(pos, tmp, &w->conns) tt__h1_conn_abort(pos);
+    tt_list_foreach_safe(pos, tmp, &w->conns)
+    {
+        tt__conn_t *conn = tt_container_of(pos, tt__conn_t, link);
+        conn->ops->abort(conn);
+    }
     tt_timer_disarm(w->loop, &w->drain_deadline);
     tt_timer_disarm(w->loop, &w->accept_retry);
     /* Let deferred frees of the last connections run. */
@@ -291,6 +312,13 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
                 tt_addr_set_port(&a, tt_addr_port(&srv->bound[l]));
             }
             lstate_init(&srv->workers[i].ls[l], &srv->workers[i], p, fd);
+            if (conf->listeners[l].tls != NULL) {
+                srv->workers[i].ls[l].tls = tt_tls_server_new(conf->listeners[l].tls, err, errlen);
+                if (srv->workers[i].ls[l].tls == NULL) {
+                    tt_server_free(&srv);
+                    return NULL;
+                }
+            }
         }
     }
     return srv;

@@ -12,6 +12,18 @@
 #include "metrics/metrics.h"
 #include "net/sock.h"
 
+/** HTTP/2 settings of one listener. */
+typedef struct tt_h2_policy {
+    bool enabled;                    /* h2 by ALPN, and cleartext with prior knowledge on plain listeners */
+    uint32_t max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    uint32_t initial_window;         /* SETTINGS_INITIAL_WINDOW_SIZE, bytes */
+    uint32_t header_table_size;      /* SETTINGS_HEADER_TABLE_SIZE (HPACK), bytes */
+    uint64_t ping_interval_ms;       /* PING after this long without a frame; 0 = off */
+    uint64_t ping_timeout_ms;        /* a PING not acknowledged in this closes the connection (ping_timeout) */
+    uint32_t reset_burst;            /* client stream resets allowed at once (rapid reset guard)... */
+    uint32_t reset_rate;             /* ...and per second after; beyond: GOAWAY ENHANCE_YOUR_CALM */
+} tt_h2_policy_t;
+
 /** Connection policy of one listener (docs/config.md gives each default). */
 typedef struct tt_listen_policy {
     tt_ka_policy_t ka;          /* idle timeout (ms), max requests, max lifetime (ms) */
@@ -22,12 +34,16 @@ typedef struct tt_listen_policy {
     tt_tcp_keepalive_t tcp_keepalive;
     uint64_t max_body_bytes; /* request content limit, bytes; larger -> 413 */
     tt_h1_limits_t limits;   /* request head limits */
+    tt_h2_policy_t h2;       /* HTTP/2 settings */
 } tt_listen_policy_t;
 
 /** One listening address and the policy its connections follow. */
+typedef struct tt_tls_source tt_tls_source_t;
+
 typedef struct tt_listener_conf {
     tt_addr_t addr;                   /* port 0: the kernel picks one, shared by all workers */
     const tt_listen_policy_t *policy; /* not owned; must outlive the server */
+    tt_tls_source_t *tls;             /* NULL: plain TCP; not owned */
 } tt_listener_conf_t;
 
 /** Server settings; every pointer must outlive the server. */

@@ -16,6 +16,7 @@
 /** A listener as one worker runs it: its socket and the timeout queues of its connections. */
 typedef struct tt__lstate {
     const tt_listen_policy_t *policy;
+    struct tt_tls_server *tls; /* this worker's TLS contexts, NULL for plain TCP */
     tt_worker_t *w;
     tt_io_t io;       /* listening socket; fd -1 once closed */
     tt_tq_t header_q; /* reading a request head (or waiting for the first one) */
@@ -54,7 +55,21 @@ struct tt_worker {
     tt_h1_request_t req; /* parse target, reused for every request head */
 };
 
-/* server.c, for h1_conn.c */
+/* Every connection kind (h1, h2) starts with this: the worker's list, its one timeout entry, its ops. */
+typedef struct tt__conn tt__conn_t;
+typedef struct tt__conn_ops {
+    void (*on_timeout)(tt__conn_t *c);                      /* its timeout queue entry expired */
+    void (*close)(tt__conn_t *c, tt_close_reason_t reason); /* close at once (eviction) */
+    void (*drain)(tt__conn_t *c);                           /* a graceful drain began */
+    void (*abort)(tt__conn_t *c);                           /* the drain deadline passed */
+} tt__conn_ops_t;
+struct tt__conn {
+    tt_list_t link;   /* in w->conns */
+    tt_tq_entry_t tq; /* in at most one of its listener's timeout queues */
+    const tt__conn_ops_t *ops;
+};
+
+/* server.c, for the connections */
 /** Accounts for a closed connection and resumes accepting if that was waiting. */
 void tt__worker_conn_closed(tt_worker_t *w);
 /** A connection became idle: resumes accepting if that was paused at the limit (it can now be evicted). */
@@ -64,17 +79,12 @@ bool tt__worker_evict_oldest(tt_worker_t *w);
 /** "Date: ...\r\nServer: tether\r\n", refreshed once per second. */
 tt_str_t tt__worker_date_fields(tt_worker_t *w);
 
+/** Timeout callback of every connection queue: dispatches to the connection's on_timeout. */
+void tt__conn_on_timeout(tt_tq_entry_t *e);
+
 /* h1_conn.c, for server.c */
-/** Takes over an accepted socket `fd` from listener `ls`. */
+/** Takes over an accepted socket `fd` from listener `ls` (a TLS listener starts with the handshake). */
 void tt__h1_conn_accept(tt__lstate_t *ls, int fd, const tt_addr_t *peer);
-/** Closes the connection waiting in `e` (an idle queue entry) with `reason`. */
-void tt__h1_conn_close_entry(tt_tq_entry_t *e, tt_close_reason_t reason);
-/** Starts draining connection `link` (from w->conns): idle ones close now, busy ones after their response. */
-void tt__h1_conn_drain(tt_list_t *link);
-/** Closes connection `link` at once with reason shutdown (drain deadline). */
-void tt__h1_conn_abort(tt_list_t *link);
-/** Timeout callback for every connection queue. */
-void tt__h1_conn_on_timeout(tt_tq_entry_t *e);
 
 /* accessors for handlers */
 static inline tt_loop_t *tt_worker_loop(tt_worker_t *w)

@@ -5,6 +5,11 @@
 
 const uint64_t tt_hist_reqs_bounds[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000};
 const size_t tt_hist_reqs_nbounds = TT_ARRAY_SIZE(tt_hist_reqs_bounds);
+const char *const tt_goaway_reason_names[TT_GOAWAY__COUNT] = {
+    "max_requests", "max_lifetime",      "shutdown",       "idle_timeout",
+    "evicted",      "enhance_your_calm", "protocol_error", "other_error",
+};
+
 const uint64_t tt_hist_idle_bounds[] = {1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000};
 const size_t tt_hist_idle_nbounds = TT_ARRAY_SIZE(tt_hist_idle_bounds);
 
@@ -119,6 +124,35 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
                       "tether_buffers_in_use %lld\n",
                       (unsigned long long)SUMC(accept_pauses), (long long)SUMG(accept_paused),
                       (long long)SUMG(buffers_in_use));
+    static const char *const protos[2] = {"h1", "h2"}, *const transports[2] = {"tcp", "tls"};
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_connections_open_by Client connections open now, by protocol and transport.\n"
+                      "# TYPE tether_connections_open_by gauge\n");
+    for (int p = 0; p < 2; p++)
+        for (int t = 0; t < 2; t++)
+            tt_metrics_printf(out, len, cap, "tether_connections_open_by{protocol=\"%s\",transport=\"%s\"} %lld\n",
+                              protos[p], transports[t], (long long)SUMG(conn_open_by[p][t]));
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_tls_handshakes_total Completed TLS handshakes, full or resumed.\n"
+                      "# TYPE tether_tls_handshakes_total counter\n"
+                      "tether_tls_handshakes_total{kind=\"full\"} %llu\n"
+                      "tether_tls_handshakes_total{kind=\"resumed\"} %llu\n"
+                      "# HELP tether_tls_handshake_failures_total Failed or abandoned TLS handshakes.\n"
+                      "# TYPE tether_tls_handshake_failures_total counter\n"
+                      "tether_tls_handshake_failures_total %llu\n",
+                      (unsigned long long)SUMC(tls_handshakes[0]), (unsigned long long)SUMC(tls_handshakes[1]),
+                      (unsigned long long)SUMC(tls_failures));
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_h2_goaway_sent_total GOAWAY frames tether sent, by reason.\n"
+                      "# TYPE tether_h2_goaway_sent_total counter\n");
+    for (int r = 0; r < TT_GOAWAY__COUNT; r++)
+        tt_metrics_printf(out, len, cap, "tether_h2_goaway_sent_total{reason=\"%s\"} %llu\n", tt_goaway_reason_names[r],
+                          (unsigned long long)SUMC(h2_goaway_sent[r]));
+    render_hist(out, len, cap, shards, n, offsetof(tt_metrics_shard_t, h2_streams_per_conn), tt_hist_reqs_bounds,
+                tt_hist_reqs_nbounds, "tether_h2_streams_per_connection",
+                "Requests (streams) served per HTTP/2 connection, observed at close.", 1.0);
+    render_hist(out, len, cap, shards, n, offsetof(tt_metrics_shard_t, h2_ping_rtt_ms), tt_hist_idle_bounds,
+                tt_hist_idle_nbounds, "tether_h2_ping_rtt_seconds", "Round trip of tether's HTTP/2 PINGs.", 0.001);
     render_hist(out, len, cap, shards, n, offsetof(tt_metrics_shard_t, reqs_per_conn), tt_hist_reqs_bounds,
                 tt_hist_reqs_nbounds, "tether_requests_per_connection",
                 "Requests served per client connection, observed at close.", 1.0);

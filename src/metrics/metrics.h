@@ -43,6 +43,26 @@ extern const size_t tt_hist_reqs_nbounds;
 extern const uint64_t tt_hist_idle_bounds[];
 extern const size_t tt_hist_idle_nbounds;
 
+/** Protocols and transports of open connections (tether_connections_open_by). */
+enum { TT_PROTO_H1 = 0, TT_PROTO_H2 = 1 };
+
+/** Why tether sent a GOAWAY (tether_h2_goaway_sent_total{reason}). */
+typedef enum tt_goaway_reason {
+    TT_GOAWAY_MAX_REQUESTS = 0,
+    TT_GOAWAY_MAX_LIFETIME,
+    TT_GOAWAY_SHUTDOWN,
+    TT_GOAWAY_IDLE_TIMEOUT,
+    TT_GOAWAY_EVICTED,
+    TT_GOAWAY_ENHANCE_YOUR_CALM,
+    TT_GOAWAY_PROTOCOL_ERROR,
+    TT_GOAWAY_OTHER_ERROR,
+    TT_GOAWAY__COUNT
+} tt_goaway_reason_t;
+extern const char *const tt_goaway_reason_names[TT_GOAWAY__COUNT];
+
+/** HTTP/2 streams per connection: 1 2 5 10 20 50 100 200 500 1000 5000 +Inf (same bounds as requests). */
+/** PING round trips, ms: 1 5 10 50 100 250 500 1000 ... (the idle bounds). */
+
 /** Status classes counted: 1xx..5xx. */
 #define TT_STATUS_CLASSES 5
 
@@ -58,6 +78,12 @@ typedef struct tt_metrics_shard {
     tt_gauge_t buffers_in_use;
     tt_hist_t reqs_per_conn;
     tt_hist_t idle_gap_ms;
+    tt_gauge_t conn_open_by[2][2];  /* [TT_PROTO_*][0 tcp, 1 tls] */
+    tt_counter_t tls_handshakes[2]; /* [0 full, 1 resumed] */
+    tt_counter_t tls_failures;
+    tt_hist_t h2_streams_per_conn;
+    tt_counter_t h2_goaway_sent[TT_GOAWAY__COUNT];
+    tt_hist_t h2_ping_rtt_ms;
 } tt_metrics_shard_t;
 
 /** Adds `v` to histogram `h` with the given bounds; owning worker only. */

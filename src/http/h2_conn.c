@@ -1,0 +1,1012 @@
+/* h2_conn.c -- the HTTP/2 server connection: nghttp2 does frames, HPACK and flow control; tether the rest
+ *
+ * Lifecycle (RFC 9113): the idle timeout runs only while no stream is open; max requests (streams) and
+ * max lifetime end the connection with the two-step GOAWAY of 6.8 (first last-stream-id 2^31-1, then the
+ * real one after a PING round trip), and streams already accepted complete; a drain does the same. A PING
+ * sent after ping_interval without frames must be acknowledged within ping_timeout. A stream error
+ * resets the stream only; a connection error closes this connection only.
+ */
+#include "http/h2_conn.h"
+#include "core/log.h"
+#include "http/date.h"
+#include "net/tls.h"
+
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <unistd.h>
+
+#define OUT_HIGH        65536 /* bytes queued for the socket before nghttp2 is asked for more */
+#define STREAM_OUT_HIGH 65536 /* response bytes a stream buffers before its writer is told to wait */
+#define GOAWAY_WAIT_MS  1000  /* second GOAWAY at the latest this long after the first */
+#define READ_CHUNK      16384
+
+static const uint8_t PING_GOAWAY[8] = {'t', 'e', 't', 'h', 'e', 'r', 'G', 'A'};
+static const uint8_t PING_LIVE[8] = {'t', 'e', 't', 'h', 'e', 'r', 'P', 'L'};
+
+enum tq_kind { TQ_NONE, TQ_IDLE, TQ_SEND, TQ_HEADER };
+enum goaway_state { GA_NONE, GA_NOTICE, GA_FINAL };
+
+typedef struct h2_conn h2_conn_t;
+
+/* Where a header's name and value sit in the stream's store (views are built once the block is whole). */
+typedef struct hdr_ref {
+    uint32_t name_off, name_len, value_off, value_len;
+} hdr_ref_t;
+
+typedef struct h2_stream {
+    h2_conn_t *c;
+    tt_list_t link; /* in c->streams: nghttp2 forgets its streams silently when the session is deleted */
+    int32_t id;
+    tt_buf_t store;  /* header names and values */
+    hdr_ref_t *refs; /* regular fields; :authority becomes "host" */
+    uint32_t nrefs;
+    uint32_t header_bytes;
+    int32_t method_ref, path_ref; /* index into pseudo[] or -1 */
+    hdr_ref_t pseudo[4];          /* :method, :path, :authority, :scheme */
+    bool bad_header;              /* too many or too large: answered with 431 */
+    bool dispatched;
+    bool in_trailers; /* headers now arriving are request trailers */
+    bool body_done;
+    bool paused;
+    bool async_done; /* the handler finished (or failed) its response */
+    bool head_request;
+    tt_h1_request_t *head; /* built at dispatch */
+    tt_req_t req;
+    int64_t content_length;
+    uint64_t body_seen;
+    tt_buf_t pending;  /* request content held while the handler paused it */
+    tt_buf_t trailers; /* request trailers ("name: value\r\n") */
+    /* response */
+    bool resp_submitted;
+    bool resp_eof;
+    bool resp_deferred;
+    int status;
+    uint64_t resp_bytes;
+    tt_buf_t out;
+    tt_buf_t resp_trailers;
+    tt_body_file_t file;
+} h2_stream_t;
+
+struct h2_conn {
+    tt__conn_t base;
+    tt_io_t io;
+    tt_transport_t *tr;
+    tt__lstate_t *ls;
+    tt_worker_t *w;
+    uint64_t id;
+    uint64_t accepted_ms;
+    tt_addr_t peer;
+    nghttp2_session *s;
+    tt_list_t streams; /* every stream with our state attached */
+    tt_buf_t in;
+    tt_buf_t out;
+    uint32_t nstreams;      /* open request streams */
+    uint32_t streams_total; /* request streams accepted */
+    uint8_t tq_kind;
+    uint8_t idle_bucket;
+    uint8_t goaway;
+    uint8_t end_reason; /* close reason once the GOAWAY sequence ends */
+    bool rd_ready;
+    bool wr_blocked;
+    bool in_run;
+    bool closed;
+    bool idle;
+    bool ping_outstanding;
+    tt_timer_t ga_timer;   /* second GOAWAY fallback */
+    tt_timer_t ping_timer; /* liveness: interval, then timeout */
+    uint64_t ping_sent_ms;
+    uint64_t last_frame_ms;
+    tt_defer_t kick;
+    tt_defer_t free_later;
+};
+
+static void h2_run(h2_conn_t *c);
+static void h2_close(h2_conn_t *c, tt_close_reason_t reason);
+
+/* ---- small helpers ---- */
+
+static uint64_t now(const h2_conn_t *c)
+{
+    return tt_loop_now(c->w->loop);
+}
+
+static void set_tq(h2_conn_t *c, enum tq_kind kind)
+{
+    tt__lstate_t *ls = c->ls;
+    c->tq_kind = (uint8_t)kind;
+    switch (kind) {
+    case TQ_NONE: tt_tq_remove(&c->base.tq); break;
+    case TQ_IDLE: tt_tq_push(&ls->idle_q[c->idle_bucket], &c->base.tq); break;
+    case TQ_SEND: tt_tq_push(&ls->send_q, &c->base.tq); break;
+    case TQ_HEADER: tt_tq_push(&ls->header_q, &c->base.tq); break;
+    }
+}
+
+static void kick_cb(tt_defer_t *d)
+{
+    h2_conn_t *c = tt_container_of(d, h2_conn_t, kick);
+    if (!c->closed) h2_run(c);
+}
+
+static void kick(h2_conn_t *c)
+{
+    if (!c->in_run && !c->closed) tt_loop_defer(c->w->loop, &c->kick, kick_cb);
+}
+
+static tt_str_t view(const h2_stream_t *st, uint32_t off, uint32_t len)
+{
+    return tt_str(st->store.base + off, len);
+}
+
+/* ---- GOAWAY and PING ---- */
+
+static void count_goaway(h2_conn_t *c, tt_goaway_reason_t r)
+{
+    tt_counter_add(&c->w->metrics.h2_goaway_sent[r], 1);
+}
+
+static void send_final_goaway(h2_conn_t *c)
+{
+    if (c->goaway == GA_FINAL) return;
+    c->goaway = GA_FINAL;
+    tt_timer_disarm(c->w->loop, &c->ga_timer);
+    nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->s), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    kick(c);
+}
+
+static void ga_on_timer(tt_timer_t *t)
+{
+    send_final_goaway(tt_container_of(t, h2_conn_t, ga_timer));
+}
+
+/* The graceful end of RFC 9113 6.8: GOAWAY(2^31-1) and a PING now, the real last stream after its ACK. */
+static void begin_goaway(h2_conn_t *c, tt_close_reason_t why, tt_goaway_reason_t metric)
+{
+    if (c->goaway != GA_NONE) return;
+    c->end_reason = (uint8_t)why;
+    count_goaway(c, metric);
+    c->goaway = GA_NOTICE;
+    nghttp2_submit_shutdown_notice(c->s);
+    nghttp2_submit_ping(c->s, NGHTTP2_FLAG_NONE, PING_GOAWAY);
+    tt_timer_arm(c->w->loop, &c->ga_timer, GOAWAY_WAIT_MS);
+    kick(c);
+}
+
+static void ping_on_timer(tt_timer_t *t)
+{
+    h2_conn_t *c = tt_container_of(t, h2_conn_t, ping_timer);
+    const tt_h2_policy_t *p = &c->ls->policy->h2;
+    if (c->ping_outstanding) {
+        h2_close(c, TT_CLOSE_PING_TIMEOUT);
+        return;
+    }
+    uint64_t quiet = now(c) - c->last_frame_ms;
+    if (quiet < p->ping_interval_ms) {
+        tt_timer_arm(c->w->loop, &c->ping_timer, p->ping_interval_ms - quiet);
+        return;
+    }
+    c->ping_outstanding = true;
+    c->ping_sent_ms = now(c);
+    nghttp2_submit_ping(c->s, NGHTTP2_FLAG_NONE, PING_LIVE);
+    tt_timer_arm(c->w->loop, &c->ping_timer, p->ping_timeout_ms);
+    kick(c);
+}
+
+/* ---- responses (the tt_req_t ops of a stream) ---- */
+
+static h2_stream_t *stream_of(tt_req_t *rq)
+{
+    return rq->_conn;
+}
+
+static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                            nghttp2_data_source *src, void *user)
+{
+    (void)s;
+    (void)user;
+    h2_stream_t *st = src->ptr;
+    size_t n = 0;
+    if (st->out.len > 0) {
+        n = TT_MIN(length, (size_t)st->out.len);
+        memcpy(buf, tt_buf_data(&st->out), n);
+        tt_buf_consume(&st->out, n);
+    } else if (st->file.fd >= 0 && st->file.len > 0) {
+        ssize_t r = pread(st->file.fd, buf, (size_t)TT_MIN((int64_t)length, st->file.len), st->file.off);
+        if (r <= 0) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the file shrank: reset the stream */
+        st->file.off += r;
+        st->file.len -= r;
+        n = (size_t)r;
+    }
+    st->resp_bytes += n;
+    bool file_done = st->file.fd < 0 || st->file.len == 0;
+    if (st->resp_eof && st->out.len == 0 && file_done) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->resp_trailers.len > 0) {
+            /* trailer lines "name: value\r\n" to nghttp2 name/value pairs (lower-case names) */
+            nghttp2_nv nv[32];
+            size_t k = 0;
+            char *p = tt_buf_data(&st->resp_trailers), *end = p + st->resp_trailers.len;
+            while (p < end && k < TT_ARRAY_SIZE(nv)) {
+                char *eol = memchr(p, '\n', (size_t)(end - p)), *colon = memchr(p, ':', (size_t)(end - p));
+                if (eol == NULL || colon == NULL || colon > eol) break;
+                char *v = colon + 1, *ve = eol;
+                while (v < ve && (*v == ' ' || *v == '\t')) v++;
+                while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+                for (char *q = p; q < colon; q++) *q = tt_lower(*q);
+                nv[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p), (size_t)(ve - v), 0};
+                p = eol + 1;
+            }
+            if (k > 0 && nghttp2_submit_trailer(st->c->s, id, nv, k) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        st->resp_deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+/* Parses "Name: value\r\n" lines into name/value pairs; names are lower-cased in place (RFC 9113 8.2.1) and
+ * connection-specific fields are dropped (8.2.2). Returns how many pairs were written. */
+static size_t fields_to_nv(char *p, size_t len, nghttp2_nv *nv, size_t max)
+{
+    static const char *const drop[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"};
+    size_t k = 0;
+    char *end = p + len;
+    while (p < end && k < max) {
+        char *eol = memchr(p, '\n', (size_t)(end - p)), *colon = memchr(p, ':', (size_t)(end - p));
+        if (eol == NULL || colon == NULL || colon > eol) break;
+        char *v = colon + 1, *ve = eol;
+        while (v < ve && (*v == ' ' || *v == '\t')) v++;
+        while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+        for (char *q = p; q < colon; q++) *q = tt_lower(*q);
+        bool skip = false;
+        for (size_t i = 0; i < TT_ARRAY_SIZE(drop); i++)
+            if ((size_t)(colon - p) == strlen(drop[i]) && memcmp(p, drop[i], (size_t)(colon - p)) == 0) skip = true;
+        if (!skip) nv[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p), (size_t)(ve - v), 0};
+        p = eol + 1;
+    }
+    return k;
+}
+
+/* Submits the response HEADERS (with a data source unless there is no content). */
+static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
+{
+    h2_conn_t *c = st->c;
+    char status[8], date[TT_HTTP_DATE_LEN + 1], cl[24];
+    snprintf(status, sizeof(status), "%03d", resp->status % 1000);
+    tt_http_date_format(tt_loop_wall(c->w->loop), date);
+    char fields[4096];
+    size_t flen = TT_MIN(resp->fields.n, sizeof(fields));
+    if (flen) memcpy(fields, resp->fields.p, flen);
+    nghttp2_nv nv[64];
+    size_t k = 0;
+    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, 0};
+    nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, TT_HTTP_DATE_LEN, 0};
+    nv[k++] = (nghttp2_nv){(uint8_t *)"server", (uint8_t *)"tether", 6, 6, 0};
+    k += fields_to_nv(fields, flen, nv + k, TT_ARRAY_SIZE(nv) - k - 1);
+    if (resp->content_length >= 0 && !tt_http_status_has_no_content(resp->status)) {
+        int n = snprintf(cl, sizeof(cl), "%lld", (long long)resp->content_length);
+        nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n, 0};
+    }
+    st->status = resp->status;
+    st->resp_submitted = true;
+    tt_metrics_count_status(&c->w->metrics, resp->status);
+    nghttp2_data_provider dp = {.source.ptr = st, .read_callback = data_read_cb};
+    nghttp2_submit_response(c->s, st->id, nv, k, with_data ? &dp : NULL);
+    kick(c);
+}
+
+static void h2_respond(tt_req_t *rq, const tt_resp_t *resp)
+{
+    h2_stream_t *st = stream_of(rq);
+    if (st->resp_submitted || st->c->closed) return;
+    bool content = !tt_http_status_has_no_content(resp->status) && !rq->is_head;
+    if (content && resp->body_len) tt_buf_append(&st->out, &st->c->w->bufs, resp->body, resp->body_len);
+    if (resp->file.fd >= 0) {
+        if (content)
+            st->file = resp->file;
+        else if (resp->file.release)
+            resp->file.release(resp->file.ref);
+    }
+    st->resp_eof = true;
+    st->async_done = true;
+    submit_head(st, resp, content);
+}
+
+static void h2_respond_head(tt_req_t *rq, const tt_resp_t *head)
+{
+    h2_stream_t *st = stream_of(rq);
+    if (st->resp_submitted || st->c->closed) return;
+    bool content = !tt_http_status_has_no_content(head->status) && !rq->is_head;
+    if (!content) {
+        st->resp_eof = true;
+    }
+    submit_head(st, head, content);
+}
+
+static bool h2_write(tt_req_t *rq, const void *data, size_t len)
+{
+    h2_stream_t *st = stream_of(rq);
+    if (st->c->closed || !st->resp_submitted || st->resp_eof) return false;
+    tt_buf_append(&st->out, &st->c->w->bufs, data, len);
+    if (st->resp_deferred) {
+        st->resp_deferred = false;
+        nghttp2_session_resume_data(st->c->s, st->id);
+    }
+    kick(st->c);
+    return st->out.len < STREAM_OUT_HIGH;
+}
+
+static void h2_finish(tt_req_t *rq, tt_str_t trailers)
+{
+    h2_stream_t *st = stream_of(rq);
+    if (st->c->closed || st->async_done) return;
+    st->async_done = true;
+    st->resp_eof = true;
+    if (trailers.n) tt_buf_append(&st->resp_trailers, &st->c->w->bufs, trailers.p, trailers.n);
+    if (st->resp_deferred) {
+        st->resp_deferred = false;
+        nghttp2_session_resume_data(st->c->s, st->id);
+    }
+    kick(st->c);
+}
+
+static void h2_fail(tt_req_t *rq)
+{
+    h2_stream_t *st = stream_of(rq);
+    if (st->c->closed || st->async_done) return;
+    st->async_done = true;
+    nghttp2_submit_rst_stream(st->c->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    kick(st->c);
+}
+
+static void deliver_pending(h2_stream_t *st);
+
+static void h2_pause_body(tt_req_t *rq, bool pause)
+{
+    h2_stream_t *st = stream_of(rq);
+    st->paused = pause;
+    if (!pause) {
+        deliver_pending(st);
+        kick(st->c);
+    }
+}
+
+static const tt_req_ops_t h2_req_ops = {
+    .respond = h2_respond,
+    .respond_head = h2_respond_head,
+    .write = h2_write,
+    .finish = h2_finish,
+    .fail_response = h2_fail,
+    .pause_body = h2_pause_body,
+};
+
+/* ---- requests ---- */
+
+static bool async_live(const h2_stream_t *st)
+{
+    return st->req.hooks != NULL && !st->async_done;
+}
+
+static void body_end(h2_stream_t *st)
+{
+    if (!async_live(st) || st->req.hooks->on_body_end == NULL) return;
+    tt_str_t tr = st->trailers.len ? tt_str(tt_buf_data(&st->trailers), st->trailers.len) : TT_STR_NULL;
+    st->req.hooks->on_body_end(&st->req, tr);
+}
+
+/* Hands held content to the handler (after a pause), and gives the flow-control credit back. */
+static void deliver_pending(h2_stream_t *st)
+{
+    if (st->paused || st->pending.len == 0) return;
+    size_t n = st->pending.len;
+    if (async_live(st) && st->req.hooks->on_body) st->req.hooks->on_body(&st->req, tt_buf_data(&st->pending), n);
+    tt_buf_release(&st->pending, &st->c->w->bufs);
+    nghttp2_session_consume(st->c->s, st->id, n);
+    if (st->body_done) body_end(st);
+}
+
+static void respond_error(h2_stream_t *st, int status)
+{
+    tt_req_respond_text(&st->req, status, TT_STR_NULL);
+}
+
+static void dispatch(h2_stream_t *st)
+{
+    h2_conn_t *c = st->c;
+    tt_worker_t *w = c->w;
+    const tt_listen_policy_t *p = c->ls->policy;
+    st->dispatched = true;
+    c->nstreams++;
+    c->streams_total++;
+    if (c->idle) {
+        c->idle = false;
+        tt_gauge_add(&w->metrics.conn_idle, -1);
+        set_tq(c, TQ_NONE);
+    }
+    /* Build the head the handlers know: the fields, with :authority as Host. */
+    tt_h1_request_t *h = st->head = tt_calloc(1, sizeof(*h));
+    h->minor_version = 1;
+    h->method = st->method_ref >= 0 ? view(st, st->pseudo[0].value_off, st->pseudo[0].value_len) : TT_STR("GET");
+    h->target = st->path_ref >= 0 ? view(st, st->pseudo[1].value_off, st->pseudo[1].value_len) : TT_STR("/");
+    static const struct {
+        const char *m;
+        tt_method_t id;
+    } methods[] = {{"GET", TT_METHOD_GET},     {"HEAD", TT_METHOD_HEAD},       {"POST", TT_METHOD_POST},
+                   {"PUT", TT_METHOD_PUT},     {"DELETE", TT_METHOD_DELETE},   {"OPTIONS", TT_METHOD_OPTIONS},
+                   {"PATCH", TT_METHOD_PATCH}, {"CONNECT", TT_METHOD_CONNECT}, {"TRACE", TT_METHOD_TRACE}};
+    for (size_t i = 0; i < TT_ARRAY_SIZE(methods); i++)
+        if (tt_str_eq(h->method, methods[i].m, strlen(methods[i].m))) h->method_id = methods[i].id;
+    if (st->pseudo[2].value_len) {
+        h->fields[h->nfields++] =
+            (tt_h1_field_t){TT_STR("host"), view(st, st->pseudo[2].value_off, st->pseudo[2].value_len)};
+    }
+    for (uint32_t i = 0; i < st->nrefs && h->nfields < TT_H1_MAX_FIELDS; i++)
+        h->fields[h->nfields++] = (tt_h1_field_t){view(st, st->refs[i].name_off, st->refs[i].name_len),
+                                                  view(st, st->refs[i].value_off, st->refs[i].value_len)};
+    bool bad_semantics = tt_h1_request_semantics(h) != 0;
+    tt_req_t *rq = &st->req;
+    memset(rq, 0, sizeof(*rq));
+    rq->head = h;
+    rq->is_head = h->method_id == TT_METHOD_HEAD;
+    st->head_request = rq->is_head;
+    rq->has_body = !st->body_done;
+    rq->content_length = h->content_length;
+    st->content_length = h->content_length;
+    rq->minor_version = 1;
+    rq->tls = tt_transport_is_tls(c->tr);
+    rq->conn_id = c->id;
+    rq->req_no = c->streams_total;
+    rq->start_ms = now(c);
+    rq->peer = &c->peer;
+    rq->worker = w;
+    rq->_conn = st;
+    rq->_ops = &h2_req_ops;
+    const char *q = memchr(h->target.p, '?', h->target.n);
+    rq->path = q ? tt_str(h->target.p, (size_t)(q - h->target.p)) : h->target;
+    rq->query = q ? tt_str(q + 1, (size_t)(h->target.p + h->target.n - q - 1)) : TT_STR_NULL;
+
+    /* Lifecycle at a request boundary: this stream is served; the connection ends after it. */
+    if (p->ka.max_requests && c->streams_total >= p->ka.max_requests)
+        begin_goaway(c, TT_CLOSE_MAX_REQUESTS, TT_GOAWAY_MAX_REQUESTS);
+    else if (p->ka.max_lifetime_ms && now(c) - c->accepted_ms >= p->ka.max_lifetime_ms)
+        begin_goaway(c, TT_CLOSE_MAX_LIFETIME, TT_GOAWAY_MAX_LIFETIME);
+
+    if (st->bad_header) {
+        respond_error(st, 431);
+        return;
+    }
+    if (bad_semantics || h->target.n == 0 || h->target.p[0] != '/') {
+        respond_error(st, 400);
+        return;
+    }
+    if (h->content_length > 0 && (uint64_t)h->content_length > p->max_body_bytes) {
+        respond_error(st, 413);
+        return;
+    }
+    int r = tt_router_match(w->conf->router, rq->path);
+    if (r < 0) {
+        tt_req_respond_text(rq, 404, TT_STR_NULL);
+        return;
+    }
+    const tt_route_t *rt = &w->conf->router->routes[r];
+    rt->ops->handle(w->route_state[r], rq);
+    if (st->body_done && async_live(st) && rq->hooks->on_body_end) rq->hooks->on_body_end(rq, TT_STR_NULL);
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *user)
+{
+    h2_conn_t *c = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    h2_stream_t *st = tt_calloc(1, sizeof(*st));
+    st->c = c;
+    st->id = frame->hd.stream_id;
+    st->method_ref = st->path_ref = -1;
+    st->content_length = -1;
+    st->file.fd = -1;
+    tt_list_push_tail(&c->streams, &st->link);
+    nghttp2_session_set_stream_user_data(s, st->id, st);
+    return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
+{
+    (void)flags;
+    h2_conn_t *c = user;
+    h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+    if (st == NULL) return 0;
+    tt_bufpool_t *bufs = &c->w->bufs;
+    if (st->dispatched) {
+        /* trailers after the content */
+        tt_buf_append(&st->trailers, bufs, name, namelen);
+        tt_buf_append(&st->trailers, bufs, TT_LIT(": "));
+        tt_buf_append(&st->trailers, bufs, value, valuelen);
+        tt_buf_append(&st->trailers, bufs, TT_LIT("\r\n"));
+        return 0;
+    }
+    const tt_h1_limits_t *lim = &c->ls->policy->limits;
+    st->header_bytes += (uint32_t)(namelen + valuelen + 32); /* RFC 9113 6.5.2 accounting */
+    if (st->bad_header || st->header_bytes > lim->max_field_bytes + lim->max_target) {
+        st->bad_header = true;
+        return 0;
+    }
+    uint32_t noff = st->store.len;
+    tt_buf_append(&st->store, bufs, name, namelen);
+    uint32_t voff = st->store.len;
+    tt_buf_append(&st->store, bufs, value, valuelen);
+    hdr_ref_t ref = {noff, (uint32_t)namelen, voff, (uint32_t)valuelen};
+    if (namelen > 0 && name[0] == ':') {
+        static const char *const pseudo[4] = {":method", ":path", ":authority", ":scheme"};
+        for (int i = 0; i < 4; i++)
+            if (namelen == strlen(pseudo[i]) && memcmp(name, pseudo[i], namelen) == 0) {
+                st->pseudo[i] = ref;
+                if (i == 0) st->method_ref = 0;
+                if (i == 1) st->path_ref = 1;
+            }
+        return 0;
+    }
+    if (st->nrefs >= lim->max_fields) {
+        st->bad_header = true;
+        return 0;
+    }
+    st->refs = tt_realloc(st->refs, (st->nrefs + 1) * sizeof(*st->refs));
+    st->refs[st->nrefs++] = ref;
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *user)
+{
+    h2_conn_t *c = user;
+    c->last_frame_ms = now(c);
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS: {
+        h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+        if (st == NULL) break;
+        bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+        if (!st->dispatched) {
+            st->body_done = end;
+            dispatch(st);
+        } else if (end) {
+            st->body_done = true;
+            if (st->pending.len == 0) body_end(st);
+        }
+        break;
+    }
+    case NGHTTP2_DATA:
+        if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+            h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+            if (st != NULL && !st->body_done) {
+                st->body_done = true;
+                if (st->pending.len == 0) body_end(st);
+            }
+        }
+        break;
+    case NGHTTP2_PING:
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
+            if (memcmp(frame->ping.opaque_data, PING_GOAWAY, 8) == 0 && c->goaway == GA_NOTICE) send_final_goaway(c);
+            if (memcmp(frame->ping.opaque_data, PING_LIVE, 8) == 0 && c->ping_outstanding) {
+                c->ping_outstanding = false;
+                tt_hist_observe(&c->w->metrics.h2_ping_rtt_ms, tt_hist_idle_bounds, tt_hist_idle_nbounds,
+                                now(c) - c->ping_sent_ms);
+                tt_timer_arm(c->w->loop, &c->ping_timer, c->ls->policy->h2.ping_interval_ms);
+            }
+        }
+        break;
+    case NGHTTP2_GOAWAY:
+        if (c->goaway == GA_NONE) c->end_reason = TT_CLOSE_H2_GOAWAY;
+        break;
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user)
+{
+    (void)flags;
+    h2_conn_t *c = user;
+    h2_stream_t *st = nghttp2_session_get_stream_user_data(s, id);
+    if (st == NULL) {
+        nghttp2_session_consume(s, id, len);
+        return 0;
+    }
+    st->body_seen += len;
+    if (st->body_seen > c->ls->policy->max_body_bytes) {
+        nghttp2_session_consume(s, id, len);
+        if (!st->resp_submitted && !async_live(st)) {
+            respond_error(st, 413);
+        } else if (async_live(st)) {
+            if (st->req.hooks->on_abort) st->req.hooks->on_abort(&st->req);
+            st->req.hooks = NULL;
+            if (!st->resp_submitted) respond_error(st, 413);
+        }
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    if (async_live(st) && st->req.hooks->on_body) {
+        if (st->paused || st->pending.len) {
+            tt_buf_append(&st->pending, &c->w->bufs, data, len); /* credit returned when delivered */
+            return 0;
+        }
+        st->req.hooks->on_body(&st->req, (const char *)data, len);
+    }
+    nghttp2_session_consume(s, id, len);
+    return 0;
+}
+
+static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
+{
+    h2_conn_t *c = st->c;
+    if (st->head == NULL) return;
+    char extra[64 + 320];
+    int n = snprintf(extra, sizeof(extra), "stream=%d%s%.*s", st->id, st->req.log_extra.n ? " " : "",
+                     (int)TT_MIN(st->req.log_extra.n, 320), st->req.log_extra.p ? st->req.log_extra.p : "");
+    tt_accesslog_rec_t rec = {
+        .peer = &c->peer,
+        .method = st->head->method,
+        .target = st->head->target,
+        .proto = "HTTP/2.0",
+        .status = st->resp_submitted ? st->status : 499,
+        .bytes = st->resp_bytes,
+        .duration_ms = now(c) - st->req.start_ms,
+        .conn_id = c->id,
+        .req_no = st->req.req_no,
+        .decision = tt_close_reason_name(decision),
+        .extra = tt_str(extra, (size_t)TT_MAX(n, 0)),
+    };
+    tt_accesslog_add(&c->w->alog, &rec);
+}
+
+static void stream_free(h2_stream_t *st)
+{
+    tt_bufpool_t *bufs = &st->c->w->bufs;
+    tt_list_remove(&st->link);
+    if (st->file.fd >= 0 && st->file.release) st->file.release(st->file.ref);
+    tt_buf_release(&st->store, bufs);
+    tt_buf_release(&st->pending, bufs);
+    tt_buf_release(&st->trailers, bufs);
+    tt_buf_release(&st->out, bufs);
+    tt_buf_release(&st->resp_trailers, bufs);
+    free(st->refs);
+    free(st->head);
+    free(st);
+}
+
+/* A stream ends: the handler drops its side if it had not finished, the line is logged, state freed. */
+static void stream_end(h2_stream_t *st, tt_close_reason_t decision)
+{
+    if (async_live(st) && st->req.hooks->on_abort) {
+        const tt_req_hooks_t *hooks = st->req.hooks;
+        st->req.hooks = NULL;
+        hooks->on_abort(&st->req);
+    }
+    log_stream(st, decision);
+    if (st->dispatched) st->c->nstreams--;
+    stream_free(st);
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *user)
+{
+    (void)user;
+    h2_stream_t *st = nghttp2_session_get_stream_user_data(s, id);
+    if (st == NULL) return 0;
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    stream_end(st, error_code == NGHTTP2_NO_ERROR ? TT_CLOSE_NONE : TT_CLOSE_RESET);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *user)
+{
+    (void)s;
+    h2_conn_t *c = user;
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+        /* nghttp2 itself ended the session: the rapid-reset limit, or a protocol error */
+        tt_goaway_reason_t r = frame->goaway.error_code == NGHTTP2_ENHANCE_YOUR_CALM ? TT_GOAWAY_ENHANCE_YOUR_CALM
+                               : frame->goaway.error_code == NGHTTP2_PROTOCOL_ERROR  ? TT_GOAWAY_PROTOCOL_ERROR
+                                                                                     : TT_GOAWAY_OTHER_ERROR;
+        count_goaway(c, r);
+        c->end_reason = TT_CLOSE_BAD_REQUEST;
+        c->goaway = GA_FINAL;
+    }
+    return 0;
+}
+
+/* ---- I/O ---- */
+
+/* Feeds what the socket has to nghttp2. False when the connection closed. */
+static bool h2_read(h2_conn_t *c)
+{
+    tt_worker_t *w = c->w;
+    for (int i = 0; i < 16 && c->rd_ready; i++) {
+        if (!tt_buf_reserve(&c->in, &w->bufs, READ_CHUNK, 1 << 20)) return true;
+        size_t space = tt_buf_space(&c->in);
+        ssize_t n = tt_transport_read(c->tr, c->io.fd, tt_buf_tail(&c->in), space);
+        if (n == -EAGAIN) {
+            c->rd_ready = false;
+            break;
+        }
+        if (n == -EINTR) continue;
+        if (n <= 0) {
+            h2_close(c, n == 0 ? TT_CLOSE_CLIENT_CLOSE : n == -EPROTO ? TT_CLOSE_TLS_ERROR : TT_CLOSE_RESET);
+            return false;
+        }
+        if ((size_t)n < space) c->rd_ready = false;
+        ssize_t r = nghttp2_session_mem_recv(c->s, (const uint8_t *)tt_buf_tail(&c->in), (size_t)n);
+        if (r < 0) {
+            tt_log(TT_LOG_DEBUG, "h2 conn %llu: %s", (unsigned long long)c->id, nghttp2_strerror((int)r));
+            if (c->end_reason == TT_CLOSE_NONE) c->end_reason = TT_CLOSE_BAD_REQUEST;
+            c->goaway = GA_FINAL;
+            return !c->closed;
+        }
+        if (c->closed) return false;
+    }
+    tt_buf_release(&c->in, &w->bufs);
+    return true;
+}
+
+/* Pulls frames from nghttp2 and writes them. False when the connection closed. */
+static bool h2_write_out(h2_conn_t *c)
+{
+    tt_worker_t *w = c->w;
+    for (;;) {
+        while (c->out.len < OUT_HIGH) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->s, &data);
+            if (n < 0) {
+                h2_close(c, TT_CLOSE_RESET);
+                return false;
+            }
+            if (n == 0) break;
+            tt_buf_append(&c->out, &w->bufs, data, (size_t)n);
+        }
+        if (c->out.len == 0) break;
+        ssize_t n = tt_transport_write(c->tr, c->io.fd, tt_buf_data(&c->out), c->out.len, false);
+        if (n == -EAGAIN) {
+            c->wr_blocked = true;
+            if (c->tq_kind != TQ_SEND) set_tq(c, TQ_SEND);
+            return true;
+        }
+        if (n == -EINTR) continue;
+        if (n < 0) {
+            h2_close(c, n == -EPROTO ? TT_CLOSE_TLS_ERROR : TT_CLOSE_RESET);
+            return false;
+        }
+        tt_buf_consume(&c->out, (size_t)n);
+        if (c->tq_kind == TQ_SEND) set_tq(c, TQ_SEND); /* progress: the send timeout starts over */
+    }
+    c->wr_blocked = false;
+    tt_buf_release(&c->out, &w->bufs);
+    if (c->tq_kind == TQ_SEND) set_tq(c, TQ_NONE);
+    return true;
+}
+
+/* After I/O: close when the session is over, idle when no stream is open, else wait. */
+static void h2_settle(h2_conn_t *c)
+{
+    if (c->closed || c->wr_blocked) return;
+    if (!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s)) {
+        h2_close(c, c->end_reason ? (tt_close_reason_t)c->end_reason : TT_CLOSE_CLIENT_CLOSE);
+        return;
+    }
+    if (c->goaway == GA_FINAL && c->nstreams == 0) {
+        h2_close(c, c->end_reason ? (tt_close_reason_t)c->end_reason : TT_CLOSE_H2_GOAWAY);
+        return;
+    }
+    if (c->nstreams > 0 || c->goaway != GA_NONE) {
+        if (c->tq_kind != TQ_NONE && c->tq_kind != TQ_SEND) set_tq(c, TQ_NONE);
+        return;
+    }
+    if (c->w->draining) {
+        begin_goaway(c, TT_CLOSE_SHUTDOWN, TT_GOAWAY_SHUTDOWN);
+        return;
+    }
+    if (!c->idle) {
+        /* the idle timeout runs only while no stream is open; PINGs do not restart it */
+        const tt_listen_policy_t *p = c->ls->policy;
+        uint64_t idle = tt_keepalive_pressure_idle(p->ka.idle_timeout_ms, c->w->nconns, c->w->conf->max_connections);
+        c->idle_bucket = (uint8_t)tt_keepalive_pick_bucket(c->ls->idle_ms, c->ls->nidle, idle);
+        c->idle = true;
+        tt_gauge_add(&c->w->metrics.conn_idle, 1);
+        set_tq(c, TQ_IDLE);
+        tt__worker_conn_idle(c->w);
+    }
+}
+
+static void h2_run(h2_conn_t *c)
+{
+    c->in_run = true;
+    for (int round = 0; round < 4 && !c->closed; round++) {
+        if (c->rd_ready && !h2_read(c)) return;
+        if (!c->wr_blocked && !h2_write_out(c)) return;
+        if (!c->rd_ready) break;
+    }
+    c->in_run = false;
+    h2_settle(c);
+    if (!c->closed && c->rd_ready) tt_loop_defer(c->w->loop, &c->kick, kick_cb); /* fairness: more next turn */
+}
+
+static void h2_on_io(tt_io_t *io, uint32_t events)
+{
+    h2_conn_t *c = tt_container_of(io, h2_conn_t, io);
+    if (c->closed) return;
+    if (events & TT_EV_ERR) {
+        h2_close(c, TT_CLOSE_RESET);
+        return;
+    }
+    if (events & TT_EV_READ) c->rd_ready = true;
+    if (events & TT_EV_WRITE) {
+        c->wr_blocked = false;
+        if (c->tr->want_write) c->rd_ready = true;
+    }
+    h2_run(c);
+}
+
+/* ---- closing ---- */
+
+static void free_cb(tt_defer_t *d)
+{
+    h2_conn_t *c = tt_container_of(d, h2_conn_t, free_later);
+    if (c->kick._queued)
+        tt_loop_defer(c->w->loop, &c->free_later, free_cb);
+    else
+        free(c);
+}
+
+static void h2_close(h2_conn_t *c, tt_close_reason_t reason)
+{
+    if (c->closed) return;
+    tt_worker_t *w = c->w;
+    c->closed = true;
+    if (c->idle) tt_gauge_add(&w->metrics.conn_idle, -1);
+    c->idle = false;
+    set_tq(c, TQ_NONE);
+    tt_timer_disarm(w->loop, &c->ga_timer);
+    tt_timer_disarm(w->loop, &c->ping_timer);
+    /* Streams still open end with the connection (nghttp2_session_del frees its own without callbacks). */
+    while (!tt_list_is_empty(&c->streams)) {
+        h2_stream_t *st = tt_container_of(tt_list_first(&c->streams), h2_stream_t, link);
+        nghttp2_session_set_stream_user_data(c->s, st->id, NULL);
+        stream_end(st, reason);
+    }
+    nghttp2_session_del(c->s);
+    c->s = NULL;
+    if (reason != TT_CLOSE_RESET && reason != TT_CLOSE_TLS_ERROR && tt_transport_is_tls(c->tr))
+        tt_transport_shutdown(c->tr, c->io.fd);
+    tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H2][tt_transport_is_tls(c->tr)], -1);
+    tt_transport_free(&c->tr);
+    tt_buf_release(&c->in, &w->bufs);
+    tt_buf_release(&c->out, &w->bufs);
+    close(c->io.fd);
+    c->io.fd = -1;
+    tt_counter_add(&w->metrics.conn_closed[reason], 1);
+    tt_gauge_add(&w->metrics.conn_open, -1);
+    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
+    tt_hist_observe(&w->metrics.h2_streams_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
+    tt_list_remove(&c->base.link);
+    tt_loop_defer(w->loop, &c->free_later, free_cb);
+    tt__worker_conn_closed(w);
+}
+
+/* ---- the worker's ops ---- */
+
+static void op_on_timeout(tt__conn_t *base)
+{
+    h2_conn_t *c = tt_container_of(base, h2_conn_t, base);
+    enum tq_kind kind = (enum tq_kind)c->tq_kind;
+    c->tq_kind = TQ_NONE;
+    switch (kind) {
+    case TQ_IDLE:
+        c->idle = false;
+        tt_gauge_add(&c->w->metrics.conn_idle, -1);
+        count_goaway(c, TT_GOAWAY_IDLE_TIMEOUT);
+        c->end_reason = TT_CLOSE_IDLE_TIMEOUT;
+        nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->s), NGHTTP2_NO_ERROR,
+                              NULL, 0);
+        c->goaway = GA_FINAL;
+        h2_write_out(c); /* best effort; the close follows */
+        h2_close(c, TT_CLOSE_IDLE_TIMEOUT);
+        break;
+    case TQ_SEND: h2_close(c, TT_CLOSE_SEND_TIMEOUT); break;
+    case TQ_HEADER: h2_close(c, TT_CLOSE_HEADER_TIMEOUT); break;
+    case TQ_NONE: break;
+    }
+}
+
+static void op_close(tt__conn_t *base, tt_close_reason_t reason)
+{
+    h2_conn_t *c = tt_container_of(base, h2_conn_t, base);
+    if (reason == TT_CLOSE_EVICTED && c->s != NULL) {
+        count_goaway(c, TT_GOAWAY_EVICTED);
+        nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->s), NGHTTP2_NO_ERROR,
+                              NULL, 0);
+        h2_write_out(c);
+    }
+    h2_close(c, reason);
+}
+
+static void op_drain(tt__conn_t *base)
+{
+    h2_conn_t *c = tt_container_of(base, h2_conn_t, base);
+    begin_goaway(c, TT_CLOSE_SHUTDOWN, TT_GOAWAY_SHUTDOWN);
+}
+
+static void op_abort(tt__conn_t *base)
+{
+    h2_close(tt_container_of(base, h2_conn_t, base), TT_CLOSE_SHUTDOWN);
+}
+
+static const tt__conn_ops_t h2_ops = {
+    .on_timeout = op_on_timeout,
+    .close = op_close,
+    .drain = op_drain,
+    .abort = op_abort,
+};
+
+/* ---- adoption ---- */
+
+static nghttp2_session_callbacks *callbacks(void)
+{
+    static __thread nghttp2_session_callbacks *cb;
+    if (cb == NULL) {
+        nghttp2_session_callbacks_new(&cb);
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+        nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+        nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+        nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    }
+    return cb;
+}
+
+void tt__h2_conn_adopt(tt__lstate_t *ls, tt_io_t *from, tt_transport_t *tr, const tt_addr_t *peer, uint64_t id,
+                       uint64_t accepted_ms, const char *in, size_t inlen)
+{
+    tt_worker_t *w = ls->w;
+    const tt_h2_policy_t *p = &ls->policy->h2;
+    h2_conn_t *c = tt_calloc(1, sizeof(*c));
+    c->base.ops = &h2_ops;
+    tt_tq_entry_init(&c->base.tq);
+    c->ls = ls;
+    c->w = w;
+    c->tr = tr;
+    c->id = id;
+    c->accepted_ms = accepted_ms;
+    c->peer = *peer;
+    c->last_frame_ms = tt_loop_now(w->loop);
+    c->io.cb = h2_on_io;
+    tt_list_init(&c->streams);
+    tt_timer_init(&c->ga_timer, ga_on_timer);
+    tt_timer_init(&c->ping_timer, ping_on_timer);
+    tt_list_push_tail(&w->conns, &c->base.link);
+    tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H2][tt_transport_is_tls(tr)], 1);
+    tt_io_transfer(w->loop, from, &c->io);
+
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_stream_reset_rate_limit(opt, p->reset_burst, p->reset_rate);
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, p->header_table_size);
+    nghttp2_session_server_new2(&c->s, callbacks(), c, opt);
+    nghttp2_option_del(opt);
+    nghttp2_settings_entry settings[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, p->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, p->initial_window},
+        {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, p->header_table_size},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+         (uint32_t)(ls->policy->limits.max_field_bytes + ls->policy->limits.max_target)},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, settings, TT_ARRAY_SIZE(settings));
+    if (p->ping_interval_ms) tt_timer_arm(w->loop, &c->ping_timer, p->ping_interval_ms);
+    if (inlen > 0 && nghttp2_session_mem_recv(c->s, (const uint8_t *)in, inlen) < 0) {
+        c->end_reason = TT_CLOSE_BAD_REQUEST;
+        c->goaway = GA_FINAL;
+    }
+    c->rd_ready = true; /* TLS may hold decrypted bytes already; a read tells */
+    h2_run(c);
+}
