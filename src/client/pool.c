@@ -32,6 +32,8 @@ struct tt_pool {
     uint64_t last_canary_ms;
     tt_upconn_t *canary;
     tt_timer_t leak_timer;
+    tt_tls_client_t *tls;
+    void *tls_session; /* latest resumable session, owned */
     uint64_t rng;
     bool stopped;
 };
@@ -221,6 +223,14 @@ static void park(tt_pool_t *p, tt_upconn_t *u)
         tt_upconn_close(u);
         return;
     }
+    if (p->tls) {
+        /* after an exchange the TLS 1.3 tickets have arrived: keep the newest session for reconnects */
+        void *s = tt_tls_take_session(u->tr);
+        if (s != NULL) {
+            if (p->tls_session) tt_tls_session_free(p->tls_session);
+            p->tls_session = s;
+        }
+    }
     tt_upconn_park(u, &parked_ops, NULL);
     u->pool_retire_at_ms = t + idle;
     u->pool_retire_reason = (uint8_t)deadline_reason;
@@ -354,6 +364,7 @@ static void probe_on_connect(tt_upconn_t *u, tt_up_err_t err)
         return;
     }
     tt_counter_add(&p->m->opened, 1);
+    if (p->tls) tt_counter_add(&p->m->tls_handshakes[u->tls_resumed ? 1 : 0], 1);
     connect_succeeded(p);
     u->reusable = true; /* a fresh connection: park it for the next request */
     park(p, u);
@@ -372,6 +383,7 @@ static void probe_on_timer(tt_timer_t *t)
         mark_down(p);
         return;
     }
+    if (p->tls) tt_upconn_set_tls(u, p->tls, p->tls_session);
     u->pool = p;
     p->probe = u;
     p->nconnecting++;
@@ -394,6 +406,7 @@ static void new_on_connect(tt_upconn_t *u, tt_up_err_t err)
         return;
     }
     tt_counter_add(&p->m->opened, 1);
+    if (p->tls) tt_counter_add(&p->m->tls_handshakes[u->tls_resumed ? 1 : 0], 1);
     connect_succeeded(p);
     if (w == NULL) {
         u->reusable = true; /* its request left; park it for the next one */
@@ -415,6 +428,7 @@ static tt_pool_status_t open_new(tt_pool_t *p, tt_pool_waiter_t *w, tt_up_err_t 
         connect_failed(p);
         return TT_POOL_FAILED;
     }
+    if (p->tls) tt_upconn_set_tls(u, p->tls, p->tls_session);
     u->pool = p;
     w->_connecting = u;
     tt_list_push_tail(&p->connecting, &u->pool_link);
@@ -532,6 +546,11 @@ void tt_pool_discard(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason)
     dispatch_queue(p);
 }
 
+void tt_pool_set_tls(tt_pool_t *p, tt_tls_client_t *tls)
+{
+    p->tls = tls;
+}
+
 bool tt_pool_is_down(const tt_pool_t *p)
 {
     return p->down;
@@ -586,6 +605,7 @@ void tt_pool_free(tt_pool_t **pp)
     if (p->probe != NULL) tt_upconn_close(p->probe);
     tt_timer_disarm(p->loop, &p->leak_timer);
     TT_BUG_ON(p->npending != 0);
+    if (p->tls_session) tt_tls_session_free(p->tls_session);
     tt_tq_dispose(&p->queue);
     free(p);
     *pp = NULL;

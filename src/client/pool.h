@@ -74,6 +74,7 @@ typedef struct tt_pool_metrics {
     tt_counter_t connect_failures;
     tt_counter_t leaks;
     tt_counter_t queue_timeouts;
+    tt_counter_t tls_handshakes[2]; /* [0 full, 1 resumed] */
     tt_counter_t retired[TT_RETIRE__COUNT];
     tt_hist_t queue_wait_ms;
 } tt_pool_metrics_t;
@@ -133,6 +134,11 @@ struct tt_pool_waiter {
 /** Creates the pool of server `addr` (its text `name`) for one worker; metrics go to `m`. */
 tt_pool_t *tt_pool_new(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *res, const tt_pool_conf_t *conf,
                        const tt_addr_t *addr, const char *name, tt_pool_metrics_t *m);
+/**
+ * Makes the pool's new connections speak TLS with `tls` (not owned). The pool keeps the latest resumable
+ * session and offers it to every new connection, so that reconnects cost a resumed handshake.
+ */
+void tt_pool_set_tls(tt_pool_t *p, tt_tls_client_t *tls);
 /** Closes every connection (reason shutdown) and frees the pool; no waiter may remain. */
 void tt_pool_free(tt_pool_t **p);
 

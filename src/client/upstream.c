@@ -25,6 +25,7 @@ static const char *const err_names[TT_UP__COUNT] = {
     [TT_UP_READ_TIMEOUT] = "read_timeout",
     [TT_UP_SEND_TIMEOUT] = "send_timeout",
     [TT_UP_INVALID] = "invalid_response",
+    [TT_UP_TLS_ERROR] = "tls_error",
 };
 
 const char *tt_up_err_name(tt_up_err_t e)
@@ -61,6 +62,8 @@ void tt_upconn_close(tt_upconn_t *u)
     tt_buf_release(&u->_in, u->_bufs);
     tt_buf_release(&u->_out, u->_bufs);
     tt_buf_release(&u->_trailers, u->_bufs);
+    if (u->tr != NULL && tt_transport_is_tls(u->tr) && u->io.fd >= 0) tt_transport_shutdown(u->tr, u->io.fd);
+    tt_transport_free(&u->tr);
     if (u->io.fd >= 0) close(u->io.fd);
     u->io.fd = -1;
     tt_loop_defer(u->loop, &u->_free_later, free_cb);
@@ -71,7 +74,7 @@ static void fail(tt_upconn_t *u, tt_up_err_t err)
 {
     if (closed(u)) return;
     tt_timer_disarm(u->loop, &u->_timer);
-    if (u->state == TT_UPCONN_CONNECTING) {
+    if (u->state == TT_UPCONN_CONNECTING || u->state == TT_UPCONN_TLS) {
         tt_upconn_close(u);
         u->_ops->on_connect(u, err);
         return;
@@ -87,7 +90,7 @@ static void fail(tt_upconn_t *u, tt_up_err_t err)
 static void on_timer(tt_timer_t *t)
 {
     tt_upconn_t *u = tt_container_of(t, tt_upconn_t, _timer);
-    if (u->state == TT_UPCONN_CONNECTING)
+    if (u->state == TT_UPCONN_CONNECTING || u->state == TT_UPCONN_TLS)
         fail(u, TT_UP_CONNECT_TIMEOUT);
     else if (u->_out.len > 0)
         fail(u, TT_UP_SEND_TIMEOUT);
@@ -207,7 +210,7 @@ static int do_read(tt_upconn_t *u)
         return -1;
     }
     size_t space = tt_buf_space(&u->_in);
-    ssize_t n = read(u->io.fd, tt_buf_tail(&u->_in), space);
+    ssize_t n = tt_transport_read(u->tr, u->io.fd, tt_buf_tail(&u->_in), space);
     if (n > 0) {
         u->_in.len += (uint32_t)n;
         u->got_bytes = true;
@@ -215,8 +218,8 @@ static int do_read(tt_upconn_t *u)
         if (u->_head_done) tt_timer_arm(u->loop, &u->_timer, u->_to->read_ms);
         return 1;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-        if (errno == EAGAIN) u->_rd_ready = false;
+    if (n == -EAGAIN || n == -EINTR) {
+        if (n == -EAGAIN) u->_rd_ready = false;
         return 0;
     }
     if (n == 0 && u->_head_done && u->_close_delimited) {
@@ -235,14 +238,14 @@ static int do_read(tt_upconn_t *u)
 static bool flush(tt_upconn_t *u)
 {
     while (u->_out.len > 0) {
-        ssize_t n = send(u->io.fd, tt_buf_data(&u->_out), u->_out.len, MSG_NOSIGNAL);
+        ssize_t n = tt_transport_write(u->tr, u->io.fd, tt_buf_data(&u->_out), u->_out.len, false);
         if (n > 0) {
             tt_buf_consume(&u->_out, (size_t)n);
             if (u->_out.len > 0 || !u->_req_ended) tt_timer_arm(u->loop, &u->_timer, u->_to->send_ms);
             continue;
         }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) {
+        if (n == -EINTR) continue;
+        if (n == -EAGAIN) {
             u->_wr_blocked = true;
             if (!tt_timer_is_armed(&u->_timer)) tt_timer_arm(u->loop, &u->_timer, u->_to->send_ms);
             return true;
@@ -304,6 +307,20 @@ static void upconn_run(tt_upconn_t *u)
     }
 }
 
+static void tls_step(tt_upconn_t *u)
+{
+    int r = tt_tls_handshake(u->tr);
+    if (r == 0) return;
+    if (r < 0) {
+        fail(u, TT_UP_TLS_ERROR);
+        return;
+    }
+    tt_timer_disarm(u->loop, &u->_timer);
+    u->tls_resumed = tt_tls_resumed(u->tr);
+    u->state = TT_UPCONN_READY;
+    u->_ops->on_connect(u, TT_UP_OK);
+}
+
 static void connected(tt_upconn_t *u)
 {
     int err = 0;
@@ -311,6 +328,17 @@ static void connected(tt_upconn_t *u)
     if (getsockopt(u->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
     if (err != 0) {
         fail(u, err == ECONNREFUSED ? TT_UP_CONNECT_REFUSED : TT_UP_CONNECT_ERROR);
+        return;
+    }
+    if (u->_tls != NULL) {
+        u->tr = tt_tls_connect(u->_tls, u->io.fd, u->_tls_session);
+        if (u->tr == NULL) {
+            u->tr = &tt_transport_tcp;
+            fail(u, TT_UP_TLS_ERROR);
+            return;
+        }
+        u->state = TT_UPCONN_TLS; /* the connect timer keeps running: it bounds the handshake too */
+        tls_step(u);
         return;
     }
     tt_timer_disarm(u->loop, &u->_timer);
@@ -325,6 +353,12 @@ static void on_io(tt_io_t *io, uint32_t events)
     case TT_UPCONN_CONNECTING:
         if (events & (TT_EV_WRITE | TT_EV_ERR | TT_EV_HUP)) connected(u);
         return;
+    case TT_UPCONN_TLS:
+        if (events & TT_EV_ERR)
+            fail(u, TT_UP_TLS_ERROR);
+        else
+            tls_step(u);
+        return;
     case TT_UPCONN_PARKED:
         if (events & (TT_EV_READ | TT_EV_HUP | TT_EV_ERR)) u->_ops->on_parked_event(u);
         return;
@@ -333,7 +367,10 @@ static void on_io(tt_io_t *io, uint32_t events)
         return;
     case TT_UPCONN_BUSY:
         if (events & TT_EV_READ) u->_rd_ready = true;
-        if (events & TT_EV_WRITE) u->_wr_blocked = false;
+        if (events & TT_EV_WRITE) {
+            u->_wr_blocked = false;
+            if (u->tr->want_write) u->_rd_ready = true; /* a TLS read that had to write first */
+        }
         upconn_run(u);
         return;
     default: return;
@@ -355,6 +392,7 @@ tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_respon
     tt_upconn_t *u = tt_calloc(1, sizeof(*u));
     u->io.fd = fd;
     u->io.cb = on_io;
+    u->tr = &tt_transport_tcp;
     tt_timer_init(&u->_timer, on_timer);
     tt_list_init(&u->pool_link);
     u->loop = loop;
@@ -378,6 +416,12 @@ tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_respon
     else
         u->state = TT_UPCONN_CONNECTING; /* loopback may finish at once; the EPOLLOUT edge reports it */
     return u;
+}
+
+void tt_upconn_set_tls(tt_upconn_t *u, tt_tls_client_t *tls, void *session)
+{
+    u->_tls = tls;
+    u->_tls_session = session;
 }
 
 void tt_upconn_set_user(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data)

@@ -15,6 +15,8 @@
 #include "core/timer.h"
 #include "http/h1_parse.h"
 #include "net/sock.h"
+#include "net/tls.h"
+#include "net/tls.h"
 
 /** How an exchange or a connect failed. */
 typedef enum tt_up_err {
@@ -28,6 +30,7 @@ typedef enum tt_up_err {
     TT_UP_READ_TIMEOUT,     /* no response byte within the read timeout while reading the content */
     TT_UP_SEND_TIMEOUT,     /* the upstream did not accept request bytes within the send timeout */
     TT_UP_INVALID,          /* not a valid HTTP/1.x response (or a framing a proxy must not guess) */
+    TT_UP_TLS_ERROR,        /* the TLS handshake failed (certificate, protocol) */
     TT_UP__COUNT
 } tt_up_err_t;
 
@@ -63,7 +66,14 @@ typedef struct tt_upconn_ops {
 } tt_upconn_ops_t;
 
 /** Connection states. */
-enum tt_upconn_state { TT_UPCONN_CONNECTING, TT_UPCONN_READY, TT_UPCONN_BUSY, TT_UPCONN_PARKED, TT_UPCONN_CLOSED };
+enum tt_upconn_state {
+    TT_UPCONN_CONNECTING,
+    TT_UPCONN_TLS, /* TCP connected, TLS handshake under way */
+    TT_UPCONN_READY,
+    TT_UPCONN_BUSY,
+    TT_UPCONN_PARKED,
+    TT_UPCONN_CLOSED
+};
 
 /** A client connection. Fields without '_' may be read by users; the pool uses the `pool_*` ones. */
 struct tt_upconn {
@@ -78,6 +88,10 @@ struct tt_upconn {
     tt_buf_t _in;
     tt_buf_t _out;
     tt_buf_t _trailers;
+    tt_transport_t *tr;       /* tt_transport_tcp, or TLS once connected */
+    tt_tls_client_t *_tls;    /* TLS to the upstream, NULL for plain */
+    void *_tls_session;       /* session offered for resumption (not owned) */
+    bool tls_resumed;         /* the TLS handshake resumed a session */
     uint64_t id;              /* unique per process */
     uint64_t created_ms;      /* when the connect started */
     uint64_t parked_ms;       /* when it last became idle */
@@ -125,6 +139,18 @@ struct tt_upconn {
 tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *res, const tt_addr_t *addr,
                                const tt_tcp_keepalive_t *ka, const tt_up_timeouts_t *to, const tt_upconn_ops_t *ops,
                                void *data, tt_up_err_t *err);
+/**
+ * Makes a connection that is still connecting speak TLS once TCP is up: client context `tls`, offering
+ * `session` (tt_tls_take_session; not owned, may be NULL). The connect timeout covers the handshake; a
+ * failed handshake reports TT_UP_TLS_ERROR to on_connect.
+ */
+void tt_upconn_set_tls(tt_upconn_t *u, tt_tls_client_t *tls, void *session);
+/**
+ * Makes a connection that is still connecting speak TLS once TCP is up: client context `tls`, offering
+ * `session` (tt_tls_take_session; not owned, may be NULL). The connect timeout covers the handshake; a
+ * failed handshake reports TT_UP_TLS_ERROR to on_connect.
+ */
+void tt_upconn_set_tls(tt_upconn_t *u, tt_tls_client_t *tls, void *session);
 /** Hands the connection to a new user (`ops`, `data`) without changing its state. */
 void tt_upconn_set_user(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data);
 /** Starts an exchange on a ready or parked connection; `head_request`: the response has no content. */

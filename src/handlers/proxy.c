@@ -47,6 +47,7 @@ static const char *const cause_names[TT_CAUSE__COUNT] = {
     [TT_CAUSE_RESPONSE_TIMEOUT] = "response_timeout",
     [TT_CAUSE_SEND_TIMEOUT] = "send_timeout",
     [TT_CAUSE_INVALID_RESPONSE] = "invalid_response",
+    [TT_CAUSE_TLS_ERROR] = "tls_error",
     [TT_CAUSE_ALL_SERVERS_DOWN] = "all_servers_down",
     [TT_CAUSE_POOL_EXHAUSTED] = "pool_exhausted",
 };
@@ -54,8 +55,8 @@ static const char *const cause_names[TT_CAUSE__COUNT] = {
 static const int cause_status[TT_CAUSE__COUNT] = {
     [TT_CAUSE_CONNECT_REFUSED] = 502,       [TT_CAUSE_CONNECT_TIMEOUT] = 504,        [TT_CAUSE_CONNECT_ERROR] = 502,
     [TT_CAUSE_RESET_BEFORE_RESPONSE] = 502, [TT_CAUSE_CLOSED_BEFORE_RESPONSE] = 502, [TT_CAUSE_RESPONSE_TIMEOUT] = 504,
-    [TT_CAUSE_SEND_TIMEOUT] = 504,          [TT_CAUSE_INVALID_RESPONSE] = 502,       [TT_CAUSE_ALL_SERVERS_DOWN] = 503,
-    [TT_CAUSE_POOL_EXHAUSTED] = 503,
+    [TT_CAUSE_SEND_TIMEOUT] = 504,          [TT_CAUSE_INVALID_RESPONSE] = 502,       [TT_CAUSE_TLS_ERROR] = 502,
+    [TT_CAUSE_ALL_SERVERS_DOWN] = 503,      [TT_CAUSE_POOL_EXHAUSTED] = 503,
 };
 
 const char *tt_proxy_cause_name(tt_proxy_cause_t c)
@@ -75,6 +76,7 @@ static tt_proxy_cause_t cause_of(tt_up_err_t e)
     case TT_UP_READ_TIMEOUT: return TT_CAUSE_RESPONSE_TIMEOUT;
     case TT_UP_SEND_TIMEOUT: return TT_CAUSE_SEND_TIMEOUT;
     case TT_UP_INVALID: return TT_CAUSE_INVALID_RESPONSE;
+    case TT_UP_TLS_ERROR: return TT_CAUSE_TLS_ERROR;
     default: return TT_CAUSE_CONNECT_ERROR;
     }
 }
@@ -514,16 +516,19 @@ static void build_head(proxy_req_t *pr, const tt_req_t *rq)
     n = snprintf(line, sizeof(line), "X-Forwarded-For: %.*s%s%s\r\n", (int)TT_MIN(xff.n, 512), xff.p ? xff.p : "",
                  xff.n ? ", " : "", ip);
     tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
-    tt_buf_append(b, bufs, TT_LIT("X-Forwarded-Proto: http\r\n"));
+    if (rq->tls)
+        tt_buf_append(b, bufs, TT_LIT("X-Forwarded-Proto: https\r\n"));
+    else
+        tt_buf_append(b, bufs, TT_LIT("X-Forwarded-Proto: http\r\n"));
     if (host.n) {
         n = snprintf(line, sizeof(line), "X-Forwarded-Host: %.*s\r\n", (int)TT_MIN(host.n, 512), host.p);
         tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
     }
     if (pr->uc->forwarded) {
         bool v6 = rq->peer->ss.sa.sa_family == AF_INET6;
-        n = snprintf(line, sizeof(line), "Forwarded: for=%s%s%s;proto=http%s%.*s%s\r\n", v6 ? "\"[" : "", ip,
-                     v6 ? "]\"" : "", host.n ? ";host=\"" : "", (int)TT_MIN(host.n, 512), host.p ? host.p : "",
-                     host.n ? "\"" : "");
+        n = snprintf(line, sizeof(line), "Forwarded: for=%s%s%s;proto=%s%s%.*s%s\r\n", v6 ? "\"[" : "", ip,
+                     v6 ? "]\"" : "", rq->tls ? "https" : "http", host.n ? ";host=\"" : "", (int)TT_MIN(host.n, 512),
+                     host.p ? host.p : "", host.n ? "\"" : "");
         tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
     }
     if (pr->chunked_up) {
@@ -599,6 +604,7 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
                 snprintf(name, sizeof(name), "%s/%s", uc->name, uc->servers[s].name);
                 pw->pools[i] = tt_pool_new(w->loop, &w->bufs, &pw->res, &uc->pool, &uc->servers[s].addr, name,
                                            &reg->pool_m[w->id * reg->nservers + i]);
+                if (uc->servers[s]._tls) tt_pool_set_tls(pw->pools[i], uc->servers[s]._tls);
             }
         }
         reg->workers[w->id] = pw;
@@ -634,8 +640,25 @@ const tt_handler_ops_t tt_proxy_ops = {
 
 /* ---- the registry ---- */
 
-tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers)
+tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers, char *err,
+                                           size_t errlen)
 {
+    for (size_t u = 0; u < n; u++)
+        for (size_t s = 0; s < ups[u].nservers; s++) {
+            tt_upstream_server_t *sv = &ups[u].servers[s];
+            if (!sv->tls || sv->_tls != NULL) continue;
+            tt_tls_client_conf_t tc = {.ca_file = ups[u].tls_ca,
+                                       .verify = ups[u].tls_verify,
+                                       .cert_file = ups[u].tls_cert,
+                                       .key_file = ups[u].tls_key,
+                                       .sni = ups[u].tls_sni ? ups[u].tls_sni : sv->host};
+            char why[384];
+            sv->_tls = tt_tls_client_new(&tc, why, sizeof(why));
+            if (sv->_tls == NULL) {
+                snprintf(err, errlen, "[upstream %s] %s: %s", ups[u].name, sv->name, why);
+                return NULL;
+            }
+        }
     tt_proxy_registry_t *reg = tt_calloc(1, sizeof(*reg));
     reg->ups = ups;
     reg->nups = n;
@@ -655,6 +678,8 @@ void tt_proxy_registry_free(tt_proxy_registry_t **regp)
 {
     tt_proxy_registry_t *reg = *regp;
     if (reg == NULL) return;
+    for (size_t u = 0; u < reg->nups; u++)
+        for (size_t s = 0; s < reg->ups[u].nservers; s++) tt_tls_client_free(&reg->ups[u].servers[s]._tls);
     free(reg->workers);
     free(reg->pool_m);
     free(reg->proxy_m);
@@ -711,6 +736,10 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
          PM(queue_timeouts), false},
         {"tether_upstream_leaks_total", "counter", "Connections checked out longer than the leak threshold.", PM(leaks),
          false},
+        {"tether_upstream_tls_full_handshakes_total", "counter", "Full TLS handshakes to the server.",
+         PM(tls_handshakes[0]), false},
+        {"tether_upstream_tls_resumed_handshakes_total", "counter", "Resumed TLS handshakes to the server.",
+         PM(tls_handshakes[1]), false},
     };
     for (size_t k = 0; k < TT_ARRAY_SIZE(pool_series); k++) {
         tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s %s\n", pool_series[k].name, pool_series[k].help,

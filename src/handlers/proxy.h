@@ -11,6 +11,7 @@
 #define TT_HANDLERS_PROXY_H
 
 #include "client/pool.h"
+#include "net/tls.h"
 #include "http/route.h"
 
 /** How requests are spread over an upstream's servers. */
@@ -27,6 +28,7 @@ typedef enum tt_proxy_cause {
     TT_CAUSE_RESPONSE_TIMEOUT,       /* 504 */
     TT_CAUSE_SEND_TIMEOUT,           /* 504 */
     TT_CAUSE_INVALID_RESPONSE,       /* 502 */
+    TT_CAUSE_TLS_ERROR,              /* 502: the TLS handshake with the upstream failed */
     TT_CAUSE_ALL_SERVERS_DOWN,       /* 503 */
     TT_CAUSE_POOL_EXHAUSTED,         /* 503 */
     TT_CAUSE__COUNT
@@ -38,7 +40,10 @@ const char *tt_proxy_cause_name(tt_proxy_cause_t c);
 /** One server of an upstream. */
 typedef struct tt_upstream_server {
     tt_addr_t addr;
-    char *name; /* as configured ("127.0.0.1:8081", "backend:80"), owned */
+    char *name;            /* as configured ("127.0.0.1:8081", "backend:80"), owned */
+    bool tls;              /* https:// */
+    char *host;            /* the host name for SNI and certificate checks; NULL for an IP literal; owned */
+    tt_tls_client_t *_tls; /* set by tt_proxy_registry_new */
 } tt_upstream_server_t;
 
 /** An upstream: `[upstream NAME]`. */
@@ -52,6 +57,11 @@ typedef struct tt_upstream_conf {
     bool forwarded;         /* add an RFC 7239 Forwarded field */
     bool replay;            /* replay a replayable request that failed on a reused connection (recover) */
     char *host;             /* replaces the Host field when set, owned */
+    char *tls_ca;           /* CA file for https:// servers; NULL: the system store */
+    bool tls_verify;        /* check their certificate chain and name */
+    char *tls_cert;         /* client certificate (PEM), optional */
+    char *tls_key;
+    char *tls_sni; /* server name to send instead of the host's */
     tt_pool_conf_t pool;
     bool _tcpka_auto; /* conf: derive TCP keepalive from the pool settings */
     bool _cli;        /* conf: created by --proxy/--route */
@@ -74,9 +84,11 @@ extern const tt_handler_ops_t tt_proxy_ops;
 
 /**
  * Creates the shared state of all proxy routes: per-worker pools and metric shards for `n` upstreams
- * (not owned; they must outlive it) served by `nworkers` workers.
+ * (not owned; they must outlive it) served by `nworkers` workers, and a TLS client context per https://
+ * server. NULL with `err` when a TLS setting cannot be loaded (CA file, client certificate).
  */
-tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers);
+tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers, char *err,
+                                           size_t errlen);
 /** Frees the registry (after the workers stopped). */
 void tt_proxy_registry_free(tt_proxy_registry_t **reg);
 /** Appends the upstream metrics (Prometheus text) to a growable string; a tt_status_render_fn. Any thread. */

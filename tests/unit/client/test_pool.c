@@ -390,6 +390,7 @@ static void names_every_proxy_cause(void **state)
         {TT_CAUSE_RESPONSE_TIMEOUT, "response_timeout"},
         {TT_CAUSE_SEND_TIMEOUT, "send_timeout"},
         {TT_CAUSE_INVALID_RESPONSE, "invalid_response"},
+        {TT_CAUSE_TLS_ERROR, "tls_error"},
         {TT_CAUSE_ALL_SERVERS_DOWN, "all_servers_down"},
         {TT_CAUSE_POOL_EXHAUSTED, "pool_exhausted"},
     };

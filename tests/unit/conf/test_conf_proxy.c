@@ -295,7 +295,9 @@ static void reports_a_bad_value_of_every_upstream_key(void **state)
         {"tcp_keepalive = on", "tcp_keepalive: expected off or IDLE:INTERVAL:COUNT, e.g. 900s:60s:5"},
         {"tcp_keepalive = 600ms:30s:3", "tcp_keepalive: IDLE and INTERVAL must be whole seconds from 1s to 32767s"},
         {"tcp_keepalive = 600s:0s:3", "tcp_keepalive: IDLE and INTERVAL must be whole seconds from 1s to 32767s"},
-        {"server = https://127.0.0.1:443", "server: only http:// upstreams are supported"},
+        {"server = ftp://127.0.0.1:21", "server: only http:// and https:// upstreams are supported"},
+        {"tls_verify = maybe", "tls_verify: expected on or off"},
+        {"tls_ca =", "tls_ca: must not be empty"},
         {"weight = 5", "weight: unknown key"},
         {"address = 127.0.0.1:80", "address: unknown key"},
         {"root = /srv", "root: unknown key"},
@@ -343,16 +345,31 @@ static void accepts_every_server_form(void **state)
     expect_server(f, "127.0.0.1:65535", "127.0.0.1:65535", "127.0.0.1:65535");
 }
 
+/* https:// servers: port 443 by default, the host name kept for SNI and certificate checks (not for IPs). */
+static void reads_https_servers(void **state)
+{
+    fixture_t *f = *state;
+    tt_conf_t *c = &f->c;
+    assert_int_equal(tt_conf_cli_proxy(c, "https://localhost", f->err, sizeof(f->err)), 0);
+    assert_int_equal(tt_conf_cli_route(c, "/a/=https://127.0.0.1:8443", f->err, sizeof(f->err)), 0);
+    assert_int_equal(c->nupstreams, 2);
+    assert_true(c->upstreams[0].servers[0].tls);
+    assert_int_equal(tt_addr_port(&c->upstreams[0].servers[0].addr), 443);
+    assert_string_equal(c->upstreams[0].servers[0].host, "localhost");
+    assert_true(c->upstreams[1].servers[0].tls);
+    assert_null(c->upstreams[1].servers[0].host);
+    assert_true(c->upstreams[0].tls_verify);
+}
+
 static void refuses_bad_servers(void **state)
 {
     fixture_t *f = *state;
     static const struct {
         const char *value, *error;
     } bad[] = {
-        {"https://127.0.0.1:8443", "only http:// upstreams are supported"},
-        {"https://127.0.0.1", "only http:// upstreams are supported"},
-        {"ftp://127.0.0.1:21", "only http:// upstreams are supported"},
-        {"unix:///run/app.sock", "only http:// upstreams are supported"},
+        {"ftp://127.0.0.1:21", "only http:// and https:// upstreams are supported"},
+        {"unix:///run/app.sock", "only http:// and https:// upstreams are supported"},
+        {"https://127.0.0.1:8443/api", "an upstream is HOST:PORT, without a path"},
         {"http://127.0.0.1:8081/api", "an upstream is HOST:PORT, without a path"},
         {"http://127.0.0.1:8081/api/", "an upstream is HOST:PORT, without a path"},
         {"http://127.0.0.1//", "an upstream is HOST:PORT, without a path"},
@@ -704,7 +721,7 @@ static void refuses_bad_proxy_urls(void **state)
     static const struct {
         const char *url, *error;
     } bad[] = {
-        {"https://127.0.0.1:9000", "--proxy https://127.0.0.1:9000: only http:// upstreams are supported"},
+        {"ftp://127.0.0.1:9000", "--proxy ftp://127.0.0.1:9000: only http:// and https:// upstreams are supported"},
         {"http://127.0.0.1:9000/api", "--proxy http://127.0.0.1:9000/api: an upstream is HOST:PORT, without a path"},
         {"http://127.0.0.1:99999", "--proxy http://127.0.0.1:99999: port must be a number from 0 to 65535"},
         {"http://[::1:80", "--proxy http://[::1:80: expected [IPV6]:PORT"},
@@ -729,8 +746,8 @@ static void refuses_bad_route_specs(void **state)
         assert_int_equal(tt_conf_cli_route(c, malformed[i], f->err, sizeof(f->err)), -1);
         assert_string_equal(f->err, want);
     }
-    assert_int_equal(tt_conf_cli_route(c, "/api=https://127.0.0.1:1", f->err, sizeof(f->err)), -1);
-    assert_string_equal(f->err, "--route /api=https://127.0.0.1:1: only http:// upstreams are supported");
+    assert_int_equal(tt_conf_cli_route(c, "/api=ftp://127.0.0.1:1", f->err, sizeof(f->err)), -1);
+    assert_string_equal(f->err, "--route /api=ftp://127.0.0.1:1: only http:// and https:// upstreams are supported");
     assert_int_equal(tt_conf_cli_route(c, "/api=http://127.0.0.1:1/x", f->err, sizeof(f->err)), -1);
     assert_string_equal(f->err, "--route /api=http://127.0.0.1:1/x: an upstream is HOST:PORT, without a path");
     assert_int_equal(c->nroutes, 0);
@@ -741,7 +758,7 @@ static void changes_nothing_for_a_refused_flag(void **state)
 {
     fixture_t *f = *state;
     tt_conf_t *c = &f->c;
-    assert_int_equal(tt_conf_cli_proxy(c, "https://127.0.0.1:9000", f->err, sizeof(f->err)), -1);
+    assert_int_equal(tt_conf_cli_proxy(c, "ftp://127.0.0.1:9000", f->err, sizeof(f->err)), -1);
     assert_int_equal(tt_conf_cli_route(c, "/a=http://127.0.0.1:1/x", f->err, sizeof(f->err)), -1);
     assert_int_equal(c->nroutes, 0);
     assert_int_equal(c->nupstreams, 0);
@@ -758,6 +775,7 @@ int main(void)
         T(reads_every_upstream_key),
         T(reports_a_bad_value_of_every_upstream_key),
         T(accepts_every_server_form),
+        T(reads_https_servers),
         T(refuses_bad_servers),
         T(refuses_an_empty_server),
         T(allows_64_servers_and_refuses_the_65th),
