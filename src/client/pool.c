@@ -134,13 +134,33 @@ static void retire(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason)
     tt_upconn_close(u);
 }
 
+static void parked_on_timer(tt_timer_t *t);
+
+/* A lower learned timeout applies to connections already parked too: pull their deadlines in. */
+static void apply_learned(tt_pool_t *p)
+{
+    if (p->learned_ms == 0 || !p->conf->learn) return;
+    uint64_t span = p->learned_ms - TT_MIN(p->conf->hint_margin_ms, p->learned_ms / 2);
+    tt_list_t *pos, *tmp;
+    tt_list_foreach_safe(pos, tmp, &p->idle)
+    {
+        tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool_link);
+        if (u->hint_seen || u->parked_ms + span >= u->pool_retire_at_ms) continue;
+        u->pool_retire_at_ms = u->parked_ms + span;
+        u->pool_retire_reason = TT_RETIRE_LEARNED_DEADLINE;
+        tt_timer_arm_at(p->loop, &u->pool_timer, u->pool_retire_at_ms); /* fires next turn when past */
+    }
+}
+
 static void set_learned(tt_pool_t *p, uint64_t ms)
 {
     if (p->learned_ms != ms)
         tt_log(TT_LOG_INFO, "upstream %s: learned idle timeout %llu ms%s", p->name, (unsigned long long)ms,
                ms ? "" : " (forgotten: it lives longer than idle_timeout)");
+    bool lower = ms != 0 && (p->learned_ms == 0 || ms < p->learned_ms);
     p->learned_ms = ms;
     tt_gauge_set(&p->m->learned_ms, (int64_t)ms);
+    if (lower) apply_learned(p);
 }
 
 static void dispatch_queue(tt_pool_t *p);

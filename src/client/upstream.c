@@ -47,7 +47,7 @@ static inline bool closed(const tt_upconn_t *u)
 static void free_cb(tt_defer_t *d)
 {
     tt_upconn_t *u = tt_container_of(d, tt_upconn_t, _free_later);
-    if (u->_resume._queued)
+    if (u->_resume._queued || u->_error_later._queued)
         tt_loop_defer(u->loop, &u->_free_later, free_cb);
     else
         free(u);
@@ -235,7 +235,15 @@ static int do_read(tt_upconn_t *u)
 
 /* ---- request ---- */
 
-static bool flush(tt_upconn_t *u)
+static void error_later_cb(tt_defer_t *d)
+{
+    tt_upconn_t *u = tt_container_of(d, tt_upconn_t, _error_later);
+    if (!closed(u)) fail(u, (tt_up_err_t)u->_pending_err);
+}
+
+/* Writes queued bytes. A failure is reported through fail() at once, or, when `from_api` (inside
+ * tt_upconn_send, whose caller still holds its state), at the end of the loop turn. */
+static bool flush_ex(tt_upconn_t *u, bool from_api)
 {
     while (u->_out.len > 0) {
         ssize_t n = tt_transport_write(u->tr, u->io.fd, tt_buf_data(&u->_out), u->_out.len, false);
@@ -250,7 +258,13 @@ static bool flush(tt_upconn_t *u)
             if (!tt_timer_is_armed(&u->_timer)) tt_timer_arm(u->loop, &u->_timer, u->_to->send_ms);
             return true;
         }
-        fail(u, TT_UP_RESET);
+        if (from_api) {
+            u->_pending_err = TT_UP_RESET;
+            u->_wr_blocked = true; /* nothing more goes out; the error follows this turn */
+            tt_loop_defer(u->loop, &u->_error_later, error_later_cb);
+        } else {
+            fail(u, TT_UP_RESET);
+        }
         return false;
     }
     u->_wr_blocked = false;
@@ -261,11 +275,16 @@ static bool flush(tt_upconn_t *u)
     return true;
 }
 
+static bool flush(tt_upconn_t *u)
+{
+    return flush_ex(u, false);
+}
+
 bool tt_upconn_send(tt_upconn_t *u, const void *data, size_t len)
 {
-    if (closed(u)) return false;
+    if (closed(u) || u->_pending_err) return false;
     tt_buf_append(&u->_out, u->_bufs, data, len);
-    if (!u->_wr_blocked && !u->_in_cb && !flush(u)) return false;
+    if (!u->_wr_blocked && !flush_ex(u, true)) return false;
     if (u->_out.len >= OUT_HIGH) {
         u->_want_drain = true;
         return false;
@@ -444,6 +463,7 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
     u->_paused = false;
     u->_req_ended = false;
     u->_want_drain = false;
+    u->_pending_err = 0;
     u->_body_left = 0;
     u->_last_len = 0;
     tt_timer_disarm(u->loop, &u->_timer);

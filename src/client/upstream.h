@@ -112,12 +112,13 @@ struct tt_upconn {
     bool _rd_ready;
     bool _wr_blocked;
     bool _want_drain;
-    bool _in_cb;
+    uint8_t _pending_err; /* a send failed inside tt_upconn_send: reported at the end of the turn */
     int64_t _body_left;
     uint32_t _last_len;
     tt_h1_chunked_t _chunk;
     tt_defer_t _free_later;
     tt_defer_t _resume;
+    tt_defer_t _error_later;
     /* for the pool */
     tt_list_t pool_link;
     tt_timer_t pool_timer; /* parked: retirement deadline */
@@ -156,7 +157,8 @@ void tt_upconn_set_user(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data);
 /** Starts an exchange on a ready or parked connection; `head_request`: the response has no content. */
 void tt_upconn_begin(tt_upconn_t *u, bool head_request);
 /** Queues request bytes (copied) and writes what the socket takes. False: above the high-water mark,
- *  wait for on_drain. */
+ *  wait for on_drain -- or the send failed, which on_error reports at the end of the loop turn: this call
+ *  never runs a callback, so the caller's state survives it. */
 bool tt_upconn_send(tt_upconn_t *u, const void *data, size_t len);
 /** The whole request is queued: the response timeout starts once it is sent. */
 void tt_upconn_end_request(tt_upconn_t *u);

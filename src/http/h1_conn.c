@@ -1005,6 +1005,12 @@ static void conn_on_io(tt_io_t *io, uint32_t events)
         conn_close(c, c->state == ST_TLS ? TT_CLOSE_TLS_ERROR : TT_CLOSE_RESET);
         return;
     }
+    if ((events & TT_EV_HUP) && c->areq != NULL && c->state == ST_HEAD) {
+        /* The client left while its request waits (for a pooled connection, for the upstream): drop it
+         * now instead of when the answer comes (nginx does the same, status 499). */
+        conn_close(c, TT_CLOSE_CLIENT_CLOSE);
+        return;
+    }
     if (c->state == ST_TLS && !tls_step(c)) return;
     conn_run(c);
 }

@@ -241,14 +241,16 @@ static void worker_finish(tt_worker_t *w)
     }
     tt_timer_disarm(w->loop, &w->drain_deadline);
     tt_timer_disarm(w->loop, &w->accept_retry);
-    /* Let deferred frees of the last connections run. */
-    tt_loop_run_once(w->loop, 0);
+
     for (size_t i = 0; c->router && i < c->router->n; i++) {
         const tt_route_t *rt = &c->router->routes[i];
         if (rt->ops->worker_free) rt->ops->worker_free(w->route_state[i]);
     }
     free(w->route_state);
     w->route_state = NULL;
+    /* Deferred frees last: the connections closed above and by the handlers' worker_free (pools); a free
+     * that waits behind another deferred callback re-queues itself, hence a few turns. */
+    for (int i = 0; i < 8; i++) tt_loop_run_once(w->loop, 0);
     tt_accesslog_flush(&w->alog);
 }
 
