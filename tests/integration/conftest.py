@@ -22,7 +22,7 @@ TETHER_BIN = os.environ.get("TETHER_BIN") or os.path.join(SOURCE_DIR, "build", "
 # Sanitizer builds are several times slower; timing tolerances scale with this.
 SLOW = 3.0 if "asan" in TETHER_BIN else 1.0
 
-LISTEN_RE = re.compile(r"listening on http://(\S+)")
+LISTEN_RE = re.compile(r"listening on (https?)://(\S+)")
 METRICS_RE = re.compile(r"metrics on http://(\S+?)(/\S*)")
 
 
@@ -39,6 +39,7 @@ class Tether:
         self.access_log_path = os.path.join(self.workdir, "access.log")
         self.stderr_lines = []
         self.listen = []
+        self.schemes = []  # "http" or "https", parallel to listen
         self.metrics_addr = None
         self._ready = threading.Event()
         argv = [TETHER_BIN, "serve"]
@@ -48,7 +49,8 @@ class Tether:
                 f.write(config)
             self.config_path = path
             argv += ["--config", path]
-        if not any(a.startswith("--listen") for a in args) and not (config and "[listen" in config):
+        if (not any(a.startswith("--listen") or a.startswith("--tls-listen") for a in args)
+                and not (config and "[listen" in config)):
             argv += ["--listen", "127.0.0.1:0"]
         if metrics and not any(a.startswith("--metrics") for a in args):
             argv += ["--metrics", "127.0.0.1:0"]
@@ -72,7 +74,8 @@ class Tether:
                 continue
             m = LISTEN_RE.search(line)
             if m:
-                self.listen.append(split_hostport(m.group(1)))
+                self.listen.append(split_hostport(m.group(2)))
+                self.schemes.append(m.group(1))
             m = METRICS_RE.search(line)
             if m:
                 self.metrics_addr = split_hostport(m.group(1))
