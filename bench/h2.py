@@ -1,0 +1,121 @@
+"""bench/h2.py -- HTTP/2: tether vs h2o with h2load (-c50 -m10), cleartext prior knowledge and TLS (via bench/h2.sh).
+
+One worker / thread each, the server on CPU 0 and h2load (-t1) on CPU 1, the same 100-byte file; the servers
+alternate ROUNDS times per transport. Reported: requests/s, server CPU %, requests per server-core-second
+(requests / (utime+stime of the server from /proc/PID/stat)) and the tether/h2o ratio.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as B  # noqa: E402
+
+REQUESTS = int(os.environ.get("H2_REQUESTS", "400000"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+TETHER = os.environ.get("TETHER_BIN", os.path.join(B.ROOT, "build", "tether"))
+
+H2O = """num-threads: 1
+listen:
+  host: 127.0.0.1
+  port: {port}
+listen:
+  host: 127.0.0.1
+  port: {tport}
+  ssl:
+    certificate-file: {cert}
+    key-file: {key}
+    ocsp-update-interval: 0
+access-log: /dev/null
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: {root}
+"""
+
+
+def h2load(url):
+    out = subprocess.run(["taskset", "-c", B.CLIENT_CPU, "h2load", "-t1", "-c50", "-m10", "-n", str(REQUESTS), url],
+                         capture_output=True, text=True).stdout
+    done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out).group(2))
+    failed = REQUESTS - done
+    return done, failed, out
+
+
+def run(pid, url):
+    c0, t0 = B.cpu_seconds(pid), time.monotonic()
+    done, failed, out = h2load(url)
+    c1, t1 = B.cpu_seconds(pid), time.monotonic()
+    if failed:
+        raise SystemExit("%s: %d requests failed: the comparison would be void\n%s" % (url, failed, out))
+    cpu = max(c1 - c0, 1e-9)
+    return {"rps": done / (t1 - t0), "cpu_pct": 100 * cpu / (t1 - t0), "per_core": done / cpu}
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="tether-h2-bench-")
+    os.chmod(work, 0o755)
+    root = os.path.join(work, "site")
+    os.makedirs(root, mode=0o755)
+    with open(os.path.join(root, "100.txt"), "wb") as f:
+        f.write(b"x" * 99 + b"\n")
+    os.chmod(os.path.join(root, "100.txt"), 0o644)
+    cert, key = B.make_cert(work)
+    procs = []
+    try:
+        tp, tt = B.free_port(), B.free_port()
+        tether = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, TETHER, "serve", "--root", root, "--listen",
+                                   "127.0.0.1:%d" % tp, "--tls-listen", "127.0.0.1:%d" % tt, "--tls-cert", cert,
+                                   "--tls-key", key, "--workers", "1", "--access-log", "off", "--max-requests", "0",
+                                   "--idle-timeout", "120s", "--log-level", "warn"])
+        procs.append(tether)
+        hp, ht = B.free_port(), B.free_port()
+        conf = os.path.join(work, "h2o.conf")
+        with open(conf, "w") as f:
+            f.write(H2O.format(port=hp, tport=ht, cert=cert, key=key, root=root))
+        h2o = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, "h2o", "-c", conf], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        procs.append(h2o)
+        for p in (tp, tt, hp, ht):
+            B.wait_port(p)
+        time.sleep(0.3)
+        servers = {"tether": (tether.pid, tp, tt), "h2o": (h2o.pid, hp, ht)}
+        print("## HTTP/2: tether vs h2o, h2load -t1 -c50 -m10 -n %d, 100-byte file, one worker each\n" % REQUESTS)
+        print("Server on CPU %s, h2load on CPU %s; medians of %d alternating runs. %s; %s." % (
+            B.SERVER_CPU, B.CLIENT_CPU, ROUNDS,
+            subprocess.run([TETHER, "--version"], capture_output=True, text=True).stdout.strip(),
+            subprocess.run(["h2o", "--version"], capture_output=True, text=True).stdout.splitlines()[0]))
+        for label, scheme, idx in (("cleartext (prior knowledge)", "http", 1), ("TLS (ALPN h2)", "https", 2)):
+            rows = {n: [] for n in servers}
+            for i in range(ROUNDS):
+                for n, s in servers.items():
+                    r = run(s[0], "%s://127.0.0.1:%d/100.txt" % (scheme, s[idx]))
+                    rows[n].append(r)
+                    B.log("  %s %s round %d: %.0f req/s, %.0f req/core-s" % (label, n, i + 1, r["rps"], r["per_core"]))
+            print("\n### %s\n" % label)
+            print("| server | requests/s | server CPU % | requests per core-second |")
+            print("|---|---:|---:|---:|")
+            med = {n: {k: B.median([r[k] for r in rs]) for k in ("rps", "cpu_pct", "per_core")} for n, rs in rows.items()}
+            for n, m in med.items():
+                print("| %s | %.0f | %.0f | %.0f |" % (n, m["rps"], m["cpu_pct"], m["per_core"]))
+            print("\ntether / h2o requests per server-core-second: **%.2fx**" % (
+                med["tether"]["per_core"] / med["h2o"]["per_core"]))
+            sys.stdout.flush()
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
