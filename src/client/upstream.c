@@ -214,7 +214,7 @@ static int do_read(tt_upconn_t *u)
     if (n > 0) {
         u->_in.len += (uint32_t)n;
         u->got_bytes = true;
-        if ((size_t)n < space) u->_rd_ready = false;
+        if (tt_transport_drained(u->tr, n, space, u->_peer_hup)) u->_rd_ready = false;
         if (u->_head_done) tt_timer_arm(u->loop, &u->_timer, u->_to->read_ms);
         return 1;
     }
@@ -383,9 +383,11 @@ static void on_io(tt_io_t *io, uint32_t events)
         return;
     case TT_UPCONN_READY:
         if (events & TT_EV_READ) u->_rd_ready = true;
+        if (events & TT_EV_HUP) u->_peer_hup = true;
         return;
     case TT_UPCONN_BUSY:
         if (events & TT_EV_READ) u->_rd_ready = true;
+        if (events & TT_EV_HUP) u->_peer_hup = true; /* the FIN may have come with the last bytes */
         if (events & TT_EV_WRITE) {
             u->_wr_blocked = false;
             if (u->tr->want_write) u->_rd_ready = true; /* a TLS read that had to write first */
@@ -468,8 +470,10 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
     u->_last_len = 0;
     tt_timer_disarm(u->loop, &u->_timer);
     /* Nothing is expected before the request goes out, and what a parked connection received was handled
-     * (idle watch, peek): the response's EPOLLIN edge starts the reading, saving a read() per request. */
+     * (idle watch, peek): the response's EPOLLIN edge starts the reading, saving a read() per request.
+     * Bytes already buffered (a pipelining client's next response) get no new edge: process them. */
     u->_rd_ready = false;
+    if (u->_in.len > 0) tt_loop_defer(u->loop, &u->_resume, resume_cb);
 }
 
 void tt_upconn_pause(tt_upconn_t *u, bool pause)

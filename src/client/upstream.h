@@ -16,7 +16,6 @@
 #include "http/h1_parse.h"
 #include "net/sock.h"
 #include "net/tls.h"
-#include "net/tls.h"
 
 /** How an exchange or a connect failed. */
 typedef enum tt_up_err {
@@ -110,6 +109,7 @@ struct tt_upconn {
     bool _paused;
     bool _req_ended;
     bool _rd_ready;
+    bool _peer_hup; /* the poller reported the upstream's FIN, perhaps with bytes still unread */
     bool _wr_blocked;
     bool _want_drain;
     uint8_t _pending_err; /* a send failed inside tt_upconn_send: reported at the end of the turn */
@@ -140,12 +140,6 @@ struct tt_upconn {
 tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *res, const tt_addr_t *addr,
                                const tt_tcp_keepalive_t *ka, const tt_up_timeouts_t *to, const tt_upconn_ops_t *ops,
                                void *data, tt_up_err_t *err);
-/**
- * Makes a connection that is still connecting speak TLS once TCP is up: client context `tls`, offering
- * `session` (tt_tls_take_session; not owned, may be NULL). The connect timeout covers the handshake; a
- * failed handshake reports TT_UP_TLS_ERROR to on_connect.
- */
-void tt_upconn_set_tls(tt_upconn_t *u, tt_tls_client_t *tls, void *session);
 /**
  * Makes a connection that is still connecting speak TLS once TCP is up: client context `tls`, offering
  * `session` (tt_tls_take_session; not owned, may be NULL). The connect timeout covers the handshake; a

@@ -67,6 +67,7 @@ typedef struct h1_conn {
     bool wr_blocked : 1;  /* the last write hit EAGAIN */
     bool closing : 1;     /* close once the output is flushed */
     bool peer_eof : 1;    /* the peer sent FIN */
+    bool peer_hup : 1;    /* the poller reported the peer's FIN (it may still be unread) */
     bool chunked : 1;     /* the body being read is chunked */
     bool linger : 1;      /* unread request bytes may remain: half-close and drain before closing */
     bool error_close : 1; /* the current response refuses the request */
@@ -896,7 +897,7 @@ static int conn_read(h1_conn_t *c)
         else if (c->in.len == 0 && c->state == ST_HEAD && c->requests > 0 && c->tq_kind != TQ_HEADER)
             c->mark_ms = tt_loop_now(w->loop);
         c->in.len += (uint32_t)n;
-        if ((size_t)n < space) c->rd_ready = false; /* drained: the next bytes bring a new edge */
+        if (tt_transport_drained(c->tr, n, space, c->peer_hup)) c->rd_ready = false; /* next bytes: new edge */
         return 1;
     }
     if (n == 0) {
@@ -921,6 +922,7 @@ static void conn_settle(h1_conn_t *c)
     if (c->state == ST_CLOSED || c->state == ST_LINGER) return;
     if (has_output(c)) return; /* waiting for EPOLLOUT, in the send queue */
     if (c->closing) {
+        if (c->resp_open) return; /* a streamed response is still coming: close after its end */
         finish_close(c);
         return;
     }
@@ -997,6 +999,7 @@ static void conn_on_io(tt_io_t *io, uint32_t events)
         return;
     }
     if (events & TT_EV_READ) c->rd_ready = true;
+    if (events & TT_EV_HUP) c->peer_hup = true;
     if (events & TT_EV_WRITE) {
         c->wr_blocked = false;
         if (c->tr->want_write) c->rd_ready = true; /* a TLS read that had to write first */

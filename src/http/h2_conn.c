@@ -87,6 +87,7 @@ struct h2_conn {
     uint8_t goaway;
     uint8_t end_reason; /* close reason once the GOAWAY sequence ends */
     bool rd_ready;
+    bool peer_hup; /* the poller reported the peer's FIN, perhaps with bytes still unread */
     bool wr_blocked;
     bool in_run;
     bool closed;
@@ -734,7 +735,7 @@ static bool h2_read(h2_conn_t *c)
             h2_close(c, n == 0 ? TT_CLOSE_CLIENT_CLOSE : n == -EPROTO ? TT_CLOSE_TLS_ERROR : TT_CLOSE_RESET);
             return false;
         }
-        if ((size_t)n < space) c->rd_ready = false;
+        if (tt_transport_drained(c->tr, n, space, c->peer_hup)) c->rd_ready = false;
         ssize_t r = nghttp2_session_mem_recv(c->s, (const uint8_t *)tt_buf_tail(&c->in), (size_t)n);
         if (r < 0) {
             tt_log(TT_LOG_DEBUG, "h2 conn %llu: %s", (unsigned long long)c->id, nghttp2_strerror((int)r));
@@ -838,6 +839,7 @@ static void h2_on_io(tt_io_t *io, uint32_t events)
         return;
     }
     if (events & TT_EV_READ) c->rd_ready = true;
+    if (events & TT_EV_HUP) c->peer_hup = true;
     if (events & TT_EV_WRITE) {
         c->wr_blocked = false;
         if (c->tr->want_write) c->rd_ready = true;

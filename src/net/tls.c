@@ -371,15 +371,31 @@ static ssize_t ssl_result(tls_transport_t *t, int r, size_t n)
     }
 }
 
+/* SSL_read_ex returns at most one record: read records until `len` is full or the socket is empty, so
+ * that a short read means what it means on TCP (the edge-triggered caller waits for the next edge). A
+ * read that stops for another reason after some bytes (end of stream, error, a write first) returns the
+ * bytes and sets `unread`: the next call reports the condition. */
 static ssize_t tls_read(tt_transport_t *tr, int fd, void *buf, size_t len)
 {
     (void)fd;
     tls_transport_t *t = (tls_transport_t *)tr;
-    size_t n = 0;
+    size_t total = 0;
     t->base.want_write = false;
-    errno = 0;
-    int r = SSL_read_ex(t->ssl, buf, len, &n); /* before reading n: argument order is unspecified */
-    return ssl_result(t, r, n);
+    t->base.unread = false;
+    for (;;) {
+        size_t n = 0;
+        errno = 0;
+        int r = SSL_read_ex(t->ssl, (char *)buf + total, len - total, &n); /* n is read after the call */
+        if (r == 1) {
+            total += n;
+            if (total == len) return (ssize_t)total;
+            continue;
+        }
+        if (total == 0) return ssl_result(t, r, n);
+        if (SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_READ) t->base.unread = true;
+        ERR_clear_error(); /* the condition repeats on the next call, which reports it */
+        return (ssize_t)total;
+    }
 }
 
 static ssize_t tls_write(tt_transport_t *tr, int fd, const void *buf, size_t len, bool more)

@@ -31,6 +31,7 @@ typedef struct tt_transport_ops {
 struct tt_transport {
     const tt_transport_ops_t *ops;
     bool want_write; /* the last read returned -EAGAIN because TLS must write first */
+    bool unread;     /* the last short read stopped before the socket was empty (TLS): read again */
 };
 
 /** Plain TCP: stateless, shared by every plain connection. */
@@ -51,6 +52,15 @@ static inline ssize_t tt_transport_write(tt_transport_t *t, int fd, const void *
 static inline ssize_t tt_transport_sendfile(tt_transport_t *t, int fd, int file_fd, off_t *off, size_t len)
 {
     return t->ops->sendfile(t, fd, file_fd, off, len);
+}
+/**
+ * True when a read that returned `n` bytes of the `asked` proves the socket empty, so that an edge-triggered
+ * reader may wait for the next edge: a short TCP read, or a TLS read that stopped for want of bytes.
+ * `peer_hup`: the peer's FIN was reported with the bytes, and the end of stream is still to be read.
+ */
+static inline bool tt_transport_drained(const tt_transport_t *t, ssize_t n, size_t asked, bool peer_hup)
+{
+    return n >= 0 && (size_t)n < asked && !t->unread && !peer_hup;
 }
 static inline void tt_transport_shutdown(tt_transport_t *t, int fd)
 {
