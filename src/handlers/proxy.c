@@ -470,6 +470,23 @@ static bool skip_request_field(tt_str_t n)
     return false;
 }
 
+/* Writes "Name: v1, v2, ..., own" from every request line of that field (RFC 9110 5.3 combining), whole,
+ * with `own` last. `name` is the field name as sent, `lower` the same in lower case for matching. */
+static void append_list_field(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, const char *name,
+                              const char *lower, size_t name_len, tt_str_t own)
+{
+    tt_buf_append(b, bufs, name, name_len);
+    tt_buf_append(b, bufs, TT_LIT(": "));
+    for (size_t i = 0; i < h->nfields; i++) {
+        const tt_h1_field_t *f = &h->fields[i];
+        if (f->value.n == 0 || !tt_str_ieq(f->name, lower, name_len)) continue;
+        tt_buf_append(b, bufs, f->value.p, f->value.n);
+        tt_buf_append(b, bufs, TT_LIT(", "));
+    }
+    tt_buf_append(b, bufs, own.p, own.n);
+    tt_buf_append(b, bufs, TT_LIT("\r\n"));
+}
+
 static void build_head(proxy_req_t *pr, const tt_req_t *rq)
 {
     const tt_h1_request_t *h = rq->head;
@@ -485,18 +502,14 @@ static void build_head(proxy_req_t *pr, const tt_req_t *rq)
         tt_buf_append(b, bufs, rq->query.p, rq->query.n);
     }
     tt_buf_append(b, bufs, TT_LIT(" HTTP/1.1\r\n"));
-    tt_str_t host = TT_STR_NULL, xff = TT_STR_NULL, via = TT_STR_NULL;
+    tt_str_t host = TT_STR_NULL;
     for (size_t i = 0; i < h->nfields; i++) {
         const tt_h1_field_t *f = &h->fields[i];
         if (tt_str_ieq(f->name, TT_LIT("host"))) {
             host = f->value;
             if (pr->uc->host != NULL) continue;
-        } else if (tt_str_ieq(f->name, TT_LIT("x-forwarded-for"))) {
-            xff = f->value;
-            continue;
-        } else if (tt_str_ieq(f->name, TT_LIT("via"))) {
-            via = f->value;
-            continue;
+        } else if (tt_str_ieq(f->name, TT_LIT("x-forwarded-for")) || tt_str_ieq(f->name, TT_LIT("via"))) {
+            continue; /* every line of these is combined below, with our own entry last */
         }
         if (skip_request_field(f->name) || named_by_connection(h->fields, h->nfields, f->name)) continue;
         tt_buf_append(b, bufs, f->name.p, f->name.n);
@@ -506,16 +519,17 @@ static void build_head(proxy_req_t *pr, const tt_req_t *rq)
     }
     char line[1024];
     int n;
-    if (pr->uc->host != NULL) {
-        n = snprintf(line, sizeof(line), "Host: %s\r\n", pr->uc->host);
-        tt_buf_append(b, bufs, line, (size_t)n);
+    if (pr->uc->host != NULL || host.n == 0) {
+        /* RFC 9112 3.2: HTTP/1.1 requires Host; an HTTP/1.0 client may have sent none, so name the upstream
+         * server as nginx does ($proxy_host). */
+        const char *name = pr->uc->host != NULL ? pr->uc->host : pr->uc->servers[0].name;
+        tt_buf_append(b, bufs, TT_LIT("Host: "));
+        tt_buf_append(b, bufs, name, strlen(name));
+        tt_buf_append(b, bufs, TT_LIT("\r\n"));
     }
-    n = snprintf(line, sizeof(line), "Via: %.*s%s1.%d tether\r\n", (int)TT_MIN(via.n, 512), via.p ? via.p : "",
-                 via.n ? ", " : "", h->minor_version);
-    tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
-    n = snprintf(line, sizeof(line), "X-Forwarded-For: %.*s%s%s\r\n", (int)TT_MIN(xff.n, 512), xff.p ? xff.p : "",
-                 xff.n ? ", " : "", ip);
-    tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
+    n = snprintf(line, sizeof(line), "1.%d tether", h->minor_version);
+    append_list_field(b, bufs, h, "Via", TT_LIT("via"), tt_str(line, (size_t)n));
+    append_list_field(b, bufs, h, "X-Forwarded-For", TT_LIT("x-forwarded-for"), tt_str(ip, strlen(ip)));
     if (rq->tls)
         tt_buf_append(b, bufs, TT_LIT("X-Forwarded-Proto: https\r\n"));
     else
