@@ -4,5 +4,9 @@
 
 /** `tether serve ...`: argv[0] is "serve". 0 after a clean drain, 2 for bad flags or config, 1 otherwise. */
 int tt_cmd_serve(int argc, char **argv);
+/** `tether probe URL ...`: argv[0] is "probe". 0 when measured, 1 when the origin could not be, 2 for bad flags. */
+int tt_cmd_probe(int argc, char **argv);
+/** `tether bench URL ...`: argv[0] is "bench". 0 after a run, 1 when every request failed, 2 for bad flags. */
+int tt_cmd_bench(int argc, char **argv);
 
 #endif

@@ -6,15 +6,21 @@
 #define TETHER_VERSION "0.0.0"
 #endif
 
-static const char usage[] = "usage: tether <command> [options]\n"
-                            "\n"
-                            "An HTTP/1.1 server whose reason to exist is the connection lifecycle.\n"
-                            "\n"
-                            "commands:\n"
-                            "  serve     serve static files over persistent connections (tether serve --help)\n"
-                            "\n"
-                            "  --version  print the version\n"
-                            "  --help     this text\n";
+static const char usage[] =
+    "usage: tether <command> [options]\n"
+    "\n"
+    "An HTTP/1.1 server, and tools to measure servers, whose reason to exist is the connection\n"
+    "lifecycle.\n"
+    "\n"
+    "commands:\n"
+    "  serve     serve static files over persistent connections (tether serve --help)\n"
+    "  probe     measure a server's idle timeout, max requests, persistence, pipelining\n"
+    "            (tether probe --help)\n"
+    "  bench     load-test a server: keep-alive vs new connections, latency percentiles\n"
+    "            (tether bench --help)\n"
+    "\n"
+    "  --version  print the version\n"
+    "  --help     this text\n";
 
 int main(int argc, char **argv)
 {
@@ -32,6 +38,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "serve") == 0) return tt_cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "probe") == 0) return tt_cmd_probe(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0) return tt_cmd_bench(argc - 1, argv + 1);
     fprintf(stderr, "tether: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
 }

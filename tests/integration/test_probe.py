@@ -1,0 +1,263 @@
+"""tether probe: the idle timeout and max requests of servers with known settings (tether itself, Debian's
+nginx), the --client-idle verdict, --json, an origin that never closes idle connections, and every failure
+mode ending with a clear message and a non-zero exit."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import SLOW, TETHER_BIN
+
+
+def probe(*args, timeout=60):
+    return subprocess.run([TETHER_BIN, "probe"] + list(args), capture_output=True, text=True,
+                          timeout=timeout * SLOW)
+
+
+def probe_json(*args):
+    out = probe("--json", *args)
+    assert out.returncode == 0, out
+    return json.loads(out.stdout)
+
+
+def near(measured_ms, want_ms):
+    """Within 10 % or 200 ms (the issue's tolerance)."""
+    return abs(measured_ms - want_ms) <= max(0.10 * want_ms, 200)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ---- tether with known settings ----
+
+@pytest.fixture
+def known(tether, site):
+    return tether("--root", str(site), "--idle-timeout", "2s", "--max-requests", "7", "--workers", "1")
+
+
+def test_tether_idle_timeout_and_max_requests_are_measured(known):
+    r = probe_json(known.url("/100.txt"), "--max-wait", "20s")
+    idle = r["idle_timeout"]
+    assert idle["measured"] and not idle["longer_than_max_wait"], r
+    assert near(idle["ms"], 2000), idle
+    assert idle["connections"] == 8 and idle["closed"] == 8
+    assert r["max_requests"] == {"count": 7, "end": "said_close", "at_least": False, "bound": 1000}
+    assert r["http11_persists"] is True
+    assert r["http10_keepalive"] == "persists"
+    ka = r["keep_alive"]
+    assert ka["field"] == "timeout=2, max=6"
+    assert ka["timeout_s"] == 2 and ka["max"] == 6
+    assert ka["timeout_true"] is True and ka["max_true"] is True
+    assert r["pipelining"] == {"result": "in_order", "in_order": True, "statuses": [200, 404, 200, 200]}
+    assert r["recommended_client_idle_ms"] == 1000
+    assert r["status"] == 200 and r["server"] == "tether" and r["tls"] is None
+    assert r["url"] == known.url("/100.txt") and r["origin"] == "127.0.0.1:%d" % known.port
+    assert r["reuse"]["reused_samples"] == 6
+    # the stated bounds hold
+    assert r["connections_opened"] <= 16
+    assert r["requests_sent"] <= 1000 + 19
+
+
+def test_client_idle_verdict_says_what_to_set(known):
+    out = probe(known.url("/100.txt"), "--max-wait", "20s", "--client-idle", "60s")
+    assert out.returncode == 0, out
+    text = out.stdout
+    assert "a client or proxy must retire idle connections to this origin within 1.0 s" in text
+    assert ("your client keeps idle connections for 60 s, longer than the server's 2 s: expect stale-connection "
+            "failures (502, ECONNRESET); set it to at most 1 s") in text
+    assert "7 per connection" in text
+    assert "answered in order" in text
+    # a safe client idle timeout is called safe
+    out = probe(known.url("/100.txt"), "--max-wait", "20s", "--client-idle", "500ms", "--max-requests", "3")
+    assert "safely under the server's 2 s" in out.stdout, out.stdout
+
+
+def test_origin_that_never_closes_idle_connections_is_longer_than_max_wait(tether, site):
+    t = tether("--root", str(site), "--idle-timeout", "1h", "--workers", "1")
+    start = time.monotonic()
+    r = probe_json(t.url("/100.txt"), "--max-wait", "2s", "--max-requests", "50")
+    took = time.monotonic() - start
+    assert r["idle_timeout"]["longer_than_max_wait"] is True
+    assert r["idle_timeout"]["measured"] is False and r["idle_timeout"]["closed"] == 0
+    assert r["recommended_client_idle_ms"] is None
+    assert r["max_requests"]["count"] == 50 and r["max_requests"]["at_least"] is True
+    assert 2.0 <= took < 2.0 + 8 * SLOW
+    out = probe(t.url("/100.txt"), "--max-wait", "1500ms", "--max-requests", "5")
+    assert out.returncode == 0
+    assert "longer than 1.5 s" in out.stdout
+
+
+# ---- nginx with known settings ----
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+master_process off;
+error_log {dir}/error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  keepalive_timeout 3s;
+  keepalive_requests 11;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+"""
+
+
+@pytest.fixture
+def nginx(tmp_path, site):
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(binary):
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    work = tmp_path / "nginx"
+    work.mkdir()
+    port = free_port()
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=work, port=port, root=site))
+    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(work)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("nginx did not start: %s" % proc.stderr.read().decode())
+                time.sleep(0.05)
+        yield "http://127.0.0.1:%d" % port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_nginx_idle_timeout_and_max_requests_are_measured(nginx):
+    r = probe_json(nginx + "/100.txt", "--max-wait", "20s", "--client-idle", "60s")
+    assert near(r["idle_timeout"]["ms"], 3000), r["idle_timeout"]
+    assert r["max_requests"]["count"] == 11 and r["max_requests"]["end"] == "said_close"
+    assert r["server"].startswith("nginx")
+    assert r["keep_alive"]["field"] is None  # keepalive_timeout without a header timeout sends none
+    assert r["recommended_client_idle_ms"] == 2000
+    assert r["client_idle_ms"] == 60000
+    assert any("longer than the server's 3 s" in v and "at most 2 s" in v for v in r["verdicts"]), r["verdicts"]
+    assert r["pipelining"]["in_order"] is True
+
+
+# ---- failures: a clear message and a non-zero exit ----
+
+def test_refused_port_is_a_clear_error():
+    port = free_port()
+    out = probe("http://127.0.0.1:%d/" % port, "--max-wait", "2s")
+    assert out.returncode == 1
+    assert out.stderr.startswith("tether probe: cannot connect to 127.0.0.1:%d: connection refused" % port), out.stderr
+    out = probe("--json", "http://127.0.0.1:%d/" % port)
+    assert out.returncode == 1
+    assert "connection refused" in json.loads(out.stdout)["error"]
+
+
+class RawServer:
+    """Accepts connections and runs `handle(sock)` on each, in threads."""
+
+    def __init__(self, handle):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.handle = handle
+        self.conns = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.fixture
+def raw_server():
+    servers = []
+
+    def start(handle):
+        s = RawServer(handle)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def test_garbage_speaking_port_is_a_clear_error(raw_server):
+    def garbage(c):
+        try:
+            c.recv(4096)
+            c.sendall(b"\x00\x01SSH-2.0-not-http garbage\r\n\r\n")
+        except OSError:
+            pass
+
+    s = raw_server(garbage)
+    out = probe("http://127.0.0.1:%d/" % s.port, "--max-wait", "2s")
+    assert out.returncode == 1
+    assert "is not a valid HTTP/1.x response" in out.stderr, out.stderr
+    assert out.stdout == ""
+
+
+def test_silent_server_times_out_with_a_clear_error(raw_server):
+    s = raw_server(lambda c: c.recv(4096))
+    start = time.monotonic()
+    out = probe("http://127.0.0.1:%d/" % s.port, "--timeout", "1s")
+    assert out.returncode == 1
+    assert "no response within 1.0 s" in out.stderr, out.stderr
+    assert time.monotonic() - start < 5 * SLOW
+
+
+def test_what_this_build_cannot_do_exits_2():
+    out = probe("https://127.0.0.1:1/")
+    assert out.returncode == 2 and "https is not supported by this build yet" in out.stderr
+    out = probe("--insecure", "http://127.0.0.1:1/")
+    assert out.returncode == 2 and "not supported by this build yet" in out.stderr
+    for bad in (["ftp://x/"], [], ["http://x:99999/"], ["--max-wait", "soon", "http://x/"], ["a", "b"]):
+        out = probe(*bad)
+        assert out.returncode == 2 and out.stderr.startswith("tether probe: "), (bad, out)
+
+
+def test_help_states_the_bounds():
+    out = probe("--help")
+    assert out.returncode == 0
+    assert out.stdout.startswith("usage: tether probe URL")
+    for flag in ("--json", "--max-wait", "--client-idle", "--insecure", "--max-requests", "--timeout"):
+        assert flag in out.stdout
+    assert "at most 16 connections" in out.stdout and "--max-requests + 19 requests" in out.stdout
