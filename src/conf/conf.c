@@ -362,7 +362,7 @@ static void upstream_defaults(tt_upstream_conf_t *u)
     u->forwarded = false;
     u->_tcpka_auto = true;
     tt_pool_conf_t *p = &u->pool;
-    p->max_idle = 32;
+    p->max_idle = 128;
     p->idle_timeout_ms = 60000;
     p->max_requests = 1000;
     p->max_lifetime_ms = 3600000;

@@ -146,7 +146,7 @@ static void fills_an_upstream_with_the_defaults(void **state)
     assert_true(u->replay);
     assert_null(u->host);
     const tt_pool_conf_t *p = &u->pool;
-    assert_int_equal(p->max_idle, 32);
+    assert_int_equal(p->max_idle, 128);
     assert_int_equal(p->idle_timeout_ms, 60000);
     assert_int_equal(p->max_requests, 1000);
     assert_int_equal(p->max_lifetime_ms, 3600000);
