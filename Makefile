@@ -3,7 +3,7 @@
 #   make test     install, then a normal and an ASan+UBSan build, each running every test; fuzz briefly
 #   make install  build and install /usr/local/bin/tether
 #   make fuzz     run the fuzzers (FUZZ_SECONDS each, default 300)
-#   make bench    benchmarks against nginx (bench/README.md)
+#   make bench    every benchmark against nginx, h2o, HAProxy and wrk (bench/README.md; about 20 minutes)
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -57,6 +57,11 @@ install: build
 
 bench: build
 	bench/static.sh
+	bench/proxy.sh
+	bench/race.sh
+	bench/h2.sh
+	bench/tls.sh
+	bench/bench-vs-wrk.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -12,12 +12,20 @@
 #   proxied keep-alive     the same file through `tether serve --proxy` to a second tether, both on CPU 0:
 #                          the server side costs about three times the client side, so the server is surely
 #                          the bottleneck and both tools must report its capacity
+#   nginx proxy keep-alive the same file through nginx (one worker, proxy_pass with an upstream keepalive pool)
+#                          to that tether, both on CPU 0: server-bound, and a server that is not tether
 # When the server's CPU stays well under 100 %, the load generator was the bottleneck: the tools then measure
 # their own speed, not the server's (wrk re-registers its socket for writing with epoll_ctl twice per
 # request; tether bench registers once, edge-triggered), and a ratio above 1 says tether bench is lighter.
 # Env: SECONDS_PER_RUN (3), ROUNDS (5), CONNS (50), TETHER_BIN (build/tether).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" -eq 0 ]; then
+  for p in nginx-light wrk util-linux; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="${missing:-} $p"
+  done
+  [ -z "${missing:-}" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
 command -v wrk >/dev/null || { echo "bench-vs-wrk: wrk is not installed (apt-get install wrk)" >&2; exit 2; }
 [ -x "${TETHER_BIN:-build/tether}" ] || { cmake -S . -B build >/dev/null && cmake --build build -j "$(nproc)" >/dev/null; }
 ulimit -n "$(ulimit -Hn)"
@@ -47,6 +55,28 @@ def serve(args):
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     B.wait_port(port)
     return p, port
+
+
+NGINX = """worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 100000;
+    client_body_temp_path {work}/tmp;
+    proxy_temp_path {work}/tmp;
+    fastcgi_temp_path {work}/tmp;
+    uwsgi_temp_path {work}/tmp;
+    scgi_temp_path {work}/tmp;
+    upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    }}
+}}
+"""
 
 
 def timed(pids, argv):
@@ -109,9 +139,24 @@ try:
     procs.append(proxy)
     scenario("proxied keep-alive (tether --proxy -> tether, both on CPU %s: server-bound)" % B.SERVER_CPU,
              [static.pid, proxy.pid], "http://127.0.0.1:%d/100.txt" % pport, False)
+    os.mkdir(os.path.join(work, "tmp"))
+    nport = B.free_port()
+    with open(os.path.join(work, "nginx.conf"), "w") as f:
+        f.write(NGINX.format(work=work, origin=sport, port=nport))
+    nginx = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, "nginx", "-c", os.path.join(work, "nginx.conf"),
+                              "-e", "stderr"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(nginx)
+    B.wait_port(nport)
+    time.sleep(0.3)
+    scenario("nginx proxy keep-alive (nginx proxy_pass -> tether, both on CPU %s: server-bound)" % B.SERVER_CPU,
+             [static.pid] + B.children(nginx.pid), "http://127.0.0.1:%d/100.txt" % nport, False)
 finally:
     for p in procs:
-        p.kill()
-        p.wait()
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
     shutil.rmtree(work, ignore_errors=True)
 PY
