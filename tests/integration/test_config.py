@@ -92,7 +92,7 @@ class Proc:
             self.lines.append(line)
             m = LISTEN_RE.search(line)
             if m:
-                self.listen.append(split_hostport(m.group(1)))
+                self.listen.append(split_hostport(m.group(2)))
             m = METRICS_RE.search(line)
             if m:
                 self.metrics_addr = split_hostport(m.group(1))

@@ -440,7 +440,7 @@ static void merges_repeated_upstream_sections_of_one_name(void **state)
     assert_int_equal(a->nservers, 2);
     assert_addr(&a->servers[1].addr, "127.0.0.1:3");
     assert_int_equal(a->pool.max_idle, 9);
-    assert_int_equal(find_upstream(&f->c, "b")->pool.max_idle, 32);
+    assert_int_equal(find_upstream(&f->c, "b")->pool.max_idle, 128);
 }
 
 static void refuses_an_upstream_without_a_server_at_finish(void **state)
@@ -640,7 +640,7 @@ static void proxies_every_path_with_the_proxy_flag(void **state)
     f->err[0] = '\0';
     assert_int_equal(tt_conf_finish(c, f->err, sizeof(f->err)), 0);
     /* the upstream has the [upstream] defaults, tcp_keepalive auto included */
-    assert_int_equal(c->upstreams[0].pool.max_idle, 32);
+    assert_int_equal(c->upstreams[0].pool.max_idle, 128);
     assert_true(c->upstreams[0].pool.tcp_keepalive.enabled);
     assert_int_equal(c->upstreams[0].pool.tcp_keepalive.idle_s, 15);
 }
