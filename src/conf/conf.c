@@ -24,7 +24,7 @@ enum section {
 enum kind {
     K_DURATION, /* uint64_t ms */
     K_SECONDS,  /* int, whole seconds (TCP keepalive) */
-    K_SIZE,     /* size_t / uint64_t bytes */
+    K_SIZE,     /* uint32_t, size_t or uint64_t bytes (by the field's size) */
     K_U32,      /* uint32_t */
     K_BOOL,     /* bool */
     K_STRING,   /* char * */
@@ -240,7 +240,9 @@ static int parse_value(const key_t_ *k, const char *value, void *base, const cha
             *why = whybuf;
             return -1;
         }
-        if (k->size == sizeof(size_t))
+        if (k->size == sizeof(uint32_t)) /* the HTTP/2 settings: their maxima fit */
+            *(uint32_t *)dst = (uint32_t)v;
+        else if (k->size == sizeof(size_t))
             *(size_t *)dst = (size_t)v;
         else
             *(uint64_t *)dst = v;

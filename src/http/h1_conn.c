@@ -202,6 +202,8 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
 {
     if (c->state == ST_CLOSED) return;
     tt_worker_t *w = c->w;
+    if (reason == TT_CLOSE_TLS_ERROR && (c->state == ST_TLS || c->tr == &tt_transport_tcp))
+        tt_counter_add(&w->metrics.tls_failures, 1); /* failed, abandoned or never begun (accept failed) */
     if (c->areq != NULL) {
         /* Log the request the client will never get a (complete) answer to: 499 as nginx does when no
          * response was started. */
@@ -1044,7 +1046,6 @@ static bool tls_step(h1_conn_t *c)
     int r = tt_tls_handshake(c->tr);
     if (r == 0) return false; /* waiting; the header timeout (from accept) bounds it */
     if (r < 0) {
-        tt_counter_add(&w->metrics.tls_failures, 1);
         tt_log(TT_LOG_DEBUG, "conn %llu: TLS handshake failed: %s", (unsigned long long)c->id, tt_tls_last_error());
         conn_close(c, TT_CLOSE_TLS_ERROR);
         return false;

@@ -44,6 +44,8 @@ typedef struct h2_stream {
     int32_t method_ref, path_ref; /* index into pseudo[] or -1 */
     hdr_ref_t pseudo[4];          /* :method, :path, :authority, :scheme */
     bool bad_header;              /* too many or too large: answered with 431 */
+    bool bad_target;              /* :path longer than max_request_target: answered with 414 */
+    uint32_t field_bytes;         /* regular fields counted as HTTP/1.1 lines ("name: value\r\n") */
     bool dispatched;
     bool in_trailers; /* headers now arriving are request trailers */
     bool body_done;
@@ -93,7 +95,11 @@ struct h2_conn {
     bool closed;
     bool idle;
     bool ping_outstanding;
+    bool calm;             /* the client reset streams too fast: ENHANCE_YOUR_CALM, nothing more is served */
+    double reset_tokens;   /* client RST_STREAMs still allowed (token bucket: reset_burst, reset_rate/s) */
+    uint64_t reset_ms;     /* when reset_tokens was last refilled */
     tt_timer_t ga_timer;   /* second GOAWAY fallback */
+    tt_timer_t hdr_timer;  /* a header block begun and not ended: header_timeout */
     tt_timer_t ping_timer; /* liveness: interval, then timeout */
     uint64_t ping_sent_ms;
     uint64_t last_frame_ms;
@@ -161,7 +167,8 @@ static void ga_on_timer(tt_timer_t *t)
     send_final_goaway(tt_container_of(t, h2_conn_t, ga_timer));
 }
 
-/* The graceful end of RFC 9113 6.8: GOAWAY(2^31-1) and a PING now, the real last stream after its ACK. */
+/* The graceful end of RFC 9113 6.8: GOAWAY(2^31-1) now; once it is on the wire a PING follows it (the ACK
+ * proves the client saw the notice) and the real last stream goes out after the ACK (on_frame_send). */
 static void begin_goaway(h2_conn_t *c, tt_close_reason_t why, tt_goaway_reason_t metric)
 {
     if (c->goaway != GA_NONE) return;
@@ -169,9 +176,32 @@ static void begin_goaway(h2_conn_t *c, tt_close_reason_t why, tt_goaway_reason_t
     count_goaway(c, metric);
     c->goaway = GA_NOTICE;
     nghttp2_submit_shutdown_notice(c->s);
-    nghttp2_submit_ping(c->s, NGHTTP2_FLAG_NONE, PING_GOAWAY);
-    tt_timer_arm(c->w->loop, &c->ga_timer, GOAWAY_WAIT_MS);
     kick(c);
+}
+
+/* RFC 9113 5.4.2 and the 2023 "rapid reset" attack: a token bucket of client RST_STREAMs per connection.
+ * Over it, GOAWAY ENHANCE_YOUR_CALM ends the connection and no stream is served any more. */
+static void count_client_reset(h2_conn_t *c)
+{
+    const tt_h2_policy_t *p = &c->ls->policy->h2;
+    uint64_t t = now(c);
+    c->reset_tokens += (double)(t - c->reset_ms) * (double)p->reset_rate / 1000.0;
+    if (c->reset_tokens > (double)p->reset_burst) c->reset_tokens = (double)p->reset_burst;
+    c->reset_ms = t;
+    if (c->reset_tokens >= 1.0) {
+        c->reset_tokens -= 1.0;
+        return;
+    }
+    if (c->calm) return;
+    c->calm = true;
+    tt_log(TT_LOG_DEBUG, "h2 conn %llu: too many streams reset by the client", (unsigned long long)c->id);
+    nghttp2_session_terminate_session(c->s, NGHTTP2_ENHANCE_YOUR_CALM);
+    kick(c);
+}
+
+static void hdr_on_timer(tt_timer_t *t)
+{
+    h2_close(tt_container_of(t, h2_conn_t, hdr_timer), TT_CLOSE_HEADER_TIMEOUT);
 }
 
 static void ping_on_timer(tt_timer_t *t)
@@ -476,6 +506,10 @@ static void dispatch(h2_stream_t *st)
     else if (p->ka.max_lifetime_ms && now(c) - c->accepted_ms >= p->ka.max_lifetime_ms)
         begin_goaway(c, TT_CLOSE_MAX_LIFETIME, TT_GOAWAY_MAX_LIFETIME);
 
+    if (st->bad_target) {
+        respond_error(st, 414);
+        return;
+    }
     if (st->bad_header) {
         respond_error(st, 431);
         return;
@@ -503,7 +537,10 @@ static void dispatch(h2_stream_t *st)
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *user)
 {
     h2_conn_t *c = user;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    /* A header block (with its CONTINUATIONs) must end within the header timeout, like an HTTP/1.1 head. */
+    tt_timer_arm(c->w->loop, &c->hdr_timer, c->ls->policy->header_timeout_ms);
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
     h2_stream_t *st = tt_calloc(1, sizeof(*st));
     st->c = c;
     st->id = frame->hd.stream_id;
@@ -523,26 +560,35 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
     if (st == NULL) return 0;
     tt_bufpool_t *bufs = &c->w->bufs;
+    const tt_h1_limits_t *lim = &c->ls->policy->limits;
     if (st->dispatched) {
-        /* trailers after the content */
+        /* trailers after the content, bounded like the fields */
+        if (st->trailers.len + namelen + valuelen + 4 > lim->max_field_bytes) return 0;
         tt_buf_append(&st->trailers, bufs, name, namelen);
         tt_buf_append(&st->trailers, bufs, TT_LIT(": "));
         tt_buf_append(&st->trailers, bufs, value, valuelen);
         tt_buf_append(&st->trailers, bufs, TT_LIT("\r\n"));
         return 0;
     }
-    const tt_h1_limits_t *lim = &c->ls->policy->limits;
     st->header_bytes += (uint32_t)(namelen + valuelen + 32); /* RFC 9113 6.5.2 accounting */
-    if (st->bad_header || st->header_bytes > lim->max_field_bytes + lim->max_target) {
-        st->bad_header = true;
-        return 0;
+    bool is_pseudo = namelen > 0 && name[0] == ':';
+    /* The HTTP/1.1 limits, counted the same way: the target against max_request_target, the regular
+     * fields as "name: value\r\n" lines against max_field_section. */
+    if (is_pseudo && valuelen > lim->max_target) {
+        if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+            st->bad_target = true;
+        else
+            st->bad_header = true;
     }
+    if (!is_pseudo) st->field_bytes += (uint32_t)(namelen + valuelen + 4);
+    if (st->field_bytes > lim->max_field_bytes) st->bad_header = true;
+    if (st->bad_header || st->bad_target) return 0;
     uint32_t noff = st->store.len;
     tt_buf_append(&st->store, bufs, name, namelen);
     uint32_t voff = st->store.len;
     tt_buf_append(&st->store, bufs, value, valuelen);
     hdr_ref_t ref = {noff, (uint32_t)namelen, voff, (uint32_t)valuelen};
-    if (namelen > 0 && name[0] == ':') {
+    if (is_pseudo) {
         static const char *const pseudo[4] = {":method", ":path", ":authority", ":scheme"};
         for (int i = 0; i < 4; i++)
             if (namelen == strlen(pseudo[i]) && memcmp(name, pseudo[i], namelen) == 0) {
@@ -567,8 +613,9 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
     c->last_frame_ms = now(c);
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS: {
+        tt_timer_disarm(c->w->loop, &c->hdr_timer); /* the block is whole */
         h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-        if (st == NULL) break;
+        if (st == NULL || c->calm) break;
         bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
         if (!st->dispatched) {
             st->body_done = end;
@@ -602,6 +649,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
     case NGHTTP2_GOAWAY:
         if (c->goaway == GA_NONE) c->end_reason = TT_CLOSE_H2_GOAWAY;
         break;
+    case NGHTTP2_RST_STREAM: count_client_reset(c); break;
     }
     return 0;
 }
@@ -702,8 +750,14 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *user)
 {
-    (void)s;
     h2_conn_t *c = user;
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code == NGHTTP2_NO_ERROR &&
+        frame->goaway.last_stream_id == INT32_MAX && c->goaway == GA_NOTICE) {
+        /* the notice is out: the PING behind it, and the real GOAWAY after its ACK or GOAWAY_WAIT_MS */
+        nghttp2_submit_ping(s, NGHTTP2_FLAG_NONE, PING_GOAWAY);
+        tt_timer_arm(c->w->loop, &c->ga_timer, GOAWAY_WAIT_MS);
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
         /* nghttp2 itself ended the session: the rapid-reset limit, or a protocol error */
         tt_goaway_reason_t r = frame->goaway.error_code == NGHTTP2_ENHANCE_YOUR_CALM ? TT_GOAWAY_ENHANCE_YOUR_CALM
@@ -722,7 +776,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
 static bool h2_read(h2_conn_t *c)
 {
     tt_worker_t *w = c->w;
-    for (int i = 0; i < 16 && c->rd_ready; i++) {
+    for (int i = 0; i < 16 && c->rd_ready && !c->calm; i++) {
         if (!tt_buf_reserve(&c->in, &w->bufs, READ_CHUNK, 1 << 20)) return true;
         size_t space = tt_buf_space(&c->in);
         ssize_t n = tt_transport_read(c->tr, c->io.fd, tt_buf_tail(&c->in), space);
@@ -868,6 +922,7 @@ static void h2_close(h2_conn_t *c, tt_close_reason_t reason)
     set_tq(c, TQ_NONE);
     tt_timer_disarm(w->loop, &c->ga_timer);
     tt_timer_disarm(w->loop, &c->ping_timer);
+    tt_timer_disarm(w->loop, &c->hdr_timer);
     /* Streams still open end with the connection (nghttp2_session_del frees its own without callbacks). */
     while (!tt_list_is_empty(&c->streams)) {
         h2_stream_t *st = tt_container_of(tt_list_first(&c->streams), h2_stream_t, link);
@@ -950,11 +1005,11 @@ static const tt__conn_ops_t h2_ops = {
 
 /* ---- adoption ---- */
 
+/* A new callbacks object; nghttp2 copies it into the session, so the caller frees it after session_new. */
 static nghttp2_session_callbacks *callbacks(void)
 {
-    static __thread nghttp2_session_callbacks *cb;
-    if (cb == NULL) {
-        nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks *cb = NULL;
+    if (nghttp2_session_callbacks_new(&cb) == 0) {
         nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
         nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
         nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
@@ -984,6 +1039,9 @@ void tt__h2_conn_adopt(tt__lstate_t *ls, tt_io_t *from, tt_transport_t *tr, cons
     tt_list_init(&c->streams);
     tt_timer_init(&c->ga_timer, ga_on_timer);
     tt_timer_init(&c->ping_timer, ping_on_timer);
+    tt_timer_init(&c->hdr_timer, hdr_on_timer);
+    c->reset_tokens = (double)p->reset_burst;
+    c->reset_ms = tt_loop_now(w->loop);
     tt_list_push_tail(&w->conns, &c->base.link);
     tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H2][tt_transport_is_tls(tr)], 1);
     tt_io_transfer(w->loop, from, &c->io);
@@ -991,9 +1049,13 @@ void tt__h2_conn_adopt(tt__lstate_t *ls, tt_io_t *from, tt_transport_t *tr, cons
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    nghttp2_option_set_stream_reset_rate_limit(opt, p->reset_burst, p->reset_rate);
+    /* tether counts client resets itself (count_client_reset: ENHANCE_YOUR_CALM, and nothing more served);
+     * nghttp2's own limiter would answer INTERNAL_ERROR and keep serving until its GOAWAY is out. */
+    nghttp2_option_set_stream_reset_rate_limit(opt, UINT32_MAX, UINT32_MAX);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, p->header_table_size);
-    nghttp2_session_server_new2(&c->s, callbacks(), c, opt);
+    nghttp2_session_callbacks *cb = callbacks();
+    nghttp2_session_server_new2(&c->s, cb, c, opt);
+    nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
     nghttp2_settings_entry settings[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, p->max_concurrent_streams},

@@ -304,7 +304,11 @@ static int server_build(tt_tls_server_t *s, char *err, size_t errlen)
             free(ctx);
             return -1;
         }
-        SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
+        /* IGNORE_UNEXPECTED_EOF: a client that closes without close_notify (curl, most browsers) ends the
+         * stream like a FIN does (read returns 0, client_close), not with an error; HTTP framing, not TLS,
+         * tells a complete message from a truncated one. */
+        SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
+                                   SSL_OP_IGNORE_UNEXPECTED_EOF);
         SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                 SSL_MODE_RELEASE_BUFFERS);
         SSL_CTX_set_alpn_select_cb(c, alpn_cb, (void *)conf);
@@ -519,6 +523,7 @@ tt_tls_client_t *tt_tls_client_new(const tt_tls_client_conf_t *conf, char *err, 
         return NULL;
     }
     SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+    SSL_CTX_set_options(c, SSL_OP_IGNORE_UNEXPECTED_EOF); /* an EOF ends a close-delimited response */
     SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_set_alpn_protos(c, alpn_h1, sizeof(alpn_h1) - 1);
