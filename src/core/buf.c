@@ -77,6 +77,7 @@ void tt_buf_release(tt_buf_t *b, tt_bufpool_t *p)
 
 void tt_buf_append(tt_buf_t *b, tt_bufpool_t *p, const void *data, size_t n)
 {
+    if (n == 0) return; /* data may be NULL then (an empty tt_str_t), and memcpy must not see it */
     if (!tt_buf_reserve(b, p, n, SIZE_MAX)) tt_fatal("buffer overflow");
     memcpy(tt_buf_tail(b), data, n);
     b->len += (uint32_t)n;

@@ -38,7 +38,8 @@ void tt_bufpool_dispose(tt_bufpool_t *p);
 TT_MUST_CHECK bool tt_buf_reserve(tt_buf_t *b, tt_bufpool_t *p, size_t need, size_t max);
 /** Gives the memory of `b` back to `p` (or frees a grown buffer) and empties `b`. */
 void tt_buf_release(tt_buf_t *b, tt_bufpool_t *p);
-/** Appends `n` bytes, growing without bound; for output whose size the caller already limits. */
+/** Appends `n` bytes (copied; `data` may be NULL when `n` is 0), growing without bound; for output whose size
+ *  the caller already limits. Aborts the process if memory runs out. */
 void tt_buf_append(tt_buf_t *b, tt_bufpool_t *p, const void *data, size_t n);
 
 static inline char *tt_buf_data(const tt_buf_t *b)
