@@ -8,9 +8,11 @@ comparable even when the load generator, not the server, is the bottleneck.
 import os
 import re
 import resource
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -133,6 +135,33 @@ def make_cert(work):
                     "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
     return cert, key
+
+
+def make_workdir(prefix):
+    """A scratch directory readable by nginx's www-data workers, with site/100.txt (99 x's and a newline).
+    Returns (workdir, site root)."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(work, 0o755)
+    root = os.path.join(work, "site")
+    os.makedirs(root, mode=0o755)
+    with open(os.path.join(root, "100.txt"), "wb") as f:
+        f.write(b"x" * 99 + b"\n")
+    os.chmod(os.path.join(root, "100.txt"), 0o644)
+    return work, root
+
+
+def stop_all(procs, work=None):
+    """SIGTERM each Popen (SIGKILL after 10 s), then removes `work`."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    if work:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def median(xs):

@@ -7,10 +7,8 @@ alternate ROUNDS times per transport. Reported: requests/s, server CPU %, reques
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -59,13 +57,7 @@ def run(pid, url):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="tether-h2-bench-")
-    os.chmod(work, 0o755)
-    root = os.path.join(work, "site")
-    os.makedirs(root, mode=0o755)
-    with open(os.path.join(root, "100.txt"), "wb") as f:
-        f.write(b"x" * 99 + b"\n")
-    os.chmod(os.path.join(root, "100.txt"), 0o644)
+    work, root = B.make_workdir("tether-h2-bench-")
     cert, key = B.make_cert(work)
     procs = []
     try:
@@ -108,13 +100,7 @@ def main():
                 med["tether"]["per_core"] / med["h2o"]["per_core"]))
             sys.stdout.flush()
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        B.stop_all(procs, work)
 
 
 if __name__ == "__main__":

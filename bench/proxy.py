@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -94,13 +93,7 @@ class Proc:
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="tether-proxy-bench-")
-    os.chmod(work, 0o755)
-    root = os.path.join(work, "site")
-    os.makedirs(root, mode=0o755)
-    with open(os.path.join(root, "100.txt"), "wb") as f:
-        f.write(b"x" * 99 + b"\n")
-    os.chmod(os.path.join(root, "100.txt"), 0o644)
+    work, root = B.make_workdir("tether-proxy-bench-")
     procs = []
     try:
         oport = B.free_port()

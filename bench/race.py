@@ -13,7 +13,6 @@ reuse its most recent connection long before the origin's timeout and hide the r
 import http.client
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile

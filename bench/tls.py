@@ -10,10 +10,8 @@ keep-alive vs new connection and full vs resumed are the cost the two mechanisms
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -77,14 +75,8 @@ def tether_handshakes(metrics_port):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="tether-tls-bench-")
-    os.chmod(work, 0o755)
+    work, root = B.make_workdir("tether-tls-bench-")
     os.makedirs(os.path.join(work, "tmp"))
-    root = os.path.join(work, "site")
-    os.makedirs(root, mode=0o755)
-    with open(os.path.join(root, "100.txt"), "wb") as f:
-        f.write(b"x" * 99 + b"\n")
-    os.chmod(os.path.join(root, "100.txt"), 0o644)
     cert, key = B.make_cert(work)
     procs = []
     try:
@@ -163,13 +155,7 @@ def main():
         print("\nServer CPU tether / nginx: full handshake %.2fx, keep-alive request %.2fx (lower is cheaper)." % (
             t_full / n_full, t_ka / n_ka))
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        B.stop_all(procs, work)
 
 
 if __name__ == "__main__":
