@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define OUT_HIGH   65536
@@ -331,6 +332,7 @@ static void tls_step(tt_upconn_t *u)
     int r = tt_tls_handshake(u->tr);
     if (r == 0) return;
     if (r < 0) {
+        u->tls_error = tt_tls_failure(u->tr, &u->tls_verify_failed); /* static text: outlives the transport */
         fail(u, TT_UP_TLS_ERROR);
         return;
     }
@@ -349,6 +351,9 @@ static void connected(tt_upconn_t *u)
         fail(u, err == ECONNREFUSED ? TT_UP_CONNECT_REFUSED : TT_UP_CONNECT_ERROR);
         return;
     }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    u->tcp_done_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     if (u->_tls != NULL) {
         u->tr = tt_tls_connect(u->_tls, u->io.fd, u->_tls_session);
         if (u->tr == NULL) {

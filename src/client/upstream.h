@@ -91,6 +91,9 @@ struct tt_upconn {
     tt_tls_client_t *_tls;    /* TLS to the upstream, NULL for plain */
     void *_tls_session;       /* session offered for resumption (not owned) */
     bool tls_resumed;         /* the TLS handshake resumed a session */
+    bool tls_verify_failed;   /* the TLS handshake failed on the certificate check (see tls_error) */
+    const char *tls_error;    /* static: why the TLS handshake failed (tt_tls_failure), else NULL */
+    uint64_t tcp_done_us;     /* CLOCK_MONOTONIC us when TCP connected, before any TLS handshake; 0 until then */
     uint64_t id;              /* unique per process */
     uint64_t created_ms;      /* when the connect started */
     uint64_t parked_ms;       /* when it last became idle */

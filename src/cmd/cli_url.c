@@ -135,9 +135,23 @@ int tt_cli_url_resolve(tt_cli_url_t *u, const char **why)
 
 const char *tt_cli_url_unsupported(const tt_cli_url_t *u)
 {
-    if (u->scheme == TT_CLI_HTTPS)
-        return "https is not supported by this build yet (probe and bench speak http:// only)";
+    (void)u;
     return NULL;
+}
+
+tt_tls_client_t *tt_cli_url_tls_client(const tt_cli_url_t *u, bool insecure, bool alpn_h2, char *err, size_t errlen)
+{
+    tt_tls_client_conf_t conf = {.verify = !insecure, .sni = (char *)u->host, .alpn_h2 = alpn_h2};
+    return tt_tls_client_new(&conf, err, errlen);
+}
+
+void tt_cli_tls_failure(char *buf, size_t size, const char *reason, bool verify)
+{
+    if (verify)
+        snprintf(buf, size, "certificate verification failed: %s (use --insecure to skip it)",
+                 reason ? reason : "unknown reason");
+    else
+        snprintf(buf, size, "TLS handshake failed: %s", reason ? reason : "unknown reason");
 }
 
 size_t tt_cli_url_request(const tt_cli_url_t *u, const char *method, const char *target, int minor, const char *agent,

@@ -1,12 +1,13 @@
 /* cli_url.h -- the URL argument of `tether probe` and `tether bench`: http[s]://host[:port][/path[?query]]
  *
- * Parsing is pure; resolving the host blocks (getaddrinfo) and is for start-up only. https URLs parse
- * (so a command can say exactly why it cannot use them) but this build has no TLS: see tt_cli_url_supported.
+ * Parsing is pure; resolving the host blocks (getaddrinfo) and is for start-up only. For https URLs,
+ * tt_cli_url_tls_client builds the client TLS context both commands use.
  */
 #ifndef TT_CMD_CLI_URL_H
 #define TT_CMD_CLI_URL_H
 
 #include "net/addr.h"
+#include "net/tls.h"
 
 typedef enum tt_cli_scheme { TT_CLI_HTTP = 0, TT_CLI_HTTPS } tt_cli_scheme_t;
 
@@ -29,8 +30,29 @@ int tt_cli_url_parse(const char *s, tt_cli_url_t *u, const char **why);
 /** Resolves `u->host` into `u->addr` (first address; blocking). Returns 0, or -ENOENT/-EINVAL with `*why`. */
 int tt_cli_url_resolve(tt_cli_url_t *u, const char **why);
 
-/** NULL when this build can speak to `u`'s scheme, else a static sentence saying why not (https: no TLS yet). */
+/** NULL when this build can speak to `u`'s scheme, else a static sentence saying why not (both schemes work now). */
 const char *tt_cli_url_unsupported(const tt_cli_url_t *u);
+
+/** "http" or "https". */
+static inline const char *tt_cli_url_scheme(const tt_cli_url_t *u)
+{
+    return u->scheme == TT_CLI_HTTPS ? "https" : "http";
+}
+
+/**
+ * A client TLS context for `u` (https): TLS 1.2 or later, SNI and the name check from u->host (an IP literal
+ * is checked against the certificate's IP addresses), the chain checked against the system store (OpenSSL's
+ * default paths, which honour SSL_CERT_FILE and SSL_CERT_DIR) unless `insecure`. ALPN offers "h2" and
+ * "http/1.1" when `alpn_h2`, else "http/1.1" only. Returns the context (tt_tls_client_free), or NULL with
+ * `err` filled.
+ */
+tt_tls_client_t *tt_cli_url_tls_client(const tt_cli_url_t *u, bool insecure, bool alpn_h2, char *err, size_t errlen);
+
+/**
+ * Writes a sentence for a failed TLS handshake into `buf`: "certificate verification failed: REASON (use
+ * --insecure to skip it)" when `verify`, else "TLS handshake failed: REASON". `reason` may be NULL.
+ */
+void tt_cli_tls_failure(char *buf, size_t size, const char *reason, bool verify);
 
 /**
  * Writes a request head for `u` into `buf` (`size` bytes): "METHOD TARGET HTTP/1.<minor>", Host, a

@@ -2,9 +2,12 @@
  * of requests: connect cost, persistence (HTTP/1.1, HTTP/1.0 keep-alive), whether Keep-Alive tells the truth,
  * the idle timeout, max requests per connection, pipelining and what reuse saves; then verdicts in words.
  *
- * One loop drives phases one after another (COLD, SEQ, H10, PIPE, IDLE), each on its own connections; every
- * connection is a tt_upconn_t, so responses are framed exactly as the proxy frames them. TLS phases (version,
- * ALPN, full and resumed handshakes) plug in before COLD once the build has TLS.
+ * One loop drives phases one after another (ALPN, COLD, RESUME, SEQ, H10, PIPE, IDLE), each on its own
+ * connections; every connection is a tt_upconn_t, so responses are framed exactly as the proxy frames them.
+ * ALPN and RESUME are for https only: the TLS version and whether the server selects h2 (a connection that
+ * offers h2 and http/1.1 and sends nothing), and whether sessions resume (new connections offering the newest
+ * session). Every other https connection offers http/1.1 only and no session: full handshakes, timed apart
+ * from the TCP connect.
  */
 #include "client/upstream.h"
 #include "cmd/cli_url.h"
@@ -20,8 +23,7 @@
 #define COLD_CONNS    5 /* sequential new connections, one request each: connect time, new-connection cost */
 #define IDLE_CONNS    8 /* connections held idle in parallel: the earliest close is the idle timeout */
 #define PIPE_DEPTH    4 /* requests written at once on one connection */
-#define PROBE_CONNS   (COLD_CONNS + 3 + IDLE_CONNS)
-#define FIXED_REQS    (COLD_CONNS + 2 + PIPE_DEPTH + IDLE_CONNS) /* requests besides the sequential run */
+#define RESUME_CONNS  3 /* https: sequential new connections offering the newest session */
 #define BOUND_DEFAULT 1000
 #define BOUND_MAX     100000
 #define PROGRESS_MS   200
@@ -31,10 +33,12 @@
 static const char probe_usage[] =
     "usage: tether probe URL [options]\n"
     "\n"
-    "Measures what an HTTP/1.x origin does with connections: connect time, persistence (HTTP/1.1, and\n"
-    "HTTP/1.0 with Connection: keep-alive), what its Keep-Alive field says and whether that is true, the\n"
-    "real idle timeout, max requests per connection, pipelining, and what reusing a connection saves;\n"
-    "then says in words how a client or proxy should treat this origin.\n"
+    "Measures what an HTTP/1.x origin (http:// or https://) does with connections: connect time, persistence\n"
+    "(HTTP/1.1, and HTTP/1.0 with Connection: keep-alive), what its Keep-Alive field says and whether that\n"
+    "is true, the real idle timeout, max requests per connection, pipelining, and what reusing a connection\n"
+    "saves; for https also the TLS version, whether ALPN selects h2, the full handshake time, and whether\n"
+    "TLS sessions resume (and the resumed handshake time). Then it says in words how a client or proxy\n"
+    "should treat this origin.\n"
     "\n"
     "  --json               print one JSON object instead of the report\n"
     "  --max-wait DUR       longest wait for idle connections to be closed; beyond it the idle timeout\n"
@@ -42,16 +46,19 @@ static const char probe_usage[] =
     "  --client-idle DUR    your client's or proxy's idle timeout, to compare with the server's\n"
     "  --max-requests N     most requests sent on one connection to find the server's limit [1000]\n"
     "  --timeout DUR        connect timeout, and longest wait for each response [10s]\n"
-    "  --insecure           for https: do not verify the certificate (https is not in probe yet)\n"
+    "  --insecure           https: do not verify the certificate (by default it is checked against the\n"
+    "                       system store; SSL_CERT_FILE and SSL_CERT_DIR apply)\n"
     "  -h, --help           this text\n"
     "\n"
     "Bounds: at most 16 connections (5 new ones one after another, 1 for sequential requests, 1 for\n"
-    "HTTP/1.0, 1 for pipelining, 8 held idle in parallel) and --max-requests + 19 requests. A probe lasts\n"
-    "about the idle timeout (at most --max-wait) plus the requests' round trips.\n"
-    "Exit status: 0 measured, 1 the origin could not be measured (refused, reset, timeout, not HTTP),\n"
-    "2 bad arguments or something this build cannot do (https).\n";
+    "HTTP/1.0, 1 for pipelining, 8 held idle in parallel) and --max-requests + 19 requests; https adds 1\n"
+    "connection for ALPN (no request) and 3 for resumption (one request each): at most 20 connections and\n"
+    "--max-requests + 22 requests. A probe lasts about the idle timeout (at most --max-wait) plus the\n"
+    "requests' round trips.\n"
+    "Exit status: 0 measured, 1 the origin could not be measured (refused, reset, timeout, TLS handshake or\n"
+    "certificate, not HTTP), 2 bad arguments.\n";
 
-typedef enum phase { PH_COLD, PH_SEQ, PH_H10, PH_PIPE, PH_IDLE, PH_DONE } phase_t;
+typedef enum phase { PH_ALPN, PH_COLD, PH_RESUME, PH_SEQ, PH_H10, PH_PIPE, PH_IDLE, PH_DONE } phase_t;
 
 /** How the sequential run on one connection ended. */
 typedef enum seq_end {
@@ -87,6 +94,10 @@ struct pconn {
     pconn_fail_cb failed; /* connect or exchange failed; `u` is already closed */
     int idx;
     uint64_t start_us, connected_us, sent_us, done_us, closed_us;
+    uint64_t tcp_us;       /* TCP connected, before any TLS handshake */
+    const char *tls_error; /* a failed TLS handshake: why (static) */
+    bool tls_verify;       /* ... it was the certificate check */
+    bool resumed;          /* the TLS handshake resumed a session */
     uint32_t responses;
     int status;
     bool said_close;
@@ -97,6 +108,7 @@ struct pconn {
 
 typedef struct probe_opts {
     bool json;
+    bool insecure;
     uint64_t max_wait_ms;
     uint64_t client_idle_ms; /* 0: not given */
     uint32_t bound;
@@ -116,6 +128,7 @@ struct probe {
     tt_timer_t progress;
     tt_timer_t deadline;
     bool tty;
+    bool https;
     bool failed;
     char error[320];
     unsigned conns_opened;
@@ -130,10 +143,27 @@ struct probe {
     uint64_t ka_timeout_ms;
     int64_t ka_max;
     bool first_reusable;
+    /* ALPN (https) */
+    tt_tls_client_t *tls_alpn; /* offers h2 and http/1.1 */
+    tt_tls_client_t *tls_h1;   /* offers http/1.1: every other connection */
+    pconn_t alpn;
+    char tls_version[16];
+    char alpn_selected[16]; /* "h2", "http/1.1", or "" when the server selected none */
+    uint64_t alpn_handshake_us;
     /* COLD */
     pconn_t cold;
     uint64_t connect_us[COLD_CONNS];
+    uint64_t handshake_us[COLD_CONNS]; /* https: full handshakes */
     uint64_t cold_us[COLD_CONNS];
+    /* RESUME (https) */
+    void *session;       /* the newest resumable session any connection left (owned) */
+    bool session_issued; /* a full handshake left a resumable session */
+    pconn_t resc;
+    int res_count; /* connections done */
+    bool res_resumed[RESUME_CONNS];
+    bool res_renewed[RESUME_CONNS]; /* it left a resumable session of its own */
+    uint64_t res_handshake_us[RESUME_CONNS];
+    uint64_t res_request_us[RESUME_CONNS]; /* connect start to response end */
     /* SEQ */
     pconn_t seq;
     uint64_t *reused_us; /* per request after the first, o.bound - 1 at most */
@@ -255,7 +285,9 @@ static void progress_line(probe_t *p)
     char what[160];
     double el = (double)(now_us() - p->start_us) / 1e6;
     switch (p->phase) {
+    case PH_ALPN: snprintf(what, sizeof(what), "TLS handshake offering h2 and http/1.1"); break;
     case PH_COLD: snprintf(what, sizeof(what), "opening %d new connections", COLD_CONNS); break;
+    case PH_RESUME: snprintf(what, sizeof(what), "%d new connections resuming the TLS session", RESUME_CONNS); break;
     case PH_SEQ: snprintf(what, sizeof(what), "sequential requests on one connection: %u", p->seq_count); break;
     case PH_H10: snprintf(what, sizeof(what), "HTTP/1.0 with Connection: keep-alive"); break;
     case PH_PIPE: snprintf(what, sizeof(what), "%d pipelined requests", PIPE_DEPTH); break;
@@ -296,10 +328,14 @@ static void up_on_connect(tt_upconn_t *u, tt_up_err_t err)
     pconn_t *c = u->data;
     if (err != TT_UP_OK) {
         c->u = NULL; /* closed and freed by upstream.c */
+        c->tls_error = u->tls_error;
+        c->tls_verify = u->tls_verify_failed;
         c->failed(c, err, false);
         return;
     }
     c->connected_us = now_us();
+    c->tcp_us = u->tcp_done_us ? u->tcp_done_us : c->connected_us;
+    c->resumed = u->tls_resumed;
     c->connected(c);
 }
 
@@ -382,8 +418,10 @@ static const tt_upconn_ops_t probe_ops = {
     .on_parked_event = up_on_parked_event,
 };
 
-/* Starts connecting `c`; a connect that fails at once is reported through c->failed. */
-static void pconn_open(probe_t *p, pconn_t *c, int idx, pconn_cb connected, pconn_cb done, pconn_fail_cb failed)
+/* Starts connecting `c`, over TLS with context `tls` offering `session` (not owned; may be NULL) when `tls`;
+ * a connect that fails at once is reported through c->failed. */
+static void pconn_open_tls(probe_t *p, pconn_t *c, int idx, pconn_cb connected, pconn_cb done, pconn_fail_cb failed,
+                           tt_tls_client_t *tls, void *session)
 {
     memset(c, 0, sizeof(*c));
     c->p = p;
@@ -395,7 +433,24 @@ static void pconn_open(probe_t *p, pconn_t *c, int idx, pconn_cb connected, pcon
     p->conns_opened++;
     tt_up_err_t err = TT_UP_OK;
     c->u = tt_upconn_connect(p->loop, &p->bufs, &p->res, &p->url.addr, NULL, &p->to, &probe_ops, c, &err);
-    if (c->u == NULL) c->failed(c, err, false);
+    if (c->u == NULL)
+        c->failed(c, err, false);
+    else if (tls)
+        tt_upconn_set_tls(c->u, tls, session);
+}
+
+/* Starts connecting `c` as every phase but ALPN and RESUME does: http/1.1 only, no session (https). */
+static void pconn_open(probe_t *p, pconn_t *c, int idx, pconn_cb connected, pconn_cb done, pconn_fail_cb failed)
+{
+    pconn_open_tls(p, c, idx, connected, done, failed, p->https ? p->tls_h1 : NULL, NULL);
+}
+
+/* Keeps `session` (a new reference, or NULL) as the newest resumable session. */
+static void keep_session(probe_t *p, void *session)
+{
+    if (session == NULL) return;
+    if (p->session) tt_tls_session_free(p->session);
+    p->session = session;
 }
 
 /* Sends one request (or several pipelined ones in `head`) and starts the exchange of the first. */
@@ -440,10 +495,32 @@ static void fail_fatal(pconn_t *c, tt_up_err_t err, bool got_bytes)
         snprintf(who, sizeof(who), "%s", p->addr);
     else
         snprintf(who, sizeof(who), "%s (%s)", p->url.authority, p->addr);
-    if (connecting)
+    if (err == TT_UP_TLS_ERROR) {
+        char why[256];
+        tt_cli_tls_failure(why, sizeof(why), c->tls_error, c->tls_verify);
+        probe_fail(p, "%s: %s", who, why);
+    } else if (connecting)
         probe_fail(p, "cannot connect to %s: %s", who, err_sentence(err, p->o.timeout_ms));
     else
         probe_fail(p, "%s, GET %s: %s", who, p->url.target, err_sentence(err, p->o.timeout_ms));
+}
+
+/* ---- ALPN (https): the TLS version, and does the server select h2? ---- */
+
+static void alpn_connected(pconn_t *c)
+{
+    probe_t *p = c->p;
+    const char *a = tt_tls_alpn(c->u->tr);
+    snprintf(p->alpn_selected, sizeof(p->alpn_selected), "%s", a ? a : "");
+    snprintf(p->tls_version, sizeof(p->tls_version), "%s", tt_tls_version(c->u->tr));
+    p->alpn_handshake_us = c->connected_us - c->tcp_us;
+    pconn_close(c); /* nothing is sent: after h2 was selected, an HTTP/1.1 request would be wrong */
+    next_phase(p);
+}
+
+static void alpn_done(pconn_t *c)
+{
+    (void)c; /* no request is ever sent on it */
 }
 
 /* ---- COLD: new connections one after another ---- */
@@ -452,7 +529,8 @@ static void cold_start(probe_t *p, int i);
 
 static void cold_connected(pconn_t *c)
 {
-    c->p->connect_us[c->idx] = c->connected_us - c->start_us;
+    c->p->connect_us[c->idx] = c->tcp_us - c->start_us;
+    c->p->handshake_us[c->idx] = c->connected_us - c->tcp_us;
     pconn_get(c, 1, NULL);
 }
 
@@ -460,6 +538,12 @@ static void cold_done(pconn_t *c)
 {
     probe_t *p = c->p;
     p->cold_us[c->idx] = c->done_us - c->start_us;
+    if (p->https) {
+        /* after the response the TLS 1.3 tickets have arrived */
+        void *session = tt_tls_take_session(c->u->tr);
+        if (session) p->session_issued = true;
+        keep_session(p, session);
+    }
     if (c->idx == 0) p->first_reusable = c->reusable;
     pconn_close(c);
     if (c->idx + 1 < COLD_CONNS)
@@ -471,6 +555,41 @@ static void cold_done(pconn_t *c)
 static void cold_start(probe_t *p, int i)
 {
     pconn_open(p, &p->cold, i, cold_connected, cold_done, fail_fatal);
+}
+
+/* ---- RESUME (https): new connections offering the newest session ---- */
+
+static void res_connected(pconn_t *c)
+{
+    probe_t *p = c->p;
+    p->res_resumed[c->idx] = c->resumed;
+    p->res_handshake_us[c->idx] = c->connected_us - c->tcp_us;
+    pconn_get(c, 1, NULL);
+}
+
+static void res_done(pconn_t *c)
+{
+    probe_t *p = c->p;
+    p->res_request_us[c->idx] = c->done_us - c->start_us;
+    /* Did this connection leave a session to resume next? TLS 1.3 clients use each ticket once (RFC 8446
+     * C.4), so after a resumed handshake only a new ticket from the server allows the next resumption. */
+    void *session = tt_tls_take_session(c->u->tr);
+    p->res_renewed[c->idx] = session != NULL;
+    keep_session(p, session);
+    pconn_close(c);
+    if (++p->res_count < RESUME_CONNS)
+        pconn_open_tls(p, &p->resc, p->res_count, res_connected, res_done, fail_fatal, p->tls_h1, p->session);
+    else
+        next_phase(p);
+}
+
+static void res_start(probe_t *p)
+{
+    if (p->session == NULL) {
+        next_phase(p); /* the server left no session to resume */
+        return;
+    }
+    pconn_open_tls(p, &p->resc, 0, res_connected, res_done, fail_fatal, p->tls_h1, p->session);
 }
 
 /* ---- SEQ: sequential requests on one connection until the server ends it ---- */
@@ -684,7 +803,10 @@ static void next_phase(probe_t *p)
 {
     if (p->failed) return;
     p->phase++;
+    if (p->phase == PH_RESUME && !p->https) p->phase++;
     switch (p->phase) {
+    case PH_COLD: cold_start(p, 0); break;
+    case PH_RESUME: res_start(p); break;
     case PH_SEQ: pconn_open(p, &p->seq, 0, seq_connected, seq_done, seq_failed); break;
     case PH_H10: pconn_open(p, &p->h10, 0, h10_connected, h10_done, h10_failed); break;
     case PH_PIPE: pconn_open(p, &p->pipe, 0, pipe_connected, pipe_done, pipe_failed); break;
@@ -701,6 +823,10 @@ static void next_phase(probe_t *p)
 /** What the measurements come to; computed once, printed as text or JSON. */
 typedef struct summary {
     uint64_t connect_med_us;
+    uint64_t handshake_med_us;                     /* https: full handshakes */
+    int resumed;                                   /* https: resumed handshakes of RESUME_CONNS */
+    uint64_t res_handshake_med_us, res_new_med_us; /* of the resumed ones */
+    bool renewed;                                  /* every resumed connection left a session of its own */
     uint64_t new_med_us;
     uint64_t reused_med_us;
     size_t reused_n;
@@ -711,7 +837,7 @@ typedef struct summary {
     const char *ka_timeout_truth; /* NULL when not advertised */
     const char *ka_max_truth;
     int verdicts;
-    char verdict[10][320];
+    char verdict[12][320];
 } summary_t;
 
 static void add_verdict(summary_t *s, const char *fmt, ...) TT_PRINTF(2, 3);
@@ -874,12 +1000,58 @@ static void verdict_reuse(const probe_t *p, summary_t *s)
                     fmt_us(a, sizeof(a), s->new_med_us), fmt_us((char[32]){0}, 32, s->reused_med_us));
 }
 
+static void summarize_tls(const probe_t *p, summary_t *s)
+{
+    uint64_t tmp[COLD_CONNS], hs[RESUME_CONNS], req[RESUME_CONNS];
+    memcpy(tmp, p->handshake_us, sizeof(tmp));
+    s->handshake_med_us = median(tmp, COLD_CONNS);
+    s->renewed = true;
+    for (int i = 0; i < p->res_count; i++) {
+        if (!p->res_resumed[i]) continue;
+        hs[s->resumed] = p->res_handshake_us[i];
+        req[s->resumed++] = p->res_request_us[i];
+        if (!p->res_renewed[i]) s->renewed = false;
+    }
+    s->res_handshake_med_us = median(hs, (size_t)s->resumed);
+    s->res_new_med_us = median(req, (size_t)s->resumed);
+}
+
+static void verdict_tls(const probe_t *p, summary_t *s)
+{
+    char a[32], b[32], c[32];
+    if (strcmp(p->alpn_selected, "h2") == 0)
+        add_verdict(s, "the server speaks HTTP/2 (ALPN selected h2): clients that offer h2 share one connection");
+    else
+        add_verdict(s, "the server does not speak HTTP/2 over TLS (ALPN selected %s)",
+                    p->alpn_selected[0] ? p->alpn_selected : "nothing");
+    fmt_us(a, sizeof(a), s->handshake_med_us);
+    if (!p->session_issued) {
+        add_verdict(s, "the server issues no resumable TLS session: every new connection pays a full handshake (%s)",
+                    a);
+        return;
+    }
+    if (s->resumed == 0) {
+        add_verdict(s, "the server does not resume TLS sessions: every new connection pays a full handshake (%s)", a);
+        return;
+    }
+    if (s->res_handshake_med_us < s->handshake_med_us)
+        add_verdict(s, "resuming a TLS session saves %s per new connection (full handshake %s, resumed %s)",
+                    fmt_us(b, sizeof(b), s->handshake_med_us - s->res_handshake_med_us), a,
+                    fmt_us(c, sizeof(c), s->res_handshake_med_us));
+    if (!s->renewed)
+        add_verdict(s,
+                    "after a resumed handshake the server issues no new session: clients that use each TLS 1.3 "
+                    "ticket once (RFC 8446 C.4) resume only every other new connection (%d of %d resumed)",
+                    s->resumed, p->res_count);
+}
+
 static void summarize(probe_t *p, summary_t *s)
 {
     memset(s, 0, sizeof(*s));
     uint64_t tmp[COLD_CONNS];
     memcpy(tmp, p->connect_us, sizeof(tmp));
     s->connect_med_us = median(tmp, COLD_CONNS);
+    if (p->https) summarize_tls(p, s);
     memcpy(tmp, p->cold_us, sizeof(tmp));
     s->new_med_us = median(tmp, COLD_CONNS);
     s->reused_n = p->seq_count > 1 ? p->seq_count - 1 : 0;
@@ -889,6 +1061,7 @@ static void summarize(probe_t *p, summary_t *s)
     verdict_idle(p, s);
     verdict_requests(p, s);
     verdict_reuse(p, s);
+    if (p->https) verdict_tls(p, s);
 }
 
 static const char *seq_end_text(seq_end_t e)
@@ -944,14 +1117,33 @@ static const char *pipe_name(pipe_result_t r)
     return names[r];
 }
 
+static void print_text_tls(const probe_t *p, const summary_t *s)
+{
+    char a[32], b[32];
+    printf("  tls                    %s, ALPN %s (offered h2, http/1.1), certificate %s\n", p->tls_version,
+           p->alpn_selected[0] ? p->alpn_selected : "none", p->o.insecure ? "not verified (--insecure)" : "verified");
+    printf("  tls handshake          full %s median of %d\n", fmt_us(a, sizeof(a), s->handshake_med_us), COLD_CONNS);
+    if (!p->session_issued)
+        printf("  tls resumption         not possible (the server issued no resumable session)\n");
+    else if (s->resumed == 0)
+        printf("  tls resumption         not resumed (%d tries, every one a full handshake)\n", p->res_count);
+    else
+        printf("  tls resumption         Reused: %d of %d resumed, handshake %s median%s\n", s->resumed, p->res_count,
+               fmt_us(b, sizeof(b), s->res_handshake_med_us),
+               s->renewed ? "" : "; no new session after a resumed handshake");
+}
+
 static void print_text_head(const probe_t *p, const summary_t *s)
 {
     char a[32];
-    printf("tether probe %s://%s%s (%s)\n", p->url.scheme == TT_CLI_HTTPS ? "https" : "http", p->url.authority,
-           p->url.target, p->addr);
+    printf("tether probe %s://%s%s (%s)\n", tt_cli_url_scheme(&p->url), p->url.authority, p->url.target, p->addr);
     printf("  response               %d %s%s%s\n", p->status, p->reason, p->server[0] ? ", server: " : "", p->server);
-    printf("  connect time           %s median of %d\n", fmt_us(a, sizeof(a), s->connect_med_us), COLD_CONNS);
-    printf("  tls                    not used (http)\n");
+    printf("  connect time           %s median of %d%s\n", fmt_us(a, sizeof(a), s->connect_med_us), COLD_CONNS,
+           p->https ? " (TCP)" : "");
+    if (p->https)
+        print_text_tls(p, s);
+    else
+        printf("  tls                    not used (http)\n");
     printf("persistence\n");
     printf("  HTTP/1.1               %s\n", p->seq_count >= 2 ? "persists" : "does not persist");
     printf("  HTTP/1.0 keep-alive    %s", h10_text(p->h10_result));
@@ -987,9 +1179,13 @@ static void print_text(const probe_t *p, const summary_t *s)
     printf("pipelining               %s (%d requests in one write; statuses", pipe_text(p->pipe_result), PIPE_DEPTH);
     for (int k = 0; k < p->pipe_got; k++) printf(" %d", p->pipe_status[k]);
     printf(")\n");
-    printf("reuse                    new connection %s, reused %s (median request time; %zu reused samples)\n",
-           fmt_us(a, sizeof(a), s->new_med_us), s->reused_n ? fmt_us(b, sizeof(b), s->reused_med_us) : "-",
-           s->reused_n);
+    printf("reuse                    new connection %s", fmt_us(a, sizeof(a), s->new_med_us));
+    if (p->https && s->resumed) printf(" (TLS resumed %s)", fmt_us(b, sizeof(b), s->res_new_med_us));
+    printf(", reused %s (median request time; %zu reused samples)\n",
+           s->reused_n ? fmt_us(b, sizeof(b), s->reused_med_us) : "-", s->reused_n);
+    if (p->https && s->resumed)
+        printf("                         TLS handshake full %s, resumed %s\n",
+               fmt_us(a, sizeof(a), s->handshake_med_us), fmt_us(b, sizeof(b), s->res_handshake_med_us));
     printf("verdicts\n");
     for (int i = 0; i < s->verdicts; i++) printf("  - %s\n", s->verdict[i]);
     printf("sent %u requests on %u connections in %.1f s\n", p->requests_sent, p->conns_opened,
@@ -1041,10 +1237,41 @@ static void print_json_ka(const probe_t *p, const summary_t *s)
     printf("},");
 }
 
+static void print_json_tls(const probe_t *p, const summary_t *s)
+{
+    if (!p->https) {
+        printf("\"tls\":null,");
+        return;
+    }
+    printf("\"tls\":{\"version\":");
+    json_str(stdout, p->tls_version);
+    printf(",\"alpn\":");
+    if (p->alpn_selected[0])
+        json_str(stdout, p->alpn_selected);
+    else
+        printf("null");
+    printf(",\"h2\":%s,\"verified\":%s,", strcmp(p->alpn_selected, "h2") == 0 ? "true" : "false",
+           p->o.insecure ? "false" : "true");
+    json_ms("handshake_ms", s->handshake_med_us, true);
+    json_ms("alpn_handshake_ms", p->alpn_handshake_us, true);
+    printf("\"resumption\":{\"session_issued\":%s,\"attempts\":%d,\"resumed\":%d,\"reused\":%s,",
+           p->session_issued ? "true" : "false", p->res_count, s->resumed, s->resumed ? "true" : "false");
+    if (s->resumed) {
+        json_ms("handshake_ms", s->res_handshake_med_us, true);
+        json_ms("new_connection_ms", s->res_new_med_us, true);
+        printf("\"renewed_after_resumption\":%s,", s->renewed ? "true" : "false");
+    }
+    printf("\"handshakes\":[");
+    for (int i = 0; i < p->res_count; i++)
+        printf("%s{\"resumed\":%s,\"ms\":%.3f}", i ? "," : "", p->res_resumed[i] ? "true" : "false",
+               (double)p->res_handshake_us[i] / 1000.0);
+    printf("]}},");
+}
+
 static void print_json(const probe_t *p, const summary_t *s)
 {
     char url[sizeof(p->url.authority) + sizeof(p->url.target) + 16];
-    snprintf(url, sizeof(url), "http://%s%s", p->url.authority, p->url.target);
+    snprintf(url, sizeof(url), "%s://%s%s", tt_cli_url_scheme(&p->url), p->url.authority, p->url.target);
     printf("{\"url\":");
     json_str(stdout, url);
     printf(",\"origin\":");
@@ -1055,7 +1282,8 @@ static void print_json(const probe_t *p, const summary_t *s)
     json_str(stdout, p->server);
     printf(",");
     json_ms("connect_ms", s->connect_med_us, true);
-    printf("\"tls\":null,\"http11_persists\":%s,\"http10_keepalive\":\"%s\",", p->seq_count >= 2 ? "true" : "false",
+    print_json_tls(p, s);
+    printf("\"http11_persists\":%s,\"http10_keepalive\":\"%s\",", p->seq_count >= 2 ? "true" : "false",
            h10_name(p->h10_result));
     print_json_ka(p, s);
     print_json_idle(p, s);
@@ -1115,7 +1343,6 @@ static int duration_arg(const char *flag, const char *s, uint64_t *ms, bool zero
 /* Exit status to stop with (0 for --help), or -1 to go on. */
 static int parse_args(int argc, char **argv, probe_t *p, const char **url)
 {
-    bool insecure = false;
     uint64_t v;
     int opt;
     optind = 1;
@@ -1134,7 +1361,7 @@ static int parse_args(int argc, char **argv, probe_t *p, const char **url)
         case OPT_TIMEOUT:
             if (duration_arg("--timeout", optarg, &p->o.timeout_ms, false) != 0) return 2;
             break;
-        case OPT_INSECURE: insecure = true; break;
+        case OPT_INSECURE: p->o.insecure = true; break;
         case OPT_MAXREQ:
             if (tt_units_uint(optarg, 2, BOUND_MAX, &v, &why) != 0) {
                 fprintf(stderr, "tether probe: --max-requests %s: %s (2 to %d)\n", optarg, why, BOUND_MAX);
@@ -1150,10 +1377,6 @@ static int parse_args(int argc, char **argv, probe_t *p, const char **url)
         return 2;
     }
     *url = argv[optind];
-    if (insecure) {
-        fprintf(stderr, "tether probe: --insecure applies to https, which is not supported by this build yet\n");
-        return 2;
-    }
     return -1;
 }
 
@@ -1170,12 +1393,26 @@ static int setup_url(probe_t *p, const char *arg)
         fprintf(stderr, "tether probe: %s\n", unsupported);
         return 2;
     }
+    p->https = p->url.scheme == TT_CLI_HTTPS;
+    if (p->o.insecure && !p->https) {
+        fprintf(stderr, "tether probe: --insecure applies to https:// URLs only\n");
+        return 2;
+    }
     if (tt_cli_url_resolve(&p->url, &why) != 0) {
         snprintf(p->error, sizeof(p->error), "%s: %s", p->url.host, why);
         print_error(p);
         return 1;
     }
     tt_addr_format(&p->url.addr, p->addr, sizeof(p->addr));
+    if (p->https) {
+        p->tls_alpn = tt_cli_url_tls_client(&p->url, p->o.insecure, true, p->error, sizeof(p->error));
+        p->tls_h1 =
+            p->tls_alpn ? tt_cli_url_tls_client(&p->url, p->o.insecure, false, p->error, sizeof(p->error)) : NULL;
+        if (p->tls_h1 == NULL) {
+            print_error(p);
+            return 1;
+        }
+    }
     return -1;
 }
 
@@ -1191,12 +1428,17 @@ static void probe_run(probe_t *p)
     tt_timer_init(&p->progress, progress_on_timer);
     tt_timer_init(&p->deadline, idle_on_deadline);
     if (p->tty) tt_timer_arm(p->loop, &p->progress, PROGRESS_MS);
-    p->phase = PH_COLD;
-    cold_start(p, 0);
+    if (p->https) {
+        p->phase = PH_ALPN;
+        pconn_open_tls(p, &p->alpn, 0, alpn_connected, alpn_done, fail_fatal, p->tls_alpn, NULL);
+    } else {
+        p->phase = PH_COLD;
+        cold_start(p, 0);
+    }
     if (!p->failed) tt_loop_run(p->loop);
     if (p->tty) fprintf(stderr, "\r\033[K");
     /* Close what a failure left open, then one more turn frees the connections. */
-    pconn_t *all[] = {&p->cold, &p->seq, &p->h10, &p->pipe};
+    pconn_t *all[] = {&p->alpn, &p->cold, &p->resc, &p->seq, &p->h10, &p->pipe};
     for (size_t i = 0; i < TT_ARRAY_SIZE(all); i++) pconn_close(all[i]);
     for (int i = 0; i < IDLE_CONNS; i++) pconn_close(&p->idle[i]);
     tt_timer_disarm(p->loop, &p->progress);
@@ -1210,6 +1452,9 @@ static void probe_dispose(probe_t *p)
     if (p->loop) tt_loop_free(&p->loop);
     tt_bufpool_dispose(&p->bufs);
     free(p->reused_us);
+    if (p->session) tt_tls_session_free(p->session);
+    tt_tls_client_free(&p->tls_alpn);
+    tt_tls_client_free(&p->tls_h1);
     free(p);
 }
 
@@ -1221,6 +1466,8 @@ int tt_cmd_probe(int argc, char **argv)
     int rc = parse_args(argc, argv, p, &url);
     if (rc < 0) rc = setup_url(p, url);
     if (rc >= 0) {
+        tt_tls_client_free(&p->tls_alpn);
+        tt_tls_client_free(&p->tls_h1);
         free(p);
         return rc;
     }

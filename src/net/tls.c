@@ -244,6 +244,7 @@ struct tt_tls_server {
 
 static const unsigned char alpn_h2[] = "\x02h2";
 static const unsigned char alpn_h1[] = "\x08http/1.1";
+static const unsigned char alpn_h2_h1[] = "\x02h2\x08http/1.1"; /* a client's offer, most preferred first */
 
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
                    unsigned int inlen, void *arg)
@@ -359,6 +360,8 @@ void tt_tls_server_free(tt_tls_server_t **sp)
 typedef struct tls_transport {
     tt_transport_t base;
     SSL *ssl;
+    const char *fail; /* static: why the handshake failed (tt_tls_failure) */
+    bool fail_verify;
 } tls_transport_t;
 
 static ssize_t ssl_result(tls_transport_t *t, int r, size_t n)
@@ -474,17 +477,51 @@ tt_transport_t *tt_tls_accept(tt_tls_server_t *s, int fd)
     return t;
 }
 
+/* Notes why a handshake failed, before the error queue is cleared: the certificate check's reason when that
+ * was the failure (with SSL_VERIFY_NONE the chain is still checked, so the verify result alone says nothing). */
+static void note_failure(tls_transport_t *t, int ssl_err)
+{
+    unsigned long e = ERR_peek_last_error();
+    long v = SSL_get_verify_result(t->ssl);
+    t->fail_verify = false;
+    if (e != 0 && ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED && v != X509_V_OK) {
+        t->fail = X509_verify_cert_error_string(v);
+        t->fail_verify = true;
+    } else if (e != 0 && ERR_reason_error_string(e) != NULL) {
+        t->fail = ERR_reason_error_string(e);
+    } else if (ssl_err == SSL_ERROR_SYSCALL && errno == ECONNRESET) {
+        t->fail = "the connection was reset during the handshake";
+    } else if (ssl_err == SSL_ERROR_SYSCALL) {
+        t->fail = "the peer closed the connection during the handshake";
+    } else {
+        t->fail = "the handshake failed";
+    }
+}
+
 int tt_tls_handshake(tt_transport_t *tr)
 {
     tls_transport_t *t = (tls_transport_t *)tr;
     t->base.want_write = false;
+    errno = 0;
     int r = SSL_do_handshake(t->ssl);
     if (r == 1) return 1;
-    switch (SSL_get_error(t->ssl, r)) {
+    int e = SSL_get_error(t->ssl, r);
+    switch (e) {
     case SSL_ERROR_WANT_READ: return 0;
     case SSL_ERROR_WANT_WRITE: t->base.want_write = true; return 0;
-    default: ERR_clear_error(); return -1;
+    default:
+        note_failure(t, e);
+        ERR_clear_error();
+        return -1;
     }
+}
+
+const char *tt_tls_failure(const tt_transport_t *tr, bool *verify)
+{
+    const tls_transport_t *t = (const tls_transport_t *)tr;
+    if (!tt_transport_is_tls(tr)) return NULL;
+    if (verify) *verify = t->fail_verify;
+    return t->fail;
 }
 
 const char *tt_tls_alpn(const tt_transport_t *tr)
@@ -526,7 +563,10 @@ tt_tls_client_t *tt_tls_client_new(const tt_tls_client_conf_t *conf, char *err, 
     SSL_CTX_set_options(c, SSL_OP_IGNORE_UNEXPECTED_EOF); /* an EOF ends a close-delimited response */
     SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    SSL_CTX_set_alpn_protos(c, alpn_h1, sizeof(alpn_h1) - 1);
+    if (conf->alpn_h2)
+        SSL_CTX_set_alpn_protos(c, alpn_h2_h1, sizeof(alpn_h2_h1) - 1);
+    else
+        SSL_CTX_set_alpn_protos(c, alpn_h1, sizeof(alpn_h1) - 1);
     if (conf->verify) {
         SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
         int ok =
@@ -586,6 +626,12 @@ void *tt_tls_take_session(tt_transport_t *tr)
         return NULL;
     }
     return s;
+}
+
+void *tt_tls_session_ref(void *session)
+{
+    SSL_SESSION_up_ref(session);
+    return session;
 }
 
 void tt_tls_session_free(void *session)

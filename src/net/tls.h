@@ -77,6 +77,8 @@ typedef struct tt_tls_client_conf {
     char *cert_file; /* client certificate, optional */
     char *key_file;
     char *sni; /* server name to send and check; NULL: none (IP literal) */
+    /* offer "h2" before "http/1.1" in ALPN (RFC 7301); false: "http/1.1" only */
+    bool alpn_h2;
 } tt_tls_client_conf_t;
 
 typedef struct tt_tls_client tt_tls_client_t;
@@ -90,6 +92,15 @@ void tt_tls_client_free(tt_tls_client_t **c);
 tt_transport_t *tt_tls_connect(tt_tls_client_t *c, int fd, void *session);
 /** A reference to the connection's session for a later resumption (free with tt_tls_session_free), or NULL. */
 void *tt_tls_take_session(tt_transport_t *t);
+/** Another reference to `session` (not NULL) for a holder with a lifetime of its own; tt_tls_session_free each. */
+void *tt_tls_session_ref(void *session);
 void tt_tls_session_free(void *session);
+/**
+ * Why the last tt_tls_handshake() on `t` failed, as static text: with `*verify` set, the certificate check's
+ * reason ("self-signed certificate in certificate chain", "hostname mismatch"; RFC 5280 6, RFC 6125); else
+ * OpenSSL's reason ("wrong version number") or "the peer closed the connection during the handshake"; NULL
+ * when no handshake failed. Client or server transports; the text outlives `t`.
+ */
+const char *tt_tls_failure(const tt_transport_t *t, bool *verify);
 
 #endif

@@ -1,6 +1,6 @@
 """tether bench against tether: -n counts exactly, --close opens one connection per request (as tether's
-metrics see it), --json parses, --rate holds its rate, --compare prints only what the build supports, and
-failures end with a clear message and a non-zero exit."""
+metrics see it), --json parses, --rate holds its rate, --compare prints its ratios and the rows the origin
+cannot do, and failures end with a clear message and a non-zero exit. HTTP/2 and https: test_bench_h2.py."""
 
 import json
 import socket
@@ -60,7 +60,8 @@ def test_json_has_every_number(origin):
     assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"]
     assert 0.9 <= r["elapsed_s"] < 1.5 * SLOW
     assert r["requests"] > 100 and r["rps"] > 100
-    assert set(r["errors"]) == {"connect", "reset", "timeout", "bad_status", "invalid"}
+    assert set(r["errors"]) == {"connect", "reset", "timeout", "bad_status", "invalid", "rst_stream", "goaway"}
+    assert r["protocol"] == "http/1.1" and "tls_resume" not in r
     assert r["tls"] == {"full": 0, "resumed": 0}
 
 
@@ -79,15 +80,15 @@ def test_compare_prints_ratios_and_the_rows_it_skipped(origin):
     out = bench(origin.url("/100.txt"), "-d", "1s", "-c", "2", "--compare")
     assert out.returncode == 0, out
     assert "keep-alive advantage" in out.stdout
-    assert "skipped: HTTP/1.1 vs HTTP/2: HTTP/2 is not in this build yet" in out.stdout
-    assert "skipped: TLS resumed vs full handshake" in out.stdout
+    assert "HTTP/2 vs HTTP/1.1 keep-alive" in out.stdout  # tether speaks h2c with prior knowledge
+    assert "skipped: TLS resumed vs full handshake: the origin is http://" in out.stdout
     r = bench_json(origin.url("/100.txt"), "-n", "300", "-c", "2", "--compare")
-    ka, cl = r["runs"]
-    assert ka["mode"] == "keep-alive" and cl["mode"] == "close"
-    assert ka["requests"] == cl["requests"] == 300
-    assert cl["connections_opened"] == 300 and ka["connections_opened"] == 2
-    assert r["ratios"]["keepalive_vs_close"]["rps"] > 0
-    assert [s["row"] for s in r["skipped"]] == ["HTTP/1.1 vs HTTP/2", "TLS resumed vs full handshake"]
+    ka, cl, h2 = r["runs"]
+    assert ka["mode"] == "keep-alive" and cl["mode"] == "close" and h2["mode"] == "h2"
+    assert ka["requests"] == cl["requests"] == h2["requests"] == 300
+    assert cl["connections_opened"] == 300 and ka["connections_opened"] == 2 and h2["connections_opened"] == 2
+    assert r["ratios"]["keepalive_vs_close"]["rps"] > 0 and r["ratios"]["h2_vs_h1"]["rps"] > 0
+    assert [s["row"] for s in r["skipped"]] == ["TLS resumed vs full handshake"]
 
 
 def test_bad_status_is_counted(origin):
@@ -106,17 +107,13 @@ def test_refused_port_fails_with_a_clear_message():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--h2", "http://127.0.0.1:1/"], "--h2 needs HTTP/2 support, not in this build yet"),
-    (["--h2", "-m", "10", "http://127.0.0.1:1/"], "--h2 needs HTTP/2 support, not in this build yet"),
-    (["--tls-resume", "on", "http://127.0.0.1:1/"], "not supported by this build yet"),
-    (["https://127.0.0.1:1/"], "https is not supported by this build yet"),
     (["-n", "5", "-d", "1s", "http://127.0.0.1:1/"], "not both"),
     (["-c", "0", "http://127.0.0.1:1/"], "-c 0"),
     (["--rate", "fast", "http://127.0.0.1:1/"], "--rate fast"),
     (["--compare", "--close", "http://127.0.0.1:1/"], "--compare"),
     ([], "expected one URL"),
 ])
-def test_bad_or_unsupported_arguments_exit_2(args, message):
+def test_bad_arguments_exit_2(args, message):
     out = bench(*args)
     assert out.returncode == 2, out
     assert message in out.stderr, out.stderr
@@ -126,5 +123,5 @@ def test_help_lists_every_flag():
     out = bench("--help")
     assert out.returncode == 0 and out.stdout.startswith("usage: tether bench URL")
     for flag in ("-c", "-d", "-n", "-t", "--rate", "--close", "--compare", "--json", "--h2", "-m", "--tls-resume",
-                 "--timeout"):
+                 "--insecure", "--timeout"):
         assert flag in out.stdout

@@ -1,6 +1,6 @@
 """tether probe: the idle timeout and max requests of servers with known settings (tether itself, Debian's
 nginx), the --client-idle verdict, --json, an origin that never closes idle connections, and every failure
-mode ending with a clear message and a non-zero exit."""
+mode ending with a clear message and a non-zero exit. https (TLS, ALPN, resumption): test_probe_tls.py."""
 
 import json
 import os
@@ -244,11 +244,7 @@ def test_silent_server_times_out_with_a_clear_error(raw_server):
     assert time.monotonic() - start < 5 * SLOW
 
 
-def test_what_this_build_cannot_do_exits_2():
-    out = probe("https://127.0.0.1:1/")
-    assert out.returncode == 2 and "https is not supported by this build yet" in out.stderr
-    out = probe("--insecure", "http://127.0.0.1:1/")
-    assert out.returncode == 2 and "not supported by this build yet" in out.stderr
+def test_bad_arguments_exit_2():
     for bad in (["ftp://x/"], [], ["http://x:99999/"], ["--max-wait", "soon", "http://x/"], ["a", "b"]):
         out = probe(*bad)
         assert out.returncode == 2 and out.stderr.startswith("tether probe: "), (bad, out)
