@@ -63,6 +63,8 @@ void tt_upconn_close(tt_upconn_t *u)
     tt_buf_release(&u->_in, u->_bufs);
     tt_buf_release(&u->_out, u->_bufs);
     tt_buf_release(&u->_trailers, u->_bufs);
+    if (u->_tls_session != NULL) tt_tls_session_free(u->_tls_session);
+    u->_tls_session = NULL;
     if (u->tr != NULL && tt_transport_is_tls(u->tr) && u->io.fd >= 0) tt_transport_shutdown(u->tr, u->io.fd);
     tt_transport_free(&u->tr);
     if (u->io.fd >= 0) close(u->io.fd);
@@ -355,7 +357,9 @@ static void connected(tt_upconn_t *u)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     u->tcp_done_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     if (u->_tls != NULL) {
-        u->tr = tt_tls_connect(u->_tls, u->io.fd, u->_tls_session);
+        u->tr = tt_tls_connect(u->_tls, u->io.fd, u->_tls_session); /* SSL_set_session takes its own ref */
+        if (u->_tls_session != NULL) tt_tls_session_free(u->_tls_session);
+        u->_tls_session = NULL;
         if (u->tr == NULL) {
             u->tr = &tt_transport_tcp;
             fail(u, TT_UP_TLS_ERROR);
@@ -447,7 +451,9 @@ tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_respon
 void tt_upconn_set_tls(tt_upconn_t *u, tt_tls_client_t *tls, void *session)
 {
     u->_tls = tls;
-    u->_tls_session = session;
+    /* Our own reference: the pool may replace (and free) its newest session before TCP is up. */
+    if (u->_tls_session != NULL) tt_tls_session_free(u->_tls_session);
+    u->_tls_session = session != NULL ? tt_tls_session_ref(session) : NULL;
 }
 
 void tt_upconn_set_user(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data)

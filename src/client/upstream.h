@@ -89,7 +89,7 @@ struct tt_upconn {
     tt_buf_t _trailers;
     tt_transport_t *tr;       /* tt_transport_tcp, or TLS once connected */
     tt_tls_client_t *_tls;    /* TLS to the upstream, NULL for plain */
-    void *_tls_session;       /* session offered for resumption (not owned) */
+    void *_tls_session;       /* session to offer for resumption: a reference of ours until the handshake */
     bool tls_resumed;         /* the TLS handshake resumed a session */
     bool tls_verify_failed;   /* the TLS handshake failed on the certificate check (see tls_error) */
     const char *tls_error;    /* static: why the TLS handshake failed (tt_tls_failure), else NULL */
@@ -145,8 +145,9 @@ tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_respon
                                void *data, tt_up_err_t *err);
 /**
  * Makes a connection that is still connecting speak TLS once TCP is up: client context `tls`, offering
- * `session` (tt_tls_take_session; not owned, may be NULL). The connect timeout covers the handshake; a
- * failed handshake reports TT_UP_TLS_ERROR to on_connect.
+ * `session` (from tt_tls_take_session, may be NULL): the connection takes its own reference, so the caller
+ * may free its own at any time. The connect timeout covers the handshake; a failed handshake reports
+ * TT_UP_TLS_ERROR to on_connect.
  */
 void tt_upconn_set_tls(tt_upconn_t *u, tt_tls_client_t *tls, void *session);
 /** Hands the connection to a new user (`ops`, `data`) without changing its state. */

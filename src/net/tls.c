@@ -214,7 +214,6 @@ static int set_keys(EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, const ticket_keys_t
 static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
                      int enc)
 {
-    (void)s;
     int64_t period = (int64_t)time(NULL) / rotation_s;
     if (enc) {
         const ticket_keys_t *k = keys_for(period);
@@ -226,7 +225,9 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
         const ticket_keys_t *k = keys_for(p);
         if (memcmp(key_name, k->name, 16) == 0) {
             if (set_keys(cctx, hctx, k, iv, 0) != 0) return -1;
-            return p == period ? 1 : 2; /* 2: valid, but issue a fresh ticket under the new key */
+            /* 2: valid, and issue a fresh ticket. Always under TLS 1.3, whose clients use a ticket once
+             * (RFC 8446 C.4): without a new one every other connection would need a full handshake. */
+            return p == period && SSL_version(s) < TLS1_3_VERSION ? 1 : 2;
         }
     }
     return 0; /* unknown or expired key: a full handshake */
@@ -413,7 +414,10 @@ static ssize_t tls_write(tt_transport_t *tr, int fd, const void *buf, size_t len
     size_t n = 0;
     errno = 0;
     int r = SSL_write_ex(t->ssl, buf, len, &n);
-    return ssl_result(t, r, n);
+    ssize_t res = ssl_result(t, r, n);
+    /* A write never returns 0 (the transport contract): the peer's close_notify or a bare EOF seen while
+     * writing means the peer is gone, as EPIPE does on TCP. A 0 made the writers loop forever. */
+    return res == 0 ? -EPIPE : res;
 }
 
 /* TLS cannot use sendfile(2): read the range and encrypt it. A retried write re-reads the same bytes
