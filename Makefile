@@ -11,7 +11,7 @@ FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 PREFIX     ?= /usr/local
 FUZZ_SECONDS ?= 300
-CI_FUZZ_SECONDS ?= 60
+CI_FUZZ_SECONDS ?= 30
 
 .PHONY: all deps build run test test-normal test-asan fuzz fuzz-build fuzz-ci install bench format format-check clean
 
