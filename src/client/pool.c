@@ -238,18 +238,19 @@ static void park(tt_pool_t *p, tt_upconn_t *u)
         r = TT_RETIRE_HINT_DEADLINE; /* Keep-Alive: timeout=0 -- the upstream keeps no idle connection */
     if (r == TT_RETIRE_HINT_DEADLINE)
         r = deadline_reason == TT_RETIRE_IDLE_TIMEOUT ? TT_RETIRE_HINT_DEADLINE : deadline_reason;
-    if (r != TT_RETIRE_NONE) {
-        tt_counter_add(&p->m->retired[r], 1);
-        tt_upconn_close(u);
-        return;
-    }
     if (p->tls) {
-        /* after an exchange the TLS 1.3 tickets have arrived: keep the newest session for reconnects */
+        /* after an exchange the TLS 1.3 tickets have arrived: keep the newest session for reconnects,
+         * also from a connection about to be retired (max_requests, Connection: close...) */
         void *s = tt_tls_take_session(u->tr);
         if (s != NULL) {
             if (p->tls_session) tt_tls_session_free(p->tls_session);
             p->tls_session = s;
         }
+    }
+    if (r != TT_RETIRE_NONE) {
+        tt_counter_add(&p->m->retired[r], 1);
+        tt_upconn_close(u);
+        return;
     }
     tt_upconn_park(u, &parked_ops, NULL);
     u->pool_retire_at_ms = t + idle;
@@ -355,8 +356,13 @@ static void mark_down(tt_pool_t *p)
     }
 }
 
-static void connect_failed(tt_pool_t *p)
+/* A failed connect or TLS handshake (both count toward max_fails). The first TLS failure of a streak is
+ * logged with OpenSSL's reason: a certificate problem is otherwise visible only as 502 tls_error. */
+static void connect_failed(tt_pool_t *p, const tt_upconn_t *u)
 {
+    if (u != NULL && u->tls_error != NULL && p->fails == 0)
+        tt_log(TT_LOG_WARN, "upstream %s: TLS handshake failed: %s%s", p->name, u->tls_error,
+               u->tls_verify_failed ? " (certificate verification; see tls_ca, tls_sni, tls_verify)" : "");
     tt_counter_add(&p->m->connect_failures, 1);
     if (++p->fails >= p->conf->max_fails) mark_down(p);
 }
@@ -379,7 +385,7 @@ static void probe_on_connect(tt_upconn_t *u, tt_up_err_t err)
     p->probe = NULL;
     p->nconnecting--;
     if (err != TT_UP_OK) {
-        connect_failed(p);
+        connect_failed(p, u);
         if (!p->down) mark_down(p);
         return;
     }
@@ -399,7 +405,7 @@ static void probe_on_timer(tt_timer_t *t)
     tt_upconn_t *u = tt_upconn_connect(p->loop, p->bufs, p->res, &p->addr, &p->conf->tcp_keepalive, &p->conf->timeouts,
                                        &probe_ops, NULL, &err);
     if (u == NULL) {
-        connect_failed(p);
+        connect_failed(p, NULL);
         mark_down(p);
         return;
     }
@@ -420,7 +426,7 @@ static void new_on_connect(tt_upconn_t *u, tt_up_err_t err)
     tt_gauge_add(&p->m->active, -1);
     if (w != NULL) w->_connecting = NULL;
     if (err != TT_UP_OK) {
-        connect_failed(p);
+        connect_failed(p, u);
         if (w != NULL) w->cb(w, NULL, TT_POOL_FAILED, err);
         dispatch_queue(p);
         return;
@@ -445,7 +451,7 @@ static tt_pool_status_t open_new(tt_pool_t *p, tt_pool_waiter_t *w, tt_up_err_t 
     tt_upconn_t *u = tt_upconn_connect(p->loop, p->bufs, p->res, &p->addr, &p->conf->tcp_keepalive, &p->conf->timeouts,
                                        &connecting_ops, w, err);
     if (u == NULL) {
-        connect_failed(p);
+        connect_failed(p, NULL);
         return TT_POOL_FAILED;
     }
     if (p->tls) tt_upconn_set_tls(u, p->tls, p->tls_session);

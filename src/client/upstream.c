@@ -232,7 +232,9 @@ static int do_read(tt_upconn_t *u)
         }
         return -1;
     }
-    fail(u, n == 0 ? TT_UP_CLOSED : TT_UP_RESET);
+    /* -EPROTO: a TLS alert or a bad record after the handshake (a TLS 1.3 server refusing our certificate
+     * says so only now) */
+    fail(u, n == 0 ? TT_UP_CLOSED : n == -EPROTO ? TT_UP_TLS_ERROR : TT_UP_RESET);
     return -1;
 }
 

@@ -661,11 +661,15 @@ tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, ui
         for (size_t s = 0; s < ups[u].nservers; s++) {
             tt_upstream_server_t *sv = &ups[u].servers[s];
             if (!sv->tls || sv->_tls != NULL) continue;
+            char ip[TT_ADDR_STRLEN]; /* an IP literal server is still checked: against the certificate's addresses */
+            tt_addr_format_host(&sv->addr, ip, sizeof(ip));
             tt_tls_client_conf_t tc = {.ca_file = ups[u].tls_ca,
                                        .verify = ups[u].tls_verify,
                                        .cert_file = ups[u].tls_cert,
                                        .key_file = ups[u].tls_key,
-                                       .sni = ups[u].tls_sni ? ups[u].tls_sni : sv->host};
+                                       .sni = ups[u].tls_sni ? ups[u].tls_sni
+                                              : sv->host     ? sv->host
+                                                             : ip};
             char why[384];
             sv->_tls = tt_tls_client_new(&tc, why, sizeof(why));
             if (sv->_tls == NULL) {

@@ -2,6 +2,7 @@
 #include "net/tls.h"
 #include "core/err.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -363,6 +364,8 @@ typedef struct tls_transport {
     SSL *ssl;
     const char *fail; /* static: why the handshake failed (tt_tls_failure) */
     bool fail_verify;
+    bool has_pending;    /* a read stopped at an end or error after returning bytes: report it next */
+    ssize_t pending_res; /* 0 (end of stream) or -errno */
 } tls_transport_t;
 
 static ssize_t ssl_result(tls_transport_t *t, int r, size_t n)
@@ -382,7 +385,7 @@ static ssize_t ssl_result(tls_transport_t *t, int r, size_t n)
 /* SSL_read_ex returns at most one record: read records until `len` is full or the socket is empty, so
  * that a short read means what it means on TCP (the edge-triggered caller waits for the next edge). A
  * read that stops for another reason after some bytes (end of stream, error, a write first) returns the
- * bytes and sets `unread`: the next call reports the condition. */
+ * bytes and sets `unread`: the next call reports the condition (kept in has_pending). */
 static ssize_t tls_read(tt_transport_t *tr, int fd, void *buf, size_t len)
 {
     (void)fd;
@@ -390,6 +393,10 @@ static ssize_t tls_read(tt_transport_t *tr, int fd, void *buf, size_t len)
     size_t total = 0;
     t->base.want_write = false;
     t->base.unread = false;
+    if (t->has_pending) {
+        t->has_pending = false;
+        return t->pending_res;
+    }
     for (;;) {
         size_t n = 0;
         errno = 0;
@@ -400,8 +407,17 @@ static ssize_t tls_read(tt_transport_t *tr, int fd, void *buf, size_t len)
             continue;
         }
         if (total == 0) return ssl_result(t, r, n);
-        if (SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_READ) t->base.unread = true;
-        ERR_clear_error(); /* the condition repeats on the next call, which reports it */
+        int e = SSL_get_error(t->ssl, r);
+        if (e == SSL_ERROR_WANT_READ) return (ssize_t)total; /* the socket is empty */
+        t->base.unread = true;
+        if (e == SSL_ERROR_WANT_WRITE) {
+            ERR_clear_error(); /* the next read meets it again and reports it */
+            return (ssize_t)total;
+        }
+        /* End of stream or a fatal error: OpenSSL would not repeat it (after a fatal alert it reports a bare
+         * SYSCALL with errno 0, which reads as a clean end), so keep the verdict for the next call. */
+        t->pending_res = ssl_result(t, r, n);
+        t->has_pending = true;
         return (ssize_t)total;
     }
 }
@@ -612,8 +628,10 @@ tt_transport_t *tt_tls_connect(tt_tls_client_t *c, int fd, void *session)
     SSL *ssl = SSL_new(c->ctx);
     if (ssl == NULL) return NULL;
     if (c->sni != NULL) {
-        SSL_set_tlsext_host_name(ssl, c->sni);
-        if (c->verify) SSL_set1_host(ssl, c->sni);
+        unsigned char ip[16];
+        bool literal = inet_pton(AF_INET, c->sni, ip) == 1 || inet_pton(AF_INET6, c->sni, ip) == 1;
+        if (!literal) SSL_set_tlsext_host_name(ssl, c->sni); /* RFC 6066 3: no IP literals in SNI */
+        if (c->verify) SSL_set1_host(ssl, c->sni);           /* OpenSSL 3 checks an IP literal as an address */
     }
     if (session != NULL) SSL_set_session(ssl, session);
     tt_transport_t *t = wrap(ssl, fd);

@@ -76,7 +76,9 @@ typedef struct tt_tls_client_conf {
     bool verify;     /* check the certificate chain and the name */
     char *cert_file; /* client certificate, optional */
     char *key_file;
-    char *sni; /* server name to send and check; NULL: none (IP literal) */
+    /* the server's name: sent as SNI unless it is an IP literal (RFC 6066 3), and checked against the
+     * certificate's DNS names or IP addresses (RFC 6125); NULL: nothing sent, the name not checked */
+    char *sni;
     /* offer "h2" before "http/1.1" in ALPN (RFC 7301); false: "http/1.1" only */
     bool alpn_h2;
 } tt_tls_client_conf_t;

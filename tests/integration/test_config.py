@@ -84,6 +84,8 @@ class Proc:
         threading.Thread(target=self._pump, daemon=True).start()
         threading.Thread(target=lambda: self.proc.stdout.read(), daemon=True).start()
         if not self.ready.wait(10 * SLOW) or self.proc.poll() is not None:
+            self.proc.kill()  # never leave a half-started server behind
+            self.proc.wait()
             raise RuntimeError("did not start: %s\n%s" % (self.argv, "\n".join(self.lines)))
 
     def _pump(self):
