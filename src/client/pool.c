@@ -4,6 +4,7 @@
 
 #define CANARY_INTERVAL_MS 30000 /* at most one learning canary per this period */
 #define LEAK_SCAN_MS       1000
+#define PEEK_SKIP_MS       250 /* a replayable request skips the peek on a connection parked for less */
 
 struct tt_pool {
     const tt_pool_conf_t *conf;
@@ -319,7 +320,12 @@ static tt_upconn_t *take_parked(tt_pool_t *p, const tt_pool_waiter_t *w)
         p->nidle--;
         tt_gauge_add(&p->m->idle, -1);
         tt_timer_disarm(p->loop, &u->pool_timer);
-        if (p->conf->peek && !tt_upconn_peek_alive(u)) {
+        /* The peek costs a syscall per request. It is skipped only where it cannot matter: the idle watch is
+         * on (a FIN seen by the last poll has already retired the connection), the request can be replayed
+         * if the connection proves dead anyway, and it was parked so recently that an idle close is not
+         * plausible. A busy pool reuses its connections within milliseconds. */
+        bool young = p->conf->idle_watch && !w->half_deadline && age < PEEK_SKIP_MS;
+        if (p->conf->peek && !young && !tt_upconn_peek_alive(u)) {
             tt_counter_add(&p->m->retired[TT_RETIRE_STALE_ON_REUSE], 1);
             tt_upconn_close(u);
             continue;
