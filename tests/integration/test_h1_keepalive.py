@@ -14,23 +14,6 @@ import pytest
 from conftest import SLOW
 
 
-@pytest.fixture
-def tether(tether):
-    """conftest's factory, plus a clean exit at teardown: SIGTERM must end every server with status 0 (so a
-    sanitizer report or a leak found at exit fails the test that caused it)."""
-    started = []
-
-    def start(*args, **kw):
-        t = tether(*args, **kw)
-        started.append(t)
-        return t
-
-    yield start
-    for t in started:
-        if t.proc.poll() is None:
-            rc = t.stop()
-            assert rc == 0, "tether exited with %s after SIGTERM:\n%s" % (rc, t.stderr()[-4000:])
-
 
 def body_of(site, path):
     """Expected content of a site path (directories serve their index.html)."""

@@ -29,22 +29,6 @@ from tls_util import (DATA, ENHANCE_YOUR_CALM, GOAWAY, HEADERS, NO_ERROR, PING, 
 MAX_ID = 2 ** 31 - 1
 
 
-@pytest.fixture
-def tether(tether):
-    """conftest's factory, plus a clean exit at teardown: SIGTERM must end every server with status 0."""
-    started = []
-
-    def start(*args, **kw):
-        t = tether(*args, **kw)
-        started.append(t)
-        return t
-
-    yield start
-    for t in started:
-        if t.proc.poll() is None:
-            rc = t.stop()
-            assert rc == 0, "tether exited with %s after SIGTERM:\n%s" % (rc, t.stderr()[-4000:])
-
 
 @pytest.fixture
 def origin():

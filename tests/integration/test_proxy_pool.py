@@ -23,23 +23,6 @@ from pool_support import (Background, PoolView, RawOrigin, one_request, origin_s
 RACE_CAUSES = ("closed_before_response", "reset_before_response")
 
 
-@pytest.fixture
-def tether(tether):
-    """conftest's factory, plus a clean exit at teardown: SIGTERM must end tether with status 0 (so a
-    sanitizer report or a leak found at exit fails the test that caused it)."""
-    started = []
-
-    def start(*args, **kw):
-        t = tether(*args, **kw)
-        started.append(t)
-        return t
-
-    yield start
-    for t in started:
-        if t.proc.poll() is None:
-            rc = t.stop()
-            assert rc == 0, "tether exited with %s after SIGTERM:\n%s" % (rc, t.stderr()[-4000:])
-
 
 @pytest.fixture
 def origins():

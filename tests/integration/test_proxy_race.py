@@ -33,21 +33,6 @@ RACE_CAUSES = ("closed_before_response", "reset_before_response")
 SEED = int(os.environ.get("TETHER_RACE_SEED") or random.SystemRandom().randrange(1 << 30))
 
 
-@pytest.fixture
-def tether(tether):
-    started = []
-
-    def start(*args, **kw):
-        t = tether(*args, **kw)
-        started.append(t)
-        return t
-
-    yield start
-    for t in started:
-        if t.proc.poll() is None:
-            rc = t.stop()
-            assert rc == 0, "tether exited with %s after SIGTERM:\n%s" % (rc, t.stderr()[-4000:])
-
 
 class Load:
     """CLIENTS threads, each with its own keep-alive connection to tether, sending GET or POST (small random

@@ -20,23 +20,6 @@ from tls_util import (certs, client_context, curl, der_fields, peer_cert_fields,
                       tls_port)
 
 
-@pytest.fixture
-def tether(tether):
-    """conftest's factory, plus a clean exit at teardown: SIGTERM must end every server with status 0 (so a
-    sanitizer report or a leak found at exit fails the test that caused it)."""
-    started = []
-
-    def start(*args, **kw):
-        t = tether(*args, **kw)
-        started.append(t)
-        return t
-
-    yield start
-    for t in started:
-        if t.proc.poll() is None:
-            rc = t.stop()
-            assert rc == 0, "tether exited with %s after SIGTERM:\n%s" % (rc, t.stderr()[-4000:])
-
 
 class TlsConn(HttpConn):
     """conftest.HttpConn over a verified TLS socket (ALPN http/1.1 unless told otherwise)."""
