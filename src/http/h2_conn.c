@@ -43,6 +43,7 @@ typedef struct h2_stream {
     uint32_t header_bytes;
     int32_t method_ref, path_ref; /* index into pseudo[] or -1 */
     hdr_ref_t pseudo[4];          /* :method, :path, :authority, :scheme */
+    bool refused;                 /* over h2_max_concurrent_streams: RST_STREAM REFUSED_STREAM, never served */
     bool bad_header;              /* too many or too large: answered with 431 */
     bool bad_target;              /* :path longer than max_request_target: answered with 414 */
     uint32_t field_bytes;         /* regular fields counted as HTTP/1.1 lines ("name: value\r\n") */
@@ -83,6 +84,7 @@ struct h2_conn {
     tt_buf_t in;
     tt_buf_t out;
     uint32_t nstreams;      /* open request streams */
+    uint32_t nbegun;        /* request streams with our state, from their first HEADERS to their close */
     uint32_t streams_total; /* request streams accepted */
     uint8_t tq_kind;
     uint8_t idle_bucket;
@@ -544,6 +546,14 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
     h2_stream_t *st = tt_calloc(1, sizeof(*st));
     st->c = c;
     st->id = frame->hd.stream_id;
+    /* RFC 9113 5.1.2: a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS is a stream error; tether counts
+     * and refuses it itself (nghttp2 would end the whole connection: see send_settings) */
+    st->refused = c->nbegun >= c->ls->policy->h2.max_concurrent_streams;
+    c->nbegun++;
+    if (st->refused) {
+        tt_counter_add(&c->w->metrics.h2_refused_streams, 1);
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+    }
     st->method_ref = st->path_ref = -1;
     st->content_length = -1;
     st->file.fd = -1;
@@ -616,6 +626,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
         tt_timer_disarm(c->w->loop, &c->hdr_timer); /* the block is whole */
         h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
         if (st == NULL || c->calm) break;
+        if (st->refused) break; /* reset at its first HEADERS (on_begin_headers); never served */
         bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
         if (!st->dispatched) {
             st->body_done = end;
@@ -713,6 +724,7 @@ static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
 static void stream_free(h2_stream_t *st)
 {
     tt_bufpool_t *bufs = &st->c->w->bufs;
+    st->c->nbegun--;
     tt_list_remove(&st->link);
     if (st->file.fd >= 0 && st->file.release) st->file.release(st->file.ref);
     tt_buf_release(&st->store, bufs);
@@ -1020,6 +1032,47 @@ static nghttp2_session_callbacks *callbacks(void)
     return cb;
 }
 
+/* The server's first SETTINGS (RFC 9113 3.4). SETTINGS_MAX_CONCURRENT_STREAMS is added to the frame after
+ * nghttp2 serialised it, so that nghttp2 never learns the limit: past an acknowledged limit nghttp2 ends the
+ * whole connection with PROTOCOL_ERROR, where RFC 9113 5.1.2 asks for a stream error. tether enforces the
+ * limit itself (on_begin_headers: RST_STREAM REFUSED_STREAM). The client acknowledges the one frame, which
+ * is the one nghttp2 expects an ACK for. */
+static void send_settings(h2_conn_t *c)
+{
+    const tt_listen_policy_t *lp = c->ls->policy;
+    nghttp2_settings_entry settings[] = {
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, lp->h2.initial_window},
+        {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, lp->h2.header_table_size},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)(lp->limits.max_field_bytes + lp->limits.max_target)},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, settings, TT_ARRAY_SIZE(settings));
+    const uint8_t *d;
+    ssize_t n = nghttp2_session_mem_send(c->s, &d);
+    if (n <= 0) return;
+    size_t len = (size_t)d[0] << 16 | (size_t)d[1] << 8 | d[2];
+    bool settings_frame = n >= 9 && d[3] == NGHTTP2_SETTINGS && d[4] == 0 && (size_t)n >= 9 + len;
+    if (!settings_frame) { /* not what nghttp2 sends first: send it as it is; the limit is still enforced */
+        tt_buf_append(&c->out, &c->w->bufs, d, (size_t)n);
+        return;
+    }
+    uint32_t v = lp->h2.max_concurrent_streams;
+    uint8_t hd[9], entry[6] = {0,
+                               NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+                               (uint8_t)(v >> 24),
+                               (uint8_t)(v >> 16),
+                               (uint8_t)(v >> 8),
+                               (uint8_t)v};
+    memcpy(hd, d, 9);
+    hd[0] = (uint8_t)((len + 6) >> 16);
+    hd[1] = (uint8_t)((len + 6) >> 8);
+    hd[2] = (uint8_t)(len + 6);
+    tt_buf_append(&c->out, &c->w->bufs, hd, 9);
+    tt_buf_append(&c->out, &c->w->bufs, d + 9, len);
+    tt_buf_append(&c->out, &c->w->bufs, entry, sizeof(entry));
+    tt_buf_append(&c->out, &c->w->bufs, d + 9 + len, (size_t)n - 9 - len);
+}
+
 void tt__h2_conn_adopt(tt__lstate_t *ls, tt_io_t *from, tt_transport_t *tr, const tt_addr_t *peer, uint64_t id,
                        uint64_t accepted_ms, const char *in, size_t inlen)
 {
@@ -1057,15 +1110,7 @@ void tt__h2_conn_adopt(tt__lstate_t *ls, tt_io_t *from, tt_transport_t *tr, cons
     nghttp2_session_server_new2(&c->s, cb, c, opt);
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
-    nghttp2_settings_entry settings[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, p->max_concurrent_streams},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, p->initial_window},
-        {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, p->header_table_size},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
-         (uint32_t)(ls->policy->limits.max_field_bytes + ls->policy->limits.max_target)},
-        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-    };
-    nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, settings, TT_ARRAY_SIZE(settings));
+    send_settings(c);
     if (p->ping_interval_ms) tt_timer_arm(w->loop, &c->ping_timer, p->ping_interval_ms);
     if (inlen > 0 && nghttp2_session_mem_recv(c->s, (const uint8_t *)in, inlen) < 0) {
         c->end_reason = TT_CLOSE_BAD_REQUEST;

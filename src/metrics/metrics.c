@@ -148,6 +148,12 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
     for (int r = 0; r < TT_GOAWAY__COUNT; r++)
         tt_metrics_printf(out, len, cap, "tether_h2_goaway_sent_total{reason=\"%s\"} %llu\n", tt_goaway_reason_names[r],
                           (unsigned long long)SUMC(h2_goaway_sent[r]));
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_h2_refused_streams_total Streams beyond SETTINGS_MAX_CONCURRENT_STREAMS, reset "
+                      "with REFUSED_STREAM.\n"
+                      "# TYPE tether_h2_refused_streams_total counter\n"
+                      "tether_h2_refused_streams_total %llu\n",
+                      (unsigned long long)SUMC(h2_refused_streams));
     render_hist(out, len, cap, shards, n, offsetof(tt_metrics_shard_t, h2_streams_per_conn), tt_hist_reqs_bounds,
                 tt_hist_reqs_nbounds, "tether_h2_streams_per_connection",
                 "Requests (streams) served per HTTP/2 connection, observed at close.", 1.0);

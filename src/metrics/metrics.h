@@ -83,6 +83,7 @@ typedef struct tt_metrics_shard {
     tt_counter_t tls_failures;
     tt_hist_t h2_streams_per_conn;
     tt_counter_t h2_goaway_sent[TT_GOAWAY__COUNT];
+    tt_counter_t h2_refused_streams; /* streams over h2_max_concurrent_streams, reset with REFUSED_STREAM */
     tt_hist_t h2_ping_rtt_ms;
 } tt_metrics_shard_t;
 
