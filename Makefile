@@ -3,7 +3,7 @@
 #   make test     install, then a normal and an ASan+UBSan build, each running every test; fuzz briefly
 #   make install  build and install /usr/local/bin/tether
 #   make fuzz     run the fuzzers (FUZZ_SECONDS each, default 300)
-#   make bench    every benchmark against nginx, h2o, HAProxy and wrk (bench/README.md; about 20 minutes)
+#   make bench    every benchmark against nginx, h2o, HAProxy and wrk (bench/README.md; about 10 minutes)
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -12,6 +12,7 @@ JOBS       ?= $(shell nproc)
 PREFIX     ?= /usr/local
 FUZZ_SECONDS ?= 300
 CI_FUZZ_SECONDS ?= 30
+CI_PARSER_FUZZ_SECONDS ?= 60
 
 .PHONY: all deps build run test test-normal test-asan fuzz fuzz-build fuzz-ci install bench format format-check clean
 
@@ -47,7 +48,7 @@ fuzz-build:
 
 # Each fuzzer starts from its committed corpus (read-only) and writes new inputs to a scratch dir.
 fuzz-ci: fuzz-build
-	scripts/run-fuzzers.sh $(FUZZ_BUILD) $(CI_FUZZ_SECONDS)
+	scripts/run-fuzzers.sh $(FUZZ_BUILD) $(CI_FUZZ_SECONDS) $(CI_PARSER_FUZZ_SECONDS)
 
 fuzz: fuzz-build
 	scripts/run-fuzzers.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)

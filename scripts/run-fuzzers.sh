@@ -1,29 +1,46 @@
 #!/usr/bin/env bash
-# run-fuzzers.sh BUILD_DIR SECONDS -- runs every libFuzzer target in BUILD_DIR for SECONDS each (ASan+UBSan),
-# seeded from tests/fuzz/corpus/<target>; exits non-zero on the first crash, leak or timeout.
+# run-fuzzers.sh BUILD_DIR SECONDS [PARSER_SECONDS] -- runs every libFuzzer target in BUILD_DIR
+# (ASan+UBSan), SECONDS each, the HTTP/1 request parser (fuzz_h1_parse) PARSER_SECONDS
+# [default: SECONDS]; seeded from tests/fuzz/corpus/<target>, new inputs go to a scratch directory.
+# Up to FUZZ_JOBS [nproc] targets run at once. Exits non-zero if any target crashes, leaks or times
+# out, and leaves that target's log and artifacts in its scratch directory.
 set -uo pipefail
 build=$1
 seconds=$2
+parser_seconds=${3:-$2}
+jobs=${FUZZ_JOBS:-$(nproc)}
 src=$(cd "$(dirname "$0")/.." && pwd)
-status=0
-for bin in "$build"/fuzz_*; do
-  [ -x "$bin" ] || continue
+
+run_one() { # run_one BIN SECONDS: names the target in $failed when it fails
+  local bin=$1 secs=$2 name target corpus scratch rc
   name=$(basename "$bin")
   target=${name#fuzz_}
   corpus="$src/tests/fuzz/corpus/$target"
   scratch=$(mktemp -d)
-  dict=()
+  local dict=()
   [ -f "$src/tests/fuzz/$target.dict" ] && dict=(-dict="$src/tests/fuzz/$target.dict")
-  echo "fuzz: $name for ${seconds}s"
-  "$bin" "${dict[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  "$bin" "${dict[@]}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$scratch/" "$scratch" "$corpus" >"$scratch/log" 2>&1
   rc=$?
-  tail -n 12 "$scratch/log"
-  if [ "$rc" -ne 0 ]; then
-    echo "fuzz: $name failed (exit $rc); log and artifacts in $scratch" >&2
-    status=1
-    continue
-  fi
-  rm -rf "$scratch"
+  # One block per target, printed whole so that parallel targets do not interleave.
+  {
+    echo "fuzz: $name for ${secs}s"
+    tail -n 12 "$scratch/log"
+    if [ "$rc" -ne 0 ]; then
+      echo "fuzz: $name failed (exit $rc); log and artifacts in $scratch"
+    fi
+  } | flock "$build" cat
+  if [ "$rc" -eq 0 ]; then rm -rf "$scratch"; else echo "$name" >>"$failed"; fi
+}
+
+failed=$(mktemp)
+trap 'rm -f "$failed"' EXIT
+for bin in "$build"/fuzz_*; do
+  [ -x "$bin" ] || continue
+  secs=$seconds
+  [ "$(basename "$bin")" = fuzz_h1_parse ] && secs=$parser_seconds
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+  run_one "$bin" "$secs" &
 done
-exit $status
+wait
+[ ! -s "$failed" ]
