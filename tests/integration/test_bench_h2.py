@@ -232,7 +232,9 @@ def test_tls_resume_on_and_off_as_tether_counts_handshakes(origin, certs):
     r = bench_json(tls_url(origin), "--close", "-n", "40", "-c", "1", ca=certs.ca)  # on by default
     assert r["requests"] == 40 and r["tls_resume"] is True
     assert r["tls"]["full"] + r["tls"]["resumed"] == 40
-    assert r["tls"]["resumed"] >= 13, r["tls"]  # at least every other one (tether renews no ticket: see docs)
+    # tether renews the ticket on every resumed TLS 1.3 handshake, so every connection after the first resumes
+    # (a server that renewed none would let only every other one resume: about 20 of 40)
+    assert r["tls"]["resumed"] >= 36, r["tls"]
     full2, res2 = handshakes(origin)
     assert (full2 - full1, res2 - res1) == (r["tls"]["full"], r["tls"]["resumed"])
     # keep-alive over TLS: one handshake per connection
