@@ -114,6 +114,14 @@ static void assert_default_policy(const tt_listen_policy_t *p)
     assert_int_equal(p->limits.max_target, 8192);
     assert_int_equal(p->limits.max_field_bytes, 32768);
     assert_int_equal(p->limits.max_fields, 100);
+    assert_true(p->h2.enabled);
+    assert_int_equal(p->h2.max_concurrent_streams, 100);
+    assert_int_equal(p->h2.initial_window, 65535);
+    assert_int_equal(p->h2.header_table_size, 4096);
+    assert_int_equal(p->h2.ping_interval_ms, 0); /* off */
+    assert_int_equal(p->h2.ping_timeout_ms, 15000);
+    assert_int_equal(p->h2.reset_burst, 200);
+    assert_int_equal(p->h2.reset_rate, 33);
 }
 
 /* ---- defaults ---- */
@@ -128,6 +136,9 @@ static void defaults_to_one_listener_on_localhost_8080(void **state)
     assert_int_equal(c->drain_timeout_ms, 10000);
     assert_int_equal(c->backlog, 4096);
     assert_default_policy(&c->defaults);
+    assert_true(c->tls_tickets);
+    assert_int_equal(c->tls_ticket_rotation_ms, 3600000);
+    assert_int_equal(c->tls_session_cache, 20000);
     assert_null(c->static_root);
     assert_string_equal(c->static_index, "index.html");
     assert_string_equal(c->access_log, "-");
