@@ -379,8 +379,10 @@ int tt_cmd_serve(int argc, char **argv)
         tt_log(TT_LOG_INFO, "metrics on http://%s%s", as, c.metrics_path);
     }
     if (nofile > 0 && (uint64_t)nofile < (uint64_t)c.max_connections * workers + 64)
-        tt_log(TT_LOG_WARN, "open file limit %ld is below max_connections x workers (%llu)", nofile,
-               (unsigned long long)c.max_connections * workers);
+        tt_log(TT_LOG_WARN,
+               "open file limit %ld is below max_connections x workers + 64 for listeners and files (%llu): "
+               "the process runs out of file descriptors before max_connections",
+               nofile, (unsigned long long)c.max_connections * workers + 64);
 
     signal_watch_t sw = {.main = srv, .admin = admin, .tls = tls, .ntls = c.nlistens};
     sw.io.fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
