@@ -583,7 +583,9 @@ static void proxy_handle(void *state, tt_req_t *req)
     pr->is_head = req->is_head;
     pr->chunked_up = req->has_body && req->content_length < 0;
     pr->replayable = idempotent(req->head->method_id) || req->head->known[TT_H1_F_IDEMPOTENCY_KEY] >= 0;
-    pr->held_all = true;
+    /* A body announced larger than the replay buffer can never be replayed: say so before the connection is
+     * chosen, so that it gets no connection idle past half its deadline (a chunked body is judged as it comes). */
+    pr->held_all = !(req->content_length > (int64_t)pr->uc->replay_buffer);
     tt_counter_add(&pr->m->requests, 1);
     build_head(pr, req);
     tt_req_set_hooks(req, &client_hooks, pr);
