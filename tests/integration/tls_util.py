@@ -610,3 +610,55 @@ def raw_h2():
     yield open_
     for c in opened:
         c.close()
+
+
+# ---- a certificate chain: root CA -> intermediate CA -> leaf (for "a chain file works") ----
+
+class ChainCerts:
+    """A root CA, an intermediate CA it signs, and a leaf (CN=localhost, SAN DNS:localhost, IP:127.0.0.1)
+    signed by the intermediate, made with the openssl CLI in `directory`:
+
+      * root         -- PEM path of the root (the only thing a client trusts)
+      * intermediate -- PEM path of the intermediate CA certificate
+      * leaf         -- a Leaf: .cert is the leaf alone, .key its key
+      * chain        -- PEM path of leaf + intermediate, leaf first (what tls_cert takes)
+    """
+
+    def __init__(self, directory):
+        d = str(directory)
+        os.makedirs(d, exist_ok=True)
+        self.dir = d
+        self.root, root_key = os.path.join(d, "root.pem"), os.path.join(d, "root.key")
+        _run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+              "-keyout", root_key, "-out", self.root, "-days", "2", "-subj", "/CN=tether test root CA",
+              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"], d)
+        self.intermediate, int_key = os.path.join(d, "intermediate.pem"), os.path.join(d, "intermediate.key")
+        self._sign("intermediate", "tether test intermediate CA", self.root, root_key, 0x2001,
+                   "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                   "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n")
+        leaf_cert, leaf_key = self._sign("leaf", "localhost", self.intermediate, int_key, 0x2002,
+                                         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                         "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                                         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n")
+        self.leaf = Leaf(leaf_cert, leaf_key, "2002", "localhost")
+        self.chain = os.path.join(d, "chain.pem")
+        with open(self.chain, "w") as out:
+            for part in (leaf_cert, self.intermediate):
+                with open(part) as f:
+                    out.write(f.read())
+
+    def _sign(self, name, cn, ca, ca_key, serial, ext_text):
+        key, csr = os.path.join(self.dir, name + ".key"), os.path.join(self.dir, name + ".csr")
+        cert, ext = os.path.join(self.dir, name + ".pem"), os.path.join(self.dir, name + ".ext")
+        with open(ext, "w") as f:
+            f.write(ext_text)
+        _run([OPENSSL, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+              "-keyout", key, "-out", csr, "-subj", "/CN=%s" % cn], self.dir)
+        _run([OPENSSL, "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-set_serial", "0x%X" % serial,
+              "-days", "2", "-extfile", ext, "-out", cert], self.dir)
+        return cert, key
+
+
+@pytest.fixture
+def chain_certs(tmp_path):
+    return ChainCerts(tmp_path / "chain-pki")
