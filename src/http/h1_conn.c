@@ -884,6 +884,9 @@ static int conn_read(h1_conn_t *c)
 {
     tt_worker_t *w = c->w;
     if (tt_buf_space(&c->in) < 2048 && !tt_buf_reserve(&c->in, &w->bufs, 4096, head_max(c->ls->policy))) {
+        /* Complete requests wait in the buffer (reading ran ahead of answering a pipelined burst): parse
+         * them first; only a head that is still incomplete when the buffer is full is too large. */
+        if (c->state == ST_HEAD && c->last_len < c->in.len) return 0;
         /* A head that does not fit is larger than any limit allows. */
         tt_req_t rq;
         make_req(c, &w->req, &rq);
