@@ -326,6 +326,7 @@ static void client_on_abort(tt_req_t *req)
     proxy_req_t *pr = req->ctx;
     tt_pool_cancel(&pr->waiter);
     if (pr->up != NULL) tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR); /* mid-exchange: never reusable */
+    req->log_extra = TT_STR_NULL; /* it points into pr: a refusal logged after the abort must not read it */
     pr_free(pr);
 }
 

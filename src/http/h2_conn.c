@@ -740,12 +740,12 @@ static void stream_free(h2_stream_t *st)
 /* A stream ends: the handler drops its side if it had not finished, the line is logged, state freed. */
 static void stream_end(h2_stream_t *st, tt_close_reason_t decision)
 {
+    log_stream(st, decision); /* first: log_extra belongs to the handler, which on_abort frees */
     if (async_live(st) && st->req.hooks->on_abort) {
         const tt_req_hooks_t *hooks = st->req.hooks;
         st->req.hooks = NULL;
         hooks->on_abort(&st->req);
     }
-    log_stream(st, decision);
     if (st->dispatched) st->c->nstreams--;
     stream_free(st);
 }

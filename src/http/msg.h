@@ -84,7 +84,8 @@ struct tt_req {
     tt_worker_t *worker;         /* the worker serving it */
     const tt_req_hooks_t *hooks; /* set by an asynchronous handler, NULL otherwise */
     void *ctx;                   /* the handler's, with the hooks */
-    tt_str_t log_extra;          /* appended to the access-log line; the handler owns the bytes until finish */
+    tt_str_t log_extra;          /* appended to the access-log line; the handler owns the bytes until finish,
+                                    or clears it in on_abort when it frees them */
     void *_conn;                 /* private: the protocol connection */
     const tt_req_ops_t *_ops;    /* private: the protocol's writer */
 };
