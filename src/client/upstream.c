@@ -166,7 +166,7 @@ static void process(tt_upconn_t *u)
             tt_buf_consume(&u->_in, (size_t)r);
             if (!interim && !u->_chunked && !u->_close_delimited && u->_body_left == 0) {
                 exchange_done(u);
-                return;
+                continue; /* on_done may have begun the next exchange (pipelining) */
             }
             continue;
         }
@@ -180,7 +180,7 @@ static void process(tt_upconn_t *u)
             if (closed(u)) return;
             if (!u->_close_delimited && u->_body_left == 0) {
                 exchange_done(u);
-                return;
+                continue; /* on_done may have begun the next exchange (pipelining) */
             }
             continue;
         }
@@ -199,7 +199,7 @@ static void process(tt_upconn_t *u)
         }
         if (u->_chunk.done) {
             exchange_done(u);
-            return;
+            continue; /* on_done may have begun the next exchange (pipelining) */
         }
         if (n == 0) return;
     }
@@ -485,8 +485,8 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
     /* Nothing is expected before the request goes out, and what a parked connection received was handled
      * (idle watch, peek): the response's EPOLLIN edge starts the reading, saving a read() per request.
      * Bytes already buffered (a pipelining client's next response) get no new edge: process them. */
-    u->_rd_ready = false;
-    if (u->_in.len > 0) tt_loop_defer(u->loop, &u->_resume, resume_cb);
+    u->_rd_ready = u->_peer_hup; /* a FIN already reported gets no new edge either: read it */
+    if (u->_in.len > 0 || u->_peer_hup) tt_loop_defer(u->loop, &u->_resume, resume_cb);
 }
 
 void tt_upconn_pause(tt_upconn_t *u, bool pause)
