@@ -63,6 +63,7 @@ typedef struct slot {
     bench_worker_t *w;
     tt_upconn_t *u;
     uint64_t start_us; /* when the request in flight started (or was due) */
+    int status;        /* of the response in flight, counted when it is complete */
     bool busy;
     struct slot *next_free;
     void *offered;    /* a reference to the TLS session offered on `u` */
@@ -77,6 +78,7 @@ typedef struct h2slot h2slot_t;
 typedef struct h2req {
     h2slot_t *hs;
     uint64_t start_us;
+    int status;
     struct h2req *next_free;
 } h2req_t;
 
@@ -294,7 +296,7 @@ static void b_on_connect(tt_upconn_t *u, tt_up_err_t err)
 static void b_on_head(tt_upconn_t *u, const tt_h1_response_t *res)
 {
     slot_t *s = u->data;
-    if (res->status >= 200) note_status(s->w, res->status);
+    if (res->status >= 200) s->status = res->status;
 }
 
 static void b_on_body(tt_upconn_t *u, const char *data, size_t len)
@@ -316,6 +318,7 @@ static void b_on_done(tt_upconn_t *u, tt_str_t trailers)
     bench_worker_t *w = s->w;
     tt_loghist_record(&w->st.lat, now_us() - s->start_us);
     w->st.responses++;
+    note_status(w, s->status);
     s->busy = false;
     /* after the first exchange the TLS 1.3 tickets have arrived: keep the newest session */
     if (w->b->tls_h1 && w->b->m.resume && u->requests == 1) keep_session(w, tt_tls_take_session(u->tr));
@@ -488,7 +491,7 @@ static void h2_on_head(tt_h2c_t *c, void *stream_data, int status)
 {
     (void)c;
     h2req_t *r = stream_data;
-    note_status(r->hs->w, status);
+    r->status = status;
 }
 
 static void h2_on_stream_end(tt_h2c_t *c, void *stream_data, tt_h2c_err_t err, uint32_t h2_error)
@@ -501,6 +504,7 @@ static void h2_on_stream_end(tt_h2c_t *c, void *stream_data, tt_h2c_err_t err, u
     if (err == TT_H2C_OK) {
         tt_loghist_record(&w->st.lat, now_us() - r->start_us);
         w->st.responses++;
+        note_status(w, r->status);
         if (w->h2conf.tls && w->b->m.resume && !hs->took_session) {
             hs->took_session = true;
             keep_session(w, tt_h2c_take_session(c));
