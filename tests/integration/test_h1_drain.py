@@ -24,7 +24,9 @@ def connect_refused_within(t, limit):
     while time.monotonic() - start < limit:
         try:
             s = socket.create_connection(t.addr, timeout=0.5)
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # Reset: the listener closed while this connect's handshake was in flight (the kernel resets
+            # what its queue held); refused from then on.
             return time.monotonic() - start
         s.close()
         time.sleep(0.01)
