@@ -17,22 +17,7 @@ import time
 import pytest
 
 from conftest import SLOW, TETHER_BIN
-from test_probe_misbehaving import Origin, run_with_pty_stderr
-
-
-@pytest.fixture
-def origin():
-    """Factory: origin(**knobs) -> a running Origin; all are stopped (threads joined) at teardown."""
-    started = []
-
-    def start(**kw):
-        o = Origin(**kw)
-        started.append(o)
-        return o
-
-    yield start
-    for o in started:
-        o.close()
+from test_probe_misbehaving import origin, run_with_pty_stderr  # noqa: F401 (origin: a fixture)
 
 
 def bench(*args, timeout=30):

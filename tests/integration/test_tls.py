@@ -15,75 +15,10 @@ import time
 
 import pytest
 
-from conftest import SLOW, HttpConn
-from tls_util import (certs, client_context, curl, der_fields, peer_cert_fields, s_client, tls_args,  # noqa: F401
-                      tls_port)
+from conftest import SLOW
+from tls_util import (TlsConn, body_of, certs, client_context, curl, peer_cert_fields,  # noqa: F401
+                      s_client, tls_args, tls_conns, tls_port)
 
-
-
-class TlsConn(HttpConn):
-    """conftest.HttpConn over a verified TLS socket (ALPN http/1.1 unless told otherwise)."""
-
-    def __init__(self, certs, port, alpn=("http/1.1",), server_name="localhost", timeout=5, **ctxkw):
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ctx = client_context(certs, alpn=alpn, **ctxkw)
-        self.sock = ctx.wrap_socket(raw, server_hostname=server_name, suppress_ragged_eofs=False)
-        self.buf = b""
-
-    def close(self):
-        """A clean client close: close_notify, then FIN (see close_bare for a FIN alone)."""
-        try:
-            self.sock.settimeout(1 * SLOW)
-            self.sock = self.sock.unwrap()
-        except (OSError, ValueError):
-            pass
-        self.close_bare()
-
-    def close_bare(self):
-        """FIN without close_notify (what many clients do)."""
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def peer(self):
-        """(CN, serial) of the certificate this connection got."""
-        return der_fields(self.sock.getpeercert(binary_form=True))
-
-    def wait_closed_tls(self, timeout=10):
-        """Waits for the server to close: (seconds, how) with how 'close_notify' (clean TLS close),
-        'eof' (FIN without close_notify), 'reset', or (None, None) on timeout."""
-        start = time.monotonic()
-        self.sock.settimeout(timeout * SLOW)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return time.monotonic() - start, "close_notify"
-                self.buf += chunk
-        except socket.timeout:
-            return None, None
-        except ssl.SSLEOFError:
-            return time.monotonic() - start, "eof"
-        except (ConnectionResetError, BrokenPipeError):
-            return time.monotonic() - start, "reset"
-        except ssl.SSLError as e:
-            return time.monotonic() - start, "ssl_error: %s" % e
-
-
-@pytest.fixture
-def tls_conns(certs):
-    opened = []
-
-    def open_(port, **kw):
-        c = TlsConn(certs, port, **kw)
-        opened.append(c)
-        return c
-
-    yield open_
-    for c in opened:
-        c.close()
 
 
 def tls_listen_config(certs, pairs=None, extra="", tls_section=""):
@@ -96,11 +31,6 @@ def tls_listen_config(certs, pairs=None, extra="", tls_section=""):
     if tls_section:
         text += "[tls]\n" + tls_section + "\n"
     return text
-
-
-def body_of(site, path):
-    with open(os.path.join(str(site), path.lstrip("/")), "rb") as f:
-        return f.read()
 
 
 # ---- HTTP/1.1 over TLS, ALPN ----

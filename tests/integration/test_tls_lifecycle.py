@@ -26,20 +26,15 @@ import time
 
 import pytest
 
-from conftest import SLOW, TETHER_BIN, HttpConn
-from tls_util import (NO_ERROR, certs, chain_certs, client_context, curl, plain_port, raw_h2,  # noqa: F401
-                      s_client, tls_args, tls_port)
+from conftest import SLOW, TETHER_BIN
+from tls_util import (NO_ERROR, TlsConn, body_of, certs, chain_certs, client_context, curl,  # noqa: F401
+                      plain_port, raw_h2, s_client, tls_args, tls_port)
 
 MAX_ID = 2 ** 31 - 1
 
 
-def body_of(site, path):
-    with open(os.path.join(str(site), path.lstrip("/")), "rb") as f:
-        return f.read()
-
-
-class TlsConn(HttpConn):
-    """conftest.HttpConn over a TLS socket verified against `cafile` (ALPN http/1.1)."""
+class RootTlsConn(TlsConn):
+    """tls_util.TlsConn verified against `cafile` alone (ALPN http/1.1); closes with a bare FIN."""
 
     def __init__(self, cafile, port, timeout=5, **ctxkw):
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
@@ -70,36 +65,15 @@ class TlsConn(HttpConn):
         finally:
             self.sock.settimeout(5 * SLOW)
 
-    def wait_closed_tls(self, timeout=5):
-        """(seconds, how): how is 'close_notify', 'eof' (FIN alone) or 'reset'; (None, None) on timeout."""
-        start = time.monotonic()
-        self.sock.settimeout(timeout * SLOW)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return time.monotonic() - start, "close_notify"
-                self.buf += chunk
-        except socket.timeout:
-            return None, None
-        except ssl.SSLEOFError:
-            return time.monotonic() - start, "eof"
-        except (ConnectionResetError, BrokenPipeError):
-            return time.monotonic() - start, "reset"
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+    close = TlsConn.close_bare
 
 
 @pytest.fixture
-def tls_conns():
+def root_tls_conns():
     opened = []
 
     def open_(cafile, port, **kw):
-        c = TlsConn(cafile, port, **kw)
+        c = RootTlsConn(cafile, port, **kw)
         opened.append(c)
         return c
 
@@ -110,10 +84,10 @@ def tls_conns():
 
 # ---- 1. max lifetime over TLS ----
 
-def test_max_lifetime_over_tls_http11(tether, site, certs, tls_conns):
+def test_max_lifetime_over_tls_http11(tether, site, certs, root_tls_conns):
     t = tether("--root", str(site), "--max-lifetime", "1s", "--idle-timeout", "5s", *tls_args(certs))
     born = time.monotonic()  # before the connect: the server's age of the connection is at most ours
-    c = tls_conns(certs.ca, tls_port(t))
+    c = root_tls_conns(certs.ca, tls_port(t))
     for _ in range(2):
         r = c.get("/100.txt")
         assert r.status == 200 and r.header("Connection") is None, r
@@ -153,24 +127,24 @@ def test_max_lifetime_over_tls_h2_two_step_goaway(tether, site, certs, raw_h2):
 
 # ---- 1. eviction at max connections, HTTP/1.1 over TLS ----
 
-def test_eviction_over_tls_closes_least_recently_used_idle_with_close_notify(tether, site, certs, tls_conns):
+def test_eviction_over_tls_closes_least_recently_used_idle_with_close_notify(tether, site, certs, root_tls_conns):
     t = tether("--root", str(site), "--workers", "1", "--max-connections", "4", "--idle-timeout", "30s",
                *tls_args(certs))
     port = tls_port(t)
     cs = []
     for _ in range(3):  # 1, 2, 3 of 4 open: at most 75 %, so each keeps the full idle timeout
-        c = tls_conns(certs.ca, port)
+        c = root_tls_conns(certs.ca, port)
         assert c.get("/100.txt").status == 200
         cs.append(c)
         time.sleep(0.005)  # distinct idle timestamps (milliseconds)
     assert cs[0].get("/style.css").status == 200  # use order now: 1, 2, 0
     time.sleep(0.005)
-    busy = tls_conns(certs.ca, port)  # handshake done, no request yet: not idle, cannot be evicted
+    busy = root_tls_conns(certs.ca, port)  # handshake done, no request yet: not idle, cannot be evicted
     t.wait_metric("tether_connections_open", lambda v: v == 4)
     t.wait_metric("tether_connections_idle", lambda v: v == 3)
     assert t.closed("evicted") == 0, "evicted at the limit before a fifth connection arrived"
 
-    fifth = tls_conns(certs.ca, port)
+    fifth = root_tls_conns(certs.ca, port)
     r = fifth.get("/4k.bin")
     assert r.status == 200 and r.body == body_of(site, "/4k.bin")
     took, how = cs[1].wait_closed_tls(2)
@@ -377,7 +351,7 @@ def test_default_ticket_rotation_is_one_hour(tether, site, certs, clock_shim, tm
 
 # ---- 4. a chain file ----
 
-def test_chain_file_verifies_with_only_the_root_trusted(tether, site, chain_certs, tls_conns):
+def test_chain_file_verifies_with_only_the_root_trusted(tether, site, chain_certs, root_tls_conns):
     cc = chain_certs
     t = tether("--root", str(site), "--tls-listen", "127.0.0.1:0", "--tls-cert", cc.chain, "--tls-key", cc.leaf.key)
     port = tls_port(t)
@@ -385,7 +359,7 @@ def test_chain_file_verifies_with_only_the_root_trusted(tether, site, chain_cert
     assert p.returncode == 0, p.stderr
     body, _, info = p.stdout.rpartition(b"\n")
     assert body == body_of(site, "/100.txt") and info.split() == [b"200", b"0"], info
-    c = tls_conns(cc.root, port)  # Python ssl, trusting the root only
+    c = root_tls_conns(cc.root, port)  # Python ssl, trusting the root only
     assert c.get("/100.txt").status == 200
     # both certificates are on the wire, leaf first
     rc, out = s_client(port, "-servername", "localhost", "-CAfile", cc.root, "-verify_return_error", "-showcerts")

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import SLOW
+from conftest import SLOW, HttpConn
 
 OPENSSL = "openssl"
 
@@ -662,3 +662,76 @@ class ChainCerts:
 @pytest.fixture
 def chain_certs(tmp_path):
     return ChainCerts(tmp_path / "chain-pki")
+
+
+# ---- HTTP/1.1 over TLS from Python (test_tls.py, test_tls_lifecycle.py) ----
+
+
+def body_of(site, path):
+    with open(os.path.join(str(site), path.lstrip("/")), "rb") as f:
+        return f.read()
+
+
+class TlsConn(HttpConn):
+    """conftest.HttpConn over a verified TLS socket (ALPN http/1.1 unless told otherwise)."""
+
+    def __init__(self, certs, port, alpn=("http/1.1",), server_name="localhost", timeout=5, **ctxkw):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ctx = client_context(certs, alpn=alpn, **ctxkw)
+        self.sock = ctx.wrap_socket(raw, server_hostname=server_name, suppress_ragged_eofs=False)
+        self.buf = b""
+
+    def close(self):
+        """A clean client close: close_notify, then FIN (see close_bare for a FIN alone)."""
+        try:
+            self.sock.settimeout(1 * SLOW)
+            self.sock = self.sock.unwrap()
+        except (OSError, ValueError):
+            pass
+        self.close_bare()
+
+    def close_bare(self):
+        """FIN without close_notify (what many clients do)."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def peer(self):
+        """(CN, serial) of the certificate this connection got."""
+        return der_fields(self.sock.getpeercert(binary_form=True))
+
+    def wait_closed_tls(self, timeout=10):
+        """Waits for the server to close: (seconds, how) with how 'close_notify' (clean TLS close),
+        'eof' (FIN without close_notify), 'reset', or (None, None) on timeout."""
+        start = time.monotonic()
+        self.sock.settimeout(timeout * SLOW)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return time.monotonic() - start, "close_notify"
+                self.buf += chunk
+        except socket.timeout:
+            return None, None
+        except ssl.SSLEOFError:
+            return time.monotonic() - start, "eof"
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - start, "reset"
+        except ssl.SSLError as e:
+            return time.monotonic() - start, "ssl_error: %s" % e
+
+
+@pytest.fixture
+def tls_conns(certs):
+    opened = []
+
+    def open_(port, **kw):
+        c = TlsConn(certs, port, **kw)
+        opened.append(c)
+        return c
+
+    yield open_
+    for c in opened:
+        c.close()
