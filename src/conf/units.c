@@ -132,7 +132,7 @@ int tt_units_uint(const char *s, uint64_t min, uint64_t max, uint64_t *v, const 
     }
     while (*p >= '0' && *p <= '9') {
         uint64_t d = (uint64_t)(*p++ - '0');
-        if (n > (max - d) / 10) {
+        if (d > max || n > (max - d) / 10) { /* d > max: max - d would wrap */
             *why = "out of range";
             return -1;
         }

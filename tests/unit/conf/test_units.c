@@ -235,6 +235,23 @@ static void refuses_counts_that_overflow_64_bits(void **state)
     expect_uint("99999999999999999999", 0, UINT64_MAX, -1, 12345, "out of range");
 }
 
+/* Issue 9: a single digit above the maximum (7 with max 5) made `max - d` wrap, so the guard let it through. */
+static void refuses_a_single_digit_above_a_small_maximum(void **state)
+{
+    (void)state;
+    for (uint64_t max = 0; max <= 9; max++)
+        for (char d = '0'; d <= '9'; d++) {
+            char s[2] = {d, 0};
+            uint64_t want = (uint64_t)(d - '0');
+            if (want <= max)
+                expect_uint(s, 0, max, 0, want, NULL);
+            else
+                expect_uint(s, 0, max, -1, 12345, "out of range");
+        }
+    expect_uint("7", 1, 5, -1, 12345, "out of range");
+    expect_uint("15", 1, 5, -1, 12345, "out of range");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +266,7 @@ int main(void)
         cmocka_unit_test(parses_booleans),
         cmocka_unit_test(parses_counts_within_their_range),
         cmocka_unit_test(refuses_counts_that_overflow_64_bits),
+        cmocka_unit_test(refuses_a_single_digit_above_a_small_maximum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
