@@ -41,11 +41,19 @@ int64_t tt_loop_wall(const tt_loop_t *loop)
 
 void tt_loop_update_clock(tt_loop_t *loop)
 {
+    if (loop->manual_clock) return;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     loop->now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     loop->wall_s = ts.tv_sec;
+}
+
+void tt_loop_set_clock(tt_loop_t *loop, uint64_t now_ms, int64_t wall_s)
+{
+    loop->manual_clock = true;
+    if (now_ms > loop->now_ms) loop->now_ms = now_ms;
+    if (wall_s > loop->wall_s) loop->wall_s = wall_s;
 }
 
 int tt_io_start(tt_loop_t *loop, tt_io_t *io, uint32_t events)
@@ -60,9 +68,10 @@ int tt_io_modify(tt_loop_t *loop, tt_io_t *io, uint32_t events)
 
 int tt_io_transfer(tt_loop_t *loop, tt_io_t *from, tt_io_t *to)
 {
+    uint32_t ev = from->_events & ~TT__IO_PENDING;
     to->fd = from->fd;
-    to->_events = from->_events; /* registered: the next ctl is a MOD that repoints the event data */
-    int r = tt__poller_ctl(loop, to, from->_events);
+    to->_events = ev; /* registered: the next ctl is a MOD that repoints the event data */
+    int r = tt__poller_ctl(loop, to, ev);
     from->_events = 0;
     return r;
 }

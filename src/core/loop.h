@@ -27,7 +27,7 @@ typedef void (*tt_io_cb)(tt_io_t *io, uint32_t events);
 struct tt_io {
     tt_io_cb cb;
     int fd;
-    uint32_t _events; /* private: what is registered, 0 when not watched */
+    uint32_t _events; /* private: what is registered (0 when not watched), and TT__IO_PENDING */
 };
 
 /** A one-shot callback run at the end of the current loop turn; embed it in its owner. */
@@ -49,6 +49,9 @@ uint64_t tt_loop_now(const tt_loop_t *loop);
 int64_t tt_loop_wall(const tt_loop_t *loop);
 /** Re-reads both clocks now; for callers that block, such as start-up code. */
 void tt_loop_update_clock(tt_loop_t *loop);
+/** For tests and fuzzers: stops reading the system clocks; from now on the loop's time is `now_ms` and
+ *  `wall_s` until the next call (time may only move forward). Owning thread only. */
+void tt_loop_set_clock(tt_loop_t *loop, uint64_t now_ms, int64_t wall_s);
 
 /** Watches `io->fd` for `events` (TT_EV_READ|TT_EV_WRITE, optionally TT_EV_EDGE). 0 or -errno. */
 int tt_io_start(tt_loop_t *loop, tt_io_t *io, uint32_t events);
@@ -59,6 +62,10 @@ int tt_io_modify(tt_loop_t *loop, tt_io_t *io, uint32_t events);
 int tt_io_transfer(tt_loop_t *loop, tt_io_t *from, tt_io_t *to);
 /** Stops watching `io` (before close(2) is not required: close removes it too). 0 or -errno. */
 int tt_io_stop(tt_loop_t *loop, tt_io_t *io);
+/** True while this turn's poll reported an event for `io` that its callback has not received yet (the
+ *  callback comes later in the same batch). Lets an owner that acts on `io` from another callback know
+ *  that news about it is already waiting. */
+static inline bool tt_io_event_pending(const tt_io_t *io);
 
 /** Queues `d` to run once at the end of this turn (the next turn when queued from a deferred callback);
  *  a no-op if already queued. Never allocates. */
@@ -70,5 +77,12 @@ void tt_loop_run(tt_loop_t *loop);
 void tt_loop_run_once(tt_loop_t *loop, int max_wait_ms);
 /** Makes tt_loop_run() return after the current turn. */
 void tt_loop_stop(tt_loop_t *loop);
+
+/* inline definitions */
+#define TT__IO_PENDING 0x40000000u /* in tt_io._events: reported by this turn's poll, not yet dispatched */
+static inline bool tt_io_event_pending(const tt_io_t *io)
+{
+    return (io->_events & TT__IO_PENDING) != 0;
+}
 
 #endif

@@ -8,7 +8,8 @@ struct tt_loop {
     uint64_t now_ms;
     int64_t wall_s;
     bool stop;
-    bool in_timers; /* inside tt__timer_run_expired */
+    bool in_timers;    /* inside tt__timer_run_expired */
+    bool manual_clock; /* tt_loop_set_clock: the caller moves time */
     int epfd;
     /* timer heap */
     tt_timer_t **heap;

@@ -43,7 +43,7 @@ int tt__poller_ctl(tt_loop_t *loop, tt_io_t *io, uint32_t events)
         op = EPOLL_CTL_DEL;
     }
     if (epoll_ctl(loop->epfd, op, io->fd, &ee) != 0) return -errno;
-    io->_events = events;
+    io->_events = events | (io->_events & TT__IO_PENDING);
     return 0;
 }
 
@@ -53,8 +53,12 @@ int tt__poller_wait(tt_loop_t *loop, int timeout_ms)
     int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout_ms);
     if (n < 0) return errno == EINTR ? 0 : -errno;
     tt_loop_update_clock(loop);
+    /* Mark the whole batch first, so an owner acting on another io in an earlier callback can tell that an
+     * event for it is on its way (tt_io_event_pending: a parked upstream connection about to be reused). */
+    for (int i = 0; i < n; i++) ((tt_io_t *)evs[i].data.ptr)->_events |= TT__IO_PENDING;
     for (int i = 0; i < n; i++) {
         tt_io_t *io = evs[i].data.ptr;
+        io->_events &= ~TT__IO_PENDING;
         uint32_t e = evs[i].events, ev = 0;
         if (e & EPOLLIN) ev |= TT_EV_READ;
         if (e & EPOLLOUT) ev |= TT_EV_WRITE;

@@ -45,3 +45,16 @@ void tt_tq_push(tt_tq_t *q, tt_tq_entry_t *e)
     /* Lazy: an armed timer fires no later than the new tail's deadline, and re-arms itself then. */
     if (!tt_timer_is_armed(&q->_timer)) tt_timer_arm_at(q->_loop, &q->_timer, e->since_ms + q->timeout_ms);
 }
+
+void tt_tq_push_head(tt_tq_t *q, tt_tq_entry_t *e, uint64_t since_ms)
+{
+    tt_tq_entry_t *head = tt_tq_oldest(q);
+    TT_BUG_ON(head != NULL && head != e && head->since_ms < since_ms);
+    tt_list_remove(&e->_link);
+    e->q = q;
+    e->since_ms = since_ms;
+    tt_list_push_head(&q->_entries, &e->_link);
+    /* Its deadline may be the earliest: arm for it (an armed timer for a later head fires late otherwise). */
+    if (!tt_timer_is_armed(&q->_timer) || q->_timer.at_ms > since_ms + q->timeout_ms)
+        tt_timer_arm_at(q->_loop, &q->_timer, since_ms + q->timeout_ms);
+}

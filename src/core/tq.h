@@ -40,6 +40,9 @@ void tt_tq_dispose(tt_tq_t *q);
 static inline void tt_tq_entry_init(tt_tq_entry_t *e);
 /** Puts `e` at the tail of `q` with since = now, leaving whatever queue it was in. Never allocates. */
 void tt_tq_push(tt_tq_t *q, tt_tq_entry_t *e);
+/** Puts `e` back at the head of `q` as having entered at `since_ms`, which must be no later than the head's
+ *  (it was the oldest when it was taken out): for an entry taken out to be served and found unservable. */
+void tt_tq_push_head(tt_tq_t *q, tt_tq_entry_t *e, uint64_t since_ms);
 /** Removes `e` from its queue; a no-op when it is in none. */
 static inline void tt_tq_remove(tt_tq_entry_t *e);
 /** The oldest entry of `q` (the next to expire), or NULL when empty. */
