@@ -393,15 +393,18 @@ int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h
 {
     reset_request(req);
     size_t skip = 0;
-    /* RFC 9112 2.2: ignore empty lines (CRLF) received before the request-line. */
+    const size_t max_line = lim->max_target + REQUEST_LINE_SLACK;
+    /* RFC 9112 2.2: ignore empty lines (CRLF) received before the request-line, but not without bound: they
+     * would hold the connection's buffer and header timeout for nothing. More than a request-line's worth
+     * is refused. */
     while (skip < len && buf[skip] == '\r') {
+        if (skip >= max_line) return bad(req, TT_H1_E_REQUEST_LINE);
         if (skip + 1 == len) return TT_INCOMPLETE;
         if (buf[skip + 1] != '\n') return bad(req, TT_H1_E_BARE_CR);
         skip += 2;
     }
     const char *start = buf + skip, *end = buf + len;
     size_t avail = len - skip;
-    const size_t max_line = lim->max_target + REQUEST_LINE_SLACK;
 
     /* Order of checks, the same whether the head is whole or a prefix (so splits never change the
      * outcome): request-line too long, request-line malformed, field section too large, fields. */

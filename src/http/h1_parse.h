@@ -109,9 +109,10 @@ extern const tt_h1_limits_t tt_h1_default_limits;
 
 /**
  * Parses the request head at the start of `buf[0..len)`, skipping empty lines before the request-line
- * (RFC 9112 2.2). `last_len` is the `len` of the previous call on the same head that returned
- * TT_INCOMPLETE, or 0. Returns the bytes the head occupies (skipped lines included) when complete,
- * TT_INCOMPLETE when more bytes are needed, or TT_BAD with `req->error` set. Pure; RFC 9112 2-6.
+ * (RFC 9112 2.2; more than max_target + 64 bytes of them is TT_H1_E_REQUEST_LINE). `last_len` is the `len` of the
+ * previous call on the same head that returned TT_INCOMPLETE, or 0. Returns the bytes the head occupies (skipped lines
+ * included) when complete, TT_INCOMPLETE when more bytes are needed, or TT_BAD with `req->error` set. Pure; RFC 9112
+ * 2-6.
  */
 int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h1_limits_t *lim, tt_h1_request_t *req);
 

@@ -343,6 +343,36 @@ static void skips_empty_lines_before_the_request_line(void **state)
     test_free(r);
 }
 
+/* Issue 9: empty lines before the request-line were skipped without bound, so ~64 KB of CRLFs held the
+ * connection's buffer (and reached the 431 path). A request-line's worth (max_target + 64) is the limit. */
+static void bounds_the_empty_lines_before_the_request_line(void **state)
+{
+    (void)state;
+    const tt_h1_limits_t lim = {.max_target = 100, .max_field_bytes = 1000, .max_fields = 10};
+    static const char req[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    char buf[1024];
+    size_t n = 0;
+    while (n + 2 <= 164) { /* exactly max_target + 64 bytes of empty lines: still accepted */
+        memcpy(buf + n, "\r\n", 2);
+        n += 2;
+    }
+    memcpy(buf + n, req, sizeof(req) - 1);
+    tt_h1_request_t *r = new_req();
+    assert_int_equal(tt_h1_parse_request(buf, n + sizeof(req) - 1, 0, &lim, r), (int)(n + sizeof(req) - 1));
+    test_free(r);
+    memcpy(buf + n, "\r\n", 2); /* one empty line more */
+    memcpy(buf + n + 2, req, sizeof(req) - 1);
+    expect_bad_lim(buf, n + 2 + sizeof(req) - 1, &lim, TT_H1_E_REQUEST_LINE, 400);
+    expect_bad_lim(buf, n + 2, &lim, TT_H1_E_REQUEST_LINE, 400); /* before any request-line byte */
+    check_splits_lim(buf, n + 2 + sizeof(req) - 1, &lim, 7, n);
+    /* 64 KB of them with the default limits: refused long before the buffer fills */
+    size_t big = 65536;
+    char *flood = test_malloc(big);
+    for (size_t i = 0; i < big; i += 2) memcpy(flood + i, "\r\n", 2);
+    expect_bad(flood, big, TT_H1_E_REQUEST_LINE, 400);
+    test_free(flood);
+}
+
 static void accepts_absolute_and_asterisk_form_targets(void **state)
 {
     (void)state;
@@ -1265,6 +1295,7 @@ int main(void)
         cmocka_unit_test(collects_connection_tokens),
         cmocka_unit_test(indexes_the_known_fields),
         cmocka_unit_test(skips_empty_lines_before_the_request_line),
+        cmocka_unit_test(bounds_the_empty_lines_before_the_request_line),
         cmocka_unit_test(accepts_absolute_and_asterisk_form_targets),
         cmocka_unit_test(accepts_http10_without_host),
         cmocka_unit_test(returns_only_the_first_of_pipelined_requests),
