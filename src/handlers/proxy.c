@@ -114,16 +114,30 @@ typedef struct proxy_req {
     bool response_started; /* a head went to the client */
     bool is_head;
     bool client_paused; /* client content paused by us */
+    bool done;          /* finished (pr_finish): the client request is answered or gone */
+    tt_defer_t free_later;
     char log[320];
 } proxy_req_t;
 
-static void pr_free(proxy_req_t *pr)
+static void pr_free_cb(tt_defer_t *d)
 {
+    free(tt_container_of(d, proxy_req_t, free_later));
+}
+
+/* Ends the proxied request: its client request is answered (or gone) and its upstream connection is back in
+ * the pool (or closed). Nothing waits for a connection any more; the buffers go back now and the struct at
+ * the end of the turn, so a caller still on the stack may read it. Idempotent. */
+static void pr_finish(proxy_req_t *pr)
+{
+    if (pr->done) return;
     tt_worker_t *w = pr->pw->w;
+    TT_BUG_ON(pr->up != NULL); /* a connection is always released or discarded first */
+    pr->done = true;
+    tt_pool_cancel(&pr->waiter);
     tt_buf_release(&pr->head, &w->bufs);
     tt_buf_release(&pr->held, &w->bufs);
     tt_buf_release(&pr->trailers, &w->bufs);
-    free(pr);
+    tt_loop_defer(w->loop, &pr->free_later, pr_free_cb);
 }
 
 static void update_log(proxy_req_t *pr)
@@ -149,7 +163,7 @@ static void generate_error(proxy_req_t *pr, tt_proxy_cause_t cause)
     char f[96];
     int n = snprintf(f, sizeof(f), "X-Tether-Cause: %s\r\n", tt_proxy_cause_name(cause));
     tt_req_respond_text(pr->req, cause_status[cause], tt_str(f, (size_t)n));
-    pr_free(pr);
+    pr_finish(pr);
 }
 
 /* ---- choosing a server ---- */
@@ -324,10 +338,10 @@ static void client_on_writable(tt_req_t *req)
 static void client_on_abort(tt_req_t *req)
 {
     proxy_req_t *pr = req->ctx;
-    tt_pool_cancel(&pr->waiter);
     if (pr->up != NULL) tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR); /* mid-exchange: never reusable */
-    req->log_extra = TT_STR_NULL; /* it points into pr: a refusal logged after the abort must not read it */
-    pr_free(pr);
+    pr->up = NULL;
+    req->log_extra = TT_STR_NULL; /* the request is the client connection's from now on (a refusal's log line) */
+    pr_finish(pr);
 }
 
 static const tt_req_hooks_t client_hooks = {
@@ -409,13 +423,13 @@ static void up_on_body(tt_upconn_t *u, const char *data, size_t len)
 static void up_on_done(tt_upconn_t *u, tt_str_t trailers)
 {
     proxy_req_t *pr = u->data;
-    tt_pool_t *pool = pr->pool;
     pr->up = NULL;
-    if (!pr->sent_end) u->reusable = false; /* it answered before the request was complete */
+    /* The request ends first (the trailers live in u), then the pool decides whether u may be parked: an
+     * answer that came before the request was completely sent makes it unparkable (tt_pool_can_park). The
+     * client connection resumes its content, if it was paused, by itself: the request is finished. */
     tt_req_finish(pr->req, trailers);
-    pause_client(pr, false);
-    tt_pool_release(pool, u);
-    pr_free(pr);
+    tt_pool_release(pr->pool, u);
+    pr_finish(pr);
 }
 
 static void up_on_error(tt_upconn_t *u, tt_up_err_t err)
@@ -427,7 +441,7 @@ static void up_on_error(tt_upconn_t *u, tt_up_err_t err)
     pr->up = NULL;
     if (pr->response_started) {
         tt_req_fail(pr->req); /* cut mid-content: the client must see the truncation */
-        pr_free(pr);
+        pr_finish(pr);
         return;
     }
     tt_proxy_cause_t cause = cause_of(err);

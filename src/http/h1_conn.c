@@ -94,9 +94,11 @@ typedef struct h1_conn {
 } h1_conn_t;
 
 /* An asynchronous request: the handler keeps it past handle(), so it lives on the heap with copies of
- * what the access log needs after the request's bytes are gone. */
+ * what the access log needs after the request's bytes are gone. The connection owns it (c->areq); once
+ * finished it is detached, marked done and freed at the end of the turn (areq_finish). */
 typedef struct h1_areq {
     tt_req_t req;
+    tt_defer_t free_later;
     tt_str_t method;
     tt_str_t target;
     char strs[]; /* method and target */
@@ -396,15 +398,33 @@ static void req_names(h1_conn_t *c, const tt_req_t *rq, tt_str_t *method, tt_str
     }
 }
 
-/* The request is answered: release the asynchronous state and let the connection move on. */
+static void areq_free_cb(tt_defer_t *d)
+{
+    free(tt_container_of(d, h1_areq_t, free_later));
+}
+
+/* Ends the asynchronous request `a`: detached from the connection, done (calls on it are no-ops, no hook
+ * runs), freed at the end of the turn, so a handler still on the stack may touch it harmlessly. */
+static void areq_finish(h1_conn_t *c, h1_areq_t *a)
+{
+    a->req._done = true;
+    a->req.hooks = NULL;
+    if (c->areq == a) {
+        c->areq = NULL;
+        c->resp_open = false;
+        c->want_writable = false;
+        c->body_paused = false;
+    }
+    tt_loop_defer(c->w->loop, &a->free_later, areq_free_cb);
+}
+
+/* The request is answered: finish it and let the connection move on. */
 static void req_done(h1_conn_t *c, tt_req_t *rq)
 {
     c->resp_open = false;
+    rq->_done = true;
     if (c->areq != NULL && rq == &c->areq->req) {
-        free(c->areq);
-        c->areq = NULL;
-        c->want_writable = false;
-        c->body_paused = false;
+        areq_finish(c, c->areq);
         conn_kick(c);
     }
 }
@@ -624,6 +644,10 @@ static const tt_req_ops_t h1_req_ops = {
     .pause_body = h1_pause_body,
 };
 
+/* The head of a request refused before any of it could be parsed: no method, no target, no fields. */
+static const tt_h1_request_t no_head = {.minor_version = 1, .content_length = -1, .known = {-1, -1, -1, -1, -1, -1}};
+_Static_assert(TT_H1_F__COUNT == 6, "no_head.known lists every known field");
+
 /* Builds the handler's view of a parsed head. False when the request-target form is not acceptable. */
 static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
 {
@@ -680,19 +704,22 @@ static void respond_error(h1_conn_t *c, tt_req_t *rq, int status)
     c->error_close = false;
 }
 
-/* The client is gone or the request is refused mid-way: tell the asynchronous handler, then drop it. */
+/* Tells the asynchronous handler that its request is abandoned (its hooks are cleared first, so none runs
+ * again). */
+static void tell_abort(h1_areq_t *a)
+{
+    const tt_req_hooks_t *hooks = a->req.hooks;
+    a->req.hooks = NULL;
+    if (hooks && hooks->on_abort) hooks->on_abort(&a->req);
+}
+
+/* The client is gone: tell the asynchronous handler, then finish the request. */
 static void abort_areq(h1_conn_t *c)
 {
     h1_areq_t *a = c->areq;
     if (a == NULL) return;
-    if (a->req.hooks && a->req.hooks->on_abort) a->req.hooks->on_abort(&a->req);
-    if (c->areq == a) {
-        c->areq = NULL;
-        c->resp_open = false;
-        c->want_writable = false;
-        c->body_paused = false;
-        free(a);
-    }
+    tell_abort(a);
+    if (!a->req._done) areq_finish(c, a);
 }
 
 /* Copies a request the handler will answer later. */
@@ -701,6 +728,7 @@ static tt_req_t *make_areq(h1_conn_t *c, const tt_req_t *rq)
     const tt_h1_request_t *h = rq->head;
     h1_areq_t *a = tt_malloc(sizeof(*a) + h->method.n + h->target.n);
     a->req = *rq;
+    a->free_later = (tt_defer_t){0};
     memcpy(a->strs, h->method.p, h->method.n);
     memcpy(a->strs + h->method.n, h->target.p, h->target.n);
     a->method = tt_str(a->strs, h->method.n);
@@ -785,8 +813,7 @@ static void body_refuse(h1_conn_t *c, int status)
     c->close_reason = TT_CLOSE_BAD_REQUEST;
     c->state = ST_HEAD;
     if (a != NULL && !c->resp_open) {
-        if (a->req.hooks && a->req.hooks->on_abort) a->req.hooks->on_abort(&a->req);
-        a->req.hooks = NULL;
+        tell_abort(a);
         c->error_close = true;
         tt_req_respond_text(&a->req, status, TT_STR_NULL);
         c->error_close = false;
@@ -887,9 +914,11 @@ static int conn_read(h1_conn_t *c)
         /* Complete requests wait in the buffer (reading ran ahead of answering a pipelined burst): parse
          * them first; only a head that is still incomplete when the buffer is full is too large. */
         if (c->state == ST_HEAD && c->last_len < c->in.len) return 0;
-        /* A head that does not fit is larger than any limit allows. */
+        /* A head that does not fit is larger than any limit allows. The refusal is built from an empty head:
+         * the worker's parse target holds another call's views (perhaps into another connection's freed
+         * buffer), never this head's. */
         tt_req_t rq;
-        make_req(c, &w->req, &rq);
+        make_req(c, &no_head, &rq);
         c->requests++;
         respond_error(c, &rq, 431);
         return 0;

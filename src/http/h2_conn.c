@@ -68,6 +68,7 @@ typedef struct h2_stream {
     tt_buf_t out;
     tt_buf_t resp_trailers;
     tt_body_file_t file;
+    tt_defer_t free_later;
 } h2_stream_t;
 
 struct h2_conn {
@@ -233,6 +234,8 @@ static h2_stream_t *stream_of(tt_req_t *rq)
     return rq->_conn;
 }
 
+static nghttp2_nv *fields_nv(char *p, size_t len, nghttp2_nv *stack, size_t stack_n, size_t extra, size_t *count);
+
 static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                             nghttp2_data_source *src, void *user)
 {
@@ -256,21 +259,13 @@ static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
     if (st->resp_eof && st->out.len == 0 && file_done) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (st->resp_trailers.len > 0) {
-            /* trailer lines "name: value\r\n" to nghttp2 name/value pairs (lower-case names) */
-            nghttp2_nv nv[32];
+            /* trailer lines "name: value\r\n" to nghttp2 name/value pairs (lower-case names), every one of them */
+            nghttp2_nv stack_nv[32];
             size_t k = 0;
-            char *p = tt_buf_data(&st->resp_trailers), *end = p + st->resp_trailers.len;
-            while (p < end && k < TT_ARRAY_SIZE(nv)) {
-                char *eol = memchr(p, '\n', (size_t)(end - p)), *colon = memchr(p, ':', (size_t)(end - p));
-                if (eol == NULL || colon == NULL || colon > eol) break;
-                char *v = colon + 1, *ve = eol;
-                while (v < ve && (*v == ' ' || *v == '\t')) v++;
-                while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-                for (char *q = p; q < colon; q++) *q = tt_lower(*q);
-                nv[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p), (size_t)(ve - v), 0};
-                p = eol + 1;
-            }
+            nghttp2_nv *nv = fields_nv(tt_buf_data(&st->resp_trailers), st->resp_trailers.len, stack_nv,
+                                       TT_ARRAY_SIZE(stack_nv), 0, &k);
             if (k > 0 && nghttp2_submit_trailer(st->c->s, id, nv, k) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            if (nv != stack_nv) free(nv);
         }
         return (ssize_t)n;
     }
@@ -283,6 +278,22 @@ static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
 
 /* Parses "Name: value\r\n" lines into name/value pairs; names are lower-cased in place (RFC 9113 8.2.1) and
  * connection-specific fields are dropped (8.2.2). Returns how many pairs were written. */
+static size_t fields_to_nv(char *p, size_t len, nghttp2_nv *nv, size_t max);
+
+/* An array with room for every field line of `p[0..len)` plus `extra` pairs in front (the caller's), the
+ * lines converted after them: `stack` when it is large enough, else a heap array the caller frees. No field
+ * is ever dropped for lack of room: the limits are the head limits applied where the fields came from.
+ * `*count` gets extra + the pairs converted. */
+static nghttp2_nv *fields_nv(char *p, size_t len, nghttp2_nv *stack, size_t stack_n, size_t extra, size_t *count)
+{
+    size_t lines = 0;
+    for (const char *q = p, *end = p + len; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) lines++;
+    size_t need = extra + lines;
+    nghttp2_nv *nv = need <= stack_n ? stack : tt_malloc(need * sizeof(*nv));
+    *count = extra + fields_to_nv(p, len, nv + extra, lines);
+    return nv;
+}
+
 static size_t fields_to_nv(char *p, size_t len, nghttp2_nv *nv, size_t max)
 {
     static const char *const drop[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"};
@@ -311,15 +322,18 @@ static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
     char status[8], date[TT_HTTP_DATE_LEN + 1], cl[24];
     snprintf(status, sizeof(status), "%03d", resp->status % 1000);
     tt_http_date_format(tt_loop_wall(c->w->loop), date);
-    char fields[4096];
-    size_t flen = TT_MIN(resp->fields.n, sizeof(fields));
-    if (flen) memcpy(fields, resp->fields.p, flen);
-    nghttp2_nv nv[64];
+    /* The names are lower-cased in place: a copy of the caller's lines, on the stack when they are small. */
+    char stack_fields[2048];
+    char *fields = resp->fields.n <= sizeof(stack_fields) ? stack_fields : tt_malloc(resp->fields.n);
+    if (resp->fields.n) memcpy(fields, resp->fields.p, resp->fields.n);
+    nghttp2_nv stack_nv[48];
     size_t k = 0;
-    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, 0};
-    nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, TT_HTTP_DATE_LEN, 0};
-    nv[k++] = (nghttp2_nv){(uint8_t *)"server", (uint8_t *)"tether", 6, 6, 0};
-    k += fields_to_nv(fields, flen, nv + k, TT_ARRAY_SIZE(nv) - k - 1);
+    /* three pairs in front, one more (content-length) behind: fields_nv leaves room for 3 + lines; ask 4 */
+    nghttp2_nv *nv = fields_nv(fields, resp->fields.n, stack_nv, TT_ARRAY_SIZE(stack_nv) - 1, 3, &k);
+    if (nv != stack_nv) nv = tt_realloc(nv, (k + 1) * sizeof(*nv));
+    nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, 0};
+    nv[1] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, TT_HTTP_DATE_LEN, 0};
+    nv[2] = (nghttp2_nv){(uint8_t *)"server", (uint8_t *)"tether", 6, 6, 0};
     if (resp->content_length >= 0 && !tt_http_status_has_no_content(resp->status)) {
         int n = snprintf(cl, sizeof(cl), "%lld", (long long)resp->content_length);
         nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n, 0};
@@ -328,7 +342,9 @@ static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
     st->resp_submitted = true;
     tt_metrics_count_status(&c->w->metrics, resp->status);
     nghttp2_data_provider dp = {.source.ptr = st, .read_callback = data_read_cb};
-    nghttp2_submit_response(c->s, st->id, nv, k, with_data ? &dp : NULL);
+    nghttp2_submit_response(c->s, st->id, nv, k, with_data ? &dp : NULL); /* copies the pairs */
+    if (nv != stack_nv) free(nv);
+    if (fields != stack_fields) free(fields);
     kick(c);
 }
 
@@ -346,6 +362,7 @@ static void h2_respond(tt_req_t *rq, const tt_resp_t *resp)
     }
     st->resp_eof = true;
     st->async_done = true;
+    rq->_done = true;
     submit_head(st, resp, content);
 }
 
@@ -378,6 +395,7 @@ static void h2_finish(tt_req_t *rq, tt_str_t trailers)
     h2_stream_t *st = stream_of(rq);
     if (st->c->closed || st->async_done) return;
     st->async_done = true;
+    rq->_done = true;
     st->resp_eof = true;
     if (trailers.n) tt_buf_append(&st->resp_trailers, &st->c->w->bufs, trailers.p, trailers.n);
     if (st->resp_deferred) {
@@ -392,6 +410,7 @@ static void h2_fail(tt_req_t *rq)
     h2_stream_t *st = stream_of(rq);
     if (st->c->closed || st->async_done) return;
     st->async_done = true;
+    rq->_done = true;
     nghttp2_submit_rst_stream(st->c->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     kick(st->c);
 }
@@ -721,20 +740,32 @@ static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
     tt_accesslog_add(&c->w->alog, &rec);
 }
 
+static void stream_free_cb(tt_defer_t *d)
+{
+    h2_stream_t *st = tt_container_of(d, h2_stream_t, free_later);
+    free(st->refs);
+    free(st->head);
+    free(st);
+}
+
+/* The stream is over: its buffers and file go back now; the request is done (calls on it are no-ops) and
+ * its memory is freed at the end of the turn, so a handler still on the stack may touch it harmlessly. */
 static void stream_free(h2_stream_t *st)
 {
     tt_bufpool_t *bufs = &st->c->w->bufs;
     st->c->nbegun--;
     tt_list_remove(&st->link);
     if (st->file.fd >= 0 && st->file.release) st->file.release(st->file.ref);
+    st->file.fd = -1;
     tt_buf_release(&st->store, bufs);
     tt_buf_release(&st->pending, bufs);
     tt_buf_release(&st->trailers, bufs);
     tt_buf_release(&st->out, bufs);
     tt_buf_release(&st->resp_trailers, bufs);
-    free(st->refs);
-    free(st->head);
-    free(st);
+    st->req._done = true;
+    st->req.hooks = NULL;
+    st->async_done = true;
+    tt_loop_defer(st->c->w->loop, &st->free_later, stream_free_cb);
 }
 
 /* A stream ends: the handler drops its side if it had not finished, the line is logged, state freed. */

@@ -5,6 +5,12 @@
  * events, and answers later from the same worker, whole (tt_req_respond) or streamed (tt_req_respond_head,
  * tt_req_write, tt_req_finish). The views in the request (head, path, query) are valid only until
  * handle() returns: a handler that answers later copies what it needs.
+ *
+ * Lifetime (docs/design.md, "Lifetimes"): the protocol connection owns every tt_req_t. A request is
+ * finished when its response is complete (tt_req_respond, tt_req_finish, tt_req_fail) or when the client is
+ * gone (hooks->on_abort). Finishing marks it done and queues its free for the end of the loop turn; every
+ * call below on a finished request is a no-op (tt_req_write returns false), so a handler that finishes
+ * the request and then touches it in the same turn does no harm. After the turn it must not use it at all.
  */
 #ifndef TT_HTTP_MSG_H
 #define TT_HTTP_MSG_H
@@ -52,8 +58,10 @@ typedef struct tt_req_hooks {
     void (*on_body_end)(tt_req_t *req, tt_str_t trailers);
     /** The response output drained after tt_req_write() returned false. */
     void (*on_writable)(tt_req_t *req);
-    /** The client connection is gone (reset, timeout, shutdown deadline). The request is freed when this
-     *  returns; the handler must not touch it afterwards. */
+    /** The client connection is gone (reset, timeout, shutdown deadline), or the request was refused mid-way
+     *  (bad content framing, too large: tether answers it itself). The handler drops its own state here and
+     *  must not answer; no hook is called afterwards, and calls on the request after this returns are
+     *  no-ops. The request is freed at the end of the turn. */
     void (*on_abort)(tt_req_t *req);
 } tt_req_hooks_t;
 
@@ -88,6 +96,7 @@ struct tt_req {
                                     or clears it in on_abort when it frees them */
     void *_conn;                 /* private: the protocol connection */
     const tt_req_ops_t *_ops;    /* private: the protocol's writer */
+    bool _done;                  /* private: finished; every call below is a no-op (see "Lifetime" above) */
 };
 
 /**
@@ -96,6 +105,10 @@ struct tt_req {
  */
 static inline void tt_req_respond(tt_req_t *req, const tt_resp_t *resp)
 {
+    if (req->_done) {
+        if (resp->file.fd >= 0 && resp->file.release) resp->file.release(resp->file.ref); /* ours to drop */
+        return;
+    }
     req->_ops->respond(req, resp);
 }
 
@@ -105,30 +118,30 @@ static inline void tt_req_respond(tt_req_t *req, const tt_resp_t *resp)
  */
 static inline void tt_req_respond_head(tt_req_t *req, const tt_resp_t *head)
 {
-    req->_ops->respond_head(req, head);
+    if (!req->_done) req->_ops->respond_head(req, head);
 }
 /** Queues content bytes (copied). Returns false when the output is above its high-water mark: stop
  *  producing until hooks->on_writable. */
 static inline bool tt_req_write(tt_req_t *req, const void *data, size_t len)
 {
-    return req->_ops->write(req, data, len);
+    return !req->_done && req->_ops->write(req, data, len);
 }
 /** Ends the response; `trailers` ("Name: value\r\n" lines, copied) are sent when the response is chunked.
  *  The request is finished afterwards: the handler must not touch it again. */
 static inline void tt_req_finish(tt_req_t *req, tt_str_t trailers)
 {
-    req->_ops->finish(req, trailers);
+    if (!req->_done) req->_ops->finish(req, trailers);
 }
 /** Ends a streamed response that cannot be completed (the upstream failed mid-content): what is queued is
  *  sent, then the connection closes so the client sees the truncation. The request is finished. */
 static inline void tt_req_fail(tt_req_t *req)
 {
-    req->_ops->fail_response(req);
+    if (!req->_done) req->_ops->fail_response(req);
 }
 /** Stops (true) or resumes (false) the delivery of request content to hooks->on_body: backpressure. */
 static inline void tt_req_pause_body(tt_req_t *req, bool pause)
 {
-    req->_ops->pause_body(req, pause);
+    if (!req->_done) req->_ops->pause_body(req, pause);
 }
 /** Makes the handler asynchronous: `hooks` (static storage) and `ctx` are used until finish or abort. */
 static inline void tt_req_set_hooks(tt_req_t *req, const tt_req_hooks_t *hooks, void *ctx)
