@@ -52,6 +52,7 @@ static const char *const retire_names[TT_RETIRE__COUNT] = {
     [TT_RETIRE_ERROR] = "error",
     [TT_RETIRE_MAX_IDLE] = "max_idle",
     [TT_RETIRE_SHUTDOWN] = "shutdown",
+    [TT_RETIRE_STRAY_BYTES] = "stray_bytes",
 };
 
 const char *tt_pool_retire_name(tt_pool_retire_t r)
@@ -63,12 +64,17 @@ const char *tt_pool_retire_name(tt_pool_retire_t r)
 
 tt_pool_retire_t tt_pool_can_park(const tt_pool_park_in_t *in)
 {
-    if (!in->reusable) return TT_RETIRE_UPSTREAM_CLOSE;
+    if (in->sock == TT_UP_SOCK_CLOSED) return TT_RETIRE_UPSTREAM_CLOSE;
+    if (in->sock != TT_UP_SOCK_QUIET) return TT_RETIRE_STRAY_BYTES; /* they would become the next client's */
+    if (!in->fresh && !in->persistent) return TT_RETIRE_UPSTREAM_CLOSE;
+    if (!in->fresh && !in->request_sent) return TT_RETIRE_UPSTREAM_CLOSE; /* answered early: request bytes unsent */
     if (in->stopping) return TT_RETIRE_SHUTDOWN;
     if (in->max_requests != 0 && in->requests >= in->max_requests) return TT_RETIRE_MAX_REQUESTS;
     if (in->hint_max == 0) return TT_RETIRE_MAX_REQUESTS;
     if (in->lifetime_ms != 0 && in->age_ms >= in->lifetime_ms) return TT_RETIRE_MAX_LIFETIME;
-    if (in->idle_ms == 0) return TT_RETIRE_HINT_DEADLINE; /* a hinted or learned timeout shorter than the margin */
+    if (in->hint_zero) return TT_RETIRE_HINT_DEADLINE; /* Keep-Alive: timeout=0: it keeps no idle connection */
+    if (in->idle_ms == 0) /* a hinted or learned timeout shorter than the margin, or the lifetime's end */
+        return in->idle_reason == TT_RETIRE_IDLE_TIMEOUT ? TT_RETIRE_HINT_DEADLINE : in->idle_reason;
     return TT_RETIRE_NONE;
 }
 
@@ -113,20 +119,20 @@ static uint64_t now(const tt_pool_t *p)
 static uint64_t lifetime_of(tt_pool_t *p, tt_upconn_t *u)
 {
     if (p->conf->max_lifetime_ms == 0) return 0;
-    if (u->pool_lifetime_ms == 0) {
+    if (u->pool.lifetime_ms == 0) {
         p->rng = p->rng * 6364136223846793005ull + 1442695040888963407ull;
         uint64_t span = p->conf->max_lifetime_ms / 5; /* 20 % wide, centred */
         uint64_t jitter = span ? (p->rng >> 33) % (span + 1) : 0;
-        u->pool_lifetime_ms = p->conf->max_lifetime_ms - span / 2 + jitter;
+        u->pool.lifetime_ms = p->conf->max_lifetime_ms - span / 2 + jitter;
     }
-    return u->pool_lifetime_ms;
+    return u->pool.lifetime_ms;
 }
 
 static void retire(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason)
 {
-    tt_timer_disarm(p->loop, &u->pool_timer);
-    if (u->state == TT_UPCONN_PARKED && !u->pool_canary) {
-        tt_list_remove(&u->pool_link);
+    tt_timer_disarm(p->loop, &u->pool.timer);
+    if (u->state == TT_UPCONN_PARKED && !u->pool.canary) {
+        tt_list_remove(&u->pool.link);
         p->nidle--;
         tt_gauge_add(&p->m->idle, -1);
     }
@@ -145,11 +151,11 @@ static void apply_learned(tt_pool_t *p)
     tt_list_t *pos, *tmp;
     tt_list_foreach_safe(pos, tmp, &p->idle)
     {
-        tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool_link);
-        if (u->hint_seen || u->parked_ms + span >= u->pool_retire_at_ms) continue;
-        u->pool_retire_at_ms = u->parked_ms + span;
-        u->pool_retire_reason = TT_RETIRE_LEARNED_DEADLINE;
-        tt_timer_arm_at(p->loop, &u->pool_timer, u->pool_retire_at_ms); /* fires next turn when past */
+        tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
+        if (u->hint_seen || u->parked_ms + span >= u->pool.retire_at_ms) continue;
+        u->pool.retire_at_ms = u->parked_ms + span;
+        u->pool.retire_reason = TT_RETIRE_LEARNED_DEADLINE;
+        tt_timer_arm_at(p->loop, &u->pool.timer, u->pool.retire_at_ms); /* fires next turn when past */
     }
 }
 
@@ -168,19 +174,24 @@ static void dispatch_queue(tt_pool_t *p);
 
 /* ---- parked connections ---- */
 
-static void parked_on_event(tt_upconn_t *u);
+static void parked_on_event(tt_upconn_t *u, tt_up_sock_t what);
 static void parked_on_timer(tt_timer_t *t);
 
 static const tt_upconn_ops_t parked_ops = {.on_parked_event = parked_on_event};
 
-/* The upstream closed (or poked) a parked connection: learn from its idle age, then close it. */
-static void parked_on_event(tt_upconn_t *u)
+/* The upstream closed a parked connection (learn from its idle age, then close it), or wrote bytes on it that
+ * belong to no exchange (close it, learn nothing: such bytes say nothing about its idle timeout). */
+static void parked_on_event(tt_upconn_t *u, tt_up_sock_t what)
 {
-    tt_pool_t *p = u->pool;
-    if (!p->conf->idle_watch && !u->pool_canary) return; /* measured layer off: the peek must catch it */
+    tt_pool_t *p = u->pool.owner;
+    if (what == TT_UP_SOCK_STRAY) {
+        retire(p, u, TT_RETIRE_STRAY_BYTES); /* whatever the settings: they would reach the next client */
+        return;
+    }
+    if (!p->conf->idle_watch && !u->pool.canary) return; /* measured layer off: the check before reuse must catch it */
     uint64_t age = now(p) - u->parked_ms;
     if (p->conf->learn && !u->hint_seen) {
-        if (u->pool_canary) {
+        if (u->pool.canary) {
             if (age > p->learned_ms) set_learned(p, age); /* the upstream's timeout grew */
         } else if (p->learned_ms == 0 || age < p->learned_ms) {
             set_learned(p, age);
@@ -191,32 +202,34 @@ static void parked_on_event(tt_upconn_t *u)
 
 static void parked_on_timer(tt_timer_t *t)
 {
-    tt_upconn_t *u = tt_container_of(t, tt_upconn_t, pool_timer);
-    tt_pool_t *p = u->pool;
-    if (u->pool_canary) {
+    tt_upconn_t *u = tt_container_of(t, tt_upconn_t, pool.timer);
+    tt_pool_t *p = u->pool.owner;
+    if (u->pool.canary) {
         /* The canary outlived idle_timeout: nothing short to learn any more. */
         set_learned(p, 0);
         retire(p, u, TT_RETIRE_IDLE_TIMEOUT);
         return;
     }
-    tt_pool_retire_t reason = (tt_pool_retire_t)u->pool_retire_reason;
+    tt_pool_retire_t reason = (tt_pool_retire_t)u->pool.retire_reason;
     if (reason == TT_RETIRE_LEARNED_DEADLINE && p->canary == NULL && !p->stopped &&
         now(p) - p->last_canary_ms >= CANARY_INTERVAL_MS) {
         /* Keep this one open but out of service until the upstream closes it (or idle_timeout): if the
          * upstream's idle timeout grew, the estimate follows it; no request ever runs on a canary. */
-        tt_list_remove(&u->pool_link);
+        tt_list_remove(&u->pool.link);
         p->nidle--;
         tt_gauge_add(&p->m->idle, -1);
-        u->pool_canary = true;
+        u->pool.canary = true;
         p->canary = u;
         p->last_canary_ms = now(p);
-        tt_timer_arm_at(p->loop, &u->pool_timer, u->parked_ms + p->conf->idle_timeout_ms);
+        tt_timer_arm_at(p->loop, &u->pool.timer, u->parked_ms + p->conf->idle_timeout_ms);
         return;
     }
     retire(p, u, reason);
 }
 
-static void park(tt_pool_t *p, tt_upconn_t *u)
+/* A connection back from an exchange (or `fresh`, never used): parked when tt_pool_can_park allows, with its
+ * retirement deadline; else closed with the one reason. */
+static void park(tt_pool_t *p, tt_upconn_t *u, bool fresh)
 {
     uint64_t t = now(p), life = lifetime_of(p, u);
     uint64_t age = t - u->created_ms;
@@ -225,21 +238,22 @@ static void park(tt_pool_t *p, tt_upconn_t *u)
     uint64_t idle = tt_pool_idle_deadline(p->conf, u->hint_seen ? u->hint_timeout_ms : 0, p->learned_ms, life_left,
                                           &deadline_reason);
     tt_pool_park_in_t in = {
-        .reusable = u->reusable,
+        .fresh = fresh,
+        .persistent = u->persistent,
+        .request_sent = tt_upconn_request_sent(u),
+        .sock = tt_upconn_settle(u), /* a syscall only when the last read filled the buffer */
         .stopping = p->stopped,
         .requests = u->requests,
         .max_requests = p->conf->max_requests,
         .hint_max = p->conf->keepalive_hint ? u->hint_max : -1,
+        .hint_zero = p->conf->keepalive_hint && u->hint_seen && u->hint_timeout_ms == 0,
         .age_ms = age,
         .lifetime_ms = life,
         .idle_ms = idle,
+        .idle_reason = deadline_reason,
     };
     tt_pool_retire_t r = tt_pool_can_park(&in);
-    if (r == TT_RETIRE_NONE && p->conf->keepalive_hint && u->hint_seen && u->hint_timeout_ms == 0)
-        r = TT_RETIRE_HINT_DEADLINE; /* Keep-Alive: timeout=0 -- the upstream keeps no idle connection */
-    if (r == TT_RETIRE_HINT_DEADLINE)
-        r = deadline_reason == TT_RETIRE_IDLE_TIMEOUT ? TT_RETIRE_HINT_DEADLINE : deadline_reason;
-    if (p->tls) {
+    if (p->tls && r != TT_RETIRE_STRAY_BYTES) {
         /* after an exchange the TLS 1.3 tickets have arrived: keep the newest session for reconnects,
          * also from a connection about to be retired (max_requests, Connection: close...) */
         void *s = tt_tls_take_session(u->tr);
@@ -254,15 +268,15 @@ static void park(tt_pool_t *p, tt_upconn_t *u)
         return;
     }
     tt_upconn_park(u, &parked_ops, NULL);
-    u->pool_retire_at_ms = t + idle;
-    u->pool_retire_reason = (uint8_t)deadline_reason;
-    tt_timer_init(&u->pool_timer, parked_on_timer);
-    tt_timer_arm_at(p->loop, &u->pool_timer, u->pool_retire_at_ms);
-    tt_list_push_head(&p->idle, &u->pool_link);
+    u->pool.retire_at_ms = t + idle;
+    u->pool.retire_reason = (uint8_t)deadline_reason;
+    tt_timer_init(&u->pool.timer, parked_on_timer);
+    tt_timer_arm_at(p->loop, &u->pool.timer, u->pool.retire_at_ms);
+    tt_list_push_head(&p->idle, &u->pool.link);
     p->nidle++;
     tt_gauge_add(&p->m->idle, 1);
     if (p->nidle > p->conf->max_idle) {
-        tt_upconn_t *lru = tt_container_of(p->idle.prev, tt_upconn_t, pool_link);
+        tt_upconn_t *lru = tt_container_of(p->idle.prev, tt_upconn_t, pool.link);
         retire(p, lru, TT_RETIRE_MAX_IDLE);
     }
 }
@@ -276,14 +290,14 @@ static void leak_scan(tt_timer_t *t)
     uint64_t n = now(p);
     tt_list_foreach_safe(pos, tmp, &p->busy)
     {
-        tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool_link);
-        if (!u->pool_leak_warned && n - u->pool_checked_out_ms >= p->conf->leak_threshold_ms) {
-            u->pool_leak_warned = true;
+        tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
+        if (!u->pool.leak_warned && n - u->pool.checked_out_ms >= p->conf->leak_threshold_ms) {
+            u->pool.leak_warned = true;
             tt_counter_add(&p->m->leaks, 1);
             tt_log(TT_LOG_WARN,
                    "upstream %s: connection %llu checked out for %llu ms by route %s and not returned (leak?)", p->name,
-                   (unsigned long long)u->id, (unsigned long long)(n - u->pool_checked_out_ms),
-                   u->pool_label ? u->pool_label : "-");
+                   (unsigned long long)u->id, (unsigned long long)(n - u->pool.checked_out_ms),
+                   u->pool.label ? u->pool.label : "-");
         }
     }
     if (p->nbusy > 0) tt_timer_arm(p->loop, &p->leak_timer, LEAK_SCAN_MS);
@@ -291,19 +305,19 @@ static void leak_scan(tt_timer_t *t)
 
 static void check_out(tt_pool_t *p, tt_upconn_t *u, const tt_pool_waiter_t *w)
 {
-    tt_list_push_tail(&p->busy, &u->pool_link);
+    tt_list_push_tail(&p->busy, &u->pool.link);
     p->nbusy++;
     tt_gauge_add(&p->m->active, 1);
-    u->pool_checked_out_ms = now(p);
-    u->pool_label = w ? w->label : NULL;
-    u->pool_leak_warned = false;
+    u->pool.checked_out_ms = now(p);
+    u->pool.label = w ? w->label : NULL;
+    u->pool.leak_warned = false;
     if (p->conf->leak_threshold_ms && !tt_timer_is_armed(&p->leak_timer))
         tt_timer_arm(p->loop, &p->leak_timer, LEAK_SCAN_MS);
 }
 
 static void check_in(tt_pool_t *p, tt_upconn_t *u)
 {
-    tt_list_remove(&u->pool_link);
+    tt_list_remove(&u->pool.link);
     p->nbusy--;
     tt_gauge_add(&p->m->active, -1);
 }
@@ -312,27 +326,60 @@ static void check_in(tt_pool_t *p, tt_upconn_t *u)
 static tt_upconn_t *take_parked(tt_pool_t *p, const tt_pool_waiter_t *w)
 {
     while (!tt_list_is_empty(&p->idle)) {
-        tt_upconn_t *u = tt_container_of(tt_list_first(&p->idle), tt_upconn_t, pool_link);
-        uint64_t age = now(p) - u->parked_ms, span = u->pool_retire_at_ms - u->parked_ms;
+        tt_upconn_t *u = tt_container_of(tt_list_first(&p->idle), tt_upconn_t, pool.link);
+        uint64_t age = now(p) - u->parked_ms, span = u->pool.retire_at_ms - u->parked_ms;
         if (w->half_deadline && age * 2 > span)
             return NULL; /* the others are older still: a non-replayable request gets a fresh one */
-        tt_list_remove(&u->pool_link);
+        tt_list_remove(&u->pool.link);
         p->nidle--;
         tt_gauge_add(&p->m->idle, -1);
-        tt_timer_disarm(p->loop, &u->pool_timer);
-        /* The peek costs a syscall per request. It is skipped only where it cannot matter: the idle watch is
-         * on (a FIN seen by the last poll has already retired the connection), the request can be replayed
-         * if the connection proves dead anyway, and it was parked so recently that an idle close is not
-         * plausible. A busy pool reuses its connections within milliseconds. */
-        bool young = p->conf->idle_watch && !w->half_deadline && age < PEEK_SKIP_MS;
-        if (p->conf->peek && !young && !tt_upconn_peek_alive(u)) {
-            tt_counter_add(&p->m->retired[TT_RETIRE_STALE_ON_REUSE], 1);
-            tt_upconn_close(u);
-            continue;
+        tt_timer_disarm(p->loop, &u->pool.timer);
+        /* The check costs a syscall per request. It is skipped only where it cannot matter: the idle watch is
+         * on (a FIN or stray bytes seen by the last poll have already retired the connection), the request can
+         * be replayed if the connection proves dead anyway, it was parked so recently that an idle close is
+         * not plausible (a busy pool reuses its connections within milliseconds), and this turn's poll has no
+         * news about it still waiting to be handled. Stray bytes that news may carry are checked whatever the
+         * settings: they would become this request's response. */
+        bool news = tt_io_event_pending(&u->io);
+        bool young = p->conf->idle_watch && !w->half_deadline && age < PEEK_SKIP_MS && !news;
+        if ((p->conf->peek || news) && !young) {
+            tt_up_sock_t s = tt_upconn_check_parked(u);
+            if (s != TT_UP_SOCK_QUIET) {
+                tt_counter_add(&p->m->retired[s == TT_UP_SOCK_STRAY ? TT_RETIRE_STRAY_BYTES : TT_RETIRE_STALE_ON_REUSE],
+                               1);
+                tt_upconn_close(u);
+                continue;
+            }
         }
         return u;
     }
     return NULL;
+}
+
+/* ---- the queue of waiters ---- */
+
+/* Takes a queued waiter out of the queue (and the counts): always before it is called back. */
+static void unlink_waiter(tt_pool_t *p, tt_pool_waiter_t *w)
+{
+    TT_BUG_ON(!w->_waiting);
+    tt_tq_remove(&w->_q);
+    w->_waiting = false;
+    p->npending--;
+    tt_gauge_add(&p->m->pending, -1);
+}
+
+/* Queues `w` as having waited since `since_ms`: at the tail (a new waiter), or back at the head (a waiter that
+ * dispatch_queue took out and could not serve; it was the oldest, so deadline order holds). */
+static void link_waiter(tt_pool_t *p, tt_pool_waiter_t *w, uint64_t since_ms, bool head)
+{
+    TT_BUG_ON(w->_waiting);
+    if (head)
+        tt_tq_push_head(&p->queue, &w->_q, since_ms);
+    else
+        tt_tq_push(&p->queue, &w->_q);
+    w->_waiting = true;
+    p->npending++;
+    tt_gauge_add(&p->m->pending, 1);
 }
 
 /* ---- health ---- */
@@ -350,14 +397,12 @@ static void mark_down(tt_pool_t *p)
     tt_log(TT_LOG_WARN, "upstream %s: down after %u failed connects; probing again in %llu ms", p->name, p->fails,
            (unsigned long long)p->backoff_ms);
     tt_timer_arm(p->loop, &p->probe_timer, p->backoff_ms);
-    /* Queued requests can go elsewhere (or get 503) instead of waiting for the queue timeout. */
+    /* Queued requests can go elsewhere (or get 503) instead of waiting for the queue timeout. Each is unlinked
+     * before its callback, which may queue or free anything. */
     tt_tq_entry_t *e;
     while ((e = tt_tq_oldest(&p->queue)) != NULL) {
         tt_pool_waiter_t *w = tt_container_of(e, tt_pool_waiter_t, _q);
-        tt_tq_remove(e);
-        w->_waiting = false;
-        p->npending--;
-        tt_gauge_add(&p->m->pending, -1);
+        unlink_waiter(p, w);
         w->cb(w, NULL, TT_POOL_DOWN, TT_UP_OK);
     }
 }
@@ -387,7 +432,7 @@ static void connect_succeeded(tt_pool_t *p)
 
 static void probe_on_connect(tt_upconn_t *u, tt_up_err_t err)
 {
-    tt_pool_t *p = u->pool;
+    tt_pool_t *p = u->pool.owner;
     p->probe = NULL;
     p->nconnecting--;
     if (err != TT_UP_OK) {
@@ -398,8 +443,7 @@ static void probe_on_connect(tt_upconn_t *u, tt_up_err_t err)
     tt_counter_add(&p->m->opened, 1);
     if (p->tls) tt_counter_add(&p->m->tls_handshakes[u->tls_resumed ? 1 : 0], 1);
     connect_succeeded(p);
-    u->reusable = true; /* a fresh connection: park it for the next request */
-    park(p, u);
+    park(p, u, true); /* a fresh connection: parked for the next request */
     dispatch_queue(p);
 }
 
@@ -416,7 +460,7 @@ static void probe_on_timer(tt_timer_t *t)
         return;
     }
     if (p->tls) tt_upconn_set_tls(u, p->tls, p->tls_session);
-    u->pool = p;
+    u->pool.owner = p;
     p->probe = u;
     p->nconnecting++;
 }
@@ -425,9 +469,9 @@ static void probe_on_timer(tt_timer_t *t)
 
 static void new_on_connect(tt_upconn_t *u, tt_up_err_t err)
 {
-    tt_pool_t *p = u->pool;
+    tt_pool_t *p = u->pool.owner;
     tt_pool_waiter_t *w = u->data;
-    tt_list_remove(&u->pool_link);
+    tt_list_remove(&u->pool.link);
     p->nconnecting--;
     tt_gauge_add(&p->m->active, -1);
     if (w != NULL) w->_connecting = NULL;
@@ -441,8 +485,7 @@ static void new_on_connect(tt_upconn_t *u, tt_up_err_t err)
     if (p->tls) tt_counter_add(&p->m->tls_handshakes[u->tls_resumed ? 1 : 0], 1);
     connect_succeeded(p);
     if (w == NULL) {
-        u->reusable = true; /* its request left; park it for the next one */
-        park(p, u);
+        park(p, u, true); /* its request left: parked for the next one */
         dispatch_queue(p);
         return;
     }
@@ -461,9 +504,9 @@ static tt_pool_status_t open_new(tt_pool_t *p, tt_pool_waiter_t *w, tt_up_err_t 
         return TT_POOL_FAILED;
     }
     if (p->tls) tt_upconn_set_tls(u, p->tls, p->tls_session);
-    u->pool = p;
+    u->pool.owner = p;
     w->_connecting = u;
-    tt_list_push_tail(&p->connecting, &u->pool_link);
+    tt_list_push_tail(&p->connecting, &u->pool.link);
     p->nconnecting++;
     tt_gauge_add(&p->m->active, 1);
     return TT_POOL_PENDING;
@@ -488,7 +531,7 @@ static tt_pool_status_t try_serve(tt_pool_t *p, tt_pool_waiter_t *w, tt_upconn_t
     }
     if (at_capacity(p) && p->nidle > 0) {
         /* Parked connections this request cannot use hold the room it needs: close the oldest. */
-        retire(p, tt_container_of(p->idle.prev, tt_upconn_t, pool_link), TT_RETIRE_MAX_IDLE);
+        retire(p, tt_container_of(p->idle.prev, tt_upconn_t, pool.link), TT_RETIRE_MAX_IDLE);
     }
     if (at_capacity(p)) return TT_POOL_EXHAUSTED;
     return open_new(p, w, err);
@@ -506,20 +549,24 @@ static void queue_on_timeout(tt_tq_entry_t *e)
     w->cb(w, NULL, TT_POOL_EXHAUSTED, TT_UP_OK);
 }
 
-/* Room appeared (a release, a close): serve queued waiters in order while possible. */
+/* Room appeared (a release, a close): serve queued waiters in order while possible. Each is unlinked before
+ * anything can call it back: serving it may fail a connect synchronously, which can mark the server down and
+ * call back every waiter still queued (mark_down); this one is then no longer among them, and gets exactly one
+ * callback, below. When there is no room after all it goes back to the head of the queue, its wait intact. */
 static void dispatch_queue(tt_pool_t *p)
 {
     tt_tq_entry_t *e;
-    while (!p->stopped && (e = tt_tq_oldest(&p->queue)) != NULL) {
+    while (!p->stopped && !p->down && (e = tt_tq_oldest(&p->queue)) != NULL) {
         tt_pool_waiter_t *w = tt_container_of(e, tt_pool_waiter_t, _q);
+        uint64_t since = e->since_ms;
+        unlink_waiter(p, w);
         tt_upconn_t *u = NULL;
         tt_up_err_t err = TT_UP_OK;
         tt_pool_status_t st = try_serve(p, w, &u, &err);
-        if (st == TT_POOL_EXHAUSTED) return;
-        tt_tq_remove(e);
-        w->_waiting = false;
-        p->npending--;
-        tt_gauge_add(&p->m->pending, -1);
+        if (st == TT_POOL_EXHAUSTED) {
+            link_waiter(p, w, since, true);
+            return;
+        }
         tt_hist_observe(&p->m->queue_wait_ms, tt_hist_idle_bounds, tt_hist_idle_nbounds, now(p) - w->_since_ms);
         if (st != TT_POOL_PENDING) w->cb(w, u, st, err);
     }
@@ -539,11 +586,8 @@ tt_pool_status_t tt_pool_acquire(tt_pool_t *p, tt_pool_waiter_t *w, tt_upconn_t 
     if (st != TT_POOL_EXHAUSTED) return st;
     if (p->npending >= p->conf->max_pending) return TT_POOL_EXHAUSTED;
     tt_tq_entry_init(&w->_q);
-    tt_tq_push(&p->queue, &w->_q);
     w->_since_ms = now(p);
-    w->_waiting = true;
-    p->npending++;
-    tt_gauge_add(&p->m->pending, 1);
+    link_waiter(p, w, w->_since_ms, false);
     return TT_POOL_PENDING;
 }
 
@@ -551,12 +595,7 @@ void tt_pool_cancel(tt_pool_waiter_t *w)
 {
     tt_pool_t *p = w->_pool;
     if (p == NULL) return;
-    if (w->_waiting) {
-        tt_tq_remove(&w->_q);
-        w->_waiting = false;
-        p->npending--;
-        tt_gauge_add(&p->m->pending, -1);
-    }
+    if (w->_waiting) unlink_waiter(p, w);
     if (w->_connecting != NULL) {
         w->_connecting->data = NULL; /* new_on_connect parks it */
         w->_connecting = NULL;
@@ -566,7 +605,7 @@ void tt_pool_cancel(tt_pool_waiter_t *w)
 void tt_pool_release(tt_pool_t *p, tt_upconn_t *u)
 {
     check_in(p, u);
-    park(p, u);
+    park(p, u, false);
     dispatch_queue(p);
 }
 
@@ -617,7 +656,7 @@ void tt_pool_stop(tt_pool_t *p)
 {
     p->stopped = true;
     while (!tt_list_is_empty(&p->idle))
-        retire(p, tt_container_of(tt_list_first(&p->idle), tt_upconn_t, pool_link), TT_RETIRE_SHUTDOWN);
+        retire(p, tt_container_of(tt_list_first(&p->idle), tt_upconn_t, pool.link), TT_RETIRE_SHUTDOWN);
     if (p->canary != NULL) retire(p, p->canary, TT_RETIRE_SHUTDOWN);
     tt_timer_disarm(p->loop, &p->probe_timer);
 }
@@ -628,12 +667,12 @@ void tt_pool_free(tt_pool_t **pp)
     if (p == NULL) return;
     tt_pool_stop(p);
     while (!tt_list_is_empty(&p->busy)) {
-        tt_upconn_t *u = tt_container_of(tt_list_first(&p->busy), tt_upconn_t, pool_link);
+        tt_upconn_t *u = tt_container_of(tt_list_first(&p->busy), tt_upconn_t, pool.link);
         check_in(p, u);
         tt_upconn_close(u);
     }
     while (!tt_list_is_empty(&p->connecting))
-        tt_upconn_close(tt_container_of(tt_list_first(&p->connecting), tt_upconn_t, pool_link));
+        tt_upconn_close(tt_container_of(tt_list_first(&p->connecting), tt_upconn_t, pool.link));
     if (p->probe != NULL) tt_upconn_close(p->probe);
     tt_timer_disarm(p->loop, &p->leak_timer);
     TT_BUG_ON(p->npending != 0);

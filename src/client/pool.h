@@ -50,12 +50,13 @@ typedef enum tt_pool_retire {
     TT_RETIRE_MAX_REQUESTS,     /* the pool's max_requests or the upstream's max= */
     TT_RETIRE_MAX_LIFETIME,     /* max_lifetime (jittered) */
     TT_RETIRE_PEER_CLOSED_IDLE, /* the upstream closed (or reset) it while parked */
-    TT_RETIRE_STALE_ON_REUSE,   /* found dead by the peek before reuse */
-    TT_RETIRE_UPSTREAM_CLOSE,   /* the response said Connection: close (or was HTTP/1.0 or close-delimited), or came
-                                 * before the request was completely sent */
+    TT_RETIRE_STALE_ON_REUSE,   /* found dead by the check before reuse */
+    TT_RETIRE_UPSTREAM_CLOSE,   /* the response said Connection: close (or was HTTP/1.0 or close-delimited), came
+                                 * before the request was completely sent, or the upstream closed right after it */
     TT_RETIRE_ERROR,            /* the exchange failed */
     TT_RETIRE_MAX_IDLE,         /* more parked connections than max_idle */
     TT_RETIRE_SHUTDOWN,         /* the worker stopped */
+    TT_RETIRE_STRAY_BYTES,      /* bytes that belong to no exchange: after a response, or while parked */
     TT_RETIRE__COUNT
 } tt_pool_retire_t;
 
@@ -79,19 +80,36 @@ typedef struct tt_pool_metrics {
     tt_hist_t queue_wait_ms;
 } tt_pool_metrics_t;
 
-/** Inputs of the parking decision (pure; see tt_pool_can_park). */
+/**
+ * Inputs of the parking decision: "may this connection be parked?" has this one home (tt_pool_can_park).
+ * The connection reports facts (upstream.h: `persistent`, tt_upconn_request_sent, tt_upconn_settle); the
+ * pool adds its limits. Nobody else decides whether a connection is reused.
+ */
 typedef struct tt_pool_park_in {
-    bool reusable;         /* the exchange completed with framing that allows another */
-    bool stopping;         /* the worker is shutting down */
-    uint32_t requests;     /* exchanges done on the connection */
-    uint32_t max_requests; /* 0 = unlimited */
-    int64_t hint_max;      /* upstream's Keep-Alive: max= on the last response, -1 absent (or ignored) */
-    uint64_t age_ms;       /* since the connect started */
-    uint64_t lifetime_ms;  /* its jittered max lifetime, 0 = unlimited */
-    uint64_t idle_ms;      /* how long it may stay parked, after hint/learned cuts (tt_pool_idle_deadline) */
+    bool fresh;                   /* no exchange yet (connected for a request that left, or a health probe): the
+                                   * response facts below do not apply */
+    bool persistent;              /* the response allows another exchange (tt_upconn_t.persistent, RFC 9112 9.3) */
+    bool request_sent;            /* the whole request went out before the response ended */
+    tt_up_sock_t sock;            /* what the socket held after the response (tt_upconn_settle) */
+    bool stopping;                /* the worker is shutting down */
+    uint32_t requests;            /* exchanges done on the connection */
+    uint32_t max_requests;        /* 0 = unlimited */
+    int64_t hint_max;             /* upstream's Keep-Alive: max= on the last response, -1 absent (or ignored) */
+    bool hint_zero;               /* upstream's Keep-Alive: timeout=0 on the last response (and hints are honoured) */
+    uint64_t age_ms;              /* since the connect started */
+    uint64_t lifetime_ms;         /* its jittered max lifetime, 0 = unlimited */
+    uint64_t idle_ms;             /* how long it may stay parked, after hint/learned cuts (tt_pool_idle_deadline) */
+    tt_pool_retire_t idle_reason; /* the limit that decided idle_ms (tt_pool_idle_deadline's `reason`) */
 } tt_pool_park_in_t;
 
-/** TT_RETIRE_NONE when the connection may be parked, else the one reason it must close. Pure. */
+/**
+ * TT_RETIRE_NONE when the connection may be parked, else the one reason it must close, from the first check
+ * that fails in this order: the socket closed after the response (upstream_close); bytes after it
+ * (stray_bytes); a non-persistent response or one that came before the request was sent (upstream_close);
+ * stopping (shutdown); max_requests or the upstream's max=0 (max_requests); lifetime (max_lifetime); the
+ * upstream's timeout=0 (hint_deadline); no idle time left (`idle_reason`: the hint, the learned timeout, the
+ * lifetime; hint_deadline when the pool's own idle timeout is 0). Pure; owning worker or any thread.
+ */
 tt_pool_retire_t tt_pool_can_park(const tt_pool_park_in_t *in);
 
 /**

@@ -59,7 +59,8 @@ void tt_upconn_close(tt_upconn_t *u)
     if (closed(u)) return;
     u->state = TT_UPCONN_CLOSED;
     tt_timer_disarm(u->loop, &u->_timer);
-    tt_list_remove(&u->pool_link);
+    tt_timer_disarm(u->loop, &u->pool.timer);
+    tt_list_remove(&u->pool.link);
     tt_buf_release(&u->_in, u->_bufs);
     tt_buf_release(&u->_out, u->_bufs);
     tt_buf_release(&u->_trailers, u->_bufs);
@@ -83,10 +84,10 @@ static void fail(tt_upconn_t *u, tt_up_err_t err)
         return;
     }
     if (u->state == TT_UPCONN_PARKED) {
-        u->_ops->on_parked_event(u);
+        u->_ops->on_parked_event(u, TT_UP_SOCK_CLOSED);
         return;
     }
-    u->reusable = false;
+    u->persistent = false;
     u->_ops->on_error(u, err);
 }
 
@@ -105,12 +106,13 @@ static void on_timer(tt_timer_t *t)
 
 /* ---- response ---- */
 
+/* The response is complete. Whether anything follows it (stray bytes, a FIN) is tt_upconn_settle()'s to
+ * tell, for whoever wants to reuse the connection; a pipelining user (probe) treats buffered bytes as the
+ * next response instead. */
 static void exchange_done(tt_upconn_t *u)
 {
     tt_timer_disarm(u->loop, &u->_timer);
     u->state = TT_UPCONN_READY;
-    /* Bytes after the response: the upstream does not frame like we do; never reuse it. */
-    if (u->_in.len > 0 || u->_close_delimited) u->reusable = false;
     tt_str_t tr = u->_trailers.len >= 2 ? tt_str(tt_buf_data(&u->_trailers), u->_trailers.len - 2) : TT_STR_NULL;
     u->_ops->on_done(u, tr);
     if (!closed(u)) tt_buf_release(&u->_trailers, u->_bufs);
@@ -125,9 +127,9 @@ static void got_final_head(tt_upconn_t *u, const tt_h1_response_t *res)
     /* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding is faulty; the connection closes after it. */
     bool te10 = res->minor_version == 0 &&
                 (res->chunked || (res->close_delimited && res->content_length < 0 && tt_h1_find_resp_te(res)));
-    u->reusable = !(res->conn_tokens & TT_H1_CONN_CLOSE) &&
-                  (res->minor_version >= 1 || (res->conn_tokens & TT_H1_CONN_KEEP_ALIVE)) && !u->_close_delimited &&
-                  !te10;
+    u->persistent = !(res->conn_tokens & TT_H1_CONN_CLOSE) &&
+                    (res->minor_version >= 1 || (res->conn_tokens & TT_H1_CONN_KEEP_ALIVE)) && !u->_close_delimited &&
+                    !te10;
     u->hint_seen = false;
     u->hint_max = -1;
     if (res->keep_alive >= 0) {
@@ -376,11 +378,33 @@ static void connected(tt_upconn_t *u)
     u->_ops->on_connect(u, TT_UP_OK);
 }
 
+/* One non-blocking read of a socket that should have nothing to say (after a response, while parked). What it
+ * reads is dropped: such bytes belong to no exchange. */
+static tt_up_sock_t read_check(tt_upconn_t *u)
+{
+    char sink[512];
+    for (;;) {
+        ssize_t n = tt_transport_read(u->tr, u->io.fd, sink, sizeof(sink));
+        if (n == -EINTR) continue;
+        if (n == -EAGAIN) return TT_UP_SOCK_QUIET; /* also a TLS record without application data */
+        return n > 0 ? TT_UP_SOCK_STRAY : TT_UP_SOCK_CLOSED;
+    }
+}
+
+static void parked_event(tt_upconn_t *u)
+{
+    tt_up_sock_t what = read_check(u);
+    if (what != TT_UP_SOCK_QUIET) u->_ops->on_parked_event(u, what);
+}
+
 static void on_io(tt_io_t *io, uint32_t events)
 {
     tt_upconn_t *u = tt_container_of(io, tt_upconn_t, io);
     switch (u->state) {
     case TT_UPCONN_CONNECTING:
+        /* Bytes (or a FIN) may come with the connect: noted, so that a settle before any exchange reads them. */
+        if (events & TT_EV_READ) u->_rd_ready = true;
+        if (events & TT_EV_HUP) u->_peer_hup = true;
         if (events & (TT_EV_WRITE | TT_EV_ERR | TT_EV_HUP)) connected(u);
         return;
     case TT_UPCONN_TLS:
@@ -390,7 +414,7 @@ static void on_io(tt_io_t *io, uint32_t events)
             tls_step(u);
         return;
     case TT_UPCONN_PARKED:
-        if (events & (TT_EV_READ | TT_EV_HUP | TT_EV_ERR)) u->_ops->on_parked_event(u);
+        if (events & (TT_EV_READ | TT_EV_HUP | TT_EV_ERR)) parked_event(u);
         return;
     case TT_UPCONN_READY:
         if (events & TT_EV_READ) u->_rd_ready = true;
@@ -426,7 +450,6 @@ tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_respon
     u->io.cb = on_io;
     u->tr = &tt_transport_tcp;
     tt_timer_init(&u->_timer, on_timer);
-    tt_list_init(&u->pool_link);
     u->loop = loop;
     u->_bufs = bufs;
     u->_res = res;
@@ -434,6 +457,8 @@ tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_respon
     u->_ops = ops;
     u->data = data;
     u->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+    tt_timer_init(&u->pool.timer, NULL);
+    tt_list_init(&u->pool.link);
     u->created_ms = tt_loop_now(loop);
     u->hint_max = -1;
     u->state = TT_UPCONN_CONNECTING;
@@ -470,7 +495,7 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
     u->state = TT_UPCONN_BUSY;
     u->requests++;
     u->got_bytes = false;
-    u->reusable = false;
+    u->persistent = false;
     u->_head_request = head_request;
     u->_head_done = false;
     u->_close_delimited = false;
@@ -496,6 +521,33 @@ void tt_upconn_pause(tt_upconn_t *u, bool pause)
     if (!pause && u->state == TT_UPCONN_BUSY) tt_loop_defer(u->loop, &u->_resume, resume_cb);
 }
 
+bool tt_upconn_request_sent(const tt_upconn_t *u)
+{
+    return u->_req_ended && u->_out.len == 0 && !u->_pending_err;
+}
+
+tt_up_sock_t tt_upconn_settle(tt_upconn_t *u)
+{
+    if (closed(u)) return TT_UP_SOCK_CLOSED;
+    if (u->_in.len > 0) return TT_UP_SOCK_STRAY; /* read along with the response's last bytes */
+    if (u->_peer_hup) return TT_UP_SOCK_CLOSED;
+    if (!u->_rd_ready) return TT_UP_SOCK_QUIET; /* the last read came back short: the socket was empty */
+    tt_up_sock_t s = read_check(u);
+    if (s == TT_UP_SOCK_QUIET) u->_rd_ready = false;
+    return s;
+}
+
+bool tt_upconn_reusable(tt_upconn_t *u)
+{
+    return u->persistent && tt_upconn_request_sent(u) && tt_upconn_settle(u) == TT_UP_SOCK_QUIET;
+}
+
+tt_up_sock_t tt_upconn_check_parked(tt_upconn_t *u)
+{
+    TT_BUG_ON(u->state != TT_UPCONN_PARKED);
+    return read_check(u);
+}
+
 void tt_upconn_park(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data)
 {
     TT_BUG_ON(u->state != TT_UPCONN_READY);
@@ -507,11 +559,4 @@ void tt_upconn_park(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data)
     tt_buf_release(&u->_in, u->_bufs);
     tt_buf_release(&u->_out, u->_bufs);
     tt_buf_release(&u->_trailers, u->_bufs);
-}
-
-bool tt_upconn_peek_alive(tt_upconn_t *u)
-{
-    char c;
-    ssize_t n = recv(u->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }

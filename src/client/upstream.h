@@ -46,6 +46,31 @@ typedef struct tt_up_timeouts {
 
 typedef struct tt_upconn tt_upconn_t;
 
+/** What a connection's socket holds when it should hold nothing: after a response's last byte
+ *  (tt_upconn_settle) or while parked (tt_upconn_check_parked, on_parked_event). */
+typedef enum tt_up_sock {
+    TT_UP_SOCK_QUIET = 0, /* nothing (EAGAIN): fit for another exchange */
+    TT_UP_SOCK_STRAY,     /* bytes that belong to no exchange: the upstream frames differently (RFC 9112 9.3) */
+    TT_UP_SOCK_CLOSED,    /* FIN, RST or another socket error */
+} tt_up_sock_t;
+
+/**
+ * The pool's bookkeeping of one connection (pool.h). Only pool.c writes it; upstream.c unlinks `link` and
+ * disarms `timer` when the connection closes, so a closed connection is in no pool list or timer.
+ */
+typedef struct tt_pool_entry {
+    tt_list_t link;          /* in its pool's idle, busy or connecting list */
+    tt_timer_t timer;        /* parked: retirement deadline */
+    void *owner;             /* the tt_pool_t it belongs to, NULL for a connection without a pool */
+    uint64_t lifetime_ms;    /* jittered max lifetime, drawn once; 0 until drawn */
+    uint64_t retire_at_ms;   /* parked: when `timer` retires it */
+    uint64_t checked_out_ms; /* busy: since when */
+    const char *label;       /* busy: the route that holds it (leak reports); static or outliving it */
+    uint8_t retire_reason;   /* parked: tt_pool_retire_t of `retire_at_ms` */
+    bool canary;             /* kept out of service to learn the upstream's idle timeout */
+    bool leak_warned;
+} tt_pool_entry_t;
+
 /** What the current user of a connection hears; every callback may close the connection. */
 typedef struct tt_upconn_ops {
     /** The connect finished: TT_UP_OK or a connect error (the connection is then closed and freed). */
@@ -60,8 +85,10 @@ typedef struct tt_upconn_ops {
     void (*on_error)(tt_upconn_t *u, tt_up_err_t err);
     /** Request output fell below its high-water mark after tt_upconn_send() returned false. */
     void (*on_drain)(tt_upconn_t *u);
-    /** While parked: the peer closed, reset or sent stray bytes. */
-    void (*on_parked_event)(tt_upconn_t *u);
+    /** While parked: the peer sent bytes that belong to no exchange (TT_UP_SOCK_STRAY, already read and
+     *  dropped) or closed or reset the connection (TT_UP_SOCK_CLOSED). Never called with TT_UP_SOCK_QUIET: a
+     *  wake-up that brings nothing (a TLS session ticket) stays inside. */
+    void (*on_parked_event)(tt_upconn_t *u, tt_up_sock_t what);
 } tt_upconn_ops_t;
 
 /** Connection states. */
@@ -100,7 +127,8 @@ struct tt_upconn {
     uint32_t requests;        /* exchanges started on it */
     uint8_t state;            /* enum tt_upconn_state */
     bool got_bytes;           /* the current exchange received at least one response byte */
-    bool reusable;            /* after on_done: framing allows another exchange */
+    bool persistent;          /* the last final response's version, Connection field and framing allow another
+                                 exchange (RFC 9112 9.3): a fact of the response, not a decision to reuse */
     bool hint_seen;           /* the last response carried Keep-Alive: timeout= */
     uint64_t hint_timeout_ms; /* its value */
     int64_t hint_max;         /* Keep-Alive: max= of the last response, -1 when absent */
@@ -122,17 +150,7 @@ struct tt_upconn {
     tt_defer_t _free_later;
     tt_defer_t _resume;
     tt_defer_t _error_later;
-    /* for the pool */
-    tt_list_t pool_link;
-    tt_timer_t pool_timer; /* parked: retirement deadline */
-    void *pool;
-    uint64_t pool_lifetime_ms; /* jittered max lifetime, drawn once */
-    uint64_t pool_retire_at_ms;
-    uint8_t pool_retire_reason;
-    uint64_t pool_checked_out_ms;
-    const char *pool_label;
-    bool pool_canary;
-    bool pool_leak_warned;
+    tt_pool_entry_t pool; /* written by pool.c only */
 };
 
 /**
@@ -162,10 +180,28 @@ bool tt_upconn_send(tt_upconn_t *u, const void *data, size_t len);
 void tt_upconn_end_request(tt_upconn_t *u);
 /** Stops (true) or resumes (false) reading and delivering response content: backpressure. */
 void tt_upconn_pause(tt_upconn_t *u, bool pause);
-/** Parks a connection whose exchange completed: buffers go back, the socket stays watched. */
+/** True when the whole request was queued (tt_upconn_end_request) and written before now: false for a
+ *  response that came while the request was still going out (an early 413, 401, redirect). */
+bool tt_upconn_request_sent(const tt_upconn_t *u);
+/**
+ * After on_done (or on a connection that never had an exchange): what the socket holds after the response.
+ * Known without a syscall when the last read came back short (the socket was empty and any later byte raises
+ * a new edge) or bytes after the response are already buffered; otherwise (the last read filled the buffer,
+ * or readiness was reported) one non-blocking read tells, and whatever it reads is dropped: such bytes can
+ * belong to no exchange. Only a QUIET connection may be parked.
+ */
+tt_up_sock_t tt_upconn_settle(tt_upconn_t *u);
+/** The exchange left the connection fit for another, as far as the connection can tell: `persistent`, the
+ *  request sent, and tt_upconn_settle() QUIET. For users without a pool (probe, bench); the pool adds its
+ *  limits (tt_pool_can_park). May read the socket once (tt_upconn_settle). */
+bool tt_upconn_reusable(tt_upconn_t *u);
+/** Parks a connection whose exchange completed (and was settled QUIET): buffers go back, the socket stays
+ *  watched; what arrives on it reaches ops->on_parked_event. */
 void tt_upconn_park(tt_upconn_t *u, const tt_upconn_ops_t *ops, void *data);
-/** Non-blocking MSG_PEEK: false when the peer already sent FIN, RST or stray bytes (RFC 9112 9.3.1). */
-bool tt_upconn_peek_alive(tt_upconn_t *u);
+/** A parked connection, right before reuse: one non-blocking read tells whether the peer already sent FIN,
+ *  RST or stray bytes (RFC 9112 9.3.1). Stray bytes read are dropped (the connection must then be closed).
+ *  Works for TLS too: a TLS record that carries no application data (a session ticket) reads as QUIET. */
+tt_up_sock_t tt_upconn_check_parked(tt_upconn_t *u);
 /** Closes the socket now and frees the connection at the end of the loop turn. */
 void tt_upconn_close(tt_upconn_t *u);
 

@@ -304,8 +304,9 @@ static void b_on_body(tt_upconn_t *u, const char *data, size_t len)
     (void)u, (void)data, (void)len;
 }
 
-static void b_on_parked_event(tt_upconn_t *u)
+static void b_on_parked_event(tt_upconn_t *u, tt_up_sock_t what)
 {
+    (void)what;
     slot_t *s = u->data;
     tt_upconn_close(u);
     s->u = NULL; /* the server closed it while idle: the slot reconnects when next used */
@@ -322,7 +323,7 @@ static void b_on_done(tt_upconn_t *u, tt_str_t trailers)
     s->busy = false;
     /* after the first exchange the TLS 1.3 tickets have arrived: keep the newest session */
     if (w->b->tls_h1 && w->b->m.resume && u->requests == 1) keep_session(w, tt_tls_take_session(u->tr));
-    if (w->b->m.close || !u->reusable) {
+    if (w->b->m.close || !tt_upconn_reusable(u)) {
         tt_upconn_close(u);
         s->u = NULL;
     } else if (w->b->o.rate > 0) {

@@ -101,8 +101,10 @@ struct pconn {
     uint32_t responses;
     int status;
     bool said_close;
-    bool persists; /* the head allows another request: no close, HTTP/1.1 or keep-alive */
-    bool reusable;
+    bool persists;  /* the head allows another request: no close, HTTP/1.1 or keep-alive */
+    bool reusable;  /* persists and no stray bytes after the response (a FIN that came with it is for the next
+                     * request to find: the phases tell a silent close from a said one) */
+    bool fin_after; /* the server's FIN came right after the response */
     bool parked;
 };
 
@@ -383,7 +385,11 @@ static void up_on_done(tt_upconn_t *u, tt_str_t trailers)
     pconn_t *c = u->data;
     c->done_us = now_us();
     c->responses++;
-    c->reusable = u->reusable;
+    /* The pipelining phase reads the next responses from the bytes after this one: no settle read there (it
+     * would drop them); every other phase sends one request at a time. */
+    tt_up_sock_t after = c->p->phase == PH_PIPE ? TT_UP_SOCK_QUIET : tt_upconn_settle(u);
+    c->reusable = u->persistent && after != TT_UP_SOCK_STRAY;
+    c->fin_after = after == TT_UP_SOCK_CLOSED;
     c->done(c);
 }
 
@@ -400,8 +406,9 @@ static void up_on_drain(tt_upconn_t *u)
     (void)u;
 }
 
-static void up_on_parked_event(tt_upconn_t *u)
+static void up_on_parked_event(tt_upconn_t *u, tt_up_sock_t what)
 {
+    (void)what; /* closed or stray bytes: either way the server is done with it */
     pconn_t *c = u->data;
     c->closed_us = now_us();
     pconn_close(c);
@@ -774,7 +781,14 @@ static void idle_connected(pconn_t *c)
 static void idle_done(pconn_t *c)
 {
     probe_t *p = c->p;
-    if (c->reusable) {
+    if (c->reusable && c->fin_after) {
+        /* Closed with the response: an idle timeout of nothing (parking it would wait for a FIN already seen). */
+        c->parked = true;
+        p->idle_parked++;
+        c->closed_us = c->done_us;
+        pconn_close(c);
+        idle_peer_closed(c);
+    } else if (c->reusable) {
         /* Parked from the moment its response ended: the server's idle clock started about then too. */
         c->parked = true;
         c->peer_closed = idle_peer_closed;

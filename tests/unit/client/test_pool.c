@@ -16,14 +16,19 @@
 static tt_pool_park_in_t parkable(void)
 {
     return (tt_pool_park_in_t){
-        .reusable = true,
+        .fresh = false,
+        .persistent = true,
+        .request_sent = true,
+        .sock = TT_UP_SOCK_QUIET,
         .stopping = false,
         .requests = 3,
         .max_requests = 100,
         .hint_max = -1,
+        .hint_zero = false,
         .age_ms = 1000,
         .lifetime_ms = 60000,
         .idle_ms = 5000,
+        .idle_reason = TT_RETIRE_IDLE_TIMEOUT,
     };
 }
 
@@ -37,71 +42,108 @@ static void parks_a_healthy_connection(void **state)
 /* Each row changes the parkable inputs; `want` is the one reason, in the documented order of the checks. */
 typedef struct {
     const char *what;
-    bool reusable, stopping;
+    bool fresh, persistent, sent;
+    tt_up_sock_t sock;
+    bool stopping;
     uint32_t requests, max_requests;
     int64_t hint_max;
+    bool hint_zero;
     uint64_t age_ms, lifetime_ms, idle_ms;
-    tt_pool_retire_t want;
+    tt_pool_retire_t idle_reason, want;
 } park_row_t;
+
+static tt_pool_park_in_t row_in(const park_row_t *r)
+{
+    return (tt_pool_park_in_t){
+        .fresh = r->fresh,
+        .persistent = r->persistent,
+        .request_sent = r->sent,
+        .sock = r->sock,
+        .stopping = r->stopping,
+        .requests = r->requests,
+        .max_requests = r->max_requests,
+        .hint_max = r->hint_max,
+        .hint_zero = r->hint_zero,
+        .age_ms = r->age_ms,
+        .lifetime_ms = r->lifetime_ms,
+        .idle_ms = r->idle_ms,
+        .idle_reason = r->idle_reason,
+    };
+}
 
 static void check_park_rows(const park_row_t *rows, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        const park_row_t *r = &rows[i];
-        tt_pool_park_in_t in = {
-            .reusable = r->reusable,
-            .stopping = r->stopping,
-            .requests = r->requests,
-            .max_requests = r->max_requests,
-            .hint_max = r->hint_max,
-            .age_ms = r->age_ms,
-            .lifetime_ms = r->lifetime_ms,
-            .idle_ms = r->idle_ms,
-        };
+        tt_pool_park_in_t in = row_in(&rows[i]);
         tt_pool_retire_t got = tt_pool_can_park(&in);
-        if (got != r->want)
-            fail_msg("%s: %s, expected %s", r->what, tt_pool_retire_name(got), tt_pool_retire_name(r->want));
+        if (got != rows[i].want)
+            fail_msg("%s: %s, expected %s", rows[i].what, tt_pool_retire_name(got), tt_pool_retire_name(rows[i].want));
     }
 }
+
+#define Q  TT_UP_SOCK_QUIET
+#define SB TT_UP_SOCK_STRAY
+#define CL TT_UP_SOCK_CLOSED
+#define IT TT_RETIRE_IDLE_TIMEOUT
 
 static void retires_for_the_first_failing_check_in_order(void **state)
 {
     (void)state;
-    /* reusable stopping requests max_req hint_max age lifetime idle -> reason */
+    /* fresh persistent sent sock stopping requests max_req hint_max hint_zero age lifetime idle idle_reason -> */
     static const park_row_t rows[] = {
-        {"healthy", true, false, 3, 100, -1, 1000, 60000, 5000, TT_RETIRE_NONE},
-        /* not reusable beats everything */
-        {"not reusable", false, false, 3, 100, -1, 1000, 60000, 5000, TT_RETIRE_UPSTREAM_CLOSE},
-        {"not reusable, all bad", false, true, 100, 100, 0, 60000, 60000, 0, TT_RETIRE_UPSTREAM_CLOSE},
+        {"healthy", 0, 1, 1, Q, 0, 3, 100, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_NONE},
+        /* the socket first: a FIN after the response, then bytes after it (issue 9) */
+        {"closed after", 0, 1, 1, CL, 0, 3, 100, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_UPSTREAM_CLOSE},
+        {"closed, all bad", 0, 0, 0, CL, 1, 100, 100, 0, 1, 60000, 60000, 0, IT, TT_RETIRE_UPSTREAM_CLOSE},
+        {"stray bytes", 0, 1, 1, SB, 0, 3, 100, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_STRAY_BYTES},
+        {"stray, rest bad", 0, 0, 0, SB, 1, 100, 100, 0, 1, 60000, 60000, 0, IT, TT_RETIRE_STRAY_BYTES},
+        {"stray on a fresh one", 1, 0, 0, SB, 0, 0, 100, -1, 0, 0, 60000, 5000, IT, TT_RETIRE_STRAY_BYTES},
+        {"closed fresh one", 1, 0, 0, CL, 0, 0, 100, -1, 0, 0, 60000, 5000, IT, TT_RETIRE_UPSTREAM_CLOSE},
+        /* then the response: not persistent, or it came before the request was sent */
+        {"not persistent", 0, 0, 1, Q, 0, 3, 100, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_UPSTREAM_CLOSE},
+        {"not persistent, rest bad", 0, 0, 1, Q, 1, 100, 100, 0, 1, 60000, 60000, 0, IT, TT_RETIRE_UPSTREAM_CLOSE},
+        {"answered early", 0, 1, 0, Q, 0, 3, 100, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_UPSTREAM_CLOSE},
+        {"answered early, rest bad", 0, 1, 0, Q, 1, 100, 100, 0, 1, 60000, 60000, 0, IT, TT_RETIRE_UPSTREAM_CLOSE},
+        {"fresh: no response facts", 1, 0, 0, Q, 0, 0, 100, -1, 0, 0, 60000, 5000, IT, TT_RETIRE_NONE},
         /* then stopping */
-        {"stopping", true, true, 3, 100, -1, 1000, 60000, 5000, TT_RETIRE_SHUTDOWN},
-        {"stopping, rest bad", true, true, 100, 100, 0, 60000, 60000, 0, TT_RETIRE_SHUTDOWN},
+        {"stopping", 0, 1, 1, Q, 1, 3, 100, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_SHUTDOWN},
+        {"stopping, rest bad", 0, 1, 1, Q, 1, 100, 100, 0, 1, 60000, 60000, 0, IT, TT_RETIRE_SHUTDOWN},
+        {"stopping, fresh", 1, 0, 0, Q, 1, 0, 100, -1, 0, 0, 60000, 5000, IT, TT_RETIRE_SHUTDOWN},
         /* then the pool's max_requests */
-        {"requests = max", true, false, 100, 100, -1, 1000, 60000, 5000, TT_RETIRE_MAX_REQUESTS},
-        {"requests > max", true, false, 101, 100, -1, 1000, 60000, 5000, TT_RETIRE_MAX_REQUESTS},
-        {"requests = max - 1", true, false, 99, 100, -1, 1000, 60000, 5000, TT_RETIRE_NONE},
-        {"max 1, one done", true, false, 1, 1, -1, 1000, 60000, 5000, TT_RETIRE_MAX_REQUESTS},
-        {"max 0 is unlimited", true, false, UINT32_MAX, 0, -1, 1000, 60000, 5000, TT_RETIRE_NONE},
-        {"requests = max, rest bad", true, false, 100, 100, 0, 60000, 60000, 0, TT_RETIRE_MAX_REQUESTS},
+        {"requests = max", 0, 1, 1, Q, 0, 100, 100, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_MAX_REQUESTS},
+        {"requests > max", 0, 1, 1, Q, 0, 101, 100, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_MAX_REQUESTS},
+        {"requests = max - 1", 0, 1, 1, Q, 0, 99, 100, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_NONE},
+        {"max 1, one done", 0, 1, 1, Q, 0, 1, 1, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_MAX_REQUESTS},
+        {"max 0 is unlimited", 0, 1, 1, Q, 0, UINT32_MAX, 0, -1, 0, 1000, 60000, 5000, IT, TT_RETIRE_NONE},
+        {"requests = max, rest bad", 0, 1, 1, Q, 0, 100, 100, 0, 1, 60000, 60000, 0, IT, TT_RETIRE_MAX_REQUESTS},
         /* then the upstream's max= */
-        {"hint max 0", true, false, 3, 100, 0, 1000, 60000, 5000, TT_RETIRE_MAX_REQUESTS},
-        {"hint max 0, max unlimited", true, false, 3, 0, 0, 1000, 60000, 5000, TT_RETIRE_MAX_REQUESTS},
-        {"hint max 1", true, false, 3, 100, 1, 1000, 60000, 5000, TT_RETIRE_NONE},
-        {"hint max large", true, false, 3, 100, INT64_MAX, 1000, 60000, 5000, TT_RETIRE_NONE},
-        {"hint max absent", true, false, 3, 100, -1, 1000, 60000, 5000, TT_RETIRE_NONE},
-        {"hint max 0, rest bad", true, false, 3, 100, 0, 60000, 60000, 0, TT_RETIRE_MAX_REQUESTS},
+        {"hint max 0", 0, 1, 1, Q, 0, 3, 100, 0, 0, 1000, 60000, 5000, IT, TT_RETIRE_MAX_REQUESTS},
+        {"hint max 0, max unlimited", 0, 1, 1, Q, 0, 3, 0, 0, 0, 1000, 60000, 5000, IT, TT_RETIRE_MAX_REQUESTS},
+        {"hint max 1", 0, 1, 1, Q, 0, 3, 100, 1, 0, 1000, 60000, 5000, IT, TT_RETIRE_NONE},
+        {"hint max large", 0, 1, 1, Q, 0, 3, 100, INT64_MAX, 0, 1000, 60000, 5000, IT, TT_RETIRE_NONE},
+        {"hint max 0, rest bad", 0, 1, 1, Q, 0, 3, 100, 0, 1, 60000, 60000, 0, IT, TT_RETIRE_MAX_REQUESTS},
         /* then the lifetime */
-        {"age = lifetime", true, false, 3, 100, -1, 60000, 60000, 5000, TT_RETIRE_MAX_LIFETIME},
-        {"age > lifetime", true, false, 3, 100, -1, 60001, 60000, 5000, TT_RETIRE_MAX_LIFETIME},
-        {"age = lifetime - 1", true, false, 3, 100, -1, 59999, 60000, 5000, TT_RETIRE_NONE},
-        {"lifetime 0 is unlimited", true, false, 3, 100, -1, UINT64_MAX, 0, 5000, TT_RETIRE_NONE},
-        {"age = lifetime, idle 0", true, false, 3, 100, -1, 60000, 60000, 0, TT_RETIRE_MAX_LIFETIME},
-        /* last, no time left to stay parked */
-        {"idle 0", true, false, 3, 100, -1, 1000, 60000, 0, TT_RETIRE_HINT_DEADLINE},
-        {"idle 1", true, false, 3, 100, -1, 1000, 60000, 1, TT_RETIRE_NONE},
-        {"idle huge", true, false, 3, 100, -1, 1000, 60000, UINT64_MAX, TT_RETIRE_NONE},
+        {"age = lifetime", 0, 1, 1, Q, 0, 3, 100, -1, 0, 60000, 60000, 5000, IT, TT_RETIRE_MAX_LIFETIME},
+        {"age > lifetime", 0, 1, 1, Q, 0, 3, 100, -1, 0, 60001, 60000, 5000, IT, TT_RETIRE_MAX_LIFETIME},
+        {"age = lifetime - 1", 0, 1, 1, Q, 0, 3, 100, -1, 0, 59999, 60000, 5000, IT, TT_RETIRE_NONE},
+        {"lifetime 0 is unlimited", 0, 1, 1, Q, 0, 3, 100, -1, 0, UINT64_MAX, 0, 5000, IT, TT_RETIRE_NONE},
+        {"age = lifetime, rest bad", 0, 1, 1, Q, 0, 3, 100, -1, 1, 60000, 60000, 0, IT, TT_RETIRE_MAX_LIFETIME},
+        /* then Keep-Alive: timeout=0 */
+        {"hint timeout 0", 0, 1, 1, Q, 0, 3, 100, -1, 1, 1000, 60000, 5000, IT, TT_RETIRE_HINT_DEADLINE},
+        {"hint timeout 0, idle 0", 0, 1, 1, Q, 0, 3, 100, -1, 1, 1000, 60000, 0, TT_RETIRE_LEARNED_DEADLINE,
+         TT_RETIRE_HINT_DEADLINE},
+        /* last, no time left to stay parked: the limit that decided it */
+        {"idle 0 by the hint", 0, 1, 1, Q, 0, 3, 100, -1, 0, 1000, 60000, 0, TT_RETIRE_HINT_DEADLINE,
+         TT_RETIRE_HINT_DEADLINE},
+        {"idle 0 by learning", 0, 1, 1, Q, 0, 3, 100, -1, 0, 1000, 60000, 0, TT_RETIRE_LEARNED_DEADLINE,
+         TT_RETIRE_LEARNED_DEADLINE},
+        {"idle 0 by the lifetime", 0, 1, 1, Q, 0, 3, 100, -1, 0, 1000, 60000, 0, TT_RETIRE_MAX_LIFETIME,
+         TT_RETIRE_MAX_LIFETIME},
+        {"idle 0 by an idle timeout of 0", 0, 1, 1, Q, 0, 3, 100, -1, 0, 1000, 60000, 0, IT, TT_RETIRE_HINT_DEADLINE},
+        {"idle 1", 0, 1, 1, Q, 0, 3, 100, -1, 0, 1000, 60000, 1, IT, TT_RETIRE_NONE},
+        {"idle huge", 0, 1, 1, Q, 0, 3, 100, -1, 0, 1000, 60000, UINT64_MAX, IT, TT_RETIRE_NONE},
         /* the first exchange and the zero age are fine */
-        {"fresh", true, false, 0, 100, -1, 0, 60000, 5000, TT_RETIRE_NONE},
+        {"first exchange", 0, 1, 1, Q, 0, 1, 100, -1, 0, 0, 60000, 5000, IT, TT_RETIRE_NONE},
     };
     check_park_rows(rows, TT_ARRAY_SIZE(rows));
 }
@@ -109,12 +151,15 @@ static void retires_for_the_first_failing_check_in_order(void **state)
 /* The reference model: the documented order of the checks. */
 static tt_pool_retire_t model_can_park(const tt_pool_park_in_t *in)
 {
-    if (!in->reusable) return TT_RETIRE_UPSTREAM_CLOSE;
+    if (in->sock == TT_UP_SOCK_CLOSED) return TT_RETIRE_UPSTREAM_CLOSE;
+    if (in->sock == TT_UP_SOCK_STRAY) return TT_RETIRE_STRAY_BYTES;
+    if (!in->fresh && (!in->persistent || !in->request_sent)) return TT_RETIRE_UPSTREAM_CLOSE;
     if (in->stopping) return TT_RETIRE_SHUTDOWN;
     if (in->max_requests != 0 && in->requests >= in->max_requests) return TT_RETIRE_MAX_REQUESTS;
     if (in->hint_max == 0) return TT_RETIRE_MAX_REQUESTS;
     if (in->lifetime_ms != 0 && in->age_ms >= in->lifetime_ms) return TT_RETIRE_MAX_LIFETIME;
-    if (in->idle_ms == 0) return TT_RETIRE_HINT_DEADLINE;
+    if (in->hint_zero) return TT_RETIRE_HINT_DEADLINE;
+    if (in->idle_ms == 0) return in->idle_reason == TT_RETIRE_IDLE_TIMEOUT ? TT_RETIRE_HINT_DEADLINE : in->idle_reason;
     return TT_RETIRE_NONE;
 }
 
@@ -122,52 +167,64 @@ static tt_pool_retire_t model_can_park(const tt_pool_park_in_t *in)
 static void agrees_with_the_order_for_every_combination(void **state)
 {
     (void)state;
-    static const uint32_t requests[] = {0, 1, 9, 10, 11, UINT32_MAX};
-    static const uint32_t max_requests[] = {0, 1, 10, UINT32_MAX};
-    static const int64_t hint_max[] = {-1, 0, 1, 2, INT64_MAX};
-    static const uint64_t age[] = {0, 999, 1000, 1001, UINT64_MAX};
-    static const uint64_t lifetime[] = {0, 1, 1000, UINT64_MAX};
-    static const uint64_t idle[] = {0, 1, 5000, UINT64_MAX};
+    static const tt_up_sock_t socks[] = {TT_UP_SOCK_QUIET, TT_UP_SOCK_STRAY, TT_UP_SOCK_CLOSED};
+    static const uint32_t requests[] = {0, 1, 10, UINT32_MAX};
+    static const uint32_t max_requests[] = {0, 1, 10};
+    static const int64_t hint_max[] = {-1, 0, 1, INT64_MAX};
+    static const uint64_t age[] = {0, 999, 1000, UINT64_MAX};
+    static const uint64_t lifetime[] = {0, 1000, UINT64_MAX};
+    static const uint64_t idle[] = {0, 1, UINT64_MAX};
+    static const tt_pool_retire_t idle_reasons[] = {TT_RETIRE_IDLE_TIMEOUT, TT_RETIRE_HINT_DEADLINE,
+                                                    TT_RETIRE_LEARNED_DEADLINE, TT_RETIRE_MAX_LIFETIME};
     size_t n = 0, parked = 0;
     size_t seen[TT_RETIRE__COUNT] = {0};
-    for (int reusable = 0; reusable < 2; reusable++)
-        for (int stopping = 0; stopping < 2; stopping++)
+    for (unsigned flags = 0; flags < 32; flags++) /* fresh, persistent, sent, stopping, hint_zero */
+        for (size_t k = 0; k < TT_ARRAY_SIZE(socks); k++)
             for (size_t a = 0; a < TT_ARRAY_SIZE(requests); a++)
                 for (size_t b = 0; b < TT_ARRAY_SIZE(max_requests); b++)
                     for (size_t c = 0; c < TT_ARRAY_SIZE(hint_max); c++)
                         for (size_t d = 0; d < TT_ARRAY_SIZE(age); d++)
                             for (size_t e = 0; e < TT_ARRAY_SIZE(lifetime); e++)
-                                for (size_t f = 0; f < TT_ARRAY_SIZE(idle); f++) {
-                                    tt_pool_park_in_t in = {
-                                        .reusable = reusable,
-                                        .stopping = stopping,
-                                        .requests = requests[a],
-                                        .max_requests = max_requests[b],
-                                        .hint_max = hint_max[c],
-                                        .age_ms = age[d],
-                                        .lifetime_ms = lifetime[e],
-                                        .idle_ms = idle[f],
-                                    };
-                                    tt_pool_retire_t got = tt_pool_can_park(&in), want = model_can_park(&in);
-                                    if (got != want)
-                                        fail_msg("reusable %d stopping %d requests %u/%u hint_max %lld age %llu/%llu "
-                                                 "idle %llu: %s, expected %s",
-                                                 reusable, stopping, in.requests, in.max_requests,
-                                                 (long long)in.hint_max, (unsigned long long)in.age_ms,
-                                                 (unsigned long long)in.lifetime_ms, (unsigned long long)in.idle_ms,
-                                                 tt_pool_retire_name(got), tt_pool_retire_name(want));
-                                    seen[got]++;
-                                    parked += got == TT_RETIRE_NONE;
-                                    n++;
-                                }
+                                for (size_t f = 0; f < TT_ARRAY_SIZE(idle); f++)
+                                    for (size_t g = 0; g < TT_ARRAY_SIZE(idle_reasons); g++) {
+                                        tt_pool_park_in_t in = {
+                                            .fresh = flags & 1,
+                                            .persistent = flags & 2,
+                                            .request_sent = flags & 4,
+                                            .stopping = flags & 8,
+                                            .hint_zero = flags & 16,
+                                            .sock = socks[k],
+                                            .requests = requests[a],
+                                            .max_requests = max_requests[b],
+                                            .hint_max = hint_max[c],
+                                            .age_ms = age[d],
+                                            .lifetime_ms = lifetime[e],
+                                            .idle_ms = idle[f],
+                                            .idle_reason = idle_reasons[g],
+                                        };
+                                        tt_pool_retire_t got = tt_pool_can_park(&in), want = model_can_park(&in);
+                                        if (got != want)
+                                            fail_msg("flags %#x sock %d requests %u/%u hint_max %lld age %llu/%llu "
+                                                     "idle %llu (%s): %s, expected %s",
+                                                     flags, (int)in.sock, in.requests, in.max_requests,
+                                                     (long long)in.hint_max, (unsigned long long)in.age_ms,
+                                                     (unsigned long long)in.lifetime_ms, (unsigned long long)in.idle_ms,
+                                                     tt_pool_retire_name(in.idle_reason), tt_pool_retire_name(got),
+                                                     tt_pool_retire_name(want));
+                                        seen[got]++;
+                                        parked += got == TT_RETIRE_NONE;
+                                        n++;
+                                    }
     /* the table reached every outcome */
     assert_true(parked > 0);
     assert_true(seen[TT_RETIRE_UPSTREAM_CLOSE] > 0);
+    assert_true(seen[TT_RETIRE_STRAY_BYTES] > 0);
     assert_true(seen[TT_RETIRE_SHUTDOWN] > 0);
     assert_true(seen[TT_RETIRE_MAX_REQUESTS] > 0);
     assert_true(seen[TT_RETIRE_MAX_LIFETIME] > 0);
     assert_true(seen[TT_RETIRE_HINT_DEADLINE] > 0);
-    assert_int_equal(n, 2 * 2 * 6 * 4 * 5 * 5 * 4 * 4);
+    assert_true(seen[TT_RETIRE_LEARNED_DEADLINE] > 0);
+    assert_int_equal(n, 32 * 3 * 4 * 3 * 4 * 4 * 3 * 3 * 4);
 }
 
 /* ---- tt_pool_idle_deadline ---- */
@@ -357,6 +414,7 @@ static void names_every_retire_reason(void **state)
         {TT_RETIRE_ERROR, "error"},
         {TT_RETIRE_MAX_IDLE, "max_idle"},
         {TT_RETIRE_SHUTDOWN, "shutdown"},
+        {TT_RETIRE_STRAY_BYTES, "stray_bytes"},
     };
     assert_int_equal(TT_ARRAY_SIZE(names), TT_RETIRE__COUNT);
     for (size_t i = 0; i < TT_ARRAY_SIZE(names); i++)
