@@ -972,7 +972,7 @@ static void h2_close(h2_conn_t *c, tt_close_reason_t reason)
         nghttp2_session_set_stream_user_data(c->s, st->id, NULL);
         stream_end(st, reason);
     }
-    nghttp2_session_del(c->s);
+    if (c->s != NULL) nghttp2_session_del(c->s);
     c->s = NULL;
     if (reason != TT_CLOSE_RESET && reason != TT_CLOSE_TLS_ERROR && tt_transport_is_tls(c->tr))
         tt_transport_shutdown(c->tr, c->io.fd);
@@ -1130,17 +1130,26 @@ void tt__h2_conn_adopt(tt__lstate_t *ls, tt_io_t *from, tt_transport_t *tr, cons
     tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H2][tt_transport_is_tls(tr)], 1);
     tt_io_transfer(w->loop, from, &c->io);
 
-    nghttp2_option *opt;
-    nghttp2_option_new(&opt);
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    /* tether counts client resets itself (count_client_reset: ENHANCE_YOUR_CALM, and nothing more served);
-     * nghttp2's own limiter would answer INTERNAL_ERROR and keep serving until its GOAWAY is out. */
-    nghttp2_option_set_stream_reset_rate_limit(opt, UINT32_MAX, UINT32_MAX);
-    nghttp2_option_set_max_deflate_dynamic_table_size(opt, p->header_table_size);
+    nghttp2_option *opt = NULL;
     nghttp2_session_callbacks *cb = callbacks();
-    nghttp2_session_server_new2(&c->s, cb, c, opt);
-    nghttp2_session_callbacks_del(cb);
-    nghttp2_option_del(opt);
+    int rv = cb == NULL ? NGHTTP2_ERR_NOMEM : nghttp2_option_new(&opt);
+    if (rv == 0) {
+        nghttp2_option_set_no_auto_window_update(opt, 1);
+        /* tether counts client resets itself (count_client_reset: ENHANCE_YOUR_CALM, and nothing more served);
+         * nghttp2's own limiter would answer INTERNAL_ERROR and keep serving until its GOAWAY is out. */
+        nghttp2_option_set_stream_reset_rate_limit(opt, UINT32_MAX, UINT32_MAX);
+        nghttp2_option_set_max_deflate_dynamic_table_size(opt, p->header_table_size);
+        rv = nghttp2_session_server_new2(&c->s, cb, c, opt);
+    }
+    if (cb != NULL) nghttp2_session_callbacks_del(cb);
+    if (opt != NULL) nghttp2_option_del(opt);
+    if (rv != 0) {
+        /* Out of memory: this connection ends (reset), the worker goes on. */
+        tt_log(TT_LOG_WARN, "h2 conn %llu: %s", (unsigned long long)id, nghttp2_strerror(rv));
+        c->s = NULL;
+        h2_close(c, TT_CLOSE_RESET);
+        return;
+    }
     send_settings(c);
     if (p->ping_interval_ms) tt_timer_arm(w->loop, &c->ping_timer, p->ping_interval_ms);
     if (inlen > 0 && nghttp2_session_mem_recv(c->s, (const uint8_t *)in, inlen) < 0) {

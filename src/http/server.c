@@ -16,6 +16,7 @@ struct tt_server {
     tt_metrics_shard_t **shards;
     int done_fd; /* eventfd: +1 per worker thread that finished */
     bool started;
+    uint32_t nstarted; /* worker threads created (all of them, unless pthread_create failed) */
 };
 
 #define ACCEPT_BATCH    64
@@ -225,7 +226,8 @@ static void worker_prepare(tt_worker_t *w)
         if (tt_io_start(w->loop, &w->ls[i].io, TT_EV_READ) != 0) tt_fatal("epoll_ctl on a listener failed");
     w->wake_io.fd = w->wake_fd;
     w->wake_io.cb = wake_on_io;
-    tt_io_start(w->loop, &w->wake_io, TT_EV_READ);
+    /* Without it the worker never hears a drain request and the process never stops. */
+    if (tt_io_start(w->loop, &w->wake_io, TT_EV_READ) != 0) tt_fatal("epoll_ctl on the worker's wake eventfd failed");
 }
 
 static void worker_finish(tt_worker_t *w)
@@ -310,7 +312,15 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
             }
             if (i == 0) {
                 /* Port 0: every worker's socket must share the port the kernel chose for the first. */
-                tt_sock_local_addr(fd, &srv->bound[l]);
+                int r = tt_sock_local_addr(fd, &srv->bound[l]);
+                if (r != 0) {
+                    char as[TT_ADDR_STRLEN];
+                    tt_addr_format(&a, as, sizeof(as));
+                    snprintf(err, errlen, "listen on %s: getsockname: %s", as, strerror(-r));
+                    close(fd);
+                    tt_server_free(&srv);
+                    return NULL;
+                }
                 tt_addr_set_port(&a, tt_addr_port(&srv->bound[l]));
             }
             lstate_init(&srv->workers[i].ls[l], &srv->workers[i], p, fd);
@@ -340,8 +350,17 @@ int tt_server_start(tt_server_t *srv)
 {
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         int r = pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
-        if (r != 0) return -r;
+        if (r != 0) {
+            /* The workers already running drain (they hold no connection yet) and are joined, so the caller
+             * gets the error and a server it can free, not threads left running on memory it frees. */
+            srv->nstarted = i;
+            srv->started = true;
+            tt_server_drain(srv);
+            tt_server_join(srv);
+            return -r;
+        }
     }
+    srv->nstarted = srv->nworkers;
     srv->started = true;
     return 0;
 }
@@ -370,7 +389,7 @@ void tt_server_drain(tt_server_t *srv)
 void tt_server_join(tt_server_t *srv)
 {
     if (!srv->started) return;
-    for (uint32_t i = 0; i < srv->nworkers; i++) pthread_join(srv->workers[i].thread, NULL);
+    for (uint32_t i = 0; i < srv->nstarted; i++) pthread_join(srv->workers[i].thread, NULL);
     srv->started = false;
 }
 

@@ -69,7 +69,8 @@ typedef struct tt_server tt_server_t;
 tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errlen);
 /** The address listener `i` is bound to (with the kernel's port when 0 was asked). */
 const tt_addr_t *tt_server_bound_addr(const tt_server_t *srv, size_t i);
-/** Starts the worker threads. 0 or -errno. */
+/** Starts the worker threads. 0, or -errno when a thread could not be created: those already started have
+ *  then been drained and joined (the server can be freed). */
 int tt_server_start(tt_server_t *srv);
 /** Loop of worker `i`; for registering extra ios (signals) before tt_server_run_inline(). */
 tt_loop_t *tt_server_loop(tt_server_t *srv, uint32_t i);
