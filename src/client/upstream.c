@@ -504,6 +504,7 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
     u->_req_ended = false;
     u->_want_drain = false;
     u->_pending_err = 0;
+    u->_found = TT_UP_SOCK_QUIET;
     u->_body_left = 0;
     u->_last_len = 0;
     tt_timer_disarm(u->loop, &u->_timer);
@@ -529,11 +530,13 @@ bool tt_upconn_request_sent(const tt_upconn_t *u)
 tt_up_sock_t tt_upconn_settle(tt_upconn_t *u)
 {
     if (closed(u)) return TT_UP_SOCK_CLOSED;
-    if (u->_in.len > 0) return TT_UP_SOCK_STRAY; /* read along with the response's last bytes */
+    if (u->_found != TT_UP_SOCK_QUIET) return (tt_up_sock_t)u->_found; /* what an earlier read consumed */
+    if (u->_in.len > 0) return TT_UP_SOCK_STRAY;                       /* read along with the response's end */
     if (u->_peer_hup) return TT_UP_SOCK_CLOSED;
     if (!u->_rd_ready) return TT_UP_SOCK_QUIET; /* the last read came back short: the socket was empty */
     tt_up_sock_t s = read_check(u);
     if (s == TT_UP_SOCK_QUIET) u->_rd_ready = false;
+    u->_found = (uint8_t)s;
     return s;
 }
 

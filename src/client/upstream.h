@@ -141,6 +141,7 @@ struct tt_upconn {
     bool _req_ended;
     bool _rd_ready;
     bool _peer_hup; /* the poller reported the upstream's FIN, perhaps with bytes still unread */
+    uint8_t _found; /* tt_up_sock_t: stray bytes or a close found (and consumed) by a settle read; sticky */
     bool _wr_blocked;
     bool _want_drain;
     uint8_t _pending_err; /* a send failed inside tt_upconn_send: reported at the end of the turn */

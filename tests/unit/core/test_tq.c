@@ -387,6 +387,57 @@ static void disarms_any_timer_of_a_large_heap(void **state)
     for (size_t k = 1; k < g_norder; k++) assert_true(it[g_order[k]].timer.at_ms >= it[g_order[k - 1]].timer.at_ms);
 }
 
+/* tt_tq_push_head (issue 9): the pool takes its oldest waiter out to serve it and, finding no room, puts it
+ * back. It keeps its place and its deadline, and the queue's timer fires for it, not for the later tail. The
+ * loop's clock is manual, so "later" is exact. */
+static void puts_an_entry_back_at_the_head_with_its_deadline(void **state)
+{
+    (void)state;
+    tt_loop_set_clock(g_loop, tt_loop_now(g_loop), 0);
+    uint64_t t0 = tt_loop_now(g_loop);
+    tt_tq_t q;
+    tt_tq_init(&q, g_loop, 100, on_expire);
+    item_t items[3];
+    init_items(items, 3);
+    tt_tq_push(&q, &items[0].entry);
+    tt_loop_set_clock(g_loop, t0 + 10, 0);
+    tt_tq_push(&q, &items[1].entry);
+    tt_loop_set_clock(g_loop, t0 + 20, 0);
+    tt_tq_push(&q, &items[2].entry);
+    /* taken out (the pool unlinks before serving), then back at the head as of t0 */
+    tt_tq_remove(&items[0].entry);
+    tt_loop_set_clock(g_loop, t0 + 50, 0);
+    tt_tq_push_head(&q, &items[0].entry, t0);
+    assert_ptr_equal(tt_tq_oldest(&q), &items[0].entry);
+    assert_int_equal(tt_tq_deadline(&items[0].entry), t0 + 100);
+    /* the same with the queue's timer already run: the last entry alone, and the head put back before it */
+    tt_loop_set_clock(g_loop, t0 + 100, 0);
+    tt_loop_run_once(g_loop, 0);
+    assert_int_equal(g_norder, 1);
+    assert_int_equal(g_order[0], 0);
+    assert_int_equal(items[0].fired_since, t0);
+    tt_loop_set_clock(g_loop, t0 + 110, 0);
+    tt_loop_run_once(g_loop, 0);
+    assert_int_equal(g_norder, 2);
+    assert_int_equal(g_order[1], 1);
+    /* items[2] leaves; the timer armed for it (t0 + 120) fires into an empty queue */
+    tt_tq_remove(&items[2].entry);
+    tt_loop_set_clock(g_loop, t0 + 120, 0);
+    tt_loop_run_once(g_loop, 0);
+    assert_int_equal(g_norder, 2);
+    /* it comes back (deadline t0 + 220, the timer armed for that), is taken out and put back at the head as
+     * of t0 + 30: the timer must move in to t0 + 130 */
+    tt_tq_push(&q, &items[2].entry);
+    tt_tq_remove(&items[2].entry);
+    tt_tq_push_head(&q, &items[2].entry, t0 + 30);
+    tt_loop_set_clock(g_loop, t0 + 130, 0);
+    tt_loop_run_once(g_loop, 0);
+    assert_int_equal(g_norder, 3);
+    assert_int_equal(g_order[2], 2);
+    assert_int_equal(items[2].fired_at, t0 + 130);
+    tt_tq_dispose(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +451,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(never_fires_disarmed_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(rearms_a_timer_to_a_new_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(disarms_any_timer_of_a_large_heap, setup, teardown),
+        cmocka_unit_test_setup_teardown(puts_an_entry_back_at_the_head_with_its_deadline, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
