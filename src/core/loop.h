@@ -52,7 +52,8 @@ void tt_loop_update_clock(tt_loop_t *loop);
 
 /** Watches `io->fd` for `events` (TT_EV_READ|TT_EV_WRITE, optionally TT_EV_EDGE). 0 or -errno. */
 int tt_io_start(tt_loop_t *loop, tt_io_t *io, uint32_t events);
-/** Changes what `io` is watched for; `events` 0 keeps it registered but silent. 0 or -errno. */
+/** Changes what `io` is watched for; `events` 0 keeps it registered but silent, hang-ups and errors included.
+ *  0 or -errno. */
 int tt_io_modify(tt_loop_t *loop, tt_io_t *io, uint32_t events);
 /** Moves the registration of `from` (watched) to `to` (same fd, not watched): events now reach `to`.
  *  For handing a connection to another protocol. 0 or -errno. */
