@@ -43,7 +43,9 @@ tt_loop_t *tt_loop_new(void);
 /** Frees the loop; its ios must already be stopped. Sets `*loop` to NULL. */
 void tt_loop_free(tt_loop_t **loop);
 
-/** Milliseconds of CLOCK_MONOTONIC, read once per loop turn (and by tt_loop_update_clock). */
+/** Milliseconds of CLOCK_MONOTONIC, read at the start of each turn and again after its poll wait (and by
+ *  tt_loop_update_clock); the same value for every timer callback of a turn, and for every readiness and
+ *  end-of-turn deferred callback of a turn. */
 uint64_t tt_loop_now(const tt_loop_t *loop);
 /** Wall-clock seconds since the epoch, read with the monotonic clock once per turn (for Date fields). */
 int64_t tt_loop_wall(const tt_loop_t *loop);
@@ -55,7 +57,8 @@ void tt_loop_set_clock(tt_loop_t *loop, uint64_t now_ms, int64_t wall_s);
 
 /** Watches `io->fd` for `events` (TT_EV_READ|TT_EV_WRITE, optionally TT_EV_EDGE). 0 or -errno. */
 int tt_io_start(tt_loop_t *loop, tt_io_t *io, uint32_t events);
-/** Changes what `io` is watched for; `events` 0 keeps it registered but silent. 0 or -errno. */
+/** Changes what `io` is watched for; `events` 0 keeps it registered but silent, hang-ups and errors included.
+ *  0 or -errno. */
 int tt_io_modify(tt_loop_t *loop, tt_io_t *io, uint32_t events);
 /** Moves the registration of `from` (watched) to `to` (same fd, not watched): events now reach `to`.
  *  For handing a connection to another protocol. 0 or -errno. */
@@ -67,8 +70,9 @@ int tt_io_stop(tt_loop_t *loop, tt_io_t *io);
  *  that news about it is already waiting. */
 static inline bool tt_io_event_pending(const tt_io_t *io);
 
-/** Queues `d` to run once at the end of this turn (the next turn when queued from a deferred callback);
- *  a no-op if already queued. Never allocates. */
+/** Queues `d` to run once at the next deferred pass: before the poll wait when queued by a timer callback
+ *  or between turns, at the end of the turn when queued by a readiness callback; queued by a deferred
+ *  callback, at the pass after (docs/loop.md steps 3 and 6). A no-op if already queued. Never allocates. */
 void tt_loop_defer(tt_loop_t *loop, tt_defer_t *d, tt_defer_cb cb);
 
 /** Runs turns until tt_loop_stop() is called. */

@@ -28,21 +28,22 @@ static uint32_t to_epoll(uint32_t ev)
     return e;
 }
 
-/* events == 0 with io registered: delete. The registered set is kept in io->_events (with a marker bit
- * so that "registered but silent" differs from "not registered"). */
+/* The registered set is kept in io->_events, with a marker bit so that "registered but silent" differs from
+ * "not registered". A silent registration is kept out of epoll: epoll reports EPOLLHUP and EPOLLERR whatever
+ * was asked for, and a level-triggered hang-up would call a silenced io at every turn. */
 #define REGISTERED 0x80000000u
+
+static bool in_epoll(uint32_t events)
+{
+    return (events & REGISTERED) && (events & (TT_EV_READ | TT_EV_WRITE));
+}
 
 int tt__poller_ctl(tt_loop_t *loop, tt_io_t *io, uint32_t events)
 {
     struct epoll_event ee = {.events = to_epoll(events), .data.ptr = io};
-    int op;
-    if (events & REGISTERED) {
-        op = (io->_events & REGISTERED) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-    } else {
-        if (!(io->_events & REGISTERED)) return 0;
-        op = EPOLL_CTL_DEL;
-    }
-    if (epoll_ctl(loop->epfd, op, io->fd, &ee) != 0) return -errno;
+    bool was = in_epoll(io->_events), want = in_epoll(events);
+    int op = want ? (was ? EPOLL_CTL_MOD : EPOLL_CTL_ADD) : EPOLL_CTL_DEL;
+    if ((was || want) && epoll_ctl(loop->epfd, op, io->fd, &ee) != 0) return -errno;
     io->_events = events | (io->_events & TT__IO_PENDING);
     return 0;
 }
