@@ -815,6 +815,56 @@ static void waits_for_max_wait_ms_when_nothing_is_due(void **state)
     tt_timer_disarm(g_loop, &k.timer);
 }
 
+/* tt_io_event_pending (issue 9): while a batch is dispatched, an io whose event comes later in the same batch
+ * says so; after its own callback, and outside a batch, nothing is pending. */
+static watcher_t *g_peeked;
+static bool g_pending_seen, g_pending_after;
+
+static void on_io_peeking(tt_io_t *io, uint32_t events)
+{
+    on_io(io, events);
+    if (g_peeked->calls == 0)
+        g_pending_seen = tt_io_event_pending(&g_peeked->io);
+    else
+        g_pending_after = tt_io_event_pending(&g_peeked->io);
+}
+
+static void tells_an_io_that_its_event_is_on_its_way_in_this_batch(void **state)
+{
+    (void)state;
+    int a[2], b[2];
+    make_pipe(a);
+    make_pipe(b);
+    watcher_t wa, wb;
+    init_watcher(&wa, 1, a[0]);
+    init_watcher(&wb, 2, b[0]);
+    wa.io.cb = on_io_peeking;
+    g_peeked = &wb;
+    g_pending_seen = g_pending_after = false;
+    assert_int_equal(tt_io_start(g_loop, &wa.io, TT_EV_READ | TT_EV_EDGE), 0);
+    assert_int_equal(tt_io_start(g_loop, &wb.io, TT_EV_READ | TT_EV_EDGE), 0);
+    assert_false(tt_io_event_pending(&wa.io));
+    /* a first, then b: epoll reports them in the order they became ready */
+    put(a[1]);
+    put(b[1]);
+    turn(0);
+    assert_int_equal(wa.calls, 1);
+    assert_int_equal(wb.calls, 1);
+    assert_true(g_pending_seen); /* a's callback ran before b's, and knew b's event was coming */
+    assert_false(tt_io_event_pending(&wa.io));
+    assert_false(tt_io_event_pending(&wb.io));
+    /* a later batch without b marks nothing */
+    drain(a[0]);
+    drain(b[0]);
+    put(a[1]);
+    turn(0);
+    assert_int_equal(wa.calls, 2);
+    assert_false(g_pending_after);
+    tt_io_stop(g_loop, &wa.io);
+    tt_io_stop(g_loop, &wb.io);
+    close(a[0]), close(a[1]), close(b[0]), close(b[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -846,6 +896,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(caches_the_wall_clock_in_seconds, setup, teardown),
         cmocka_unit_test_setup_teardown(waits_for_max_wait_ms_when_nothing_is_due, setup, teardown),
+        cmocka_unit_test_setup_teardown(tells_an_io_that_its_event_is_on_its_way_in_this_batch, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
