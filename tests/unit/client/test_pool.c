@@ -1,6 +1,9 @@
-/* test_pool.c -- the pure decisions of the upstream pool (src/client/pool.c): whether a connection may be
- * parked and why not, how long it may stay parked and which limit decides it, the retire reason names; and
- * the derived TCP keepalive and cause names of the proxy (src/handlers/proxy.c) */
+/* test_pool.c -- the upstream pool (src/client/pool.c). The pure decisions: whether a connection may be parked
+ * and why not, how long it may stay parked and which limit decides it, the retire reason names; the derived TCP
+ * keepalive and cause names of the proxy (src/handlers/proxy.c). The stateful half, on a real loop against a
+ * scripted peer on 127.0.0.1: acquire, MRU reuse, the queue and its timeout, cancel, mark down, dispatch with a
+ * connect that fails at once, stray bytes after a response and while parked, the check before reuse, retirement
+ * at the deadline and over max_idle. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,6 +12,12 @@
 
 #include "client/pool.h"
 #include "handlers/proxy.h"
+
+#include "../support/peer.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/resource.h>
 
 /* ---- tt_pool_can_park ---- */
 
@@ -503,6 +512,531 @@ static void derives_tcp_keepalive_from_the_idle_timeout(void **state)
     }
 }
 
+/* ---- the stateful half, on a real loop ---- */
+
+static tt_loop_t *g_loop;
+static tt_bufpool_t g_bufs;
+static tt_h1_response_t g_res;
+static int g_lfd = -1;
+static tt_addr_t g_addr;
+static tt_pool_metrics_t g_m;
+static tt_pool_conf_t g_conf;
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+static tt_pool_conf_t live_conf(void)
+{
+    return (tt_pool_conf_t){
+        .max_idle = 16,
+        .idle_timeout_ms = 60000,
+        .keepalive_hint = true,
+        .hint_margin_ms = 1000,
+        .learn = true,
+        .idle_watch = true,
+        .peek = true,
+        .max_pending = 16,
+        .queue_timeout_ms = 5000,
+        .timeouts = {.connect_ms = 5000, .response_ms = 5000, .read_ms = 5000, .send_ms = 5000},
+        .max_fails = 3,
+        .backoff_min_ms = 1000,
+        .backoff_max_ms = 10000,
+    };
+}
+
+static int live_setup(void **state)
+{
+    (void)state;
+    g_loop = tt_loop_new();
+    tt_bufpool_init(&g_bufs, 16384, 16);
+    memset(&g_m, 0, sizeof(g_m));
+    g_conf = live_conf();
+    g_lfd = peer_listen(&g_addr);
+    return g_loop && g_lfd >= 0 ? 0 : -1;
+}
+
+static int live_teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 4; i++) tt_loop_run_once(g_loop, 0); /* deferred frees */
+    assert_int_equal(g_bufs.in_use, 0);
+    tt_bufpool_dispose(&g_bufs);
+    tt_loop_free(&g_loop);
+    if (g_lfd >= 0) close(g_lfd);
+    return 0;
+}
+
+static tt_pool_t *new_pool(const tt_addr_t *a)
+{
+    return tt_pool_new(g_loop, &g_bufs, &g_res, &g_conf, a, "test", &g_m);
+}
+
+/* A request waiting for a connection, and every callback it got. */
+typedef struct wrec {
+    tt_pool_waiter_t w;
+    int calls;
+    bool called;
+    tt_pool_status_t st;
+    tt_upconn_t *u;
+    tt_up_err_t err;
+} wrec_t;
+
+static void wrec_cb(tt_pool_waiter_t *w, tt_upconn_t *u, tt_pool_status_t st, tt_up_err_t err)
+{
+    wrec_t *r = tt_container_of(w, wrec_t, w);
+    r->calls++;
+    r->called = true;
+    r->st = st;
+    r->u = u;
+    r->err = err;
+}
+
+/* Asks `p` for a connection for `r`; returns what tt_pool_acquire said (READY fills r->u, not a callback). */
+static tt_pool_status_t acquire(tt_pool_t *p, wrec_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->w.cb = wrec_cb;
+    tt_upconn_t *u = NULL;
+    tt_up_err_t err = TT_UP_OK;
+    tt_pool_status_t st = tt_pool_acquire(p, &r->w, &u, &err);
+    if (st == TT_POOL_READY) r->u = u;
+    r->st = st;
+    r->err = err;
+    return st;
+}
+
+/* Acquires and waits for the connection; accepts the peer's end when it is a new one (`*peer`, else -1). */
+static tt_upconn_t *get_conn(tt_pool_t *p, wrec_t *r, int *peer)
+{
+    tt_pool_status_t st = acquire(p, r);
+    *peer = -1;
+    if (st == TT_POOL_PENDING) {
+        assert_true(peer_run_until(g_loop, &r->called, 5000));
+        assert_int_equal(r->calls, 1);
+        assert_int_equal(r->st, TT_POOL_READY);
+        *peer = peer_accept(g_lfd, 5000);
+        assert_true(*peer >= 0);
+    } else {
+        assert_int_equal(st, TT_POOL_READY);
+    }
+    assert_non_null(r->u);
+    return r->u;
+}
+
+/* One exchange on a checked-out connection, released (or discarded) to `p` as the proxy does. */
+typedef struct ex {
+    tt_pool_t *p;
+    bool done, failed;
+} ex_t;
+
+static void ex_on_head(tt_upconn_t *u, const tt_h1_response_t *res)
+{
+    (void)u, (void)res;
+}
+static void ex_on_body(tt_upconn_t *u, const char *data, size_t len)
+{
+    (void)u, (void)data, (void)len;
+}
+static void ex_on_done(tt_upconn_t *u, tt_str_t trailers)
+{
+    (void)trailers;
+    ex_t *e = u->data;
+    e->done = true;
+    tt_pool_release(e->p, u);
+}
+static void ex_on_error(tt_upconn_t *u, tt_up_err_t err)
+{
+    (void)err;
+    ex_t *e = u->data;
+    e->failed = true;
+    tt_pool_discard(e->p, u, TT_RETIRE_ERROR);
+}
+static void ex_on_drain(tt_upconn_t *u)
+{
+    (void)u;
+}
+static const tt_upconn_ops_t ex_ops = {.on_head = ex_on_head,
+                                       .on_body = ex_on_body,
+                                       .on_done = ex_on_done,
+                                       .on_error = ex_on_error,
+                                       .on_drain = ex_on_drain};
+
+/* Sends a GET on `u` (peer `peer` reads it) and answers with `resp` (n bytes, one send); `partial`: the request
+ * end is never queued (an early answer). Runs until the exchange ended. */
+static void exchange(tt_pool_t *p, tt_upconn_t *u, int peer, const char *resp, size_t n, bool partial)
+{
+    ex_t e = {.p = p};
+    tt_upconn_set_user(u, &ex_ops, &e);
+    tt_upconn_begin(u, false);
+    static const char req[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_true(tt_upconn_send(u, req, sizeof(req) - 1));
+    if (!partial) tt_upconn_end_request(u);
+    char head[1024];
+    assert_true(peer_recv_head(peer, head, sizeof(head), 5000) > 0);
+    assert_true(peer_send(peer, resp, n));
+    uint64_t start = peer_ms();
+    while (!e.done && !e.failed && peer_ms() - start < 5000) tt_loop_run_once(g_loop, 5);
+    assert_true(e.done);
+}
+
+#define OK2 "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 40
+
+static void opens_a_connection_and_parks_it_after_the_exchange(void **state)
+{
+    (void)state;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t r;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r, &peer);
+    assert_int_equal(u->requests, 0);
+    assert_int_equal(LOAD(g_m.opened), 1);
+    assert_int_equal(LOAD(g_m.active), 1);
+    exchange(p, u, peer, OK2, false);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    assert_int_equal(LOAD(g_m.active), 0);
+    assert_int_equal(u->state, TT_UPCONN_PARKED);
+    /* the next request reuses it, without a connect */
+    wrec_t r2;
+    assert_int_equal(acquire(p, &r2), TT_POOL_READY);
+    assert_ptr_equal(r2.u, u);
+    assert_int_equal(r2.calls, 0);
+    assert_int_equal(LOAD(g_m.reused), 1);
+    exchange(p, u, peer, OK2, false);
+    tt_pool_free(&p);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_SHUTDOWN]), 1);
+    close(peer);
+}
+
+static void reuses_the_most_recently_parked_connection_first(void **state)
+{
+    (void)state;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t ra, rb;
+    int pa, pb;
+    tt_upconn_t *a = get_conn(p, &ra, &pa);
+    tt_upconn_t *b = get_conn(p, &rb, &pb);
+    assert_ptr_not_equal(a, b);
+    exchange(p, a, pa, OK2, false);
+    exchange(p, b, pb, OK2, false); /* parked last */
+    assert_int_equal(LOAD(g_m.idle), 2);
+    wrec_t r;
+    assert_int_equal(acquire(p, &r), TT_POOL_READY);
+    assert_ptr_equal(r.u, b);
+    exchange(p, b, pb, OK2, false);
+    tt_pool_free(&p);
+    close(pa), close(pb);
+}
+
+static void queues_at_max_connections_and_serves_the_oldest_waiter_once(void **state)
+{
+    (void)state;
+    g_conf.max_connections = 1;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t r1, r2, r3;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r1, &peer);
+    assert_int_equal(acquire(p, &r2), TT_POOL_PENDING);
+    assert_int_equal(acquire(p, &r3), TT_POOL_PENDING);
+    assert_int_equal(LOAD(g_m.pending), 2);
+    exchange(p, u, peer, OK2, false); /* released: straight to the oldest waiter */
+    assert_int_equal(r2.calls, 1);
+    assert_int_equal(r2.st, TT_POOL_READY);
+    assert_ptr_equal(r2.u, u);
+    assert_int_equal(r3.calls, 0);
+    assert_int_equal(LOAD(g_m.pending), 1);
+    assert_int_equal(LOAD(g_m.idle), 0);
+    /* the last one leaves: never called, nothing pending */
+    tt_pool_cancel(&r3.w);
+    assert_int_equal(LOAD(g_m.pending), 0);
+    exchange(p, u, peer, OK2, false);
+    peer_run_for(g_loop, 10);
+    assert_int_equal(r3.calls, 0);
+    tt_pool_free(&p);
+    close(peer);
+}
+
+static void times_out_a_queued_request_on_the_loops_clock(void **state)
+{
+    (void)state;
+    g_conf.max_connections = 1;
+    g_conf.queue_timeout_ms = 1000;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t r1, r2;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r1, &peer);
+    uint64_t t0 = tt_loop_now(g_loop);
+    tt_loop_set_clock(g_loop, t0, 0);
+    assert_int_equal(acquire(p, &r2), TT_POOL_PENDING);
+    tt_loop_set_clock(g_loop, t0 + 999, 0);
+    peer_run_for(g_loop, 10);
+    assert_int_equal(r2.calls, 0);
+    tt_loop_set_clock(g_loop, t0 + 1000, 0);
+    assert_true(peer_run_until(g_loop, &r2.called, 5000));
+    assert_int_equal(r2.calls, 1);
+    assert_int_equal(r2.st, TT_POOL_EXHAUSTED);
+    assert_int_equal(LOAD(g_m.queue_timeouts), 1);
+    assert_int_equal(LOAD(g_m.pending), 0);
+    exchange(p, u, peer, OK2, false);
+    tt_pool_free(&p);
+    close(peer);
+}
+
+static void marks_the_server_down_after_max_fails(void **state)
+{
+    (void)state;
+    tt_addr_t closed;
+    int cfd = peer_closed_port(&closed);
+    g_conf.max_fails = 2;
+    tt_pool_t *p = new_pool(&closed);
+    for (int i = 0; i < 2; i++) {
+        wrec_t r;
+        tt_pool_status_t st = acquire(p, &r);
+        if (st == TT_POOL_PENDING) {
+            assert_true(peer_run_until(g_loop, &r.called, 5000));
+            assert_int_equal(r.calls, 1);
+            st = r.st;
+        }
+        assert_int_equal(st, TT_POOL_FAILED);
+        assert_int_equal(r.err, TT_UP_CONNECT_REFUSED);
+    }
+    assert_true(tt_pool_is_down(p));
+    assert_int_equal(LOAD(g_m.down), 1);
+    assert_int_equal(LOAD(g_m.connect_failures), 2);
+    wrec_t r;
+    assert_int_equal(acquire(p, &r), TT_POOL_DOWN);
+    tt_pool_free(&p);
+    close(cfd);
+}
+
+/* Lowers the soft limit to `limit` and fills every free descriptor below it, so that the next socket() fails with
+ * EMFILE even after a descriptor at or above `limit` is closed. Keeps the fillers (to close) and the old limit. */
+static int g_filler[4096];
+static size_t g_nfiller;
+static struct rlimit g_old_rl;
+
+static void exhaust_fds(int limit)
+{
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &g_old_rl), 0);
+    struct rlimit rl = g_old_rl;
+    rl.rlim_cur = (rlim_t)limit;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    g_nfiller = 0;
+    for (int fd; (fd = dup(0)) >= 0;) {
+        assert_true(g_nfiller < TT_ARRAY_SIZE(g_filler));
+        g_filler[g_nfiller++] = fd;
+    }
+    assert_int_equal(errno, EMFILE);
+}
+
+static void restore_fds(void)
+{
+    for (size_t i = 0; i < g_nfiller; i++) close(g_filler[i]);
+    g_nfiller = 0;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &g_old_rl), 0);
+}
+
+/* Issue 9, defect 4: a queued waiter served when room appears, whose connect fails at once (EMFILE) and marks
+ * the server down, was called back twice (once by mark_down, once by dispatch) and npending wrapped, so the
+ * pool answered 503 for ever. Each waiter gets exactly one callback; nothing stays pending. */
+static void calls_a_queued_waiter_back_once_when_its_connect_fails_at_once(void **state)
+{
+    (void)state;
+    g_conf.max_connections = 1;
+    g_conf.max_fails = 1;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t r1, r2, r3;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r1, &peer);
+    assert_int_equal(acquire(p, &r2), TT_POOL_PENDING);
+    assert_int_equal(acquire(p, &r3), TT_POOL_PENDING);
+    assert_int_equal(LOAD(g_m.pending), 2);
+    exhaust_fds(u->io.fd);                  /* closing u frees a descriptor the limit forbids */
+    tt_pool_discard(p, u, TT_RETIRE_ERROR); /* room: r2 is served, its connect fails, the server goes down */
+    restore_fds();
+    assert_int_equal(r2.calls, 1);
+    assert_int_equal(r2.st, TT_POOL_FAILED);
+    assert_int_equal(r3.calls, 1);
+    assert_int_equal(r3.st, TT_POOL_DOWN);
+    assert_int_equal(LOAD(g_m.pending), 0);
+    assert_true(tt_pool_is_down(p));
+    peer_run_for(g_loop, 10);
+    assert_int_equal(r2.calls, 1);
+    assert_int_equal(r3.calls, 1);
+    tt_pool_free(&p); /* no waiter left behind (it checks) */
+    close(peer);
+}
+
+/* Issue 9, defect 1: a response that ends exactly where a read fills the 16 KiB buffer, followed by another
+ * response in the same send: the connection is retired (stray_bytes), never parked, and the next request gets a
+ * new connection. */
+static void retires_a_connection_with_bytes_after_the_response(void **state)
+{
+    (void)state;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t r;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r, &peer);
+    static const char stray[] = "HTTP/1.1 200 OK\r\nContent-Length: 19\r\nX-Poison: 1\r\n\r\nPOISONED-RESPONSE!\n";
+    char *resp = test_malloc(16384 + sizeof(stray));
+    size_t head = (size_t)snprintf(resp, 128, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", 16384 - 42);
+    assert_int_equal(head, 42); /* head and content: exactly 16384 bytes */
+    memset(resp + head, 'x', 16384 - head);
+    memcpy(resp + 16384, stray, sizeof(stray) - 1);
+    exchange(p, u, peer, resp, 16384 + sizeof(stray) - 1, false);
+    test_free(resp);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_STRAY_BYTES]), 1);
+    assert_int_equal(LOAD(g_m.idle), 0);
+    wrec_t r2;
+    int peer2;
+    tt_upconn_t *u2 = get_conn(p, &r2, &peer2);
+    assert_true(peer2 >= 0); /* a new connection */
+    assert_int_equal(u2->requests, 0);
+    exchange(p, u2, peer2, OK2, false);
+    tt_pool_free(&p);
+    close(peer), close(peer2);
+}
+
+static void retires_a_connection_answered_before_its_request_was_sent(void **state)
+{
+    (void)state;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t r;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r, &peer);
+    exchange(p, u, peer, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 2\r\n\r\nno", 55, true);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_UPSTREAM_CLOSE]), 1);
+    assert_int_equal(LOAD(g_m.idle), 0);
+    tt_pool_free(&p);
+    close(peer);
+}
+
+/* Stray bytes on a parked connection retire it (stray_bytes) and teach the learner nothing; a close teaches it. */
+static void retires_a_parked_connection_on_stray_bytes_and_learns_only_from_closes(void **state)
+{
+    (void)state;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t r;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r, &peer);
+    exchange(p, u, peer, OK2, false);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    assert_true(peer_send(peer, "HTTP/1.1 200 OK\r\n\r\n", 19));
+    uint64_t start = peer_ms();
+    while (LOAD(g_m.idle) == 1 && peer_ms() - start < 5000) tt_loop_run_once(g_loop, 5);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_STRAY_BYTES]), 1);
+    assert_int_equal(LOAD(g_m.learned_ms), 0);
+    /* a close on a parked connection is what the learner learns from */
+    wrec_t r2;
+    int peer2;
+    tt_upconn_t *u2 = get_conn(p, &r2, &peer2);
+    exchange(p, u2, peer2, OK2, false);
+    close(peer2);
+    start = peer_ms();
+    while (LOAD(g_m.idle) == 1 && peer_ms() - start < 5000) tt_loop_run_once(g_loop, 5);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_PEER_CLOSED_IDLE]), 1);
+    assert_true(LOAD(g_m.learned_ms) > 0 || tt_loop_now(g_loop) == u2->parked_ms); /* its idle age, >= 1 ms */
+    tt_pool_free(&p);
+    close(peer);
+}
+
+/* The check before reuse: a connection parked a moment ago is reused without a syscall, unless this turn's poll
+ * has an event for it that is still to be dispatched: then it is checked, and stray bytes retire it. The event
+ * source that asks first is a pipe made readable before the stray bytes arrive, so it comes first in the batch. */
+typedef struct asker {
+    tt_io_t io;
+    tt_pool_t *p;
+    wrec_t r;
+    bool asked;
+} asker_t;
+
+static void asker_on_io(tt_io_t *io, uint32_t events)
+{
+    (void)events;
+    asker_t *a = tt_container_of(io, asker_t, io);
+    if (a->asked) return;
+    a->asked = true;
+    acquire(a->p, &a->r);
+}
+
+static void checks_a_connection_with_news_in_this_batch_before_reusing_it(void **state)
+{
+    (void)state;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t r;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r, &peer);
+    exchange(p, u, peer, OK2, false);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    int pipefd[2];
+    assert_int_equal(pipe2(pipefd, O_NONBLOCK | O_CLOEXEC), 0);
+    asker_t a = {.p = p};
+    a.io.fd = pipefd[0];
+    a.io.cb = asker_on_io;
+    assert_int_equal(tt_io_start(g_loop, &a.io, TT_EV_READ | TT_EV_EDGE), 0);
+    assert_int_equal(write(pipefd[1], "x", 1), 1);
+    assert_true(peer_send(peer, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\npoison", 44));
+    usleep(20000); /* both are ready before the next poll */
+    uint64_t start = peer_ms();
+    while (!a.asked && peer_ms() - start < 5000) tt_loop_run_once(g_loop, 5);
+    assert_true(a.asked);
+    assert_int_not_equal(a.r.st, TT_POOL_READY); /* never the poisoned connection */
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_STRAY_BYTES]), 1);
+    assert_int_equal(LOAD(g_m.reused), 0);
+    /* the new connection it opened instead */
+    assert_int_equal(a.r.st, TT_POOL_PENDING);
+    assert_true(peer_run_until(g_loop, &a.r.called, 5000));
+    int peer2 = peer_accept(g_lfd, 5000);
+    assert_true(peer2 >= 0);
+    exchange(p, a.r.u, peer2, OK2, false);
+    tt_io_stop(g_loop, &a.io);
+    close(pipefd[0]), close(pipefd[1]);
+    tt_pool_free(&p);
+    close(peer), close(peer2);
+}
+
+static void retires_at_the_parked_deadline_on_the_loops_clock(void **state)
+{
+    (void)state;
+    g_conf.idle_timeout_ms = 5000;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t r;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r, &peer);
+    uint64_t t0 = tt_loop_now(g_loop);
+    tt_loop_set_clock(g_loop, t0, 0);
+    exchange(p, u, peer, OK2, false);
+    tt_loop_set_clock(g_loop, t0 + 4999, 0);
+    peer_run_for(g_loop, 10);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    tt_loop_set_clock(g_loop, t0 + 5000, 0);
+    uint64_t start = peer_ms();
+    while (LOAD(g_m.idle) == 1 && peer_ms() - start < 5000) tt_loop_run_once(g_loop, 5);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_IDLE_TIMEOUT]), 1);
+    tt_pool_free(&p);
+    close(peer);
+}
+
+static void closes_the_least_recently_used_over_max_idle(void **state)
+{
+    (void)state;
+    g_conf.max_idle = 1;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t ra, rb;
+    int pa, pb;
+    tt_upconn_t *a = get_conn(p, &ra, &pa);
+    tt_upconn_t *b = get_conn(p, &rb, &pb);
+    exchange(p, a, pa, OK2, false);
+    exchange(p, b, pb, OK2, false);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_MAX_IDLE]), 1);
+    assert_int_equal(a->state, TT_UPCONN_CLOSED); /* the older one went; its memory lives to the turn's end */
+    wrec_t r;
+    assert_int_equal(acquire(p, &r), TT_POOL_READY);
+    assert_ptr_equal(r.u, b);
+    exchange(p, b, pb, OK2, false);
+    tt_pool_free(&p);
+    close(pa), close(pb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +1053,19 @@ int main(void)
         cmocka_unit_test(names_every_retire_reason),
         cmocka_unit_test(names_every_proxy_cause),
         cmocka_unit_test(derives_tcp_keepalive_from_the_idle_timeout),
+#define LIVE(f) cmocka_unit_test_setup_teardown(f, live_setup, live_teardown)
+        LIVE(opens_a_connection_and_parks_it_after_the_exchange),
+        LIVE(reuses_the_most_recently_parked_connection_first),
+        LIVE(queues_at_max_connections_and_serves_the_oldest_waiter_once),
+        LIVE(times_out_a_queued_request_on_the_loops_clock),
+        LIVE(marks_the_server_down_after_max_fails),
+        LIVE(calls_a_queued_waiter_back_once_when_its_connect_fails_at_once),
+        LIVE(retires_a_connection_with_bytes_after_the_response),
+        LIVE(retires_a_connection_answered_before_its_request_was_sent),
+        LIVE(retires_a_parked_connection_on_stray_bytes_and_learns_only_from_closes),
+        LIVE(checks_a_connection_with_news_in_this_batch_before_reusing_it),
+        LIVE(retires_at_the_parked_deadline_on_the_loops_clock),
+        LIVE(closes_the_least_recently_used_over_max_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
