@@ -1,0 +1,273 @@
+"""Regressions of issue 9 ("No client ever receives another client's bytes, and no request object outlives its
+owner"), each driven through the real binary: the 431 built from another connection's request (leading empty
+lines without bound), the proxy touching a finished client request (an early answer during a paused upload),
+HTTP/2 response fields and trailers cut at a fixed count, and a worker thread that cannot be started.
+
+The pool's own defects (poisoning, the waiter called twice) are covered in test_proxy_hostile.py and the unit
+tests of src/client (test_pool.c, test_upstream.c)."""
+
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import SLOW, TETHER_BIN
+from pool_support import wait_until
+from proxy_util import access_line_for, upstream_config
+from tls_util import H2Conn
+
+
+def read_response(s, timeout=10):
+    """Reads one response (head and Content-Length content) from a raw socket; returns (status, head, body)."""
+    s.settimeout(timeout * SLOW)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        if not d:
+            return None, buf, b""
+        buf += d
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v.strip())
+    while len(rest) < n:
+        d = s.recv(65536)
+        if not d:
+            break
+        rest += d
+    return status, head, rest[:n]
+
+
+def read_to_eof(s, timeout=10):
+    s.settimeout(timeout * SLOW)
+    out = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return out
+            out += d
+    except (ConnectionResetError, socket.timeout):
+        return out
+
+
+# ---- defect 2: leading empty lines, and the 431 built from a shared scratch ----
+
+def test_empty_lines_before_a_request_are_bounded_and_never_show_another_request(tether, site):
+    """Connection A floods ~64 KB of empty lines (they were skipped without bound until the buffer filled and
+    the 431 was built from the worker's parse target, which then held views into connection B's freed buffer:
+    ASan heap-use-after-free, or B's request-target in A's log line). A now gets 400 once a request-line's
+    worth of empty lines has passed, B is served, and A's log line names no request of B's."""
+    t = tether("--root", str(site), "--workers", "1")
+    a = socket.create_connection(t.addr)
+    b = socket.create_connection(t.addr)
+    try:
+        a.sendall(b"\r\n" * 31800)  # 63,600 bytes
+        secret = "/secret-of-b-" + "x" * 19000
+        b.sendall(("GET %s HTTP/1.1\r\nHost: b\r\n\r\n" % secret).encode())
+        status_b, _, _ = read_response(b)
+        assert status_b == 414  # a request-target over max_request_target (8k): B's own answer
+        try:
+            a.sendall(b"\r\n")
+        except OSError:
+            pass  # A may already be closed: its refusal came first
+        reply = read_to_eof(a)
+        assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
+        assert b"Connection: close" in reply
+        line = access_line_for(t, '" 400 ')
+        assert "secret-of-b" not in line, line
+        for ln in t.access_lines():
+            if '" 400 ' in ln or '" 431 ' in ln:
+                assert "secret-of-b" not in ln, ln
+    finally:
+        a.close()
+        b.close()
+    # the worker goes on
+    c = t.connect()
+    assert c.get("/index.html").status == 200
+
+
+# ---- defect 3: an early answer while the client's upload is paused ----
+
+class EarlyOrigin:
+    """Reads a request head, then nothing for `wait` seconds (the upload backs up), then answers 413 with
+    `Content-Length: 2` and closes."""
+
+    def __init__(self, wait=1.5):
+        self.wait = wait
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.heads = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c):
+        try:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(4096)
+                if not d:
+                    return
+                buf += d
+            self.heads += 1
+            if b"/upload" in buf.split(b"\r\n", 1)[0]:
+                time.sleep(self.wait)
+                c.sendall(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno")
+            else:
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            time.sleep(0.5)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+def test_an_early_answer_during_a_paused_upload_reaches_the_client_and_frees_nothing_twice(tether):
+    """A 64 MB POST to an origin that reads nothing for 1.5 s, then answers 413: the proxy's backpressure has
+    paused the client's upload when the answer comes. tether finished the client request and then paused its
+    body through the freed request (use-after-free, a call through freed memory). Now the client gets the 413,
+    and tether serves the next client and exits cleanly (the fixture checks the exit status)."""
+    o = EarlyOrigin()
+    try:
+        t = tether("--workers", "1",
+                   config=upstream_config(["127.0.0.1:%d" % o.port]) + "\n[limits]\nmax_body_size = 512m\n")
+        s = socket.create_connection(t.addr)
+        size = 64 << 20
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        sent = [0]
+
+        def upload():
+            chunk = b"u" * 65536
+            try:
+                while sent[0] < size:
+                    s.sendall(chunk)
+                    sent[0] += len(chunk)
+            except OSError:
+                pass
+
+        th = threading.Thread(target=upload, daemon=True)
+        th.start()
+        status, head, body = read_response(s, timeout=20)
+        assert status == 413, head
+        assert body == b"no"
+        assert sent[0] < size  # the upload was still under way: the answer was early
+        s.close()
+        th.join(10 * SLOW)
+        # another client is served
+        c = t.connect()
+        r = c.get("/after")
+        assert r.status == 200 and r.body == b"ok"
+    finally:
+        o.stop()
+
+
+# ---- defect 5: HTTP/2 response fields and trailers, all of them ----
+
+class ManyFieldsOrigin:
+    """Answers every request with `nfields` fields X-F-00.. and, chunked, `ntrailers` trailer fields X-T-00.."""
+
+    def __init__(self, nfields=60, ntrailers=40):
+        self.nfields, self.ntrailers = nfields, ntrailers
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                _, _, buf = buf.partition(b"\r\n\r\n")
+                head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T-00\r\n"
+                for i in range(self.nfields):
+                    head += b"X-F-%02d: value-%02d-%s\r\n" % (i, i, b"v" * 60)  # 60 x 80 bytes: over 4 KiB
+                trailers = b"".join(b"X-T-%02d: t-%02d\r\n" % (i, i) for i in range(self.ntrailers))
+                c.sendall(head + b"\r\n5\r\nhello\r\n0\r\n" + trailers + b"\r\n")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+def test_every_response_field_and_trailer_reaches_h1_and_h2_clients(tether):
+    """An origin's 60 fields reached an h1 client as 60 and an h2 client as 41 (a 4 KiB copy and 64 name/value
+    pairs in submit_head), and 40 trailers were cut to 32. Both protocols now get every one."""
+    o = ManyFieldsOrigin()
+    try:
+        t = tether("--workers", "1", config=upstream_config(["127.0.0.1:%d" % o.port]))
+        # HTTP/1.1
+        c = t.connect()
+        r = c.get("/fields")
+        assert r.status == 200 and r.body == b"hello"
+        got = {k.lower() for k, _ in r.headers}
+        assert all("x-f-%02d" % i in got for i in range(60)), sorted(got)
+        # HTTP/2 with prior knowledge
+        h = H2Conn(t.port)
+        sid = h.request("/fields")
+        st = h.response(sid)
+        names = list(st["headers"])
+        assert sum(1 for k in names if k.startswith("x-f-")) == 60, names
+        assert st["headers"]["x-f-59"] == "value-59-" + "v" * 60
+        assert st["body"] == b"hello"
+        tnames = list(st["trailers"] or {})
+        assert sum(1 for k in tnames if k.startswith("x-t-")) == 40, tnames
+        h.close()
+    finally:
+        o.stop()
+
+
+# ---- defect 7: a worker thread that cannot be started ----
+
+@pytest.mark.skipif("asan" in TETHER_BIN, reason="ASan reserves terabytes of address space; RLIMIT_AS cannot apply")
+def test_a_worker_thread_that_cannot_start_is_a_clean_error(site):
+    """With the address space too small for 200 thread stacks, pthread_create fails part-way: tether says why
+    and exits 1 promptly, after draining and joining the workers it had started (never a hang or a crash)."""
+    p = subprocess.Popen(["/bin/sh", "-c", "ulimit -v 400000; exec \"$0\" \"$@\"", TETHER_BIN, "serve", "--root",
+                          str(site), "--listen", "127.0.0.1:0", "--workers", "200", "--metrics", "off", "--access-log",
+                          "off"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _, err = p.communicate(timeout=30 * SLOW)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1, (p.returncode, err)
+    assert b"starting workers:" in err, err
