@@ -132,10 +132,13 @@ typedef enum tt_pool_status {
     TT_POOL_DOWN,      /* the server is marked down */
 } tt_pool_status_t;
 
-/** Called once for a PENDING acquire: READY with `u`, or FAILED / EXHAUSTED / DOWN with u NULL. */
+/** Called once for a PENDING acquire: READY with `u`, or FAILED / EXHAUSTED / DOWN with u NULL. The waiter is
+ *  already unlinked from every pool structure when this runs, so the callee may free it, acquire again (on this
+ *  pool or another) or do anything else; the pool never calls it twice. */
 typedef void (*tt_pool_cb)(tt_pool_waiter_t *w, tt_upconn_t *u, tt_pool_status_t st, tt_up_err_t err);
 
-/** A request waiting for (or asking for) a connection; embed it in the request's state. */
+/** A request waiting for (or asking for) a connection; embed it in the request's state. Its owner keeps it alive
+ *  until the callback ran or tt_pool_cancel() returned (both leave the pool holding no pointer to it). */
 struct tt_pool_waiter {
     tt_pool_cb cb;
     bool fresh_only;    /* never a parked connection (`reuse = safe` first requests, replays) */
@@ -167,7 +170,8 @@ void tt_pool_free(tt_pool_t **p);
  * for. A checked-out connection must come back through tt_pool_release or tt_pool_discard.
  */
 tt_pool_status_t tt_pool_acquire(tt_pool_t *p, tt_pool_waiter_t *w, tt_upconn_t **out, tt_up_err_t *err);
-/** Gives up a PENDING acquire (the client left); a connect in progress goes on and parks its connection. */
+/** Gives up a PENDING acquire (the client left): no callback follows; a connect in progress goes on and parks
+ *  its connection. A no-op for a waiter that is not pending (never acquired, or already called back). */
 void tt_pool_cancel(tt_pool_waiter_t *w);
 /** Returns a connection after its exchange completed: parked when tt_pool_can_park allows, else closed. */
 void tt_pool_release(tt_pool_t *p, tt_upconn_t *u);
