@@ -13,6 +13,7 @@ PREFIX     ?= /usr/local
 FUZZ_SECONDS ?= 300
 CI_FUZZ_SECONDS ?= 30
 CI_PARSER_FUZZ_SECONDS ?= 60
+CI_WORKER_FUZZ_SECONDS ?= 120
 
 .PHONY: all deps build run test test-normal test-asan fuzz fuzz-build fuzz-ci install bench format format-check clean
 
@@ -48,7 +49,7 @@ fuzz-build:
 
 # Each fuzzer starts from its committed corpus (read-only) and writes new inputs to a scratch dir.
 fuzz-ci: fuzz-build
-	scripts/run-fuzzers.sh $(FUZZ_BUILD) $(CI_FUZZ_SECONDS) $(CI_PARSER_FUZZ_SECONDS)
+	scripts/run-fuzzers.sh $(FUZZ_BUILD) $(CI_FUZZ_SECONDS) $(CI_PARSER_FUZZ_SECONDS) $(CI_WORKER_FUZZ_SECONDS)
 
 fuzz: fuzz-build
 	scripts/run-fuzzers.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# run-fuzzers.sh BUILD_DIR SECONDS [PARSER_SECONDS] -- runs every libFuzzer target in BUILD_DIR
-# (ASan+UBSan), SECONDS each, the HTTP/1 request parser (fuzz_h1_parse) PARSER_SECONDS
-# [default: SECONDS]; seeded from tests/fuzz/corpus/<target>, new inputs go to a scratch directory.
+# run-fuzzers.sh BUILD_DIR SECONDS [PARSER_SECONDS [WORKER_SECONDS]] -- runs every libFuzzer target in BUILD_DIR
+# (ASan+UBSan), SECONDS each, the HTTP/1 request parser (fuzz_h1_parse) PARSER_SECONDS and the worker's
+# connection state machines (fuzz_worker) WORKER_SECONDS [default: SECONDS]; the longest start first. Seeded
+# from tests/fuzz/corpus/<target>, new inputs go to a scratch directory.
 # Up to FUZZ_JOBS [nproc] targets run at once. Exits non-zero if any target crashes, leaks or times
 # out, and leaves that target's log and artifacts in its scratch directory.
 set -uo pipefail
 build=$1
 seconds=$2
 parser_seconds=${3:-$2}
+worker_seconds=${4:-$2}
 jobs=${FUZZ_JOBS:-$(nproc)}
 src=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -35,12 +37,16 @@ run_one() { # run_one BIN SECONDS: names the target in $failed when it fails
 
 failed=$(mktemp)
 trap 'rm -f "$failed"' EXIT
-for bin in "$build"/fuzz_*; do
-  [ -x "$bin" ] || continue
-  secs=$seconds
-  [ "$(basename "$bin")" = fuzz_h1_parse ] && secs=$parser_seconds
+seconds_of() {
+  case "$(basename "$1")" in
+    fuzz_h1_parse) echo "$parser_seconds" ;;
+    fuzz_worker) echo "$worker_seconds" ;;
+    *) echo "$seconds" ;;
+  esac
+}
+while read -r secs bin; do
   while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
   run_one "$bin" "$secs" &
-done
+done < <(for bin in "$build"/fuzz_*; do [ -x "$bin" ] && echo "$(seconds_of "$bin") $bin"; done | sort -rn)
 wait
 [ ! -s "$failed" ]

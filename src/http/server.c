@@ -367,9 +367,31 @@ int tt_server_start(tt_server_t *srv)
 
 void tt_server_run_inline(tt_server_t *srv)
 {
-    worker_prepare(&srv->workers[0]);
+    tt_server_start_inline(srv);
     tt_loop_run(srv->workers[0].loop);
+    tt_server_finish_inline(srv);
+}
+
+void tt_server_start_inline(tt_server_t *srv)
+{
+    worker_prepare(&srv->workers[0]);
+}
+
+void tt_server_finish_inline(tt_server_t *srv)
+{
     worker_finish(&srv->workers[0]);
+}
+
+void tt_server_adopt(tt_server_t *srv, size_t listener, int fd, const tt_addr_t *peer)
+{
+    tt__h1_conn_accept(&srv->workers[0].ls[listener], fd, peer);
+}
+
+uint32_t tt_server_open_connections(const tt_server_t *srv)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < srv->nworkers; i++) n += srv->workers[i].nconns;
+    return n;
 }
 
 void tt_server_stop_inline(tt_server_t *srv)

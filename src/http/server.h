@@ -76,6 +76,16 @@ int tt_server_start(tt_server_t *srv);
 tt_loop_t *tt_server_loop(tt_server_t *srv, uint32_t i);
 /** Runs the inline worker on this thread until tt_server_stop_inline(). */
 void tt_server_run_inline(tt_server_t *srv);
+/** For tests and fuzzers: prepares the inline worker (route state, listeners) without running its loop; the
+ *  caller turns it (tt_loop_run_once on tt_server_loop(srv, 0)) and ends with tt_server_finish_inline(). */
+void tt_server_start_inline(tt_server_t *srv);
+/** Closes every connection of the inline worker, frees its route state and runs its deferred frees. */
+void tt_server_finish_inline(tt_server_t *srv);
+/** For tests and fuzzers: the inline worker takes over the connected, non-blocking stream socket `fd` (which it
+ *  then owns) as if listener `listener` had accepted it from `peer`. */
+void tt_server_adopt(tt_server_t *srv, size_t listener, int fd, const tt_addr_t *peer);
+/** Connections open in all workers (a snapshot for the owning thread of an inline server, or after join). */
+uint32_t tt_server_open_connections(const tt_server_t *srv);
 /** Makes tt_server_run_inline() return at the end of the current turn; from the inline worker's thread. */
 void tt_server_stop_inline(tt_server_t *srv);
 /** Starts a graceful drain on every worker: stop accepting, close idle connections, finish in-flight

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""worker_seeds.py -- writes the hand-made seeds of fuzz_worker (tests/fuzz/corpus/worker/seed_*): one script each
+for the scenarios issue 9 names, so the fuzzer starts from deep states. Run it after changing the script format.
+
+An event is [op][client][origin][a][b][c][d] (raw bytes: `a` more bytes follow); see fuzz_worker.c (run_script).
+An op with its high bit set runs no loop turn after it (the next event lands in the same poll batch)."""
+import os
+
+OPEN, CANNED, RAW, CFLUSH, CREAD, CCLOSE, ACCEPT, RESPOND, OFLUSH, STRAY, OREAD, OCLOSE, CLOCK, DRAIN = \
+    0, 1, 3, 4, 5, 6, 7, 9, 11, 12, 13, 14, 15, 16
+GET, HEAD, POST, POST_CHUNKED, GET_CLOSE, GET10, GET10_KA, PUT_BIG, STATIC, STATIC_BIG, HEAD_STATIC, DELETE, \
+    OPTIONS, NOWHERE, POST_HUGE, GET_BODY = range(16)
+# respond kinds and size classes
+CL, CHUNKED, CLOSE_DELIM, R204, R304, INTERIM, CONN_CLOSE, GARBAGE, HTTP10, HINT, BOTH, R101, HEADLIE = range(13)
+SZ_SMALL, SZ_16K, SZ_32K, SZ_64K, SZ_16K_PM1, SZ_4K_N, SZ_100K, SZ_ANY = range(8)
+EXTRA, CUT, TRAILER = 1, 2, 4
+
+
+def ev(op, c=0, o=0, *args):
+    assert len(args) <= 4
+    return bytes([op, c, o] + list(args) + [0] * (4 - len(args)))
+
+
+def clock(ms):
+    return ev(CLOCK, 0, 0, ms >> 8, ms & 255)
+
+
+def raw(c, data):
+    assert len(data) < 256
+    return ev(RAW, c, 0, len(data)) + data
+
+
+SEEDS = {
+    # the 16 KiB poisoning: a response ending at the read buffer's end, a second response behind it
+    "poison_16k": ev(OPEN, 0, 0, 0) + ev(OPEN, 0, 0, 0) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 0, CL, SZ_16K, 0, EXTRA) + ev(CANNED, 1, 0, GET, 0) + ev(RESPOND, 0, 0, CL, SZ_SMALL, 3, 0) +
+    ev(ACCEPT) + ev(RESPOND, 0, 1, CL, SZ_SMALL, 3, 0),
+    "poison_every_size": b"".join(ev(OPEN, 0, 0, 0) for _ in range(2)) + b"".join(
+        ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) + ev(RESPOND, 0, i, CL, sz, fine, EXTRA) + ev(CANNED, 1, 0, GET, 0) +
+        ev(ACCEPT) + ev(RESPOND, 0, i + 1, CL, SZ_SMALL, 1, 0)
+        for i, (sz, fine) in enumerate([(SZ_32K, 0), (SZ_64K, 0), (SZ_16K_PM1, 0), (SZ_16K_PM1, 2), (SZ_4K_N, 3)])),
+    "head_16k": ev(OPEN) + ev(CANNED, 0, 0, HEAD, 0) + ev(ACCEPT) + ev(RESPOND, 0, 0, CL, SZ_16K, 0, EXTRA) +
+    ev(CANNED, 0, 0, GET, 0) + ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, 0),
+    "stray_while_parked": ev(OPEN) + ev(OPEN) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 0, CL, SZ_SMALL, 5, 0) + clock(50) + ev(STRAY, 0, 0, 1) + ev(CANNED, 1, 0, GET, 0) +
+    ev(ACCEPT) + ev(RESPOND, 0, 1, CL, SZ_SMALL, 5, 0) + ev(RESPOND, 0, 0, CL, SZ_SMALL, 5, 0),
+    "stray_same_turn": ev(OPEN) + ev(OPEN) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 0, CL, SZ_SMALL, 5, 0) + ev(STRAY, 0, 0, 1) + ev(CANNED, 1, 0, GET, 0) +
+    ev(RESPOND, 0, 0, CL, SZ_SMALL, 5, 0) + ev(ACCEPT) + ev(RESPOND, 0, 1, CL, SZ_SMALL, 5, 0),
+    # the client's request and stray bytes on the parked connection it will reuse, in one poll batch
+    "stray_same_batch": ev(OPEN) + ev(OPEN) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 0, CL, SZ_SMALL, 5, 0) + ev(CANNED | 0x80, 1, 0, GET, 0) + ev(STRAY, 0, 0, 1) +
+    ev(RESPOND, 0, 0, CL, SZ_SMALL, 5, 0) + ev(ACCEPT) + ev(RESPOND, 0, 1, CL, SZ_SMALL, 5, 0),
+    "head_204_304_with_content": ev(OPEN) + ev(CANNED, 0, 0, HEAD, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 0, HEADLIE, SZ_SMALL, 0, 0) + ev(CANNED, 0, 0, GET, 0) + ev(RESPOND, 0, 0, R204, 0, 0, TRAILER) +
+    ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) + ev(RESPOND, 0, 1, R304, 0, 0, TRAILER) + ev(CANNED, 0, 0, GET, 0) +
+    ev(ACCEPT) + ev(RESPOND, 0, 2, CL, SZ_SMALL, 0, 0),
+    "early_answer_paused_upload": ev(OPEN, 0, 0, 1) + ev(CANNED, 0, 0, POST_HUGE, 0) + ev(ACCEPT) + ev(OREAD) +
+    ev(CFLUSH, 0, 0, 0, 0) + clock(1500) + ev(OREAD) + ev(RESPOND, 0, 0, CL, SZ_SMALL, 2, 0) +
+    ev(CFLUSH, 0, 0, 0, 0) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) + ev(RESPOND, 0, 1, CL, SZ_SMALL, 2, 0),
+    "expect_continue_put": ev(OPEN) + ev(CANNED, 0, 0, PUT_BIG, 0) + ev(ACCEPT) + ev(CFLUSH, 0, 0, 0, 0) +
+    ev(RESPOND, 0, 0, INTERIM, SZ_SMALL, 0, 0),
+    "close_mid_response": ev(OPEN) + ev(OPEN) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 0, CL, SZ_64K, 0, CUT) + ev(OCLOSE, 0, 0, 1) + ev(CANNED, 1, 0, GET, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 1, CHUNKED, SZ_16K, 3, CUT) + ev(OCLOSE, 0, 1, 0) + ev(CANNED, 1, 0, GET, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 2, CL, SZ_SMALL, 0, 0),
+    "reuse_race_reset": ev(OPEN) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) + ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, 0) +
+    clock(3000) + ev(OCLOSE, 0, 0, 1) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) + ev(RESPOND, 0, 1, CL, SZ_SMALL, 0, 0),
+    "idle_and_pool_deadlines": ev(OPEN) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 0, HINT, SZ_SMALL, 2, 1) + clock(4000) + ev(CANNED, 0, 0, GET, 0) +
+    ev(RESPOND, 0, 0, CL, SZ_SMALL, 2, 0) + clock(6000) + ev(OPEN) + ev(CANNED, 1, 0, GET, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 1, CL, SZ_SMALL, 0, 0) + clock(25000),
+    "pipelined_static_and_proxy": ev(OPEN) + ev(CANNED, 0, 0, STATIC, 0) + ev(CANNED, 0, 0, STATIC_BIG, 0) +
+    ev(CANNED, 0, 0, HEAD_STATIC, 0) + ev(CANNED, 0, 0, OPTIONS, 0) + ev(CANNED, 0, 0, NOWHERE, 0) +
+    ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) + ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, 0) + ev(CANNED, 0, 0, DELETE, 0) +
+    ev(RESPOND, 0, 0, CHUNKED, SZ_4K_N, 2, TRAILER) + ev(CANNED, 0, 0, POST_CHUNKED, 0) +
+    ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, 0),
+    "backpressure_both_ways": ev(OPEN, 0, 0, 1) + ev(CREAD) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 0, CL, SZ_100K, 200, 0) + ev(OFLUSH, 0, 0, 0, 0) + clock(2000) + ev(CREAD) +
+    ev(OFLUSH, 0, 0, 0, 0) + ev(OFLUSH, 0, 0, 0, 0),
+    "queue_and_max_connections": b"".join(ev(OPEN) for _ in range(6)) +
+    b"".join(ev(CANNED, i, 0, GET, 0) for i in range(6)) + b"".join(ev(ACCEPT) for _ in range(4)) +
+    b"".join(ev(RESPOND, 0, i, CL, SZ_SMALL, i, 0) for i in range(4)) + clock(100) +
+    b"".join(ev(RESPOND, 0, i, CL, SZ_SMALL, i, 0) for i in range(4)) + clock(6000),
+    "client_gone_mid_exchange": ev(OPEN) + ev(OPEN) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) +
+    ev(CCLOSE, 0, 0, 1) + ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, 0) + ev(CANNED, 1, 0, GET, 0) +
+    ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, 0) + ev(CCLOSE, 1, 0, 0),
+    "bad_upstream_responses": ev(OPEN) + ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) + ev(RESPOND, 0, 0, GARBAGE, 0, 0, 0) +
+    ev(CANNED, 0, 0, GET, 0) + ev(ACCEPT) + ev(RESPOND, 0, 1, BOTH, 0, 0, 0) + ev(CANNED, 0, 0, GET, 0) +
+    ev(ACCEPT) + ev(RESPOND, 0, 2, R101, 0, 0, 0) + ev(CANNED, 0, 0, GET10, 0) + ev(ACCEPT) +
+    ev(RESPOND, 0, 3, CLOSE_DELIM, SZ_SMALL, 9, 0),
+    "crlf_flood_and_raw": ev(OPEN) + raw(0, b"\r\n" * 127) + raw(0, b"\r\n" * 100) + ev(OPEN) +
+    ev(CANNED, 1, 0, STATIC, 0) + raw(0, b"GET /p/7 HTTP/1.1\r\nHost: a\r\n\r\n") + ev(ACCEPT) +
+    ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, 0),
+    "drain_with_work_in_flight": ev(OPEN) + ev(OPEN) + ev(CANNED, 0, 0, GET, 0) + ev(CANNED, 1, 0, STATIC, 0) +
+    ev(ACCEPT) + ev(DRAIN, 0, 0, 0) + ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, 0) + clock(6000),
+    "http10_keepalive": ev(OPEN) + ev(CANNED, 0, 0, GET10_KA, 0) + ev(ACCEPT) + ev(RESPOND, 0, 0, CHUNKED, 0, 0, 0) +
+    ev(CANNED, 0, 0, GET10_KA, 0) + ev(RESPOND, 0, 0, HTTP10, 0, 0, 0) + ev(CANNED, 0, 0, GET_CLOSE, 0) +
+    ev(ACCEPT) + ev(RESPOND, 0, 1, CONN_CLOSE, SZ_SMALL, 0, 0),
+    "split_requests": ev(OPEN) + ev(CANNED, 0, 0, POST, 7) + clock(500) + ev(CFLUSH, 0, 0, 1, 1) +
+    ev(CFLUSH, 0, 0, 0, 0) + ev(ACCEPT) + ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, CUT) + ev(OFLUSH, 0, 0, 0, 0) +
+    ev(CANNED, 0, 0, GET_BODY, 3) + clock(11000),
+}
+
+if __name__ == "__main__":
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "worker")
+    os.makedirs(out, exist_ok=True)
+    for name, data in SEEDS.items():
+        with open(os.path.join(out, "seed_" + name), "wb") as f:
+            f.write(data)
+    print("wrote %d seeds to %s" % (len(SEEDS), out))
