@@ -43,12 +43,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define MAX_CLIENTS  6
-#define MAX_ORIGIN   12
-#define MAX_REQS     48
-#define TURNS        4
-#define NO_ONE       99 /* the client id of bytes that belong to no exchange */
-#define BODY_KEEP    (1u << 20)
+#define MAX_CLIENTS 6
+#define MAX_ORIGIN  12
+#define MAX_REQS    48
+#define TURNS       4
+#define NO_ONE      99 /* the client id of bytes that belong to no exchange */
+#define BODY_KEEP   (1u << 20)
 
 static void violation(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void violation(const char *fmt, ...)
@@ -120,11 +120,11 @@ enum { R_HEAD, R_LENGTH, R_CHUNKED, R_UNTIL_EOF };
 typedef struct client {
     int fd;
     int id;
-    bool open;     /* we hold our end */
-    bool eof;      /* tether closed (EOF or reset seen) */
-    bool reading;  /* we read what tether sends */
-    bool tainted;  /* raw bytes were sent: only other clients' tags are checked */
-    bool shut;     /* we half-closed */
+    bool open;    /* we hold our end */
+    bool eof;     /* tether closed (EOF or reset seen) */
+    bool reading; /* we read what tether sends */
+    bool tainted; /* raw bytes were sent: only other clients' tags are checked */
+    bool shut;    /* we half-closed */
     uint32_t next_tag;
     creq_t reqs[MAX_REQS];
     uint32_t nsent, nresp; /* requests queued to send; final responses parsed */
@@ -150,17 +150,17 @@ typedef struct oconn {
     int fd;
     bool open;
     bool reading;
-    bool eof;            /* tether closed it */
-    bytes_t in;          /* request bytes not yet parsed */
-    int state;           /* parsing: a head, content by length, chunked content, or lost (unparsable) */
+    bool eof;   /* tether closed it */
+    bytes_t in; /* request bytes not yet parsed */
+    int state;  /* parsing: a head, content by length, chunked content, or lost (unparsable) */
     int64_t left;
     tt_h1_chunked_t chunk;
     oreq_t pending[MAX_REQS];
-    uint32_t npending;   /* requests whose head arrived, not answered */
-    bool partial;        /* bytes of an unanswered request are here (its head may be incomplete) */
-    oreq_t last;         /* the last request answered (whose exchange stray bytes come after) */
+    uint32_t npending; /* requests whose head arrived, not answered */
+    bool partial;      /* bytes of an unanswered request are here (its head may be incomplete) */
+    oreq_t last;       /* the last request answered (whose exchange stray bytes come after) */
     bool answered;
-    bytes_t out;         /* response bytes not yet written */
+    bytes_t out; /* response bytes not yet written */
 } oconn_t;
 
 static struct {
@@ -239,7 +239,8 @@ static const char *const canned[] = {
     "GET /p/%u HTTP/1.1\r\nHost: a\r\n\r\n",
     "HEAD /p/%u HTTP/1.1\r\nHost: a\r\n\r\n",
     "POST /p/%u HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789",
-    "POST /p/%u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+    "POST /p/%u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: "
+    "1\r\n\r\n",
     "GET /p/%u HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     "GET /p/%u HTTP/1.0\r\n\r\n",
     "GET /p/%u HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
@@ -341,8 +342,7 @@ static void check_tags(const client_t *c, const char *p, size_t n, bool exact, i
         memcpy(tmp, q, m);
         tmp[m] = 0;
         if (sscanf(tmp, "TAG:%d:%d;", &a, &b) < 1) continue;
-        if (a != c->id)
-            violation("client %d received bytes of client %d's exchange %d (\"%.20s\")", c->id, a, b, tmp);
+        if (a != c->id) violation("client %d received bytes of client %d's exchange %d (\"%.20s\")", c->id, a, b, tmp);
         if (exact && b != want)
             violation("client %d: the response to its request %d carries bytes of its request %d", c->id, want, b);
     }
@@ -367,8 +367,7 @@ static void client_parse(client_t *c)
             if (c->in.len == 0) return;
             int r = tt_h1_parse_response(c->in.p, c->in.len, 0, &lim, &res);
             if (r == TT_INCOMPLETE) return;
-            if (r == TT_BAD)
-                violation("client %d received an invalid response head: %.60s", c->id, c->in.p);
+            if (r == TT_BAD) violation("client %d received an invalid response head: %.60s", c->id, c->in.p);
             b_drop(&c->in, (size_t)r);
             if (res.status < 200) continue; /* 100 Continue */
             if (c->nresp >= c->nsent)
@@ -520,7 +519,8 @@ static void origin_parse(oconn_t *o)
                 for (size_t i = 3; i < h.target.n && h.target.p[i] >= '0' && h.target.p[i] <= '9'; i++)
                     tag = tag * 10 + (h.target.p[i] - '0');
             }
-            if (trace) fprintf(stderr, "  origin %d got %.*s\n", (int)(o - origin), (int)TT_MIN(h.target.n, 40), h.target.p);
+            if (trace)
+                fprintf(stderr, "  origin %d got %.*s\n", (int)(o - origin), (int)TT_MIN(h.target.n, 40), h.target.p);
             if (o->npending < MAX_REQS)
                 o->pending[o->npending++] =
                     (oreq_t){.client = request_client(&h), .tag = tag, .head = h.method_id == TT_METHOD_HEAD};
@@ -617,8 +617,7 @@ static void add_sized(bytes_t *b, const oreq_t *r, const char *extra_fields, siz
     char head[512];
     size_t hl = 0, cl = 0;
     for (int i = 0; i < 4; i++) { /* the length's digits change the head's size: settle in a few steps */
-        hl = (size_t)snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\n%sContent-Length: %zu\r\n\r\n", extra_fields,
-                              cl);
+        hl = (size_t)snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\n%sContent-Length: %zu\r\n\r\n", extra_fields, cl);
         cl = total > hl ? total - hl : 0;
     }
     hl = (size_t)snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\n%sContent-Length: %zu\r\n\r\n", extra_fields, cl);
@@ -691,7 +690,10 @@ static void origin_respond(oconn_t *o, uint8_t kind, uint8_t sz, uint8_t fine, u
         b_add(b, TT_LIT("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"));
         add_sized(b, &r, "", size_class(sz, fine));
         break;
-    case 6: add_sized(b, &r, "Connection: close\r\n", size_class(sz, fine)); close_after = true; break;
+    case 6:
+        add_sized(b, &r, "Connection: close\r\n", size_class(sz, fine));
+        close_after = true;
+        break;
     case 7: b_add(b, TT_LIT("SSH-2.0-not-http\r\n\r\n")); break;
     case 8: /* HTTP/1.0 without keep-alive: closes after */
         b_add(b, TT_LIT("HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\n"));
@@ -704,7 +706,9 @@ static void origin_respond(oconn_t *o, uint8_t kind, uint8_t sz, uint8_t fine, u
         add_sized(b, &r, tmp, size_class(sz, fine));
         break;
     }
-    case 10: b_add(b, TT_LIT("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")); break;
+    case 10:
+        b_add(b, TT_LIT("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"));
+        break;
     case 11: b_add(b, TT_LIT("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")); break;
     default: /* a HEAD answered with content, or an early answer */
         add_sized(b, &r, "", size_class(sz, fine));
