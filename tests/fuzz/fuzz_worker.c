@@ -239,8 +239,7 @@ static const char *const canned[] = {
     "GET /p/%u HTTP/1.1\r\nHost: a\r\n\r\n",
     "HEAD /p/%u HTTP/1.1\r\nHost: a\r\n\r\n",
     "POST /p/%u HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789",
-    "POST /p/%u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: "
-    "1\r\n\r\n",
+    "POST /p/%u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\n\r\n",
     "GET /p/%u HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     "GET /p/%u HTTP/1.0\r\n\r\n",
     "GET /p/%u HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
@@ -733,6 +732,9 @@ static void origin_respond(oconn_t *o, uint8_t kind, uint8_t sz, uint8_t fine, u
 /* Bytes nobody asked for, on a connection with no request waiting: the tag of the exchange they follow. */
 static void origin_stray(oconn_t *o, uint8_t n)
 {
+    /* Only when the origin knows nothing is on its way: it must have read all there is. Bytes written after a
+     * request went out cannot be told from its answer (HTTP/1.1 has no request ids): not tether's to catch. */
+    if (!o->reading) return;
     origin_read(o);
     if (!o->open || o->npending > 0 || o->partial || o->state == O_LOST || o->out.len > 0) return;
     bytes_t *b = &o->out;
