@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""worker_seeds.py -- writes the hand-made seeds of fuzz_worker (tests/fuzz/corpus/worker/seed_*): one script each
+#!/usr/bin/python3
+"""worker_seeds.py -- writes the hand-made seeds of fuzz_worker (tests/fuzz/corpus/worker/seed_*; run it with /usr/bin/python3, which has python3-h2): one script each
 for the scenarios issue 9 names, so the fuzzer starts from deep states. Run it after changing the script format.
 
 An event is [op][client][origin][a][b][c][d] (raw bytes: `a` more bytes follow); see fuzz_worker.c (run_script).
@@ -101,6 +101,26 @@ SEEDS = {
     ev(CFLUSH, 0, 0, 0, 0) + ev(ACCEPT) + ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, CUT) + ev(OFLUSH, 0, 0, 0, 0) +
     ev(CANNED, 0, 0, GET_BODY, 3) + clock(11000),
 }
+
+def h2_request_bytes(path, method="GET", body=None):
+    """A client preface, SETTINGS and one request, as an h2 client sends them (python3-h2)."""
+    import h2.config
+    import h2.connection
+    c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", method), (":path", path), (":scheme", "http"), (":authority", "a")],
+                   end_stream=body is None)
+    if body is not None:
+        c.send_data(1, body, end_stream=True)
+    return c.data_to_send()
+
+
+try:
+    SEEDS["h2_client_through_proxy"] = ev(OPEN) + raw(0, h2_request_bytes("/p/3")) + ev(ACCEPT) + \
+        ev(RESPOND, 0, 0, CHUNKED, SZ_4K_N, 2, TRAILER) + raw(0, h2_request_bytes("/p/4", "POST", b"x" * 30)[24:])
+    SEEDS["h2_client_static"] = ev(OPEN) + raw(0, h2_request_bytes("/s/big.bin")) + clock(100)
+except ImportError:  # python3-h2 missing: those two seeds are skipped
+    pass
 
 if __name__ == "__main__":
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "worker")
