@@ -5,7 +5,8 @@ upstream connections alive (nginx: keepalive 32 + proxy_http_version 1.1; HAProx
 tether: its pool). Proxy and origin are pinned to CPU 0, wrk (-t1 -c50) to CPU 1; the proxies alternate
 ROUNDS times. Reported per proxy: requests/s, p99, the proxy's CPU time per request (utime+stime of the
 proxy process from /proc/PID/stat) and ratios. tether also runs with pooling off (max_idle = 0: a new
-upstream connection per request) to show what reuse buys.
+upstream connection per request) to show what reuse buys. TETHER_BASELINE_BIN=PATH adds another tether
+binary, configured the same, to the alternation ("tether baseline"): the cost of a change, measured in one run.
 """
 
 import os
@@ -20,6 +21,7 @@ import benchlib as B  # noqa: E402
 SECONDS = int(os.environ.get("SECONDS_PER_RUN", "5"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 TETHER = os.environ.get("TETHER_BIN", os.path.join(B.ROOT, "build", "tether"))
+BASELINE = os.environ.get("TETHER_BASELINE_BIN")
 
 TEMP = ("client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; "
         "uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;")
@@ -102,13 +104,16 @@ def main():
         procs.append(Proc("origin", ["nginx", "-c", os.path.join(work, "origin.conf")], oport,
                           lambda pid: B.children(pid)[0]))
         proxies = []
-        for name, extra in (("tether", ""), ("tether, pooling off", "max_idle = 0\n")):
+        tethers = [("tether", TETHER, ""), ("tether, pooling off", TETHER, "max_idle = 0\n")]
+        if BASELINE:
+            tethers.insert(1, ("tether baseline", BASELINE, ""))
+        for name, binary, extra in tethers:
             port = B.free_port()
             conf = os.path.join(work, "tether-%d.ini" % port)
             with open(conf, "w") as f:
                 f.write("[upstream o]\nserver = 127.0.0.1:%d\nmax_requests = 0\n%s[route /]\nupstream = o\n"
                         % (oport, extra))
-            proxies.append(Proc(name, [TETHER, "serve", "--config", conf, "--listen", "127.0.0.1:%d" % port,
+            proxies.append(Proc(name, [binary, "serve", "--config", conf, "--listen", "127.0.0.1:%d" % port,
                                        "--workers", "1", "--access-log", "off", "--max-requests", "0",
                                        "--idle-timeout", "120s", "--log-level", "warn"], port))
         port = B.free_port()
@@ -146,6 +151,10 @@ def main():
         print("\nTargets: tether's CPU per proxied request at most nginx's / 1.2 (%.2f <= %.2f: %s) and no more than "
               "HAProxy's (%.2f <= %.2f: %s)." % (t, ng / 1.2, "met" if t <= ng / 1.2 else "NOT met", t, ha,
                                                  "met" if t <= ha else "NOT met"))
+        if BASELINE:
+            b = med["tether baseline"]["us_per_req"]
+            print("This build: %.2f µs of CPU per proxied request; the baseline (%s): %.2f µs (%+.1f %%)."
+                  % (t, BASELINE, b, (t - b) / b * 100))
         print("Pooling saves %.1f µs of tether CPU per request (%.2fx)." % (
             med["tether, pooling off"]["us_per_req"] - t, med["tether, pooling off"]["us_per_req"] / t))
     finally:
