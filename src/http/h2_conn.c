@@ -987,16 +987,17 @@ static void h2_close(h2_conn_t *c, tt_close_reason_t reason)
     c->s = NULL;
     if (reason != TT_CLOSE_RESET && reason != TT_CLOSE_TLS_ERROR && tt_transport_is_tls(c->tr))
         tt_transport_shutdown(c->tr, c->io.fd);
+    /* Counted before the socket closes: a peer that saw the close finds it in the metrics. */
     tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H2][tt_transport_is_tls(c->tr)], -1);
+    tt_counter_add(&w->metrics.conn_closed[reason], 1);
+    tt_gauge_add(&w->metrics.conn_open, -1);
+    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
+    tt_hist_observe(&w->metrics.h2_streams_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
     tt_transport_free(&c->tr);
     tt_buf_release(&c->in, &w->bufs);
     tt_buf_release(&c->out, &w->bufs);
     close(c->io.fd);
     c->io.fd = -1;
-    tt_counter_add(&w->metrics.conn_closed[reason], 1);
-    tt_gauge_add(&w->metrics.conn_open, -1);
-    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
-    tt_hist_observe(&w->metrics.h2_streams_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
     tt_list_remove(&c->base.link);
     tt_loop_defer(w->loop, &c->free_later, free_cb);
     tt__worker_conn_closed(w);
