@@ -31,7 +31,7 @@ pytestmark = pytest.mark.multiworker
 
 WORKERS = 4
 RELOADS = 5
-PER_PHASE = 12  # requests every client makes before the first reload, between reloads and after the last
+PER_PHASE = 20  # requests every client makes before the first reload and after each one
 MAX_REQUESTS = 3000  # per client: a bound, never reached in a passing run
 PROXY_SIZES = (100, 5000, 70000)  # the last one streams through the proxy in several reads
 
