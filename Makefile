@@ -1,12 +1,14 @@
 # Makefile -- the commands a newcomer types; everything else is CMake + CTest.
 #   make run      install what is missing, build, serve examples/site on http://127.0.0.1:8080
-#   make test     install, then a normal and an ASan+UBSan build, each running every test; fuzz briefly
+#   make test     install, then a normal and an ASan+UBSan build, each running every test; a TSan build
+#                 running the multi-worker tests; fuzz briefly
 #   make install  build and install /usr/local/bin/tether
 #   make fuzz     run the fuzzers (FUZZ_SECONDS each, default 300)
 #   make bench    every benchmark against nginx, h2o, HAProxy and wrk (bench/README.md; about 10 minutes)
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 PREFIX     ?= /usr/local
@@ -15,7 +17,7 @@ CI_FUZZ_SECONDS ?= 30
 CI_PARSER_FUZZ_SECONDS ?= 60
 CI_WORKER_FUZZ_SECONDS ?= 120
 
-.PHONY: all deps build run test test-normal test-asan fuzz fuzz-build fuzz-ci install bench format format-check clean
+.PHONY: all deps build run test test-normal test-asan test-tsan fuzz fuzz-build fuzz-ci install bench format format-check clean
 
 all: build
 
@@ -31,7 +33,7 @@ build: deps $(BUILD)/CMakeCache.txt
 run: build
 	$(BUILD)/tether serve --root examples/site --listen 127.0.0.1:8080
 
-test: deps format-check test-normal test-asan fuzz-ci
+test: deps format-check test-normal test-asan test-tsan fuzz-ci
 
 test-normal: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
@@ -42,6 +44,16 @@ test-asan:
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure -j $(JOBS)
+
+# ThreadSanitizer on the tests labelled multiworker (tests/CMakeLists.txt): several workers, reloads, the
+# metrics scraper, bench threads. TSan's shadow memory needs the classic address layout: kernels with more
+# mmap randomisation than it knows make it die with "unexpected memory mapping", so the tests run with ASLR
+# off for these processes (setarch -R), when the system allows it.
+NO_ASLR ?= $(shell setarch $$(uname -m) -R true 2>/dev/null && echo setarch $$(uname -m) -R)
+test-tsan:
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTT_TSAN=ON
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+	cd $(TSAN_BUILD) && $(NO_ASLR) ctest --output-on-failure -j $(JOBS) -L multiworker
 
 fuzz-build:
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTT_FUZZ=ON
@@ -72,4 +84,4 @@ format-check:
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -97,6 +97,7 @@ static const key_t_ keys[] = {
     {"tls_cert", S_LISTEN, K_TLS_CERT, B_LISTEN, 0, 0, 0, 0},
     {"tls_key", S_LISTEN, K_TLS_KEY, B_LISTEN, 0, 0, 0, 0},
     {"tls_min_version", S_LISTEN, K_TLS_VER, L(tls.min_version), 0, 0},
+    {"ticket_rotation", S_LISTEN, K_DURATION, L(tls.ticket_rotation_ms), 60000, 30 * DAY_MS}, /* 0: [tls]'s */
     {"tickets", S_TLS, K_BOOL, C(tls_tickets), 0, 1},
     {"ticket_rotation", S_TLS, K_DURATION, C(tls_ticket_rotation_ms), 60000, 30 * DAY_MS},
     {"session_cache", S_TLS, K_U32, C(tls_session_cache), 0, 10000000},
@@ -908,7 +909,7 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
         if (g->tls.min_version == 0) g->tls.min_version = 0x0303;
         g->tls.alpn_h2 = g->policy.h2.enabled;
         g->tls.tickets = c->tls_tickets;
-        g->tls.ticket_rotation_ms = c->tls_ticket_rotation_ms;
+        if (g->tls.ticket_rotation_ms == 0) g->tls.ticket_rotation_ms = c->tls_ticket_rotation_ms;
         g->tls.cache_size = c->tls_session_cache;
     }
     for (size_t i = 0; i < c->nupstreams; i++) {

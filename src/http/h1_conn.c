@@ -239,15 +239,16 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     /* A TLS peer gets close_notify, unless the connection failed or never finished its handshake. */
     if (!c->shut && c->state != ST_TLS && reason != TT_CLOSE_RESET && reason != TT_CLOSE_TLS_ERROR)
         if (tt_transport_is_tls(c->tr)) tt_transport_shutdown(c->tr, c->io.fd);
+    /* Counted before the socket closes: a peer that saw the close finds it in the metrics. */
     tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], -1);
+    tt_counter_add(&w->metrics.conn_closed[reason], 1);
+    tt_gauge_add(&w->metrics.conn_open, -1);
+    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->requests);
     tt_transport_free(&c->tr);
     close(c->io.fd);
     c->io.fd = -1;
     c->state = ST_CLOSED;
     c->close_reason = (uint8_t)reason;
-    tt_counter_add(&w->metrics.conn_closed[reason], 1);
-    tt_gauge_add(&w->metrics.conn_open, -1);
-    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->requests);
     tt_list_remove(&c->base.link);
     /* Freed at the end of the turn: an event for this connection may still be in the current batch. */
     tt_loop_defer(w->loop, &c->free_later, conn_free_cb);

@@ -17,6 +17,7 @@
 
 #define OUT_HIGH        65536 /* bytes queued for the socket before nghttp2 is asked for more */
 #define STREAM_OUT_HIGH 65536 /* response bytes a stream buffers before its writer is told to wait */
+#define STREAM_OUT_LOW  16384 /* ...and below which it is called back (on_writable) */
 #define GOAWAY_WAIT_MS  1000  /* second GOAWAY at the latest this long after the first */
 #define READ_CHUNK      16384
 
@@ -63,12 +64,14 @@ typedef struct h2_stream {
     bool resp_submitted;
     bool resp_eof;
     bool resp_deferred;
+    bool want_writable; /* tt_req_write() said "full": call on_writable once `out` is below STREAM_OUT_LOW */
     int status;
     uint64_t resp_bytes;
     tt_buf_t out;
     tt_buf_t resp_trailers;
     tt_body_file_t file;
     tt_defer_t free_later;
+    char *log_extra; /* the handler's access-log text, copied when it finished (it owns req.log_extra until then) */
 } h2_stream_t;
 
 struct h2_conn {
@@ -84,9 +87,10 @@ struct h2_conn {
     tt_list_t streams; /* every stream with our state attached */
     tt_buf_t in;
     tt_buf_t out;
-    uint32_t nstreams;      /* open request streams */
-    uint32_t nbegun;        /* request streams with our state, from their first HEADERS to their close */
-    uint32_t streams_total; /* request streams accepted */
+    uint32_t nstreams;       /* open request streams */
+    uint32_t nbegun;         /* request streams with our state, from their first HEADERS to their close */
+    uint32_t streams_total;  /* request streams accepted */
+    uint32_t nwant_writable; /* streams with want_writable set */
     uint8_t tq_kind;
     uint8_t idle_bucket;
     uint8_t goaway;
@@ -236,6 +240,16 @@ static h2_stream_t *stream_of(tt_req_t *rq)
 
 static nghttp2_nv *fields_nv(char *p, size_t len, nghttp2_nv *stack, size_t stack_n, size_t extra, size_t *count);
 
+/* The handler owns the bytes of req.log_extra only until it finishes (msg.h), and the line is written when
+ * the stream closes, later: keep a copy. */
+static void keep_log_extra(h2_stream_t *st)
+{
+    char *copy = st->req.log_extra.n ? tt_strndup(st->req.log_extra.p, st->req.log_extra.n) : NULL;
+    st->req.log_extra = copy ? tt_str(copy, st->req.log_extra.n) : TT_STR_NULL;
+    free(st->log_extra);
+    st->log_extra = copy;
+}
+
 static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                             nghttp2_data_source *src, void *user)
 {
@@ -363,6 +377,7 @@ static void h2_respond(tt_req_t *rq, const tt_resp_t *resp)
     st->resp_eof = true;
     st->async_done = true;
     rq->_done = true;
+    keep_log_extra(st);
     submit_head(st, resp, content);
 }
 
@@ -387,7 +402,10 @@ static bool h2_write(tt_req_t *rq, const void *data, size_t len)
         nghttp2_session_resume_data(st->c->s, st->id);
     }
     kick(st->c);
-    return st->out.len < STREAM_OUT_HIGH;
+    if (st->out.len < STREAM_OUT_HIGH) return true;
+    if (!st->want_writable) st->c->nwant_writable++;
+    st->want_writable = true;
+    return false;
 }
 
 static void h2_finish(tt_req_t *rq, tt_str_t trailers)
@@ -397,6 +415,7 @@ static void h2_finish(tt_req_t *rq, tt_str_t trailers)
     st->async_done = true;
     rq->_done = true;
     st->resp_eof = true;
+    keep_log_extra(st);
     if (trailers.n) tt_buf_append(&st->resp_trailers, &st->c->w->bufs, trailers.p, trailers.n);
     if (st->resp_deferred) {
         st->resp_deferred = false;
@@ -411,6 +430,7 @@ static void h2_fail(tt_req_t *rq)
     if (st->c->closed || st->async_done) return;
     st->async_done = true;
     rq->_done = true;
+    keep_log_extra(st);
     nghttp2_submit_rst_stream(st->c->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     kick(st->c);
 }
@@ -743,6 +763,7 @@ static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
 static void stream_free_cb(tt_defer_t *d)
 {
     h2_stream_t *st = tt_container_of(d, h2_stream_t, free_later);
+    free(st->log_extra);
     free(st->refs);
     free(st->head);
     free(st);
@@ -762,6 +783,7 @@ static void stream_free(h2_stream_t *st)
     tt_buf_release(&st->trailers, bufs);
     tt_buf_release(&st->out, bufs);
     tt_buf_release(&st->resp_trailers, bufs);
+    if (st->want_writable) st->c->nwant_writable--;
     st->req._done = true;
     st->req.hooks = NULL;
     st->async_done = true;
@@ -914,6 +936,25 @@ static void h2_settle(h2_conn_t *c)
     }
 }
 
+/* Calls on_writable on the streams whose writer was told to wait and whose output went below the low-water
+ * mark (nghttp2 took it as the flow-control windows allowed). Outside the session's callbacks, so a hook may
+ * write again at once. False when the connection closed. */
+static bool notify_writable(h2_conn_t *c)
+{
+    tt_list_t *pos, *tmp;
+    tt_list_foreach_safe(pos, tmp, &c->streams)
+    {
+        if (c->nwant_writable == 0) break;
+        h2_stream_t *st = tt_container_of(pos, h2_stream_t, link);
+        if (!st->want_writable || st->out.len >= STREAM_OUT_LOW) continue;
+        st->want_writable = false;
+        c->nwant_writable--;
+        if (async_live(st) && st->req.hooks->on_writable) st->req.hooks->on_writable(&st->req);
+        if (c->closed) return false;
+    }
+    return true;
+}
+
 static void h2_run(h2_conn_t *c)
 {
     c->in_run = true;
@@ -923,6 +964,7 @@ static void h2_run(h2_conn_t *c)
         if (!c->rd_ready) break;
     }
     c->in_run = false;
+    if (c->nwant_writable > 0 && !notify_writable(c)) return;
     h2_settle(c);
     if (!c->closed && c->rd_ready) tt_loop_defer(c->w->loop, &c->kick, kick_cb); /* fairness: more next turn */
 }
@@ -976,16 +1018,17 @@ static void h2_close(h2_conn_t *c, tt_close_reason_t reason)
     c->s = NULL;
     if (reason != TT_CLOSE_RESET && reason != TT_CLOSE_TLS_ERROR && tt_transport_is_tls(c->tr))
         tt_transport_shutdown(c->tr, c->io.fd);
+    /* Counted before the socket closes: a peer that saw the close finds it in the metrics. */
     tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H2][tt_transport_is_tls(c->tr)], -1);
+    tt_counter_add(&w->metrics.conn_closed[reason], 1);
+    tt_gauge_add(&w->metrics.conn_open, -1);
+    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
+    tt_hist_observe(&w->metrics.h2_streams_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
     tt_transport_free(&c->tr);
     tt_buf_release(&c->in, &w->bufs);
     tt_buf_release(&c->out, &w->bufs);
     close(c->io.fd);
     c->io.fd = -1;
-    tt_counter_add(&w->metrics.conn_closed[reason], 1);
-    tt_gauge_add(&w->metrics.conn_open, -1);
-    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
-    tt_hist_observe(&w->metrics.h2_streams_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
     tt_list_remove(&c->base.link);
     tt_loop_defer(w->loop, &c->free_later, free_cb);
     tt__worker_conn_closed(w);

@@ -155,7 +155,10 @@ void tt_tls_source_free(tt_tls_source_t **sp)
     *sp = NULL;
 }
 
-/* ---- session tickets: keys derived from one process secret and the time period ---- */
+/* ---- session tickets: keys derived from one process secret, the group's rotation and the time period ----
+ *
+ * The secret is written once (pthread_once, before any worker starts) and only read after. Everything that
+ * changes at run time -- the rotation and the derived keys -- lives in a worker's tt_tls_server_t. */
 
 static unsigned char master_secret[32];
 static pthread_once_t master_once = PTHREAD_ONCE_INIT;
@@ -166,39 +169,40 @@ static void master_init(void)
 }
 
 typedef struct ticket_keys {
-    int64_t period;
+    int64_t period; /* -1: not derived yet */
     unsigned char name[16];
     unsigned char aes[32];
     unsigned char hmac[32];
 } ticket_keys_t;
 
-static void derive(const char *label, int64_t period, unsigned char out[32])
+/* A key is named by its rotation length and period: listener groups with different rotations never share
+ * keys, and one period number never means two time spans. */
+static void derive(const char *label, int64_t rotation_s, int64_t period, unsigned char out[32])
 {
     unsigned char msg[64];
     size_t n = strlen(label);
     memcpy(msg, label, n);
-    memcpy(msg + n, &period, sizeof(period));
+    memcpy(msg + n, &rotation_s, sizeof(rotation_s));
+    memcpy(msg + n + sizeof(rotation_s), &period, sizeof(period));
     unsigned int len = 32;
-    HMAC(EVP_sha256(), master_secret, sizeof(master_secret), msg, n + sizeof(period), out, &len);
+    HMAC(EVP_sha256(), master_secret, sizeof(master_secret), msg, n + sizeof(rotation_s) + sizeof(period), out, &len);
 }
 
-/* The keys of `period`, cached per thread (a handshake derives nothing in the common case). */
-static const ticket_keys_t *keys_for(int64_t period)
+/* The keys of `period` of `rotation_s` seconds, cached in `cache` (the current and the previous period, by
+ * parity): a handshake derives nothing in the common case. */
+static const ticket_keys_t *keys_for(ticket_keys_t cache[2], int64_t rotation_s, int64_t period)
 {
-    static __thread ticket_keys_t cache[2] = {{.period = -1}, {.period = -1}};
     ticket_keys_t *k = &cache[period & 1];
     if (k->period != period) {
         unsigned char name[32];
-        derive("tether ticket name", period, name);
+        derive("tether ticket name", rotation_s, period, name);
         memcpy(k->name, name, sizeof(k->name));
-        derive("tether ticket aes", period, k->aes);
-        derive("tether ticket hmac", period, k->hmac);
+        derive("tether ticket aes", rotation_s, period, k->aes);
+        derive("tether ticket hmac", rotation_s, period, k->hmac);
         k->period = period;
     }
     return k;
 }
-
-static int64_t rotation_s = 3600; /* set from the first server context; all listeners share it */
 
 static int set_keys(EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, const ticket_keys_t *k, unsigned char *iv, int enc)
 {
@@ -212,37 +216,42 @@ static int set_keys(EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, const ticket_keys_t
     return ok == 1 ? 0 : -1;
 }
 
-static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
-                     int enc)
-{
-    int64_t period = (int64_t)time(NULL) / rotation_s;
-    if (enc) {
-        const ticket_keys_t *k = keys_for(period);
-        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1) return -1;
-        memcpy(key_name, k->name, 16);
-        return set_keys(cctx, hctx, k, iv, 1) == 0 ? 1 : -1;
-    }
-    for (int64_t p = period; p >= period - 1; p--) {
-        const ticket_keys_t *k = keys_for(p);
-        if (memcmp(key_name, k->name, 16) == 0) {
-            if (set_keys(cctx, hctx, k, iv, 0) != 0) return -1;
-            /* 2: valid, and issue a fresh ticket. Always under TLS 1.3, whose clients use a ticket once
-             * (RFC 8446 C.4): without a new one every other connection would need a full handshake. */
-            return p == period && SSL_version(s) < TLS1_3_VERSION ? 1 : 2;
-        }
-    }
-    return 0; /* unknown or expired key: a full handshake */
-}
-
-/* ---- server contexts ---- */
-
+/* One worker's contexts for one listener group; every SSL_CTX of it carries it as app data. */
 struct tt_tls_server {
     tt_tls_source_t *src;
     uint32_t gen;
     const tt_tls_material_t *m;
     SSL_CTX **ctx;
     size_t n;
+    int64_t rotation_s;      /* ticket key period of this listener group, seconds */
+    ticket_keys_t ticket[2]; /* this worker's cache of the group's ticket keys */
 };
+
+/* Runs on the worker that owns the connection, hence the server and its key cache: no lock, no global. */
+static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
+                     int enc)
+{
+    tt_tls_server_t *s = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    int64_t period = (int64_t)time(NULL) / s->rotation_s;
+    if (enc) {
+        const ticket_keys_t *k = keys_for(s->ticket, s->rotation_s, period);
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1) return -1;
+        memcpy(key_name, k->name, 16);
+        return set_keys(cctx, hctx, k, iv, 1) == 0 ? 1 : -1;
+    }
+    for (int64_t p = period; p >= period - 1; p--) {
+        const ticket_keys_t *k = keys_for(s->ticket, s->rotation_s, p);
+        if (memcmp(key_name, k->name, 16) == 0) {
+            if (set_keys(cctx, hctx, k, iv, 0) != 0) return -1;
+            /* 2: valid, and issue a fresh ticket. Always under TLS 1.3, whose clients use a ticket once
+             * (RFC 8446 C.4): without a new one every other connection would need a full handshake. */
+            return p == period && SSL_version(ssl) < TLS1_3_VERSION ? 1 : 2;
+        }
+    }
+    return 0; /* unknown or expired key: a full handshake */
+}
+
+/* ---- server contexts ---- */
 
 static const unsigned char alpn_h2[] = "\x02h2";
 static const unsigned char alpn_h1[] = "\x08http/1.1";
@@ -296,7 +305,6 @@ static int server_build(tt_tls_server_t *s, char *err, size_t errlen)
     uint32_t gen = atomic_load_explicit(&s->src->gen, memory_order_acquire);
     const tt_tls_material_t *m = atomic_load_explicit(&s->src->current, memory_order_acquire);
     SSL_CTX **ctx = tt_calloc(m->n, sizeof(*ctx));
-    if (conf->ticket_rotation_ms >= 1000) rotation_s = (int64_t)(conf->ticket_rotation_ms / 1000);
     for (size_t i = 0; i < m->n; i++) {
         SSL_CTX *c = SSL_CTX_new(TLS_server_method());
         ctx[i] = c;
@@ -314,6 +322,7 @@ static int server_build(tt_tls_server_t *s, char *err, size_t errlen)
                                    SSL_OP_IGNORE_UNEXPECTED_EOF);
         SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                 SSL_MODE_RELEASE_BUFFERS);
+        SSL_CTX_set_app_data(c, s); /* for ticket_cb */
         SSL_CTX_set_alpn_select_cb(c, alpn_cb, (void *)conf);
         SSL_CTX_set_session_id_context(c, (const unsigned char *)"tether", 6);
         if (conf->cache_size > 0) {
@@ -342,6 +351,9 @@ tt_tls_server_t *tt_tls_server_new(tt_tls_source_t *src, char *err, size_t errle
     pthread_once(&master_once, master_init);
     tt_tls_server_t *s = tt_calloc(1, sizeof(*s));
     s->src = src;
+    uint64_t rot_ms = src->conf->ticket_rotation_ms;
+    s->rotation_s = rot_ms >= 1000 ? (int64_t)(rot_ms / 1000) : 3600;
+    s->ticket[0].period = s->ticket[1].period = -1;
     if (server_build(s, err, errlen) != 0) {
         free(s);
         return NULL;

@@ -3,9 +3,12 @@
  * Certificates are loaded once into a tt_tls_material_t (main thread, start-up and SIGHUP). Each worker
  * builds its own SSL_CTX set from the current material (so each has its own session cache, and no lock is
  * shared on the handshake path) and rebuilds it when the material changes; connections keep the context
- * they started with. Session tickets are encrypted with keys derived from one random process secret and
- * the current time period, so every worker accepts every worker's tickets and keys rotate without any
- * coordination (the previous period's key still decrypts, and its tickets are renewed).
+ * they started with. Session tickets are encrypted with keys derived from one random process secret, the
+ * listener group's own rotation length (tt_tls_conf_t.ticket_rotation_ms) and the current period of that
+ * length, so every worker accepts every worker's tickets and keys rotate without any coordination (the
+ * previous period's key still decrypts, and its tickets are renewed). Groups with different rotations use
+ * different keys. Nothing here is a mutable process global: a worker's tt_tls_server_t holds its group's
+ * rotation and its cache of derived keys, and a reload publishes new material with atomics.
  */
 #ifndef TT_NET_TLS_H
 #define TT_NET_TLS_H
@@ -25,7 +28,7 @@ typedef struct tt_tls_conf {
     int min_version;             /* TLS1_2_VERSION or TLS1_3_VERSION */
     bool alpn_h2;                /* offer h2 (before http/1.1) in ALPN */
     bool tickets;                /* issue and accept session tickets */
-    uint64_t ticket_rotation_ms; /* ticket key lifetime */
+    uint64_t ticket_rotation_ms; /* ticket key period of this listener group, ms (< 1 s: 1 h) */
     uint32_t cache_size;         /* per-worker server session cache entries (0: no cache) */
 } tt_tls_conf_t;
 
@@ -35,8 +38,9 @@ typedef struct tt_tls_material tt_tls_material_t;
 int tt_tls_material_load(const tt_tls_conf_t *conf, tt_tls_material_t **out, char *err, size_t errlen);
 
 /**
- * A listener's certificates as every worker sees them: `current` is replaced by tt_tls_source_reload
- * (any thread; old material is kept until tt_tls_source_free, because a worker may still build from it).
+ * A listener group's certificates as every worker sees them: tt_tls_source_reload (one reloading thread)
+ * publishes new material with a release store, workers pick it up with acquire loads; old material is kept
+ * until tt_tls_source_free, because a worker may still build from it.
  */
 typedef struct tt_tls_source tt_tls_source_t;
 /** Loads `conf` (kept by pointer; must outlive the source). NULL with `err` on failure. */
@@ -46,9 +50,13 @@ int tt_tls_source_reload(tt_tls_source_t *src, char *err, size_t errlen);
 /** Frees the source and every material it ever held (after the workers stopped). */
 void tt_tls_source_free(tt_tls_source_t **src);
 
-/** One worker's server contexts for one listener. */
+/** One worker's server contexts for one listener group, with the group's ticket rotation and key cache. */
 typedef struct tt_tls_server tt_tls_server_t;
-/** Builds the contexts from the source's current material. NULL with `err` on failure. Worker thread. */
+/**
+ * Builds the contexts from the source's current material. NULL with `err` on failure. From then on it belongs
+ * to one thread (its worker's): contexts, tickets and rebuilds happen there. Created by the thread that
+ * starts that worker, or by the worker itself.
+ */
 tt_tls_server_t *tt_tls_server_new(tt_tls_source_t *src, char *err, size_t errlen);
 void tt_tls_server_free(tt_tls_server_t **s);
 

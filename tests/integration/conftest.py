@@ -19,8 +19,15 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("TETHER_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
 TETHER_BIN = os.environ.get("TETHER_BIN") or os.path.join(SOURCE_DIR, "build", "tether")
-# Sanitizer builds are several times slower; timing tolerances scale with this.
-SLOW = 3.0 if "asan" in TETHER_BIN else 1.0
+# Sanitizer builds (build-asan, build-tsan) are several times slower; timing tolerances scale with this.
+SLOW = 3.0 if re.search(r"[at]san", TETHER_BIN) else 1.0
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "multiworker: several tether threads work at once (workers, reloads, the metrics scraper, "
+        "bench threads); `make test-tsan` runs these tests under ThreadSanitizer (tests/CMakeLists.txt)")
+
 
 LISTEN_RE = re.compile(r"listening on (https?)://(\S+)")
 METRICS_RE = re.compile(r"metrics on http://(\S+?)(/\S*)")
@@ -63,8 +70,11 @@ class Tether:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
         self.stdout_lines = []
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines, True), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines, False), daemon=True).start()
+        self._pumps = [threading.Thread(target=self._pump, args=args, daemon=True)
+                       for args in ((self.proc.stderr, self.stderr_lines, True),
+                                    (self.proc.stdout, self.stdout_lines, False))]
+        for p in self._pumps:
+            p.start()
 
     def _pump(self, stream, sink, parse):
         for raw in iter(stream.readline, b""):
@@ -159,6 +169,15 @@ class Tether:
                 return lines
             time.sleep(0.02)
 
+    def join_output(self, timeout=5):
+        """After the process exited: waits until its stdout and stderr are read to the end."""
+        for p in self._pumps:
+            p.join(timeout)
+
+    def sanitizer_reports(self):
+        """ThreadSanitizer warnings on stderr (the other sanitizers abort the process instead)."""
+        return [line for line in self.stderr_lines if "WARNING: ThreadSanitizer" in line]
+
     def send_signal(self, sig):
         self.proc.send_signal(sig)
 
@@ -184,7 +203,8 @@ def tether(tmp_path):
     """Factory: tether(*flags, config=None, expect_listeners=1, metrics=True) -> a ready Tether.
 
     At teardown every server still running gets SIGTERM and must exit with status 0: a sanitizer report, a
-    leak found at exit or a drain that hangs fails the test that caused it."""
+    leak found at exit or a drain that hangs fails the test that caused it. A ThreadSanitizer report fails it
+    too, whatever the exit status was."""
     started = []
 
     def start(*args, config=None, expect_listeners=1, metrics=True, ready=True, env=None):
@@ -207,6 +227,9 @@ def tether(tmp_path):
             unclean.append(str(e))
         finally:
             t.kill()
+        t.join_output()
+        if t.sanitizer_reports():
+            unclean.append("ThreadSanitizer reported:\n%s" % t.stderr()[-8000:])
     assert not unclean, "\n\n".join(unclean)
 
 

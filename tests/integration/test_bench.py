@@ -27,6 +27,7 @@ def origin(tether, site):
     return tether("--root", str(site), "--workers", "1")
 
 
+@pytest.mark.multiworker
 def test_n_counts_exactly(origin):
     r = bench_json(origin.url("/100.txt"), "-n", "1000", "-c", "4")
     assert r["requests"] == 1000

@@ -61,6 +61,7 @@ def wait_h2_closed(t, conns):
 
 # ---- --h2 against tether ----
 
+@pytest.mark.multiworker
 def test_h2_cleartext_n_counts_exactly(origin):
     r = bench_json(plain_url(origin), "--h2", "-n", "500", "-c", "2", "-m", "8")
     assert r["protocol"] == "h2" and r["mode"] == "h2" and r["streams"] == 8

@@ -117,6 +117,7 @@ def test_ipv6_listener(tether, site):
     assert any(line.startswith("::1 ") for line in lines), lines
 
 
+@pytest.mark.multiworker
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_workers(tether, site, n):
     t = tether("--root", str(site), "--workers", str(n))

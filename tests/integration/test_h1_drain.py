@@ -40,6 +40,7 @@ def wait_exit(t, timeout):
         return None
 
 
+@pytest.mark.multiworker
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_drain_closes_idle_refuses_new_and_finishes_in_flight(tether, site, conns, sig):
     t = tether("--root", str(site), "--idle-timeout", "30s", "--header-timeout", "30s", "--workers", "2")

@@ -630,6 +630,28 @@ def test_request_body_reaches_the_origin_with_flow_control(tether, site, certs, 
     assert st["headers"][":status"] == "200"
 
 
+@pytest.mark.multiworker
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_proxied_response_larger_than_the_stream_buffer_completes(tether, site, certs, h2conns, origin, transport):
+    """The origin sends faster than the client's windows let tether pass on: the proxy waits for the stream's
+    buffer to drain and is called back (on_writable). It was never called back over HTTP/2: the response
+    stopped after 64 KiB until the upstream read timeout reset the stream (issue 9, found by the multi-worker
+    reload test). The access line keeps the proxy's fields, copied when the handler finished (it was read
+    from freed memory)."""
+    t = start(tether, site, "--idle-timeout", "60s", certs=certs, origin=origin)
+    c = open_conn(h2conns, t, transport, certs)
+    sizes = [70000, 300000, 2 * 1024 * 1024, 70000]
+    sids = [c.request("/up/blob?size=%d" % n) for n in sizes]  # at once: they share the connection window
+    for sid, n in zip(sids, sizes):
+        st = c.response(sid, timeout=20)
+        assert st["reset"] is None and st["headers"][":status"] == "200", (n, st["reset"], len(st["body"]))
+        assert st["body"] == (b"0123456789" * (n // 10 + 1))[:n], (n, len(st["body"]))
+    lines = [ln for ln in t.access_lines(wait_for=len(sizes)) if "/up/blob" in ln]
+    assert len(lines) == len(sizes), lines
+    for ln in lines:
+        assert ln.isprintable() and " 200 " in ln and "upstream=" in ln and ln.endswith("cause=-"), ln
+
+
 def test_request_body_larger_than_max_body_size_is_refused(tether, site, h2conns, origin):
     t = start(tether, site, origin=origin, config="[limits]\nmax_body_size = 64k\n")
     c = h2conns(plain_port(t))
@@ -647,6 +669,7 @@ H2LOAD_RE = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+)
                        r"(\d+) errored, (\d+) timeout")
 
 
+@pytest.mark.multiworker
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_h2load_completes_without_errors(tether, site, certs, transport):
     t = start(tether, site, "--idle-timeout", "30s", certs=certs)

@@ -495,6 +495,7 @@ def test_sequential_requests_share_one_tls_connection(clean_tether, tls_origin, 
 
 # ---- 9. concurrency (a use-after-free of pooled sessions) ----
 
+@pytest.mark.multiworker
 def test_concurrent_load_with_short_lived_tls_connections(clean_tether, tls_origin, certs):
     """32 clients over 2 workers, every upstream connection good for 2 requests: sessions are replaced in
     the pool while connections that were offered the previous one are still handshaking. All 200, and a

@@ -125,6 +125,7 @@ def test_sni_picks_the_certificate_naming_the_host(tether, site, certs, tls_conn
 
 # ---- resumption ----
 
+@pytest.mark.multiworker
 @pytest.mark.parametrize("tickets,cache", [("on", 20000), ("off", 20000), ("off", 0)],
                          ids=["tickets", "session_cache", "neither"])
 def test_tls12_resumption_with_reconnect(tether, site, certs, tickets, cache):
@@ -147,6 +148,7 @@ def test_tls12_resumption_with_reconnect(tether, site, certs, tickets, cache):
     assert t.metric("tether_tls_handshakes_total", kind="full") == new
 
 
+@pytest.mark.multiworker
 def test_tls13_resumption_with_session_file(tether, site, certs, tmp_path):
     t = tether("--root", str(site), "--workers", "2", *tls_args(certs))
     port = tls_port(t)
@@ -181,6 +183,7 @@ def wait_stderr(t, needle, timeout=5):
     return False
 
 
+@pytest.mark.multiworker
 def test_sighup_swaps_the_certificate_for_new_connections_only(tether, site, certs, tls_conns, tmp_path):
     live_cert, live_key = str(tmp_path / "live.pem"), str(tmp_path / "live.key")
     install(certs.main, live_cert, live_key)
@@ -208,6 +211,7 @@ def test_sighup_swaps_the_certificate_for_new_connections_only(tether, site, cer
     assert t.metric("tether_connections_closed_total", reason="tls_error") == 0
 
 
+@pytest.mark.multiworker
 @pytest.mark.parametrize("bad", ["garbage_cert", "garbage_key", "mismatched_key", "missing_cert"])
 def test_sighup_with_a_bad_file_keeps_the_old_certificate(tether, site, certs, tls_conns, tmp_path, bad):
     live_cert, live_key = str(tmp_path / "live.pem"), str(tmp_path / "live.key")

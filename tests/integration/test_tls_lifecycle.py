@@ -267,7 +267,7 @@ class FakeClock:
         # A sanitizer build must have its runtime first in the library list; its own time() interceptor
         # then calls the shim's (the next definition).
         out = subprocess.run(["ldd", TETHER_BIN], stdout=subprocess.PIPE, stderr=subprocess.PIPE).stdout.decode()
-        m = re.search(r"libasan\.so\S*\s+=>\s+(\S+)", out)
+        m = re.search(r"lib[at]san\.so\S*\s+=>\s+(\S+)", out)
         if m:
             preload.insert(0, m.group(1))
         return dict(os.environ, LD_PRELOAD=" ".join(preload), TETHER_TEST_CLOCK_OFFSET=self.path)
@@ -304,6 +304,7 @@ class Resumer:
             s.close()
 
 
+@pytest.mark.multiworker
 def test_ticket_of_previous_period_resumes_and_older_one_does_not(tether, site, certs, clock_shim, tmp_path):
     clock = FakeClock(clock_shim, tmp_path, 60)
     clock.set(5)  # 5 s into period P
@@ -347,6 +348,31 @@ def test_default_ticket_rotation_is_one_hour(tether, site, certs, clock_shim, tm
         assert not c.connect(late[v])[0], "TLS %s: a ticket from two hourly periods ago still resumed" % v
     t.wait_metric("tether_tls_handshakes_total", lambda v: v == 2, kind="resumed")
     assert t.metric("tether_tls_handshakes_total", kind="full") == 6
+
+
+@pytest.mark.multiworker
+def test_two_listener_groups_keep_their_own_ticket_rotation(tether, site, certs, clock_shim, tmp_path):
+    """Issue 9: `ticket_rotation` in a listen section is that group's own. It was one process global, set by
+    whichever group's contexts a worker built last, so both groups rotated with the same period."""
+    clock = FakeClock(clock_shim, tmp_path, 3600)  # an hour boundary is also a minute boundary
+    clock.set(5)
+    groups = "".join("[listen %s]\naddress = 127.0.0.1:0\ntls_cert = %s\ntls_key = %s\nticket_rotation = %s\n\n"
+                     % (name, certs.main.cert, certs.main.key, rot) for name, rot in (("fast", "1m"), ("slow", "1h")))
+    t = tether("--root", str(site), "--workers", "2", env=clock.env(), expect_listeners=2,
+               config=groups + "[tls]\nticket_rotation = 2h\nsession_cache = 0\n")  # tickets only
+    fast, slow = (Resumer(certs, port, "1.3") for _, port in t.listen)
+    slow.ctx = fast.ctx  # one client context: a session of either group may be offered to the other
+    f0, s0 = fast.connect()[1], slow.connect()[1]
+    clock.set(65)  # the fast group's next minute: its previous key still resumes (and renews)
+    reused, f1 = fast.connect(f0)
+    assert reused, "a 1m group's ticket of the previous minute did not resume"
+    clock.set(125)  # two minutes on: the fast group's first key is gone, the slow group is in the same hour
+    assert not fast.connect(f0)[0], "a 1m group's ticket two minutes old still resumed"
+    assert fast.connect(f1)[0]
+    assert slow.connect(s0)[0], "a 1h group's ticket two minutes old did not resume"
+    # different rotations, different keys: neither group takes the other's tickets
+    assert not fast.connect(s0)[0] and not slow.connect(f1)[0]
+    assert t.metric("tether_tls_handshake_failures_total") == 0
 
 
 # ---- 4. a chain file ----

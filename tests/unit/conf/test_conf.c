@@ -356,6 +356,31 @@ static void lets_a_listen_section_beat_keepalive_and_the_command_line_beat_both(
     assert_int_equal(c->defaults.ka.idle_timeout_ms, 10000);
 }
 
+/* Issue 9: each TLS listener group keeps its own ticket rotation; [tls] gives the default. */
+static void lets_each_tls_listen_section_have_its_own_ticket_rotation(void **state)
+{
+    fixture_t *f = *state;
+    tt_conf_t *c = &f->c;
+    load_ok(f, "[tls]\nticket_rotation = 2h\n"
+               "[listen fast]\naddress = 127.0.0.1:9443\ntls_cert = a.pem\ntls_key = a.key\nticket_rotation = 1m\n"
+               "[listen slow]\naddress = 127.0.0.1:9444\ntls_cert = b.pem\ntls_key = b.key\nticket_rotation = 24h\n"
+               "[listen default]\naddress = 127.0.0.1:9445\ntls_cert = c.pem\ntls_key = c.key\n"
+               "[listen plain]\naddress = 127.0.0.1:9080\n");
+    finish_ok(f);
+    assert_int_equal(find_listen(c, "fast")->tls.ticket_rotation_ms, 60000);
+    assert_int_equal(find_listen(c, "slow")->tls.ticket_rotation_ms, 86400000);
+    assert_int_equal(find_listen(c, "default")->tls.ticket_rotation_ms, 7200000);
+    assert_false(find_listen(c, "plain")->tls_on);
+    assert_int_equal(c->tls_ticket_rotation_ms, 7200000);
+}
+
+static void refuses_a_listen_ticket_rotation_out_of_range(void **state)
+{
+    fixture_t *f = *state;
+    expect_load_error(f, "[listen]\naddress = 127.0.0.1:0\ntls = on\nticket_rotation = 59s\n",
+                      ":4: ticket_rotation: must be between 60000ms and 2592000000ms");
+}
+
 static void lets_the_first_listen_flag_replace_the_files_listeners(void **state)
 {
     fixture_t *f = *state;
@@ -544,6 +569,8 @@ int main(void)
         T(reads_workers_auto_and_metrics_off),
         T(merges_repeated_listen_sections_of_one_name),
         T(lets_a_listen_section_beat_keepalive_and_the_command_line_beat_both),
+        T(lets_each_tls_listen_section_have_its_own_ticket_rotation),
+        T(refuses_a_listen_ticket_rotation_out_of_range),
         T(lets_the_first_listen_flag_replace_the_files_listeners),
         T(reports_command_line_errors_with_the_flag),
         T(reports_an_unknown_key_with_its_line),
