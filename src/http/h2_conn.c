@@ -24,7 +24,9 @@
 static const uint8_t PING_GOAWAY[8] = {'t', 'e', 't', 'h', 'e', 'r', 'G', 'A'};
 static const uint8_t PING_LIVE[8] = {'t', 'e', 't', 'h', 'e', 'r', 'P', 'L'};
 
-enum tq_kind { TQ_NONE, TQ_IDLE, TQ_SEND, TQ_HEADER };
+/* The one deadline a connection waits on: idle (no stream), send (the socket is full), header (a header block
+ * begun), body (a stream waits for request content) and window (a response waits for flow-control credit). */
+enum tq_kind { TQ_NONE, TQ_IDLE, TQ_SEND, TQ_HEADER, TQ_BODY, TQ_WINDOW };
 enum goaway_state { GA_NONE, GA_NOTICE, GA_FINAL };
 
 typedef struct h2_conn h2_conn_t;
@@ -64,7 +66,9 @@ typedef struct h2_stream {
     bool resp_submitted;
     bool resp_eof;
     bool resp_deferred;
-    bool want_writable; /* tt_req_write() said "full": call on_writable once `out` is below STREAM_OUT_LOW */
+    bool resp_with_data; /* the response has a data source (content may follow the HEADERS) */
+    bool resp_eof_sent;  /* the data source returned its last bytes */
+    bool want_writable;  /* tt_req_write() said "full": call on_writable once `out` is below STREAM_OUT_LOW */
     int status;
     uint64_t resp_bytes;
     tt_buf_t out;
@@ -102,6 +106,7 @@ struct h2_conn {
     bool closed;
     bool idle;
     bool ping_outstanding;
+    bool client_progress;  /* a frame that moves a stream on (not a PING) arrived since the last settle */
     bool calm;             /* the client reset streams too fast: ENHANCE_YOUR_CALM, nothing more is served */
     double reset_tokens;   /* client RST_STREAMs still allowed (token bucket: reset_burst, reset_rate/s) */
     uint64_t reset_ms;     /* when reset_tokens was last refilled */
@@ -133,6 +138,8 @@ static void set_tq(h2_conn_t *c, enum tq_kind kind)
     case TQ_IDLE: tt_tq_push(&ls->idle_q[c->idle_bucket], &c->base.tq); break;
     case TQ_SEND: tt_tq_push(&ls->send_q, &c->base.tq); break;
     case TQ_HEADER: tt_tq_push(&ls->header_q, &c->base.tq); break;
+    case TQ_BODY: tt_tq_push(&ls->body_q, &c->base.tq); break;
+    case TQ_WINDOW: tt_tq_push(&ls->send_q, &c->base.tq); break;
     }
 }
 
@@ -272,6 +279,7 @@ static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
     bool file_done = st->file.fd < 0 || st->file.len == 0;
     if (st->resp_eof && st->out.len == 0 && file_done) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        st->resp_eof_sent = true;
         if (st->resp_trailers.len > 0) {
             /* trailer lines "name: value\r\n" to nghttp2 name/value pairs (lower-case names), every one of them */
             nghttp2_nv stack_nv[32];
@@ -354,6 +362,7 @@ static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
     }
     st->status = resp->status;
     st->resp_submitted = true;
+    st->resp_with_data = with_data;
     tt_metrics_count_status(&c->w->metrics, resp->status);
     nghttp2_data_provider dp = {.source.ptr = st, .read_callback = data_read_cb};
     nghttp2_submit_response(c->s, st->id, nv, k, with_data ? &dp : NULL); /* copies the pairs */
@@ -660,6 +669,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 {
     h2_conn_t *c = user;
     c->last_frame_ms = now(c);
+    if (frame->hd.type != NGHTTP2_PING && frame->hd.type != NGHTTP2_GOAWAY) c->client_progress = true;
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS: {
         tt_timer_disarm(c->w->loop, &c->hdr_timer); /* the block is whole */
@@ -904,6 +914,32 @@ static bool h2_write_out(h2_conn_t *c)
     return true;
 }
 
+/* A response with content ready to go that the client's flow-control windows hold back (RFC 9113 6.9). */
+static bool held_by_window(const h2_conn_t *c, const h2_stream_t *st)
+{
+    if (!st->resp_submitted || !st->resp_with_data || st->resp_eof_sent || st->resp_deferred) return false;
+    if (st->out.len == 0 && !(st->file.fd >= 0 && st->file.len > 0) && !st->resp_eof) return false;
+    return nghttp2_session_get_stream_remote_window_size(c->s, st->id) <= 0 ||
+           nghttp2_session_get_remote_window_size(c->s) <= 0;
+}
+
+/* Whether the open streams wait on the client, and for what: flow-control credit for a response (the send
+ * timeout, as nginx's send_timeout covers a stalled window) or request content (the body timeout). Streams
+ * that wait on their handler (an upstream) are the handler's deadlines' business. Without these a client
+ * that never grants window, or never sends the content it announced, held the connection for ever. */
+static enum tq_kind waiting_on_client(const h2_conn_t *c)
+{
+    enum tq_kind kind = TQ_NONE;
+    const tt_list_t *pos;
+    for (pos = c->streams.next; pos != &c->streams; pos = pos->next) {
+        const h2_stream_t *st = tt_container_of(pos, h2_stream_t, link);
+        if (!st->dispatched || st->refused) continue;
+        if (held_by_window(c, st)) return TQ_WINDOW;
+        if (!st->body_done) kind = TQ_BODY;
+    }
+    return kind;
+}
+
 /* After I/O: close when the session is over, idle when no stream is open, else wait. */
 static void h2_settle(h2_conn_t *c)
 {
@@ -917,9 +953,16 @@ static void h2_settle(h2_conn_t *c)
         return;
     }
     if (c->nstreams > 0 || c->goaway != GA_NONE) {
-        if (c->tq_kind != TQ_NONE && c->tq_kind != TQ_SEND) set_tq(c, TQ_NONE);
+        /* The deadline starts when the wait does and starts over whenever the client moves a stream on. */
+        enum tq_kind want = c->nstreams > 0 ? waiting_on_client(c) : TQ_NONE;
+        if (want != TQ_NONE && (want != c->tq_kind || c->client_progress))
+            set_tq(c, want);
+        else if (want == TQ_NONE && c->tq_kind != TQ_NONE && c->tq_kind != TQ_SEND)
+            set_tq(c, TQ_NONE);
+        c->client_progress = false;
         return;
     }
+    c->client_progress = false;
     if (c->w->draining) {
         begin_goaway(c, TT_CLOSE_SHUTDOWN, TT_GOAWAY_SHUTDOWN);
         return;
@@ -1053,7 +1096,9 @@ static void op_on_timeout(tt__conn_t *base)
         h2_write_out(c); /* best effort; the close follows */
         h2_close(c, TT_CLOSE_IDLE_TIMEOUT);
         break;
-    case TQ_SEND: h2_close(c, TT_CLOSE_SEND_TIMEOUT); break;
+    case TQ_SEND:
+    case TQ_WINDOW: h2_close(c, TT_CLOSE_SEND_TIMEOUT); break;
+    case TQ_BODY: h2_close(c, TT_CLOSE_BODY_TIMEOUT); break;
     case TQ_HEADER: h2_close(c, TT_CLOSE_HEADER_TIMEOUT); break;
     case TQ_NONE: break;
     }

@@ -271,3 +271,93 @@ def test_a_worker_thread_that_cannot_start_is_a_clean_error(site):
             p.wait()
     assert p.returncode == 1, (p.returncode, err)
     assert b"starting workers:" in err, err
+
+
+# ---- found by fuzz_worker: an HTTP/2 connection that waited on its client without a deadline ----
+
+def h2_stalled_client(port, initial_window=None, end_stream=True, method="GET", path="/big.bin"):
+    """An h2 client that sends one request and then nothing at all (no WINDOW_UPDATE, no content)."""
+    import h2.config
+    import h2.connection
+    import h2.settings
+    s = socket.create_connection(("127.0.0.1", port))
+    c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    if initial_window is not None:
+        c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window})
+    c.send_headers(1, [(":method", method), (":path", path), (":scheme", "http"), (":authority", "a")],
+                   end_stream=end_stream)
+    s.sendall(c.data_to_send())
+    return s
+
+
+def closed_within(s, seconds):
+    """Reads until tether closes (True) or `seconds` pass (False)."""
+    s.settimeout(seconds)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("stall", ["window", "content"])
+def test_an_h2_client_that_stalls_a_stream_is_closed_at_its_timeout(tether, tmp_path, stall):
+    """A client that grants no flow-control window for the response (INITIAL_WINDOW_SIZE 0, no WINDOW_UPDATE),
+    or announces request content and never sends it, held its h2 connection for ever: no stream was idle, the
+    socket was not full, and nothing else had a deadline (fuzz_worker: "still connected after 400 s"). Now the
+    send timeout covers a response held by the window, the body timeout awaited content, as over HTTP/1.1."""
+    (tmp_path / "big.bin").write_bytes(b"b" * 200000)
+    t = tether("--root", str(tmp_path), "--workers", "1", "--idle-timeout", "60s", "--send-timeout", "1s",
+               "--body-timeout", "1s")
+    if stall == "window":
+        s = h2_stalled_client(t.port, initial_window=0)
+        reason = "send_timeout"
+    else:
+        s = h2_stalled_client(t.port, end_stream=False, method="PUT")
+        reason = "body_timeout"
+    try:
+        assert closed_within(s, 20 * SLOW), "the stalled h2 connection was never closed"
+    finally:
+        s.close()
+    t.wait_metric("tether_connections_closed_total", lambda v: v == 1, reason=reason)
+    assert t.closed("idle_timeout") == 0
+
+
+def test_an_h2_client_that_keeps_granting_window_is_not_cut(tether, tmp_path):
+    """The window deadline starts over with every WINDOW_UPDATE: a slow reader that keeps granting credit gets
+    the whole response, however long it takes, with the send timeout shorter than the transfer."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+    (tmp_path / "big.bin").write_bytes(b"b" * 60000)
+    t = tether("--root", str(tmp_path), "--workers", "1", "--send-timeout", "2s", "--body-timeout", "2s")
+    s = socket.create_connection(("127.0.0.1", t.port))
+    c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 10000})
+    c.send_headers(1, [(":method", "GET"), (":path", "/big.bin"), (":scheme", "http"), (":authority", "a")],
+                   end_stream=True)
+    s.sendall(c.data_to_send())
+    s.settimeout(10 * SLOW)
+    got, ended, started = 0, False, time.monotonic()
+    try:
+        while not ended:
+            d = s.recv(65536)
+            assert d, "tether closed the connection after %d bytes" % got
+            for ev in c.receive_data(d):
+                if isinstance(ev, h2.events.DataReceived):
+                    got += len(ev.data)
+                    time.sleep(0.5)  # 6 grants of 10 KB, 0.5 s apart: 3 s in all, more than the send timeout
+                    c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    ended = True
+            s.sendall(c.data_to_send())
+    finally:
+        s.close()
+    assert got == 60000
+    assert time.monotonic() - started > 2.0  # the transfer outlasted the send timeout: the grants restarted it
