@@ -16,7 +16,7 @@ import pytest
 
 from conftest import SLOW, TETHER_BIN
 from pool_support import wait_until
-from proxy_util import access_line_for, upstream_config
+from proxy_util import RawServer, access_line_for, recv_head, upstream_config
 from tls_util import H2Conn
 
 
@@ -95,51 +95,24 @@ def test_empty_lines_before_a_request_are_bounded_and_never_show_another_request
 
 # ---- defect 3: an early answer while the client's upload is paused ----
 
-class EarlyOrigin:
-    """Reads a request head, then nothing for `wait` seconds (the upload backs up), then answers 413 with
-    `Content-Length: 2` and closes."""
+def early_origin(wait=1.5):
+    """Reads a request head, then nothing for `wait` seconds (an upload to /upload backs up), then answers 413
+    with `Content-Length: 2` and closes; anything else gets 200 "ok"."""
 
-    def __init__(self, wait=1.5):
-        self.wait = wait
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.heads = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+    def handle(c):
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        head, _ = recv_head(c)
+        if head is None:
+            return
+        if b"/upload" in head.split(b"\r\n", 1)[0]:
+            time.sleep(wait)
+            c.sendall(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno")
+        else:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        time.sleep(0.5)
+        c.close()
 
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
-
-    def _conn(self, c):
-        try:
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(4096)
-                if not d:
-                    return
-                buf += d
-            self.heads += 1
-            if b"/upload" in buf.split(b"\r\n", 1)[0]:
-                time.sleep(self.wait)
-                c.sendall(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno")
-            else:
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            time.sleep(0.5)
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def stop(self):
-        self.sock.close()
+    return RawServer(handle)
 
 
 def test_an_early_answer_during_a_paused_upload_reaches_the_client_and_frees_nothing_twice(tether):
@@ -147,7 +120,7 @@ def test_an_early_answer_during_a_paused_upload_reaches_the_client_and_frees_not
     paused the client's upload when the answer comes. tether finished the client request and then paused its
     body through the freed request (use-after-free, a call through freed memory). Now the client gets the 413,
     and tether serves the next client and exits cleanly (the fixture checks the exit status)."""
-    o = EarlyOrigin()
+    o = early_origin()
     try:
         t = tether("--workers", "1",
                    config=upstream_config(["127.0.0.1:%d" % o.port]) + "\n[limits]\nmax_body_size = 512m\n")
@@ -183,54 +156,31 @@ def test_an_early_answer_during_a_paused_upload_reaches_the_client_and_frees_not
 
 # ---- defect 5: HTTP/2 response fields and trailers, all of them ----
 
-class ManyFieldsOrigin:
+def many_fields_origin(nfields=60, ntrailers=40):
     """Answers every request with `nfields` fields X-F-00.. and, chunked, `ntrailers` trailer fields X-T-00.."""
 
-    def __init__(self, nfields=60, ntrailers=40):
-        self.nfields, self.ntrailers = nfields, ntrailers
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
-
-    def _conn(self, c):
+    def handle(c):
         buf = b""
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    d = c.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                _, _, buf = buf.partition(b"\r\n\r\n")
-                head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T-00\r\n"
-                for i in range(self.nfields):
-                    head += b"X-F-%02d: value-%02d-%s\r\n" % (i, i, b"v" * 60)  # 60 x 80 bytes: over 4 KiB
-                trailers = b"".join(b"X-T-%02d: t-%02d\r\n" % (i, i) for i in range(self.ntrailers))
-                c.sendall(head + b"\r\n5\r\nhello\r\n0\r\n" + trailers + b"\r\n")
-        except OSError:
-            pass
-        finally:
-            c.close()
+        while True:
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+            _, _, buf = buf.partition(b"\r\n\r\n")
+            head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T-00\r\n"
+            for i in range(nfields):
+                head += b"X-F-%02d: value-%02d-%s\r\n" % (i, i, b"v" * 60)  # 60 x 80 bytes: over 4 KiB
+            trailers = b"".join(b"X-T-%02d: t-%02d\r\n" % (i, i) for i in range(ntrailers))
+            c.sendall(head + b"\r\n5\r\nhello\r\n0\r\n" + trailers + b"\r\n")
 
-    def stop(self):
-        self.sock.close()
+    return RawServer(handle)
 
 
 def test_every_response_field_and_trailer_reaches_h1_and_h2_clients(tether):
     """An origin's 60 fields reached an h1 client as 60 and an h2 client as 41 (a 4 KiB copy and 64 name/value
     pairs in submit_head), and 40 trailers were cut to 32. Both protocols now get every one."""
-    o = ManyFieldsOrigin()
+    o = many_fields_origin()
     try:
         t = tether("--workers", "1", config=upstream_config(["127.0.0.1:%d" % o.port]))
         # HTTP/1.1
