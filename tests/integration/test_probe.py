@@ -4,6 +4,7 @@ mode ending with a clear message and a non-zero exit. https (TLS, ALPN, resumpti
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, TETHER_BIN
+from conftest import LATE, SLOW, TETHER_BIN
 
 
 def probe(*args, timeout=60):
@@ -28,8 +29,35 @@ def probe_json(*args):
 
 
 def near(measured_ms, want_ms):
-    """Within 10 % or 200 ms (the issue's tolerance)."""
-    return abs(measured_ms - want_ms) <= max(0.10 * want_ms, 200)
+    """Within 10 % or 200 ms (the issue's tolerance), plus LATE above: the server's close and the probe's read
+    of it are scheduled events, which a busy machine delays."""
+    tol = max(0.10 * want_ms, 200)
+    return want_ms - tol <= measured_ms <= want_ms + tol + LATE * 1000
+
+
+def recommended_ms(idle_ms):
+    """The probe's advice for a measured idle timeout (docs/probe-bench.md): the timeout to the nearest 100 ms,
+    minus max(1 s, 20 %), never below half of it, rounded down to 100 ms. Returns (timeout, advice) in ms.
+    Tests compare the advice with the rule applied to what was measured, not with a constant: a measurement
+    50 ms late (a busy machine) moves the advice by 100 ms."""
+    t = (int(idle_ms) + 50) // 100 * 100
+    margin = max(1000, t // 5)
+    rec = max(t - margin if t > margin else 0, t // 2)
+    return t, rec // 100 * 100
+
+
+def secs(ms):
+    """The probe's way of writing a duration in seconds ("2 s", "2.1 s")."""
+    return "%d s" % (ms // 1000) if ms % 1000 == 0 else "%.1f s" % (ms / 1000.0)
+
+
+def advice_candidates(text):
+    """(server timeout, advice) pairs the report's idle timeout line allows: it prints the earliest close in
+    seconds with 2 decimals, so the millisecond value the advice was computed from is within +-5 ms."""
+    m = re.search(r"^idle timeout +(\d+\.\d\d) s \(earliest close", text, re.M)
+    assert m, text
+    ms = float(m.group(1)) * 1000
+    return {recommended_ms(v) for v in (ms - 5, ms, ms + 4.99)}
 
 
 def free_port():
@@ -61,7 +89,7 @@ def test_tether_idle_timeout_and_max_requests_are_measured(known):
     assert ka["timeout_s"] == 2 and ka["max"] == 6
     assert ka["timeout_true"] is True and ka["max_true"] is True
     assert r["pipelining"] == {"result": "in_order", "in_order": True, "statuses": [200, 404, 200, 200]}
-    assert r["recommended_client_idle_ms"] == 1000
+    assert r["recommended_client_idle_ms"] == recommended_ms(idle["ms"])[1]  # 1000 when measured at 2.0 s
     assert r["status"] == 200 and r["server"] == "tether" and r["tls"] is None
     assert r["url"] == known.url("/100.txt") and r["origin"] == "127.0.0.1:%d" % known.port
     assert r["reuse"]["reused_samples"] == 6
@@ -74,14 +102,20 @@ def test_client_idle_verdict_says_what_to_set(known):
     out = probe(known.url("/100.txt"), "--max-wait", "20s", "--client-idle", "60s")
     assert out.returncode == 0, out
     text = out.stdout
-    assert "a client or proxy must retire idle connections to this origin within 1.0 s" in text
-    assert ("your client keeps idle connections for 60 s, longer than the server's 2 s: expect stale-connection "
-            "failures (502, ECONNRESET); set it to at most 1 s") in text
+    # "within 1.0 s" and "the server's 2 s ... at most 1 s" when the close is measured at 2.0 s; a busy
+    # machine may measure 2.05 s, which the probe rounds to 2.1 s: the rule, applied to what it printed
+    said = [("a client or proxy must retire idle connections to this origin within %.1f s" % (rec / 1000.0),
+             "your client keeps idle connections for 60 s, longer than the server's %s: expect stale-connection "
+             "failures (502, ECONNRESET); set it to at most %s" % (secs(t), secs(rec)))
+            for t, rec in advice_candidates(text)]
+    assert any(a in text and b in text for a, b in said), (said, text)
+    assert all(near(t, 2000) for t, _ in advice_candidates(text)), text
     assert "7 per connection" in text
     assert "answered in order" in text
     # a safe client idle timeout is called safe
     out = probe(known.url("/100.txt"), "--max-wait", "20s", "--client-idle", "500ms", "--max-requests", "3")
-    assert "safely under the server's 2 s" in out.stdout, out.stdout
+    assert any("safely under the server's %s" % secs(t) in out.stdout for t, _ in advice_candidates(out.stdout)), \
+        out.stdout
 
 
 def test_origin_that_never_closes_idle_connections_is_longer_than_max_wait(tether, site):
@@ -93,6 +127,7 @@ def test_origin_that_never_closes_idle_connections_is_longer_than_max_wait(tethe
     assert r["idle_timeout"]["measured"] is False and r["idle_timeout"]["closed"] == 0
     assert r["recommended_client_idle_ms"] is None
     assert r["max_requests"]["count"] == 50 and r["max_requests"]["at_least"] is True
+    # it waited --max-wait for the parked connections, then stopped (1 h would time the test out)
     assert 2.0 <= took < 2.0 + 8 * SLOW
     out = probe(t.url("/100.txt"), "--max-wait", "1500ms", "--max-requests", "5")
     assert out.returncode == 0
@@ -161,9 +196,12 @@ def test_nginx_idle_timeout_and_max_requests_are_measured(nginx):
     assert r["max_requests"]["count"] == 11 and r["max_requests"]["end"] == "said_close"
     assert r["server"].startswith("nginx")
     assert r["keep_alive"]["field"] is None  # keepalive_timeout without a header timeout sends none
-    assert r["recommended_client_idle_ms"] == 2000
+    # 2000 and "the server's 3 s ... at most 2 s" when measured at 3.0 s (nginx's own timer may close later)
+    t, rec = recommended_ms(r["idle_timeout"]["ms"])
+    assert r["recommended_client_idle_ms"] == rec
     assert r["client_idle_ms"] == 60000
-    assert any("longer than the server's 3 s" in v and "at most 2 s" in v for v in r["verdicts"]), r["verdicts"]
+    assert any("longer than the server's %s" % secs(t) in v and "at most %s" % secs(rec) in v
+               for v in r["verdicts"]), r["verdicts"]
     assert r["pipelining"]["in_order"] is True
 
 
