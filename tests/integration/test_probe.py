@@ -205,6 +205,153 @@ def test_nginx_idle_timeout_and_max_requests_are_measured(nginx):
     assert r["pipelining"]["in_order"] is True
 
 
+# ---- what reuse saves: claimed only when measured ----
+
+class DelayRelay:
+    """A TCP relay in front of `port` that holds back data the client sends, as `hold(conn, chunk, data)` says
+    (seconds; conn and chunk count from 1 in accept and read order, data is what the client's read returned).
+    It makes one kind of request or handshake slower than the other by far more than any machine's noise, so
+    the probe's verdict on what reuse or resumption saves can be checked whatever the machine's speed.
+    Closes pass through as half-closes; every thread ends at close()."""
+
+    def __init__(self, port, hold):
+        self.target = ("127.0.0.1", port)
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.held = []  # (conn, chunk) of every chunk held back
+        self.socks, self.threads = [], []
+        self.stopping = False
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self._spawn(self._accept)
+
+    def _spawn(self, fn, *args):
+        th = threading.Thread(target=fn, args=args, daemon=True)
+        with self.lock:
+            self.threads.append(th)
+        th.start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.stopping:
+                    c.close()
+                    return
+                self.accepted += 1
+                n = self.accepted
+                self.socks.append(c)
+            self._spawn(self._conn, c, n)
+
+    def _conn(self, c, n):
+        try:
+            up = socket.create_connection(self.target, timeout=10 * SLOW)
+        except OSError:
+            c.close()
+            return
+        up.settimeout(None)
+        with self.lock:
+            self.socks.append(up)
+        self._spawn(self._pipe, up, c, None)
+        self._pipe(c, up, n)
+
+    def _pipe(self, src, dst, n):
+        """Copies src to dst until EOF, holding back client chunks (n set) as told; then half-closes dst."""
+        chunk = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if n is not None:
+                    chunk += 1
+                    wait = self.hold(n, chunk, data)
+                    if wait:
+                        with self.lock:
+                            self.held.append((n, chunk))
+                        time.sleep(wait)
+                dst.sendall(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        with self.lock:
+            self.stopping = True
+            socks = list(self.socks)
+        for s in [self.listener] + socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.listener.close()
+        with self.lock:
+            threads = list(self.threads)
+        for th in threads:
+            th.join(5 * SLOW)
+        for s in socks:
+            s.close()
+        assert not any(th.is_alive() for th in threads), "relay threads did not end"
+
+
+@pytest.fixture
+def relay():
+    """Factory: relay(port, hold) -> a running DelayRelay; all are closed (threads joined) at teardown."""
+    started = []
+
+    def start(port, hold):
+        r = DelayRelay(port, hold)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.close()
+
+
+HOLD = 0.3 * SLOW  # far above a request's or a handshake's time on loopback, whatever the load
+
+
+# Over http the probe opens 5 new connections one after another (one request each), then one for its
+# sequential requests (the 6th): the relay delays the requests on the reused connection, or the new ones.
+@pytest.mark.parametrize("slow", ["reused", "new"])
+def test_reuse_saving_is_claimed_only_when_measured(tether, site, relay, slow):
+    t = tether("--root", str(site), "--idle-timeout", "1s", "--workers", "1")
+    if slow == "reused":  # every request after the first on connection 6: reusing is slower
+        hold = lambda conn, chunk, data: HOLD if conn == 6 and chunk > 1 else 0  # noqa: E731
+    else:  # the one request on each of the first 5 connections: reusing is faster by HOLD at least
+        hold = lambda conn, chunk, data: HOLD if conn <= 5 else 0  # noqa: E731
+    rl = relay(t.port, hold)
+    r = probe_json("http://127.0.0.1:%d/100.txt" % rl.port, "--max-wait", "5s", "--max-requests", "4")
+    assert r["max_requests"]["count"] == 4 and r["reuse"]["reused_samples"] == 3, r
+    held = {c for c, _ in rl.held}
+    assert held == ({6} if slow == "reused" else {1, 2, 3, 4, 5}), rl.held  # the probe's order, as assumed
+    reuse = r["reuse"]
+    new, reused = reuse["new_connection_ms"], reuse["reused_ms"]
+    saving = [v for v in r["verdicts"] if v.startswith("reusing a connection sav")]
+    assert len(saving) == 1, r["verdicts"]
+    if slow == "reused":
+        assert reused >= HOLD * 1000 > new, reuse
+        assert reuse["saving_ms"] is None, reuse
+        assert saving[0].startswith("reusing a connection saved no measurable time here (median request times: "
+                                    "new connection "), saving
+    else:
+        assert new >= HOLD * 1000 > reused, reuse
+        assert abs(reuse["saving_ms"] - (new - reused)) < 0.01, reuse
+        assert re.fullmatch(r"reusing a connection saves \d+(\.\d+)? m?s per request \(\d+\.\dx faster than a new "
+                            r"connection\)", saving[0]), saving
+    assert not any(re.search(r"saves? -|saved? -", v) for v in r["verdicts"]), r["verdicts"]
+
+
 # ---- failures: a clear message and a non-zero exit ----
 
 def test_refused_port_is_a_clear_error():
