@@ -53,10 +53,11 @@ def secs(ms):
 
 def advice_candidates(text):
     """(server timeout, advice) pairs the report's idle timeout line allows: it prints the earliest close in
-    seconds with 2 decimals, so the millisecond value the advice was computed from is within +-5 ms."""
-    m = re.search(r"^idle timeout +(\d+\.\d\d) s \(earliest close", text, re.M)
+    seconds with 2 decimals (in ms with 1 below a second), so the millisecond value the advice was computed
+    from is known to +-5 ms."""
+    m = re.search(r"^idle timeout +(\d+\.\d+) (m?s) \(earliest close", text, re.M)
     assert m, text
-    ms = float(m.group(1)) * 1000
+    ms = float(m.group(1)) * (1 if m.group(2) == "ms" else 1000)
     return {recommended_ms(v) for v in (ms - 5, ms, ms + 4.99)}
 
 
