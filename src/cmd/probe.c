@@ -841,9 +841,11 @@ typedef struct summary {
     int resumed;                                   /* https: resumed handshakes of RESUME_CONNS */
     uint64_t res_handshake_med_us, res_new_med_us; /* of the resumed ones */
     bool renewed;                                  /* every resumed connection left a session of its own */
+    bool tls_saves;                                /* every full handshake took longer than the resumed median */
     uint64_t new_med_us;
     uint64_t reused_med_us;
     size_t reused_n;
+    bool reuse_saves;   /* every new-connection request took longer than the reused median */
     bool idle_measured; /* at least one parked connection was closed by the server */
     bool idle_longer;   /* some stayed open up to --max-wait */
     uint64_t idle_min_us, idle_med_us, idle_max_us;
@@ -1000,18 +1002,31 @@ static void verdict_requests(const probe_t *p, summary_t *s)
         add_verdict(s, "do not pipeline requests to this origin: it closed the connection before answering all");
 }
 
+/* A saving is claimed only when it was measured: every sample of the dearer way (`dear`, `n` of them) took
+ * longer than the median of the cheaper one. On a loaded machine the samples overlap, and comparing medians
+ * alone would report noise as a saving (or a negative one). */
+static bool saving_measured(const uint64_t *dear, size_t n, uint64_t cheap_med_us)
+{
+    if (n == 0 || cheap_med_us == 0) return false;
+    for (size_t i = 0; i < n; i++)
+        if (dear[i] <= cheap_med_us) return false;
+    return true;
+}
+
 static void verdict_reuse(const probe_t *p, summary_t *s)
 {
     (void)p;
     if (s->reused_n == 0 || s->reused_med_us == 0) return;
-    char a[32];
-    if (s->new_med_us > s->reused_med_us)
+    char a[32], b[32];
+    if (s->reuse_saves)
         add_verdict(s, "reusing a connection saves %s per request (%.1fx faster than a new connection)",
                     fmt_us(a, sizeof(a), s->new_med_us - s->reused_med_us),
                     (double)s->new_med_us / (double)s->reused_med_us);
     else
-        add_verdict(s, "a new connection costs no more than a reused one here (%s vs %s)",
-                    fmt_us(a, sizeof(a), s->new_med_us), fmt_us((char[32]){0}, 32, s->reused_med_us));
+        add_verdict(s,
+                    "reusing a connection saved no measurable time here (median request times: new connection %s, "
+                    "reused %s)",
+                    fmt_us(a, sizeof(a), s->new_med_us), fmt_us(b, sizeof(b), s->reused_med_us));
 }
 
 static void summarize_tls(const probe_t *p, summary_t *s)
@@ -1028,6 +1043,7 @@ static void summarize_tls(const probe_t *p, summary_t *s)
     }
     s->res_handshake_med_us = median(hs, (size_t)s->resumed);
     s->res_new_med_us = median(req, (size_t)s->resumed);
+    s->tls_saves = s->resumed > 0 && saving_measured(p->handshake_us, COLD_CONNS, s->res_handshake_med_us);
 }
 
 static void verdict_tls(const probe_t *p, summary_t *s)
@@ -1048,10 +1064,15 @@ static void verdict_tls(const probe_t *p, summary_t *s)
         add_verdict(s, "the server does not resume TLS sessions: every new connection pays a full handshake (%s)", a);
         return;
     }
-    if (s->res_handshake_med_us < s->handshake_med_us)
+    if (s->tls_saves)
         add_verdict(s, "resuming a TLS session saves %s per new connection (full handshake %s, resumed %s)",
                     fmt_us(b, sizeof(b), s->handshake_med_us - s->res_handshake_med_us), a,
                     fmt_us(c, sizeof(c), s->res_handshake_med_us));
+    else
+        add_verdict(s,
+                    "resuming a TLS session saved no measurable handshake time here (medians: full handshake %s, "
+                    "resumed %s)",
+                    a, fmt_us(c, sizeof(c), s->res_handshake_med_us));
     if (!s->renewed)
         add_verdict(s,
                     "after a resumed handshake the server issues no new session: clients that use each TLS 1.3 "
@@ -1070,6 +1091,7 @@ static void summarize(probe_t *p, summary_t *s)
     s->new_med_us = median(tmp, COLD_CONNS);
     s->reused_n = p->seq_count > 1 ? p->seq_count - 1 : 0;
     s->reused_med_us = median(p->reused_us, s->reused_n);
+    s->reuse_saves = saving_measured(p->cold_us, COLD_CONNS, s->reused_med_us);
     summarize_idle(p, s);
     summarize_truth(p, s);
     verdict_idle(p, s);
@@ -1273,6 +1295,10 @@ static void print_json_tls(const probe_t *p, const summary_t *s)
     if (s->resumed) {
         json_ms("handshake_ms", s->res_handshake_med_us, true);
         json_ms("new_connection_ms", s->res_new_med_us, true);
+        if (s->tls_saves)
+            json_ms("saving_ms", s->handshake_med_us - s->res_handshake_med_us, true);
+        else
+            printf("\"saving_ms\":null,");
         printf("\"renewed_after_resumption\":%s,", s->renewed ? "true" : "false");
     }
     printf("\"handshakes\":[");
@@ -1308,7 +1334,13 @@ static void print_json(const probe_t *p, const summary_t *s)
     for (int k = 0; k < p->pipe_got; k++) printf("%s%d", k ? "," : "", p->pipe_status[k]);
     printf("]},\"reuse\":{");
     json_ms("new_connection_ms", s->new_med_us, true);
-    if (s->reused_n) json_ms("reused_ms", s->reused_med_us, true);
+    if (s->reused_n) {
+        json_ms("reused_ms", s->reused_med_us, true);
+        if (s->reuse_saves)
+            json_ms("saving_ms", s->new_med_us - s->reused_med_us, true);
+        else
+            printf("\"saving_ms\":null,");
+    }
     printf("\"reused_samples\":%zu},\"verdicts\":[", s->reused_n);
     for (int i = 0; i < s->verdicts; i++) {
         if (i) printf(",");

@@ -60,6 +60,7 @@ class Origin:
         self.max_requests = max_requests
         self.lock = threading.Lock()
         self.stats = {"accepted": 0, "requests": 0, "idle_closes": 0, "raced": 0, "open": 0, "per_conn": {}}
+        self.peer_closed_at = []  # monotonic times at which a connection saw the client's close (in-process use)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -108,6 +109,9 @@ class Origin:
                             self.stats["idle_closes"] += 1
                             if buf or self.pending(c):
                                 self.stats["raced"] += 1  # a request crossed the close: it is lost (RST)
+                    else:
+                        with self.lock:
+                            self.peer_closed_at.append(time.monotonic())
                     return
                 req, buf = self.parse(c, head, buf)
                 if req["target"] == "/__stats":

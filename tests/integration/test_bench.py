@@ -59,8 +59,9 @@ def test_json_has_every_number(origin):
         assert r["latency_us"][k] > 0
     lat = r["latency_us"]
     assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"]
-    assert 0.9 <= r["elapsed_s"] < 1.5 * SLOW
-    assert r["requests"] > 100 and r["rps"] > 100
+    assert 0.99 <= r["elapsed_s"] < 1.0 + 1.0 * SLOW  # -d 1s: stops then, plus what is in flight
+    # counted, and the rate is what was counted over the time it took (how many is the machine's business)
+    assert r["requests"] > 0 and abs(r["rps"] - r["requests"] / r["elapsed_s"]) <= 0.01 * r["rps"] + 1, r
     assert set(r["errors"]) == {"connect", "reset", "timeout", "bad_status", "invalid", "rst_stream", "goaway"}
     assert r["protocol"] == "http/1.1" and "tls_resume" not in r
     assert r["tls"] == {"full": 0, "resumed": 0}
@@ -74,7 +75,7 @@ def test_rate_holds_within_5_percent(origin):
     # -n with --rate: exact count, on schedule
     r = bench_json(origin.url("/100.txt"), "-n", "400", "-c", "4", "--rate", "400")
     assert r["requests"] == 400
-    assert 0.95 <= r["elapsed_s"] <= 1.2 * SLOW, r
+    assert 0.95 <= r["elapsed_s"] <= 1.0 + 0.5 * SLOW, r  # the last is due at 0.9975 s
 
 
 def test_compare_prints_ratios_and_the_rows_it_skipped(origin):

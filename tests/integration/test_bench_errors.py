@@ -52,15 +52,16 @@ def test_rate_latency_counts_from_the_intended_send_time(origin):
     assert r["elapsed_s"] >= 0.95, r  # 20 responses at 50 ms each: served one after another
     assert r["rps"] < 25, r  # the origin, not the rate, set the pace
     lat = r["latency_us"]
-    # the 10th of 20 latencies is 50 + 40 * 9 = 410 ms; the 20th (p99 and max) 810 ms
-    assert 360_000 <= lat["p50"] <= 500_000 * SLOW, lat
+    # the 10th of 20 latencies is 50 + 40 * 9 = 410 ms; the 20th (p99 and max) 810 ms. A busy machine only
+    # adds to each response's 50 ms, so these are lower bounds; above, no latency exceeds the run.
+    assert lat["p50"] >= 360_000, lat
     assert lat["p99"] >= 760_000 and lat["max"] >= 760_000, lat
-    assert lat["max"] <= 810_000 + 300_000 * SLOW, lat
+    assert lat["max"] <= r["elapsed_s"] * 1.05e6, (lat, r["elapsed_s"])  # (histogram buckets are within 5 %)
     assert lat["mean"] >= 380_000, lat  # (50 + 810) / 2 = 430 ms
 
-    # the control: the same origin in a closed loop shows its 50 ms per response
+    # the control: the same origin in a closed loop shows its 50 ms per response, not growing latencies
     r = bench_json(o.url("/"), "-c", "1", "-n", "4")
-    assert r["requests"] == 4 and 45_000 <= r["latency_us"]["p50"] and r["latency_us"]["max"] < 150_000 * SLOW, r
+    assert r["requests"] == 4 and 45_000 <= r["latency_us"]["p50"] and r["latency_us"]["max"] < 300_000 * SLOW, r
 
 
 def test_rate_latency_shows_a_stall_in_every_request_due_during_it(origin):
@@ -75,7 +76,7 @@ def test_rate_latency_shows_a_stall_in_every_request_due_during_it(origin):
     # sorted latencies: ~30 fast ones, then 10, 20, ..., 300 ms; the 54th of 60 is ~250 ms
     assert lat["p90"] >= 150_000, lat
     assert lat["mean"] >= 40_000, lat  # ~4.6 s of waiting over 60 requests: ~77 ms
-    assert 0.55 <= r["elapsed_s"] <= 1.2 * SLOW, r  # 60 requests at 100/s: on schedule once the stall is over
+    assert 0.55 <= r["elapsed_s"] <= 0.6 + 1.0 * SLOW, r  # 60 requests at 100/s: on schedule once the stall is over
 
 
 # ---- errors by kind ----

@@ -103,7 +103,7 @@ def test_h2_max_requests_goaway_opens_new_connections_without_errors(tether, sit
 def test_h2_open_loop_holds_its_rate(origin):
     r = bench_json(plain_url(origin), "--h2", "-n", "400", "-c", "2", "--rate", "400")
     assert r["requests"] == 400 and r["target_rate"] == 400
-    assert 0.95 <= r["elapsed_s"] <= 1.3 * SLOW, r
+    assert 0.95 <= r["elapsed_s"] <= 1.0 + 0.5 * SLOW, r  # the last is due at 0.9975 s
 
 
 # ---- RST_STREAM and GOAWAY from a misbehaving server ----

@@ -50,14 +50,16 @@ def test_drain_closes_idle_refuses_new_and_finishes_in_flight(tether, site, conn
     busy = conns(t)
     busy.send(b"GET /4k.bin HTTP/1.1\r\nHost: t\r\nUser-")
     t.wait_metric("tether_connections_open", lambda v: v == 3)
-    assert t.metric("tether_connections_idle") == 1
+    # (a connection is counted idle just after its response is written: the client may read it first)
+    t.wait_metric("tether_connections_idle", lambda v: v == 1)
 
     t.send_signal(sig)
+    # "at once": well before the 30 s idle and header timeouts and the 10 s drain timeout, whatever the load
     took = idle.wait_closed(3)
-    assert took is not None and took < 0.5 * SLOW, "an idle connection was not closed at once: %s" % took
+    assert took is not None and took < 2.0 * SLOW, "an idle connection was not closed at once: %s" % took
     assert idle.buf == b""
     took = fresh.wait_closed(3)
-    assert took is not None and took < 0.5 * SLOW, took
+    assert took is not None and took < 2.0 * SLOW, took
     refused = connect_refused_within(t, 2 * SLOW)
     assert refused is not None, "the listener still accepts during the drain"
     assert t.proc.poll() is None, "exited before the in-flight request was answered"
@@ -133,7 +135,7 @@ def test_drain_timeout_is_a_hard_deadline(tether, site, conns, stall):
         status = wait_exit(t, 5 * SLOW)
         took = time.monotonic() - start
         assert status == 0, status
-        assert 0.8 <= took <= 1.0 + 1.0 * SLOW, took
+        assert 0.95 <= took <= 1.0 + 2.0 * SLOW, took  # not the 30 s header or send timeout
     finally:
         sock.close()
 
@@ -143,4 +145,4 @@ def test_drain_with_nothing_open_exits_at_once(tether, site):
     start = time.monotonic()
     t.send_signal(signal.SIGINT)
     assert wait_exit(t, 3 * SLOW) == 0
-    assert time.monotonic() - start < 0.5 * SLOW
+    assert time.monotonic() - start < 2.0 * SLOW  # not the 10 s drain timeout

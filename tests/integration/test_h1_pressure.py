@@ -50,8 +50,9 @@ def test_nothing_is_evicted_before_the_limit_is_exceeded(tether, site, conns):
         c = conns(t)
         assert c.get("/100.txt").status == 200
         cs.append(c)
-    t.wait_metric("tether_connections_idle", lambda v: v >= 7)
-    time.sleep(0.1)
+    # (each is counted idle just after its response is written, which the client may read first)
+    t.wait_metric("tether_connections_idle", lambda v: v == 8)
+    time.sleep(0.1)  # an eviction, if any, would show by now
     m = t.metrics()
     assert m['tether_connections_closed_total{reason="evicted"}'] == 0, \
         "an idle connection was evicted although no ninth connection arrived"
@@ -75,11 +76,22 @@ def test_ninth_connection_evicts_least_recently_used_idle(tether, site, conns):
     ninth = conns(t)
     r = ninth.get("/4k.bin")
     assert r.status == 200 and len(r.body) == 4096
-    # (Near the limit the adaptive idle timeout arms 1 s for the latest ones: decide quickly.)
-    assert cs[1].wait_closed(0.5) is not None, "the least recently used idle connection was not evicted"
-    assert [c.is_open(0.01) for c in cs] == [True, False] + [True] * 6
+    assert cs[1].wait_closed(2) is not None, "the least recently used idle connection was not evicted"
+    # cs[2..6] went idle below 75 % of the limit (or just above) and keep their long timeouts. cs[7] and cs[0]
+    # (and the ninth) went idle at 8 of 8, which arms 1 s: a busy machine may get here after that, so they
+    # may be closed by then -- by their idle timeout, never evicted.
+    assert [c.is_open(0.01) for c in cs[2:7]] == [True] * 5
     t.wait_metric("tether_connections_closed_total", lambda v: v == 1, reason="evicted")
-    assert t.metric("tether_connections_open") == 8
+
+    def accounted():
+        m = t.metrics()  # one scrape: 9 accepted = 8 open + 1 evicted, or fewer open and idle timeouts
+        return (m['tether_connections_closed_total{reason="evicted"}'] == 1 and
+                m["tether_connections_open"] + m['tether_connections_closed_total{reason="idle_timeout"}'] == 8)
+
+    deadline = time.monotonic() + 5 * SLOW
+    while not accounted():
+        assert time.monotonic() < deadline, t.metrics_text()
+        time.sleep(0.02)
     assert t.metric("tether_accept_paused") == 0
     assert cs[2].get("/100.txt").status == 200  # survivors still work
 
@@ -110,12 +122,13 @@ def test_adaptive_idle_timeout_is_armed(tether, site, conns):
     assert full.get("/100.txt").keep_alive()["timeout"] == 4  # 6 of 8: the configured timeout
     short = conns(t)
     t.wait_metric("tether_connections_open", lambda v: v == 7)
+    start = time.monotonic()  # before the request: the idle clock cannot start earlier
     r = short.get("/100.txt")
     # 7 of 8: 4 s - 3 s * 4 / 8 = 2.5 s, armed and advertised as 2 s
     assert r.keep_alive()["timeout"] == 2, r.header("Keep-Alive")
-    took = short.wait_closed(6)
-    assert took is not None
-    assert 1.7 <= took <= 2.0 + 1.0 * SLOW, took
+    assert short.wait_closed(6) is not None
+    took = time.monotonic() - start
+    assert 1.95 <= took <= 2.0 + 1.0 * SLOW, took
     assert full.is_open(0.01), "an idle connection keeps the timeout it was promised"
     assert t.closed("idle_timeout") == 1
 
@@ -152,7 +165,7 @@ def test_accept_pauses_when_all_busy_without_spinning(tether, site, conns):
     r = ninth.response()
     took = time.monotonic() - start
     assert r.status == 200 and len(r.body) == 4096
-    assert took < 0.5 * SLOW, took
+    assert took < 2.0 * SLOW, took  # at the close: the other 7 would hold it for their 30 s header timeout
     assert t.metric("tether_accept_paused") == 0
     assert t.metric("tether_connections_accepted_total") == 9
     # The other busy connections were left alone and can finish their requests.
@@ -165,20 +178,22 @@ def test_accept_resumes_when_a_busy_connection_goes_idle(tether, site, conns):
                "--idle-timeout", "30s")
     cs = fill_with_busy(t, conns)
     ninth = conns(t)
-    ninth.send(b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n")
+    # Connection: close, so that the ninth never idles (its own 1 s idle timeout would blur the count below)
+    ninth.send(b"GET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert not readable(ninth.sock, 0.3)
     assert t.metric("tether_accept_paused") == 1
     # Connection 0 finishes its request and becomes idle: it can now be evicted to make room.
     cs[0].send(REST)
     assert cs[0].response().status == 200
     # At 8 of 8 the adaptive idle timeout arms 1 s for connection 0: being served only when that expires
-    # is the bug this looks for, so the bound is below 1 s whatever the build.
-    assert readable(ninth.sock, 0.8), "the ninth connection waits although an idle one could be evicted"
+    # is the bug this looks for. The close reason tells the two apart whatever the machine's speed: evicted
+    # as it went idle (the fix), or closed by that idle timeout (the bug).
+    assert readable(ninth.sock, 3 * SLOW), "the ninth connection waits although an idle one could be evicted"
     r = ninth.response()
     assert r.status == 200 and r.body == b"body{}\n"
     assert cs[0].wait_closed(1) is not None
-    assert t.closed("evicted") == 1
-    assert t.closed("idle_timeout") == 0
+    t.wait_metric("tether_connections_closed_total", lambda v: v == 1, reason="evicted")
+    assert t.closed("idle_timeout") == 0, "connection 0 was closed by its idle timeout, not evicted"
     assert t.metric("tether_accept_paused") == 0
 
 
@@ -243,7 +258,7 @@ def test_ten_thousand_idle_connections(tether, site, conns):
         r = fresh.get("/4k.bin")
         took = time.monotonic() - start
         assert r.status == 200 and len(r.body) == 4096
-        assert took < 1.0, "a new client waited %.3f s next to %d idle connections" % (took, N_IDLE)
+        assert took < 2.0 * SLOW, "a new client waited %.3f s next to %d idle connections" % (took, N_IDLE)
         # An old idle connection is still usable.
         _request_batch([socks[0], socks[N_IDLE // 2], socks[-1]])
 

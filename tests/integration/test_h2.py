@@ -59,6 +59,12 @@ def body_of(site, path):
         return f.read()
 
 
+def open_at(c, sid, index):
+    """True when stream `sid` had not ended by frame `index` of c.frames: the frames' order, not the time the
+    test got round to reading them, says what the server sent while the stream was in flight."""
+    return not any(f[3] == sid and f[1] in (DATA, HEADERS) and f[2] & 0x1 for f in c.frames[:index + 1])
+
+
 def open_conn(h2conns, t, transport, certs, **kw):
     if transport == "tls":
         return h2conns(tls_port(t), tls_certs=certs, **kw)
@@ -245,15 +251,15 @@ def test_max_requests_two_step_goaway(tether, site, certs, raw_h2, origin, trans
         c.response(sid)
         assert c.status(sid) == 200
     assert c.goaways() == []
-    slow = c.request("/up/slow?delay=700")  # the 3rd stream: accepted, and the connection starts to end
+    slow = c.request("/up/slow?delay=1500")  # the 3rd stream: accepted, and the connection starts to end
     i = c.wait_frame(GOAWAY)
     assert i is not None, "no GOAWAY after the 3rd stream"
     assert c.wait(lambda: len(c.goaways()) == 2, 3), c.goaways()
-    assert not c.streams[slow]["ended"], "the slow stream ended before the final GOAWAY (test timing)"
+    assert open_at(c, slow, c.goaways()[1][0]), "the slow stream ended before the final GOAWAY (test timing)"
     assert_two_step_goaway(c, slow)
     st = c.response(slow, timeout=10)
     assert st["reset"] is None and c.status(slow) == 200
-    assert json.loads(st["body"])["target"] == "/up/slow?delay=700"
+    assert json.loads(st["body"])["target"] == "/up/slow?delay=1500"
     took = c.wait_closed(5)
     assert took is not None, "the connection stayed open after its last stream"
     assert t.wait_metric("tether_h2_goaway_sent_total", lambda v: v == 1, reason="max_requests") == 1
@@ -308,7 +314,10 @@ def test_second_goaway_follows_within_a_second_without_ping_ack(tether, site, ra
     t0 = c.frames[c.goaways()[0][0]][0]
     assert c.wait(lambda: len(c.goaways()) == 2, 3), c.goaways()
     dt = c.frames[c.goaways()[1][0]][0] - t0
-    assert 0.8 < dt < 1.0 + 1.2 * SLOW, "second GOAWAY %.2fs after the first (at most 1 s without an ACK)" % dt
+    # 1 s after the first (times of reading, so a busy client may see less); not at once, and not when the
+    # stream ends (2.5 s)
+    assert 0.5 < dt < 1.0 + 1.2 * SLOW, "second GOAWAY %.2fs after the first (at most 1 s without an ACK)" % dt
+    assert open_at(c, sid, c.goaways()[1][0]), "the second GOAWAY waited for the stream to end"
     assert [g[1:] for g in c.goaways()] == [(MAX_ID, NO_ERROR), (sid, NO_ERROR)]
     assert c.response(sid, timeout=10)["reset"] is None and c.status(sid) == 200
 
@@ -323,7 +332,7 @@ def test_drain_two_step_goaway_finishes_in_flight_stream(tether, site, certs, ra
     sid0 = busy.request("/100.txt")
     busy.response(sid0)
     idle.response(idle.request("/100.txt"))
-    sid = busy.request("/up/slow?delay=1500")
+    sid = busy.request("/up/slow?delay=4000")
     wait_until(lambda: origin.stats["requests"] >= 1)  # the slow request is at the origin
     t.send_signal(signal.SIGTERM)
     # the idle connection gets the same sequence, and closes
@@ -333,12 +342,13 @@ def test_drain_two_step_goaway_finishes_in_flight_stream(tether, site, certs, ra
     # the busy one: both GOAWAYs, while its stream is still in flight
     assert busy.wait(lambda: len(busy.goaways()) == 2, 5), busy.goaways()
     assert_two_step_goaway(busy, sid)
-    assert not busy.streams[sid]["ended"], "the slow stream ended before the final GOAWAY (test timing)"
+    assert open_at(busy, sid, busy.goaways()[1][0]), "the slow stream ended before the final GOAWAY (test timing)"
     assert t.metric("tether_h2_goaway_sent_total", reason="shutdown") == 2
-    assert t.proc.poll() is None, "exited with a stream in flight"
+    if not busy.streams[sid]["ended"]:  # (what was read so far; tether exits once the stream is done)
+        assert t.proc.poll() is None, "exited with a stream in flight"
     st = busy.response(sid, timeout=10)
     assert st["reset"] is None and busy.status(sid) == 200
-    assert json.loads(st["body"])["target"] == "/up/slow?delay=1500"
+    assert json.loads(st["body"])["target"] == "/up/slow?delay=4000"
     assert busy.wait_closed(5) is not None
     assert t.proc.wait(10 * SLOW) == 0
     lines = t.access_lines(wait_for=3)
@@ -394,9 +404,9 @@ def test_client_ping_is_acked_with_the_same_data(tether, site, certs, h2conns, t
 def test_client_pings_do_not_restart_the_idle_timeout(tether, site, h2conns):
     t = start(tether, site, "--idle-timeout", "1s")
     c = h2conns(plain_port(t))
+    t0 = time.monotonic()  # before the request: the idle clock cannot start earlier
     st = c.response(c.request("/100.txt"))
     assert st["headers"][":status"] == "200"
-    t0 = time.monotonic()
     acks = 0
     while not c.closed and time.monotonic() - t0 < 4 * SLOW:
         if any(type(e).__name__ == "ConnectionTerminated" for e in c.events):
@@ -409,8 +419,10 @@ def test_client_pings_do_not_restart_the_idle_timeout(tether, site, h2conns):
         c.pump(0.3)
     took = time.monotonic() - t0
     assert c.closed, "client PINGs kept the connection open for %.1fs (idle timeout 1s)" % took
-    assert acks >= 2
-    assert 0.8 < took < 1.0 + 1.5 * SLOW, took
+    # PINGs went on until the close (each answered): with a PING restarting the timeout it never comes
+    acks = sum(1 for e in c.events if type(e).__name__ == "PingAckReceived")
+    assert acks >= 2, acks
+    assert 0.95 <= took < 1.0 + 1.5 * SLOW, took
     ga = [e for e in c.events if type(e).__name__ == "ConnectionTerminated"]
     assert ga and ga[0].error_code == 0 and ga[0].last_stream_id == 1, ga
     t.wait_metric("tether_connections_closed_total", lambda v: v == 1, reason="idle_timeout")
@@ -421,15 +433,17 @@ def test_unanswered_ping_closes_with_ping_timeout(tether, site, raw_h2):
     cfg = "[http2]\nh2_ping_interval = 500ms\nh2_ping_timeout = 1s\n"
     t = start(tether, site, "--idle-timeout", "30s", config=cfg)
     c = raw_h2(plain_port(t), auto_ack_ping=False)
+    t0 = time.monotonic()  # before the request: the silence the PING follows starts after it
     c.response(c.request("/100.txt"))
-    t0 = time.monotonic()
     i = c.wait_frame(PING, flags_mask=0, timeout=3)
     assert i is not None, "no liveness PING from the server"
     sent = c.frames[i][0]
-    assert 0.3 < sent - t0 < 0.5 + 1.2 * SLOW, sent - t0
+    assert 0.45 < sent - t0 < 0.5 + 1.2 * SLOW, sent - t0
     took = c.wait_closed(5)
     assert took is not None, "not closed without a PING ACK"
-    assert 0.8 < time.monotonic() - sent < 1.0 + 1.5 * SLOW, time.monotonic() - sent
+    # 1 s after the PING was sent (read here, maybe late on a busy machine: the lower bound only rules out
+    # a close at once)
+    assert 0.5 < time.monotonic() - sent < 1.0 + 1.5 * SLOW, time.monotonic() - sent
     t.wait_metric("tether_connections_closed_total", lambda v: v == 1, reason="ping_timeout")
 
 
@@ -462,15 +476,20 @@ def test_idle_timeout_only_runs_without_open_streams(tether, site, h2conns, orig
     assert not any(type(e).__name__ == "ConnectionTerminated" for e in c.events), "GOAWAY during an open stream"
     t1 = time.monotonic()
     assert c.wait_closed(5) is not None
-    assert 0.8 < time.monotonic() - t1 < 1.0 + 1.5 * SLOW
+    # 1 s after the stream ended (seen here, maybe late: the lower bound rules out a timer that ran during
+    # the stream and fired as it ended)
+    assert 0.5 < time.monotonic() - t1 < 1.0 + 1.5 * SLOW
     t.wait_metric("tether_connections_closed_total", lambda v: v == 1, reason="idle_timeout")
 
 
 def test_new_h2_connection_without_streams_closes_at_idle_timeout(tether, site, h2conns):
     t = start(tether, site, "--idle-timeout", "1s")
+    t0 = time.monotonic()  # before the connect: the idle clock cannot start earlier
     c = h2conns(plain_port(t))
     took = c.wait_closed(5)
-    assert took is not None and 0.8 < took < 1.0 + 1.5 * SLOW, took
+    assert took is not None, "not closed at the idle timeout"
+    took = time.monotonic() - t0
+    assert 0.95 <= took < 1.0 + 1.5 * SLOW, took
     ga = [e for e in c.events if type(e).__name__ == "ConnectionTerminated"]
     assert ga and ga[0].error_code == 0 and ga[0].last_stream_id == 0, ga
     assert t.metric("tether_h2_goaway_sent_total", reason="idle_timeout") == 1
@@ -503,7 +522,7 @@ def test_rapid_reset_flood_gets_enhance_your_calm(tether, site, h2conns, raw_h2)
     # the other connection is unaffected
     st = other.response(other.request("/4k.bin"))
     assert st["headers"][":status"] == "200" and st["body"] == body_of(site, "/4k.bin")
-    assert t.metric("tether_connections_open") == 1
+    t.wait_metric("tether_connections_open", lambda v: v == 1)  # (the close is counted as it is made)
     # the flood's GOAWAY says ENHANCE_YOUR_CALM, and is counted so
     gas = c.goaways()
     assert len(gas) == 1 and gas[0][2] == ENHANCE_YOUR_CALM, "GOAWAY (index, last_stream_id, error_code): %s" % gas
@@ -600,7 +619,7 @@ def test_connection_error_goaway_on_that_connection_only(tether, site, certs, h2
     t.wait_metric("tether_h2_goaway_sent_total", lambda v: v == 1, reason=metric)
     st = other.response(other.request("/4k.bin"))
     assert st["headers"][":status"] == "200" and st["body"] == body_of(site, "/4k.bin")
-    assert t.metric("tether_connections_open") == 1
+    t.wait_metric("tether_connections_open", lambda v: v == 1)  # (the close is counted as it is made)
 
 
 # ---- request bodies through a proxy route ----

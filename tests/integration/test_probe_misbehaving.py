@@ -24,6 +24,7 @@ import time
 import pytest
 
 from conftest import SLOW, TETHER_BIN
+from test_probe import advice_candidates, near, recommended_ms, secs
 
 MISSING_PATH = "/.tether-probe-missing"  # the probe's pipelined request for a path that should not exist
 BODY_OK = b"hello from a misbehaving origin\n"
@@ -409,24 +410,31 @@ def test_keep_alive_timeout_that_lies_is_reported_false(origin):
     assert "max_true" not in ka  # no max= in the field: nothing to judge
     idle = r["idle_timeout"]
     assert idle["measured"] is True and idle["longer_than_max_wait"] is False, idle
-    assert abs(idle["ms"] - 1000) <= 200, idle  # the real timeout, not the advertised one
+    assert near(idle["ms"], 1000), idle  # the real timeout, not the advertised one
     assert idle["closed"] == idle["connections"] == 8, idle
-    assert r["recommended_client_idle_ms"] == 500  # from the measured 1 s, not the advertised 10 s
-    assert any(v.startswith("do not trust this server's Keep-Alive: timeout=10: it closed idle connections "
-                            "after 1.") for v in r["verdicts"]), r["verdicts"]
+    # from the measured 1 s (500 ms), not the advertised 10 s
+    assert r["recommended_client_idle_ms"] == recommended_ms(idle["ms"])[1] <= 1000, r
+    said = [v for v in r["verdicts"] if v.startswith("do not trust this server's Keep-Alive: timeout=10: it closed "
+                                                     "idle connections after ")]
+    assert len(said) == 1, r["verdicts"]
+    assert said[0].endswith(" s") and near(float(said[0].split()[-2]) * 1000, 1000), said
     assert o.idle_closes >= 8
 
     text = probe_text(o.url("/page"), "--max-wait", "5s", "--max-requests", "20", "--client-idle", "9s")
     assert field(text, "Keep-Alive field") == "timeout=10"
     assert field(text, "timeout") == "false: the server closes idle connections before the advertised timeout"
     assert "do not trust this server's Keep-Alive: timeout=10" in text
-    # a client that believed the field (9 s < 10 s) is told it is too long
-    assert "your client keeps idle connections for 9 s, longer than the server's 1 s" in text, text
+    # a client that believed the field (9 s < 10 s) is told it is too long ("the server's 1 s" at 1.0 s)
+    assert any("your client keeps idle connections for 9 s, longer than the server's %s" % secs(t) in text
+               for t, _ in advice_candidates(text)), text
 
 
 def test_keep_alive_timeout_that_tells_the_truth_is_reported_true(origin):
-    """The control for the test above: the same origin whose field matches its behaviour."""
-    o = origin(idle_close=1.0, keep_alive="timeout=1")
+    """The control for the test above: the same origin whose field matches its behaviour. (T counts whole
+    seconds, rounded down, as tether's does: a 1.5 s timeout is "timeout=1", and sits in the middle of what
+    the probe calls true, [T - 100 ms, T + 1 s + 100 ms], on a busy machine too, where the probe may
+    measure it some 100 ms short.)"""
+    o = origin(idle_close=1.5, keep_alive="timeout=1")
     r = probe_json(o.url("/page"), "--max-wait", "5s", "--max-requests", "20")
     assert r["keep_alive"]["timeout_true"] is True and r["keep_alive"]["timeout_verdict"] == "true", r
     assert not any("do not trust" in v for v in r["verdicts"]), r["verdicts"]
@@ -518,7 +526,7 @@ def test_well_behaved_origin_control(origin):
     assert r["http10_keepalive"] == "persists"
     assert r["pipelining"] == {"result": "in_order", "in_order": True, "statuses": [200, 404, 200, 200]}
     assert r["max_requests"]["end"] == "bound" and r["max_requests"]["count"] == 5
-    assert abs(r["idle_timeout"]["ms"] - 400) <= 200, r["idle_timeout"]
+    assert near(r["idle_timeout"]["ms"], 400), r["idle_timeout"]
     assert not any(v.startswith("do not") or "HTTP/1.0 clients" in v for v in r["verdicts"]), r["verdicts"]
 
 

@@ -434,7 +434,8 @@ def test_slow_reader_does_not_grow_rss(clean_tether, conns):
 
 @pytest.mark.skipif(ASAN, reason="sanitizer allocators keep freed memory in quarantine; RSS says nothing")
 def test_large_upload_to_slow_origin_bounded(clean_tether, conns):
-    slow = slow_upload_server(read_pause=0.05, read_size=16384, slow_for=4.0)
+    # slow for 6 s, sampled after 3 s: 3 s for a busy machine to start the upload late
+    slow = slow_upload_server(read_pause=0.05, read_size=16384, slow_for=6.0)
     try:
         config = upstream_config(["127.0.0.1:%d" % slow.port]) + "\n[limits]\nmax_body_size = 1g\n"
         t = clean_tether("--workers", "1", config=config)

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from conftest import SLOW
+from conftest import LATE, SLOW
 from pool_support import PoolView, origin_stats, wait_until
 from proxy_util import Blackhole, addr, closed_port, origins  # noqa: F401 (origins is a fixture)
 
@@ -302,10 +302,9 @@ def test_connect_timeout_moves_request_to_next_server(tether, origins, conns):
         assert retried, lines
         for p, f in lines.items():
             assert f["up_addr"] == addr(o) and f["cause"] == "-" and f["retries"] in ("0", "1"), f
-            if p in retried:
-                assert 0.28 <= took[p] <= 0.3 + 0.7 * SLOW, "%s (retried) took %.2fs" % (p, took[p])
-            else:
-                assert took[p] < 0.25 * SLOW, "%s (direct) took %.2fs" % (p, took[p])
+            if p in retried:  # after the configured 300 ms, not the 3 s default
+                assert 0.29 <= took[p] <= 0.3 + 0.8 * SLOW, "%s (retried) took %.2fs" % (p, took[p])
+            # (a direct one, retries=0, did not wait for server 1: its time says nothing more on a busy machine)
         n = len(retried)
         assert t.metric("tether_upstream_next_server_total", upstream=UP, cause="connect_timeout") == n
         assert t.metric("tether_upstream_connect_failures_total", upstream=UP, server=dead) == n
@@ -330,10 +329,15 @@ def test_down_period_doubles_up_to_fail_backoff_max(tether, origins, conns):
         return t.metric("tether_upstream_connect_failures_total", upstream=UP, server=server)
 
     # two refused connects: 502; the third marks it down, so that request finds every server down: 503
-    answers = [conns(t).get("/f%d" % i) for i in range(3)]
+    answers = []
+    for i in range(3):
+        before = time.monotonic()
+        answers.append(conns(t).get("/f%d" % i))
+    # when each failure happened, as [after the last look that did not see it, before the first that did]
+    seen_at = [(before, time.monotonic())]  # the third failure: during the third request
     assert [(r.status, r.header("X-Tether-Cause")) for r in answers] == [
         (502, "connect_refused"), (502, "connect_refused"), (503, "all_servers_down")], answers
-    stamps = [time.monotonic()]  # the third failure: just before the third answer
+    last_looked = time.monotonic()
     assert failures() == 3
     assert t.metric("tether_upstream_down", upstream=UP, server=server) == 1
     # while down, nothing connects: 503 at once
@@ -342,24 +346,34 @@ def test_down_period_doubles_up_to_fail_backoff_max(tether, origins, conns):
     seen = 3
     deadline = time.monotonic() + 5 * SLOW
     while seen < 6:
+        looked = time.monotonic()
         v = int(failures())
         now = time.monotonic()
-        assert v <= seen + 1, "two probes within one poll: %d -> %d" % (seen, v)
-        if v > seen:
-            stamps.append(now)
-            seen = v
+        while seen < v:  # (several at once only if this look came very late)
+            seen_at.append((last_looked, now))
+            seen += 1
+        last_looked = looked
         assert now < deadline, "only %d probes failed in %.1fs" % (seen - 3, 5 * SLOW)
         assert t.metric("tether_upstream_down", upstream=UP, server=server) == 1
         time.sleep(0.01)
-    d1, d2, d3 = (b - a for a, b in zip(stamps, stamps[1:]))
-    slack = 0.1 + 0.05 * SLOW  # the probes run on tether's timers; the slack covers polling the metric
-    assert 0.3 <= d1 <= 0.4 + slack, "first down period %.2fs, fail_backoff is 0.4s" % d1
-    assert 0.7 <= d2 <= 0.8 + slack, "second down period %.2fs, expected 0.8s (twice the first)" % d2
-    assert 1.6 <= d2 / d1 <= 2.5, "second/first down period %.2f" % (d2 / d1)
-    assert 1.1 <= d3 <= 1.2 + slack, "third down period %.2fs, expected 1.2s (fail_backoff_max, not 1.6s)" % d3
+    # The schedule, as tether states it when it marks the server down and after each failed probe: doubled,
+    # then capped at fail_backoff_max (1.2 s, not 1.6 s).
+    def said():
+        return [int(m.group(1)) for m in (re.search(r"down after \d+ failed connects; probing again in (\d+) ms", l)
+                                          for l in list(t.stderr_lines)) if m]
+
+    wait_until(lambda: len(said()) >= 4, 2, "the fourth 'probing again' line")
+    assert said() == [400, 800, 1200, 1200], t.stderr()
+    # ... and the timer really armed with it: each probe no sooner than its period after the last failure
+    # (timers never fire early), and no later than LATE after it (a busy machine runs them late)
+    for k, period in enumerate((0.4, 0.8, 1.2), start=1):
+        shortest = seen_at[k][0] - seen_at[k - 1][1]
+        longest = seen_at[k][1] - seen_at[k - 1][0]
+        assert longest >= period - 0.01 and shortest <= period + LATE, \
+            "down period %d: between %.2f and %.2f s, fail_backoff says %.1f s" % (k, shortest, longest, period)
     # it comes back after a successful probe connect, within the capped backoff
     revived = origins(port=port)
-    t.wait_metric("tether_upstream_down", lambda v: v == 0, timeout=1.2 + 1.0, upstream=UP, server=server)
+    t.wait_metric("tether_upstream_down", lambda v: v == 0, timeout=1.2 + 2.0, upstream=UP, server=server)
     r = conns(t).get("/back")
     assert r.status == 200, r
     assert revived.stats["requests"] == 1
@@ -417,23 +431,23 @@ def test_replay_only_while_the_body_is_held(tether, scripted, conns, method, key
 def test_too_large_to_replay_avoids_connection_idle_over_half_its_deadline(tether, origins, conns, size, fresh):
     """docs/config.md: requests that cannot be replayed (POST without Idempotency-Key, *or a body larger
     than replay_buffer*) are never sent on a connection parked for more than half of its deadline. The
-    connection here is parked 1.2 s of a 2 s idle_timeout: a small PUT (replayable) reuses it; a PUT
-    whose Content-Length says it cannot be held must get a fresh connection."""
+    connection here is parked 2.3 s of a 4 s idle_timeout (1.7 s to spare for a busy machine): a small PUT
+    (replayable) reuses it; a PUT whose Content-Length says it cannot be held must get a fresh connection."""
     o = origins()
-    t = start_tether(tether, [addr(o)], idle_timeout="2s")
+    t = start_tether(tether, [addr(o)], idle_timeout="4s")
     pool = PoolView(t, o.port)
     c = conns(t)
     assert body_of(c.get("/park"))["conn"] == 1
-    time.sleep(1.2)
+    time.sleep(2.3)
     c.request("PUT", "/put", body=b"p" * size)
     e = body_of(c.response())
     assert e["body_len"] == size
     f = log_for(t, "/put")
-    assert int(f["up_idle_ms"]) >= 1100 or f["up_reused"] == "0", f
+    assert int(f["up_idle_ms"]) >= 2200 or f["up_reused"] == "0", f
     if fresh:
         assert (e["conn"], e["req"]) == (2, 1), (
             "a PUT of %d bytes (> replay_buffer 64k, not replayable) went on a connection idle %s ms of "
-            "its 2000 ms deadline" % (size, f["up_idle_ms"]))
+            "its 4000 ms deadline" % (size, f["up_idle_ms"]))
         assert f["up_reused"] == "0" and pool.opened() == 2
     else:
         assert (e["conn"], e["req"]) == (1, 2), e
@@ -453,7 +467,8 @@ def test_learned_estimate_rises_when_the_upstream_timeout_grows(tether, origins,
     pool = PoolView(t, o.port)
     assert body_of(conns(t).get("/a"))["conn"] == 1
     wait_until(lambda: pool.retired("peer_closed_while_idle") == 1, 3, "the origin's 1 s close")
-    assert 0.9 <= pool.learned() <= 1.0 + 0.2 * SLOW, pool.learned()
+    # (less if tether parked the connection late on a busy machine, more if it saw the close late)
+    assert 0.8 <= pool.learned() <= 1.0 + 0.3 * SLOW, pool.learned()
 
     o.idle_timeout = 2.5
     parked_at = time.monotonic()
@@ -469,8 +484,8 @@ def test_learned_estimate_rises_when_the_upstream_timeout_grows(tether, origins,
     # the origin closes the canary at 2.5 s idle: the estimate rises to it
     wait_until(lambda: pool.retired("peer_closed_while_idle") == 2, 3, "the origin's close of the canary")
     took = time.monotonic() - parked_at
-    assert 2.3 <= took <= 2.5 + 0.5 * SLOW, took
-    assert 2.4 <= pool.learned() <= 2.5 + 0.2 * SLOW, "learned %.3fs, the origin now closes at 2.5s" % pool.learned()
+    assert 2.45 <= took <= 2.5 + 0.5 * SLOW, took
+    assert 2.3 <= pool.learned() <= 2.5 + 0.3 * SLOW, "learned %.3fs, the origin now closes at 2.5s" % pool.learned()
     st = origin_stats(o)
     assert st["idle_closes"] == 2 and st["requests"] == 3
     assert pool.m("tether_upstream_idle_connections") == 0
@@ -484,14 +499,14 @@ def test_learned_estimate_dropped_when_canary_outlives_idle_timeout(tether, orig
     pool = PoolView(t, o.port)
     body_of(conns(t).get("/a"))
     wait_until(lambda: pool.learned() > 0, 3, "a learned estimate")
-    assert 0.9 <= pool.learned() <= 1.0 + 0.2 * SLOW, pool.learned()
+    assert 0.8 <= pool.learned() <= 1.0 + 0.3 * SLOW, pool.learned()
 
     o.idle_timeout = 30
     parked_at = time.monotonic()
     assert body_of(conns(t).get("/b"))["conn"] == 2
     took = wait_until(lambda: pool.learned() == 0, 4, "the estimate to be dropped")
     took = time.monotonic() - parked_at
-    assert 1.9 <= took <= 2.0 + 0.5 * SLOW, "dropped %.2fs after parking; idle_timeout is 2s" % took
+    assert 1.95 <= took <= 2.0 + 1.0 * SLOW, "dropped %.2fs after parking; idle_timeout is 2s" % took
     assert pool.retired("idle_timeout") == 1 and pool.retired("learned_deadline") == 0, pool.retired_all()
     wait_until(lambda: origin_stats(o)["open"] == 0, 2, "the origin to see tether's close")
     assert origin_stats(o)["idle_closes"] == 1  # only the first, learning close was the origin's
@@ -515,13 +530,14 @@ def test_parked_connection_reset_or_poked_is_closed_at_once(tether, scripted, co
     seen = time.monotonic()
     with o.lock:
         acted = o.events[kind]
-    assert seen - acted <= 0.15 + 0.1 * SLOW, "retired %.3fs after the %s" % (seen - acted, kind)
+    # at once, not at a deadline (60 s idle_timeout) or at the next request
+    assert seen - acted <= 1.0 * SLOW, "retired %.3fs after the %s" % (seen - acted, kind)
     assert pool.idle() == 0
     if kind == "junk":
         # tether closed its end: the origin's read sees EOF
         wait_until(lambda: "peer_closed" in o.events, 2, "tether to close the poked connection")
         with o.lock:
-            assert o.events["peer_closed"] - acted <= 0.15 + 0.1 * SLOW
+            assert o.events["peer_closed"] - acted <= 1.0 * SLOW
     e = body_of(c.get("/next"))
     assert (e["conn"], e["req"]) == (2, 1), e
     f = log_for(t, "/next")

@@ -104,7 +104,7 @@ def test_sequential_requests_reuse_one_upstream_connection(proxy, conns):
 
 def test_most_recently_used_connection_is_reused_first(proxy, conns):
     t, o, pool = proxy(origin=dict(idle_timeout=30))
-    # A: opened first, released last; B: opened second, released first.
+    # A: opened first, released last (normally); B: opened second, released first.
     ca = conns(t)
     ca.request("GET", "/a?delay=900")
     wait_until(lambda: origin_stats(o)["requests"] == 1, 5, "request A at the origin")
@@ -112,16 +112,20 @@ def test_most_recently_used_connection_is_reused_first(proxy, conns):
     ea = echo(ca.response())
     assert ea["conn"] != eb["conn"]
     pool.wait("tether_upstream_idle_connections", lambda v: v == 2)
-    lines = {l["target"]: l for l in pool.proxied(wait_for=2)}
-    conn_a, conn_b = lines["/a?delay=900"]["up_conn"], lines["/b?delay=50"]["up_conn"]
+    lines = pool.proxied(wait_for=2)  # in the order the exchanges ended, which is the order of release
+    by_target = {l["target"]: l for l in lines}
+    conn_a, conn_b = by_target["/a?delay=900"]["up_conn"], by_target["/b?delay=50"]["up_conn"]
     assert conn_a != conn_b
+    # On a busy machine B may end after A after all; what the rule says is "the one released last".
+    last = lines[-1]["up_conn"]
 
-    # MRU: A was parked last, so A carries the next request (LRU/FIFO would pick B)
+    # MRU: the connection parked last carries the next request (LRU/FIFO would pick the other)
     e = echo(conns(t).get("/c"))
-    assert e["conn"] == ea["conn"], "reused origin connection %s, the most recently used is %s (B: %s)" % (
-        e["conn"], ea["conn"], eb["conn"])
     line = [l for l in pool.proxied(wait_for=3) if l["target"] == "/c"][0]
-    assert line["up_conn"] == conn_a and line["up_reused"] == "1" and line["up_req"] == "2"
+    assert line["up_conn"] == last, "reused upstream connection %s, the most recently used is %s (A %s, B %s)" % (
+        line["up_conn"], last, conn_a, conn_b)
+    assert e["conn"] == (ea["conn"] if last == conn_a else eb["conn"])
+    assert line["up_reused"] == "1" and line["up_req"] == "2"
     assert pool.opened() == 2
 
 
@@ -131,12 +135,16 @@ def test_most_recently_used_connection_is_reused_first(proxy, conns):
 def test_parked_connection_retired_at_hint_minus_margin(proxy, conns, hint_timeout, expect):
     """Keep-Alive: timeout=T -> retired at T - min(hint_margin, T/2), before the origin's own close."""
     t, o, pool = proxy(origin=dict(idle_timeout=10, hint=True, hint_timeout=hint_timeout))
-    r = conns(t).get("/")
+    c = conns(t)
+    start = time.monotonic()  # before the request: the connection cannot be parked earlier
+    r = c.get("/")
+    asked = time.monotonic() - start  # ... nor later than this
     assert r.status == 200
     assert r.header_all("Keep-Alive") != ["timeout=%d" % hint_timeout]  # hop-by-hop: tether's own, not the origin's
     assert pool.idle() == 1
-    took = wait_until(lambda: pool.retired("hint_deadline") == 1, expect + 3, "retired{hint_deadline}")
-    assert expect - 0.25 <= took <= expect + 0.6 * SLOW, "retired after %.2fs, expected %.2fs" % (took, expect)
+    wait_until(lambda: pool.retired("hint_deadline") == 1, expect + 3, "retired{hint_deadline}")
+    took = time.monotonic() - start
+    assert expect - 0.05 <= took <= asked + expect + 0.6 * SLOW, "retired after %.2fs, expected %.2fs" % (took, expect)
     assert pool.idle() == 0
     wait_until(lambda: origin_stats(o)["open"] == 0, 3, "the origin to see tether's close")
     st = origin_stats(o)
@@ -206,24 +214,21 @@ def test_max_lifetime_jitter_spreads_retirements(proxy, conns):
     t, o, pool = proxy(origin=dict(idle_timeout=30), max_lifetime="2s")
     n = 5
     holders = [conns(t) for _ in range(n)]
+    start = time.monotonic()  # before the requests: no upstream connection is opened earlier
     for c in holders:
         c.request("GET", "/j?delay=300")
-    start = time.monotonic()
     for c in holders:
         echo(c.response())
+    opened_by = time.monotonic() - start
     assert pool.opened() == n
-    times = []
-    seen = 0
-    deadline = start + 4 * SLOW
-    while seen < n and time.monotonic() < deadline:
-        v = int(pool.retired("max_lifetime"))
-        while seen < v:
-            times.append(time.monotonic() - start)
-            seen += 1
-        time.sleep(0.01)
-    assert seen == n, "only %d of %d retired for max_lifetime" % (seen, n)
-    assert min(times) >= 1.7, times
-    assert max(times) <= 2.2 + 0.5 * SLOW, times
+    wait_until(lambda: pool.retired("max_lifetime") == n, 4, "%d retirements for max_lifetime" % n)
+    # When each was closed: as the origin saw it, one thread per connection (a poll of the metrics, one
+    # scrape at a time, could see several retirements at once on a busy machine, and no jitter)
+    wait_until(lambda: len(o.peer_closed_at) == n, 3, "the origin to see the %d closes" % n)
+    with o.lock:
+        times = sorted(at - start for at in o.peer_closed_at)
+    assert min(times) >= 1.8 - 0.05, times
+    assert max(times) <= opened_by + 2.2 + 0.5 * SLOW, times
     assert max(times) - min(times) >= 0.03, "no jitter: %s" % times
 
 
@@ -231,20 +236,30 @@ def test_max_lifetime_jitter_spreads_retirements(proxy, conns):
 
 def test_learns_idle_timeout_without_hint_and_retires_before_it(proxy, conns):
     t, o, pool = proxy(origin=dict(idle_timeout=1.5))
+    start = time.monotonic()  # before the request: the origin's idle clock cannot start earlier
     echo(conns(t).get("/first"))
+    asked = time.monotonic() - start
     # the origin closes the parked connection at 1.5 s; tether sees it and learns its age
-    took = wait_until(lambda: pool.retired("peer_closed_while_idle") == 1, 5, "retired{peer_closed_while_idle}")
-    assert 1.3 <= took <= 1.5 + 0.5 * SLOW
+    wait_until(lambda: pool.retired("peer_closed_while_idle") == 1, 5, "retired{peer_closed_while_idle}")
+    took = time.monotonic() - start
+    assert 1.45 <= took <= asked + 1.5 + 0.5 * SLOW, took
     learned = pool.learned()
-    assert 1.4 <= learned <= 1.5 + 0.3 * SLOW, "learned %.3fs, the origin closes at 1.5s" % learned
+    # the age tether saw: 1.5 s, less if it parked the connection late (busy), more if it saw the close late
+    assert 1.3 <= learned <= 1.5 + 0.3 * SLOW, "learned %.3fs, the origin closes at 1.5s" % learned
     assert origin_stats(o)["idle_closes"] == 1
 
     # from now on a parked connection leaves service at 1.5 - min(1s, 0.75s) = 0.75 s
+    deadline = learned - min(1.0, learned / 2)
     for i in range(2):
-        e = echo(conns(t).get("/after%d" % i))
+        c = conns(t)
+        start = time.monotonic()
+        e = echo(c.get("/after%d" % i))
+        asked = time.monotonic() - start
         assert e["req"] == 1, "reused a connection past its learned deadline"
-        took = wait_until(lambda: pool.idle() == 0, 4, "the parked connection to leave the pool")
-        assert 0.55 <= took <= 0.75 + 0.5 * SLOW, "left the pool after %.2fs, expected ~0.75s" % took
+        wait_until(lambda: pool.idle() == 0, 4, "the parked connection to leave the pool")
+        took = time.monotonic() - start
+        assert deadline - 0.05 <= took <= asked + deadline + 0.5 * SLOW, \
+            "left the pool after %.2fs, expected ~%.2fs" % (took, deadline)
     # (the first one may be kept aside as a canary that watches for a longer timeout; the next is retired)
     assert pool.retired("learned_deadline") >= 1
     # no connection was closed by the origin except the ones tether saw closing while parked
@@ -281,9 +296,12 @@ def test_learned_deadline_applies_to_connections_parked_before_learning(proxy, c
 def test_parked_connection_closed_by_origin_is_closed_at_once(proxy, conns):
     t, o, pool = proxy(origin=dict(idle_timeout=1.0), keepalive_hint="off", learn="off")
     c = conns(t)
+    start = time.monotonic()  # before the request: the origin's idle clock cannot start earlier
     echo(c.get("/"))
-    took = wait_until(lambda: pool.retired("peer_closed_while_idle") == 1, 5, "retired{peer_closed_while_idle}")
-    assert 0.85 <= took <= 1.0 + 0.4 * SLOW, "closed %.2fs after parking; the origin closed at 1.0s" % took
+    asked = time.monotonic() - start
+    wait_until(lambda: pool.retired("peer_closed_while_idle") == 1, 5, "retired{peer_closed_while_idle}")
+    took = time.monotonic() - start
+    assert 0.95 <= took <= asked + 1.0 + 0.4 * SLOW, "closed %.2fs after the request; the origin closed at 1.0s" % took
     assert pool.idle() == 0
     assert upstream_sockets(t, o.port) == [], "tether kept its end open"
     assert pool.learned() == 0
@@ -487,19 +505,24 @@ def test_max_connections_queues_then_serves_or_refuses(proxy, mode):
         keys["max_pending"] = 0
     t, o, pool = proxy(origin=dict(idle_timeout=30), **keys)
     host, port = t.addr
-    first = Background(lambda: one_request(host, port, path="/first?delay=1500"))
+    sent_first = time.monotonic()  # the origin answers the first request 2.5 s after it gets it, not sooner
+    first = Background(lambda: one_request(host, port, path="/first?delay=2500"))
     wait_until(lambda: origin_stats(o)["requests"] == 1, 5, "the first request at the origin")
     assert pool.active() == 1
     second = Background(lambda: one_request(host, port, path="/second"))
     if mode == "queued":
         pool.wait("tether_upstream_queue_length", lambda v: v == 1)
+        queued_by = time.monotonic()  # the second was queued by now, and waits for the first's release
         assert not first.done()
         r, took = second.result()
         assert r.status == 200, r
         assert echo(r)["conn"] == 1 and echo(r)["req"] == 2, "the queued request did not get the released connection"
         assert pool.m("tether_upstream_queue_length") == 0
         assert pool.m("tether_upstream_queue_wait_seconds_count") == 1
-        assert pool.m("tether_upstream_queue_wait_seconds_sum") >= 0.8
+        waited = pool.m("tether_upstream_queue_wait_seconds_sum")
+        # from its queueing (before queued_by) to the first's release (after sent_first + 2.5 s), and within
+        # the second's own round trip
+        assert sent_first + 2.5 - queued_by - 0.01 <= waited <= took + 0.01, (waited, took)
         assert pool.m("tether_upstream_queue_timeouts_total") == 0
         assert origin_stats(o)["accepted"] == 1
     else:
@@ -508,10 +531,10 @@ def test_max_connections_queues_then_serves_or_refuses(proxy, mode):
         assert r.header("X-Tether-Cause") == "pool_exhausted"
         assert not first.done(), "the refusal waited for the first request"
         if mode == "queue_timeout":
-            assert 0.25 <= took <= 0.3 + 0.6 * SLOW, took
+            assert 0.3 - 0.01 <= took <= 0.3 + 1.0 * SLOW, took
             assert pool.m("tether_upstream_queue_timeouts_total") == 1
-        else:
-            assert took <= 0.3 * SLOW, "max_pending=0 refused only after %.2fs" % took
+        else:  # at once, not at the 5 s default queue timeout (nor at the first's release)
+            assert took <= 1.0 * SLOW, "max_pending=0 refused only after %.2fs" % took
             assert pool.m("tether_upstream_queue_timeouts_total") == 0
         assert pool.generated("pool_exhausted") == 1
         assert pool.m("tether_upstream_queue_length") == 0
@@ -527,7 +550,7 @@ def test_active_gauge_counts_concurrent_slow_requests(proxy):
     t, o, pool = proxy(origin=dict(idle_timeout=30))
     host, port = t.addr
     n = 3
-    jobs = [Background(lambda i=i: one_request(host, port, path="/slow%d?delay=1500" % i)) for i in range(n)]
+    jobs = [Background(lambda i=i: one_request(host, port, path="/slow%d?delay=2500" % i)) for i in range(n)]
     pool.wait("tether_upstream_active_connections", lambda v: v == n)
     assert pool.idle() == 0
     wait_until(lambda: origin_stats(o)["open"] == n, 3, "the origin to hold %d connections" % n)
@@ -562,17 +585,19 @@ def test_max_idle_limits_parked_connections(proxy):
     jobs = [Background(lambda i=i: one_request(host, port, path="/c%d?delay=%d" % (i, 600 + 200 * i)))
             for i in range(4)]
     pool.wait("tether_upstream_active_connections", lambda v: v == 4)
-    conn_of = [echo(j.result()[0])["conn"] for j in jobs]
+    conn_of = {"/c%d?delay=%d" % (i, 600 + 200 * i): echo(j.result()[0])["conn"] for i, j in enumerate(jobs)}
     pool.wait("tether_upstream_active_connections", lambda v: v == 0)
     assert pool.opened() == 4
     assert pool.idle() == 2
     assert pool.retired("max_idle") == 2
     wait_until(lambda: origin_stats(o)["open"] == 2, 3, "the origin to see 2 connections closed")
     assert len(upstream_sockets(t, o.port)) == 2
-    # the two parked ones are those released last
+    # the two parked ones are those released last: /c2 and /c3 normally; on a busy machine the order in which
+    # the exchanges ended (the access log's) is what counts
+    ended = [conn_of[l["target"]] for l in pool.proxied(wait_for=4)]
     again = [Background(lambda i=i: one_request(host, port, path="/again%d?delay=300" % i)) for i in range(2)]
     got = sorted(echo(j.result()[0])["conn"] for j in again)
-    assert got == sorted(conn_of[2:]), "kept %s, the most recently used were %s" % (got, conn_of[2:])
+    assert got == sorted(ended[2:]), "kept %s, the most recently used were %s" % (got, ended[2:])
     assert pool.opened() == 4
 
 

@@ -211,7 +211,9 @@ def test_race_without_hint_learns(tether):
         assert n502["GET"] == 0, "GET 502 (a stale GET must be replayed): %s" % (
             [r for r in load.results if r[2] == "GET" and r[3] == 502][:5])
         learned = pool.learned()
-        assert 0.9 <= learned <= 1.0 + 0.3 * SLOW, "learned %.3fs; the origin closes idle connections at 1s" % learned
+        # The estimate is the youngest close tether saw in ~24 s: 1.0 s, or less by how late tether parked a
+        # connection once (a busy machine), or more by how late it saw the close.
+        assert 0.7 <= learned <= 1.0 + 0.3 * SLOW, "learned %.3fs; the origin closes idle connections at 1s" % learned
         assert load.learned_at is not None
         post502 = [(round(r[0] - start, 3), r[4]) for r in load.results if r[2] == "POST" and r[3] == 502]
         assert len(post502) <= 2, "POST 502s (sent at +s, cause): %s" % post502

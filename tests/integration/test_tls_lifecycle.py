@@ -85,7 +85,8 @@ def root_tls_conns():
 # ---- 1. max lifetime over TLS ----
 
 def test_max_lifetime_over_tls_http11(tether, site, certs, root_tls_conns):
-    t = tether("--root", str(site), "--max-lifetime", "1s", "--idle-timeout", "5s", *tls_args(certs))
+    # 2 s: a handshake and two requests fit in it on a busy machine too (each response says whether they did)
+    t = tether("--root", str(site), "--max-lifetime", "2s", "--idle-timeout", "5s", *tls_args(certs))
     born = time.monotonic()  # before the connect: the server's age of the connection is at most ours
     c = root_tls_conns(certs.ca, tls_port(t))
     for _ in range(2):
@@ -93,15 +94,14 @@ def test_max_lifetime_over_tls_http11(tether, site, certs, root_tls_conns):
         assert r.status == 200 and r.header("Connection") is None, r
         assert r.keep_alive() == {"timeout": 5, "max": 1000 - _ - 1}, r
         time.sleep(0.2)
-    assert time.monotonic() - born < 1.0, "too slow to test the lifetime"
-    time.sleep(max(0.0, 1.3 - (time.monotonic() - born)))
+    time.sleep(max(0.0, 2.3 - (time.monotonic() - born)))
     assert c.is_open(0.01), "max_lifetime closed an idle TLS connection: it acts at a request boundary only"
     r = c.get("/4k.bin")
     assert r.status == 200 and r.body == body_of(site, "/4k.bin"), "a response is never cut"
     assert (r.header("Connection") or "").lower() == "close", r
     assert r.header("Keep-Alive") is None, r
     took, how = c.wait_closed_tls(3)
-    assert took is not None and took < 1.0 * SLOW, took
+    assert took is not None and took < 2.0 * SLOW, took  # after the response, not at the 5 s idle timeout
     assert how == "close_notify", how
     t.wait_metric("tether_connections_closed_total", lambda v: v == 1, reason="max_lifetime")
     lines = t.access_lines(wait_for=3)
@@ -109,11 +109,11 @@ def test_max_lifetime_over_tls_http11(tether, site, certs, root_tls_conns):
 
 
 def test_max_lifetime_over_tls_h2_two_step_goaway(tether, site, certs, raw_h2):
-    t = tether("--root", str(site), "--max-lifetime", "1s", "--idle-timeout", "30s", *tls_args(certs))
+    t = tether("--root", str(site), "--max-lifetime", "2s", "--idle-timeout", "30s", *tls_args(certs))
     c = raw_h2(tls_port(t), tls_certs=certs)
-    s1 = c.request("/100.txt")
+    s1 = c.request("/100.txt")  # within the lifetime: no GOAWAY (checked below, after it has passed)
     assert c.response(s1)["reset"] is None and c.status(s1) == 200
-    c.wait(lambda: False, 1.2 / SLOW)  # (wait() scales by SLOW)
+    c.wait(lambda: False, 2.2 / SLOW)  # (wait() scales by SLOW)
     assert c.goaways() == [] and not c.closed, "max_lifetime acts at a request boundary only"
     s3 = c.request("/4k.bin")  # the first stream after the lifetime: served, and the connection ends
     assert c.wait(lambda: len(c.goaways()) == 2, 5), c.goaways()
@@ -152,7 +152,7 @@ def test_eviction_over_tls_closes_least_recently_used_idle_with_close_notify(tet
     assert how == "close_notify", how
     assert [c.is_open(0.01) for c in (cs[0], cs[2], busy)] == [True, True, True]
     t.wait_metric("tether_connections_closed_total", lambda v: v == 1, reason="evicted")
-    assert t.metric("tether_connections_open") == 4
+    t.wait_metric("tether_connections_open", lambda v: v == 4)  # (one step after the close is counted)
     assert t.closed("idle_timeout") == 0 and t.closed("tls_error") == 0
     assert cs[2].get("/100.txt").status == 200  # survivors still work
     assert busy.get("/100.txt").status == 200
@@ -338,12 +338,13 @@ def test_default_ticket_rotation_is_one_hour(tether, site, certs, clock_shim, tm
     port = tls_port(t)
     clients = {v: Resumer(certs, port, v) for v in VERSIONS}
     early = {v: c.connect()[1] for v, c in clients.items()}
-    clock.set(3580)  # 0:59:40: still hour H
+    # (the real time since the clock was made adds to every setting: 3550 leaves 50 s for a busy machine)
+    clock.set(3550)  # 0:59:10: still hour H
     late = {v: c.connect()[1] for v, c in clients.items()}
     clock.set(3605)  # 1:00:05, hour H+1: a ticket an hour old, from the previous period, resumes
     for v, c in clients.items():
         assert c.connect(early[v])[0], "TLS %s: a ticket 1 h old (previous hourly period) did not resume" % v
-    clock.set(7205)  # 2:00:05, hour H+2: a ticket 1 h 0 min 25 s old, but from two periods ago
+    clock.set(7205)  # 2:00:05, hour H+2: a ticket 1 h 0 min 55 s old, but from two periods ago
     for v, c in clients.items():
         assert not c.connect(late[v])[0], "TLS %s: a ticket from two hourly periods ago still resumed" % v
     t.wait_metric("tether_tls_handshakes_total", lambda v: v == 2, kind="resumed")

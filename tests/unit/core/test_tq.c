@@ -69,7 +69,8 @@ static void on_timer(tt_timer_t *t)
     }
 }
 
-/* Runs loop turns until `g_norder` reaches `n` or `max_ms` of wall time pass. */
+/* Runs loop turns until `g_norder` reaches `n` or `max_ms` of wall time pass. The tests give generous `max_ms`
+ * (it ends as soon as `n` fired): a busy machine may not run this process for a while. */
 static void run_until(size_t n, uint64_t max_ms)
 {
     uint64_t start = wall_ms();
@@ -126,8 +127,11 @@ static void expires_entries_in_fifo_order(void **state)
         assert_int_equal(tt_tq_deadline(&it[i].entry), it[i].entry.since_ms + 50);
         run_for(2);
     }
-    assert_int_equal(g_norder, 0); /* 50 ms have not passed for the first yet (about 10 have) */
-    run_until(5, 500);
+    /* About 10 ms have passed, not the first one's 50: nothing fired. (Unless this process was not run for
+     * 40 ms on a busy machine; then the checks below still hold each entry to its own deadline.) */
+    tt_loop_update_clock(g_loop);
+    if (tt_loop_now(g_loop) < it[0].entry.since_ms + 50) assert_int_equal(g_norder, 0);
+    run_until(5, 5000);
     assert_int_equal(g_norder, 5);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(g_order[i], i);
@@ -158,14 +162,15 @@ static void moves_a_repushed_entry_to_the_tail_with_a_new_deadline(void **state)
     assert_true(it[0].entry.since_ms >= first + 20);
     assert_int_equal(tt_tq_deadline(&it[0].entry), it[0].entry.since_ms + 40);
     assert_ptr_equal(tt_tq_oldest(&q), &it[1].entry);
-    run_until(2, 500);
-    assert_int_equal(g_norder, 2);
+    run_until(2, 5000);
+    if (g_norder == 2) { /* (all three fire in one turn when this process ran late: the order still holds) */
+        assert_int_equal(it[0].fired, 0); /* its new deadline is later */
+        assert_ptr_equal(tt_tq_oldest(&q), &it[0].entry);
+    }
+    run_until(3, 5000);
+    assert_int_equal(g_norder, 3);
     assert_int_equal(g_order[0], 1);
     assert_int_equal(g_order[1], 2);
-    assert_int_equal(it[0].fired, 0); /* its new deadline is later */
-    assert_ptr_equal(tt_tq_oldest(&q), &it[0].entry);
-    run_until(3, 500);
-    assert_int_equal(g_norder, 3);
     assert_int_equal(g_order[2], 0);
     assert_true(it[1].fired_at >= first + 40);
     assert_true(it[0].fired_at >= it[0].fired_since + 40);
@@ -187,7 +192,7 @@ static void never_fires_removed_entries(void **state)
     assert_null(it[1].entry.q);
     tt_tq_remove(&it[1].entry); /* a no-op when in no queue */
     assert_null(it[1].entry.q);
-    run_until(2, 500);
+    run_until(2, 5000);
     run_for(30);
     assert_int_equal(g_norder, 2);
     assert_int_equal(g_order[0], 0);
@@ -200,7 +205,7 @@ static void never_fires_removed_entries(void **state)
     tt_tq_push(&q, &it[1].entry);
     tt_tq_push(&q, &it[3].entry);
     tt_tq_remove(&it[1].entry);
-    run_until(3, 500);
+    run_until(3, 5000);
     assert_int_equal(g_norder, 3);
     assert_int_equal(g_order[2], 3);
     assert_int_equal(it[1].fired, 0);
@@ -255,7 +260,7 @@ static void moves_an_entry_between_queues(void **state)
     assert_ptr_equal(it[0].entry.q, &b);
     assert_ptr_equal(tt_tq_oldest(&a), &it[1].entry);
     assert_ptr_equal(tt_tq_oldest(&b), &it[0].entry);
-    run_until(1, 500);
+    run_until(1, 5000);
     assert_int_equal(g_norder, 1);
     assert_int_equal(g_order[0], 0);
     tt_tq_remove(&it[1].entry);
@@ -277,7 +282,7 @@ static void lets_a_callback_push_into_another_queue(void **state)
     uint64_t t0 = tt_loop_now(g_loop);
     tt_tq_push(&first, &it[0].entry);
     tt_tq_push(&first, &it[1].entry);
-    run_until(2, 500);
+    run_until(2, 5000);
     assert_int_equal(g_norder, 2);
     assert_int_equal(g_order[0], 0);
     assert_int_equal(g_order[1], 1);
@@ -285,7 +290,7 @@ static void lets_a_callback_push_into_another_queue(void **state)
     assert_ptr_equal(it[1].entry.q, &second);
     assert_true(it[0].fired_at >= t0 + 10);
     uint64_t first_fire = it[0].fired_at;
-    run_until(4, 500);
+    run_until(4, 5000);
     assert_int_equal(g_norder, 4);
     assert_int_equal(g_order[2], 0);
     assert_int_equal(g_order[3], 1);
@@ -313,7 +318,7 @@ static void fires_timers_in_deadline_order(void **state)
         assert_true(tt_timer_is_armed(&it[i].timer));
         assert_int_equal(it[i].timer.at_ms, tt_loop_now(g_loop) + (uint64_t)(i + 1));
     }
-    run_until(N, 1000);
+    run_until(N, 5000);
     assert_int_equal(g_norder, N);
     for (int k = 1; k < N; k++) assert_true(it[g_order[k]].timer.at_ms >= it[g_order[k - 1]].timer.at_ms);
     for (int i = 0; i < N; i++) {
@@ -335,7 +340,7 @@ static void never_fires_disarmed_timers(void **state)
         assert_false(tt_timer_is_armed(&it[i].timer));
         tt_timer_disarm(g_loop, &it[i].timer); /* a no-op when not armed */
     }
-    run_until(N - 10, 500);
+    run_until(N - 10, 5000);
     run_for(20);
     assert_int_equal(g_norder, N - 10);
     for (int i = 0; i < N; i++) assert_int_equal(it[i].fired, i % 3 == 0 ? 0 : 1);
@@ -353,7 +358,7 @@ static void rearms_a_timer_to_a_new_deadline(void **state)
     tt_timer_arm(g_loop, &it[2].timer, 30);
     tt_timer_arm(g_loop, &it[0].timer, 40); /* later */
     tt_timer_arm(g_loop, &it[2].timer, 5);  /* earlier */
-    run_until(3, 500);
+    run_until(3, 5000);
     assert_int_equal(g_norder, 3);
     assert_int_equal(g_order[0], 2);
     assert_int_equal(g_order[1], 1);
@@ -365,7 +370,7 @@ static void rearms_a_timer_to_a_new_deadline(void **state)
     it[1].rearm = 3;
     it[1].rearm_ms = 5;
     tt_timer_arm(g_loop, &it[1].timer, 5);
-    run_until(4, 500);
+    run_until(4, 5000);
     assert_int_equal(g_norder, 4);
     assert_int_equal(it[1].fired, 1 + 4);
     assert_false(tt_timer_is_armed(&it[1].timer));
@@ -380,7 +385,7 @@ static void disarms_any_timer_of_a_large_heap(void **state)
     tt_loop_update_clock(g_loop);
     for (int i = 0; i < N; i++) tt_timer_arm(g_loop, &it[i].timer, (uint64_t)(10 + (i * 7) % 31));
     for (int i = 0; i < N; i += 2) tt_timer_disarm(g_loop, &it[i].timer);
-    run_until(N / 2, 1000);
+    run_until(N / 2, 5000);
     run_for(10);
     assert_int_equal(g_norder, N / 2);
     for (int i = 0; i < N; i++) assert_int_equal(it[i].fired, i % 2);
