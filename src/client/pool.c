@@ -327,6 +327,12 @@ static tt_upconn_t *take_parked(tt_pool_t *p, const tt_pool_waiter_t *w)
 {
     while (!tt_list_is_empty(&p->idle)) {
         tt_upconn_t *u = tt_container_of(tt_list_first(&p->idle), tt_upconn_t, pool.link);
+        if (now(p) >= u->pool.retire_at_ms) {
+            /* Past its deadline, its timer not yet run (timers run at the start of a turn; this one is late):
+             * retired now, never reused a moment after the upstream may have closed it. */
+            retire(p, u, (tt_pool_retire_t)u->pool.retire_reason);
+            continue;
+        }
         uint64_t age = now(p) - u->parked_ms, span = u->pool.retire_at_ms - u->parked_ms;
         if (w->half_deadline && age * 2 > span)
             return NULL; /* the others are older still: a non-replayable request gets a fresh one */
@@ -455,8 +461,8 @@ static void probe_on_timer(tt_timer_t *t)
     tt_upconn_t *u = tt_upconn_connect(p->loop, p->bufs, p->res, &p->addr, &p->conf->tcp_keepalive, &p->conf->timeouts,
                                        &probe_ops, NULL, &err);
     if (u == NULL) {
-        connect_failed(p, NULL);
-        mark_down(p);
+        connect_failed(p, NULL); /* marks it down again (a longer backoff, the next probe armed) */
+        if (!p->down) mark_down(p);
         return;
     }
     if (p->tls) tt_upconn_set_tls(u, p->tls, p->tls_session);

@@ -1018,6 +1018,64 @@ static void retires_at_the_parked_deadline_on_the_loops_clock(void **state)
     close(peer);
 }
 
+/* A loop running late: the parked connection's deadline passed but its timer has not run yet (timers run at
+ * the start of a turn). The next request must not get it. */
+static void never_reuses_a_connection_past_its_deadline_when_the_loop_is_late(void **state)
+{
+    (void)state;
+    g_conf.idle_timeout_ms = 5000;
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t r;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r, &peer);
+    uint64_t t0 = tt_loop_now(g_loop);
+    tt_loop_set_clock(g_loop, t0, 0);
+    exchange(p, u, peer, OK2, false);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    tt_loop_set_clock(g_loop, t0 + 6000, 0); /* no turn: the retirement timer is still armed */
+    wrec_t r2;
+    assert_int_equal(acquire(p, &r2), TT_POOL_PENDING); /* a new connection, not the expired one */
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_IDLE_TIMEOUT]), 1);
+    assert_int_equal(LOAD(g_m.reused), 0);
+    assert_true(peer_run_until(g_loop, &r2.called, 5000));
+    int peer2 = peer_accept(g_lfd, 5000);
+    exchange(p, r2.u, peer2, OK2, false);
+    tt_pool_free(&p);
+    close(peer), close(peer2);
+}
+
+/* A probe whose connect fails at once (EMFILE) marked the server down twice: the backoff doubled twice and the
+ * next probe came twice as late. Down at 1 s backoff, the failed probe makes it 2 s: a probe runs 2 s later. */
+static void backs_off_once_when_a_probe_connect_fails_at_once(void **state)
+{
+    (void)state;
+    tt_addr_t closed;
+    int cfd = peer_closed_port(&closed);
+    g_conf.max_fails = 1;
+    g_conf.backoff_min_ms = 1000;
+    g_conf.backoff_max_ms = 60000;
+    tt_pool_t *p = new_pool(&closed);
+    uint64_t t0 = tt_loop_now(g_loop);
+    tt_loop_set_clock(g_loop, t0, 0);
+    wrec_t r;
+    if (acquire(p, &r) == TT_POOL_PENDING) assert_true(peer_run_until(g_loop, &r.called, 5000));
+    assert_true(tt_pool_is_down(p)); /* backoff 1 s: a probe at t0 + 1000 */
+    exhaust_fds(0);                  /* no new descriptor at all */
+    tt_loop_set_clock(g_loop, t0 + 1000, 0);
+    tt_loop_run_once(g_loop, 0); /* the probe's socket() fails: down again, backoff 2 s */
+    restore_fds();
+    assert_int_equal(LOAD(g_m.connect_failures), 2);
+    tt_loop_set_clock(g_loop, t0 + 2999, 0);
+    peer_run_for(g_loop, 10);
+    assert_int_equal(LOAD(g_m.connect_failures), 2);
+    tt_loop_set_clock(g_loop, t0 + 3000, 0); /* the next probe: refused, as the server is still gone */
+    uint64_t start = peer_ms();
+    while (LOAD(g_m.connect_failures) == 2 && peer_ms() - start < 5000) tt_loop_run_once(g_loop, 5);
+    assert_int_equal(LOAD(g_m.connect_failures), 3);
+    tt_pool_free(&p);
+    close(cfd);
+}
+
 static void closes_the_least_recently_used_over_max_idle(void **state)
 {
     (void)state;
@@ -1068,6 +1126,8 @@ int main(void)
         LIVE(checks_a_connection_with_news_in_this_batch_before_reusing_it),
         LIVE(retires_at_the_parked_deadline_on_the_loops_clock),
         LIVE(closes_the_least_recently_used_over_max_idle),
+        LIVE(never_reuses_a_connection_past_its_deadline_when_the_loop_is_late),
+        LIVE(backs_off_once_when_a_probe_connect_fails_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
