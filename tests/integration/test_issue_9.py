@@ -204,6 +204,22 @@ def test_every_response_field_and_trailer_reaches_h1_and_h2_clients(tether):
         o.stop()
 
 
+def test_a_response_head_over_the_limit_is_a_502_with_its_cause_never_a_cut(tether):
+    """The only limit on response fields is the response-head limit (100 fields): past it the client gets 502
+    invalid_response, over HTTP/1.1 and HTTP/2 alike, never a response with some fields missing."""
+    o = many_fields_origin(nfields=150, ntrailers=0)
+    try:
+        t = tether("--workers", "1", config=upstream_config(["127.0.0.1:%d" % o.port]))
+        r = t.connect().get("/too-many")
+        assert r.status == 502 and r.header("X-Tether-Cause") == "invalid_response", r
+        h = H2Conn(t.port)
+        st = h.response(h.request("/too-many"))
+        assert st["headers"][":status"] == "502" and st["headers"]["x-tether-cause"] == "invalid_response", st
+        h.close()
+    finally:
+        o.stop()
+
+
 # ---- defect 7: a worker thread that cannot be started ----
 
 @pytest.mark.skipif("asan" in TETHER_BIN, reason="ASan reserves terabytes of address space; RLIMIT_AS cannot apply")
