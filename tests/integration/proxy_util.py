@@ -454,25 +454,28 @@ http {{
         listen 127.0.0.1:{port};
         root {d}/www;
         location = /post {{ return 200 "posted\\n"; }}
+{extra}
     }}
 }}
 """
 
 
-def start_nginx(procs, files):
-    """Starts nginx on a free port serving `files` ({name: bytes}); returns its port."""
+def start_nginx(procs, files, extra=""):
+    """Starts nginx on a free port serving `files` ({name: bytes}; "a/b" makes the directory); `extra` is more
+    configuration for its server block (locations, proxy_pass). Returns its port."""
     if not os.access(NGINX, os.X_OK):
         pytest.skip("nginx is not installed")
     d = tempfile.mkdtemp(prefix="tether-nginx-")
     os.mkdir(os.path.join(d, "www"))
     for name, data in files.items():
+        os.makedirs(os.path.dirname(os.path.join(d, "www", name)), exist_ok=True)
         with open(os.path.join(d, "www", name), "wb") as f:
             f.write(data)
     for attempt in range(5):
         port = closed_port()
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(d=d, port=port))
+            f.write(NGINX_CONF.format(d=d, port=port, extra=extra))
         p = procs(subprocess.Popen([NGINX, "-p", d, "-c", conf], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 5 * SLOW
