@@ -503,6 +503,8 @@ int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h
         if (!method_prefix_ok(start, avail)) return bad(req, TT_H1_E_REQUEST_LINE);
         return TT_INCOMPLETE;
     }
+    /* a bad method byte before the line's end is what a prefix without the LF would see: the same verdict */
+    if (!method_prefix_ok(start, (size_t)(rl_lf - start))) return bad(req, TT_H1_E_REQUEST_LINE);
     if (check_crlf(start, rl_lf) != TT_H1_OK) return bad(req, TT_H1_E_BARE_LF);
     if (parse_request_line(start, (size_t)(rl_lf - 1 - start), lim, req) != 0) return TT_BAD;
 

@@ -1051,6 +1051,10 @@ static const struct {
     {SAMPLE("CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n"), TT_H1_E_TARGET},
     {SAMPLE("GET a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), TT_H1_E_TARGET},
     {SAMPLE("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), TT_H1_E_TARGET},
+    /* found by fuzz_h1_parse: a bad method byte before a lone LF is a bad request-line, whole or split */
+    {SAMPLE("G\x06"
+            "ET / HTTP/1.1\nHost: a\r\n\r\n"),
+     TT_H1_E_REQUEST_LINE},
 };
 
 static void parses_valid_requests_split_at_every_byte_like_whole(void **state)
