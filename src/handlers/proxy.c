@@ -325,11 +325,29 @@ static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
 
 /* ---- client hooks ---- */
 
+/* The client's content contradicts the Content-Length sent upstream (an HTTP/2 client's DATA, RFC 9113 8.1.1; the
+ * stream is reset too): the upstream connection goes, with the request incomplete (its last byte was held), and the
+ * client gets a 400 if nothing was answered yet. */
+static void refuse_framing(proxy_req_t *pr)
+{
+    if (pr->up != NULL) tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR);
+    pr->up = NULL;
+    if (pr->response_started)
+        tt_req_fail(pr->req);
+    else
+        tt_req_respond_text(pr->req, 400, TT_STR_NULL);
+    pr_finish(pr);
+}
+
 static void client_on_body(tt_req_t *req, const char *data, size_t len)
 {
     proxy_req_t *pr = req->ctx;
     tt_bufpool_t *bufs = &pr->pw->w->bufs;
     pr->body_total += len;
+    if (pr->hold && pr->body_total > (uint64_t)req->content_length) {
+        refuse_framing(pr);
+        return;
+    }
     if (pr->held_all && pr->body_total > pr->uc->replay_buffer && pr->up != NULL) {
         pr->held_all = false; /* too large to replay: from now on it only streams */
         tt_buf_release(&pr->held, bufs);
@@ -350,6 +368,10 @@ static void client_on_body(tt_req_t *req, const char *data, size_t len)
 static void client_on_body_end(tt_req_t *req, tt_str_t trailers)
 {
     proxy_req_t *pr = req->ctx;
+    if (pr->hold && pr->body_total != (uint64_t)req->content_length) {
+        refuse_framing(pr);
+        return;
+    }
     pr->body_done = true;
     if (trailers.n) tt_forward_trailers(trailers, &pr->trailers, &pr->pw->w->bufs); /* RFC 9110 6.5.1 */
     send_end(pr);

@@ -800,10 +800,11 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
                 if (rt->ops->async) {
                     tt_req_t *ar = make_areq(c, &rq);
                     rt->ops->handle(w->route_state[r], ar);
-                    /* The views end with handle(): the head is the worker's parse target and the path and query
-                     * point into the read buffer, both reused for the next request. Nothing may read them later. */
+                    /* The views end with handle(): the head is the worker's parse target, the path is in the
+                     * worker's path scratch or the read buffer, the query and authority point into the read
+                     * buffer, all reused for the next request. Nothing may read them later. */
                     ar->head = NULL;
-                    ar->path = ar->query = TT_STR_NULL;
+                    ar->path = ar->query = ar->authority = TT_STR_NULL;
                     if (c->areq != NULL && &c->areq->req == ar && !has_body && ar->hooks && ar->hooks->on_body_end)
                         ar->hooks->on_body_end(ar, TT_STR_NULL);
                 } else {

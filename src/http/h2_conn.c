@@ -594,7 +594,7 @@ static void dispatch(h2_stream_t *st)
     const tt_route_t *rt = &w->conf->router->routes[r];
     rt->ops->handle(w->route_state[r], rq);
     /* The path may be in the worker's scratch, reused by the next request: nothing reads it after handle() */
-    rq->path = rq->query = TT_STR_NULL;
+    rq->path = rq->query = rq->authority = TT_STR_NULL;
     if (st->body_done && async_live(st) && rq->hooks->on_body_end) rq->hooks->on_body_end(rq, TT_STR_NULL);
 }
 
