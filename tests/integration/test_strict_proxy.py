@@ -320,7 +320,7 @@ def test_http2_content_length_zero_waits_for_end_stream(proxied, raw_h2):
 @pytest.fixture
 def nginx_to(procs, hostile):
     def start():
-        o = hostile()
+        o = hostile(lambda req: [("send", ORIGIN_TRAILERS)] if req.target == "/trailers" else None)
         port = start_nginx(procs, {}, extra="""
         location / {
             proxy_pass http://%s;
@@ -365,3 +365,13 @@ def test_nginx_forwards_as_recorded_in_security_md(nginx_to):
     assert b"\r\nCookie: a=1\r\nCookie: b=2\r\n" in heads[1]
     assert heads[2].startswith(b"GET /c HTTP/1.1\r\n"), heads[2]
     assert b"Via:" not in b"".join(heads)
+    # an origin's chunked trailers: nginx drops them all (tether passes the ones that may be trailers)
+    from conftest import HttpConn
+    c = HttpConn("127.0.0.1", port)
+    try:
+        c.send(b"GET /trailers HTTP/1.1\r\nHost: h\r\nTE: trailers\r\n\r\n")
+        r = read_head(c)
+        assert r.status == 200 and r.header("Transfer-Encoding") == "chunked", r
+        assert read_chunked(c) == (b"hello", [])
+    finally:
+        c.close()

@@ -243,3 +243,21 @@ def test_nginx_answers_as_recorded_in_security_md(nginx_port):
     got = {name: nginx_status(nginx_port, raw) for name, (raw, _, _, _) in CASES.items()}
     want = {name: case[3] for name, case in CASES.items()}
     assert got == want
+
+
+def test_nginx_chunked_content_after_the_head_keeps_alive(nginx_port):
+    """nginx answers a GET whose chunked content has not arrived with keep-alive, and refuses bad framing that came
+    with the head, as tether does (docs/security.md)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", nginx_port), timeout=5 * SLOW)
+    try:
+        s.sendall(req(b"/100.txt", b"Transfer-Encoding: chunked"))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+        head = data.split(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 200") and b"connection: keep-alive" in head, head
+    finally:
+        s.close()
+    bad = req(b"/100.txt", b"Transfer-Encoding: chunked", body=BAD_CHUNKED["size_not_hex"])
+    assert nginx_status(nginx_port, bad) == 400
