@@ -460,6 +460,23 @@ http {{
 """
 
 
+def raw_status(port, raw):
+    """Sends `raw` on a new connection to 127.0.0.1:`port`; the status of the answer (None when it is not HTTP/1.x).
+    For servers tether is compared with."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
+    try:
+        s.sendall(raw)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.") else None
+    finally:
+        s.close()
+
+
 def start_nginx(procs, files, extra=""):
     """Starts nginx on a free port serving `files` ({name: bytes}; "a/b" makes the directory); `extra` is more
     configuration for its server block (locations, proxy_pass). Returns its port."""

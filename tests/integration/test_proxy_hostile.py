@@ -40,7 +40,7 @@ import time
 import pytest
 
 from conftest import SLOW, HttpConn
-from hostile_origin import ECHO_RE, POISON, HostileOrigin, echo, hostile, response_of_size  # noqa: F401
+from hostile_origin import ECHO_RE, POISON, echo, hostile, response_of_size  # noqa: F401 (hostile: a fixture)
 from pool_support import PoolView, pool_config, response_or_crash, wait_until
 from proxy_util import parse_chunked_prefix, read_head, read_to_eof
 from tls_util import Certs, H2Conn, TlsConn, tls_args, tls_port

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import SLOW
 from hostile_origin import hostile  # noqa: F401 (a fixture)
-from tls_util import (DATA, GOAWAY, HEADERS, PREFACE, PROTOCOL_ERROR, SETTINGS, certs, frame, plain_port,  # noqa: F401
+from tls_util import (DATA, GOAWAY, HEADERS, PREFACE, PROTOCOL_ERROR, SETTINGS, certs, plain_port,  # noqa: F401
                       raw_h2, split_frames, tls_args, tls_port)
 
 HUNDRED = b"x" * 99 + b"\n"

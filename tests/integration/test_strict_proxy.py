@@ -17,8 +17,9 @@ import pytest
 
 from conftest import SLOW, split_verdicts
 from hostile_origin import hostile  # noqa: F401 (a fixture)
-from proxy_util import access_line_for, addr, closed_port, generated, procs, read_chunked, read_head, start_nginx  # noqa: F401
-from tls_util import DATA, HEADERS, PROTOCOL_ERROR, RST_STREAM, curl, h2conns, plain_port, raw_h2  # noqa: F401
+from proxy_util import (access_line_for, closed_port, generated, procs, raw_status, read_chunked,  # noqa: F401
+                        read_head, start_nginx)
+from tls_util import DATA, HEADERS, PROTOCOL_ERROR, curl, h2conns, plain_port, raw_h2  # noqa: F401
 
 
 def wait_until(pred, timeout=5):
@@ -333,31 +334,15 @@ def nginx_to(procs, hostile):
     return start
 
 
-def nginx_request(port, raw):
-    import socket
-    s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
-    try:
-        s.sendall(raw)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return int(data.split(b" ", 2)[1])
-    finally:
-        s.close()
-
-
 def test_nginx_forwards_as_recorded_in_security_md(nginx_to):
     """nginx 1.22 with the customary proxy settings, for the comparison table: it sends its proxy_host as Host
     whatever Connection says, appends to X-Forwarded-For from anyone, routes on the normalized path but forwards the
     raw one, and passes HTTP/1.1 cookie lines as they came."""
     port, o = nginx_to()
-    assert nginx_request(port, b"GET /x HTTP/1.1\r\nHost: www.example.test\r\nConnection: Host\r\n\r\n") == 200
-    assert nginx_request(port, b"GET /a/../b?q HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\n"
+    assert raw_status(port, b"GET /x HTTP/1.1\r\nHost: www.example.test\r\nConnection: Host\r\n\r\n") == 200
+    assert raw_status(port, b"GET /a/../b?q HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\n"
                                b"Cookie: a=1\r\nCookie: b=2\r\n\r\n") == 200
-    assert nginx_request(port, b"GET http://real.test/c HTTP/1.1\r\nHost: other.test\r\n\r\n") == 200
+    assert raw_status(port, b"GET http://real.test/c HTTP/1.1\r\nHost: other.test\r\n\r\n") == 200
     heads = [r.head for r in o.requests]
     assert heads[0].startswith(b"GET /x HTTP/1.1\r\n") and b"\r\nHost: %s\r\n" % o.name.encode() in heads[0], heads[0]
     assert heads[1].startswith(b"GET /a/../b?q HTTP/1.1\r\n"), heads[1]

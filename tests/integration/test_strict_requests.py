@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import LATE, SLOW, split_verdicts
-from proxy_util import procs, start_nginx  # noqa: F401
+from proxy_util import procs, raw_status, start_nginx  # noqa: F401
 
 HUNDRED = b"x" * 99 + b"\n"
 
@@ -221,26 +221,10 @@ def nginx_port(procs):
     return start_nginx(procs, {"100.txt": HUNDRED, "sub/index.html": b"<h1>sub</h1>\n"})
 
 
-def nginx_status(port, raw):
-    import socket
-    s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
-    try:
-        s.sendall(raw)
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.") else None
-    finally:
-        s.close()
-
-
 def test_nginx_answers_as_recorded_in_security_md(nginx_port):
     """nginx 1.22 on the same bytes (static files, default configuration): the right-hand column of the
     comparison table. Where it differs from tether, docs/security.md says why tether is stricter or looser."""
-    got = {name: nginx_status(nginx_port, raw) for name, (raw, _, _, _) in CASES.items()}
+    got = {name: raw_status(nginx_port, raw) for name, (raw, _, _, _) in CASES.items()}
     want = {name: case[3] for name, case in CASES.items()}
     assert got == want
 
@@ -260,4 +244,4 @@ def test_nginx_chunked_content_after_the_head_keeps_alive(nginx_port):
     finally:
         s.close()
     bad = req(b"/100.txt", b"Transfer-Encoding: chunked", body=BAD_CHUNKED["size_not_hex"])
-    assert nginx_status(nginx_port, bad) == 400
+    assert raw_status(nginx_port, bad) == 400
