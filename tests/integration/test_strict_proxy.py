@@ -289,7 +289,16 @@ def test_http2_framing_contradiction_never_runs_at_the_origin(proxied, raw_h2, c
     c.send(DATA, 0x1, sid, data)
     st = c.response(sid)
     assert st["reset"] == PROTOCOL_ERROR or c.status(sid) == 400, st
-    wait_until(lambda: o.eof or o.errors)  # tether dropped the upstream connection
+
+    def settled():
+        """tether dropped the upstream connection and the origin saw it go; or (a slow machine) the connection came
+        only after the request was refused, and went to the pool unused"""
+        if o.eof or o.errors:
+            return True
+        labels = {"upstream": "o", "server": o.name}
+        return (not o.requests and t.metric("tether_upstream_active_connections", **labels) == 0
+                and t.metric("tether_upstream_idle_connections", **labels) == 1)
+    wait_until(settled)
     assert not any(r.complete for r in o.requests), [(r.head, r.content) for r in o.requests]
     if content_length == 0 or len(data) > content_length:
         assert o.requests == []  # not even the head's last byte went out
