@@ -21,6 +21,12 @@ static tt_str_t cstr(const char *s)
     return tt_str(s, strlen(s));
 }
 
+/* The bytes of `b`; an empty view for an empty buffer, which has no memory to point into. */
+static tt_str_t view_of(const tt_buf_t *b)
+{
+    return b->len ? tt_str(tt_buf_data(b), b->len) : TT_STR_NULL;
+}
+
 static bool in_list(tt_str_t n, const char *const *names, size_t count)
 {
     for (size_t i = 0; i < count; i++)
@@ -85,7 +91,7 @@ static void put_list(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, 
         put(&v, bufs, own);
         any = true;
     }
-    if (any) put_field(b, bufs, cstr(name), tt_str(tt_buf_data(&v), v.len));
+    if (any) put_field(b, bufs, cstr(name), view_of(&v));
     tt_buf_release(&v, bufs);
 }
 
@@ -174,7 +180,7 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
         tt_buf_t v = {0};
         bool any = false;
         put_values(&v, bufs, h, "cookie", TT_STR("; "), &any);
-        if (any) put_field(b, bufs, TT_STR("Cookie"), tt_str(tt_buf_data(&v), v.len));
+        if (any) put_field(b, bufs, TT_STR("Cookie"), view_of(&v));
         tt_buf_release(&v, bufs);
     }
     put_list(b, bufs, h, "Via", true,
@@ -202,7 +208,7 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
             put_quoted(&own, bufs, rq->authority);
         }
     }
-    put_list(b, bufs, h, "Forwarded", trusted, tt_str(tt_buf_data(&own), own.len));
+    put_list(b, bufs, h, "Forwarded", trusted, view_of(&own));
     tt_buf_release(&own, bufs);
     char line[64];
     if (chunked_up) {

@@ -439,7 +439,7 @@ static void up_on_done(tt_upconn_t *u, tt_str_t trailers)
      * trailer fields that may be trailers pass (RFC 9110 6.5.1): a Content-Length one would break the stream. */
     tt_buf_t tr = {0};
     if (trailers.n) tt_forward_trailers(trailers, &tr, bufs);
-    tt_req_finish(pr->req, tt_str(tt_buf_data(&tr), tr.len));
+    tt_req_finish(pr->req, tr.len ? tt_str(tt_buf_data(&tr), tr.len) : TT_STR_NULL);
     tt_buf_release(&tr, bufs);
     tt_pool_release(pr->pool, u);
     pr_finish(pr);
