@@ -40,6 +40,7 @@ enum kind {
     K_TLS_CERT, /* a certificate file of the current [listen] group, repeatable */
     K_TLS_KEY,  /* its key file, paired with the certificates in order */
     K_TLS_VER,  /* 1.2 | 1.3 */
+    K_CIDRS,    /* address blocks, space or comma separated, repeatable: [server] trusted_proxies */
 };
 
 /* Which struct a key's offset is into. */
@@ -68,6 +69,7 @@ static const key_t_ keys[] = {
     {"max_connections", S_SERVER, K_U32, C(max_connections), 0, 10000000},
     {"drain_timeout", S_SERVER, K_DURATION, C(drain_timeout_ms), 0, DAY_MS},
     {"backlog", S_SERVER, K_U32, C(backlog), 1, 65535},
+    {"trusted_proxies", S_SERVER, K_CIDRS, B_CONF, 0, 0, 0, 0},
     {"address", S_LISTEN, K_ADDRESS, B_CONF, 0, 0, 0, 0},
     {"idle_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(ka.idle_timeout_ms), 0, DAY_MS},
     {"header_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(header_timeout_ms), 1, DAY_MS},
@@ -85,6 +87,7 @@ static const key_t_ keys[] = {
     {"max_request_target", S_LIMITS | S_LISTEN, K_SIZE, P(limits.max_target), 64, 1 << 20},
     {"max_field_section", S_LIMITS | S_LISTEN, K_SIZE, P(limits.max_field_bytes), 1024, 1 << 20},
     {"max_fields", S_LIMITS | S_LISTEN, K_U32, P(limits.max_fields), 1, TT_H1_MAX_FIELDS},
+    {"max_field_line", S_LIMITS | S_LISTEN, K_SIZE, P(limits.max_field_line), 256, 1 << 20},
     {"h2", S_HTTP2 | S_LISTEN, K_BOOL, P(h2.enabled), 0, 1},
     {"h2_max_concurrent_streams", S_HTTP2 | S_LISTEN, K_U32, P(h2.max_concurrent_streams), 1, 100000},
     {"h2_initial_window", S_HTTP2 | S_LISTEN, K_SIZE, P(h2.initial_window), 1024, 2147483647},
@@ -133,6 +136,7 @@ static const key_t_ keys[] = {
     {"leak_threshold", S_UPSTREAM, K_DURATION, U(pool.leak_threshold_ms), 0, DAY_MS},
     {"replay_buffer", S_UPSTREAM, K_SIZE, U(replay_buffer), 0, 1 << 30},
     {"forwarded", S_UPSTREAM, K_BOOL, U(forwarded), 0, 1},
+    {"expose_cause", S_UPSTREAM, K_BOOL, U(expose_cause), 0, 1},
     {"host", S_UPSTREAM, K_STRING, U(host), 0, 0},
     {"tcp_keepalive", S_UPSTREAM, K_UP_TCPKA, U(pool.tcp_keepalive), 0, 0},
     {"tls_ca", S_UPSTREAM, K_STRING, U(tls_ca), 0, 0},
@@ -331,7 +335,8 @@ static int parse_value(const key_t_ *k, const char *value, void *base, const cha
     case K_ADDRESS:
     case K_SERVER:
     case K_TLS_CERT:
-    case K_TLS_KEY: break;
+    case K_TLS_KEY:
+    case K_CIDRS: break;
     }
     *why = "internal: unhandled key kind";
     return -1;
@@ -363,6 +368,7 @@ static void upstream_defaults(tt_upstream_conf_t *u)
     u->reuse_safe = false;
     u->replay_buffer = 64 * 1024;
     u->forwarded = false;
+    u->expose_cause = true;
     u->_tcpka_auto = true;
     tt_pool_conf_t *p = &u->pool;
     p->max_idle = 128;
@@ -467,6 +473,29 @@ static int add_server(tt_upstream_conf_t *u, const char *value, const char **why
     return 0;
 }
 
+/* trusted_proxies = BLOCK [BLOCK...]: appended to those of earlier lines. */
+static int add_cidrs(tt_conf_t *c, const char *value, const char **why)
+{
+    const char *p = value;
+    size_t added = 0;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        if (*p == '\0') break;
+        const char *s = p;
+        while (*p && *p != ' ' && *p != '\t' && *p != ',') p++;
+        tt_cidr_t block;
+        if (tt_cidr_parse(s, (size_t)(p - s), &block, why) != 0) return -1;
+        c->trusted_proxies = tt_realloc(c->trusted_proxies, (c->ntrusted_proxies + 1) * sizeof(block));
+        c->trusted_proxies[c->ntrusted_proxies++] = block;
+        added++;
+    }
+    if (added == 0) {
+        *why = "expected address blocks such as 10.0.0.0/8 192.0.2.7 2001:db8::/32";
+        return -1;
+    }
+    return 0;
+}
+
 /* tls_cert and tls_key lines pair up in order: the Nth key belongs to the Nth certificate. */
 static int add_tls_file(tt_conf_listen_t *g, bool cert, const char *value)
 {
@@ -568,6 +597,7 @@ void tt_conf_dispose(tt_conf_t *c)
         free(c->routes[i].index);
     }
     free(c->routes);
+    free(c->trusted_proxies);
     free(c->path);
     free(c->_cli_tls_cert);
     free(c->_cli_tls_key);
@@ -683,6 +713,8 @@ static int on_entry(void *user, const char *section, const char *name, const cha
         r = add_server(up, value, &why);
     } else if (k->kind == K_TLS_CERT || k->kind == K_TLS_KEY) {
         r = add_tls_file(g, k->kind == K_TLS_CERT, value);
+    } else if (k->kind == K_CIDRS) {
+        r = add_cidrs(L->c, value, &why);
     } else {
         void *base = k->base == B_POLICY     ? (g ? (void *)&g->policy : (void *)&L->c->defaults)
                      : k->base == B_UPSTREAM ? (void *)up
@@ -923,6 +955,8 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
             return -1;
         }
         if (u->_tcpka_auto) tt_proxy_default_tcp_keepalive(&u->pool, &u->pool.tcp_keepalive);
+        u->trusted = c->trusted_proxies;
+        u->ntrusted = c->ntrusted_proxies;
     }
     for (size_t i = 0; i < c->nroutes; i++) {
         tt_conf_route_t *r = &c->routes[i];

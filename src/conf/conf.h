@@ -54,6 +54,8 @@ typedef struct tt_conf {
     size_t nupstreams;
     tt_conf_route_t *routes; /* [route PREFIX] sections and --proxy/--route */
     size_t nroutes;
+    tt_cidr_t *trusted_proxies; /* [server] trusted_proxies: peers whose X-Forwarded-* fields are believed */
+    size_t ntrusted_proxies;
     /* private */
     tt_listen_policy_t _cli;
     uint64_t _cli_set;

@@ -19,6 +19,7 @@ static const char *const reason_names[TT_CLOSE__COUNT] = {
     [TT_CLOSE_TLS_ERROR] = "tls_error",
     [TT_CLOSE_H2_GOAWAY] = "h2_goaway",
     [TT_CLOSE_PING_TIMEOUT] = "ping_timeout",
+    [TT_CLOSE_UNREAD_BODY] = "unread_body",
 };
 
 const char *tt_close_reason_name(tt_close_reason_t r)

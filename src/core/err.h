@@ -34,6 +34,7 @@ typedef enum tt_close_reason {
     TT_CLOSE_TLS_ERROR,      /* TLS handshake or record failure */
     TT_CLOSE_H2_GOAWAY,      /* HTTP/2 session ended by GOAWAY */
     TT_CLOSE_PING_TIMEOUT,   /* HTTP/2 PING not acknowledged in time */
+    TT_CLOSE_UNREAD_BODY,    /* the response went out before the request's chunked content could be checked */
     TT_CLOSE__COUNT
 } tt_close_reason_t;
 

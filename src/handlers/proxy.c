@@ -1,6 +1,7 @@
 /* proxy.c -- reverse proxy: forward a request, stream both ways, replay a stale reuse, name every 5xx */
 #include "handlers/proxy.h"
 #include "core/log.h"
+#include "handlers/forward.h"
 #include "http/worker.h"
 
 #include <stdatomic.h>
@@ -114,7 +115,10 @@ typedef struct proxy_req {
     bool response_started; /* a head went to the client */
     bool is_head;
     bool client_paused; /* client content paused by us */
-    bool done;          /* finished (pr_finish): the client request is answered or gone */
+    bool hold;          /* the request's last byte waits for the client's end of stream (an HTTP/2 client) */
+    bool has_tail;      /* `tail` holds that byte */
+    char tail;
+    bool done; /* finished (pr_finish): the client request is answered or gone */
     tt_defer_t free_later;
     char log[320];
 } proxy_req_t;
@@ -161,7 +165,7 @@ static void generate_error(proxy_req_t *pr, tt_proxy_cause_t cause)
     tt_counter_add(&pr->m->generated[cause], 1);
     update_log(pr);
     char f[96];
-    int n = snprintf(f, sizeof(f), "X-Tether-Cause: %s\r\n", tt_proxy_cause_name(cause));
+    int n = pr->uc->expose_cause ? snprintf(f, sizeof(f), "X-Tether-Cause: %s\r\n", tt_proxy_cause_name(cause)) : 0;
     tt_req_respond_text(pr->req, cause_status[cause], tt_str(f, (size_t)n));
     pr_finish(pr);
 }
@@ -242,6 +246,24 @@ static void acquire(proxy_req_t *pr, bool fresh_only)
 
 /* ---- request upstream ---- */
 
+/*
+ * Sends request bytes upstream. An HTTP/2 client's content is framed by DATA frames and END_STREAM, which may still
+ * contradict the Content-Length sent upstream (content-length: 0 and then DATA, or more DATA than announced: the
+ * stream is reset, RFC 9113 8.1.1). So the last byte of the request so far is held back until the stream has
+ * ended (send_end): an upstream never holds a complete request whose client framing was refused.
+ */
+static void up_send(proxy_req_t *pr, const char *data, size_t len, bool *full)
+{
+    if (len == 0) return;
+    if (pr->hold && !pr->body_done) {
+        if (pr->has_tail) *full |= !tt_upconn_send(pr->up, &pr->tail, 1);
+        pr->tail = data[len - 1];
+        pr->has_tail = true;
+        len--;
+    }
+    if (len) *full |= !tt_upconn_send(pr->up, data, len);
+}
+
 static void send_chunk(proxy_req_t *pr, const char *data, size_t len, bool *full)
 {
     if (pr->chunked_up) {
@@ -251,13 +273,15 @@ static void send_chunk(proxy_req_t *pr, const char *data, size_t len, bool *full
         *full |= !tt_upconn_send(pr->up, data, len);
         *full |= !tt_upconn_send(pr->up, TT_LIT("\r\n"));
     } else {
-        *full |= !tt_upconn_send(pr->up, data, len);
+        up_send(pr, data, len, full);
     }
 }
 
 static void send_end(proxy_req_t *pr)
 {
     if (pr->sent_end || !pr->body_done || pr->up == NULL) return;
+    if (pr->has_tail) tt_upconn_send(pr->up, &pr->tail, 1);
+    pr->has_tail = false;
     if (pr->chunked_up) {
         tt_upconn_send(pr->up, TT_LIT("0\r\n"));
         if (pr->trailers.len) tt_upconn_send(pr->up, tt_buf_data(&pr->trailers), pr->trailers.len);
@@ -287,10 +311,12 @@ static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
     pr->up_age_ms = tt_loop_now(loop) - u->created_ms;
     pr->up_id = u->id;
     pr->sent_end = false;
+    pr->has_tail = false;
     tt_upconn_set_user(u, &up_ops, pr);
     tt_upconn_begin(u, pr->is_head);
     update_log(pr);
-    bool full = !tt_upconn_send(u, tt_buf_data(&pr->head), pr->head.len);
+    bool full = false;
+    up_send(pr, tt_buf_data(&pr->head), pr->head.len, &full);
     if (pr->held.len) send_chunk(pr, tt_buf_data(&pr->held), pr->held.len, &full);
     if (!pr->held_all) tt_buf_release(&pr->held, &pr->pw->w->bufs); /* only waiting for the connection: sent now */
     send_end(pr);
@@ -299,11 +325,29 @@ static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
 
 /* ---- client hooks ---- */
 
+/* The client's content contradicts the Content-Length sent upstream (an HTTP/2 client's DATA, RFC 9113 8.1.1; the
+ * stream is reset too): the upstream connection goes, with the request incomplete (its last byte was held), and the
+ * client gets a 400 if nothing was answered yet. */
+static void refuse_framing(proxy_req_t *pr)
+{
+    if (pr->up != NULL) tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR);
+    pr->up = NULL;
+    if (pr->response_started)
+        tt_req_fail(pr->req);
+    else
+        tt_req_respond_text(pr->req, 400, TT_STR_NULL);
+    pr_finish(pr);
+}
+
 static void client_on_body(tt_req_t *req, const char *data, size_t len)
 {
     proxy_req_t *pr = req->ctx;
     tt_bufpool_t *bufs = &pr->pw->w->bufs;
     pr->body_total += len;
+    if (pr->hold && pr->body_total > (uint64_t)req->content_length) {
+        refuse_framing(pr);
+        return;
+    }
     if (pr->held_all && pr->body_total > pr->uc->replay_buffer && pr->up != NULL) {
         pr->held_all = false; /* too large to replay: from now on it only streams */
         tt_buf_release(&pr->held, bufs);
@@ -324,8 +368,12 @@ static void client_on_body(tt_req_t *req, const char *data, size_t len)
 static void client_on_body_end(tt_req_t *req, tt_str_t trailers)
 {
     proxy_req_t *pr = req->ctx;
+    if (pr->hold && pr->body_total != (uint64_t)req->content_length) {
+        refuse_framing(pr);
+        return;
+    }
     pr->body_done = true;
-    if (trailers.n) tt_buf_append(&pr->trailers, &pr->pw->w->bufs, trailers.p, trailers.n);
+    if (trailers.n) tt_forward_trailers(trailers, &pr->trailers, &pr->pw->w->bufs); /* RFC 9110 6.5.1 */
     send_end(pr);
 }
 
@@ -353,53 +401,13 @@ static const tt_req_hooks_t client_hooks = {
 
 /* ---- upstream callbacks ---- */
 
-/* Response fields that do not pass: hop-by-hop ones, framing we redo, and Date/Server, which the client
- * gets from tether (as nginx does). */
-static bool skip_response_field(tt_str_t n)
-{
-    static const char *const skip[] = {"connection", "keep-alive",        "proxy-connection", "te",   "trailer",
-                                       "upgrade",    "transfer-encoding", "content-length",   "date", "server"};
-    for (size_t i = 0; i < TT_ARRAY_SIZE(skip); i++)
-        if (tt_str_ieq(n, skip[i], strlen(skip[i]))) return true;
-    return false;
-}
-
-/* True when `n` is one of the field names listed in the Connection field(s) of `fields`. */
-static bool named_by_connection(const tt_h1_field_t *fields, size_t nfields, tt_str_t n)
-{
-    for (size_t i = 0; i < nfields; i++) {
-        if (!tt_str_ieq(fields[i].name, TT_LIT("connection"))) continue;
-        const char *p = fields[i].value.p, *end = p + fields[i].value.n;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
-            const char *s = p;
-            while (p < end && *p != ',' && *p != ' ' && *p != '\t') p++;
-            tt_str_t tok = tt_str(s, (size_t)(p - s));
-            if (tok.n == n.n && tok.n > 0) {
-                bool eq = true;
-                for (size_t k = 0; k < n.n && eq; k++) eq = tt_lower(tok.p[k]) == tt_lower(n.p[k]);
-                if (eq) return true;
-            }
-        }
-    }
-    return false;
-}
-
 static void up_on_head(tt_upconn_t *u, const tt_h1_response_t *res)
 {
     proxy_req_t *pr = u->data;
     if (res->status < 200) return; /* interim responses: tether answered Expect: 100-continue itself */
     tt_bufpool_t *bufs = &pr->pw->w->bufs;
     tt_buf_t f = {0};
-    for (size_t i = 0; i < res->nfields; i++) {
-        const tt_h1_field_t *fl = &res->fields[i];
-        if (skip_response_field(fl->name) || named_by_connection(res->fields, res->nfields, fl->name)) continue;
-        tt_buf_append(&f, bufs, fl->name.p, fl->name.n);
-        tt_buf_append(&f, bufs, TT_LIT(": "));
-        tt_buf_append(&f, bufs, fl->value.p, fl->value.n);
-        tt_buf_append(&f, bufs, TT_LIT("\r\n"));
-    }
-    tt_buf_append(&f, bufs, TT_LIT("Via: 1.1 tether\r\n"));
+    tt_forward_response_fields(res, &f, bufs);
     tt_resp_t r;
     tt_resp_init(&r, res->status);
     r.fields = tt_str(tt_buf_data(&f), f.len);
@@ -423,11 +431,16 @@ static void up_on_body(tt_upconn_t *u, const char *data, size_t len)
 static void up_on_done(tt_upconn_t *u, tt_str_t trailers)
 {
     proxy_req_t *pr = u->data;
+    tt_bufpool_t *bufs = &pr->pw->w->bufs;
     pr->up = NULL;
     /* The request ends first (the trailers live in u), then the pool decides whether u may be parked: an
      * answer that came before the request was completely sent makes it unparkable (tt_pool_can_park). The
-     * client connection resumes its content, if it was paused, by itself: the request is finished. */
-    tt_req_finish(pr->req, trailers);
+     * client connection resumes its content, if it was paused, by itself: the request is finished. Only the
+     * trailer fields that may be trailers pass (RFC 9110 6.5.1): a Content-Length one would break the stream. */
+    tt_buf_t tr = {0};
+    if (trailers.n) tt_forward_trailers(trailers, &tr, bufs);
+    tt_req_finish(pr->req, tr.len ? tt_str(tt_buf_data(&tr), tr.len) : TT_STR_NULL);
+    tt_buf_release(&tr, bufs);
     tt_pool_release(pr->pool, u);
     pr_finish(pr);
 }
@@ -474,102 +487,6 @@ static const tt_upconn_ops_t up_ops = {
     .on_drain = up_on_drain,
 };
 
-/* ---- the request head ---- */
-
-static bool skip_request_field(tt_str_t n)
-{
-    static const char *const skip[] = {"connection", "keep-alive",        "proxy-connection",  "te",
-                                       "trailer",    "upgrade",           "transfer-encoding", "content-length",
-                                       "expect",     "x-forwarded-proto", "x-forwarded-host",  "forwarded"};
-    for (size_t i = 0; i < TT_ARRAY_SIZE(skip); i++)
-        if (tt_str_ieq(n, skip[i], strlen(skip[i]))) return true;
-    return false;
-}
-
-/* Writes "Name: v1, v2, ..., own" from every request line of that field (RFC 9110 5.3 combining), whole,
- * with `own` last. `name` is the field name as sent, `lower` the same in lower case for matching. */
-static void append_list_field(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, const char *name,
-                              const char *lower, size_t name_len, tt_str_t own)
-{
-    tt_buf_append(b, bufs, name, name_len);
-    tt_buf_append(b, bufs, TT_LIT(": "));
-    for (size_t i = 0; i < h->nfields; i++) {
-        const tt_h1_field_t *f = &h->fields[i];
-        if (f->value.n == 0 || !tt_str_ieq(f->name, lower, name_len)) continue;
-        tt_buf_append(b, bufs, f->value.p, f->value.n);
-        tt_buf_append(b, bufs, TT_LIT(", "));
-    }
-    tt_buf_append(b, bufs, own.p, own.n);
-    tt_buf_append(b, bufs, TT_LIT("\r\n"));
-}
-
-static void build_head(proxy_req_t *pr, const tt_req_t *rq)
-{
-    const tt_h1_request_t *h = rq->head;
-    tt_bufpool_t *bufs = &pr->pw->w->bufs;
-    tt_buf_t *b = &pr->head;
-    char ip[TT_ADDR_STRLEN];
-    tt_addr_format_host(rq->peer, ip, sizeof(ip));
-    tt_buf_append(b, bufs, h->method.p, h->method.n);
-    tt_buf_append(b, bufs, TT_LIT(" "));
-    tt_buf_append(b, bufs, rq->path.p, rq->path.n);
-    if (rq->query.n) {
-        tt_buf_append(b, bufs, TT_LIT("?"));
-        tt_buf_append(b, bufs, rq->query.p, rq->query.n);
-    }
-    tt_buf_append(b, bufs, TT_LIT(" HTTP/1.1\r\n"));
-    tt_str_t host = TT_STR_NULL;
-    for (size_t i = 0; i < h->nfields; i++) {
-        const tt_h1_field_t *f = &h->fields[i];
-        if (tt_str_ieq(f->name, TT_LIT("host"))) {
-            host = f->value;
-            if (pr->uc->host != NULL) continue;
-        } else if (tt_str_ieq(f->name, TT_LIT("x-forwarded-for")) || tt_str_ieq(f->name, TT_LIT("via"))) {
-            continue; /* every line of these is combined below, with our own entry last */
-        }
-        if (skip_request_field(f->name) || named_by_connection(h->fields, h->nfields, f->name)) continue;
-        tt_buf_append(b, bufs, f->name.p, f->name.n);
-        tt_buf_append(b, bufs, TT_LIT(": "));
-        tt_buf_append(b, bufs, f->value.p, f->value.n);
-        tt_buf_append(b, bufs, TT_LIT("\r\n"));
-    }
-    char line[1024];
-    int n;
-    if (pr->uc->host != NULL || host.n == 0) {
-        /* RFC 9112 3.2: HTTP/1.1 requires Host; an HTTP/1.0 client may have sent none, so name the upstream
-         * server as nginx does ($proxy_host). */
-        const char *name = pr->uc->host != NULL ? pr->uc->host : pr->uc->servers[0].name;
-        tt_buf_append(b, bufs, TT_LIT("Host: "));
-        tt_buf_append(b, bufs, name, strlen(name));
-        tt_buf_append(b, bufs, TT_LIT("\r\n"));
-    }
-    append_list_field(b, bufs, h, "Via", TT_LIT("via"), h->minor_version ? TT_STR("1.1 tether") : TT_STR("1.0 tether"));
-    append_list_field(b, bufs, h, "X-Forwarded-For", TT_LIT("x-forwarded-for"), tt_str(ip, strlen(ip)));
-    if (rq->tls)
-        tt_buf_append(b, bufs, TT_LIT("X-Forwarded-Proto: https\r\n"));
-    else
-        tt_buf_append(b, bufs, TT_LIT("X-Forwarded-Proto: http\r\n"));
-    if (host.n) {
-        n = snprintf(line, sizeof(line), "X-Forwarded-Host: %.*s\r\n", (int)TT_MIN(host.n, 512), host.p);
-        tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
-    }
-    if (pr->uc->forwarded) {
-        bool v6 = rq->peer->ss.sa.sa_family == AF_INET6;
-        n = snprintf(line, sizeof(line), "Forwarded: for=%s%s%s;proto=%s%s%.*s%s\r\n", v6 ? "\"[" : "", ip,
-                     v6 ? "]\"" : "", rq->tls ? "https" : "http", host.n ? ";host=\"" : "", (int)TT_MIN(host.n, 512),
-                     host.p ? host.p : "", host.n ? "\"" : "");
-        tt_buf_append(b, bufs, line, (size_t)TT_MIN((size_t)n, sizeof(line) - 1));
-    }
-    if (pr->chunked_up) {
-        tt_buf_append(b, bufs, TT_LIT("Transfer-Encoding: chunked\r\n"));
-    } else if (rq->content_length >= 0 && (rq->has_body || h->method_id == TT_METHOD_POST ||
-                                           h->method_id == TT_METHOD_PUT || h->method_id == TT_METHOD_PATCH)) {
-        n = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", (long long)TT_MAX(rq->content_length, 0));
-        tt_buf_append(b, bufs, line, (size_t)n);
-    }
-    tt_buf_append(b, bufs, TT_LIT("\r\n"));
-}
-
 /* ---- the handler ---- */
 
 static bool idempotent(tt_method_t m)
@@ -597,12 +514,13 @@ static void proxy_handle(void *state, tt_req_t *req)
     pr->m = &pc->reg->proxy_m[pw->w->id * pc->reg->nups + pc->up->_index];
     pr->is_head = req->is_head;
     pr->chunked_up = req->has_body && req->content_length < 0;
+    pr->hold = req->major_version == 2 && req->has_body && !pr->chunked_up;
     pr->replayable = idempotent(req->head->method_id) || req->head->known[TT_H1_F_IDEMPOTENCY_KEY] >= 0;
     /* A body announced larger than the replay buffer can never be replayed: say so before the connection is
      * chosen, so that it gets no connection idle past half its deadline (a chunked body is judged as it comes). */
     pr->held_all = !(req->content_length > (int64_t)pr->uc->replay_buffer);
     tt_counter_add(&pr->m->requests, 1);
-    build_head(pr, req);
+    tt_forward_request_head(req, pr->uc, pr->chunked_up, &pr->head, &pw->w->bufs);
     tt_req_set_hooks(req, &client_hooks, pr);
     bool all_down;
     if (!pick_server(pr, &all_down)) {

@@ -55,11 +55,15 @@ typedef struct tt_upstream_conf {
     bool reuse_safe;        /* the first request of a client connection goes to a new upstream connection */
     uint64_t replay_buffer; /* request content bytes held for a replay */
     bool forwarded;         /* add an RFC 7239 Forwarded field */
-    bool replay;            /* replay a replayable request that failed on a reused connection (recover) */
-    char *host;             /* replaces the Host field when set, owned */
-    char *tls_ca;           /* CA file for https:// servers; NULL: the system store */
-    bool tls_verify;        /* check their certificate chain and name */
-    char *tls_cert;         /* client certificate (PEM), optional */
+    bool expose_cause; /* name the cause of tether's own 502/503/504 in X-Tether-Cause (metrics and log always do) */
+    const tt_cidr_t *trusted; /* peers whose X-Forwarded-For, X-Real-IP, X-Forwarded-Proto/-Host and Forwarded are
+                                 kept (appended to); not owned ([server] trusted_proxies) */
+    size_t ntrusted;
+    bool replay;     /* replay a replayable request that failed on a reused connection (recover) */
+    char *host;      /* replaces the Host field when set, owned */
+    char *tls_ca;    /* CA file for https:// servers; NULL: the system store */
+    bool tls_verify; /* check their certificate chain and name */
+    char *tls_cert;  /* client certificate (PEM), optional */
     char *tls_key;
     char *tls_sni; /* server name to send instead of the host's */
     tt_pool_conf_t pool;

@@ -72,14 +72,15 @@ typedef struct h1_conn {
     bool linger : 1;      /* unread request bytes may remain: half-close and drain before closing */
     bool error_close : 1; /* the current response refuses the request */
     bool idle : 1;
-    bool shut : 1;          /* our direction is shut (FIN / close_notify sent) */
-    bool in_run : 1;        /* inside conn_run: writes need no kick */
-    bool body_paused : 1;   /* the asynchronous handler asked to stop content delivery */
-    bool want_writable : 1; /* tt_req_write() said "full": call on_writable once drained */
-    bool resp_chunked : 1;  /* the streamed response is chunked */
-    bool resp_open : 1;     /* a streamed response head went out and its finish has not */
-    int64_t resp_left;      /* streamed response: Content-Length bytes still owed, -1 when not counted */
-    uint64_t resp_bytes;    /* bytes of the streamed response queued so far (access log) */
+    bool shut : 1;           /* our direction is shut (FIN / close_notify sent) */
+    bool in_run : 1;         /* inside conn_run: writes need no kick */
+    bool body_paused : 1;    /* the asynchronous handler asked to stop content delivery */
+    bool want_writable : 1;  /* tt_req_write() said "full": call on_writable once drained */
+    bool resp_chunked : 1;   /* the streamed response is chunked */
+    bool resp_open : 1;      /* a streamed response head went out and its finish has not */
+    bool body_unchecked : 1; /* chunked request content still to come whose framing nothing checked yet */
+    int64_t resp_left;       /* streamed response: Content-Length bytes still owed, -1 when not counted */
+    uint64_t resp_bytes;     /* bytes of the streamed response queued so far (access log) */
     int resp_status;
     tt_buf_t trailers;     /* request trailer section being collected for an asynchronous handler */
     uint8_t resp_decision; /* keep-alive decision of the streamed response's head */
@@ -440,6 +441,7 @@ static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool h
         .minor_version = c->cur_minor,
         .conn_tokens = c->cur_tokens,
         .close_delimited = has_content && resp->content_length < 0 && !chunked,
+        .unread_body = c->body_unchecked,
         .error_close = c->error_close,
         .draining = w->draining,
         .requests = c->requests,
@@ -658,6 +660,8 @@ static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
     rq->has_body = h->chunked || h->content_length > 0;
     rq->content_length = h->chunked ? -1 : h->content_length;
     rq->minor_version = h->minor_version;
+    rq->major_version = 1;
+    rq->authority = h->authority;
     rq->tls = tt_transport_is_tls(c->tr);
     rq->conn_id = c->id;
     rq->req_no = c->requests;
@@ -670,30 +674,19 @@ static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
     c->cur_tokens = h->conn_tokens;
     c->cur_start_ms = c->mark_ms;
     tt_str_t t = h->target;
-    if (t.n == 0) return false;
-    if (t.p[0] != '/') {
-        /* absolute-form (RFC 9112 3.2.2): keep the path; asterisk-form only for OPTIONS */
-        if (tt_str_eq(t, TT_LIT("*"))) {
-            rq->path = t;
-            return h->method_id == TT_METHOD_OPTIONS;
-        }
-        size_t i = 0;
-        while (i < t.n && t.p[i] != ':') i++;
-        if (i + 3 > t.n || memcmp(t.p + i, "://", 3) != 0) return false;
-        const char *ap = t.p + i + 3, *end = t.p + t.n, *ps = ap;
-        while (ps < end && *ps != '/' && *ps != '?') ps++;
-        if (ps == ap) return false;
-        t = tt_str(ps, (size_t)(end - ps)); /* an empty path is "/" (below) */
+    if (t.n == 0 || h->error != TT_H1_OK) return false; /* the refusal of a head the parser did not accept */
+    switch (h->target_form) {
+    case TT_TARGET_ASTERISK: rq->path = t; return true; /* OPTIONS * (the parser allows nothing else) */
+    case TT_TARGET_AUTHORITY: return true;              /* CONNECT: answered before routing */
+    case TT_TARGET_ABSOLUTE: {
+        /* RFC 9112 3.2.2: the authority replaces Host (h->authority); the path and query follow it */
+        const char *ps = h->authority.p + h->authority.n;
+        t = tt_str(ps, (size_t)(t.p + t.n - ps)); /* an empty path is "/" (below) */
+        break;
     }
-    const char *q = memchr(t.p, '?', t.n);
-    if (q != NULL) {
-        rq->path = tt_str(t.p, (size_t)(q - t.p));
-        rq->query = tt_str(q + 1, (size_t)(t.p + t.n - q - 1));
-    } else {
-        rq->path = t;
+    case TT_TARGET_ORIGIN: break;
     }
-    if (rq->path.n == 0) rq->path = tt_str("/", 1);
-    return true;
+    return tt__req_set_path(rq, t);
 }
 
 /* Refuses the request with `status` and closes after the response. */
@@ -740,6 +733,31 @@ static tt_req_t *make_areq(h1_conn_t *c, const tt_req_t *rq)
 
 /* ---- request dispatch ---- */
 
+/*
+ * Checks the chunked framing of the content that came with the head (the input after `head_len`) before any
+ * response can be committed (RFC 9112 7.1): 200 when it is all there and well formed, 0 when more must come, 400
+ * (bad framing) or 413 (over max_body_size) to refuse it. A copy of the decoder reads it: the content itself is
+ * consumed later, as usual.
+ */
+static int check_buffered_chunked(const h1_conn_t *c, size_t head_len)
+{
+    tt_h1_chunked_t d;
+    tt_h1_chunked_init(&d);
+    const char *p = tt_buf_data(&c->in) + head_len;
+    size_t left = c->in.len - head_len;
+    uint64_t seen = 0;
+    while (left > 0 && !d.done) {
+        tt_str_t data;
+        int64_t n = tt_h1_chunked_decode(&d, p, left, &data);
+        if (n < 0) return 400;
+        if ((seen += data.n) > c->ls->policy->max_body_bytes) return 413;
+        if (n == 0) break;
+        p += n;
+        left -= (size_t)n;
+    }
+    return d.done ? 200 : 0;
+}
+
 static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
 {
     tt_worker_t *w = c->w;
@@ -752,11 +770,22 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
     c->body_seen = 0;
     if (h->chunked) tt_h1_chunked_init(&c->chunk);
     bool has_body = rq.has_body;
+    int framing = ok && h->chunked ? check_buffered_chunked(c, head_len) : 200;
+    c->body_unchecked = framing == 0; /* the response is committed before the framing is known: it says close */
 
     if (!ok) {
         respond_error(c, &rq, 400);
+    } else if (h->method_id == TT_METHOD_CONNECT) {
+        /* No route takes a tunnel: the authority-form target names no resource here, which allows no method
+         * (RFC 9110 10.2.1: an empty Allow). Closed after: a client may already be sending tunnel bytes. */
+        c->error_close = true;
+        c->linger = true;
+        tt_req_respond_text(&rq, 405, TT_STR("Allow: \r\n"));
+        c->error_close = false;
     } else if (h->content_length > 0 && (uint64_t)h->content_length > p->max_body_bytes) {
         respond_error(c, &rq, 413);
+    } else if (framing > 200) {
+        respond_error(c, &rq, framing); /* never handed to a handler (or an upstream) */
     } else {
         if (has_body && h->expect_continue && h->minor_version >= 1)
             out_append(c, TT_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
@@ -771,10 +800,11 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
                 if (rt->ops->async) {
                     tt_req_t *ar = make_areq(c, &rq);
                     rt->ops->handle(w->route_state[r], ar);
-                    /* The views end with handle(): the head is the worker's parse target and the path and query
-                     * point into the read buffer, both reused for the next request. Nothing may read them later. */
+                    /* The views end with handle(): the head is the worker's parse target, the path is in the
+                     * worker's path scratch or the read buffer, the query and authority point into the read
+                     * buffer, all reused for the next request. Nothing may read them later. */
                     ar->head = NULL;
-                    ar->path = ar->query = TT_STR_NULL;
+                    ar->path = ar->query = ar->authority = TT_STR_NULL;
                     if (c->areq != NULL && &c->areq->req == ar && !has_body && ar->hooks && ar->hooks->on_body_end)
                         ar->hooks->on_body_end(ar, TT_STR_NULL);
                 } else {
@@ -802,6 +832,7 @@ static void body_data(h1_conn_t *c, const char *p, size_t n)
 static void body_end(h1_conn_t *c)
 {
     c->state = ST_HEAD;
+    c->body_unchecked = false;
     h1_areq_t *a = c->areq;
     /* The collected trailer section ends with the empty line's CRLF, which is not a field line. */
     tt_str_t tr = c->trailers.len >= 2 ? tt_str(tt_buf_data(&c->trailers), c->trailers.len - 2) : TT_STR_NULL;
@@ -817,6 +848,7 @@ static void body_refuse(h1_conn_t *c, int status)
     c->linger = true;
     c->close_reason = TT_CLOSE_BAD_REQUEST;
     c->state = ST_HEAD;
+    c->body_unchecked = false;
     if (a != NULL && !c->resp_open) {
         tell_abort(a);
         c->error_close = true;
@@ -1098,11 +1130,13 @@ static bool tls_step(h1_conn_t *c)
     return true;
 }
 
-/* A plain connection whose first bytes are the HTTP/2 preface (prior knowledge, RFC 9113 3.3). 1: it is
- * HTTP/2 (moved); 0: not; -1: too few bytes to tell yet. */
+/* A plain connection whose first bytes are the HTTP/2 preface (prior knowledge, RFC 9113 3.3, 3.4). 1: it is
+ * HTTP/2 (moved); 0: not; -1: too few bytes to tell yet. A client that sends "PRI * HTTP/2.0" and its empty line
+ * speaks HTTP/2, however badly: the h2 connection answers what follows (anything but "SM\r\n\r\n" is a
+ * GOAWAY(PROTOCOL_ERROR)), never an HTTP/1.1 505. */
 static int check_preface(h1_conn_t *c)
 {
-    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\n";
     size_t n = TT_MIN((size_t)c->in.len, sizeof(preface) - 1);
     if (memcmp(tt_buf_data(&c->in), preface, n) != 0) return 0;
     if (n < sizeof(preface) - 1) return -1;
@@ -1111,6 +1145,22 @@ static int check_preface(h1_conn_t *c)
 }
 
 /* ---- the connection's ops for the worker ---- */
+
+/* A head that did not arrive in time: tell the client why (best effort, one non-blocking write) and log it like any
+ * response, with its request-line when that much came (parsed again here: the worker's parse target lives for one
+ * call). The connection closes right after. */
+static void respond_timeout(h1_conn_t *c)
+{
+    static const char msg[] = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    ssize_t n = tt_transport_write(c->tr, c->io.fd, msg, sizeof(msg) - 1, false);
+    tt_metrics_count_status(&c->w->metrics, 408);
+    tt_h1_request_t *h = &c->w->req;
+    tt_h1_parse_request(tt_buf_data(&c->in), c->in.len, 0, &c->ls->policy->limits, h);
+    c->cur_minor = (uint8_t)h->minor_version;
+    c->cur_start_ms = c->mark_ms;
+    c->requests++; /* the line numbers the request that timed out */
+    log_line(c, h->method, h->target, 408, n > 0 ? (uint64_t)n : 0, TT_CLOSE_HEADER_TIMEOUT, TT_STR_NULL);
+}
 
 static void op_on_timeout(tt__conn_t *base)
 {
@@ -1127,13 +1177,7 @@ static void op_on_timeout(tt__conn_t *base)
             conn_close(c, TT_CLOSE_TLS_ERROR); /* an abandoned handshake */
             break;
         }
-        if (c->in.len > 0 && !has_output(c)) {
-            /* Tell a slow client why (best effort, one non-blocking write) before closing. */
-            static const char msg[] = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-            ssize_t n = tt_transport_write(c->tr, c->io.fd, msg, sizeof(msg) - 1, false);
-            (void)n;
-            tt_metrics_count_status(&c->w->metrics, 408);
-        }
+        if (c->in.len > 0 && !has_output(c)) respond_timeout(c);
         conn_close(c, TT_CLOSE_HEADER_TIMEOUT);
         break;
     case TQ_NONE: break;

@@ -5,6 +5,7 @@ const tt_h1_limits_t tt_h1_default_limits = {
     .max_target = 8192,
     .max_field_bytes = 32768,
     .max_fields = TT_H1_MAX_FIELDS,
+    .max_field_line = 8192,
 };
 
 /* Longest method token plus the two spaces and "HTTP/x.y" around the target. */
@@ -36,6 +37,8 @@ static const struct {
     [TT_H1_E_CHUNK_EXT] = {400, "bad_chunk_extension"},
     [TT_H1_E_CHUNK_DATA] = {400, "bad_chunk_data"},
     [TT_H1_E_TRAILER] = {400, "bad_trailer"},
+    [TT_H1_E_TARGET] = {400, "bad_target"},
+    [TT_H1_E_FIELD_LINE_TOO_LONG] = {431, "field_line_too_long"},
 };
 
 int tt_h1_error_status(tt_h1_error_t e)
@@ -132,6 +135,32 @@ static bool method_prefix_ok(const char *p, size_t n)
     return true;
 }
 
+/*
+ * The form of the request-target and whether the method takes it (RFC 9112 3.2): origin-form for every method
+ * but CONNECT, authority-form for CONNECT alone (3.2.3), asterisk-form for OPTIONS alone (3.2.4), and
+ * absolute-form with an http or https scheme and an authority without userinfo (3.2.2, RFC 9110 4.2.4).
+ */
+static int classify_target(tt_h1_request_t *req)
+{
+    tt_str_t t = req->target, rest;
+    const bool connect = req->method_id == TT_METHOD_CONNECT;
+    if (t.p[0] == '/') {
+        req->target_form = TT_TARGET_ORIGIN;
+        return connect ? bad(req, TT_H1_E_TARGET) : 0;
+    }
+    if (connect) {
+        req->target_form = TT_TARGET_AUTHORITY;
+        req->authority = t;
+        return tt_uri_authority_valid(t, true) ? 0 : bad(req, TT_H1_E_TARGET);
+    }
+    if (tt_str_eq(t, TT_LIT("*"))) {
+        req->target_form = TT_TARGET_ASTERISK;
+        return req->method_id == TT_METHOD_OPTIONS ? 0 : bad(req, TT_H1_E_TARGET);
+    }
+    req->target_form = TT_TARGET_ABSOLUTE;
+    return tt_uri_split_absolute(t, &req->authority, &rest) ? 0 : bad(req, TT_H1_E_TARGET);
+}
+
 /* Parses "METHOD SP TARGET SP HTTP/x.y" in `line[0..n)` (CRLF excluded). */
 static int parse_request_line(const char *line, size_t n, const tt_h1_limits_t *lim, tt_h1_request_t *req)
 {
@@ -157,7 +186,24 @@ static int parse_request_line(const char *line, size_t n, const tt_h1_limits_t *
     }
     if (p[5] != '1') return bad(req, TT_H1_E_VERSION_UNSUPPORTED);
     req->minor_version = p[7] == '0' ? 0 : 1;
-    return 0;
+    return classify_target(req);
+}
+
+/* A request's Content-Length: one field line holding one number (RFC 9110 8.6). A list, even of equal values,
+ * or a second line is refused as nginx does: the recipient that tolerates it and the one that does not disagree
+ * on the framing, which is what request smuggling needs. */
+static bool request_content_length(tt_str_t v, int64_t *cl)
+{
+    if (*cl >= 0 || v.n == 0) return false;
+    int64_t n = 0;
+    for (size_t i = 0; i < v.n; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9') return false;
+        int d = v.p[i] - '0';
+        if (n > (INT64_MAX - d) / 10) return false;
+        n = n * 10 + d;
+    }
+    *cl = n;
+    return true;
 }
 
 /* Adds the members of one Content-Length field value; all members must agree (RFC 9110 8.6). */
@@ -208,16 +254,24 @@ static bool conn_token(tt_str_t m, void *ctx)
     return true;
 }
 
-/* Transfer-Encoding members: exactly one, "chunked" (RFC 9112 6.1; any other coding is refused). */
-static bool te_member(tt_str_t m, void *ctx)
+/* Transfer-Encoding members: exactly one, "chunked" (RFC 9112 6.1; any other coding is refused), and no empty
+ * element (", chunked", "chunked,"): RFC 9110 5.6.1 asks recipients to skip those, but a peer that does not
+ * would read another framing, so they are refused as nginx does. Adds the members to `*count`; false when a
+ * member is empty or not chunked. */
+static bool te_members(tt_str_t v, int *count)
 {
-    int *count = ctx;
-    if (!tt_str_ieq(m, TT_LIT("chunked")) || *count > 0) {
-        *count = -1000;
-        return false;
+    const char *p = v.p, *end = v.p + v.n;
+    for (;;) {
+        const char *s = p;
+        while (p < end && *p != ',') p++;
+        const char *e = p;
+        while (s < e && is_ows(*s)) s++;
+        while (e > s && is_ows(e[-1])) e--;
+        if (!tt_str_ieq(tt_str(s, (size_t)(e - s)), TT_LIT("chunked"))) return false;
+        (*count)++;
+        if (p == end) return true;
+        p++;
     }
-    (*count)++;
-    return true;
 }
 
 typedef struct {
@@ -259,7 +313,8 @@ static void classify(tt_h1_request_t *req, size_t idx, semantics_t *s)
         if (tt_str_ieq(n, TT_LIT("if-none-match"))) req->known[TT_H1_F_IF_NONE_MATCH] = (int16_t)idx;
         break;
     case 14:
-        if (tt_str_ieq(n, TT_LIT("content-length")) && !add_content_length(v, &req->content_length)) s->bad_cl = true;
+        if (tt_str_ieq(n, TT_LIT("content-length")) && !request_content_length(v, &req->content_length))
+            s->bad_cl = true;
         break;
     case 15:
         if (tt_str_ieq(n, TT_LIT("idempotency-key"))) req->known[TT_H1_F_IDEMPOTENCY_KEY] = (int16_t)idx;
@@ -267,7 +322,7 @@ static void classify(tt_h1_request_t *req, size_t idx, semantics_t *s)
     case 17:
         if (tt_str_ieq(n, TT_LIT("transfer-encoding"))) {
             s->has_te = true;
-            foreach_member(v, te_member, &s->te);
+            if (!te_members(v, &s->te)) s->te = -1000;
         } else if (tt_str_ieq(n, TT_LIT("if-modified-since"))) {
             req->known[TT_H1_F_IF_MODIFIED_SINCE] = (int16_t)idx;
         }
@@ -316,6 +371,21 @@ static tt_h1_error_t parse_field_lines(const char *p, const char *end, size_t ma
     return TT_H1_OK;
 }
 
+/*
+ * The Host field (RFC 9110 7.2, RFC 9112 3.2): at most one (exactly one in HTTP/1.1), a valid uri-host [":" port],
+ * empty only on an absolute-form request, whose target's authority replaces it (3.2.2). Sets req->authority.
+ */
+static int check_host(tt_h1_request_t *req, int hosts)
+{
+    if (hosts > 1) return bad(req, TT_H1_E_HOST);
+    if (hosts == 0) return 0;
+    tt_str_t v = req->fields[req->known[TT_H1_F_HOST]].value;
+    if (v.n == 0 ? req->target_form != TT_TARGET_ABSOLUTE : !tt_uri_authority_valid(v, false))
+        return bad(req, TT_H1_E_HOST);
+    if (req->target_form != TT_TARGET_ABSOLUTE && req->target_form != TT_TARGET_AUTHORITY) req->authority = v;
+    return 0;
+}
+
 /* Parses the field lines of a request and applies request semantics (RFC 9112 3.2, 6). */
 static int parse_fields(const char *p, const char *end, const tt_h1_limits_t *lim, tt_h1_request_t *req)
 {
@@ -330,7 +400,7 @@ static int parse_fields(const char *p, const char *end, const tt_h1_limits_t *li
         req->chunked = true;
     }
     if (req->minor_version >= 1 && s.host != 1) return bad(req, TT_H1_E_HOST);
-    if (s.host > 1) return bad(req, TT_H1_E_HOST);
+    if (check_host(req, s.host) != 0) return TT_BAD;
     if (s.bad_expect) return bad(req, TT_H1_E_EXPECT);
     return 0;
 }
@@ -342,17 +412,18 @@ int tt_h1_request_semantics(tt_h1_request_t *req)
     req->expect_continue = false;
     req->conn_tokens = 0;
     req->error = TT_H1_OK;
+    req->authority = TT_STR_NULL;
     for (int i = 0; i < TT_H1_F__COUNT; i++) req->known[i] = -1;
     semantics_t s = {0};
     for (size_t i = 0; i < req->nfields; i++) classify(req, i, &s);
     if (s.bad_cl) return bad(req, TT_H1_E_CONTENT_LENGTH);
-    if (s.host > 1) return bad(req, TT_H1_E_HOST);
-    return 0;
+    return check_host(req, s.host);
 }
 
 static void reset_request(tt_h1_request_t *req)
 {
-    req->method = req->target = TT_STR_NULL;
+    req->method = req->target = req->authority = TT_STR_NULL;
+    req->target_form = TT_TARGET_ORIGIN;
     req->method_id = TT_METHOD_OTHER;
     req->minor_version = 1;
     req->content_length = -1;
@@ -389,6 +460,24 @@ static const char *first_bare_lf(const char *fields, const char *from, const cha
     return NULL;
 }
 
+/*
+ * The byte that proves a field line longer than `max` (the line's bytes before its CRLF, RFC 9112 5), or NULL:
+ * the byte at line start + max + 1 of a line with no LF up to it. `from` is where the bytes not yet checked
+ * begin; the line holding it is scanned from its start. Each line costs at most max + 2 bytes of scanning.
+ */
+static const char *first_long_line(const char *fields, const char *from, const char *end, size_t max)
+{
+    const char *s = TT_MIN(from, end);
+    while (s > fields && s[-1] != '\n') s--;
+    while (s < end) {
+        size_t avail = (size_t)(end - s);
+        const char *lf = memchr(s, '\n', TT_MIN(avail, max + 2));
+        if (lf == NULL) return avail > max + 1 ? s + max + 1 : NULL;
+        s = lf + 1;
+    }
+    return NULL;
+}
+
 int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h1_limits_t *lim, tt_h1_request_t *req)
 {
     reset_request(req);
@@ -414,6 +503,8 @@ int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h
         if (!method_prefix_ok(start, avail)) return bad(req, TT_H1_E_REQUEST_LINE);
         return TT_INCOMPLETE;
     }
+    /* a bad method byte before the line's end is what a prefix without the LF would see: the same verdict */
+    if (!method_prefix_ok(start, (size_t)(rl_lf - start))) return bad(req, TT_H1_E_REQUEST_LINE);
     if (check_crlf(start, rl_lf) != TT_H1_OK) return bad(req, TT_H1_E_BARE_LF);
     if (parse_request_line(start, (size_t)(rl_lf - 1 - start), lim, req) != 0) return TT_BAD;
 
@@ -421,17 +512,24 @@ int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h
     size_t from_off = last_len > skip + 3 ? last_len - 3 : skip;
     const char *from = TT_MAX(buf + from_off, rl_lf - 1);
     const char *head_end = find_head_end(start, from, end);
-    /* Two refusals can race here: a lone LF and an oversized field section. Whichever comes first in byte
-     * order wins, the same in a whole head and in any prefix of it (only new bytes are scanned for LFs on
-     * a resumed parse): the size limit "happens" at field-section offset max+1, the byte that proves the
-     * section is too large even if the terminator follows. */
+    /* Three refusals can race here: a lone LF, an oversized field section and an overlong field line. Whichever
+     * comes first in byte order wins, the same in a whole head and in any prefix of it (only new bytes are
+     * scanned on a resumed parse): each limit "happens" at the byte that proves it (field-section offset max+1,
+     * line offset max_field_line+1) even if the terminator follows; at the same byte the section limit wins. */
     const char *fields_end = head_end ? TT_MAX(head_end - 2, fields) : end;
-    const char *blf = first_bare_lf(fields, TT_MAX(fields, buf + TT_MIN(last_len, len)), fields_end);
+    const char *resume = TT_MAX(fields, buf + TT_MIN(last_len, len));
     bool too_large = head_end ? (size_t)(fields_end - fields) > lim->max_field_bytes
                               : (size_t)(end - fields) > lim->max_field_bytes + 1;
-    if (blf != NULL && (!too_large || (size_t)(blf - fields) < lim->max_field_bytes + 1))
-        return bad(req, TT_H1_E_BARE_LF);
-    if (too_large) return bad(req, TT_H1_E_FIELDS_TOO_LARGE);
+    const char *first = too_large ? fields + lim->max_field_bytes + 1 : NULL;
+    tt_h1_error_t why = TT_H1_E_FIELDS_TOO_LARGE;
+    const char *lng = lim->max_field_line ? first_long_line(fields, resume, fields_end, lim->max_field_line) : NULL;
+    if (lng != NULL && (first == NULL || lng < first)) {
+        first = lng;
+        why = TT_H1_E_FIELD_LINE_TOO_LONG;
+    }
+    const char *blf = first_bare_lf(fields, resume, first ? first : fields_end);
+    if (blf != NULL) return bad(req, TT_H1_E_BARE_LF);
+    if (first != NULL) return bad(req, why);
     if (head_end == NULL) return TT_INCOMPLETE;
     if (parse_fields(fields, fields_end, lim, req) != 0) return TT_BAD;
     return (int)(head_end - buf);

@@ -9,6 +9,7 @@
 
 #include "core/err.h"
 #include "core/str.h"
+#include "http/uri.h"
 
 /** Most fields a request head may carry before it is refused with 431. */
 #define TT_H1_MAX_FIELDS 100
@@ -37,6 +38,8 @@ typedef enum tt_h1_error {
     TT_H1_E_CHUNK_EXT,           /* 400: bad or oversized chunk extension */
     TT_H1_E_CHUNK_DATA,          /* 400: chunk data not followed by CRLF */
     TT_H1_E_TRAILER,             /* 400: bad or oversized trailer section */
+    TT_H1_E_TARGET,              /* 400: a request-target form the method does not take, or a bad absolute-form */
+    TT_H1_E_FIELD_LINE_TOO_LONG, /* 431: one field line longer than the limit */
     TT_H1_E__COUNT
 } tt_h1_error_t;
 
@@ -85,13 +88,16 @@ typedef struct tt_h1_field {
 typedef struct tt_h1_request {
     tt_str_t method;
     tt_method_t method_id;
-    tt_str_t target;        /* request-target as sent */
-    int minor_version;      /* 0 for HTTP/1.0, 1 for HTTP/1.1 and later 1.x */
-    int64_t content_length; /* -1 when absent */
-    bool chunked;           /* Transfer-Encoding: chunked */
-    bool expect_continue;   /* Expect: 100-continue */
-    unsigned conn_tokens;   /* TT_H1_CONN_* */
-    tt_h1_error_t error;    /* set when the parse returns TT_BAD */
+    tt_str_t target;              /* request-target as sent */
+    tt_target_form_t target_form; /* which of the four forms it has (RFC 9112 3.2) */
+    tt_str_t authority;           /* the target's authority (absolute- and authority-form), else the Host field's
+                                     value; empty when there is neither (RFC 9112 3.2.2: it replaces Host) */
+    int minor_version;            /* 0 for HTTP/1.0, 1 for HTTP/1.1 and later 1.x */
+    int64_t content_length;       /* -1 when absent */
+    bool chunked;                 /* Transfer-Encoding: chunked */
+    bool expect_continue;         /* Expect: 100-continue */
+    unsigned conn_tokens;         /* TT_H1_CONN_* */
+    tt_h1_error_t error;          /* set when the parse returns TT_BAD */
     size_t nfields;
     int16_t known[TT_H1_F__COUNT];
     tt_h1_field_t fields[TT_H1_MAX_FIELDS];
@@ -102,6 +108,8 @@ typedef struct tt_h1_limits {
     size_t max_target;      /* request-target bytes [8192]; longer -> 414 */
     size_t max_field_bytes; /* field section bytes [32768]; larger -> 431 */
     size_t max_fields;      /* field lines [100, at most TT_H1_MAX_FIELDS]; more -> 431 */
+    size_t max_field_line;  /* bytes of one field line, "name: value" without its CRLF [8192]; longer -> 431;
+                               0: only the field-section limit applies */
 } tt_h1_limits_t;
 
 /** The defaults above. */
@@ -112,14 +120,19 @@ extern const tt_h1_limits_t tt_h1_default_limits;
  * (RFC 9112 2.2; more than max_target + 64 bytes of them is TT_H1_E_REQUEST_LINE). `last_len` is the `len` of the
  * previous call on the same head that returned TT_INCOMPLETE, or 0. Returns the bytes the head occupies (skipped lines
  * included) when complete, TT_INCOMPLETE when more bytes are needed, or TT_BAD with `req->error` set. Pure; RFC 9112
- * 2-6.
+ * 2-6. Beyond the grammar it refuses (docs/security.md): a Content-Length that is a list or repeated (even with equal
+ * values), a Transfer-Encoding list with an empty element, a Host that is not uri-host [":" port] or is empty on a
+ * request that is not absolute-form (RFC 9110 7.2), an absolute-form target with userinfo or a scheme other than http
+ * and https, CONNECT without authority-form (and authority-form without CONNECT, asterisk-form without OPTIONS), and a
+ * field line longer than `lim->max_field_line` (431).
  */
 int tt_h1_parse_request(const char *buf, size_t len, size_t last_len, const tt_h1_limits_t *lim, tt_h1_request_t *req);
 
 /**
- * Fills the semantic members of `req` (known[], content_length, conn_tokens, expect_continue) from its
- * `fields`, for a request that did not come as HTTP/1 text (an HTTP/2 stream). Returns 0, or TT_BAD with
- * `req->error` for a bad or differing Content-Length or two Host fields. Pure.
+ * Fills the semantic members of `req` (known[], content_length, conn_tokens, expect_continue, authority) from its
+ * `fields`, for a request that did not come as HTTP/1 text (an HTTP/2 stream, whose :authority the caller put first
+ * as "host"). Returns 0, or TT_BAD with `req->error` for a Content-Length that is not one number, two Host fields or
+ * a Host that is not a valid uri-host [":" port] (RFC 9110 7.2, 8.6). Pure.
  */
 int tt_h1_request_semantics(tt_h1_request_t *req);
 

@@ -20,6 +20,7 @@
 #define STREAM_OUT_LOW  16384 /* ...and below which it is called back (on_writable) */
 #define GOAWAY_WAIT_MS  1000  /* second GOAWAY at the latest this long after the first */
 #define READ_CHUNK      16384
+#define MAX_GAPS        16 /* ranges of stream ids a client skipped that are remembered (the oldest are forgotten) */
 
 static const uint8_t PING_GOAWAY[8] = {'t', 'e', 't', 'h', 'e', 'r', 'G', 'A'};
 static const uint8_t PING_LIVE[8] = {'t', 'e', 't', 'h', 'e', 'r', 'P', 'L'};
@@ -115,6 +116,9 @@ struct h2_conn {
     tt_timer_t ping_timer; /* liveness: interval, then timeout */
     uint64_t ping_sent_ms;
     uint64_t last_frame_ms;
+    int32_t last_opened;          /* highest stream id the client opened */
+    uint8_t ngaps;                /* skipped[] in use */
+    int32_t skipped[MAX_GAPS][2]; /* ranges of odd ids below last_opened the client never opened, ascending */
     tt_defer_t kick;
     tt_defer_t free_later;
 };
@@ -521,6 +525,9 @@ static void dispatch(h2_stream_t *st)
                    {"PATCH", TT_METHOD_PATCH}, {"CONNECT", TT_METHOD_CONNECT}, {"TRACE", TT_METHOD_TRACE}};
     for (size_t i = 0; i < TT_ARRAY_SIZE(methods); i++)
         if (tt_str_eq(h->method, methods[i].m, strlen(methods[i].m))) h->method_id = methods[i].id;
+    if (h->method_id == TT_METHOD_CONNECT && st->path_ref < 0) { /* its target is the authority (RFC 9113 8.5) */
+        h->target = view(st, st->pseudo[2].value_off, st->pseudo[2].value_len);
+    }
     if (st->pseudo[2].value_len) {
         h->fields[h->nfields++] =
             (tt_h1_field_t){TT_STR("host"), view(st, st->pseudo[2].value_off, st->pseudo[2].value_len)};
@@ -538,6 +545,8 @@ static void dispatch(h2_stream_t *st)
     rq->content_length = h->content_length;
     st->content_length = h->content_length;
     rq->minor_version = 1;
+    rq->major_version = 2;
+    rq->authority = h->authority;
     rq->tls = tt_transport_is_tls(c->tr);
     rq->conn_id = c->id;
     rq->req_no = c->streams_total;
@@ -546,9 +555,9 @@ static void dispatch(h2_stream_t *st)
     rq->worker = w;
     rq->_conn = st;
     rq->_ops = &h2_req_ops;
-    const char *q = memchr(h->target.p, '?', h->target.n);
-    rq->path = q ? tt_str(h->target.p, (size_t)(q - h->target.p)) : h->target;
-    rq->query = q ? tt_str(q + 1, (size_t)(h->target.p + h->target.n - q - 1)) : TT_STR_NULL;
+    const bool connect = h->method_id == TT_METHOD_CONNECT;
+    /* :path is origin-form (RFC 9113 8.3.1; nghttp2 checked its syntax); CONNECT has none */
+    bool bad_path = !connect && (h->target.n == 0 || h->target.p[0] != '/' || !tt__req_set_path(rq, h->target));
 
     /* Lifecycle at a request boundary: this stream is served; the connection ends after it. */
     if (p->ka.max_requests && c->streams_total >= p->ka.max_requests)
@@ -564,8 +573,13 @@ static void dispatch(h2_stream_t *st)
         respond_error(st, 431);
         return;
     }
-    if (bad_semantics || h->target.n == 0 || h->target.p[0] != '/') {
+    if (bad_semantics || bad_path) {
         respond_error(st, 400);
+        return;
+    }
+    if (connect) {
+        /* No route takes a tunnel (RFC 9113 8.5); the authority names no resource here (RFC 9110 10.2.1) */
+        tt_req_respond_text(rq, 405, TT_STR("Allow: \r\n"));
         return;
     }
     if (h->content_length > 0 && (uint64_t)h->content_length > p->max_body_bytes) {
@@ -579,10 +593,51 @@ static void dispatch(h2_stream_t *st)
     }
     const tt_route_t *rt = &w->conf->router->routes[r];
     rt->ops->handle(w->route_state[r], rq);
+    /* The path may be in the worker's scratch, reused by the next request: nothing reads it after handle() */
+    rq->path = rq->query = rq->authority = TT_STR_NULL;
     if (st->body_done && async_live(st) && rq->hooks->on_body_end) rq->hooks->on_body_end(rq, TT_STR_NULL);
 }
 
 /* ---- nghttp2 callbacks ---- */
+
+/* A client opens stream `id`: the odd ids it jumped over are closed for good (RFC 9113 5.1.1); remember them. */
+static void note_opened(h2_conn_t *c, int32_t id)
+{
+    if (id <= c->last_opened) return;
+    int32_t lo = c->last_opened + 2, hi = id - 2;
+    if (c->last_opened == 0) lo = 1;
+    c->last_opened = id;
+    if (lo > hi) return;
+    if (c->ngaps == MAX_GAPS) { /* forget the oldest range: a frame on it is then ignored, never a false error */
+        memmove(c->skipped[0], c->skipped[1], (MAX_GAPS - 1) * sizeof(c->skipped[0]));
+        c->ngaps--;
+    }
+    c->skipped[c->ngaps][0] = lo;
+    c->skipped[c->ngaps][1] = hi;
+    c->ngaps++;
+}
+
+/*
+ * RFC 9113 5.1.1: the client's stream ids only grow; HEADERS on an odd id below the highest it opened, that it
+ * never opened, is a connection error PROTOCOL_ERROR. nghttp2 ignores such a frame without a callback (it cannot
+ * tell a skipped id from a stream it forgot, and trailers may still come on a stream the server reset), so tether
+ * keeps the skipped ids and ends the connection itself. HEADERS on a stream that was opened stays nghttp2's to judge.
+ */
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *user)
+{
+    h2_conn_t *c = user;
+    int32_t id = hd->stream_id;
+    if (hd->type != NGHTTP2_HEADERS || (id & 1) == 0 || id >= c->last_opened) return 0;
+    for (uint8_t i = 0; i < c->ngaps; i++)
+        if (id >= c->skipped[i][0] && id <= c->skipped[i][1]) {
+            tt_log(TT_LOG_DEBUG, "h2 conn %llu: HEADERS on stream %d, below %d and never opened",
+                   (unsigned long long)c->id, id, c->last_opened);
+            nghttp2_session_terminate_session(s, NGHTTP2_PROTOCOL_ERROR);
+            kick(c);
+            break;
+        }
+    return 0;
+}
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *user)
 {
@@ -594,6 +649,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
     h2_stream_t *st = tt_calloc(1, sizeof(*st));
     st->c = c;
     st->id = frame->hd.stream_id;
+    note_opened(c, st->id);
     /* RFC 9113 5.1.2: a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS is a stream error; tether counts
      * and refuses it itself (nghttp2 would end the whole connection: see send_settings) */
     st->refused = c->nbegun >= c->ls->policy->h2.max_concurrent_streams;
@@ -640,6 +696,11 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     }
     if (!is_pseudo) st->field_bytes += (uint32_t)(namelen + valuelen + 4);
     if (st->field_bytes > lim->max_field_bytes) st->bad_header = true;
+    /* one field line, "name: value", against max_field_line (":authority" is the Host line) */
+    bool authority = namelen == 10 && memcmp(name, ":authority", 10) == 0;
+    if ((!is_pseudo || authority) && lim->max_field_line &&
+        (authority ? 4 : namelen) + 2 + valuelen > lim->max_field_line)
+        st->bad_header = true;
     if (st->bad_header || st->bad_target) return 0;
     uint32_t noff = st->store.len;
     tt_buf_append(&st->store, bufs, name, namelen);
@@ -847,6 +908,17 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
 
 /* ---- I/O ---- */
 
+/* nghttp2 refused the input for good. A client preface that is not one (RFC 9113 3.4: "PRI * HTTP/2.0" then
+ * anything but "SM") is answered with GOAWAY(PROTOCOL_ERROR) like any connection error; nghttp2 sends its own
+ * GOAWAY for the errors it finds in frames. The connection closes once that is out (h2_settle). */
+static void recv_failed(h2_conn_t *c, int err)
+{
+    tt_log(TT_LOG_DEBUG, "h2 conn %llu: %s", (unsigned long long)c->id, nghttp2_strerror(err));
+    if (err == NGHTTP2_ERR_BAD_CLIENT_MAGIC) nghttp2_session_terminate_session(c->s, NGHTTP2_PROTOCOL_ERROR);
+    if (c->end_reason == TT_CLOSE_NONE) c->end_reason = TT_CLOSE_BAD_REQUEST;
+    c->goaway = GA_FINAL;
+}
+
 /* Feeds what the socket has to nghttp2. False when the connection closed. */
 static bool h2_read(h2_conn_t *c)
 {
@@ -867,9 +939,7 @@ static bool h2_read(h2_conn_t *c)
         if (tt_transport_drained(c->tr, n, space, c->peer_hup)) c->rd_ready = false;
         ssize_t r = nghttp2_session_mem_recv(c->s, (const uint8_t *)tt_buf_tail(&c->in), (size_t)n);
         if (r < 0) {
-            tt_log(TT_LOG_DEBUG, "h2 conn %llu: %s", (unsigned long long)c->id, nghttp2_strerror((int)r));
-            if (c->end_reason == TT_CLOSE_NONE) c->end_reason = TT_CLOSE_BAD_REQUEST;
-            c->goaway = GA_FINAL;
+            recv_failed(c, (int)r);
             return !c->closed;
         }
         if (c->closed) return false;
@@ -1141,6 +1211,7 @@ static nghttp2_session_callbacks *callbacks(void)
 {
     nghttp2_session_callbacks *cb = NULL;
     if (nghttp2_session_callbacks_new(&cb) == 0) {
+        nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
         nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
         nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
         nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
@@ -1240,10 +1311,8 @@ void tt__h2_conn_adopt(tt__lstate_t *ls, tt_io_t *from, tt_transport_t *tr, cons
     }
     send_settings(c);
     if (p->ping_interval_ms) tt_timer_arm(w->loop, &c->ping_timer, p->ping_interval_ms);
-    if (inlen > 0 && nghttp2_session_mem_recv(c->s, (const uint8_t *)in, inlen) < 0) {
-        c->end_reason = TT_CLOSE_BAD_REQUEST;
-        c->goaway = GA_FINAL;
-    }
+    ssize_t r = inlen > 0 ? nghttp2_session_mem_recv(c->s, (const uint8_t *)in, inlen) : 0;
+    if (r < 0) recv_failed(c, (int)r);
     c->rd_ready = true; /* TLS may hold decrypted bytes already; a read tells */
     h2_run(c);
 }

@@ -9,6 +9,7 @@ tt_close_reason_t tt_keepalive_decide(const tt_ka_policy_t *p, const tt_ka_state
     if (s->conn_tokens & TT_H1_CONN_CLOSE) return TT_CLOSE_CLIENT_CLOSE;
     if (s->minor_version == 0 && !(s->conn_tokens & TT_H1_CONN_KEEP_ALIVE)) return TT_CLOSE_CLIENT_CLOSE;
     if (s->close_delimited) return TT_CLOSE_CLIENT_CLOSE;
+    if (s->unread_body) return TT_CLOSE_UNREAD_BODY;
     if (p->idle_timeout_ms == 0) return TT_CLOSE_IDLE_TIMEOUT;
     if (p->max_requests != 0 && s->requests >= p->max_requests) return TT_CLOSE_MAX_REQUESTS;
     if (p->max_lifetime_ms != 0 && s->age_ms >= p->max_lifetime_ms) return TT_CLOSE_MAX_LIFETIME;

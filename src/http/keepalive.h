@@ -20,6 +20,7 @@ typedef struct tt_ka_state {
     int minor_version;    /* request HTTP/1.minor */
     unsigned conn_tokens; /* TT_H1_CONN_* of the request */
     bool close_delimited; /* the response body ends with the connection */
+    bool unread_body;     /* chunked request content is still to come, unchecked, as the response is committed */
     bool error_close;     /* the request was refused in a way that loses framing (400, 413, ...) */
     bool draining;        /* the server is shutting down gracefully */
     uint32_t requests;    /* requests on this connection, this one included (>= 1) */
@@ -29,8 +30,9 @@ typedef struct tt_ka_state {
 /**
  * Decides whether the connection stays open after this response: TT_CLOSE_NONE to keep it, otherwise
  * the single reason it closes, checked in this order: bad_request, shutdown, client_close (HTTP/1.1
- * `Connection: close`, HTTP/1.0 without `keep-alive`, close-delimited body), idle_timeout (keep-alive
- * off), max_requests, max_lifetime.
+ * `Connection: close`, HTTP/1.0 without `keep-alive`, close-delimited body), unread_body (the framing of the
+ * content still to come cannot be checked before this response: a response must never advertise a persistence
+ * the connection may not have, RFC 9112 9.3), idle_timeout (keep-alive off), max_requests, max_lifetime.
  */
 tt_close_reason_t tt_keepalive_decide(const tt_ka_policy_t *p, const tt_ka_state_t *s);
 

@@ -78,18 +78,22 @@ typedef struct tt_req_ops {
 /** A request as handlers see it. */
 struct tt_req {
     const tt_h1_request_t *head; /* method, target, version, fields: valid only during handle() */
-    tt_str_t path;               /* request-target path, still percent-encoded (absolute-form reduced); as head */
-    tt_str_t query;              /* after '?', without it; empty when absent; as head */
-    bool is_head;                /* HEAD: the response carries no content */
-    bool has_body;               /* the request has content (Content-Length > 0 or chunked) */
-    int64_t content_length;      /* -1 when chunked or absent */
-    int minor_version;           /* HTTP/1.minor of the request (1 for HTTP/2) */
-    bool tls;                    /* the client connection is TLS (https) */
-    uint64_t conn_id;            /* the connection's id, unique in the process */
-    uint32_t req_no;             /* 1 for the first request on the connection */
-    uint64_t start_ms;           /* loop time the request head began */
-    const tt_addr_t *peer;       /* client address */
-    tt_worker_t *worker;         /* the worker serving it */
+    tt_str_t path;               /* request-target path, normalized (uri.h: dot-segments removed, unreserved characters
+                                    decoded, the rest still percent-encoded; absolute-form reduced); as head */
+    tt_str_t query;              /* after '?', without it, as sent; empty when absent; as head */
+    tt_str_t authority;     /* the target's authority (absolute-form) or Host (HTTP/2: :authority); empty when none;
+                               as head (RFC 9112 3.2.2: it replaces Host) */
+    bool is_head;           /* HEAD: the response carries no content */
+    bool has_body;          /* the request has content (Content-Length > 0 or chunked) */
+    int64_t content_length; /* -1 when chunked or absent */
+    int minor_version;      /* HTTP/1.minor of the request (1 for HTTP/2) */
+    int major_version;      /* 1, or 2 for HTTP/2 */
+    bool tls;               /* the client connection is TLS (https) */
+    uint64_t conn_id;       /* the connection's id, unique in the process */
+    uint32_t req_no;        /* 1 for the first request on the connection */
+    uint64_t start_ms;      /* loop time the request head began */
+    const tt_addr_t *peer;  /* client address */
+    tt_worker_t *worker;    /* the worker serving it */
     const tt_req_hooks_t *hooks; /* set by an asynchronous handler, NULL otherwise */
     void *ctx;                   /* the handler's, with the hooks */
     tt_str_t log_extra;          /* appended to the access-log line; the handler owns the bytes until finish,

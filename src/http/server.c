@@ -173,6 +173,35 @@ tt_str_t tt__worker_date_fields(tt_worker_t *w)
     return tt_str(w->date_fields, w->date_fields_len);
 }
 
+char *tt__worker_path_buf(tt_worker_t *w, size_t n)
+{
+    if (n > w->path_cap) {
+        w->path_cap = TT_MAX(n, (size_t)1024);
+        free(w->path_buf);
+        w->path_buf = tt_malloc(w->path_cap);
+    }
+    return w->path_buf;
+}
+
+bool tt__req_set_path(tt_req_t *rq, tt_str_t t)
+{
+    const char *q = memchr(t.p, '?', t.n);
+    tt_str_t path = q ? tt_str(t.p, (size_t)(q - t.p)) : t;
+    rq->query = q ? tt_str(q + 1, (size_t)(t.p + t.n - q - 1)) : TT_STR_NULL;
+    if (path.n == 0) {
+        rq->path = TT_STR("/");
+        return true;
+    }
+    if (tt_uri_path_is_normal(path)) {
+        rq->path = path;
+        return path.p[0] == '/';
+    }
+    char *buf = tt__worker_path_buf(rq->worker, path.n);
+    int n = tt_uri_normalize_path(path, buf);
+    rq->path = n >= 0 ? tt_str(buf, (size_t)n) : TT_STR_NULL;
+    return n >= 0;
+}
+
 /* ---- drain ---- */
 
 static void drain_deadline_on_timer(tt_timer_t *t)
@@ -428,6 +457,7 @@ void tt_server_free(tt_server_t **srvp)
         if (w->wake_fd >= 0) close(w->wake_fd);
         tt_accesslog_dispose(&w->alog);
         tt_bufpool_dispose(&w->bufs);
+        free(w->path_buf);
         tt_loop_free(&w->loop);
     }
     free(srv->workers);

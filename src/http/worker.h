@@ -53,6 +53,8 @@ struct tt_worker {
     size_t date_fields_len;
     tt_accesslog_t alog;
     tt_h1_request_t req; /* parse target, reused for every request head */
+    char *path_buf;      /* normalized request path of the request being dispatched (tt__worker_path_buf) */
+    size_t path_cap;
 };
 
 /* Every connection kind (h1, h2) starts with this: the worker's list, its one timeout entry, its ops. */
@@ -78,6 +80,13 @@ void tt__worker_conn_idle(tt_worker_t *w);
 bool tt__worker_evict_oldest(tt_worker_t *w);
 /** "Date: ...\r\nServer: tether\r\n", refreshed once per second. */
 tt_str_t tt__worker_date_fields(tt_worker_t *w);
+/** A scratch of at least `n` bytes for the normalized path of the request being dispatched. Like the parse target
+ *  (w->req) it lives for one call: views into it are valid during handle() only, and the next request reuses it. */
+char *tt__worker_path_buf(tt_worker_t *w, size_t n);
+/** Sets rq->path and rq->query from the path and query of a request-target `t` (origin-form, or what follows the
+ *  authority of an absolute-form one): the path normalized (tt_uri_normalize_path) into the worker's path scratch
+ *  when it is not normal already, "/" when empty. False when the path must be refused (400). rq->worker is set. */
+bool tt__req_set_path(tt_req_t *rq, tt_str_t t);
 
 /** Timeout callback of every connection queue: dispatches to the connection's on_timeout. */
 void tt__conn_on_timeout(tt_tq_entry_t *e);

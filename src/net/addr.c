@@ -131,3 +131,100 @@ void tt_addr_set_port(tt_addr_t *a, uint16_t port)
     else
         a->ss.in.sin_port = htons(port);
 }
+
+/* ---- address blocks ---- */
+
+/* The raw bytes of `a`, IPv4-mapped IPv6 as IPv4: 4 or 16 bytes (0 when unset). */
+static size_t addr_bytes(const tt_addr_t *a, const uint8_t **p)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a->ss.sa.sa_family == AF_INET) {
+        *p = (const uint8_t *)&a->ss.in.sin_addr;
+        return 4;
+    }
+    if (a->ss.sa.sa_family != AF_INET6) return 0;
+    *p = a->ss.in6.sin6_addr.s6_addr;
+    if (memcmp(*p, mapped, sizeof(mapped)) == 0) {
+        *p += 12;
+        return 4;
+    }
+    return 16;
+}
+
+bool tt_addr_parse_ip(const char *s, size_t n, tt_addr_t *out)
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (n == 0 || n >= sizeof(buf)) return false;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    memset(out, 0, sizeof(*out));
+    if (inet_pton(AF_INET, buf, &out->ss.in.sin_addr) == 1) {
+        out->ss.in.sin_family = AF_INET;
+        out->len = sizeof(out->ss.in);
+        return true;
+    }
+    if (inet_pton(AF_INET6, buf, &out->ss.in6.sin6_addr) == 1) {
+        out->ss.in6.sin6_family = AF_INET6;
+        out->len = sizeof(out->ss.in6);
+        return true;
+    }
+    return false;
+}
+
+int tt_cidr_parse(const char *s, size_t n, tt_cidr_t *out, const char **why)
+{
+    const char *slash = memchr(s, '/', n);
+    size_t an = slash ? (size_t)(slash - s) : n;
+    tt_addr_t a;
+    const uint8_t *bytes;
+    if (!tt_addr_parse_ip(s, an, &a)) {
+        *why = "expected an IP address or a block such as 10.0.0.0/8 or 2001:db8::/32";
+        return -EINVAL;
+    }
+    size_t len = a.ss.sa.sa_family == AF_INET ? 4 : 16;
+    bytes = len == 4 ? (const uint8_t *)&a.ss.in.sin_addr : a.ss.in6.sin6_addr.s6_addr;
+    unsigned long bits = len * 8;
+    if (slash != NULL) {
+        const char *p = slash + 1, *end = s + n;
+        if (p == end || end - p > 3) {
+            *why = "the prefix length after '/' must be a number of bits";
+            return -EINVAL;
+        }
+        bits = 0;
+        for (; p < end; p++) {
+            if (*p < '0' || *p > '9') {
+                *why = "the prefix length after '/' must be a number of bits";
+                return -EINVAL;
+            }
+            bits = bits * 10 + (unsigned long)(*p - '0');
+        }
+        if (bits > len * 8) {
+            *why = len == 4 ? "an IPv4 prefix is at most /32" : "an IPv6 prefix is at most /128";
+            return -EINVAL;
+        }
+    }
+    memset(out, 0, sizeof(*out));
+    out->family = a.ss.sa.sa_family;
+    out->bits = (uint8_t)bits;
+    for (size_t i = 0; i < len; i++) {
+        size_t keep = bits >= (i + 1) * 8 ? 8 : bits > i * 8 ? bits - i * 8 : 0;
+        out->addr[i] = (uint8_t)(bytes[i] & (uint8_t)(0xff00u >> keep));
+    }
+    return 0;
+}
+
+bool tt_cidr_set_match(const tt_cidr_t *set, size_t n, const tt_addr_t *a)
+{
+    const uint8_t *p;
+    size_t len = addr_bytes(a, &p);
+    if (len == 0) return false;
+    for (size_t k = 0; k < n; k++) {
+        const tt_cidr_t *c = &set[k];
+        if ((c->family == AF_INET) != (len == 4)) continue;
+        size_t full = c->bits / 8, rest = c->bits % 8;
+        if (memcmp(p, c->addr, full) != 0) continue;
+        if (rest && (p[full] & (uint8_t)(0xff00u >> rest)) != c->addr[full]) continue;
+        return true;
+    }
+    return false;
+}

@@ -35,4 +35,20 @@ uint16_t tt_addr_port(const tt_addr_t *a);
 /** Sets the port (host byte order). */
 void tt_addr_set_port(tt_addr_t *a, uint16_t port);
 
+/** An address block: "10.0.0.0/8", "2001:db8::/32", or one address ("192.0.2.7" is /32). */
+typedef struct tt_cidr {
+    sa_family_t family; /* AF_INET or AF_INET6 */
+    uint8_t bits;       /* prefix length */
+    uint8_t addr[16];   /* network byte order; the bits past the prefix are zero */
+} tt_cidr_t;
+
+/** Parses `s` (`n` bytes) as ADDRESS[/BITS]. Returns 0, or -EINVAL with a static reason in `*why`. */
+int tt_cidr_parse(const char *s, size_t n, tt_cidr_t *out, const char **why);
+/** True when `a` lies in one of the `n` blocks of `set`; an IPv4-mapped IPv6 address (::ffff:a.b.c.d, a dual-stack
+ *  listener's peers) matches IPv4 blocks. */
+bool tt_cidr_set_match(const tt_cidr_t *set, size_t n, const tt_addr_t *a);
+/** Parses `s` (`n` bytes) as a bare IPv4 or IPv6 address (no port, no brackets) into `out` (port 0). True on
+ *  success; for addresses named in fields such as X-Forwarded-For. */
+bool tt_addr_parse_ip(const char *s, size_t n, tt_addr_t *out);
+
 #endif

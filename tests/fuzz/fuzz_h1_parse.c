@@ -1,8 +1,8 @@
 /* fuzz_h1_parse.c -- libFuzzer target for the HTTP/1 request parser and the chunked decoder
  *
  * Besides "never crash", it checks the parser's contract: the input parsed whole and parsed as a prefix
- * followed by the whole (with last_len) agree; every view lies inside the buffer; a complete head is
- * followed by chunked content fed to the decoder in two pieces, agreeing with one piece.
+ * followed by the whole (with last_len) agree, a refusal on its reason too; every view lies inside the buffer; a
+ * complete head is followed by chunked content fed to the decoder in two pieces, agreeing with one piece.
  */
 #include "http/h1_parse.h"
 
@@ -60,10 +60,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rp == TT_INCOMPLETE) {
         rp = tt_h1_parse_request(buf, len, split, &tt_h1_default_limits, &part);
         assert(rp == rw);
+        assert(rw != TT_BAD || part.error == whole.error); /* for the same reason (and status) */
     } else if (rp >= 0) {
         assert(rw == rp); /* a complete head in the prefix is the same head in the whole */
     } else {
-        assert(rw == TT_BAD); /* a prefix refused means the whole is refused */
+        assert(rw == TT_BAD && part.error == whole.error); /* a prefix refused means the whole is, likewise */
     }
     if (rw >= 0) {
         check_views(&whole, buf, len);

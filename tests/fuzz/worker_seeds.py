@@ -122,6 +122,37 @@ try:
 except ImportError:  # python3-h2 missing: those two seeds are skipped
     pass
 
+# issue 10: requests refused before a route (or an origin) sees them, and what passes on when they are not
+SEEDS["strict_requests"] = ev(OPEN) + ev(OPEN) + \
+    raw(0, b"POST /p/1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n") + \
+    raw(1, b"GET /s/../p/2 HTTP/1.1\r\nHost: a\r\nConnection: Host, X-A\r\nX-A: 1\r\n\r\n") + ev(ACCEPT) + \
+    ev(RESPOND, 0, 0, CHUNKED, SZ_SMALL, 0, TRAILER) + \
+    raw(1, b"GET http://b:8/p/%2e/3?q HTTP/1.1\r\nHost: c\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n") + \
+    ev(RESPOND, 0, 0, CL, SZ_SMALL, 0, 0) + raw(1, b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n")
+SEEDS["strict_refusals"] = b"".join(ev(OPEN) + raw(i, r) for i, r in enumerate([
+    b"POST /p/1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello",
+    b"POST /p/1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n0\r\n\r\n",
+    b"GET /p/1 HTTP/1.1\r\nHost: a\", for=6.6.6.6;host=\"b\r\n\r\n",
+    b"GET http://u@a/p/1 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /p/../../x HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /p/..%2fx HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+]))
+
+
+def h2_frame(typ, flags, sid, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([typ, flags]) + sid.to_bytes(4, "big") + payload
+
+
+try:
+    import hpack
+    _block = hpack.Encoder().encode([(":method", "GET"), (":path", "/s/x"), (":scheme", "http"), (":authority", "a")])
+    # stream 5 first, then HEADERS on 3, which the client skipped: GOAWAY(PROTOCOL_ERROR)
+    SEEDS["h2_skipped_stream_id"] = ev(OPEN) + raw(0, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) +
+                                                   h2_frame(1, 5, 5, _block) + h2_frame(1, 5, 3, _block))
+except ImportError:
+    pass
+
 if __name__ == "__main__":
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "worker")
     os.makedirs(out, exist_ok=True)

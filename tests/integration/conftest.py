@@ -428,3 +428,46 @@ def conns():
     yield open_
     for c in opened:
         c.close()
+
+
+# ---- one input, whole and split at every byte ----
+
+def verdict(c, timeout=5):
+    """What a client learns from one answer on HttpConn `c`: (status, Connection field, Keep-Alive advertised,
+    closed). `closed` is looked at only when the answer says close (then the server must close, within
+    `timeout`); ("none",) when no answer came."""
+    try:
+        r = c.response()
+    except (EOFError, OSError):
+        return ("none",)
+    conn = (r.header("Connection") or "").lower()
+    closed = c.wait_closed(timeout) is not None if conn == "close" else False
+    return (r.status, conn, r.header("Keep-Alive") is not None, closed)
+
+
+def split_verdicts(t, raw, points=None, batch=48):
+    """Sends `raw` whole, and in two writes split at each of `points` (every byte by default), each on its own
+    connection to tether `t`; returns {split: verdict} with split 0 for the whole input. A batch of connections
+    gets its first parts, then its second parts, so the server reads each part on its own (as far as TCP lets
+    a test tell); answers are read after both parts went out."""
+    plan = [0] + list(range(1, len(raw)) if points is None else points)
+    out = {}
+    for i in range(0, len(plan), batch):
+        group = []
+        try:
+            for k in plan[i:i + batch]:
+                c = t.connect()
+                group.append((k, c))
+                c.send(raw if k == 0 else raw[:k])
+            for k, c in group:
+                if k:
+                    try:
+                        c.send(raw[k:])
+                    except OSError:
+                        pass  # refused already: the answer is waiting in the socket
+            for k, c in group:
+                out[k] = verdict(c)
+        finally:
+            for _, c in group:
+                c.close()
+    return out

@@ -20,7 +20,9 @@ After the last step the connection waits for the next request (unless a step clo
 content is read before the steps unless the first step is ("hold_body",). Only Content-Length and chunked
 request content are understood.
 
-Everything is recorded: `requests` (every Req in arrival order), `events` (marks), `eof[conn]` (time the
+Everything is recorded: `requests` (every Req in arrival order, with its `head` and, up to 1 MiB, its `content` as
+received, and `complete` once all of it was read: whether the origin could have run the request; the script is
+asked at the head), `events` (marks), `eof[conn]` (time the
 origin saw the peer close, FIN or RST, a connection it was waiting on; `resets` holds the conns closed by
 an RST), `accepted`. Nothing here asserts.
 """
@@ -30,6 +32,8 @@ import socket
 import struct
 import threading
 import time
+
+import pytest
 
 ECHO_RE = re.compile(rb"^echo (\S+) (\S+) conn=(\d+) req=(\d+)\n$")
 
@@ -52,6 +56,8 @@ class Req:
             elif k.lower() == "transfer-encoding" and "chunked" in v.lower():
                 self.chunked = True
         self.body_len = 0
+        self.content = b""  # the content's bytes exactly as received (chunked framing and trailers included)
+        self.complete = False  # the whole content arrived (the request could have been run)
 
     def field(self, name, default=None):
         for k, v in self.fields:
@@ -172,26 +178,33 @@ class HostileOrigin:
         return buf + chunk
 
     def _read_content(self, c, req, buf):
-        """Reads (and discards) the request content; returns what follows it."""
+        """Reads the request content (kept in req.content when small); returns what follows it."""
+        keep = 1 << 20
         if req.chunked:
             while True:
                 while b"\r\n" not in buf:
                     buf = self._recv(c, buf)
                 line, buf = buf.split(b"\r\n", 1)
+                req.content += line + b"\r\n"
                 size = int(line.split(b";")[0], 16)
                 if size == 0:
                     while True:
                         while b"\r\n" not in buf:
                             buf = self._recv(c, buf)
                         tl, buf = buf.split(b"\r\n", 1)
+                        req.content += tl + b"\r\n"
                         if not tl:
+                            req.complete = True
                             return buf
                 while len(buf) < size + 2:
                     buf = self._recv(c, buf)
                 req.body_len += size
+                if len(req.content) < keep:
+                    req.content += buf[:size + 2]
                 buf = buf[size + 2:]
         left = req.content_length
         take = min(left, len(buf))
+        req.content += buf[:take]
         buf = buf[take:]
         left -= take
         req.body_len += take
@@ -201,6 +214,9 @@ class HostileOrigin:
                 raise EOFError
             left -= len(chunk)
             req.body_len += len(chunk)
+            if len(req.content) < keep:
+                req.content += chunk
+        req.complete = True
         return buf
 
     def _conn(self, c, num):
@@ -300,3 +316,18 @@ class HostileOrigin:
             else:
                 raise ValueError("unknown step %r" % (step,))
         return True, buf, drained
+
+
+@pytest.fixture
+def hostile():
+    """Factory: hostile(script, **kw) -> a HostileOrigin, stopped at teardown."""
+    started = []
+
+    def start(script=None, **kw):
+        o = HostileOrigin(script, **kw)
+        started.append(o)
+        return o
+
+    yield start
+    for o in started:
+        o.stop()

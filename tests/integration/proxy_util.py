@@ -454,25 +454,45 @@ http {{
         listen 127.0.0.1:{port};
         root {d}/www;
         location = /post {{ return 200 "posted\\n"; }}
+{extra}
     }}
 }}
 """
 
 
-def start_nginx(procs, files):
-    """Starts nginx on a free port serving `files` ({name: bytes}); returns its port."""
+def raw_status(port, raw):
+    """Sends `raw` on a new connection to 127.0.0.1:`port`; the status of the answer (None when it is not HTTP/1.x).
+    For servers tether is compared with."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
+    try:
+        s.sendall(raw)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.") else None
+    finally:
+        s.close()
+
+
+def start_nginx(procs, files, extra=""):
+    """Starts nginx on a free port serving `files` ({name: bytes}; "a/b" makes the directory); `extra` is more
+    configuration for its server block (locations, proxy_pass). Returns its port."""
     if not os.access(NGINX, os.X_OK):
         pytest.skip("nginx is not installed")
     d = tempfile.mkdtemp(prefix="tether-nginx-")
     os.mkdir(os.path.join(d, "www"))
     for name, data in files.items():
+        os.makedirs(os.path.dirname(os.path.join(d, "www", name)), exist_ok=True)
         with open(os.path.join(d, "www", name), "wb") as f:
             f.write(data)
     for attempt in range(5):
         port = closed_port()
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(d=d, port=port))
+            f.write(NGINX_CONF.format(d=d, port=port, extra=extra))
         p = procs(subprocess.Popen([NGINX, "-p", d, "-c", conf], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 5 * SLOW

@@ -39,6 +39,10 @@ def proxy(clean_tether, origins):
     return start
 
 
+# The client (127.0.0.1) as a trusted proxy: its forwarding fields are appended to, not replaced (issue 10).
+TRUSTED = "[server]\ntrusted_proxies = 127.0.0.0/8\n" + upstream_config(["ORIGIN"])
+
+
 def get_echo(t, conns, path="/", headers=None, host="t", **kw):
     c = conns(t)
     c.request("GET", path, headers=headers, host=host, **kw)
@@ -60,15 +64,19 @@ def test_via_appended_to_existing_request_via(proxy, conns):
 
 
 def test_x_forwarded_for_added_and_appended(proxy, conns):
-    t, o = proxy()
+    """Appended to from a trusted peer; from any other, replaced (test_strict_proxy.py has the rest)."""
+    t, o = proxy(config=TRUSTED)
     assert field_values(get_echo(t, conns), "X-Forwarded-For") == ["127.0.0.1"]
     e = get_echo(t, conns, headers={"X-Forwarded-For": "203.0.113.7, 198.51.100.2"})
     assert field_values(e, "X-Forwarded-For") == ["203.0.113.7, 198.51.100.2, 127.0.0.1"]
+    t2, o2 = proxy()
+    e = get_echo(t2, conns, headers={"X-Forwarded-For": "203.0.113.7, 198.51.100.2"})
+    assert field_values(e, "X-Forwarded-For") == ["127.0.0.1"]
 
 
 def test_multiple_x_forwarded_for_and_via_lines_are_all_kept(proxy, conns):
     """Several field lines of one name form one list (RFC 9110 5.3): every earlier hop must survive."""
-    t, o = proxy()
+    t, o = proxy(config=TRUSTED)
     c = conns(t)
     c.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: 198.51.100.2\r\n"
            b"Via: 1.0 edge\r\nVia: 1.1 lb\r\n\r\n")
@@ -79,7 +87,7 @@ def test_multiple_x_forwarded_for_and_via_lines_are_all_kept(proxy, conns):
 
 def test_long_forwarding_lists_are_kept_whole(proxy, conns):
     """A long X-Forwarded-For or Via (well within the request field limits) is appended to, never cut."""
-    t, o = proxy()
+    t, o = proxy(config=TRUSTED)
     xff = ", ".join("10.0.%d.%d" % (i // 200, i % 200 + 1) for i in range(100))
     via = ", ".join("1.1 hop%d" % i for i in range(80))
     e = get_echo(t, conns, headers={"X-Forwarded-For": xff, "Via": via})
@@ -221,10 +229,13 @@ def test_response_via_appended_to_origin_via(proxy, conns):
 # ---- targets and routes ----
 
 def test_path_and_query_pass_unchanged(proxy, conns):
+    """The query passes as sent; the path in its normal form (issue 10, docs/security.md): an encoded unreserved
+    character is decoded ("%7E" is "~", RFC 3986 6.2.2.2), every other byte and escape stays as sent."""
     t, o = proxy()
     target = "/a/b%20c/%2Fd;p=1/%7Euser/x.y?q=1&r=%41%2B&&empty=&plus=a+b&u=%E2%82%AC"
-    assert get_echo(t, conns, target)["target"] == target
+    assert get_echo(t, conns, target)["target"] == target.replace("%7E", "~", 1)
     assert get_echo(t, conns, "/only/path")["target"] == "/only/path"
+    assert get_echo(t, conns, "/a/b%20c/%2Fd;p=1/~user/x.y?q=%7E")["target"] == "/a/b%20c/%2Fd;p=1/~user/x.y?q=%7E"
 
 
 def test_routes_longest_prefix_wins(clean_tether, origins, conns):

@@ -40,7 +40,7 @@ import time
 import pytest
 
 from conftest import SLOW, HttpConn
-from hostile_origin import ECHO_RE, POISON, HostileOrigin, echo, response_of_size
+from hostile_origin import ECHO_RE, POISON, echo, hostile, response_of_size  # noqa: F401 (hostile: a fixture)
 from pool_support import PoolView, pool_config, response_or_crash, wait_until
 from proxy_util import parse_chunked_prefix, read_head, read_to_eof
 from tls_util import Certs, H2Conn, TlsConn, tls_args, tls_port
@@ -50,21 +50,6 @@ VICTIM_DELAY = 0.05  # the victim's request follows the hostile answer by this m
 
 
 # ---- fixtures and clients ----
-
-@pytest.fixture
-def hostile():
-    """Factory: hostile(script, **kw) -> a HostileOrigin, stopped at teardown."""
-    started = []
-
-    def start(script=None, **kw):
-        o = HostileOrigin(script, **kw)
-        started.append(o)
-        return o
-
-    yield start
-    for o in started:
-        o.stop()
-
 
 @pytest.fixture(scope="module")
 def module_certs(tmp_path_factory):

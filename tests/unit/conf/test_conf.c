@@ -114,6 +114,7 @@ static void assert_default_policy(const tt_listen_policy_t *p)
     assert_int_equal(p->limits.max_target, 8192);
     assert_int_equal(p->limits.max_field_bytes, 32768);
     assert_int_equal(p->limits.max_fields, 100);
+    assert_int_equal(p->limits.max_field_line, 8192);
     assert_true(p->h2.enabled);
     assert_int_equal(p->h2.max_concurrent_streams, 100);
     assert_int_equal(p->h2.initial_window, 65535);
@@ -194,6 +195,7 @@ static const char full_config[] = "; every section\n"
                                   "max_request_target = 4k\n"
                                   "max_field_section = 16k\n"
                                   "max_fields = 50\n"
+                                  "max_field_line = 4k\n"
                                   "\n"
                                   "[listen]\n"
                                   "address = 127.0.0.1:9000\n"
@@ -213,6 +215,7 @@ static const char full_config[] = "; every section\n"
                                   "max_lifetime = 1h\n"
                                   "max_request_target = 1k\n"
                                   "max_field_section = 2k\n"
+                                  "max_field_line = 1k\n"
                                   "\n"
                                   "[static]\n"
                                   "root = /srv/www\n"
@@ -253,6 +256,7 @@ static void reads_every_section(void **state)
     assert_int_equal(d->limits.max_target, 4096);
     assert_int_equal(d->limits.max_field_bytes, 16384);
     assert_int_equal(d->limits.max_fields, 50);
+    assert_int_equal(d->limits.max_field_line, 4096);
 
     assert_int_equal(c->nlistens, 2);
     tt_conf_listen_t *plain = find_listen(c, ""), *admin = find_listen(c, "admin");
@@ -270,6 +274,7 @@ static void reads_every_section(void **state)
     assert_int_equal(p->tcp_keepalive.idle_s, 300);
     assert_int_equal(p->max_body_bytes, 8 << 20);
     assert_int_equal(p->limits.max_fields, 50);
+    assert_int_equal(p->limits.max_field_line, 4096);
 
     assert_int_equal(admin->naddrs, 1);
     assert_addr(&admin->addrs[0], "0.0.0.0:9100");
@@ -280,6 +285,7 @@ static void reads_every_section(void **state)
     assert_int_equal(a->limits.max_fields, 20);
     assert_int_equal(a->limits.max_target, 1024);
     assert_int_equal(a->limits.max_field_bytes, 2048);
+    assert_int_equal(a->limits.max_field_line, 1024);
     assert_true(a->keepalive_header);
     assert_true(a->tcp_keepalive.enabled);
     assert_int_equal(a->tcp_keepalive.idle_s, 600);
@@ -485,6 +491,8 @@ static void reports_an_out_of_range_value_with_its_line(void **state)
                       ":7: header_timeout: must be between 1ms and 86400000ms");
     expect_load_error(f, PREAMBLE "[limits]\nmax_fields = 101\n",
                       ":7: max_fields: out of range (a whole number from 1 to 100)");
+    expect_load_error(f, PREAMBLE "[limits]\nmax_field_line = 100\n",
+                      ":7: max_field_line: must be between 256 and 1048576 bytes");
     expect_load_error(f, PREAMBLE "[limits]\nmax_request_target = 32\n",
                       ":7: max_request_target: must be between 64 and 1048576 bytes");
     expect_load_error(f, PREAMBLE "[tcp_keepalive]\nidle = 1.5s\n",

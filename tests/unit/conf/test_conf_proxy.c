@@ -143,6 +143,8 @@ static void fills_an_upstream_with_the_defaults(void **state)
     assert_false(u->reuse_safe);
     assert_int_equal(u->replay_buffer, 64 * 1024);
     assert_false(u->forwarded);
+    assert_true(u->expose_cause);
+    assert_int_equal(u->ntrusted, 0); /* no trusted proxies: forwarding fields from clients are replaced */
     assert_true(u->replay);
     assert_null(u->host);
     const tt_pool_conf_t *p = &u->pool;
@@ -201,6 +203,7 @@ static const char every_upstream_key[] = "[upstream app]\n"
                                          "leak_threshold = 0\n"
                                          "replay_buffer = 1m\n"
                                          "forwarded = on\n"
+                                         "expose_cause = off\n"
                                          "host = api.example.com\n"
                                          "tcp_keepalive = 600s:30s:4\n";
 
@@ -218,6 +221,7 @@ static void reads_every_upstream_key(void **state)
     assert_true(u->reuse_safe);
     assert_false(u->replay);
     assert_true(u->forwarded);
+    assert_false(u->expose_cause);
     assert_int_equal(u->replay_buffer, 1 << 20);
     assert_string_equal(u->host, "api.example.com");
     const tt_pool_conf_t *p = &u->pool;
@@ -290,6 +294,8 @@ static void reports_a_bad_value_of_every_upstream_key(void **state)
         {"replay_buffer = 2g", "replay_buffer: must be between 0 and 1073741824 bytes"},
         {"replay_buffer = 1q", "replay_buffer: unknown unit (use k, m or g)"},
         {"forwarded = y", "forwarded: expected on or off"},
+        {"expose_cause = hidden", "expose_cause: expected on or off"},
+        {"trusted_proxies = 10.0.0.0/8", "trusted_proxies: unknown key"}, /* a [server] key */
         {"host =", "host: must not be empty"},
         {"tcp_keepalive = 600s:30s", "tcp_keepalive: expected off or IDLE:INTERVAL:COUNT, e.g. 900s:60s:5"},
         {"tcp_keepalive = on", "tcp_keepalive: expected off or IDLE:INTERVAL:COUNT, e.g. 900s:60s:5"},
@@ -308,6 +314,57 @@ static void reports_a_bad_value_of_every_upstream_key(void **state)
         char text[512], suffix[256];
         snprintf(text, sizeof(text), UPSTREAM "%s\nmax_idle = 1\n", bad[i].line);
         snprintf(suffix, sizeof(suffix), ":8: %s", bad[i].error);
+        expect_load_error(f, text, suffix);
+    }
+}
+
+/* ---- [server] trusted_proxies ---- */
+
+static void reads_trusted_proxies_for_every_upstream(void **state)
+{
+    fixture_t *f = *state;
+    load_ok(f, "[server]\ntrusted_proxies = 10.0.0.0/8, 192.0.2.7\ntrusted_proxies = 2001:db8::/32\n"
+               "[upstream a]\nserver = 127.0.0.1:1\n[upstream b]\nserver = 127.0.0.1:2\n");
+    finish_ok(f);
+    assert_int_equal(f->c.ntrusted_proxies, 3);
+    for (size_t i = 0; i < f->c.nupstreams; i++) {
+        const tt_upstream_conf_t *u = &f->c.upstreams[i];
+        assert_ptr_equal(u->trusted, f->c.trusted_proxies);
+        assert_int_equal(u->ntrusted, 3);
+    }
+    tt_addr_t a;
+    assert_true(tt_addr_parse_ip(TT_LIT("10.200.0.1"), &a));
+    assert_true(tt_cidr_set_match(f->c.trusted_proxies, 3, &a));
+    assert_true(tt_addr_parse_ip(TT_LIT("192.0.2.7"), &a));
+    assert_true(tt_cidr_set_match(f->c.trusted_proxies, 3, &a));
+    assert_true(tt_addr_parse_ip(TT_LIT("192.0.2.8"), &a));
+    assert_false(tt_cidr_set_match(f->c.trusted_proxies, 3, &a));
+    assert_true(tt_addr_parse_ip(TT_LIT("2001:db8:ffff::1"), &a));
+    assert_true(tt_cidr_set_match(f->c.trusted_proxies, 3, &a));
+    assert_true(tt_addr_parse_ip(TT_LIT("::ffff:10.1.2.3"), &a)); /* a dual-stack listener's IPv4 peer */
+    assert_true(tt_cidr_set_match(f->c.trusted_proxies, 3, &a));
+    assert_true(tt_addr_parse_ip(TT_LIT("2001:db9::1"), &a));
+    assert_false(tt_cidr_set_match(f->c.trusted_proxies, 3, &a));
+}
+
+static void refuses_bad_trusted_proxies(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        const char *value, *error;
+    } bad[] = {
+        {"10.0.0.0/33", "an IPv4 prefix is at most /32"},
+        {"::/129", "an IPv6 prefix is at most /128"},
+        {"10.0.0.0/", "the prefix length after '/' must be a number of bits"},
+        {"10.0.0.0/8x", "the prefix length after '/' must be a number of bits"},
+        {"10.0.0.0/8 lb.example.com", "expected an IP address or a block such as 10.0.0.0/8 or 2001:db8::/32"},
+        {"10.0.0.256", "expected an IP address or a block such as 10.0.0.0/8 or 2001:db8::/32"},
+        {", ,", "expected address blocks such as 10.0.0.0/8 192.0.2.7 2001:db8::/32"},
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(bad); i++) {
+        char text[256], suffix[256];
+        snprintf(text, sizeof(text), PREAMBLE "[server]\ntrusted_proxies = %s\n", bad[i].value);
+        snprintf(suffix, sizeof(suffix), ":7: trusted_proxies: %s", bad[i].error);
         expect_load_error(f, text, suffix);
     }
 }
@@ -774,6 +831,8 @@ int main(void)
         T(fills_an_upstream_with_the_defaults),
         T(reads_every_upstream_key),
         T(reports_a_bad_value_of_every_upstream_key),
+        T(reads_trusted_proxies_for_every_upstream),
+        T(refuses_bad_trusted_proxies),
         T(accepts_every_server_form),
         T(reads_https_servers),
         T(refuses_bad_servers),

@@ -23,6 +23,7 @@ typedef struct row {
     uint32_t max_requests, requests;
     uint64_t max_lifetime_ms, age_ms;
     tt_close_reason_t want;
+    bool unread_body; /* last, so that the rows without it need not say false */
 } row_t;
 
 /* Each row written out by hand; the exhaustive test below covers the remaining combinations. */
@@ -73,6 +74,14 @@ static const row_t rows[] = {
     {1, 0, false, false, false, 5000, 10, 9, 60000, 60001, TT_CLOSE_MAX_LIFETIME},
     {0, KA, false, false, false, 5000, 0, 9, 60000, 60000, TT_CLOSE_MAX_LIFETIME},
     {1, 0, false, false, false, 5000, 10, 9, 0, UINT64_MAX, TT_CLOSE_NONE},
+    /* chunked content still unchecked as the response goes out: after the client's own wish, before the limits */
+    {1, 0, false, false, false, 5000, 1000, 1, 3600000, 0, TT_CLOSE_UNREAD_BODY, true},
+    {1, KA, false, false, false, 5000, 10, 10, 60000, 60000, TT_CLOSE_UNREAD_BODY, true},
+    {1, 0, false, false, false, 0, 1000, 1, 3600000, 0, TT_CLOSE_UNREAD_BODY, true},
+    {1, CLOSE, false, false, false, 5000, 1000, 1, 3600000, 0, TT_CLOSE_CLIENT_CLOSE, true},
+    {1, 0, true, false, false, 5000, 1000, 1, 3600000, 0, TT_CLOSE_CLIENT_CLOSE, true},
+    {1, 0, false, true, false, 5000, 1000, 1, 3600000, 0, TT_CLOSE_BAD_REQUEST, true},
+    {1, 0, false, false, true, 5000, 1000, 1, 3600000, 0, TT_CLOSE_SHUTDOWN, true},
 };
 
 static tt_close_reason_t decide_row(const row_t *r)
@@ -82,6 +91,7 @@ static tt_close_reason_t decide_row(const row_t *r)
     tt_ka_state_t s = {.minor_version = r->minor,
                        .conn_tokens = r->tokens,
                        .close_delimited = r->close_delimited,
+                       .unread_body = r->unread_body,
                        .error_close = r->error_close,
                        .draining = r->draining,
                        .requests = r->requests,
@@ -108,6 +118,7 @@ static tt_close_reason_t documented(const row_t *r)
     if (r->tokens & CLOSE) return TT_CLOSE_CLIENT_CLOSE;
     if (r->minor == 0 && !(r->tokens & KA)) return TT_CLOSE_CLIENT_CLOSE;
     if (r->close_delimited) return TT_CLOSE_CLIENT_CLOSE;
+    if (r->unread_body) return TT_CLOSE_UNREAD_BODY;
     if (r->idle_ms == 0) return TT_CLOSE_IDLE_TIMEOUT;
     if (r->max_requests != 0 && r->requests >= r->max_requests) return TT_CLOSE_MAX_REQUESTS;
     if (r->max_lifetime_ms != 0 && r->age_ms >= r->max_lifetime_ms) return TT_CLOSE_MAX_LIFETIME;
@@ -128,16 +139,16 @@ static void decides_every_combination_in_the_documented_order(void **state)
     for (size_t a = 0; a < TT_ARRAY_SIZE(minors); a++)
         for (size_t b = 0; b < TT_ARRAY_SIZE(tokens); b++)
             for (int cd = 0; cd < 2; cd++)
-                for (int ec = 0; ec < 2; ec++)
+                for (int ec = 0; ec < 4; ec++) /* bit 0: error_close, bit 1: unread_body */
                     for (int dr = 0; dr < 2; dr++)
                         for (size_t c = 0; c < TT_ARRAY_SIZE(idles); c++)
                             for (size_t d = 0; d < TT_ARRAY_SIZE(maxreqs); d++)
                                 for (size_t e = 0; e < TT_ARRAY_SIZE(reqs); e++)
                                     for (size_t f = 0; f < TT_ARRAY_SIZE(lifetimes); f++)
                                         for (size_t g = 0; g < TT_ARRAY_SIZE(ages); g++) {
-                                            row_t r = {minors[a],    tokens[b], cd,           ec,
-                                                       dr,           idles[c],  maxreqs[d],   reqs[e],
-                                                       lifetimes[f], ages[g],   TT_CLOSE_NONE};
+                                            row_t r = {minors[a],     tokens[b],  cd,      ec & 1,       dr,
+                                                       idles[c],      maxreqs[d], reqs[e], lifetimes[f], ages[g],
+                                                       TT_CLOSE_NONE, ec & 2};
                                             tt_close_reason_t want = documented(&r), got = decide_row(&r);
                                             if (got != want)
                                                 print_error("minor %d tokens %u cd %d ec %d dr %d idle %llu max %u "
@@ -151,7 +162,7 @@ static void decides_every_combination_in_the_documented_order(void **state)
                                             per_reason[got]++;
                                             n++;
                                         }
-    assert_int_equal(n, 2 * 7 * 2 * 2 * 2 * 3 * 3 * 4 * 2 * 4);
+    assert_int_equal(n, 2 * 7 * 2 * 4 * 2 * 3 * 3 * 4 * 2 * 4);
     /* every reason the policy can give was reached */
     assert_true(per_reason[TT_CLOSE_NONE] > 0);
     assert_true(per_reason[TT_CLOSE_BAD_REQUEST] > 0);
@@ -160,6 +171,7 @@ static void decides_every_combination_in_the_documented_order(void **state)
     assert_true(per_reason[TT_CLOSE_IDLE_TIMEOUT] > 0);
     assert_true(per_reason[TT_CLOSE_MAX_REQUESTS] > 0);
     assert_true(per_reason[TT_CLOSE_MAX_LIFETIME] > 0);
+    assert_true(per_reason[TT_CLOSE_UNREAD_BODY] > 0);
     /* and nothing else */
     assert_int_equal(per_reason[TT_CLOSE_HEADER_TIMEOUT] + per_reason[TT_CLOSE_EVICTED] + per_reason[TT_CLOSE_RESET],
                      0);

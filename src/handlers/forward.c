@@ -1,0 +1,277 @@
+/* forward.c -- the request head a proxy sends upstream, the response fields and trailers it sends back */
+#include "handlers/forward.h"
+
+#include <stdio.h>
+
+static void put(tt_buf_t *b, tt_bufpool_t *bufs, tt_str_t s)
+{
+    tt_buf_append(b, bufs, s.p, s.n);
+}
+
+static void put_field(tt_buf_t *b, tt_bufpool_t *bufs, tt_str_t name, tt_str_t value)
+{
+    put(b, bufs, name);
+    tt_buf_append(b, bufs, TT_LIT(": "));
+    put(b, bufs, value);
+    tt_buf_append(b, bufs, TT_LIT("\r\n"));
+}
+
+static tt_str_t cstr(const char *s)
+{
+    return tt_str(s, strlen(s));
+}
+
+/* The bytes of `b`; an empty view for an empty buffer, which has no memory to point into. */
+static tt_str_t view_of(const tt_buf_t *b)
+{
+    return b->len ? tt_str(tt_buf_data(b), b->len) : TT_STR_NULL;
+}
+
+static bool in_list(tt_str_t n, const char *const *names, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (tt_str_ieq(n, names[i], strlen(names[i]))) return true;
+    return false;
+}
+
+/* Connection-specific fields (RFC 9110 7.6.1), and the framing a proxy redoes itself. */
+static const char *const hop_by_hop[] = {"connection", "keep-alive", "proxy-connection",  "te",
+                                         "trailer",    "upgrade",    "transfer-encoding", "content-length"};
+
+/* True when `n` is one of the field names listed in the Connection field(s) of `fields`. */
+static bool named_by_connection(const tt_h1_field_t *fields, size_t nfields, tt_str_t n)
+{
+    for (size_t i = 0; i < nfields; i++) {
+        if (!tt_str_ieq(fields[i].name, TT_LIT("connection"))) continue;
+        const char *p = fields[i].value.p, *end = p + fields[i].value.n;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
+            const char *s = p;
+            while (p < end && *p != ',' && *p != ' ' && *p != '\t') p++;
+            tt_str_t tok = tt_str(s, (size_t)(p - s));
+            if (tok.n == n.n && tok.n > 0) {
+                bool eq = true;
+                for (size_t k = 0; k < n.n && eq; k++) eq = tt_lower(tok.p[k]) == tt_lower(n.p[k]);
+                if (eq) return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Every non-empty value of the request's `lower` fields, in order, as one list "v1, v2" (RFC 9110 5.3); empty when
+ * there is none. `sep` joins them (", ", or "; " for cookies). */
+static void put_values(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, const char *lower, tt_str_t sep,
+                       bool *any)
+{
+    for (size_t i = 0; i < h->nfields; i++) {
+        const tt_h1_field_t *f = &h->fields[i];
+        if (f->value.n == 0 || !tt_str_ieq(f->name, lower, strlen(lower))) continue;
+        if (*any) put(b, bufs, sep);
+        put(b, bufs, f->value);
+        *any = true;
+    }
+}
+
+/* "Name: <the request's values>, <own>\r\n"; `own` may be empty (then the field is left out if nothing came). */
+static void put_list(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, const char *name, bool keep_theirs,
+                     tt_str_t own)
+{
+    tt_buf_t v = {0};
+    bool any = false;
+    if (keep_theirs && !named_by_connection(h->fields, h->nfields, cstr(name))) {
+        char lower[32];
+        size_t n = strlen(name);
+        for (size_t i = 0; i < n && i < sizeof(lower) - 1; i++) lower[i] = tt_lower(name[i]);
+        lower[TT_MIN(n, sizeof(lower) - 1)] = '\0';
+        put_values(&v, bufs, h, lower, TT_STR(", "), &any);
+    }
+    if (own.n) {
+        if (any) tt_buf_append(&v, bufs, TT_LIT(", "));
+        put(&v, bufs, own);
+        any = true;
+    }
+    if (any) put_field(b, bufs, cstr(name), view_of(&v));
+    tt_buf_release(&v, bufs);
+}
+
+/* A quoted-string (RFC 9110 5.6.4): '"' and '\' escaped. Validated hosts hold neither; escaped all the same. */
+static void put_quoted(tt_buf_t *b, tt_bufpool_t *bufs, tt_str_t s)
+{
+    tt_buf_append(b, bufs, TT_LIT("\""));
+    for (size_t i = 0; i < s.n; i++) {
+        if (s.p[i] == '"' || s.p[i] == '\\') tt_buf_append(b, bufs, TT_LIT("\\"));
+        tt_buf_append(b, bufs, s.p + i, 1);
+    }
+    tt_buf_append(b, bufs, TT_LIT("\""));
+}
+
+/*
+ * The client address to name in X-Real-IP for a trusted peer: X-Forwarded-For read from the right, every address
+ * in uc->trusted skipped; the first one that is not is the client (nginx's real_ip_recursive). A member that is not
+ * an address ends the walk at the last one that was. Without X-Forwarded-For, the peer's X-Real-IP when it is an
+ * address, else the peer.
+ */
+static tt_str_t real_ip(const tt_h1_request_t *h, const tt_upstream_conf_t *uc, tt_str_t peer)
+{
+    tt_str_t last = peer;
+    bool any = false;
+    for (size_t i = h->nfields; i-- > 0;) {
+        if (!tt_str_ieq(h->fields[i].name, TT_LIT("x-forwarded-for"))) continue;
+        any = true;
+        const char *s = h->fields[i].value.p, *e = s + h->fields[i].value.n;
+        while (e > s) {
+            const char *m = e;
+            while (m > s && m[-1] != ',') m--;
+            tt_str_t mem = tt_str(m, (size_t)(e - m));
+            while (mem.n && (mem.p[0] == ' ' || mem.p[0] == '\t')) mem = tt_str(mem.p + 1, mem.n - 1);
+            while (mem.n && (mem.p[mem.n - 1] == ' ' || mem.p[mem.n - 1] == '\t')) mem.n--;
+            e = m > s ? m - 1 : s;
+            if (mem.n == 0) continue;
+            tt_addr_t a;
+            if (!tt_addr_parse_ip(mem.p, mem.n, &a)) return last;
+            if (!tt_cidr_set_match(uc->trusted, uc->ntrusted, &a)) return mem;
+            last = mem;
+        }
+    }
+    if (!any) {
+        int i = tt_h1_find_field(h, TT_LIT("x-real-ip"));
+        tt_addr_t a;
+        if (i >= 0 && tt_addr_parse_ip(h->fields[i].value.p, h->fields[i].value.n, &a)) return h->fields[i].value;
+    }
+    return last;
+}
+
+/* Request fields tether writes itself, from what it knows and what a trusted peer told it. */
+static const char *const generated[] = {
+    "host", "via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"};
+
+void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_buf_t *b,
+                             tt_bufpool_t *bufs)
+{
+    const tt_h1_request_t *h = rq->head;
+    const bool h2 = rq->major_version == 2;
+    const bool trusted = uc->ntrusted && tt_cidr_set_match(uc->trusted, uc->ntrusted, rq->peer);
+    char ipbuf[TT_ADDR_STRLEN];
+    tt_str_t ip = tt_str(ipbuf, tt_addr_format_host(rq->peer, ipbuf, sizeof(ipbuf)));
+
+    put(b, bufs, h->method);
+    tt_buf_append(b, bufs, TT_LIT(" "));
+    put(b, bufs, rq->path);
+    if (rq->query.n) {
+        tt_buf_append(b, bufs, TT_LIT("?"));
+        put(b, bufs, rq->query);
+    }
+    tt_buf_append(b, bufs, TT_LIT(" HTTP/1.1\r\n"));
+    /* RFC 9112 3.2: HTTP/1.1 requires Host; what the client asked for, or (HTTP/1.0 without one) the server's
+     * name, as nginx's $proxy_host */
+    tt_str_t host = uc->host ? cstr(uc->host) : rq->authority.n ? rq->authority : cstr(uc->servers[0].name);
+    put_field(b, bufs, TT_STR("Host"), host);
+    for (size_t i = 0; i < h->nfields; i++) {
+        const tt_h1_field_t *f = &h->fields[i];
+        if (in_list(f->name, generated, TT_ARRAY_SIZE(generated)) || (h2 && tt_str_ieq(f->name, TT_LIT("cookie"))))
+            continue;
+        if (in_list(f->name, hop_by_hop, TT_ARRAY_SIZE(hop_by_hop)) || tt_str_ieq(f->name, TT_LIT("expect")) ||
+            named_by_connection(h->fields, h->nfields, f->name))
+            continue;
+        put_field(b, bufs, f->name, f->value);
+    }
+    if (h2) { /* RFC 9113 8.2.3: the cookie fields of HTTP/2 are one field in HTTP/1.1 */
+        tt_buf_t v = {0};
+        bool any = false;
+        put_values(&v, bufs, h, "cookie", TT_STR("; "), &any);
+        if (any) put_field(b, bufs, TT_STR("Cookie"), view_of(&v));
+        tt_buf_release(&v, bufs);
+    }
+    put_list(b, bufs, h, "Via", true,
+             h2                 ? TT_STR("2 tether")
+             : h->minor_version ? TT_STR("1.1 tether")
+                                : TT_STR("1.0 tether"));
+    put_list(b, bufs, h, "X-Forwarded-For", trusted, ip);
+    put_field(b, bufs, TT_STR("X-Real-IP"), trusted ? real_ip(h, uc, ip) : ip);
+    tt_str_t proto = rq->tls ? TT_STR("https") : TT_STR("http");
+    bool theirs = trusted && tt_h1_find_field(h, TT_LIT("x-forwarded-proto")) >= 0;
+    put_list(b, bufs, h, "X-Forwarded-Proto", theirs, theirs ? TT_STR_NULL : proto);
+    theirs = trusted && tt_h1_find_field(h, TT_LIT("x-forwarded-host")) >= 0;
+    put_list(b, bufs, h, "X-Forwarded-Host", theirs, theirs ? TT_STR_NULL : rq->authority);
+    tt_buf_t own = {0};
+    if (uc->forwarded) { /* RFC 7239 4: for=, proto=, host= */
+        bool v6 = rq->peer->ss.sa.sa_family == AF_INET6;
+        tt_buf_append(&own, bufs, TT_LIT("for="));
+        if (v6) tt_buf_append(&own, bufs, TT_LIT("\"["));
+        put(&own, bufs, ip);
+        if (v6) tt_buf_append(&own, bufs, TT_LIT("]\""));
+        tt_buf_append(&own, bufs, TT_LIT(";proto="));
+        put(&own, bufs, proto);
+        if (rq->authority.n) {
+            tt_buf_append(&own, bufs, TT_LIT(";host="));
+            put_quoted(&own, bufs, rq->authority);
+        }
+    }
+    put_list(b, bufs, h, "Forwarded", trusted, view_of(&own));
+    tt_buf_release(&own, bufs);
+    char line[64];
+    if (chunked_up) {
+        tt_buf_append(b, bufs, TT_LIT("Transfer-Encoding: chunked\r\n"));
+    } else if (rq->content_length >= 0 && (rq->has_body || h->method_id == TT_METHOD_POST ||
+                                           h->method_id == TT_METHOD_PUT || h->method_id == TT_METHOD_PATCH)) {
+        int n = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", (long long)TT_MAX(rq->content_length, 0));
+        tt_buf_append(b, bufs, line, (size_t)n);
+    }
+    tt_buf_append(b, bufs, TT_LIT("\r\n"));
+}
+
+void tt_forward_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs)
+{
+    for (size_t i = 0; i < res->nfields; i++) {
+        const tt_h1_field_t *f = &res->fields[i];
+        if (in_list(f->name, hop_by_hop, TT_ARRAY_SIZE(hop_by_hop)) || tt_str_ieq(f->name, TT_LIT("date")) ||
+            tt_str_ieq(f->name, TT_LIT("server")) || named_by_connection(res->fields, res->nfields, f->name))
+            continue;
+        put_field(b, bufs, f->name, f->value);
+    }
+    if (res->minor_version)
+        tt_buf_append(b, bufs, TT_LIT("Via: 1.1 tether\r\n"));
+    else
+        tt_buf_append(b, bufs, TT_LIT("Via: 1.0 tether\r\n"));
+}
+
+bool tt_forward_trailer_allowed(tt_str_t name)
+{
+    static const char *const denied[] = {/* framing and connection */
+                                         "content-length", "transfer-encoding", "trailer", "te", "connection",
+                                         "keep-alive", "proxy-connection", "upgrade",
+                                         /* routing and forwarding */
+                                         "host", "via", "forwarded", "x-forwarded-for", "x-forwarded-host",
+                                         "x-forwarded-proto", "x-real-ip", "max-forwards",
+                                         /* request modifiers: controls and conditionals */
+                                         "cache-control", "expect", "pragma", "range", "if-match", "if-none-match",
+                                         "if-modified-since", "if-unmodified-since", "if-range",
+                                         /* authentication */
+                                         "authorization", "proxy-authorization", "www-authenticate",
+                                         "proxy-authenticate", "authentication-info", "proxy-authentication-info",
+                                         "cookie", "set-cookie",
+                                         /* response control data */
+                                         "age", "expires", "date", "location", "retry-after", "vary", "warning",
+                                         /* how to process the content */
+                                         "content-encoding", "content-type", "content-range"};
+    return name.n > 0 && name.p[0] != ':' && !in_list(name, denied, TT_ARRAY_SIZE(denied));
+}
+
+void tt_forward_trailers(tt_str_t in, tt_buf_t *out, tt_bufpool_t *bufs)
+{
+    const char *p = in.p, *end = in.p + in.n;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol ? eol : end;
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon != NULL) {
+            tt_str_t name = tt_str(p, (size_t)(colon - p));
+            const char *v = colon + 1, *ve = le;
+            while (v < ve && (*v == ' ' || *v == '\t')) v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+            if (tt_forward_trailer_allowed(name)) put_field(out, bufs, name, tt_str(v, (size_t)(ve - v)));
+        }
+        p = eol ? eol + 1 : end;
+    }
+}

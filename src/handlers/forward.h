@@ -1,0 +1,51 @@
+/* forward.h -- what a proxy passes on: the request head it sends upstream, the response fields and the trailers
+ * it sends back (RFC 9110 7.6 and 6.5.1, RFC 9113 8.2.3, RFC 7239)
+ *
+ * Pure functions over a request or response that was already parsed and checked; they write into a tt_buf_t of the
+ * caller's worker. docs/security.md lists the rules and where they differ from nginx.
+ */
+#ifndef TT_HANDLERS_FORWARD_H
+#define TT_HANDLERS_FORWARD_H
+
+#include "core/buf.h"
+#include "handlers/proxy.h"
+
+/**
+ * Appends the HTTP/1.1 request head for `rq` (its head, path and query are read: call during handle()) going to
+ * upstream `uc`: the request-line with the normalized path; Host first, always (uc->host, else the request's
+ * authority -- the absolute-form target's, RFC 9112 3.2.2 -- else the server's name), so no Connection option can
+ * remove it; the end-to-end fields in order, without the hop-by-hop ones and those the Connection field names
+ * (RFC 9110 7.6.1); an HTTP/2 request's cookie fields joined with "; " into one (RFC 9113 8.2.3); Via with the
+ * protocol version received ("1.0", "1.1" or "2", RFC 9110 7.6.3); X-Forwarded-For and X-Real-IP, replaced when the
+ * peer is not in uc->trusted and appended to (X-Real-IP: the nearest untrusted address) when it is;
+ * X-Forwarded-Proto and X-Forwarded-Host, tether's own unless a trusted peer sent them; Forwarded (RFC 7239, values
+ * quoted and escaped) when uc->forwarded, after a trusted peer's; then the framing: Transfer-Encoding: chunked when
+ * `chunked_up`, else Content-Length when the request has one (or is a POST, PUT or PATCH). Owning worker only.
+ */
+void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_buf_t *b,
+                             tt_bufpool_t *bufs);
+
+/**
+ * Appends the fields of upstream response `res` that pass to the client, each "Name: value\r\n": all but the
+ * hop-by-hop ones, those its Connection field names, the framing tether redoes (Content-Length,
+ * Transfer-Encoding) and Date and Server (the client connection's own), then "Via: 1.x tether" (the version
+ * received). Owning worker only.
+ */
+void tt_forward_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs);
+
+/**
+ * True when a trailer field named `name` may be forwarded (RFC 9110 6.5.1): not framing (Content-Length,
+ * Transfer-Encoding, Trailer, TE and the other hop-by-hop fields), routing (Host), request modifiers (controls
+ * and conditionals), authentication (Authorization, cookies and the like), response control data (Cache-Control,
+ * Age, Expires, Date, Location, Retry-After, Vary) or how to process the content (Content-Encoding, -Type,
+ * -Range), nor a forwarding field tether writes itself.
+ */
+bool tt_forward_trailer_allowed(tt_str_t name);
+
+/**
+ * Appends the trailer field lines of `in` ("Name: value" lines, each ending in CRLF or LF, as a chunked decoder or an
+ * HTTP/2 stream collected them) that tt_forward_trailer_allowed(), each as "Name: value\r\n". Owning worker only.
+ */
+void tt_forward_trailers(tt_str_t in, tt_buf_t *out, tt_bufpool_t *bufs);
+
+#endif
