@@ -3,7 +3,6 @@
 #include "core/log.h"
 
 #define CANARY_INTERVAL_MS 30000 /* at most one canary per this period once something was learned */
-#define PROBE_CANARIES     4     /* canaries at once while nothing is known above a hint yet */
 #define LEAK_SCAN_MS       1000
 #define DEBT_SLOTS         32 /* connections retired lately that the server would still keep (open reasons) */
 
@@ -453,7 +452,9 @@ static int canary_kind(const tt_pool_t *p, tt_pool_retire_t reason)
     switch (reason) {
     case TT_RETIRE_HINT_DEADLINE:
         if (!p->conf->learn_above_hint || now(p) < p->above.suspended_until_ms) return CANARY_NONE;
-        if (p->above.observed == 0) return p->ncanaries < PROBE_CANARIES ? CANARY_PROBE : CANARY_NONE;
+        /* Nothing seen above the hint yet: every connection reaching it waits out of service (as many as
+         * max_idle), so that all of them go back in service at once if the server keeps them longer. */
+        if (p->above.observed == 0) return p->ncanaries < p->conf->max_idle ? CANARY_PROBE : CANARY_NONE;
         return due ? CANARY_GROWTH : CANARY_NONE;
     case TT_RETIRE_ABOVE_HINT: return p->conf->learn_above_hint && due ? CANARY_GROWTH : CANARY_NONE;
     case TT_RETIRE_LEARNED_DEADLINE: return p->conf->learn && due ? CANARY_LEARN : CANARY_NONE;

@@ -279,7 +279,7 @@ class Rounds:
         self.on_round = on_round  # called in the barrier action with the round about to start (from 0)
         self.rng = random.Random(seed)
         self.results = []  # (t_sent, t_done, method, status, cause, client, target, round)
-        self.errors = []  # (t, client, repr)
+        self.errors = []  # (t, client, repr, method, round)
         self.rounds_log = []  # [gap, prev_done, first_sent, last_sent]
         self.lock = threading.Lock()
         self.barrier = threading.Barrier(clients, action=self._next_round)
@@ -338,7 +338,7 @@ class Rounds:
                     self.results.append((sent, time.monotonic(), method, r.status, cause, i, target, k))
             except Exception as e:  # noqa: BLE001 - every failure is counted and reported
                 with self.lock:
-                    self.errors.append((sent, i, repr(e)))
+                    self.errors.append((sent, i, repr(e), method, k))
                 if c is not None:
                     c.close()
                 c = None

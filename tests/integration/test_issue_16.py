@@ -200,10 +200,11 @@ def test_no_request_fails_first_rounds_included(matrix, name):
 def test_hint_of_1s_closing_at_2s_reuses_at_least_90_percent(matrix, name):
     """The misses that learning costs are in the first rounds: the first opens every connection; then the
     connections reach their hint deadline (0.975 s) during the second or the third round and are kept as canaries,
-    out of service, until the origin closes them 2 s after they were parked, which the next round may or may not
-    follow; then every request reuses a connection unless more requests overlap than ever before (none_parked) or
-    the least recently used connection, idle for two rounds, reached the deadline learned (2 s - margin). Worst
-    case three rounds and about 2 % of the rest: 3 x 8 + 8 of 40 x 8 requests, 10 %."""
+    out of service, until the origin closes the first of them 2 s after it was parked, which the next round may or
+    may not follow (then the canaries still open go back in service); then every request reuses a connection
+    unless more requests overlap than ever before (none_parked) or the least recently used connection, idle for two
+    rounds, reached the deadline learned (2 s - margin), as the origin would close it anyway. Worst case three
+    rounds and about 2 % of the rest: 3 x 8 + 8 of 40 x 8 requests, 10 %."""
     s = scenario(matrix, name)
     st = s.stats
     share = st["reused"] / st["requests"]

@@ -114,8 +114,8 @@ def check_common(t, load, res_min):
 def test_race_with_keepalive_hint(tether):
     """Origin: idle 1.0 s, "Keep-Alive: timeout=1". Zero 502 for every method and no replay: a request never
     meets a closing connection. Parked connections leave service at the hint minus the measured margin (at least
-    the 25 ms floor); a few of them (at most 4 per worker, while nothing is known above the hint) stay open out of
-    service as canaries until the origin closes them, at its hint: so nothing is learned above it."""
+    the 25 ms floor); those that reach it before the origin's first close is seen stay open out of service as
+    canaries until the origin closes them, at its hint: so nothing is learned above it."""
     o = Origin(idle_timeout=1.0, hint=True, hint_timeout=1).start()
     try:
         t = tether("--workers", "2", config=pool_config(o.port, idle_timeout="10s"))
@@ -129,10 +129,11 @@ def test_race_with_keepalive_hint(tether):
         assert pool.replays(*RACE_CAUSES) == 0, "a request met a closed connection despite the hint"
         assert pool.retired("hint_deadline") > 0
         assert pool.retired("stale_on_reuse") == 0
-        # the origin's own idle closes are the canaries' (no request ran on them): 4 per worker at most, as the
-        # 24 s run ends before a second canary is due (30 s)
+        # the origin's own idle closes are the canaries' (no request ran on them): the connections parked before
+        # each worker saw its first canary close, at most the 8 clients' of two rounds (a second canary is due
+        # 30 s later, after this 24 s run)
         closes = origin_stats(o)["idle_closes"]
-        assert closes <= 8 and pool.retired("peer_closed_while_idle") <= 8, (closes, pool.retired_all())
+        assert closes <= 16 and pool.retired("peer_closed_while_idle") <= 16, (closes, pool.retired_all())
         assert pool.m("tether_upstream_learned_above_hint_seconds") == 0, "learned above a hint the origin keeps"
         assert pool.learned() == 0, "learned a timeout although the origin gives a hint"
         # prevention: no connection was reused past the hinted deadline (1 s minus at least the 25 ms floor), on
