@@ -319,8 +319,18 @@ static void retire_at_deadline(tt_pool_t *p, tt_upconn_t *u)
     retire(p, u, (tt_pool_retire_t)u->pool.retire_reason);
 }
 
-/* Puts a parked connection in service with its deadline from now on: in the idle list, which stays in MRU
- * order (most recently parked first), so that the head is always the youngest. */
+/* Gives a parked connection its deadline `d`, counted from when it was parked. */
+static void set_deadline(tt_pool_t *p, tt_upconn_t *u, tt_pool_deadline_t d)
+{
+    u->pool.retire_at_ms = u->parked_ms + d.idle_ms;
+    u->pool.retire_reason = (uint8_t)d.reason;
+    u->pool.server_ms = d.server_ms;
+    u->pool.known = d.known;
+    tt_timer_arm_at(p->loop, &u->pool.timer, u->pool.retire_at_ms); /* fires next turn when past */
+}
+
+/* Puts a parked connection in service with its deadline: in the idle list, which stays in MRU order (most
+ * recently parked first), so that the head is always the youngest. */
 static void serve_parked(tt_pool_t *p, tt_upconn_t *u, tt_pool_deadline_t d)
 {
     tt_list_t *pos = &p->idle;
@@ -329,11 +339,7 @@ static void serve_parked(tt_pool_t *p, tt_upconn_t *u, tt_pool_deadline_t d)
     tt_list_push_head(pos, &u->pool.link); /* after `pos` */
     p->nidle++;
     tt_gauge_add(&p->m->idle, 1);
-    u->pool.retire_at_ms = u->parked_ms + d.idle_ms;
-    u->pool.retire_reason = (uint8_t)d.reason;
-    u->pool.server_ms = d.server_ms;
-    u->pool.known = d.known;
-    tt_timer_arm_at(p->loop, &u->pool.timer, u->pool.retire_at_ms); /* fires next turn when past */
+    set_deadline(p, u, d);
 }
 
 /* What the pool knows changed (a learned timeout, the estimate above the hint): every parked connection gets
@@ -346,18 +352,13 @@ static void reapply_deadlines(tt_pool_t *p)
     tt_list_foreach_safe(pos, tmp, &p->idle)
     {
         tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
-        tt_pool_deadline_t d = deadline_of(p, u, u->parked_ms);
-        u->pool.retire_at_ms = u->parked_ms + d.idle_ms;
-        u->pool.retire_reason = (uint8_t)d.reason;
-        u->pool.server_ms = d.server_ms;
-        u->pool.known = d.known;
-        tt_timer_arm_at(p->loop, &u->pool.timer, u->pool.retire_at_ms); /* fires next turn when past */
+        set_deadline(p, u, deadline_of(p, u, u->parked_ms));
     }
     tt_list_foreach_safe(pos, tmp, &p->canaries)
     {
         tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
         tt_pool_deadline_t d = deadline_of(p, u, u->parked_ms);
-        if (u->parked_ms + d.idle_ms <= now(p) || d.reason == TT_RETIRE_IDLE_TIMEOUT) continue;
+        if (u->parked_ms + d.idle_ms <= now(p)) continue;
         unpark(p, u);
         serve_parked(p, u, d);
     }
