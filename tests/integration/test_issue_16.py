@@ -7,7 +7,7 @@ default pool settings but idle_timeout 60 s), so its first rounds run before any
   b. says nothing and closes at exactly 1 s; gaps 0.8-1.2 s;
   c. says nothing and closes idle connections in a sweep every 0.8 s once idle 1 s or more (Tomcat, gunicorn),
      so at an idle age anywhere in 1.0-1.8 s; gaps 0.8-1.6 s;
-  d. says "Keep-Alive: timeout=5" and closes at 5 s; gaps 4.2-4.8 s and 5.1-5.4 s, alternating.
+  d. says "Keep-Alive: timeout=5" and closes at 5 s; gaps 4.0-4.8 s and 5.1-5.4 s, alternating.
 Eight clients per scenario, in synchronised rounds (pool_support.Rounds): every parked connection is about one
 gap old when the next round takes it, half GET, half POST (which tether never replays).
 
@@ -15,13 +15,14 @@ The eight scenarios run at once (about 40 s in all), and the tests below read wh
   * no request fails, in any scenario, first round included;
   * a: at least 90 % of the requests go on a reused connection: the pool learns from canaries that the origin
     keeps connections 2 s, past its hint, and follows that; it never falls back;
-  * d: every request of a round whose gap (measured, see below) is under 4.9 s goes on a reused connection,
-    and none of a round whose gap is over 5 s does.
+  * d: every round whose gap (measured, see below) is under 4.9 s reuses every parked connection, unless the
+    margin tether measured (bounded from the clients' own latencies) leaves less; none is reused past the hint.
 Why these bounds hold on a loaded machine, pinned to one CPU: failures are prevented by margins tether measures
 (round trips through the same loaded machine), not by the test's timing; the 90 % of (a) counts requests, and
-its misses are at most the first three rounds (the first opens everything; the canaries that prove the origin
-keeps connections 2 s close 2 s after the first round), 3 of 32 rounds = 9.4 %, whatever the machine's
-speed; the gaps of (d) keep 100 ms clear of 4.9-5.0 s plus what the round itself measures (below).
+its misses are the first three rounds at most (the first opens everything; the canaries that prove the origin
+keeps connections 2 s close 2 s after they were parked) and the few connections the origin itself would close,
+about 10 % of 40 rounds whatever the machine's speed (the test says why); (d) checks a round against the margin
+the round's own latencies allow, and needs two such rounds.
 """
 
 import os
@@ -48,7 +49,7 @@ def d_gaps():
 
     def gap(rng):
         n[0] += 1
-        return rng.uniform(5.1, 5.4) if n[0] % 3 == 0 else rng.uniform(4.2, 4.8)
+        return rng.uniform(5.1, 5.4) if n[0] % 3 == 0 else rng.uniform(4.0, 4.8)
     return gap
 
 
@@ -133,6 +134,24 @@ class Scenario:
         prev = [r[1] for r in self.load.results if r[7] == k - 1]
         first_sent, last_sent = self.load.rounds_log[k][2], self.load.rounds_log[k][3]
         return first_sent - max(prev), last_sent - min(prev)
+
+    def margin_bounds(self, floor=0.025, rtts=3):
+        """{round: an upper bound of the margin tether used for any connection parked in that round}, from what the
+        clients measured. Each of tether's round-trip samples (its request written to the response's first byte) is
+        shorter than the client's whole request, and the smoothing is monotone: srtt fed the clients' latencies
+        bounds tether's srtt, and rttvar fed max(srtt bound, latency) bounds tether's rttvar (a deviation is never
+        more than the larger of the two it compares). Samples in the order the responses came in."""
+        srtt = var = None
+        out = {}
+        for r in sorted(self.load.results, key=lambda r: r[1]):
+            lat = r[1] - r[0]
+            if srtt is None:
+                srtt, var = lat, lat / 2
+            else:
+                var = (3 * var + max(srtt, lat)) / 4
+                srtt = (7 * srtt + lat) / 8
+            out[r[7]] = max(out.get(r[7], 0.0), floor, rtts * srtt + 4 * var)
+        return out
 
     def stop(self):
         problems = []
@@ -229,25 +248,34 @@ def test_hint_of_1s_closing_at_2s_is_learned_above_the_hint_without_fallback(mat
 def test_hint_of_5s_closing_at_5s_reuses_every_gap_under_4_9s(matrix, name):
     """A round's gap is measured from the first response of the previous round in (the oldest connection it
     parked) to the last request of this round sent: no connection of the round can be older on tether's side
-    (plus the moment a request takes from the client to tether's loop). Under 4.9 s, no reuse may be declined:
-    every request goes on a parked connection, or opens one because all the parked ones are taken by the round's
-    other requests (none_parked: the previous round never had as many requests in flight at once); at least one
-    per round reuses. The hint promises 5 s and the margin (measured, at least 25 ms) takes part of the rest.
-    Over 5.0 s none may reuse: the promise is over."""
+    (plus the moment a request takes from the client to tether's loop, 50 ms allowed). The hint promises 5 s,
+    and the margin tether measured takes part of it: on an idle machine its floor, 25 ms, but a round whose
+    responses came late (a loaded machine) parks its connections with a larger one, rightly (the origin's idle
+    time started that much earlier than tether saw it). So a round must reuse when its gap is under 4.9 s and
+    under 5 s minus the largest margin the clients' own latencies allow (Scenario.margin_bounds) minus 50 ms:
+    no reuse declined (every new connection is none_parked: all the parked ones are taken by the round's other
+    requests, the previous round never having had as many requests in flight at once), and at least one reused.
+    Past the promise none may reuse: on tether's own clock (up_idle_ms), no reuse at 5 s minus 25 ms or later."""
     s = scenario(matrix, name)
     reused = s.reused_targets()
     opened = s.new_connections()
+    margins = s.margin_bounds()
     checked = 0
     for k in range(1, len(s.load.rounds_log)):
         lo, hi = s.round_gap_bounds(k)
         targets = [r[6] for r in s.load.results if r[7] == k]
-        if hi < 4.9:
+        if hi < 4.9 and hi < 5.0 - margins[k - 1] - 0.05:
             checked += 1
             declined = [why for why in opened.get(k, []) if why != "none_parked"]
             assert not declined and any(t in reused for t in targets), (
-                "round %d (gap %.3f-%.3f s): new connections %s\n%s" % (k, lo, hi, opened.get(k), s.summary()))
-        elif lo > 5.0:
-            early = [t for t in targets if t in reused]
-            assert not early, "round %d (gap %.3f-%.3f s) reused past the hint\n%s" % (k, lo, hi, s.summary())
-    assert checked >= 3, "only %d rounds with gaps under 4.9 s\n%s" % (checked, s.summary())
+                "round %d (gap %.3f-%.3f s, margin at most %.0f ms): new connections %s\n%s" % (
+                    k, lo, hi, 1000 * margins[k - 1], opened.get(k), s.summary()))
+    # and never past the promise: on tether's own clock no connection was reused idle for the hint minus the floor
+    # of the margin or longer (a late client of a long round may reuse one parked earlier in that round: up_idle_ms
+    # is that connection's idle time, not the round's gap)
+    late = [(t, a["up_idle_ms"]) for t, a in s.load.access(s.tether).items()
+            if a.get("up_reused") == "1" and int(a["up_idle_ms"]) >= 5000 - 25]
+    assert not late, "reused past the hint: %s\n%s" % (late, s.summary())
+    assert checked >= 2, "only %d rounds with gaps under 4.9 s and the margin (margins %s)\n%s" % (
+        checked, {k: round(v, 3) for k, v in margins.items()}, s.summary())
     assert s.stats["above"] == 0, "learned above a hint the origin keeps exactly\n" + s.summary()
