@@ -751,6 +751,33 @@ static int64_t sum_g(const void *base, size_t field_off, size_t stride, uint32_t
 #define PM(field) offsetof(tt_pool_metrics_t, field)
 #define XM(field) offsetof(proxy_metrics_t, field)
 
+static const char *retire_name(int r)
+{
+    return tt_pool_retire_name((tt_pool_retire_t)r);
+}
+
+static const char *open_name(int r)
+{
+    return tt_pool_open_name((tt_pool_open_t)r);
+}
+
+/* One counter series per server and reason: the array of `count` counters at `off` in each pool's shard, reason 0
+ * (none) left out. */
+static void render_by_reason(char **out, size_t *len, size_t *cap, const tt_proxy_registry_t *reg, const char *name,
+                             const char *help, size_t off, int count, const char *(*reason)(int))
+{
+    size_t pstride = reg->nservers * sizeof(tt_pool_metrics_t);
+    tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t u = 0; u < reg->nups; u++)
+        for (size_t s = 0; s < reg->ups[u].nservers; s++)
+            for (int r = 1; r < count; r++)
+                tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\",reason=\"%s\"} %llu\n", name,
+                                  reg->ups[u].name, reg->ups[u].servers[s].name, reason(r),
+                                  (unsigned long long)sum_u(&reg->pool_m[reg->ups[u]._first_server + s],
+                                                            off + (size_t)r * sizeof(tt_counter_t), pstride,
+                                                            reg->nworkers));
+}
+
 void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
 {
     tt_proxy_registry_t *reg = arg;
@@ -799,29 +826,11 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
                                       (unsigned long long)sum_u(base, pool_series[k].off, pstride, reg->nworkers));
             }
     }
-    tt_metrics_printf(out, len, cap,
-                      "# HELP tether_upstream_retired_total Upstream connections closed by the pool, by reason.\n"
-                      "# TYPE tether_upstream_retired_total counter\n");
-    for (size_t u = 0; u < reg->nups; u++)
-        for (size_t s = 0; s < reg->ups[u].nservers; s++)
-            for (int r = 1; r < TT_RETIRE__COUNT; r++)
-                tt_metrics_printf(
-                    out, len, cap, "tether_upstream_retired_total{upstream=\"%s\",server=\"%s\",reason=\"%s\"} %llu\n",
-                    reg->ups[u].name, reg->ups[u].servers[s].name, tt_pool_retire_name((tt_pool_retire_t)r),
-                    (unsigned long long)sum_u(&reg->pool_m[reg->ups[u]._first_server + s],
-                                              PM(retired) + (size_t)r * sizeof(tt_counter_t), pstride, reg->nworkers));
-    tt_metrics_printf(out, len, cap,
-                      "# HELP tether_upstream_open_reasons_total Why requests got a new upstream connection rather "
-                      "than a parked one.\n# TYPE tether_upstream_open_reasons_total counter\n");
-    for (size_t u = 0; u < reg->nups; u++)
-        for (size_t s = 0; s < reg->ups[u].nservers; s++)
-            for (int r = 1; r < TT_OPEN__COUNT; r++)
-                tt_metrics_printf(
-                    out, len, cap,
-                    "tether_upstream_open_reasons_total{upstream=\"%s\",server=\"%s\",reason=\"%s\"} %llu\n",
-                    reg->ups[u].name, reg->ups[u].servers[s].name, tt_pool_open_name((tt_pool_open_t)r),
-                    (unsigned long long)sum_u(&reg->pool_m[reg->ups[u]._first_server + s],
-                                              PM(opens) + (size_t)r * sizeof(tt_counter_t), pstride, reg->nworkers));
+    render_by_reason(out, len, cap, reg, "tether_upstream_retired_total",
+                     "Upstream connections closed by the pool, by reason.", PM(retired), TT_RETIRE__COUNT, retire_name);
+    render_by_reason(out, len, cap, reg, "tether_upstream_open_reasons_total",
+                     "Why requests got a new upstream connection rather than a parked one.", PM(opens), TT_OPEN__COUNT,
+                     open_name);
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_upstream_handshake_seconds_total Time spent connecting (TCP and TLS handshakes) "
                       "on the connections opened.\n# TYPE tether_upstream_handshake_seconds_total counter\n");

@@ -101,6 +101,7 @@ class Scenario:
                     above=p.m("tether_upstream_learned_above_hint_seconds"),
                     fallbacks=p.m("tether_upstream_learn_fallbacks_total"),
                     replays=p.replays("closed_before_response", "reset_before_response"), opens=opens,
+                    handshake=p.m("tether_upstream_handshake_seconds_total"),
                     retired=p.retired_all(), origin=origin_stats(self.origin))
 
     def summary(self):
@@ -242,6 +243,10 @@ def test_hint_of_1s_closing_at_2s_is_learned_above_the_hint_without_fallback(mat
     assert 2.0 - 0.05 <= st["above"] <= 2.0 + 0.5 * SLOW, s.summary()
     assert st["fallbacks"] == 0, s.summary()
     assert st["retired"].get("stale_on_reuse", 0) == 0 and st["replays"] == 0, s.summary()
+    # what the connections it had to open cost: their handshakes, counted (on loopback, microseconds each)
+    assert 0 < st["handshake"] < st["opened"] * 1.0, s.summary()
+    # why each was opened: the access log and the counters agree
+    assert sum(st["opens"].values()) == st["opened"], s.summary()
 
 
 @pytest.mark.parametrize("name", ["d", "d+relay"])

@@ -811,10 +811,18 @@ static void wrec_cb(tt_pool_waiter_t *w, tt_upconn_t *u, tt_pool_status_t st, tt
 }
 
 /* Asks `p` for a connection for `r`; returns what tt_pool_acquire said (READY fills r->u, not a callback). */
-static tt_pool_status_t acquire(tt_pool_t *p, wrec_t *r)
+#define AS_NOT_REPLAYABLE 1u
+#define AS_FRESH_ONLY     2u
+#define AS_REPLAY         4u /* with AS_FRESH_ONLY */
+
+/* acquire(), for a request that cannot be replayed, or wants a new connection, or is a replay (AS_*). */
+static tt_pool_status_t acquire_as(tt_pool_t *p, wrec_t *r, unsigned as)
 {
     memset(r, 0, sizeof(*r));
     r->w.cb = wrec_cb;
+    r->w.not_replayable = as & AS_NOT_REPLAYABLE;
+    r->w.fresh_only = as & AS_FRESH_ONLY;
+    r->w.replay = as & AS_REPLAY;
     tt_upconn_t *u = NULL;
     tt_up_err_t err = TT_UP_OK;
     tt_pool_status_t st = tt_pool_acquire(p, &r->w, &u, &err);
@@ -822,6 +830,11 @@ static tt_pool_status_t acquire(tt_pool_t *p, wrec_t *r)
     r->st = st;
     r->err = err;
     return st;
+}
+
+static tt_pool_status_t acquire(tt_pool_t *p, wrec_t *r)
+{
+    return acquire_as(p, r, 0);
 }
 
 /* Acquires and waits for the connection; accepts the peer's end when it is a new one (`*peer`, else -1). */
@@ -1487,19 +1500,11 @@ static void holds_non_replayable_requests_to_safe_idle_until_the_timeout_is_know
     exchange_timed(p, a, peer_a, OK2, 0); /* parked at t0 */
     tt_loop_set_clock(g_loop, t0 + 249, 0);
     wrec_t r;
-    memset(&r, 0, sizeof(r));
-    r.w.cb = wrec_cb;
-    r.w.not_replayable = true;
-    tt_upconn_t *got = NULL;
-    tt_up_err_t err;
-    assert_int_equal(tt_pool_acquire(p, &r.w, &got, &err), TT_POOL_READY);
-    assert_ptr_equal(got, a);
+    assert_int_equal(acquire_as(p, &r, AS_NOT_REPLAYABLE), TT_POOL_READY);
+    assert_ptr_equal(r.u, a);
     exchange(p, a, peer_a, OK2, false); /* parked at t0 + 249 */
     tt_loop_set_clock(g_loop, t0 + 249 + 250, 0);
-    memset(&r, 0, sizeof(r));
-    r.w.cb = wrec_cb;
-    r.w.not_replayable = true;
-    assert_int_equal(tt_pool_acquire(p, &r.w, &got, &err), TT_POOL_PENDING); /* 250 ms idle: a new one */
+    assert_int_equal(acquire_as(p, &r, AS_NOT_REPLAYABLE), TT_POOL_PENDING); /* 250 ms idle: a new one */
     assert_int_equal(r.w.open_reason, TT_OPEN_NOT_REPLAYABLE);
     assert_int_equal(LOAD(g_m.opens[TT_OPEN_NOT_REPLAYABLE]), 1);
     assert_true(peer_run_until(g_loop, &r.called, 5000));
@@ -1525,11 +1530,8 @@ static void holds_non_replayable_requests_to_safe_idle_until_the_timeout_is_know
     tt_upconn_t *n = get_conn(p, &rn, &peer_n);
     exchange(p, n, peer_n, OK2, false); /* parked at t0 + 1199, deadline 350 ms */
     tt_loop_set_clock(g_loop, t0 + 1199 + 300, 0);
-    memset(&r, 0, sizeof(r));
-    r.w.cb = wrec_cb;
-    r.w.not_replayable = true;
-    assert_int_equal(tt_pool_acquire(p, &r.w, &got, &err), TT_POOL_READY); /* 300 ms > safe_idle, but known */
-    assert_ptr_equal(got, n);
+    assert_int_equal(acquire_as(p, &r, AS_NOT_REPLAYABLE), TT_POOL_READY); /* 300 ms > safe_idle, but known */
+    assert_ptr_equal(r.u, n);
     exchange(p, n, peer_n, OK2, false);
     tt_pool_free(&p);
     close(peer_c), close(peer_n);
@@ -1573,19 +1575,11 @@ static void names_why_a_new_connection_was_opened(void **state)
     assert_int_equal(r4.w.open_reason, TT_OPEN_MAX_REACHED);
     exchange(p, u4, peer4, OK2, false);
     /* parked, but the request wants a new one */
-    memset(&r, 0, sizeof(r));
-    r.w.cb = wrec_cb;
-    r.w.fresh_only = true;
-    tt_upconn_t *got;
-    tt_up_err_t err;
-    assert_int_equal(tt_pool_acquire(p, &r.w, &got, &err), TT_POOL_PENDING);
+    assert_int_equal(acquire_as(p, &r, AS_FRESH_ONLY), TT_POOL_PENDING);
     assert_int_equal(r.w.open_reason, TT_OPEN_FRESH_ONLY);
     tt_pool_cancel(&r.w); /* its connection parks when it connects */
     wrec_t r5;
-    memset(&r5, 0, sizeof(r5));
-    r5.w.cb = wrec_cb;
-    r5.w.fresh_only = r5.w.replay = true;
-    assert_int_equal(tt_pool_acquire(p, &r5.w, &got, &err), TT_POOL_PENDING);
+    assert_int_equal(acquire_as(p, &r5, AS_FRESH_ONLY | AS_REPLAY), TT_POOL_PENDING);
     assert_int_equal(r5.w.open_reason, TT_OPEN_REPLAY);
     assert_true(peer_run_until(g_loop, &r5.called, 5000));
     int peer5 = peer_accept(g_lfd, 5000), peer6 = peer_accept(g_lfd, 5000);
