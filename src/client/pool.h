@@ -92,7 +92,7 @@ typedef enum tt_pool_open {
     TT_OPEN__COUNT
 } tt_pool_open_t;
 
-/** Static name of `o` ("past_deadline"; "-" for TT_OPEN_REUSED). */
+/** Static name of `o` ("past_deadline"; "-" for TT_OPEN_REUSED; "unknown" out of range). Any thread. */
 const char *tt_pool_open_name(tt_pool_open_t o);
 
 /** A pool's metrics shard (one per worker per server; summed when scraped). */
@@ -159,15 +159,16 @@ typedef struct tt_pool_rtt {
 } tt_pool_rtt_t;
 
 /**
- * Adds one round-trip sample (us; the caller caps it, see tt_pool_margin): the first sets srtt to it and
- * rttvar to half of it; later ones move srtt by 1/8 and rttvar by 1/4 of the difference. Pure.
+ * Adds one round-trip sample (us; the caller caps it, see tt_pool_margin) to `r`, which the caller owns: the first
+ * sets srtt to it and rttvar to half of it; later ones move srtt by 1/8 and rttvar by 1/4 of the difference.
+ * Pure: no clock, no I/O; any thread.
  */
 void tt_pool_rtt_observe(tt_pool_rtt_t *r, uint64_t sample_us);
 
 /**
  * The margin (ms) by which a connection is retired before a hinted or learned idle timeout: the time a close
  * needs to reach us, margin_rtts x srtt + 4 x rttvar rounded up, at least margin_floor and at most hint_margin;
- * hint_margin before the first sample. Pure.
+ * hint_margin before the first sample. Cannot fail. Pure; any thread.
  */
 uint64_t tt_pool_margin(const tt_pool_conf_t *c, const tt_pool_rtt_t *r);
 
@@ -202,7 +203,7 @@ typedef struct tt_pool_deadline {
  * TT_POOL_ABOVE_MIN_MS past the hint and `above_ms` minus the margin is later than the hint itself, `above_ms`
  * minus the margin; without a hint, the learned timeout minus the sweep allowance (min(hint_margin,
  * learned / 2): a server may close anywhere up to one sweep period after its timeout) plus the margin, at most
- * half of it; what is left of the lifetime. Pure.
+ * half of it; what is left of the lifetime. All in ms; cannot fail. Pure; any thread.
  */
 tt_pool_deadline_t tt_pool_idle_deadline(const tt_pool_conf_t *c, const tt_pool_known_t *k);
 
@@ -234,10 +235,11 @@ typedef enum tt_pool_above_outcome {
 extern const uint64_t tt_pool_above_suspend_ms;
 
 /**
- * Applies one close to `a` at `now_ms`: ignored while suspended; an in-service connection that used the estimate
- * and closed before its deadline is a fallback (estimate dropped, learning suspended, `observed` reset); a
- * canary's close is an observation: the estimate becomes the youngest close seen, except that a growth canary
- * closing later than the estimate raises it. Pure.
+ * Applies one close to `a` (the caller's) at `now_ms` (the caller's clock, ms): ignored while suspended; an
+ * in-service connection that used the estimate and closed before its deadline is a fallback (estimate dropped,
+ * learning suspended, `observed` reset); a canary's close is an observation: the estimate becomes the youngest
+ * close seen, except that a growth canary closing later than the estimate raises it. Returns what changed.
+ * Pure; any thread.
  */
 tt_pool_above_outcome_t tt_pool_above_observe(tt_pool_above_t *a, const tt_pool_above_close_t *cl, uint64_t now_ms);
 
