@@ -785,6 +785,14 @@ static int live_teardown(void **state)
     return 0;
 }
 
+/* Stops the loop's clock at its current reading, returned: from now on time moves only by tt_loop_set_clock. */
+static uint64_t manual_clock(void)
+{
+    uint64_t t0 = tt_loop_now(g_loop);
+    tt_loop_set_clock(g_loop, t0, 0);
+    return t0;
+}
+
 static tt_pool_t *new_pool(const tt_addr_t *a)
 {
     return tt_pool_new(g_loop, &g_bufs, &g_res, &g_conf, a, "test", &g_m);
@@ -996,8 +1004,7 @@ static void times_out_a_queued_request_on_the_loops_clock(void **state)
     wrec_t r1, r2;
     int peer;
     tt_upconn_t *u = get_conn(p, &r1, &peer);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     assert_int_equal(acquire(p, &r2), TT_POOL_PENDING);
     tt_loop_set_clock(g_loop, t0 + 999, 0);
     peer_run_for(g_loop, 10);
@@ -1161,8 +1168,7 @@ static void retires_a_parked_connection_on_stray_bytes_and_learns_only_from_clos
     wrec_t r2;
     int peer2;
     tt_upconn_t *u2 = get_conn(p, &r2, &peer2);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     exchange(p, u2, peer2, OK2, false);
     tt_loop_set_clock(g_loop, t0 + 700, 0); /* the server closes it after 700 ms of idleness */
     close(peer2);
@@ -1237,8 +1243,7 @@ static void retires_at_the_parked_deadline_on_the_loops_clock(void **state)
     wrec_t r;
     int peer;
     tt_upconn_t *u = get_conn(p, &r, &peer);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     exchange(p, u, peer, OK2, false);
     tt_loop_set_clock(g_loop, t0 + 4999, 0);
     peer_run_for(g_loop, 10);
@@ -1261,8 +1266,7 @@ static void never_reuses_a_connection_past_its_deadline_when_the_loop_is_late(vo
     wrec_t r;
     int peer;
     tt_upconn_t *u = get_conn(p, &r, &peer);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     exchange(p, u, peer, OK2, false);
     assert_int_equal(LOAD(g_m.idle), 1);
     tt_loop_set_clock(g_loop, t0 + 6000, 0); /* no turn: the retirement timer is still armed */
@@ -1288,8 +1292,7 @@ static void backs_off_once_when_a_probe_connect_fails_at_once(void **state)
     g_conf.backoff_min_ms = 1000;
     g_conf.backoff_max_ms = 60000;
     tt_pool_t *p = new_pool(&closed);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     wrec_t r;
     if (acquire(p, &r) == TT_POOL_PENDING) assert_true(peer_run_until(g_loop, &r.called, 5000));
     assert_true(tt_pool_is_down(p)); /* backoff 1 s: a probe at t0 + 1000 */
@@ -1371,8 +1374,7 @@ static void retires_a_hinted_connection_a_measured_margin_before_the_hint(void *
     (void)state;
     g_conf.learn_above_hint = false; /* no canary: it is retired at the deadline */
     tt_pool_t *p = new_pool(&g_addr);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     wrec_t r;
     int peer;
     tt_upconn_t *u = get_conn(p, &r, &peer);
@@ -1425,8 +1427,7 @@ static void learns_above_a_hint_from_canaries_and_puts_them_back_in_service(void
 {
     (void)state;
     tt_pool_t *p = new_pool(&g_addr);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     int peer_b;
     tt_upconn_t *b = learn_above_a_hint_of_one_second(p, t0, &peer_b);
     /* B, 1.5 s idle with a 1 s hint, carries the next request */
@@ -1453,8 +1454,7 @@ static void falls_back_to_the_hint_at_the_first_close_before_the_learned_deadlin
 {
     (void)state;
     tt_pool_t *p = new_pool(&g_addr);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     int peer_b;
     tt_upconn_t *b = learn_above_a_hint_of_one_second(p, t0, &peer_b);
     wrec_t r;
@@ -1492,8 +1492,7 @@ static void holds_non_replayable_requests_to_safe_idle_until_the_timeout_is_know
     (void)state;
     g_conf.safe_idle_ms = 250;
     tt_pool_t *p = new_pool(&g_addr);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     wrec_t ra;
     int peer_a;
     tt_upconn_t *a = get_conn(p, &ra, &peer_a);
@@ -1545,8 +1544,7 @@ static void names_why_a_new_connection_was_opened(void **state)
     (void)state;
     g_conf.learn_above_hint = false;
     tt_pool_t *p = new_pool(&g_addr);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     wrec_t r;
     int peer;
     tt_upconn_t *u = get_conn(p, &r, &peer);
@@ -1600,8 +1598,7 @@ static void learns_from_a_reused_connection_closed_under_its_request(void **stat
 {
     (void)state;
     tt_pool_t *p = new_pool(&g_addr);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     wrec_t r;
     int peer;
     tt_upconn_t *u = get_conn(p, &r, &peer);
