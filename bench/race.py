@@ -1,187 +1,256 @@
-"""bench/race.py -- the keep-alive race through tether, nginx and HAProxy (run it through bench/race.sh).
+"""bench/race.py -- the keep-alive race and what reuse saves, through tether, nginx and HAProxy (run it through
+bench/race.sh).
 
-An origin (tests/integration/origin.py) closes idle connections at exactly IDLE seconds. Each proxy
-keeps idle upstream connections longer than that (tether: pool idle_timeout 10s; nginx: upstream
-keepalive 32, keepalive_timeout 10s; HAProxy: http-reuse always, timeout server 10s), which is the
-misconfiguration every operator meets. CLIENTS threads send GET and POST through the proxy with gaps
-drawn uniformly from 0.8-1.2 x IDLE, for SECONDS each, proxies one after another. Each client has its
-own lane (path /laneN/, its own upstream block and so its own pool in every proxy): a shared pool would
-reuse its most recent connection long before the origin's timeout and hide the race. Printed: requests,
-502s and their rate, per method and proxy, as a markdown table.
+Four origins (tests/integration/origin.py, each in its own process) close idle connections the way real
+servers do, all behind a relay that delays every packet and every close by RACE_RELAY_MS (default 2 ms) each
+way (tests/integration/relay.py), as a network between a proxy and its backend does:
+  a. "Keep-Alive: timeout=1", closes at 2 s (Node.js adds a second on purpose);
+  b. no hint, closes at exactly 1 s;
+  c. no hint, closes idle connections in a sweep every 0.8 s once idle 1 s or more (Tomcat, gunicorn);
+  d. "Keep-Alive: timeout=5", closes at 5 s (Apache).
+RACE_CLIENTS (32) clients send GET and POST (half each, never an Idempotency-Key) through the proxy in
+synchronised rounds (tests/integration/pool_support.Rounds) with gaps around the origin's timeout, for
+RACE_SECONDS (20; origin d: 1.5 times that). Every run starts a fresh proxy, origin and relay, so the first
+rounds run before anything is learned; proxies alternate (tether, nginx, HAProxy, tether, ...) and each cell
+is the median of RACE_RUNS (3) runs. Proxy, origin and relay run on CPU 0, the clients on CPU 1.
+
+Printed: failures (anything but the origin's 200), the upstream connections each proxy opened (counted by
+the origin), per request, and against nginx; then each proxy's configuration, as run.
 """
 
-import http.client
 import os
-import random
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "integration"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
 import benchlib as B  # noqa: E402
-from origin import Origin  # noqa: E402
+from pool_support import Rounds  # noqa: E402
+from conftest import HttpConn  # noqa: E402
 
-SECONDS = float(os.environ.get("RACE_SECONDS", "40"))
-CLIENTS = int(os.environ.get("RACE_CLIENTS", "8"))
-IDLE = float(os.environ.get("RACE_IDLE", "1.0"))
-HINT = os.environ.get("RACE_HINT", "0") == "1"
-LATENCY = float(os.environ.get("RACE_LATENCY", "0.005"))  # emulated one-way delay origin <-> proxy
+SECONDS = float(os.environ.get("RACE_SECONDS", "20"))
+CLIENTS = int(os.environ.get("RACE_CLIENTS", "32"))
+RUNS = int(os.environ.get("RACE_RUNS", "3"))
+RELAY_MS = float(os.environ.get("RACE_RELAY_MS", "2"))
+KINDS = os.environ.get("RACE_ORIGINS", "abcd")
+PROXIES = os.environ.get("RACE_PROXIES", "tether,nginx,haproxy").split(",")
 TETHER = os.environ.get("TETHER_BIN", os.path.join(B.ROOT, "build", "tether"))
+INTEGRATION = os.path.join(B.ROOT, "tests", "integration")
 
-NGINX = """
-worker_processes 1;
+ORIGINS = {
+    "a": dict(args=["--idle-timeout", "2", "--hint", "--hint-timeout", "1"], gap=(0.95, 1.05), seconds=1.0,
+              what="timeout=1, closes at 2 s (Node.js)"),
+    "b": dict(args=["--idle-timeout", "1"], gap=(0.95, 1.05), seconds=1.0, what="no hint, closes at 1 s"),
+    "c": dict(args=["--idle-timeout", "1", "--sweep", "0.8"], gap=(0.95, 1.05), seconds=1.0,
+              what="no hint, sweeps: closes at 1.0-1.8 s (Tomcat, gunicorn)"),
+    "d": dict(args=["--idle-timeout", "5", "--hint"], gap=(4.6, 5.4), seconds=1.5,
+              what="timeout=5, closes at 5 s (Apache)"),
+}
+
+# Everything that costs CPU or decides reuse is set alike: one worker or thread, no access log, 60 s idle
+# timeouts on both sides, 128 idle upstream connections kept, 1000 requests per connection, a 3 s connect and a
+# 30 s response timeout. What each does when a reused connection fails is its own default (nginx retries
+# idempotent requests on the next attempt, HAProxy answers 502, tether replays idempotent requests).
+TETHER_INI = """[server]
+workers = 1
+[keepalive]
+idle_timeout = 60s
+max_requests = 1000
+[log]
+access_log = off
+level = warn
+[upstream o]
+server = 127.0.0.1:{origin}
+max_idle = 128
+idle_timeout = 60s
+max_requests = 1000
+connect_timeout = 3s
+response_timeout = 30s
+[route /]
+upstream = o
+"""
+
+NGINX = """worker_processes 1;
 daemon off;
-error_log {dir}/nginx-error.log;
+master_process off;
+error_log {dir}/nginx-error.log crit;
 pid {dir}/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  keepalive_timeout 60s;
+  keepalive_requests 1000;
   client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
   uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-{upstreams}
+  upstream o {{ server 127.0.0.1:{origin}; keepalive 128; keepalive_timeout 60s; keepalive_requests 1000; }}
   server {{
     listen 127.0.0.1:{port};
-{locations}
+    location / {{
+      proxy_pass http://o;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_connect_timeout 3s;
+      proxy_read_timeout 30s;
+      proxy_send_timeout 30s;
+    }}
   }}
 }}
 """
-NGINX_UPSTREAM = "  upstream lane{i} {{ server 127.0.0.1:{origin}; keepalive 32; keepalive_timeout 10s; }}\n"
-NGINX_LOCATION = ("    location /lane{i}/ {{ proxy_pass http://lane{i}; proxy_http_version 1.1; "
-                  "proxy_set_header Connection \"\"; }}\n")
 
-HAPROXY = """
-global
+HAPROXY = """global
   nbthread 1
   maxconn 4096
 defaults
   mode http
   timeout connect 3s
-  timeout client 30s
-  timeout server 10s
-  timeout http-keep-alive 10s
+  timeout client 60s
+  timeout server 30s
+  timeout http-keep-alive 60s
   option http-keep-alive
 frontend f
   bind 127.0.0.1:{port}
-{rules}
-{backends}
+  default_backend o
+backend o
+  http-reuse always
+  server o 127.0.0.1:{origin} pool-max-conn 128 pool-purge-delay 60s max-reuse 1000
 """
-HAPROXY_RULE = "  use_backend lane{i} if {{ path_beg /lane{i}/ }}\n"
-HAPROXY_BACKEND = "backend lane{i}\n  http-reuse always\n  server o 127.0.0.1:{origin}\n"
 
 
-def client(port, stop, results, lock, seed):
-    rnd = random.Random(seed)
-    conn = None
-    while not stop.is_set():
-        method = "GET" if rnd.random() < 0.5 else "POST"
-        try:
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            body = b"x" * 200 if method == "POST" else None
-            conn.request(method, "/lane%d/race" % seed, body=body)
-            r = conn.getresponse()
-            r.read()
-            status = r.status
-            if r.getheader("Connection", "").lower() == "close":
-                conn.close()
-                conn = None
-        except (OSError, http.client.HTTPException):
-            status = "error"
-            conn = None
-        with lock:
-            key = (method, status)
-            results[key] = results.get(key, 0) + 1
-        time.sleep(rnd.uniform(0.8, 1.2) * IDLE)
-    if conn:
-        conn.close()
+class Proc:
+    """A process on CPU 0 that prints "PORT n" when it listens (origin.py, relay.py)."""
+
+    def __init__(self, argv):
+        self.p = subprocess.Popen(["taskset", "-c", B.SERVER_CPU] + argv, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE)
+        line = self.p.stdout.readline().decode()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError("%s did not start: %r" % (argv, line))
+        self.port = int(line.split()[1])
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
 
 
-def run(name, port, origin):
-    raced0 = origin.stats["raced"]
-    stop, lock, results = threading.Event(), threading.Lock(), {}
-    threads = [threading.Thread(target=client, args=(port, stop, results, lock, i)) for i in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    time.sleep(SECONDS)
-    stop.set()
-    for t in threads:
-        t.join()
-    row = {}
-    for m in ("GET", "POST"):
-        total = sum(v for (mm, _), v in results.items() if mm == m)
-        bad = sum(v for (mm, s), v in results.items() if mm == m and s != 200)
-        row[m] = (total, bad)
-    row["raced"] = origin.stats["raced"] - raced0
-    B.log("  %s: %s, races %d" % (name, results, row["raced"]))
-    return row
+def origin_accepted(port):
+    """Connections the origin accepted (its /__stats, minus the connection that asks)."""
+    c = HttpConn("127.0.0.1", port)
+    try:
+        import json
+        c.request("GET", "/__stats", headers={"Connection": "close"})
+        return json.loads(c.response().body)["accepted"] - 1
+    finally:
+        c.close()
+
+
+def start_proxy(name, work, upstream_port):
+    port = B.free_port()
+    if name == "tether":
+        conf = os.path.join(work, "tether.ini")
+        text = TETHER_INI.format(origin=upstream_port)
+        with open(conf, "w") as f:
+            f.write(text)
+        argv = [TETHER, "serve", "--config", conf, "--listen", "127.0.0.1:%d" % port]
+    elif name == "nginx":
+        conf = os.path.join(work, "nginx.conf")
+        text = NGINX.format(dir=work, port=port, origin=upstream_port)
+        with open(conf, "w") as f:
+            f.write(text)
+        argv = ["nginx", "-p", work, "-c", conf]
+    else:
+        conf = os.path.join(work, "haproxy.cfg")
+        text = HAPROXY.format(port=port, origin=upstream_port)
+        with open(conf, "w") as f:
+            f.write(text)
+        argv = ["haproxy", "-f", conf, "-db"]
+    p = subprocess.Popen(["taskset", "-c", B.SERVER_CPU] + argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    B.wait_port(port)
+    return p, port
+
+
+def run(kind, proxy, seed):
+    spec = ORIGINS[kind]
+    work = tempfile.mkdtemp(prefix="tether-race-")
+    origin = Proc([sys.executable, os.path.join(INTEGRATION, "origin.py"), "--port", "0"] + spec["args"])
+    relay = Proc([sys.executable, os.path.join(INTEGRATION, "relay.py"), "--target", str(origin.port), "--delay",
+                  str(RELAY_MS / 1000.0), "--max-seconds", str(SECONDS * 3 + 120)]) if RELAY_MS > 0 else None
+    p = None
+    try:
+        p, port = start_proxy(proxy, work, relay.port if relay else origin.port)
+        lo, hi = spec["gap"]
+        load = Rounds(("127.0.0.1", port), seed, clients=CLIENTS, gap=lambda r: r.uniform(lo, hi),
+                      duration=SECONDS * spec["seconds"])
+        load.run()
+        res = load.results
+        row = {"requests": len(res) + len(load.errors), "opened": origin_accepted(origin.port)}
+        for m in ("GET", "POST"):
+            row[m] = sum(1 for r in res if r[2] == m and r[3] != 200) + sum(1 for e in load.errors if e[3] == m)
+        row["failures"] = sum(1 for r in res if r[3] != 200) + len(load.errors)
+        B.log("  %s %s: %d requests, %d failures (GET %d, POST %d), %d upstream connections" % (
+            kind, proxy, row["requests"], row["failures"], row["GET"], row["POST"], row["opened"]))
+        return row
+    finally:
+        if p is not None and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if relay:
+            relay.stop()
+        origin.stop()
+
+
+def med(rows, key):
+    return statistics.median(r[key] for r in rows)
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="tether-race-")
-    origin = Origin(idle_timeout=IDLE, hint=HINT, latency=LATENCY).start()
-    rows = {}
-    procs = []
-    try:
-        port = B.free_port()
-        conf = os.path.join(work, "tether.ini")
-        with open(conf, "w") as f:
-            for i in range(CLIENTS):
-                f.write("[upstream lane%d]\nserver = 127.0.0.1:%d\nidle_timeout = 10s\n[route /lane%d/]\nupstream = lane%d\n"
-                        % (i, origin.port, i, i))
-        p = subprocess.Popen([TETHER, "serve", "--config", conf, "--listen", "127.0.0.1:%d" % port, "--workers", "1",
-                              "--access-log", "off", "--log-level", "warn"])
-        procs.append(p)
-        B.wait_port(port)
-        rows["tether"] = run("tether", port, origin)
-        p.terminate()
-        p.wait()
-
-        port = B.free_port()
-        nconf = os.path.join(work, "nginx.conf")
-        with open(nconf, "w") as f:
-            f.write(NGINX.format(dir=work, port=port,
-                                 upstreams="".join(NGINX_UPSTREAM.format(i=i, origin=origin.port) for i in range(CLIENTS)),
-                                 locations="".join(NGINX_LOCATION.format(i=i) for i in range(CLIENTS))))
-        p = subprocess.Popen(["nginx", "-c", nconf], stderr=subprocess.DEVNULL)
-        procs.append(p)
-        B.wait_port(port)
-        rows["nginx"] = run("nginx", port, origin)
-        p.terminate()
-        p.wait()
-
-        port = B.free_port()
-        hconf = os.path.join(work, "haproxy.cfg")
-        with open(hconf, "w") as f:
-            f.write(HAPROXY.format(port=port, rules="".join(HAPROXY_RULE.format(i=i) for i in range(CLIENTS)),
-                                   backends="".join(HAPROXY_BACKEND.format(i=i, origin=origin.port)
-                                                    for i in range(CLIENTS))))
-        p = subprocess.Popen(["haproxy", "-f", hconf, "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(p)
-        B.wait_port(port)
-        rows["haproxy"] = run("haproxy", port, origin)
-        p.terminate()
-        p.wait()
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        origin.stop()
-
-    print("\n### The keep-alive race: origin closes idle connections at %.1f s%s, proxies keep them 10 s\n" %
-          (IDLE, " (and says so: Keep-Alive: timeout)" if HINT else " (no Keep-Alive hint)"))
-    print("%d clients, gaps uniform in %.1f-%.1f s, %d s per proxy, %.0f ms emulated one-way latency between proxy "
-          "and origin (the race window).\n" % (CLIENTS, 0.8 * IDLE, 1.2 * IDLE, SECONDS, LATENCY * 1000))
-    print("| proxy | races at the origin | GET requests | GET 502 | GET 502 rate | POST requests | POST 502 | POST 502 rate |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, row in rows.items():
-        g, p_ = row["GET"], row["POST"]
-        print("| %s | %d | %d | %d | %.2f %% | %d | %d | %.2f %% |" % (
-            name, row["raced"], g[0], g[1], 100.0 * g[1] / max(g[0], 1), p_[0], p_[1], 100.0 * p_[1] / max(p_[0], 1)))
-    print("\n\"Races at the origin\": requests that reached the origin as it closed the idle connection they came "
-          "on (lost; the proxy saw an RST). A proxy without 502s despite races re-sent them itself.")
+    os.sched_setaffinity(0, {int(B.CLIENT_CPU)})  # the clients; servers go to CPU 0 through taskset
+    B.raise_nofile()
+    rows = {(k, p): [] for k in KINDS for p in PROXIES}
+    seed = int(time.time())
+    for k in KINDS:
+        for i in range(RUNS):
+            for p in PROXIES:
+                rows[(k, p)].append(run(k, p, seed + i))  # the same draws for every proxy within a run
+    work = tempfile.mkdtemp(prefix="tether-race-conf-")
+    print("\n### The keep-alive race and what reuse saves: upstream connections opened per request\n")
+    print("%d clients in synchronised rounds, half GET and half POST; %s each way between proxy and origin; "
+          "%d s per run (origin d: %d s); medians of %d runs, proxies alternating; proxy, origin and relay on CPU 0, "
+          "clients on CPU 1.\n" % (CLIENTS, "a relay delaying packets and closes by %g ms" % RELAY_MS if RELAY_MS
+                                   else "no relay", SECONDS, SECONDS * 1.5, RUNS))
+    print("| origin | gaps | proxy | requests | failures (GET / POST) | upstream connections | per request | "
+          "vs nginx | reused |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for k in KINDS:
+        spec = ORIGINS[k]
+        ng = med(rows[(k, "nginx")], "opened") if "nginx" in PROXIES else None
+        for p in PROXIES:
+            rs = rows[(k, p)]
+            req, opened = med(rs, "requests"), med(rs, "opened")
+            per = statistics.median(r["opened"] / max(r["requests"], 1) for r in rs)
+            print("| %s: %s | %.2f-%.2f s | %s | %d | %d (%d / %d) | %d | %.3f | %s | %.1f %% |" % (
+                k, spec["what"], spec["gap"][0], spec["gap"][1], p, req, med(rs, "failures"), med(rs, "GET"),
+                med(rs, "POST"), opened, per, "%.2fx" % (opened / ng) if ng else "-",
+                100.0 * statistics.median(1 - r["opened"] / max(r["requests"], 1) for r in rs)))
+    print("\nFailures and connections are medians over the runs (a cell's parts need not add up); \"reused\" is "
+          "1 - connections / requests. Every run: %s\n" % ", ".join(
+              "%s %s" % (p, "/".join("%d" % r["failures"] for k in KINDS for r in rows[(k, p)])) for p in PROXIES))
+    print("Each proxy's configuration, as run (ORIGIN is the relay's port):\n")
+    for p in PROXIES:
+        text = {"tether": TETHER_INI.format(origin="ORIGIN"),
+                "nginx": NGINX.format(dir=work, port="PORT", origin="ORIGIN"),
+                "haproxy": HAPROXY.format(port="PORT", origin="ORIGIN")}[p]
+        print("<details><summary>%s</summary>\n\n```\n%s```\n</details>\n" % (p, text))
 
 
 if __name__ == "__main__":

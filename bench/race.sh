@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# bench/race.sh -- the keep-alive race (origin closes idle connections at 1 s; proxies keep them 10 s)
-# through tether, nginx and HAProxy, one after another; prints the 502 count and rate of each.
-# Env: RACE_SECONDS (40 per proxy), RACE_CLIENTS (8), RACE_IDLE (1.0), RACE_HINT (0|1), TETHER_BIN.
+# bench/race.sh -- the keep-alive race and what reuse saves: origins that close like Node.js, gunicorn, Tomcat and
+# Apache, behind a relay delaying packets, through tether, nginx and HAProxy alternating; prints failures and the
+# upstream connections each proxy opened per request (bench/race.py says how).
+# Env: RACE_SECONDS (20 per run), RACE_RUNS (3), RACE_CLIENTS (32), RACE_RELAY_MS (2), RACE_ORIGINS (abcd),
+#      RACE_PROXIES (tether,nginx,haproxy), TETHER_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ]; then

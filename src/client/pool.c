@@ -2,9 +2,27 @@
 #include "client/pool.h"
 #include "core/log.h"
 
-#define CANARY_INTERVAL_MS 30000 /* at most one learning canary per this period */
+#define CANARY_INTERVAL_MS 30000 /* at most one canary per this period once something was learned */
 #define LEAK_SCAN_MS       1000
-#define PEEK_SKIP_MS       250 /* a replayable request skips the peek on a connection parked for less */
+#define DEBT_SLOTS         32 /* connections retired lately that the server would still keep (open reasons) */
+
+const uint64_t tt_pool_above_suspend_ms = 60000;
+
+/* Canary kinds (tt_pool_entry_t.canary): a parked connection kept out of service past its deadline, until the
+ * server closes it (or idle_timeout), to see when the server really closes idle connections. */
+enum {
+    CANARY_NONE = 0,
+    CANARY_LEARN,  /* no hint: the learned timeout grew? */
+    CANARY_PROBE,  /* a hint, nothing seen above it yet: does the server keep connections longer than it says? */
+    CANARY_GROWTH, /* a hint, something seen: did the server's timeout grow? */
+};
+
+/* A connection closed (or kept out of service) while the server would still have kept it: the next new
+ * connection opened for a request names it as its reason, until `until_ms`. */
+typedef struct debt {
+    uint64_t until_ms;
+    uint8_t why; /* tt_pool_open_t */
+} debt_t;
 
 struct tt_pool {
     const tt_pool_conf_t *conf;
@@ -17,6 +35,8 @@ struct tt_pool {
     tt_list_t idle; /* parked, most recently used first */
     tt_list_t busy; /* checked out */
     tt_list_t connecting;
+    tt_list_t canaries; /* parked out of service, oldest first */
+    uint32_t ncanaries;
     uint32_t nidle;
     uint32_t nbusy;
     uint32_t nconnecting;
@@ -29,9 +49,14 @@ struct tt_pool {
     tt_timer_t probe_timer;
     tt_upconn_t *probe;
     /* learning */
+    tt_pool_rtt_t rtt;
+    uint64_t margin_ms; /* tt_pool_margin of rtt */
     uint64_t learned_ms;
+    tt_pool_above_t above;
+    uint64_t last_hint_ms; /* the hint of the last connection parked with one */
     uint64_t last_canary_ms;
-    tt_upconn_t *canary;
+    debt_t debt[DEBT_SLOTS]; /* most recent last */
+    uint32_t ndebt;
     tt_timer_t leak_timer;
     tt_tls_client_t *tls;
     void *tls_session; /* latest resumable session, owned */
@@ -44,6 +69,7 @@ static const char *const retire_names[TT_RETIRE__COUNT] = {
     [TT_RETIRE_IDLE_TIMEOUT] = "idle_timeout",
     [TT_RETIRE_HINT_DEADLINE] = "hint_deadline",
     [TT_RETIRE_LEARNED_DEADLINE] = "learned_deadline",
+    [TT_RETIRE_ABOVE_HINT] = "above_hint_deadline",
     [TT_RETIRE_MAX_REQUESTS] = "max_requests",
     [TT_RETIRE_MAX_LIFETIME] = "max_lifetime",
     [TT_RETIRE_PEER_CLOSED_IDLE] = "peer_closed_while_idle",
@@ -58,6 +84,22 @@ static const char *const retire_names[TT_RETIRE__COUNT] = {
 const char *tt_pool_retire_name(tt_pool_retire_t r)
 {
     return (unsigned)r < TT_RETIRE__COUNT ? retire_names[r] : "unknown";
+}
+
+static const char *const open_names[TT_OPEN__COUNT] = {
+    [TT_OPEN_REUSED] = "-",
+    [TT_OPEN_NONE_PARKED] = "none_parked",
+    [TT_OPEN_PAST_DEADLINE] = "past_deadline",
+    [TT_OPEN_MAX_REACHED] = "max_reached",
+    [TT_OPEN_NOT_REPLAYABLE] = "not_replayable",
+    [TT_OPEN_STALE] = "stale",
+    [TT_OPEN_FRESH_ONLY] = "fresh_only",
+    [TT_OPEN_REPLAY] = "replay",
+};
+
+const char *tt_pool_open_name(tt_pool_open_t o)
+{
+    return (unsigned)o < TT_OPEN__COUNT ? open_names[o] : "unknown";
 }
 
 /* ---- the pure decisions ---- */
@@ -78,34 +120,92 @@ tt_pool_retire_t tt_pool_can_park(const tt_pool_park_in_t *in)
     return TT_RETIRE_NONE;
 }
 
-static uint64_t minus_margin(uint64_t t, uint64_t margin)
+void tt_pool_rtt_observe(tt_pool_rtt_t *r, uint64_t sample_us)
 {
-    return t - TT_MIN(margin, t / 2);
+    if (r->samples++ == 0) {
+        r->srtt_us = sample_us;
+        r->rttvar_us = sample_us / 2;
+        return;
+    }
+    uint64_t dev = sample_us > r->srtt_us ? sample_us - r->srtt_us : r->srtt_us - sample_us;
+    r->rttvar_us = (3 * r->rttvar_us + dev) / 4;
+    r->srtt_us = (7 * r->srtt_us + sample_us) / 8;
 }
 
-uint64_t tt_pool_idle_deadline(const tt_pool_conf_t *c, uint64_t hint_ms, uint64_t learned_ms, uint64_t life_left_ms,
-                               tt_pool_retire_t *reason)
+uint64_t tt_pool_margin(const tt_pool_conf_t *c, const tt_pool_rtt_t *r)
 {
-    uint64_t d = c->idle_timeout_ms;
-    *reason = TT_RETIRE_IDLE_TIMEOUT;
-    if (c->keepalive_hint && hint_ms > 0) {
-        uint64_t h = minus_margin(hint_ms, c->hint_margin_ms);
-        if (h <= d) {
-            d = h;
-            *reason = TT_RETIRE_HINT_DEADLINE;
+    if (r->samples == 0) return c->hint_margin_ms; /* nothing measured yet: the cautious bound */
+    /* samples are capped by the caller, so this cannot overflow for any margin_rtts the configuration allows */
+    uint64_t us = (uint64_t)c->margin_rtts * r->srtt_us + 4 * r->rttvar_us;
+    uint64_t m = (us + 999) / 1000;
+    if (m < c->margin_floor_ms) m = c->margin_floor_ms;
+    return TT_MIN(m, c->hint_margin_ms);
+}
+
+/* `t` minus `cut`, but never below half of `t`. */
+static uint64_t minus_margin(uint64_t t, uint64_t cut)
+{
+    return t - TT_MIN(cut, t / 2);
+}
+
+tt_pool_deadline_t tt_pool_idle_deadline(const tt_pool_conf_t *c, const tt_pool_known_t *k)
+{
+    tt_pool_deadline_t d = {.idle_ms = c->idle_timeout_ms, .reason = TT_RETIRE_IDLE_TIMEOUT};
+    uint64_t t = 0;
+    tt_pool_retire_t r = TT_RETIRE_NONE;
+    if (c->keepalive_hint && k->hint_ms > 0) {
+        /* A hint is a promise: reuse up to it, minus the time a close needs to reach us. Past it only on
+         * evidence: every close seen came well after the hint (TT_POOL_ABOVE_MIN_MS), and the deadline the
+         * youngest of them gives is later than the hint itself. */
+        d.known = true;
+        d.server_ms = k->hint_ms;
+        t = minus_margin(k->hint_ms, k->margin_ms);
+        r = TT_RETIRE_HINT_DEADLINE;
+        if (c->learn_above_hint && k->above_ms >= k->hint_ms && k->above_ms - k->hint_ms >= TT_POOL_ABOVE_MIN_MS) {
+            uint64_t a = minus_margin(k->above_ms, k->margin_ms);
+            if (a > k->hint_ms) {
+                t = a;
+                r = TT_RETIRE_ABOVE_HINT;
+                d.server_ms = k->above_ms;
+            }
         }
-    } else if (c->learn && learned_ms > 0) {
-        uint64_t l = minus_margin(learned_ms, c->hint_margin_ms);
-        if (l <= d) {
-            d = l;
-            *reason = TT_RETIRE_LEARNED_DEADLINE;
-        }
+    } else if (c->learn && k->learned_ms > 0) {
+        /* A learned timeout is the youngest close seen: the server's own may be up to one sweep period
+         * earlier (Tomcat, gunicorn close idle connections once a second), so on top of the margin the
+         * sweep allowance min(hint_margin, learned / 2) is taken off; never more than half of it. */
+        d.known = true;
+        d.server_ms = k->learned_ms;
+        uint64_t sweep = TT_MIN(c->hint_margin_ms, k->learned_ms / 2);
+        t = minus_margin(k->learned_ms, k->margin_ms > UINT64_MAX - sweep ? UINT64_MAX : sweep + k->margin_ms);
+        r = TT_RETIRE_LEARNED_DEADLINE;
     }
-    if (life_left_ms < d) {
-        d = life_left_ms;
-        *reason = TT_RETIRE_MAX_LIFETIME;
+    if (r != TT_RETIRE_NONE && t <= d.idle_ms) {
+        d.idle_ms = t;
+        d.reason = r;
+    }
+    if (k->life_left_ms < d.idle_ms) {
+        d.idle_ms = k->life_left_ms;
+        d.reason = TT_RETIRE_MAX_LIFETIME;
     }
     return d;
+}
+
+tt_pool_above_outcome_t tt_pool_above_observe(tt_pool_above_t *a, const tt_pool_above_close_t *cl, uint64_t now_ms)
+{
+    if (now_ms < a->suspended_until_ms) return TT_ABOVE_NOTHING;
+    if (!cl->canary) {
+        /* In service: only a close earlier than a deadline the estimate gave says anything, and it says the
+         * estimate was wrong (a restart, a changed configuration): back to the hint at once. */
+        if (!cl->above_used || cl->age_ms >= cl->deadline_ms) return TT_ABOVE_NOTHING;
+        a->ms = 0;
+        a->observed = 0;
+        a->suspended_until_ms = now_ms + tt_pool_above_suspend_ms;
+        return TT_ABOVE_FALLBACK;
+    }
+    a->observed++;
+    uint64_t before = a->ms;
+    if (a->ms == 0 || cl->age_ms < a->ms || (cl->growth && cl->age_ms > a->ms)) a->ms = cl->age_ms;
+    return a->ms != before ? TT_ABOVE_LEARNED : TT_ABOVE_NOTHING;
 }
 
 /* ---- bookkeeping ---- */
@@ -128,46 +228,166 @@ static uint64_t lifetime_of(tt_pool_t *p, tt_upconn_t *u)
     return u->pool.lifetime_ms;
 }
 
-static void retire(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason)
+/* The hint this pool honours on `u`'s last response, 0 for none. */
+static uint64_t hint_of(const tt_pool_t *p, const tt_upconn_t *u)
 {
-    tt_timer_disarm(p->loop, &u->pool.timer);
-    if (u->state == TT_UPCONN_PARKED && !u->pool.canary) {
-        tt_list_remove(&u->pool.link);
+    return p->conf->keepalive_hint && u->hint_seen ? u->hint_timeout_ms : 0;
+}
+
+/* The deadline of `u` parked (or to be parked) at `from_ms`. */
+static tt_pool_deadline_t deadline_of(tt_pool_t *p, tt_upconn_t *u, uint64_t from_ms)
+{
+    uint64_t life = lifetime_of(p, u), age = from_ms - u->created_ms;
+    tt_pool_known_t k = {
+        .hint_ms = hint_of(p, u),
+        .learned_ms = p->learned_ms,
+        .above_ms = p->above.ms,
+        .margin_ms = p->margin_ms,
+        .life_left_ms = life == 0 ? UINT64_MAX : (life > age ? life - age : 0),
+    };
+    return tt_pool_idle_deadline(p->conf, &k);
+}
+
+/* The estimate above the hint, when it moves deadlines past the hint (for the gauge). */
+static uint64_t above_in_use(const tt_pool_t *p)
+{
+    if (p->last_hint_ms == 0) return 0;
+    tt_pool_known_t k = {
+        .hint_ms = p->last_hint_ms, .above_ms = p->above.ms, .margin_ms = p->margin_ms, .life_left_ms = UINT64_MAX};
+    tt_pool_conf_t c = *p->conf;
+    c.idle_timeout_ms = UINT64_MAX; /* the estimate is in use even where idle_timeout comes first */
+    return tt_pool_idle_deadline(&c, &k).reason == TT_RETIRE_ABOVE_HINT ? p->above.ms : 0;
+}
+
+static void observe_rtt(tt_pool_t *p, uint64_t ms)
+{
+    /* A sample longer than the largest margin is capped there: one slow answer must not hold the margin at its
+     * bound for long (the server's time to answer is in every sample, on the safe side). */
+    tt_pool_rtt_observe(&p->rtt, TT_MIN(ms, p->conf->hint_margin_ms) * 1000);
+    p->margin_ms = tt_pool_margin(p->conf, &p->rtt);
+    tt_gauge_set(&p->m->margin_ms, (int64_t)p->margin_ms);
+    tt_gauge_set(&p->m->rtt_us, (int64_t)p->rtt.srtt_us);
+}
+
+/* Remembers that a connection the server would keep until `until_ms` left service (open reasons). */
+static void owe(tt_pool_t *p, uint64_t until_ms, tt_pool_open_t why)
+{
+    if (until_ms <= now(p)) return;
+    if (p->ndebt == DEBT_SLOTS) {
+        memmove(&p->debt[0], &p->debt[1], (DEBT_SLOTS - 1) * sizeof(p->debt[0]));
+        p->ndebt--;
+    }
+    p->debt[p->ndebt++] = (debt_t){.until_ms = until_ms, .why = (uint8_t)why};
+}
+
+/* Takes back the most recent debt still due: why a new connection is opened when nothing parked could serve. */
+static tt_pool_open_t pay_debt(tt_pool_t *p)
+{
+    while (p->ndebt > 0) {
+        debt_t d = p->debt[--p->ndebt];
+        if (d.until_ms > now(p)) return (tt_pool_open_t)d.why;
+    }
+    return TT_OPEN_NONE_PARKED;
+}
+
+/* Takes a parked connection out of the idle list or the canary list (not out of its timer). */
+static void unpark(tt_pool_t *p, tt_upconn_t *u)
+{
+    tt_list_remove(&u->pool.link);
+    if (u->pool.canary) {
+        u->pool.canary = CANARY_NONE;
+        p->ncanaries--;
+        tt_gauge_add(&p->m->canaries, -1);
+    } else {
         p->nidle--;
         tt_gauge_add(&p->m->idle, -1);
     }
-    if (u == p->canary) p->canary = NULL;
+}
+
+static void retire(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason)
+{
+    tt_timer_disarm(p->loop, &u->pool.timer);
+    if (u->state == TT_UPCONN_PARKED) unpark(p, u);
     tt_counter_add(&p->m->retired[reason], 1);
     tt_upconn_close(u);
 }
 
-static void parked_on_timer(tt_timer_t *t);
-
-/* A lower learned timeout applies to connections already parked too: pull their deadlines in. */
-static void apply_learned(tt_pool_t *p)
+/* Retires a parked connection at its deadline: the server would still have kept it until server_ms. */
+static void retire_at_deadline(tt_pool_t *p, tt_upconn_t *u)
 {
-    if (p->learned_ms == 0 || !p->conf->learn) return;
-    uint64_t span = p->learned_ms - TT_MIN(p->conf->hint_margin_ms, p->learned_ms / 2);
+    if (u->pool.server_ms) owe(p, u->parked_ms + u->pool.server_ms, TT_OPEN_PAST_DEADLINE);
+    retire(p, u, (tt_pool_retire_t)u->pool.retire_reason);
+}
+
+/* Gives a parked connection its deadline `d`, counted from when it was parked. */
+static void set_deadline(tt_pool_t *p, tt_upconn_t *u, tt_pool_deadline_t d)
+{
+    u->pool.retire_at_ms = u->parked_ms + d.idle_ms;
+    u->pool.retire_reason = (uint8_t)d.reason;
+    u->pool.server_ms = d.server_ms;
+    u->pool.known = d.known;
+    tt_timer_arm_at(p->loop, &u->pool.timer, u->pool.retire_at_ms); /* fires next turn when past */
+}
+
+/* Puts a parked connection in service with its deadline: in the idle list, which stays in MRU order (most
+ * recently parked first), so that the head is always the youngest. */
+static void serve_parked(tt_pool_t *p, tt_upconn_t *u, tt_pool_deadline_t d)
+{
+    tt_list_t *pos = &p->idle;
+    while (pos->next != &p->idle && tt_container_of(pos->next, tt_upconn_t, pool.link)->parked_ms > u->parked_ms)
+        pos = pos->next;
+    tt_list_push_head(pos, &u->pool.link); /* after `pos` */
+    p->nidle++;
+    tt_gauge_add(&p->m->idle, 1);
+    set_deadline(p, u, d);
+}
+
+/* What the pool knows changed (a learned timeout, the estimate above the hint): every parked connection gets
+ * its deadline again, earlier or later, and a canary whose new deadline is still ahead goes back in service
+ * (a later close seen from another connection proved its age safe). */
+static void reapply_deadlines(tt_pool_t *p)
+{
+    tt_gauge_set(&p->m->above_ms, (int64_t)above_in_use(p));
     tt_list_t *pos, *tmp;
     tt_list_foreach_safe(pos, tmp, &p->idle)
     {
         tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
-        if (u->hint_seen || u->parked_ms + span >= u->pool.retire_at_ms) continue;
-        u->pool.retire_at_ms = u->parked_ms + span;
-        u->pool.retire_reason = TT_RETIRE_LEARNED_DEADLINE;
-        tt_timer_arm_at(p->loop, &u->pool.timer, u->pool.retire_at_ms); /* fires next turn when past */
+        set_deadline(p, u, deadline_of(p, u, u->parked_ms));
+    }
+    tt_list_foreach_safe(pos, tmp, &p->canaries)
+    {
+        tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
+        tt_pool_deadline_t d = deadline_of(p, u, u->parked_ms);
+        if (u->parked_ms + d.idle_ms <= now(p)) continue;
+        unpark(p, u);
+        serve_parked(p, u, d);
     }
 }
 
 static void set_learned(tt_pool_t *p, uint64_t ms)
 {
-    if (p->learned_ms != ms)
-        tt_log(TT_LOG_INFO, "upstream %s: learned idle timeout %llu ms%s", p->name, (unsigned long long)ms,
-               ms ? "" : " (forgotten: it lives longer than idle_timeout)");
-    bool lower = ms != 0 && (p->learned_ms == 0 || ms < p->learned_ms);
+    if (p->learned_ms == ms) return;
+    tt_log(TT_LOG_INFO, "upstream %s: learned idle timeout %llu ms%s", p->name, (unsigned long long)ms,
+           ms ? "" : " (forgotten: it lives longer than idle_timeout)");
     p->learned_ms = ms;
     tt_gauge_set(&p->m->learned_ms, (int64_t)ms);
-    if (lower) apply_learned(p);
+    reapply_deadlines(p);
+}
+
+static void above_changed(tt_pool_t *p, tt_pool_above_outcome_t o)
+{
+    if (o == TT_ABOVE_NOTHING) return;
+    if (o == TT_ABOVE_FALLBACK) {
+        tt_counter_add(&p->m->learn_fallbacks, 1);
+        tt_log(TT_LOG_WARN,
+               "upstream %s: closed a connection before the idle timeout learned above its hint; "
+               "back to the hint",
+               p->name);
+    } else if (above_in_use(p)) {
+        tt_log(TT_LOG_INFO, "upstream %s: keeps idle connections %llu ms, longer than its hint of %llu ms", p->name,
+               (unsigned long long)p->above.ms, (unsigned long long)p->last_hint_ms);
+    }
+    reapply_deadlines(p);
 }
 
 static void dispatch_queue(tt_pool_t *p);
@@ -178,6 +398,32 @@ static void parked_on_event(tt_upconn_t *u, tt_up_sock_t what);
 static void parked_on_timer(tt_timer_t *t);
 
 static const tt_upconn_ops_t parked_ops = {.on_parked_event = parked_on_event};
+
+/* A close by the server of a connection with a hint, seen at idle age `age`: what it teaches above the hint. */
+static tt_pool_above_outcome_t learn_above(tt_pool_t *p, const tt_upconn_t *u, uint64_t age)
+{
+    if (!p->conf->learn_above_hint) return TT_ABOVE_NOTHING;
+    tt_pool_above_close_t cl = {
+        .age_ms = age,
+        .deadline_ms = u->pool.retire_at_ms - u->parked_ms,
+        .canary = u->pool.canary != CANARY_NONE,
+        .growth = u->pool.canary == CANARY_GROWTH,
+        .above_used = u->pool.retire_reason == TT_RETIRE_ABOVE_HINT,
+    };
+    return tt_pool_above_observe(&p->above, &cl, now(p));
+}
+
+/* A close by the server of a connection without a hint, seen at idle age `age`: the learned estimate is the
+ * youngest close seen; a canary's later close raises it (the server's timeout grew). */
+static void learn_below(tt_pool_t *p, const tt_upconn_t *u, uint64_t age)
+{
+    if (!p->conf->learn) return;
+    if (u->pool.canary == CANARY_LEARN) {
+        if (age > p->learned_ms) set_learned(p, age);
+    } else if (p->learned_ms == 0 || age < p->learned_ms) {
+        set_learned(p, age);
+    }
+}
 
 /* The upstream closed a parked connection (learn from its idle age, then close it), or wrote bytes on it that
  * belong to no exchange (close it, learn nothing: such bytes say nothing about its idle timeout). */
@@ -190,14 +436,31 @@ static void parked_on_event(tt_upconn_t *u, tt_up_sock_t what)
     }
     if (!p->conf->idle_watch && !u->pool.canary) return; /* measured layer off: the check before reuse must catch it */
     uint64_t age = now(p) - u->parked_ms;
-    if (p->conf->learn && !u->hint_seen) {
-        if (u->pool.canary) {
-            if (age > p->learned_ms) set_learned(p, age); /* the upstream's timeout grew */
-        } else if (p->learned_ms == 0 || age < p->learned_ms) {
-            set_learned(p, age);
-        }
-    }
+    tt_pool_above_outcome_t o = TT_ABOVE_NOTHING;
+    if (hint_of(p, u) > 0)
+        o = learn_above(p, u, age);
+    else
+        learn_below(p, u, age);
     retire(p, u, TT_RETIRE_PEER_CLOSED_IDLE);
+    above_changed(p, o);
+}
+
+/* Which canary a connection reaching its deadline for `reason` becomes, or CANARY_NONE (it is retired). */
+static int canary_kind(const tt_pool_t *p, tt_pool_retire_t reason)
+{
+    if (p->stopped) return CANARY_NONE;
+    bool due = p->ncanaries == 0 && now(p) - p->last_canary_ms >= CANARY_INTERVAL_MS;
+    switch (reason) {
+    case TT_RETIRE_HINT_DEADLINE:
+        if (!p->conf->learn_above_hint || now(p) < p->above.suspended_until_ms) return CANARY_NONE;
+        /* Nothing seen above the hint yet: every connection reaching it waits out of service (as many as
+         * max_idle), so that all of them go back in service at once if the server keeps them longer. */
+        if (p->above.observed == 0) return p->ncanaries < p->conf->max_idle ? CANARY_PROBE : CANARY_NONE;
+        return due ? CANARY_GROWTH : CANARY_NONE;
+    case TT_RETIRE_ABOVE_HINT: return p->conf->learn_above_hint && due ? CANARY_GROWTH : CANARY_NONE;
+    case TT_RETIRE_LEARNED_DEADLINE: return p->conf->learn && due ? CANARY_LEARN : CANARY_NONE;
+    default: return CANARY_NONE;
+    }
 }
 
 static void parked_on_timer(tt_timer_t *t)
@@ -205,26 +468,32 @@ static void parked_on_timer(tt_timer_t *t)
     tt_upconn_t *u = tt_container_of(t, tt_upconn_t, pool.timer);
     tt_pool_t *p = u->pool.owner;
     if (u->pool.canary) {
-        /* The canary outlived idle_timeout: nothing short to learn any more. */
-        set_learned(p, 0);
+        /* The canary outlived idle_timeout: the server keeps connections at least as long as the pool does. */
+        tt_pool_above_outcome_t o = TT_ABOVE_NOTHING;
+        if (u->pool.canary == CANARY_LEARN)
+            set_learned(p, 0); /* nothing short to learn any more */
+        else
+            o = learn_above(p, u, now(p) - u->parked_ms);
         retire(p, u, TT_RETIRE_IDLE_TIMEOUT);
+        above_changed(p, o);
         return;
     }
-    tt_pool_retire_t reason = (tt_pool_retire_t)u->pool.retire_reason;
-    if (reason == TT_RETIRE_LEARNED_DEADLINE && p->canary == NULL && !p->stopped &&
-        now(p) - p->last_canary_ms >= CANARY_INTERVAL_MS) {
-        /* Keep this one open but out of service until the upstream closes it (or idle_timeout): if the
-         * upstream's idle timeout grew, the estimate follows it; no request ever runs on a canary. */
-        tt_list_remove(&u->pool.link);
-        p->nidle--;
-        tt_gauge_add(&p->m->idle, -1);
-        u->pool.canary = true;
-        p->canary = u;
+    int kind = canary_kind(p, (tt_pool_retire_t)u->pool.retire_reason);
+    if (kind != CANARY_NONE) {
+        /* Keep this one open but out of service until the upstream closes it (or idle_timeout): the age at which
+         * it does is what the learners learn from; no request ever runs on a canary unless what they learn
+         * brings its deadline back ahead of it (reapply_deadlines). */
+        if (u->pool.server_ms) owe(p, u->parked_ms + u->pool.server_ms, TT_OPEN_PAST_DEADLINE);
+        unpark(p, u);
+        tt_list_push_tail(&p->canaries, &u->pool.link);
+        u->pool.canary = (uint8_t)kind;
+        p->ncanaries++;
+        tt_gauge_add(&p->m->canaries, 1);
         p->last_canary_ms = now(p);
         tt_timer_arm_at(p->loop, &u->pool.timer, u->parked_ms + p->conf->idle_timeout_ms);
         return;
     }
-    retire(p, u, reason);
+    retire_at_deadline(p, u);
 }
 
 /* A connection back from an exchange (or `fresh`, never used): parked when tt_pool_can_park allows, with its
@@ -233,10 +502,12 @@ static void park(tt_pool_t *p, tt_upconn_t *u, bool fresh)
 {
     uint64_t t = now(p), life = lifetime_of(p, u);
     uint64_t age = t - u->created_ms;
-    uint64_t life_left = life == 0 ? UINT64_MAX : (life > age ? life - age : 0);
-    tt_pool_retire_t deadline_reason;
-    uint64_t idle = tt_pool_idle_deadline(p->conf, u->hint_seen ? u->hint_timeout_ms : 0, p->learned_ms, life_left,
-                                          &deadline_reason);
+    if (!fresh && u->rtt_ms >= 0) observe_rtt(p, (uint64_t)u->rtt_ms);
+    if (hint_of(p, u) > 0 && hint_of(p, u) != p->last_hint_ms) {
+        p->last_hint_ms = hint_of(p, u);
+        tt_gauge_set(&p->m->above_ms, (int64_t)above_in_use(p));
+    }
+    tt_pool_deadline_t d = deadline_of(p, u, t);
     tt_pool_park_in_t in = {
         .fresh = fresh,
         .persistent = u->persistent,
@@ -249,8 +520,8 @@ static void park(tt_pool_t *p, tt_upconn_t *u, bool fresh)
         .hint_zero = p->conf->keepalive_hint && u->hint_seen && u->hint_timeout_ms == 0,
         .age_ms = age,
         .lifetime_ms = life,
-        .idle_ms = idle,
-        .idle_reason = deadline_reason,
+        .idle_ms = d.idle_ms,
+        .idle_reason = d.reason,
     };
     tt_pool_retire_t r = tt_pool_can_park(&in);
     if (p->tls && r != TT_RETIRE_STRAY_BYTES) {
@@ -263,20 +534,18 @@ static void park(tt_pool_t *p, tt_upconn_t *u, bool fresh)
         }
     }
     if (r != TT_RETIRE_NONE) {
+        if (r == TT_RETIRE_MAX_REQUESTS || r == TT_RETIRE_MAX_LIFETIME) /* healthy, but used up */
+            owe(p, t + (d.server_ms ? d.server_ms : p->conf->idle_timeout_ms), TT_OPEN_MAX_REACHED);
         tt_counter_add(&p->m->retired[r], 1);
         tt_upconn_close(u);
         return;
     }
     tt_upconn_park(u, &parked_ops, NULL);
-    u->pool.retire_at_ms = t + idle;
-    u->pool.retire_reason = (uint8_t)deadline_reason;
     tt_timer_init(&u->pool.timer, parked_on_timer);
-    tt_timer_arm_at(p->loop, &u->pool.timer, u->pool.retire_at_ms);
-    tt_list_push_head(&p->idle, &u->pool.link);
-    p->nidle++;
-    tt_gauge_add(&p->m->idle, 1);
+    serve_parked(p, u, d);
     if (p->nidle > p->conf->max_idle) {
         tt_upconn_t *lru = tt_container_of(p->idle.prev, tt_upconn_t, pool.link);
+        owe(p, lru->pool.retire_at_ms, TT_OPEN_MAX_REACHED);
         retire(p, lru, TT_RETIRE_MAX_IDLE);
     }
 }
@@ -322,38 +591,45 @@ static void check_in(tt_pool_t *p, tt_upconn_t *u)
     tt_gauge_add(&p->m->active, -1);
 }
 
-/* The most recently parked connection that may carry this request, or NULL. */
-static tt_upconn_t *take_parked(tt_pool_t *p, const tt_pool_waiter_t *w)
+/* The most recently parked connection that may carry this request, or NULL with `*why` saying why none could. */
+static tt_upconn_t *take_parked(tt_pool_t *p, const tt_pool_waiter_t *w, tt_pool_open_t *why)
 {
-    while (!tt_list_is_empty(&p->idle)) {
-        tt_upconn_t *u = tt_container_of(tt_list_first(&p->idle), tt_upconn_t, pool.link);
+    *why = TT_OPEN_NONE_PARKED;
+    tt_list_t *pos, *tmp;
+    tt_list_foreach_safe(pos, tmp, &p->idle)
+    {
+        tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
         if (now(p) >= u->pool.retire_at_ms) {
             /* Past its deadline, its timer not yet run (timers run at the start of a turn; this one is late):
              * retired now, never reused a moment after the upstream may have closed it. */
-            retire(p, u, (tt_pool_retire_t)u->pool.retire_reason);
+            retire_at_deadline(p, u);
             continue;
         }
-        uint64_t age = now(p) - u->parked_ms, span = u->pool.retire_at_ms - u->parked_ms;
-        if (w->half_deadline && age * 2 > span)
-            return NULL; /* the others are older still: a non-replayable request gets a fresh one */
-        tt_list_remove(&u->pool.link);
-        p->nidle--;
-        tt_gauge_add(&p->m->idle, -1);
+        uint64_t age = now(p) - u->parked_ms;
+        if (w->not_replayable && !u->pool.known && age >= p->conf->safe_idle_ms) {
+            /* Nothing says how long this server keeps idle connections: a request that cannot be replayed goes
+             * only on one idle for less than what every server allows. The older ones after it are no better,
+             * but one whose timeout is known may be. */
+            *why = TT_OPEN_NOT_REPLAYABLE;
+            continue;
+        }
+        unpark(p, u);
         tt_timer_disarm(p->loop, &u->pool.timer);
         /* The check costs a syscall per request. It is skipped only where it cannot matter: the idle watch is
          * on (a FIN or stray bytes seen by the last poll have already retired the connection), the request can
          * be replayed if the connection proves dead anyway, it was parked so recently that an idle close is
-         * not plausible (a busy pool reuses its connections within milliseconds), and this turn's poll has no
-         * news about it still waiting to be handled. Stray bytes that news may carry are checked whatever the
-         * settings: they would become this request's response. */
+         * not plausible (safe_idle: a busy pool reuses its connections within milliseconds), and this turn's
+         * poll has no news about it still waiting to be handled. Stray bytes that news may carry are checked
+         * whatever the settings: they would become this request's response. */
         bool news = tt_io_event_pending(&u->io);
-        bool young = p->conf->idle_watch && !w->half_deadline && age < PEEK_SKIP_MS && !news;
+        bool young = p->conf->idle_watch && !w->not_replayable && age < p->conf->safe_idle_ms && !news;
         if ((p->conf->peek || news) && !young) {
             tt_up_sock_t s = tt_upconn_check_parked(u);
             if (s != TT_UP_SOCK_QUIET) {
                 tt_counter_add(&p->m->retired[s == TT_UP_SOCK_STRAY ? TT_RETIRE_STRAY_BYTES : TT_RETIRE_STALE_ON_REUSE],
                                1);
                 tt_upconn_close(u);
+                *why = TT_OPEN_STALE;
                 continue;
             }
         }
@@ -389,6 +665,13 @@ static void link_waiter(tt_pool_t *p, tt_pool_waiter_t *w, uint64_t since_ms, bo
 }
 
 /* ---- health ---- */
+
+static void count_open(tt_pool_t *p, const tt_upconn_t *u)
+{
+    tt_counter_add(&p->m->opened, 1);
+    tt_counter_add(&p->m->handshake_us, u->handshake_us);
+    if (p->tls) tt_counter_add(&p->m->tls_handshakes[u->tls_resumed ? 1 : 0], 1);
+}
 
 static void probe_on_connect(tt_upconn_t *u, tt_up_err_t err);
 static const tt_upconn_ops_t probe_ops = {.on_connect = probe_on_connect};
@@ -446,8 +729,7 @@ static void probe_on_connect(tt_upconn_t *u, tt_up_err_t err)
         if (!p->down) mark_down(p);
         return;
     }
-    tt_counter_add(&p->m->opened, 1);
-    if (p->tls) tt_counter_add(&p->m->tls_handshakes[u->tls_resumed ? 1 : 0], 1);
+    count_open(p, u);
     connect_succeeded(p);
     park(p, u, true); /* a fresh connection: parked for the next request */
     dispatch_queue(p);
@@ -487,8 +769,7 @@ static void new_on_connect(tt_upconn_t *u, tt_up_err_t err)
         dispatch_queue(p);
         return;
     }
-    tt_counter_add(&p->m->opened, 1);
-    if (p->tls) tt_counter_add(&p->m->tls_handshakes[u->tls_resumed ? 1 : 0], 1);
+    count_open(p, u);
     connect_succeeded(p);
     if (w == NULL) {
         park(p, u, true); /* its request left: parked for the next one */
@@ -520,27 +801,40 @@ static tt_pool_status_t open_new(tt_pool_t *p, tt_pool_waiter_t *w, tt_up_err_t 
 
 static bool at_capacity(const tt_pool_t *p)
 {
-    return p->conf->max_connections != 0 && p->nbusy + p->nconnecting + p->nidle >= p->conf->max_connections;
+    return p->conf->max_connections != 0 &&
+           p->nbusy + p->nconnecting + p->nidle + p->ncanaries >= p->conf->max_connections;
 }
 
 /* One attempt for `w`: a parked connection, a new one, or nothing (queue). */
 static tt_pool_status_t try_serve(tt_pool_t *p, tt_pool_waiter_t *w, tt_upconn_t **out, tt_up_err_t *err)
 {
+    tt_pool_open_t why = w->replay ? TT_OPEN_REPLAY : TT_OPEN_FRESH_ONLY;
+    w->open_reason = TT_OPEN_REUSED;
     if (!w->fresh_only) {
-        tt_upconn_t *u = take_parked(p, w);
+        tt_upconn_t *u = take_parked(p, w, &why);
         if (u != NULL) {
+            u->pool.took_parked = true;
             check_out(p, u, w);
             tt_counter_add(&p->m->reused, 1);
             *out = u;
             return TT_POOL_READY;
         }
     }
-    if (at_capacity(p) && p->nidle > 0) {
-        /* Parked connections this request cannot use hold the room it needs: close the oldest. */
+    /* Connections this request cannot use hold the room it needs: close one, canaries (out of service) first,
+     * then the oldest parked. */
+    if (at_capacity(p) && p->ncanaries > 0)
+        retire(p, tt_container_of(tt_list_first(&p->canaries), tt_upconn_t, pool.link), TT_RETIRE_MAX_IDLE);
+    if (at_capacity(p) && p->nidle > 0)
         retire(p, tt_container_of(p->idle.prev, tt_upconn_t, pool.link), TT_RETIRE_MAX_IDLE);
-    }
     if (at_capacity(p)) return TT_POOL_EXHAUSTED;
-    return open_new(p, w, err);
+    tt_pool_status_t st = open_new(p, w, err);
+    if (st == TT_POOL_PENDING) {
+        tt_pool_open_t owed = pay_debt(p); /* one new connection settles one debt, whatever it is named after */
+        if (why == TT_OPEN_NONE_PARKED) why = owed;
+        w->open_reason = why;
+        tt_counter_add(&p->m->opens[why], 1);
+    }
+    return st;
 }
 
 static void queue_on_timeout(tt_tq_entry_t *e)
@@ -615,11 +909,26 @@ void tt_pool_release(tt_pool_t *p, tt_upconn_t *u)
     dispatch_queue(p);
 }
 
+/* A reused connection whose request met a close (or reset) before any response byte: the server closed it
+ * while it was parked, younger than its deadline. That is a close seen like any other: it lowers the learned
+ * timeout, and when the deadline came from the estimate above the hint, falls back to the hint. */
+static tt_pool_above_outcome_t learn_from_failed_reuse(tt_pool_t *p, tt_upconn_t *u)
+{
+    if (!u->pool.took_parked || u->got_bytes || (u->last_err != TT_UP_CLOSED && u->last_err != TT_UP_RESET))
+        return TT_ABOVE_NOTHING;
+    uint64_t age = u->pool.checked_out_ms - u->parked_ms;
+    if (hint_of(p, u) > 0) return learn_above(p, u, age);
+    learn_below(p, u, age);
+    return TT_ABOVE_NOTHING;
+}
+
 void tt_pool_discard(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason)
 {
     check_in(p, u);
+    tt_pool_above_outcome_t o = learn_from_failed_reuse(p, u);
     tt_counter_add(&p->m->retired[reason], 1);
     tt_upconn_close(u);
+    above_changed(p, o);
     dispatch_queue(p);
 }
 
@@ -651,6 +960,8 @@ tt_pool_t *tt_pool_new(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *re
     tt_list_init(&p->idle);
     tt_list_init(&p->busy);
     tt_list_init(&p->connecting);
+    tt_list_init(&p->canaries);
+    p->margin_ms = tt_pool_margin(conf, &p->rtt); /* hint_margin until measured; the gauge stays 0 until then */
     tt_tq_init(&p->queue, loop, conf->queue_timeout_ms, queue_on_timeout);
     tt_timer_init(&p->probe_timer, probe_on_timer);
     tt_timer_init(&p->leak_timer, leak_scan);
@@ -663,7 +974,8 @@ void tt_pool_stop(tt_pool_t *p)
     p->stopped = true;
     while (!tt_list_is_empty(&p->idle))
         retire(p, tt_container_of(tt_list_first(&p->idle), tt_upconn_t, pool.link), TT_RETIRE_SHUTDOWN);
-    if (p->canary != NULL) retire(p, p->canary, TT_RETIRE_SHUTDOWN);
+    while (!tt_list_is_empty(&p->canaries))
+        retire(p, tt_container_of(tt_list_first(&p->canaries), tt_upconn_t, pool.link), TT_RETIRE_SHUTDOWN);
     tt_timer_disarm(p->loop, &p->probe_timer);
 }
 

@@ -1,15 +1,21 @@
 /* pool.h -- per-worker upstream connection pool: MRU reuse, deadline retirement, learned idle timeouts
  *
- * One tt_pool_t holds the connections of one worker to one upstream server. It cures the keep-alive
- * race (a connection reused just as the upstream closes it) in the layers of DESIGN.md:
- *  - prevent: a parked connection is retired before the upstream would close it: at the pool's
- *    idle_timeout, the upstream's advertised `Keep-Alive: timeout=` minus a margin, or, when the upstream
- *    gives no hint, minus the same margin from the idle age at which it was seen to close connections
- *    (learned); `max=` and the pool's own max_requests and max_lifetime are honoured the same way;
+ * One tt_pool_t holds the connections of one worker to one upstream server. It reuses every connection that is
+ * safe to reuse and no other, curing the keep-alive race (a connection reused just as the upstream closes it)
+ * in the layers of DESIGN.md:
+ *  - prevent: a parked connection is retired before the upstream would close it: at the pool's idle_timeout,
+ *    at the upstream's advertised `Keep-Alive: timeout=` minus a margin (a promise), later when the upstream
+ *    was seen to keep connections longer than it says (learned above the hint, confirmed by canaries), or,
+ *    when the upstream gives no hint, before the idle age at which it was seen to close connections
+ *    (learned). The margin is the time a close needs to reach us: a few smoothed round trips measured on the
+ *    pool's own exchanges, between a floor and `hint_margin`. `max=` and the pool's own max_requests and
+ *    max_lifetime are honoured the same way;
  *  - detect: a parked connection that becomes readable (FIN, RST, stray bytes) is closed at once, and a
- *    non-blocking MSG_PEEK right before reuse discards one that died in between;
+ *    non-blocking read right before reuse discards one that died in between;
  *  - recover (the caller's part): a request that fails on a reused connection before any response byte
- *    is replayed on a new one when it is replayable.
+ *    is replayed on a new one when it is replayable. A request that cannot be replayed never goes on a
+ *    connection whose server's idle timeout is neither hinted nor learned unless it has been idle less than
+ *    `safe_idle`.
  * Reuse takes the most recently used connection first. Owning worker only.
  */
 #ifndef TT_CLIENT_POOL_H
@@ -26,8 +32,13 @@ typedef struct tt_pool_conf {
     uint32_t max_requests;     /* per connection; 0 = unlimited */
     uint64_t max_lifetime_ms;  /* per connection, +/-10 % jitter; 0 = unlimited */
     bool keepalive_hint;       /* honour the upstream's Keep-Alive: timeout=, max= */
-    uint64_t hint_margin_ms;   /* retire this long before a hinted or learned timeout (at most half of it) */
+    uint64_t hint_margin_ms;   /* the largest margin before a hinted or learned timeout (and at most half of it) */
+    uint64_t margin_floor_ms;  /* the smallest margin */
+    uint32_t margin_rtts;      /* margin = margin_rtts x smoothed round trip + 4 x its mean deviation */
     bool learn;                /* learn the upstream's idle timeout when it gives no hint */
+    bool learn_above_hint;     /* follow an upstream that keeps connections longer than its hint */
+    uint64_t safe_idle_ms;     /* idle time every server is assumed to allow (non-replayable requests before the
+                                * timeout is known; the check before reuse is skipped below it) */
     bool idle_watch;           /* close a parked connection as soon as it becomes readable (detect, first line) */
     bool peek;                 /* MSG_PEEK a parked connection right before reuse (detect, second line) */
     uint32_t max_connections;  /* open (busy, connecting, parked) per worker; 0 = unlimited */
@@ -47,6 +58,7 @@ typedef enum tt_pool_retire {
     TT_RETIRE_IDLE_TIMEOUT,     /* parked for the pool's idle_timeout */
     TT_RETIRE_HINT_DEADLINE,    /* the upstream's Keep-Alive: timeout= minus the margin */
     TT_RETIRE_LEARNED_DEADLINE, /* the learned idle timeout minus the margin */
+    TT_RETIRE_ABOVE_HINT,       /* the idle timeout learned above the hint minus the margin */
     TT_RETIRE_MAX_REQUESTS,     /* the pool's max_requests or the upstream's max= */
     TT_RETIRE_MAX_LIFETIME,     /* max_lifetime (jittered) */
     TT_RETIRE_PEER_CLOSED_IDLE, /* the upstream closed (or reset) it while parked */
@@ -63,15 +75,42 @@ typedef enum tt_pool_retire {
 /** Static name of `r` ("hint_deadline"). */
 const char *tt_pool_retire_name(tt_pool_retire_t r);
 
+/** Why a request got a new connection rather than a parked one (metrics: tether_upstream_open_reasons_total,
+ *  access log: up_open). */
+typedef enum tt_pool_open {
+    TT_OPEN_REUSED = 0,     /* not opened: a parked connection carries it */
+    TT_OPEN_NONE_PARKED,    /* nothing parked, and nothing retired lately that the server would still keep */
+    TT_OPEN_PAST_DEADLINE,  /* parked connections were retired at their deadline (or kept out of service as
+                             * canaries) while the server would still have kept them: a reuse declined */
+    TT_OPEN_MAX_REACHED,    /* connections were closed for max_requests, the server's max=, max_lifetime or
+                             * max_idle while the server would still have kept them */
+    TT_OPEN_NOT_REPLAYABLE, /* the request cannot be replayed and the server's idle timeout is not known yet:
+                             * the parked connections have been idle longer than safe_idle */
+    TT_OPEN_STALE,          /* the parked connection was found closed (or with stray bytes) right before reuse */
+    TT_OPEN_FRESH_ONLY,     /* the request asked for a new connection (`reuse = safe`, first request) */
+    TT_OPEN_REPLAY,         /* a replay after a reused connection failed: always a new connection */
+    TT_OPEN__COUNT
+} tt_pool_open_t;
+
+/** Static name of `o` ("past_deadline"; "-" for TT_OPEN_REUSED; "unknown" out of range). Any thread. */
+const char *tt_pool_open_name(tt_pool_open_t o);
+
 /** A pool's metrics shard (one per worker per server; summed when scraped). */
 typedef struct tt_pool_metrics {
     tt_gauge_t idle;
-    tt_gauge_t active;     /* checked out or connecting */
-    tt_gauge_t pending;    /* requests queued */
-    tt_gauge_t down;       /* 1 while marked down */
-    tt_gauge_t learned_ms; /* learned idle timeout, 0 when none */
+    tt_gauge_t active;            /* checked out or connecting */
+    tt_gauge_t pending;           /* requests queued */
+    tt_gauge_t down;              /* 1 while marked down */
+    tt_gauge_t learned_ms;        /* learned idle timeout, 0 when none */
+    tt_gauge_t above_ms;          /* idle timeout learned above the hint and in use, 0 when none */
+    tt_gauge_t margin_ms;         /* the margin now (tt_pool_margin) */
+    tt_gauge_t rtt_us;            /* smoothed round trip, us (0 before the first sample) */
+    tt_gauge_t canaries;          /* connections kept out of service to see when the server closes them */
+    tt_counter_t learn_fallbacks; /* a close earlier than a deadline learned above the hint: back to the hint */
     tt_counter_t opened;
-    tt_counter_t reused; /* requests sent on a reused connection */
+    tt_counter_t handshake_us;          /* connect (and TLS handshake) time of the connections opened, us */
+    tt_counter_t opens[TT_OPEN__COUNT]; /* why requests got new connections ([TT_OPEN_REUSED] unused) */
+    tt_counter_t reused;                /* requests sent on a reused connection */
     tt_counter_t connect_failures;
     tt_counter_t leaks;
     tt_counter_t queue_timeouts;
@@ -112,13 +151,97 @@ typedef struct tt_pool_park_in {
  */
 tt_pool_retire_t tt_pool_can_park(const tt_pool_park_in_t *in);
 
+/** The measured round trip of one server's exchanges (per pool): RFC 6298 smoothing of loop-clock samples. */
+typedef struct tt_pool_rtt {
+    uint64_t srtt_us;   /* smoothed round trip */
+    uint64_t rttvar_us; /* smoothed mean deviation */
+    uint32_t samples;
+} tt_pool_rtt_t;
+
 /**
- * How long a connection may stay parked (ms) and which limit decides it: the pool's idle timeout, the
- * upstream's hinted timeout (`hint_ms`, 0 = none) or the learned one (`learned_ms`, 0 = none) each minus
- * the margin (at most half of it), and what is left of its lifetime (`life_left_ms`, UINT64_MAX = none). Pure.
+ * Adds one round-trip sample (us; the caller caps it, see tt_pool_margin) to `r`, which the caller owns: the first
+ * sets srtt to it and rttvar to half of it; later ones move srtt by 1/8 and rttvar by 1/4 of the difference.
+ * Pure: no clock, no I/O; any thread.
  */
-uint64_t tt_pool_idle_deadline(const tt_pool_conf_t *c, uint64_t hint_ms, uint64_t learned_ms, uint64_t life_left_ms,
-                               tt_pool_retire_t *reason);
+void tt_pool_rtt_observe(tt_pool_rtt_t *r, uint64_t sample_us);
+
+/**
+ * The margin (ms) by which a connection is retired before a hinted or learned idle timeout: the time a close
+ * needs to reach us, margin_rtts x srtt + 4 x rttvar rounded up, at least margin_floor and at most hint_margin;
+ * hint_margin before the first sample. Cannot fail. Pure; any thread.
+ */
+uint64_t tt_pool_margin(const tt_pool_conf_t *c, const tt_pool_rtt_t *r);
+
+/** What the pool knows of a server's idle timeout when it parks a connection (ms; 0 = none). */
+typedef struct tt_pool_known {
+    uint64_t hint_ms;      /* the last response's Keep-Alive: timeout= (0: none, or ignored) */
+    uint64_t learned_ms;   /* learned from closes, for a server that sends no hint */
+    uint64_t above_ms;     /* learned above the hint: the youngest close seen, when every one came after it */
+    uint64_t margin_ms;    /* tt_pool_margin() */
+    uint64_t life_left_ms; /* what is left of the connection's lifetime, UINT64_MAX = none */
+} tt_pool_known_t;
+
+/** A parked connection's deadline (tt_pool_idle_deadline). */
+typedef struct tt_pool_deadline {
+    uint64_t idle_ms;        /* how long it may stay parked */
+    tt_pool_retire_t reason; /* the limit that decides it: idle_timeout, hint_deadline, above_hint_deadline,
+                              * learned_deadline or max_lifetime */
+    uint64_t server_ms;      /* the server's idle timeout it derives from (hinted, learned above, learned), 0 when
+                              * none: until then a connection retired at the deadline would still be open */
+    bool known;              /* the server's idle timeout is hinted or learned: a request that cannot be replayed
+                              * may use the connection up to the deadline (else only below safe_idle) */
+} tt_pool_deadline_t;
+
+/** How far past its hint a server must have been seen to close connections before deadlines follow it, ms: a
+ *  server that closes at its hint but is seen late (a busy machine wakes up late) must not look like one that
+ *  keeps connections longer. */
+#define TT_POOL_ABOVE_MIN_MS 250
+
+/**
+ * How long a connection may stay parked, and why. The smallest of: the pool's idle timeout; the hint minus
+ * the margin (at most half the hint), or, when learn_above_hint is on, `above_ms` is at least
+ * TT_POOL_ABOVE_MIN_MS past the hint and `above_ms` minus the margin is later than the hint itself, `above_ms`
+ * minus the margin; without a hint, the learned timeout minus the sweep allowance (min(hint_margin,
+ * learned / 2): a server may close anywhere up to one sweep period after its timeout) plus the margin, at most
+ * half of it; what is left of the lifetime. All in ms; cannot fail. Pure; any thread.
+ */
+tt_pool_deadline_t tt_pool_idle_deadline(const tt_pool_conf_t *c, const tt_pool_known_t *k);
+
+/** Learning above the hint: one per pool (tt_pool_above_observe). */
+typedef struct tt_pool_above {
+    uint64_t ms;                 /* the youngest close seen from hinted connections this epoch, 0 none */
+    uint32_t observed;           /* closes seen this epoch (0: canaries may be made freely to learn) */
+    uint64_t suspended_until_ms; /* after a fallback: nothing is learned before this */
+} tt_pool_above_t;
+
+/** One close by the server of a parked connection that carried a hint, as the learner above the hint sees it. */
+typedef struct tt_pool_above_close {
+    uint64_t age_ms;      /* its idle age when the close was seen (for a canary that outlived idle_timeout: that) */
+    uint64_t deadline_ms; /* an in-service connection: its parked deadline (idle span) */
+    bool canary;          /* kept out of service past its deadline to see when the server closes it */
+    bool growth;          /* a canary made while the estimate was in use: a later close raises the estimate */
+    bool above_used;      /* an in-service connection whose deadline came from the estimate */
+} tt_pool_above_close_t;
+
+/** What a close did to the learner above the hint. */
+typedef enum tt_pool_above_outcome {
+    TT_ABOVE_NOTHING = 0, /* nothing changed */
+    TT_ABOVE_LEARNED,     /* the estimate changed: deadlines follow it */
+    TT_ABOVE_FALLBACK,    /* a close earlier than a deadline that came from the estimate: back to the hint, and
+                           * nothing learned for LEARN_SUSPEND (tt_pool_above_suspend_ms) */
+} tt_pool_above_outcome_t;
+
+/** How long learning above the hint stays off after a fallback, ms. */
+extern const uint64_t tt_pool_above_suspend_ms;
+
+/**
+ * Applies one close to `a` (the caller's) at `now_ms` (the caller's clock, ms): ignored while suspended; an
+ * in-service connection that used the estimate and closed before its deadline is a fallback (estimate dropped,
+ * learning suspended, `observed` reset); a canary's close is an observation: the estimate becomes the youngest
+ * close seen, except that a growth canary closing later than the estimate raises it. Returns what changed.
+ * Pure; any thread.
+ */
+tt_pool_above_outcome_t tt_pool_above_observe(tt_pool_above_t *a, const tt_pool_above_close_t *cl, uint64_t now_ms);
 
 typedef struct tt_pool tt_pool_t;
 typedef struct tt_pool_waiter tt_pool_waiter_t;
@@ -141,9 +264,12 @@ typedef void (*tt_pool_cb)(tt_pool_waiter_t *w, tt_upconn_t *u, tt_pool_status_t
  *  until the callback ran or tt_pool_cancel() returned (both leave the pool holding no pointer to it). */
 struct tt_pool_waiter {
     tt_pool_cb cb;
-    bool fresh_only;    /* never a parked connection (`reuse = safe` first requests, replays) */
-    bool half_deadline; /* non-replayable: refuse a connection idle for over half of its parked deadline */
-    const char *label;  /* route prefix, for leak reports; static or outliving the checkout */
+    bool fresh_only;            /* never a parked connection (`reuse = safe` first requests, replays) */
+    bool replay;                /* with fresh_only: it is a replay (for the open reason) */
+    bool not_replayable;        /* only a connection whose server's idle timeout is known, or one idle < safe_idle */
+    const char *label;          /* route prefix, for leak reports; static or outliving the checkout */
+    tt_pool_open_t open_reason; /* out: TT_OPEN_REUSED, or why a new connection was opened (set with READY,
+                                 * PENDING or the callback) */
     /* private */
     tt_tq_entry_t _q;
     tt_pool_t *_pool;

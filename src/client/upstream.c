@@ -38,6 +38,21 @@ static const tt_h1_limits_t response_limits = {.max_target = 8192, .max_field_by
 
 static void upconn_run(tt_upconn_t *u);
 
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The whole request has left: the round trip to the first response byte starts now (loop clock). */
+static void stamp_sent(tt_upconn_t *u)
+{
+    if (u->_sent_stamped || u->got_bytes) return; /* an answer that came first measures no round trip */
+    u->_sent_stamped = true;
+    u->_sent_ms = tt_loop_now(u->loop);
+}
+
 static inline bool closed(const tt_upconn_t *u)
 {
     return u->state == TT_UPCONN_CLOSED;
@@ -77,6 +92,7 @@ void tt_upconn_close(tt_upconn_t *u)
 static void fail(tt_upconn_t *u, tt_up_err_t err)
 {
     if (closed(u)) return;
+    u->last_err = (uint8_t)err;
     tt_timer_disarm(u->loop, &u->_timer);
     if (u->state == TT_UPCONN_CONNECTING || u->state == TT_UPCONN_TLS) {
         tt_upconn_close(u);
@@ -218,6 +234,8 @@ static int do_read(tt_upconn_t *u)
     ssize_t n = tt_transport_read(u->tr, u->io.fd, tt_buf_tail(&u->_in), space);
     if (n > 0) {
         u->_in.len += (uint32_t)n;
+        if (!u->got_bytes && u->_sent_stamped && u->state == TT_UPCONN_BUSY)
+            u->rtt_ms = (int64_t)(tt_loop_now(u->loop) - u->_sent_ms);
         u->got_bytes = true;
         if (tt_transport_drained(u->tr, n, space, u->_peer_hup)) u->_rd_ready = false;
         if (u->_head_done) tt_timer_arm(u->loop, &u->_timer, u->_to->read_ms);
@@ -275,6 +293,7 @@ static bool flush_ex(tt_upconn_t *u, bool from_api)
         return false;
     }
     u->_wr_blocked = false;
+    if (u->_req_ended && u->state == TT_UPCONN_BUSY) stamp_sent(u);
     if (u->_req_ended && !u->_head_done && u->state == TT_UPCONN_BUSY)
         tt_timer_arm(u->loop, &u->_timer, u->_to->response_ms);
     else if (!u->_req_ended && !u->_head_done)
@@ -303,6 +322,7 @@ void tt_upconn_end_request(tt_upconn_t *u)
 {
     if (closed(u)) return;
     u->_req_ended = true;
+    if (u->_out.len == 0 && u->state == TT_UPCONN_BUSY) stamp_sent(u);
     if (u->_out.len == 0 && !u->_head_done) tt_timer_arm(u->loop, &u->_timer, u->_to->response_ms);
 }
 
@@ -344,6 +364,7 @@ static void tls_step(tt_upconn_t *u)
     }
     tt_timer_disarm(u->loop, &u->_timer);
     u->tls_resumed = tt_tls_resumed(u->tr);
+    u->handshake_us = mono_us() - u->_start_us;
     u->state = TT_UPCONN_READY;
     u->_ops->on_connect(u, TT_UP_OK);
 }
@@ -357,9 +378,8 @@ static void connected(tt_upconn_t *u)
         fail(u, err == ECONNREFUSED ? TT_UP_CONNECT_REFUSED : TT_UP_CONNECT_ERROR);
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    u->tcp_done_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    u->tcp_done_us = mono_us();
+    u->handshake_us = u->tcp_done_us - u->_start_us;
     if (u->_tls != NULL) {
         u->tr = tt_tls_connect(u->_tls, u->io.fd, u->_tls_session); /* SSL_set_session takes its own ref */
         if (u->_tls_session != NULL) tt_tls_session_free(u->_tls_session);
@@ -460,7 +480,9 @@ tt_upconn_t *tt_upconn_connect(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_respon
     tt_timer_init(&u->pool.timer, NULL);
     tt_list_init(&u->pool.link);
     u->created_ms = tt_loop_now(loop);
+    u->_start_us = mono_us();
     u->hint_max = -1;
+    u->rtt_ms = -1;
     u->state = TT_UPCONN_CONNECTING;
     if (tt_io_start(loop, &u->io, TT_EV_READ | TT_EV_WRITE | TT_EV_EDGE) != 0) {
         close(fd);
@@ -504,6 +526,8 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
     u->_req_ended = false;
     u->_want_drain = false;
     u->_pending_err = 0;
+    u->_sent_stamped = false;
+    u->rtt_ms = -1;
     u->_found = TT_UP_SOCK_QUIET;
     u->_body_left = 0;
     u->_last_len = 0;

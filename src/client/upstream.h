@@ -59,15 +59,18 @@ typedef enum tt_up_sock {
  * disarms `timer` when the connection closes, so a closed connection is in no pool list or timer.
  */
 typedef struct tt_pool_entry {
-    tt_list_t link;          /* in its pool's idle, busy or connecting list */
+    tt_list_t link;          /* in its pool's idle, busy, connecting or canary list */
     tt_timer_t timer;        /* parked: retirement deadline */
     void *owner;             /* the tt_pool_t it belongs to, NULL for a connection without a pool */
     uint64_t lifetime_ms;    /* jittered max lifetime, drawn once; 0 until drawn */
     uint64_t retire_at_ms;   /* parked: when `timer` retires it */
+    uint64_t server_ms;      /* parked: the server's idle timeout its deadline derives from, 0 unknown */
     uint64_t checked_out_ms; /* busy: since when */
     const char *label;       /* busy: the route that holds it (leak reports); static or outliving it */
-    uint8_t retire_reason;   /* parked: tt_pool_retire_t of `retire_at_ms` */
-    bool canary;             /* kept out of service to learn the upstream's idle timeout */
+    uint8_t retire_reason;   /* parked: tt_pool_retire_t of `retire_at_ms` (kept while busy: the last one) */
+    uint8_t canary;          /* 0, or the tt_pool canary kind: kept out of service to see when the server closes it */
+    bool known;              /* parked: the deadline rests on a hinted or learned server timeout */
+    bool took_parked;        /* busy: taken from the parked ones (reused), not opened for this exchange */
     bool leak_warned;
 } tt_pool_entry_t;
 
@@ -121,6 +124,10 @@ struct tt_upconn {
     bool tls_verify_failed;   /* the TLS handshake failed on the certificate check (see tls_error) */
     const char *tls_error;    /* static: why the TLS handshake failed (tt_tls_failure), else NULL */
     uint64_t tcp_done_us;     /* CLOCK_MONOTONIC us when TCP connected, before any TLS handshake; 0 until then */
+    uint64_t handshake_us;    /* connect (and TLS handshake) duration, us; 0 until the connection is ready */
+    int64_t rtt_ms;           /* this exchange: loop-clock ms from the whole request written to the first response
+                               * byte (a round trip plus the server's time to answer); -1 until known */
+    uint8_t last_err;         /* tt_up_err_t of the last failure (on_error, on_connect), TT_UP_OK before any */
     uint64_t id;              /* unique per process */
     uint64_t created_ms;      /* when the connect started */
     uint64_t parked_ms;       /* when it last became idle */
@@ -145,6 +152,9 @@ struct tt_upconn {
     bool _wr_blocked;
     bool _want_drain;
     uint8_t _pending_err; /* a send failed inside tt_upconn_send: reported at the end of the turn */
+    bool _sent_stamped;   /* _sent_ms holds when the whole request was written */
+    uint64_t _sent_ms;
+    uint64_t _start_us; /* CLOCK_MONOTONIC us when the connect started */
     int64_t _body_left;
     uint32_t _last_len;
     tt_h1_chunked_t _chunk;

@@ -119,7 +119,11 @@ static const key_t_ keys[] = {
     {"max_lifetime", S_UPSTREAM, K_DURATION, U(pool.max_lifetime_ms), 0, 30 * DAY_MS},
     {"keepalive_hint", S_UPSTREAM, K_BOOL, U(pool.keepalive_hint), 0, 1},
     {"hint_margin", S_UPSTREAM, K_DURATION, U(pool.hint_margin_ms), 0, DAY_MS},
+    {"margin_floor", S_UPSTREAM, K_DURATION, U(pool.margin_floor_ms), 0, DAY_MS},
+    {"margin_rtts", S_UPSTREAM, K_U32, U(pool.margin_rtts), 0, 100},
     {"learn", S_UPSTREAM, K_BOOL, U(pool.learn), 0, 1},
+    {"learn_above_hint", S_UPSTREAM, K_BOOL, U(pool.learn_above_hint), 0, 1},
+    {"safe_idle", S_UPSTREAM, K_DURATION, U(pool.safe_idle_ms), 0, DAY_MS},
     {"idle_watch", S_UPSTREAM, K_BOOL, U(pool.idle_watch), 0, 1},
     {"peek", S_UPSTREAM, K_BOOL, U(pool.peek), 0, 1},
     {"replay", S_UPSTREAM, K_BOOL, U(replay), 0, 1},
@@ -377,7 +381,11 @@ static void upstream_defaults(tt_upstream_conf_t *u)
     p->max_lifetime_ms = 3600000;
     p->keepalive_hint = true;
     p->hint_margin_ms = 1000;
+    p->margin_floor_ms = 25;
+    p->margin_rtts = 3;
     p->learn = true;
+    p->learn_above_hint = true;
+    p->safe_idle_ms = 250;
     p->idle_watch = true;
     p->peek = true;
     u->replay = true;
@@ -952,6 +960,11 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
         }
         if (u->pool.backoff_min_ms > u->pool.backoff_max_ms) {
             snprintf(err, errlen, "%s: [upstream %s] fail_backoff is longer than fail_backoff_max", file, u->name);
+            return -1;
+        }
+        if (u->pool.margin_floor_ms > u->pool.hint_margin_ms) {
+            snprintf(err, errlen, "%s: [upstream %s] margin_floor is longer than hint_margin (the largest margin)",
+                     file, u->name);
             return -1;
         }
         if (u->_tcpka_auto) tt_proxy_default_tcp_keepalive(&u->pool, &u->pool.tcp_keepalive);

@@ -151,10 +151,11 @@ static void update_log(proxy_req_t *pr)
     if (pr->pool != NULL) snprintf(as, sizeof(as), "%s", pr->uc->servers[pr->server].name);
     int n = snprintf(pr->log, sizeof(pr->log),
                      "upstream=%s up_addr=%s up_conn=%llu up_reused=%d up_idle_ms=%llu up_req=%u up_age_ms=%llu "
-                     "retries=%u replays=%u cause=%s",
+                     "up_open=%s retries=%u replays=%u cause=%s",
                      pr->uc->name, as, (unsigned long long)pr->up_id, pr->reused ? 1 : 0,
-                     (unsigned long long)pr->up_idle_ms, pr->up_req_no, (unsigned long long)pr->up_age_ms, pr->retries,
-                     pr->replays, tt_proxy_cause_name(pr->cause));
+                     (unsigned long long)pr->up_idle_ms, pr->up_req_no, (unsigned long long)pr->up_age_ms,
+                     pr->up_id ? tt_pool_open_name(pr->waiter.open_reason) : "-", pr->retries, pr->replays,
+                     tt_proxy_cause_name(pr->cause));
     pr->req->log_extra = tt_str(pr->log, n > 0 ? (size_t)TT_MIN((size_t)n, sizeof(pr->log) - 1) : 0);
 }
 
@@ -236,7 +237,8 @@ static void acquire(proxy_req_t *pr, bool fresh_only)
     /* reuse = safe: a new client connection's first request opens its own upstream connection, so the
      * client's own retry covers any residual race (HAProxy's http-reuse safe). */
     pr->waiter.fresh_only = fresh_only || (pr->uc->reuse_safe && pr->req->req_no == 1);
-    pr->waiter.half_deadline = !(pr->replayable && pr->held_all);
+    pr->waiter.replay = fresh_only;
+    pr->waiter.not_replayable = !(pr->replayable && pr->held_all);
     pr->waiter.label = pr->pc->route;
     tt_upconn_t *u;
     tt_up_err_t err;
@@ -667,6 +669,33 @@ static int64_t sum_g(const void *base, size_t field_off, size_t stride, uint32_t
 #define PM(field) offsetof(tt_pool_metrics_t, field)
 #define XM(field) offsetof(proxy_metrics_t, field)
 
+static const char *retire_name(int r)
+{
+    return tt_pool_retire_name((tt_pool_retire_t)r);
+}
+
+static const char *open_name(int r)
+{
+    return tt_pool_open_name((tt_pool_open_t)r);
+}
+
+/* One counter series per server and reason: the array of `count` counters at `off` in each pool's shard, reason 0
+ * (none) left out. */
+static void render_by_reason(char **out, size_t *len, size_t *cap, const tt_proxy_registry_t *reg, const char *name,
+                             const char *help, size_t off, int count, const char *(*reason)(int))
+{
+    size_t pstride = reg->nservers * sizeof(tt_pool_metrics_t);
+    tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t u = 0; u < reg->nups; u++)
+        for (size_t s = 0; s < reg->ups[u].nservers; s++)
+            for (int r = 1; r < count; r++)
+                tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\",reason=\"%s\"} %llu\n", name,
+                                  reg->ups[u].name, reg->ups[u].servers[s].name, reason(r),
+                                  (unsigned long long)sum_u(&reg->pool_m[reg->ups[u]._first_server + s],
+                                                            off + (size_t)r * sizeof(tt_counter_t), pstride,
+                                                            reg->nworkers));
+}
+
 void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
 {
     tt_proxy_registry_t *reg = arg;
@@ -693,6 +722,11 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
          PM(tls_handshakes[0]), false},
         {"tether_upstream_tls_resumed_handshakes_total", "counter", "Resumed TLS handshakes to the server.",
          PM(tls_handshakes[1]), false},
+        {"tether_upstream_canary_connections", "gauge",
+         "Connections kept out of service past their deadline to see when the server closes them.", PM(canaries), true},
+        {"tether_upstream_learn_fallbacks_total", "counter",
+         "Closes earlier than a deadline learned above the hint (the pool went back to the hint).", PM(learn_fallbacks),
+         false},
     };
     for (size_t k = 0; k < TT_ARRAY_SIZE(pool_series); k++) {
         tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s %s\n", pool_series[k].name, pool_series[k].help,
@@ -710,31 +744,54 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
                                       (unsigned long long)sum_u(base, pool_series[k].off, pstride, reg->nworkers));
             }
     }
+    render_by_reason(out, len, cap, reg, "tether_upstream_retired_total",
+                     "Upstream connections closed by the pool, by reason.", PM(retired), TT_RETIRE__COUNT, retire_name);
+    render_by_reason(out, len, cap, reg, "tether_upstream_open_reasons_total",
+                     "Why requests got a new upstream connection rather than a parked one.", PM(opens), TT_OPEN__COUNT,
+                     open_name);
     tt_metrics_printf(out, len, cap,
-                      "# HELP tether_upstream_retired_total Upstream connections closed by the pool, by reason.\n"
-                      "# TYPE tether_upstream_retired_total counter\n");
+                      "# HELP tether_upstream_handshake_seconds_total Time spent connecting (TCP and TLS handshakes) "
+                      "on the connections opened.\n# TYPE tether_upstream_handshake_seconds_total counter\n");
     for (size_t u = 0; u < reg->nups; u++)
         for (size_t s = 0; s < reg->ups[u].nservers; s++)
-            for (int r = 1; r < TT_RETIRE__COUNT; r++)
-                tt_metrics_printf(
-                    out, len, cap, "tether_upstream_retired_total{upstream=\"%s\",server=\"%s\",reason=\"%s\"} %llu\n",
-                    reg->ups[u].name, reg->ups[u].servers[s].name, tt_pool_retire_name((tt_pool_retire_t)r),
-                    (unsigned long long)sum_u(&reg->pool_m[reg->ups[u]._first_server + s],
-                                              PM(retired) + (size_t)r * sizeof(tt_counter_t), pstride, reg->nworkers));
-    tt_metrics_printf(out, len, cap,
-                      "# HELP tether_upstream_learned_idle_timeout_seconds Idle timeout learned from upstream closes "
-                      "(max over workers; 0: none).\n# TYPE tether_upstream_learned_idle_timeout_seconds gauge\n");
-    for (size_t u = 0; u < reg->nups; u++)
-        for (size_t s = 0; s < reg->ups[u].nservers; s++) {
-            int64_t mx = 0;
-            for (uint32_t w = 0; w < reg->nworkers; w++) {
-                int64_t v = LOAD(reg->pool_m[w * reg->nservers + reg->ups[u]._first_server + s].learned_ms);
-                mx = TT_MAX(mx, v);
+            tt_metrics_printf(
+                out, len, cap, "tether_upstream_handshake_seconds_total{upstream=\"%s\",server=\"%s\"} %.6f\n",
+                reg->ups[u].name, reg->ups[u].servers[s].name,
+                (double)sum_u(&reg->pool_m[reg->ups[u]._first_server + s], PM(handshake_us), pstride, reg->nworkers) /
+                    1e6);
+    /* What each worker measured or learned on its own: the largest is shown. */
+    static const struct {
+        const char *name, *help;
+        size_t off;
+        double scale; /* to seconds */
+    } max_series[] = {
+        {"tether_upstream_learned_idle_timeout_seconds",
+         "Idle timeout learned from upstream closes, for a server that sends no hint (max over workers; 0: none).",
+         PM(learned_ms), 1e-3},
+        {"tether_upstream_learned_above_hint_seconds",
+         "Idle timeout learned above the server's hint, when deadlines follow it (max over workers; 0: none).",
+         PM(above_ms), 1e-3},
+        {"tether_upstream_margin_seconds",
+         "How long before a hinted or learned idle timeout parked connections leave service (max over workers).",
+         PM(margin_ms), 1e-3},
+        {"tether_upstream_rtt_seconds",
+         "Smoothed round trip from a request to its first response byte (max over workers; 0: none yet).", PM(rtt_us),
+         1e-6},
+    };
+    for (size_t k = 0; k < TT_ARRAY_SIZE(max_series); k++) {
+        tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s gauge\n", max_series[k].name, max_series[k].help,
+                          max_series[k].name);
+        for (size_t u = 0; u < reg->nups; u++)
+            for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+                int64_t mx = 0;
+                for (uint32_t w = 0; w < reg->nworkers; w++) {
+                    const tt_pool_metrics_t *m = &reg->pool_m[w * reg->nservers + reg->ups[u]._first_server + s];
+                    mx = TT_MAX(mx, LOAD(*(const tt_gauge_t *)(const void *)((const char *)m + max_series[k].off)));
+                }
+                tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\"} %g\n", max_series[k].name,
+                                  reg->ups[u].name, reg->ups[u].servers[s].name, (double)mx * max_series[k].scale);
             }
-            tt_metrics_printf(out, len, cap,
-                              "tether_upstream_learned_idle_timeout_seconds{upstream=\"%s\",server=\"%s\"} %g\n",
-                              reg->ups[u].name, reg->ups[u].servers[s].name, (double)mx / 1000.0);
-        }
+    }
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_upstream_queue_wait_seconds Time requests waited for an upstream connection.\n"
                       "# TYPE tether_upstream_queue_wait_seconds summary\n");

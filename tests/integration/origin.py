@@ -1,7 +1,7 @@
 """A small, exact HTTP/1.1 origin server for tether's proxy tests (run as a script or imported).
 
     /usr/bin/python3 origin.py [--idle-timeout SEC] [--hint] [--hint-timeout SEC] [--hint-max N]
-                               [--max-requests N] [--port 0]
+                               [--max-requests N] [--sweep SEC] [--port 0]
 
 It prints "PORT <n>" on stdout once listening. Each connection is served by its own thread:
   * persistent HTTP/1.1; after a response it waits for the next request at most --idle-timeout seconds
@@ -10,6 +10,9 @@ It prints "PORT <n>" on stdout once listening. Each connection is served by its 
   * --hint adds "Keep-Alive: timeout=T" (T = --hint-timeout, default the idle timeout, whole seconds
     rounded down) and, with --hint-max, "max=M" counting down per connection;
   * --max-requests N closes a connection after N responses (the last one says Connection: close);
+  * --sweep P closes idle connections the way Tomcat and gunicorn do: a sweep every P seconds (from the
+    origin's start) closes every connection idle for --idle-timeout or more, so a connection closes at an idle
+    age anywhere between the timeout and the timeout plus P;
   * --latency L emulates L seconds of one-way network delay for the idle close, so the keep-alive race
     is as wide as on a real network (loopback makes it ~50 us): a request must reach the origin L before
     its idle deadline D to be served, and the FIN leaves only at D + L. A request sent in [D-L, D+L] is
@@ -51,9 +54,11 @@ PATTERN = b"0123456789"
 
 class Origin:
     def __init__(self, idle_timeout=5.0, hint=False, hint_timeout=None, hint_max=None, max_requests=0,
-                 host="127.0.0.1", port=0, latency=0.0):
+                 host="127.0.0.1", port=0, latency=0.0, sweep=0.0):
         self.idle_timeout = idle_timeout
         self.latency = latency
+        self.sweep = sweep
+        self.epoch = time.monotonic()  # sweeps run at epoch + k * sweep
         self.hint = hint
         self.hint_timeout = idle_timeout if hint_timeout is None else hint_timeout
         self.hint_max = hint_max
@@ -143,12 +148,12 @@ class Origin:
         """Reads up to the end of a request head; returns (head, rest, None) or (None, _, 'idle'|'eof')."""
         while b"\r\n\r\n" not in buf:
             if self.idle_timeout > 0 and not buf:
-                left = self.idle_timeout - self.latency - (time.monotonic() - last)
+                left = self.idle_deadline(last) - self.latency - time.monotonic()
                 if left <= 0:
                     if self.latency > 0:
                         # The close decided at the deadline reaches the peer `latency` later; what it sends
                         # meanwhile is lost (closing with unread bytes sends an RST).
-                        time.sleep(max(0.0, last + self.idle_timeout + self.latency - time.monotonic()))
+                        time.sleep(max(0.0, self.idle_deadline(last) + self.latency - time.monotonic()))
                     return None, buf, "idle"
                 c.settimeout(left)
             else:
@@ -164,6 +169,14 @@ class Origin:
             buf += chunk
         i = buf.index(b"\r\n\r\n")
         return buf[:i], buf[i + 4:], None
+
+    def idle_deadline(self, last):
+        """When a connection idle since `last` is closed: at the idle timeout, or at the first sweep after it."""
+        due = last + self.idle_timeout
+        if self.sweep > 0:
+            k = -(-(due - self.epoch) // self.sweep)  # ceil: the first sweep at or after `due`
+            due = self.epoch + k * self.sweep
+        return due
 
     def recv_more(self, c, buf):
         c.settimeout(30)
@@ -311,8 +324,10 @@ def main():
     ap.add_argument("--max-requests", type=int, default=0)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--sweep", type=float, default=0.0)
     a = ap.parse_args()
-    o = Origin(a.idle_timeout, a.hint, a.hint_timeout, a.hint_max, a.max_requests, port=a.port, latency=a.latency)
+    o = Origin(a.idle_timeout, a.hint, a.hint_timeout, a.hint_max, a.max_requests, port=a.port, latency=a.latency,
+               sweep=a.sweep)
     print("PORT %d" % o.port, flush=True)
     o.serve()
 

@@ -1,12 +1,15 @@
-"""Helpers shared by the upstream-pool tests (test_proxy_pool.py, test_proxy_race.py).
+"""Helpers shared by the upstream-pool tests (test_proxy_pool.py, test_proxy_race.py, test_issue_16.py).
 
 `pool_config(port, **keys)` writes an `[upstream backend]` section (one server) and `[route /]`;
 `PoolView` reads the pool's metrics (labels upstream="backend", server="127.0.0.1:PORT") and the proxy
 part of access-log lines; `origin_stats(o)` snapshots an in-process Origin's counters (read directly, so
-looking does not open a connection that the origin would count).
+looking does not open a connection that the origin would count); `Rounds` is a load of clients in
+synchronised rounds with gaps around an upstream's idle timeout.
 """
 
 import copy
+import json
+import random
 import re
 import socket
 import struct
@@ -251,3 +254,123 @@ class RawOrigin:
                 c.close()
             except OSError:
                 pass
+
+
+class Rounds:
+    """`clients` threads, each with its own keep-alive connection to tether (`addr`), sending GET or POST (a small
+    random body) in rounds: when every response of a round is in, a gap is drawn with `gap(rng)` and all clients
+    send together after it. So every parked connection is about `gap` old when the next round takes them, and a
+    gap near the upstream's idle timeout meets connections the upstream is closing right then (with independent
+    per-client gaps, MRU reuse would hand nearly every request a connection parked milliseconds before, and the
+    race would hardly ever be exercised). Runs `rounds` rounds, or as many as start within `duration` seconds.
+
+    Every response is checked (200, the origin's echo of the right method and body length); anything else is a
+    failure, kept in `results` (status) or `errors` (no response). `rounds_log[k]` is (gap drawn, time the
+    previous round's last response came in, time this round's first request left, time its last one left)."""
+
+    def __init__(self, addr, seed, clients=8, gap=lambda rng: rng.uniform(0.8, 1.2), rounds=None, duration=None,
+                 on_round=None):
+        self.addr = addr
+        self.seed = seed
+        self.clients = clients
+        self.gap = gap
+        self.max_rounds = rounds
+        self.duration = duration
+        self.on_round = on_round  # called in the barrier action with the round about to start (from 0)
+        self.rng = random.Random(seed)
+        self.results = []  # (t_sent, t_done, method, status, cause, client, target, round)
+        self.errors = []  # (t, client, repr, method, round)
+        self.rounds_log = []  # [gap, prev_done, first_sent, last_sent]
+        self.lock = threading.Lock()
+        self.barrier = threading.Barrier(clients, action=self._next_round)
+        self.fire_at = 0.0
+        self.end = 0.0
+        self.round = -1
+        self.stopped = False
+
+    def _next_round(self):
+        if self.on_round is not None:
+            self.on_round(self.round + 1)
+        now = time.monotonic()
+        gap = self.gap(self.rng) if self.round >= 0 else 0.0
+        self.round += 1
+        self.fire_at = now + gap
+        if (self.max_rounds is not None and self.round >= self.max_rounds) or (
+                self.duration is not None and self.fire_at >= self.end):
+            self.stopped = True
+            return
+        self.rounds_log.append([gap, now, None, None])
+
+    def client(self, i):
+        rng = random.Random(self.seed * 1000 + i)
+        c = None
+        n = 0
+        while True:
+            try:
+                self.barrier.wait(60 * SLOW)
+            except threading.BrokenBarrierError:
+                break
+            if self.stopped:
+                break
+            k = self.round
+            time.sleep(max(0.0, self.fire_at - time.monotonic()))
+            n += 1
+            post = rng.random() < 0.5
+            method = "POST" if post else "GET"
+            body = bytes(rng.randrange(32, 127) for _ in range(rng.randint(1, 300))) if post else b""
+            target = "/r?c=%d&n=%d" % (i, n)
+            sent = time.monotonic()
+            with self.lock:
+                log = self.rounds_log[k]
+                log[2] = sent if log[2] is None else min(log[2], sent)
+                log[3] = sent if log[3] is None else max(log[3], sent)
+            try:
+                if c is None:
+                    c = HttpConn(*self.addr, timeout=10)
+                c.request(method, target, body=body)
+                r = c.response(method)
+                cause = r.header("X-Tether-Cause", "-")
+                if r.status == 200:
+                    e = json.loads(r.body)
+                    if e["method"] != method or e["body_len"] != len(body):
+                        raise AssertionError("wrong echo for %s: %s" % (method, r.body[:200]))
+                with self.lock:
+                    self.results.append((sent, time.monotonic(), method, r.status, cause, i, target, k))
+            except Exception as e:  # noqa: BLE001 - every failure is counted and reported
+                with self.lock:
+                    self.errors.append((sent, i, repr(e), method, k))
+                if c is not None:
+                    c.close()
+                c = None
+        if c is not None:
+            c.close()
+
+    def run(self):
+        """Runs the rounds; returns the start time (monotonic)."""
+        start = time.monotonic()
+        self.end = start + (self.duration if self.duration is not None else 1e9)
+        threads = [threading.Thread(target=self.client, args=(i,), daemon=True) for i in range(self.clients)]
+        for th in threads:
+            th.start()
+        limit = (self.duration or 0) + (self.max_rounds or 0) * 10 + 60 * SLOW
+        for th in threads:
+            th.join(limit)
+        self.barrier.abort()
+        assert not any(th.is_alive() for th in threads), "a client thread hung"
+        return start
+
+    def failures(self):
+        """Requests that did not get their 200 (status, cause, method, round), and those that got no answer."""
+        return [(r[3], r[4], r[2], r[7]) for r in self.results if r[3] != 200] + [("error", e[2]) for e in self.errors]
+
+    def access(self, t, upstream=UPSTREAM):
+        """{target: parsed access-log line} of this load's proxied requests."""
+        mine = {r[6] for r in self.results}
+        out = {}
+        for line in t.access_lines(wait_for=len(self.results)):
+            if "upstream=%s" % upstream not in line:
+                continue
+            a = parse_access(line)
+            if a.get("target") in mine:
+                out[a["target"]] = a
+        return out

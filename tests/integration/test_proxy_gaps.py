@@ -5,7 +5,7 @@ One test (or one parametrized family) per gap:
   2. a connect timeout moves the request to the next server;
   3. passive health backs off exponentially (fail_backoff doubling up to fail_backoff_max);
   4. the replay buffer bounds replays, and a request too large to replay is treated as non-replayable
-     when a connection is chosen (the half-deadline rule);
+     when a connection is chosen (the safe_idle rule while the timeout is unknown);
   5. the learned idle-timeout estimator follows an upstream whose timeout grows (canary), and forgets it
      when the canary outlives idle_timeout;
   6. a parked connection that receives an RST or stray bytes is closed at once (FIN is tested in
@@ -428,11 +428,12 @@ def test_replay_only_while_the_body_is_held(tether, scripted, conns, method, key
     (1000, False),
     (100000, True),
 ], ids=["put-1000-reuses", "put-100000-gets-fresh"])
-def test_too_large_to_replay_avoids_connection_idle_over_half_its_deadline(tether, origins, conns, size, fresh):
+def test_too_large_to_replay_avoids_connection_idle_over_safe_idle(tether, origins, conns, size, fresh):
     """docs/config.md: requests that cannot be replayed (POST without Idempotency-Key, *or a body larger
-    than replay_buffer*) are never sent on a connection parked for more than half of its deadline. The
-    connection here is parked 2.3 s of a 4 s idle_timeout (1.7 s to spare for a busy machine): a small PUT
-    (replayable) reuses it; a PUT whose Content-Length says it cannot be held must get a fresh connection."""
+    than replay_buffer*) never go on a connection parked longer than safe_idle (250 ms) while the server's idle
+    timeout is neither hinted nor learned (this origin says nothing and never closes). The connection here is
+    parked 2.3 s: a small PUT (replayable) reuses it; a PUT whose Content-Length says it cannot be held must
+    get a fresh connection."""
     o = origins()
     t = start_tether(tether, [addr(o)], idle_timeout="4s")
     pool = PoolView(t, o.port)

@@ -3,27 +3,24 @@ whose gaps (uniform 0.8-1.2 s) straddle that moment, so tether keeps having park
 is right at the origin's timeout.
 
 Two variants, about 25 s each (the whole file stays near a minute):
-  * hint: the origin says "Keep-Alive: timeout=1"; tether retires parked connections at 1 - min(1s, 0.5s)
-    = 0.5 s, so no request may ever meet a closing connection: zero 502, GET or POST (two workers);
+  * hint: the origin says "Keep-Alive: timeout=1"; tether retires parked connections at 1 s minus the margin
+    measured from round trips, so no request may ever meet a closing connection: zero 502, GET or POST (two
+    workers);
   * no hint: tether has to detect closes (idle_watch, peek), replay GETs that still lose the race, and
     learn the origin's 1.0 s from the first closes it sees. GETs: zero 502 (replayed). POSTs (no
-    Idempotency-Key, never replayed) may lose the race only before the idle timeout is learned: at most
-    2, and none sent after tether_upstream_learned_idle_timeout_seconds became non-zero. One worker, so
+    Idempotency-Key, never replayed): zero 502 too, first rounds included (safe_idle). One worker, so
     the learned gauge (a max over workers) is the learning of the pool that serves every request.
 Run with `pytest -s` to see the summary line of each variant.
 """
 
-import json
 import os
 import random
 import threading
 import time
 
-import pytest
-
-from conftest import SLOW, HttpConn
+from conftest import SLOW
 from origin import Origin
-from pool_support import PoolView, origin_stats, parse_access, pool_config
+from pool_support import PoolView, Rounds, origin_stats, pool_config
 
 CLIENTS = 8
 DURATION = 24.0
@@ -34,72 +31,28 @@ SEED = int(os.environ.get("TETHER_RACE_SEED") or random.SystemRandom().randrange
 
 
 
-class Load:
-    """CLIENTS threads, each with its own keep-alive connection to tether, sending GET or POST (small random
-    body) in rounds: when every response of a round is in, a gap is drawn uniformly from 0.8-1.2 s and all
-    clients send together after it. So every parked connection is about `gap` old when the next round
-    takes them, and rounds with gaps near 1.0 s meet connections the origin is closing right then (with
-    independent per-client gaps, MRU reuse would hand nearly every request a connection parked
-    milliseconds before, and the race would hardly ever be exercised)."""
+class Watched:
+    """pool_support.Rounds (CLIENTS clients, gaps uniform in 0.8-1.2 s, for DURATION) and a watcher noting when
+    the learned idle-timeout gauge first became non-zero."""
 
     def __init__(self, t, seed):
         self.t = t
+        self.load = Rounds(t.addr, seed, clients=CLIENTS, duration=DURATION)
         self.seed = seed
-        self.rng = random.Random(seed)
-        self.results = []  # (t_sent, t_done, method, status, cause, client, target)
-        self.errors = []  # (t, client, repr)
-        self.gaps = []
-        self.lock = threading.Lock()
-        self.learned_at = None  # monotonic time the learned gauge was first seen non-zero
+        self.learned_at = None
         self.stop = threading.Event()
-        self.barrier = threading.Barrier(CLIENTS, action=self._next_round)
-        self.fire_at = 0.0
-        self.end = 0.0
 
-    def _next_round(self):
-        gap = self.rng.uniform(0.8, 1.2)
-        self.fire_at = time.monotonic() + gap
-        if self.fire_at < self.end:
-            self.gaps.append(gap)
+    @property
+    def results(self):
+        return self.load.results
 
-    def client(self, i):
-        rng = random.Random(self.seed * 1000 + i)
-        c = None
-        n = 0
-        while True:
-            try:
-                self.barrier.wait(30 * SLOW)
-            except threading.BrokenBarrierError:
-                break
-            if self.fire_at >= self.end:
-                break
-            time.sleep(max(0.0, self.fire_at - time.monotonic()))
-            n += 1
-            post = rng.random() < 0.5
-            method = "POST" if post else "GET"
-            body = bytes(rng.randrange(32, 127) for _ in range(rng.randint(1, 300))) if post else b""
-            target = "/race?c=%d&n=%d" % (i, n)
-            sent = time.monotonic()
-            try:
-                if c is None:
-                    c = HttpConn(*self.t.addr, timeout=10)
-                c.request(method, target, body=body)
-                r = c.response(method)
-                cause = r.header("X-Tether-Cause", "-")
-                if r.status == 200:
-                    e = json.loads(r.body)
-                    if e["method"] != method or e["body_len"] != len(body):
-                        raise AssertionError("wrong echo for %s: %s" % (method, r.body[:200]))
-                with self.lock:
-                    self.results.append((sent, time.monotonic(), method, r.status, cause, i, target))
-            except Exception as e:  # noqa: BLE001 - every failure is counted and reported
-                with self.lock:
-                    self.errors.append((sent, i, repr(e)))
-                if c is not None:
-                    c.close()
-                c = None
-        if c is not None:
-            c.close()
+    @property
+    def errors(self):
+        return self.load.errors
+
+    @property
+    def gaps(self):
+        return [g for g, _, _, _ in self.load.rounds_log[1:]]
 
     def watch(self, pool):
         while not self.stop.is_set():
@@ -111,34 +64,19 @@ class Load:
             self.stop.wait(0.02)
 
     def run(self, pool, duration):
-        start = time.monotonic()
-        self.end = start + duration
-        self.fire_at = start
         watcher = threading.Thread(target=self.watch, args=(pool,), daemon=True)
         watcher.start()
-        threads = [threading.Thread(target=self.client, args=(i,), daemon=True) for i in range(CLIENTS)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(duration + 30 * SLOW)
-        self.stop.set()
-        self.barrier.abort()
-        watcher.join(5)
-        assert not any(th.is_alive() for th in threads), "a client thread hung"
-        return start
+        try:
+            return self.load.run()
+        finally:
+            self.stop.set()
+            watcher.join(5)
 
     def reuses(self, t):
         """[(t_sent, up_idle_s, method)] of the requests tether sent on a reused upstream connection."""
         sent = {r[6]: (r[0], r[2]) for r in self.results}
-        out = []
-        for line in t.access_lines():
-            if "upstream=backend" not in line:
-                continue
-            a = parse_access(line)
-            if a.get("up_reused") == "1" and a.get("target") in sent:
-                ts, method = sent[a["target"]]
-                out.append((ts, int(a["up_idle_ms"]) / 1000.0, method))
-        return out
+        return [(sent[target][0], int(a["up_idle_ms"]) / 1000.0, sent[target][1])
+                for target, a in self.load.access(t).items() if a.get("up_reused") == "1"]
 
 
 def summarize(name, t, o, pool, load, start):
@@ -174,13 +112,15 @@ def check_common(t, load, res_min):
 
 
 def test_race_with_keepalive_hint(tether):
-    """Origin: idle 1.0 s, "Keep-Alive: timeout=1". Zero 502 for every method; every retirement of a parked
-    connection is tether's own (hint_deadline), never the origin's close."""
+    """Origin: idle 1.0 s, "Keep-Alive: timeout=1". Zero 502 for every method and no replay: a request never
+    meets a closing connection. Parked connections leave service at the hint minus the measured margin (at least
+    the 25 ms floor); those that reach it before the origin's first close is seen stay open out of service as
+    canaries until the origin closes them, at its hint: so nothing is learned above it."""
     o = Origin(idle_timeout=1.0, hint=True, hint_timeout=1).start()
     try:
         t = tether("--workers", "2", config=pool_config(o.port, idle_timeout="10s"))
         pool = PoolView(t, o.port)
-        load = Load(t, seed=SEED)
+        load = Watched(t, seed=SEED)
         start = load.run(pool, DURATION)
         n502 = summarize("hint", t, o, pool, load, start)
         check_common(t, load, res_min=CLIENTS * DURATION / 1.2 * 0.6)
@@ -188,11 +128,17 @@ def test_race_with_keepalive_hint(tether):
         assert n502["POST"] == 0, [r for r in load.results if r[3] == 502][:5]
         assert pool.replays(*RACE_CAUSES) == 0, "a request met a closed connection despite the hint"
         assert pool.retired("hint_deadline") > 0
-        assert pool.retired("stale_on_reuse") == 0 and pool.retired("peer_closed_while_idle") == 0
-        assert origin_stats(o)["idle_closes"] == 0, "the origin closed an idle connection before tether did"
+        assert pool.retired("stale_on_reuse") == 0
+        # the origin's own idle closes are the canaries' (no request ran on them): the connections parked before
+        # each worker saw its first canary close, at most the 8 clients' of two rounds (a second canary is due
+        # 30 s later, after this 24 s run)
+        closes = origin_stats(o)["idle_closes"]
+        assert closes <= 16 and pool.retired("peer_closed_while_idle") <= 16, (closes, pool.retired_all())
+        assert pool.m("tether_upstream_learned_above_hint_seconds") == 0, "learned above a hint the origin keeps"
         assert pool.learned() == 0, "learned a timeout although the origin gives a hint"
-        # prevention: no connection was reused past the hinted deadline (1 s - 0.5 s margin)
-        late = [(round(ts - start, 3), idle, m) for ts, idle, m in load.reuses(t) if idle > 0.5 + 0.15 * SLOW]
+        # prevention: no connection was reused past the hinted deadline (1 s minus at least the 25 ms floor), on
+        # tether's own clock (up_idle_ms)
+        late = [(round(ts - start, 3), idle, m) for ts, idle, m in load.reuses(t) if idle >= 0.975]
         assert not late, "reused past the hint deadline (sent at +s, idle s, method): %s" % late[:10]
     finally:
         o.stop()
@@ -204,7 +150,7 @@ def test_race_without_hint_learns(tether):
     try:
         t = tether("--workers", "1", config=pool_config(o.port, idle_timeout="10s"))
         pool = PoolView(t, o.port)
-        load = Load(t, seed=SEED + 1)
+        load = Watched(t, seed=SEED + 1)
         start = load.run(pool, DURATION)
         n502 = summarize("no-hint", t, o, pool, load, start)
         check_common(t, load, res_min=CLIENTS * DURATION / 1.2 * 0.6)
@@ -215,11 +161,11 @@ def test_race_without_hint_learns(tether):
         # connection once (a busy machine), or more by how late it saw the close.
         assert 0.7 <= learned <= 1.0 + 0.3 * SLOW, "learned %.3fs; the origin closes idle connections at 1s" % learned
         assert load.learned_at is not None
+        # POSTs (no Idempotency-Key, never replayed) never lose the race, not even before anything is learned: a
+        # request that cannot be replayed takes a parked connection only while it is younger than safe_idle
+        # (250 ms) until the origin's timeout is known
         post502 = [(round(r[0] - start, 3), r[4]) for r in load.results if r[2] == "POST" and r[3] == 502]
-        assert len(post502) <= 2, "POST 502s (sent at +s, cause): %s" % post502
-        late = [p for p in post502 if p[0] + start > load.learned_at]
-        assert not late, "POST 502 sent after the idle timeout was learned (+%.2fs): %s" % (
-            load.learned_at - start, late)
+        assert not post502, "POST 502s (sent at +s, cause): %s" % post502
         assert pool.retired("learned_deadline") > 0, "never retired a connection at the learned deadline"
         # prevention once learned: no reuse past learned - min(1s, learned/2) ~ 0.5 s
         late = [(round(ts - start, 3), idle, m) for ts, idle, m in load.reuses(t)

@@ -238,73 +238,125 @@ static void agrees_with_the_order_for_every_combination(void **state)
 
 /* ---- tt_pool_idle_deadline ---- */
 
-/* The [upstream] defaults that matter here: idle_timeout 60s, hints and learning on, margin 1s. */
+/* The [upstream] defaults that matter here: idle_timeout 60s, hints, learning and learning above hints on, the
+ * largest margin 1s. */
 static tt_pool_conf_t pool_conf(void)
 {
     return (tt_pool_conf_t){
         .idle_timeout_ms = 60000,
         .keepalive_hint = true,
         .hint_margin_ms = 1000,
+        .margin_floor_ms = 25,
+        .margin_rtts = 3,
         .learn = true,
+        .learn_above_hint = true,
+        .safe_idle_ms = 250,
     };
 }
 
 #define NO_LIFE UINT64_MAX
 
-static void expect_deadline(const tt_pool_conf_t *c, uint64_t hint, uint64_t learned, uint64_t life_left, uint64_t want,
-                            tt_pool_retire_t want_reason)
+/* One row: what is known (hint, learned, above, margin, life left) -> the deadline, its reason, the server's
+ * timeout it rests on, and whether a request that cannot be replayed may use it up to the deadline. */
+typedef struct {
+    const char *what;
+    uint64_t hint, learned, above, margin, life;
+    uint64_t want;
+    tt_pool_retire_t reason;
+    uint64_t server;
+    bool known;
+} dl_row_t;
+
+static void check_deadline_rows(const tt_pool_conf_t *c, const dl_row_t *rows, size_t n)
 {
-    tt_pool_retire_t reason = (tt_pool_retire_t)-1;
-    uint64_t got = tt_pool_idle_deadline(c, hint, learned, life_left, &reason);
-    if (got != want || reason != want_reason)
-        fail_msg("idle %llu margin %llu hint %llu (%s) learned %llu (%s) life %llu: %llu %s, expected %llu %s",
-                 (unsigned long long)c->idle_timeout_ms, (unsigned long long)c->hint_margin_ms,
-                 (unsigned long long)hint, c->keepalive_hint ? "on" : "off", (unsigned long long)learned,
-                 c->learn ? "on" : "off", (unsigned long long)life_left, (unsigned long long)got,
-                 tt_pool_retire_name(reason), (unsigned long long)want, tt_pool_retire_name(want_reason));
+    for (size_t i = 0; i < n; i++) {
+        const dl_row_t *r = &rows[i];
+        tt_pool_known_t k = {.hint_ms = r->hint,
+                             .learned_ms = r->learned,
+                             .above_ms = r->above,
+                             .margin_ms = r->margin,
+                             .life_left_ms = r->life};
+        tt_pool_deadline_t d = tt_pool_idle_deadline(c, &k);
+        if (d.idle_ms != r->want || d.reason != r->reason || d.server_ms != r->server || d.known != r->known)
+            fail_msg("%s: %llu %s server %llu known %d, expected %llu %s server %llu known %d", r->what,
+                     (unsigned long long)d.idle_ms, tt_pool_retire_name(d.reason), (unsigned long long)d.server_ms,
+                     d.known, (unsigned long long)r->want, tt_pool_retire_name(r->reason),
+                     (unsigned long long)r->server, r->known);
+    }
 }
+
+#define IDL TT_RETIRE_IDLE_TIMEOUT
+#define HNT TT_RETIRE_HINT_DEADLINE
+#define ABV TT_RETIRE_ABOVE_HINT
+#define LRN TT_RETIRE_LEARNED_DEADLINE
+#define LIF TT_RETIRE_MAX_LIFETIME
 
 static void parks_for_the_idle_timeout_alone(void **state)
 {
     (void)state;
     tt_pool_conf_t c = pool_conf();
-    expect_deadline(&c, 0, 0, NO_LIFE, 60000, TT_RETIRE_IDLE_TIMEOUT);
+    static const dl_row_t rows[] = {
+        /* what, hint learned above margin life -> want reason server known */
+        {"nothing known", 0, 0, 0, 25, NO_LIFE, 60000, IDL, 0, false},
+        {"an estimate above no hint is nothing", 0, 0, 90000, 25, NO_LIFE, 60000, IDL, 0, false},
+        {"the margin alone is nothing", 0, 0, 0, 1000, NO_LIFE, 60000, IDL, 0, false},
+    };
+    check_deadline_rows(&c, rows, TT_ARRAY_SIZE(rows));
     c.idle_timeout_ms = 1;
-    expect_deadline(&c, 0, 0, NO_LIFE, 1, TT_RETIRE_IDLE_TIMEOUT);
-    c.idle_timeout_ms = 24ull * 3600 * 1000;
-    expect_deadline(&c, 0, 0, NO_LIFE, 24ull * 3600 * 1000, TT_RETIRE_IDLE_TIMEOUT);
+    static const dl_row_t tiny[] = {{"idle timeout 1 ms", 0, 0, 0, 25, NO_LIFE, 1, IDL, 0, false}};
+    check_deadline_rows(&c, tiny, 1);
 }
 
-static void retires_before_a_hinted_timeout_by_the_margin(void **state)
+/* A hint is a promise: reuse up to it minus the measured margin, never more than half of it off. */
+static void retires_before_a_hinted_timeout_by_the_measured_margin(void **state)
 {
     (void)state;
     tt_pool_conf_t c = pool_conf();
-    /* hint - min(margin, hint / 2) */
-    expect_deadline(&c, 5000, 0, NO_LIFE, 4000, TT_RETIRE_HINT_DEADLINE);
-    expect_deadline(&c, 2000, 0, NO_LIFE, 1000, TT_RETIRE_HINT_DEADLINE);
-    expect_deadline(&c, 1500, 0, NO_LIFE, 750, TT_RETIRE_HINT_DEADLINE);
-    expect_deadline(&c, 1000, 0, NO_LIFE, 500, TT_RETIRE_HINT_DEADLINE);
-    expect_deadline(&c, 3, 0, NO_LIFE, 2, TT_RETIRE_HINT_DEADLINE);
-    expect_deadline(&c, 1, 0, NO_LIFE, 1, TT_RETIRE_HINT_DEADLINE);
-    /* the margin is 0: the hint itself */
-    c.hint_margin_ms = 0;
-    expect_deadline(&c, 5000, 0, NO_LIFE, 5000, TT_RETIRE_HINT_DEADLINE);
-    /* a margin larger than the hint takes half of it */
-    c.hint_margin_ms = 10000;
-    expect_deadline(&c, 5000, 0, NO_LIFE, 2500, TT_RETIRE_HINT_DEADLINE);
-    expect_deadline(&c, 5001, 0, NO_LIFE, 2501, TT_RETIRE_HINT_DEADLINE);
+    static const dl_row_t rows[] = {
+        {"5 s, loopback margin", 5000, 0, 0, 25, NO_LIFE, 4975, HNT, 5000, true},
+        {"1 s, loopback margin", 1000, 0, 0, 25, NO_LIFE, 975, HNT, 1000, true},
+        {"1 s, 40 ms measured", 1000, 0, 0, 40, NO_LIFE, 960, HNT, 1000, true},
+        {"1 s, margin at its bound", 1000, 0, 0, 1000, NO_LIFE, 500, HNT, 1000, true},
+        {"2 s, margin at its bound", 2000, 0, 0, 1000, NO_LIFE, 1000, HNT, 2000, true},
+        {"3 ms", 3, 0, 0, 25, NO_LIFE, 2, HNT, 3, true},
+        {"1 ms", 1, 0, 0, 25, NO_LIFE, 1, HNT, 1, true},
+        {"margin 0: the hint itself", 5000, 0, 0, 0, NO_LIFE, 5000, HNT, 5000, true},
+        {"a hint beats what was learned", 30000, 5000, 0, 25, NO_LIFE, 29975, HNT, 30000, true},
+        {"longer than idle_timeout", 70000, 0, 0, 25, NO_LIFE, 60000, IDL, 70000, true},
+        {"a tie names the hint", 60025, 0, 0, 25, NO_LIFE, 60000, HNT, 60025, true},
+        {"just under", 60024, 0, 0, 25, NO_LIFE, 59999, HNT, 60024, true},
+        {"huge", UINT64_MAX, 0, 0, 25, NO_LIFE, 60000, IDL, UINT64_MAX, true},
+    };
+    check_deadline_rows(&c, rows, TT_ARRAY_SIZE(rows));
 }
 
-static void keeps_the_idle_timeout_when_the_hint_is_longer(void **state)
+/* Past the hint only on evidence: the estimate above it (every close seen came after the hint) minus the margin
+ * must itself be later than the hint. */
+static void follows_closes_seen_above_the_hint_only_past_the_hint(void **state)
 {
     (void)state;
     tt_pool_conf_t c = pool_conf();
-    expect_deadline(&c, 70000, 0, NO_LIFE, 60000, TT_RETIRE_IDLE_TIMEOUT);
-    expect_deadline(&c, 61001, 0, NO_LIFE, 60000, TT_RETIRE_IDLE_TIMEOUT);
-    expect_deadline(&c, UINT64_MAX, 0, NO_LIFE, 60000, TT_RETIRE_IDLE_TIMEOUT);
-    /* a tie between the hinted deadline and the idle timeout names the hint */
-    expect_deadline(&c, 61000, 0, NO_LIFE, 60000, TT_RETIRE_HINT_DEADLINE);
-    expect_deadline(&c, 60999, 0, NO_LIFE, 59999, TT_RETIRE_HINT_DEADLINE);
+    static const dl_row_t rows[] = {
+        {"Node: hint 1 s, closes at 2 s", 1000, 0, 2000, 25, NO_LIFE, 1975, ABV, 2000, true},
+        {"hint 5 s, closes at 7.5 s", 5000, 0, 7500, 40, NO_LIFE, 7460, ABV, 7500, true},
+        {"closes within a margin of the hint: the hint", 5000, 0, 5020, 25, NO_LIFE, 4975, HNT, 5000, true},
+        {"a margin past the hint exactly: the hint", 5000, 0, 5025, 25, NO_LIFE, 4975, HNT, 5000, true},
+        {"a margin and 1 ms past: still the hint", 5000, 0, 5026, 25, NO_LIFE, 4975, HNT, 5000, true},
+        {"249 ms past: the hint", 5000, 0, 5249, 25, NO_LIFE, 4975, HNT, 5000, true},
+        {"250 ms past: the estimate", 5000, 0, 5250, 25, NO_LIFE, 5225, ABV, 5250, true},
+        {"250 ms past, a 300 ms margin: the hint", 5000, 0, 5250, 300, NO_LIFE, 4700, HNT, 5000, true},
+        {"closes at the hint: the hint", 1000, 0, 1000, 25, NO_LIFE, 975, HNT, 1000, true},
+        {"closes before the hint: the hint", 1000, 0, 900, 25, NO_LIFE, 975, HNT, 1000, true},
+        {"half cap: 2 s - 1 s is not past 1 s", 1000, 0, 2000, 1000, NO_LIFE, 500, HNT, 1000, true},
+        {"half cap: 3 s - 1 s is", 1000, 0, 3000, 1000, NO_LIFE, 2000, ABV, 3000, true},
+        {"no hint: an estimate above is nothing", 0, 0, 2000, 25, NO_LIFE, 60000, IDL, 0, false},
+        {"past idle_timeout: idle_timeout", 30000, 0, 90000, 25, NO_LIFE, 60000, IDL, 90000, true},
+        {"life left decides", 1000, 0, 2000, 25, 1500, 1500, LIF, 2000, true},
+    };
+    check_deadline_rows(&c, rows, TT_ARRAY_SIZE(rows));
+    c.learn_above_hint = false;
+    static const dl_row_t off[] = {{"learn_above_hint off", 1000, 0, 2000, 25, NO_LIFE, 975, HNT, 1000, true}};
+    check_deadline_rows(&c, off, 1);
 }
 
 static void ignores_the_hint_when_keepalive_hint_is_off(void **state)
@@ -312,94 +364,257 @@ static void ignores_the_hint_when_keepalive_hint_is_off(void **state)
     (void)state;
     tt_pool_conf_t c = pool_conf();
     c.keepalive_hint = false;
-    expect_deadline(&c, 5000, 0, NO_LIFE, 60000, TT_RETIRE_IDLE_TIMEOUT);
+    static const dl_row_t rows[] = {
+        {"hint ignored", 5000, 0, 0, 25, NO_LIFE, 60000, IDL, 0, false},
+        {"hint and estimate above ignored", 1000, 0, 2000, 25, NO_LIFE, 60000, IDL, 0, false},
+        /* an ignored hint is no hint: what was learned applies */
+        {"learned applies", 5000, 10000, 0, 25, NO_LIFE, 8975, LRN, 10000, true},
+    };
+    check_deadline_rows(&c, rows, TT_ARRAY_SIZE(rows));
     c.learn = false;
-    expect_deadline(&c, 5000, 0, NO_LIFE, 60000, TT_RETIRE_IDLE_TIMEOUT);
-    /* an ignored hint is no hint: what was learned applies */
-    c.learn = true;
-    expect_deadline(&c, 5000, 10000, NO_LIFE, 9000, TT_RETIRE_LEARNED_DEADLINE);
+    static const dl_row_t none[] = {{"learning off too", 5000, 10000, 0, 25, NO_LIFE, 60000, IDL, 0, false}};
+    check_deadline_rows(&c, none, 1);
 }
 
+/* Without a hint: the learned timeout minus the sweep allowance min(hint_margin, learned / 2) and the margin,
+ * never more than half of it. */
 static void uses_the_learned_timeout_only_without_a_hint(void **state)
 {
     (void)state;
     tt_pool_conf_t c = pool_conf();
-    expect_deadline(&c, 0, 10000, NO_LIFE, 9000, TT_RETIRE_LEARNED_DEADLINE);
-    expect_deadline(&c, 0, 1000, NO_LIFE, 500, TT_RETIRE_LEARNED_DEADLINE);
-    expect_deadline(&c, 0, 1, NO_LIFE, 1, TT_RETIRE_LEARNED_DEADLINE);
-    /* longer than the idle timeout: the idle timeout; a tie names the learned one */
-    expect_deadline(&c, 0, 80000, NO_LIFE, 60000, TT_RETIRE_IDLE_TIMEOUT);
-    expect_deadline(&c, 0, 61000, NO_LIFE, 60000, TT_RETIRE_LEARNED_DEADLINE);
-    /* a hint beats what was learned, even a shorter learned timeout */
-    expect_deadline(&c, 30000, 5000, NO_LIFE, 29000, TT_RETIRE_HINT_DEADLINE);
-    expect_deadline(&c, 70000, 5000, NO_LIFE, 60000, TT_RETIRE_IDLE_TIMEOUT);
-    /* learning off */
+    static const dl_row_t rows[] = {
+        {"10 s", 0, 10000, 0, 25, NO_LIFE, 8975, LRN, 10000, true},
+        {"3 s", 0, 3000, 0, 25, NO_LIFE, 1975, LRN, 3000, true},
+        {"2 s: half", 0, 2000, 0, 25, NO_LIFE, 1000, LRN, 2000, true},
+        {"1.5 s: half", 0, 1500, 0, 25, NO_LIFE, 750, LRN, 1500, true},
+        {"1 s: half", 0, 1000, 0, 25, NO_LIFE, 500, LRN, 1000, true},
+        {"1 ms", 0, 1, 0, 25, NO_LIFE, 1, LRN, 1, true},
+        {"longer than idle_timeout", 0, 80000, 0, 25, NO_LIFE, 60000, IDL, 80000, true},
+        {"a tie names the learned one", 0, 61025, 0, 25, NO_LIFE, 60000, LRN, 61025, true},
+        {"the margin adds to the allowance", 0, 10000, 0, 400, NO_LIFE, 8600, LRN, 10000, true},
+    };
+    check_deadline_rows(&c, rows, TT_ARRAY_SIZE(rows));
     c.learn = false;
-    expect_deadline(&c, 0, 10000, NO_LIFE, 60000, TT_RETIRE_IDLE_TIMEOUT);
-    expect_deadline(&c, 5000, 10000, NO_LIFE, 4000, TT_RETIRE_HINT_DEADLINE);
-    /* the margin applies the same way */
+    static const dl_row_t off[] = {
+        {"learning off", 0, 10000, 0, 25, NO_LIFE, 60000, IDL, 0, false},
+        {"learning off, a hint", 5000, 10000, 0, 25, NO_LIFE, 4975, HNT, 5000, true},
+    };
+    check_deadline_rows(&c, off, TT_ARRAY_SIZE(off));
     c.learn = true;
-    c.hint_margin_ms = 3000;
-    expect_deadline(&c, 0, 10000, NO_LIFE, 7000, TT_RETIRE_LEARNED_DEADLINE);
-    expect_deadline(&c, 0, 4000, NO_LIFE, 2000, TT_RETIRE_LEARNED_DEADLINE);
+    c.hint_margin_ms = 3000; /* a larger sweep allowance */
+    static const dl_row_t wide[] = {
+        {"allowance 3 s", 0, 10000, 0, 25, NO_LIFE, 6975, LRN, 10000, true},
+        {"allowance half", 0, 4000, 0, 25, NO_LIFE, 2000, LRN, 4000, true},
+    };
+    check_deadline_rows(&c, wide, TT_ARRAY_SIZE(wide));
 }
 
 static void stops_at_the_end_of_the_lifetime(void **state)
 {
     (void)state;
     tt_pool_conf_t c = pool_conf();
-    expect_deadline(&c, 0, 0, 3000, 3000, TT_RETIRE_MAX_LIFETIME);
-    expect_deadline(&c, 0, 0, 0, 0, TT_RETIRE_MAX_LIFETIME);
-    expect_deadline(&c, 5000, 0, 3000, 3000, TT_RETIRE_MAX_LIFETIME);
-    expect_deadline(&c, 0, 10000, 3000, 3000, TT_RETIRE_MAX_LIFETIME);
-    /* longer than the deadline: no effect */
-    expect_deadline(&c, 0, 0, 60001, 60000, TT_RETIRE_IDLE_TIMEOUT);
-    expect_deadline(&c, 5000, 0, 4001, 4000, TT_RETIRE_HINT_DEADLINE);
-    expect_deadline(&c, 0, 10000, 9001, 9000, TT_RETIRE_LEARNED_DEADLINE);
-    /* a tie keeps the other reason */
-    expect_deadline(&c, 0, 0, 60000, 60000, TT_RETIRE_IDLE_TIMEOUT);
-    expect_deadline(&c, 5000, 0, 4000, 4000, TT_RETIRE_HINT_DEADLINE);
-    expect_deadline(&c, 0, 10000, 9000, 9000, TT_RETIRE_LEARNED_DEADLINE);
+    static const dl_row_t rows[] = {
+        {"alone", 0, 0, 0, 25, 3000, 3000, LIF, 0, false},
+        {"over", 0, 0, 0, 25, 0, 0, LIF, 0, false},
+        {"before the hint", 5000, 0, 0, 25, 3000, 3000, LIF, 5000, true},
+        {"before the learned one", 0, 10000, 0, 25, 3000, 3000, LIF, 10000, true},
+        {"longer: no effect", 0, 0, 0, 25, 60001, 60000, IDL, 0, false},
+        {"longer than the hint's", 5000, 0, 0, 25, 4976, 4975, HNT, 5000, true},
+        {"longer than the learned", 0, 10000, 0, 25, 8976, 8975, LRN, 10000, true},
+        {"a tie keeps the idle timeout", 0, 0, 0, 25, 60000, 60000, IDL, 0, false},
+        {"a tie keeps the hint", 5000, 0, 0, 25, 4975, 4975, HNT, 5000, true},
+        {"a tie keeps the learned", 0, 10000, 0, 25, 8975, 8975, LRN, 10000, true},
+    };
+    check_deadline_rows(&c, rows, TT_ARRAY_SIZE(rows));
 }
 
-/* Whatever the inputs: never longer than the idle timeout nor the life left, and a hinted or learned
- * deadline never reaches the hinted or learned timeout itself (the margin always cuts something off a
- * timeout of 2 ms or more). */
+/* Whatever the inputs: never longer than the idle timeout nor the life left; a hinted deadline never reaches
+ * the hint, a learned one never the learned timeout (a margin always cuts something off a timeout of 2 ms or
+ * more); a deadline past the hint only from an estimate a margin past the hint. */
 static void never_parks_past_any_limit(void **state)
 {
     (void)state;
     static const uint64_t times[] = {0, 1, 2, 3, 999, 1000, 1001, 2000, 5000, 59999, 60000, 60001, 120000, UINT64_MAX};
-    static const uint64_t margins[] = {0, 1, 1000, 30000, UINT64_MAX};
-    for (int hint_on = 0; hint_on < 2; hint_on++)
-        for (int learn_on = 0; learn_on < 2; learn_on++)
-            for (size_t m = 0; m < TT_ARRAY_SIZE(margins); m++)
-                for (size_t h = 0; h < TT_ARRAY_SIZE(times); h++)
-                    for (size_t l = 0; l < TT_ARRAY_SIZE(times); l++)
-                        for (size_t x = 0; x < TT_ARRAY_SIZE(times); x++) {
+    static const uint64_t margins[] = {0, 1, 25, 1000, 30000, UINT64_MAX};
+    size_t above_seen = 0;
+    for (int flags = 0; flags < 8; flags++)
+        for (size_t m = 0; m < TT_ARRAY_SIZE(margins); m++)
+            for (size_t h = 0; h < TT_ARRAY_SIZE(times); h++)
+                for (size_t l = 0; l < TT_ARRAY_SIZE(times); l++)
+                    for (size_t a = 0; a < TT_ARRAY_SIZE(times); a++)
+                        for (size_t x = 0; x < TT_ARRAY_SIZE(times); x += 3) {
                             tt_pool_conf_t c = pool_conf();
-                            c.keepalive_hint = hint_on;
-                            c.learn = learn_on;
-                            c.hint_margin_ms = margins[m];
-                            tt_pool_retire_t reason;
-                            uint64_t d = tt_pool_idle_deadline(&c, times[h], times[l], times[x], &reason);
-                            assert_true(d <= c.idle_timeout_ms);
-                            assert_true(d <= times[x]);
-                            switch (reason) {
-                            case TT_RETIRE_IDLE_TIMEOUT: assert_int_equal(d, c.idle_timeout_ms); break;
-                            case TT_RETIRE_MAX_LIFETIME: assert_int_equal(d, times[x]); break;
+                            c.keepalive_hint = flags & 1;
+                            c.learn = flags & 2;
+                            c.learn_above_hint = flags & 4;
+                            tt_pool_known_t k = {.hint_ms = times[h],
+                                                 .learned_ms = times[l],
+                                                 .above_ms = times[a],
+                                                 .margin_ms = margins[m],
+                                                 .life_left_ms = times[x]};
+                            tt_pool_deadline_t d = tt_pool_idle_deadline(&c, &k);
+                            bool hinted = c.keepalive_hint && k.hint_ms > 0;
+                            assert_true(d.idle_ms <= c.idle_timeout_ms);
+                            assert_true(d.idle_ms <= k.life_left_ms);
+                            assert_int_equal(d.known, hinted || (c.learn && k.learned_ms > 0));
+                            switch (d.reason) {
+                            case TT_RETIRE_IDLE_TIMEOUT: assert_int_equal(d.idle_ms, c.idle_timeout_ms); break;
+                            case TT_RETIRE_MAX_LIFETIME: assert_int_equal(d.idle_ms, k.life_left_ms); break;
                             case TT_RETIRE_HINT_DEADLINE:
-                                assert_true(hint_on && times[h] > 0);
-                                assert_true(d <= times[h] && d >= times[h] / 2);
-                                if (margins[m] > 0 && times[h] >= 2) assert_true(d < times[h]);
+                                assert_true(hinted);
+                                assert_true(d.idle_ms <= k.hint_ms && d.idle_ms >= k.hint_ms / 2);
+                                if (k.margin_ms > 0 && k.hint_ms >= 2) assert_true(d.idle_ms < k.hint_ms);
+                                break;
+                            case TT_RETIRE_ABOVE_HINT:
+                                above_seen++;
+                                assert_true(hinted && c.learn_above_hint);
+                                assert_true(k.above_ms >= k.hint_ms + TT_POOL_ABOVE_MIN_MS);
+                                assert_true(d.idle_ms > k.hint_ms && d.idle_ms <= k.above_ms);
+                                assert_true(d.idle_ms >= k.above_ms / 2);
+                                assert_true(d.idle_ms + TT_MIN(k.margin_ms, k.above_ms / 2) == k.above_ms);
+                                if (k.margin_ms > 0) assert_true(d.idle_ms < k.above_ms);
                                 break;
                             case TT_RETIRE_LEARNED_DEADLINE:
-                                assert_true(learn_on && times[l] > 0 && !(hint_on && times[h] > 0));
-                                assert_true(d <= times[l] && d >= times[l] / 2);
-                                if (margins[m] > 0 && times[l] >= 2) assert_true(d < times[l]);
+                                assert_true(c.learn && k.learned_ms > 0 && !hinted);
+                                assert_true(d.idle_ms <= k.learned_ms && d.idle_ms >= k.learned_ms / 2);
+                                if (k.learned_ms >= 2) assert_true(d.idle_ms < k.learned_ms); /* the sweep cuts */
                                 break;
-                            default: fail_msg("reason %s", tt_pool_retire_name(reason));
+                            default: fail_msg("reason %s", tt_pool_retire_name(d.reason));
                             }
                         }
+    assert_true(above_seen > 0);
+}
+
+/* ---- the margin: measured round trips ---- */
+
+static void smooths_round_trips_as_rfc_6298_does(void **state)
+{
+    (void)state;
+    tt_pool_rtt_t r = {0};
+    tt_pool_rtt_observe(&r, 8000); /* the first: srtt = s, rttvar = s / 2 */
+    assert_int_equal(r.samples, 1);
+    assert_int_equal(r.srtt_us, 8000);
+    assert_int_equal(r.rttvar_us, 4000);
+    tt_pool_rtt_observe(&r, 16000); /* rttvar = (3 * 4000 + 8000) / 4, srtt = (7 * 8000 + 16000) / 8 */
+    assert_int_equal(r.rttvar_us, 5000);
+    assert_int_equal(r.srtt_us, 9000);
+    tt_pool_rtt_observe(&r, 1000); /* dev 8000: rttvar = (15000 + 8000) / 4, srtt = (63000 + 1000) / 8 */
+    assert_int_equal(r.rttvar_us, 5750);
+    assert_int_equal(r.srtt_us, 8000);
+    /* a steady round trip: the deviation decays, srtt converges on it */
+    for (int i = 0; i < 200; i++) tt_pool_rtt_observe(&r, 2000);
+    assert_int_equal(r.srtt_us, 2000); /* integer smoothing rounds down onto it */
+    assert_true(r.rttvar_us <= 2);
+    assert_int_equal(r.samples, 203);
+    /* zero samples (loopback within a millisecond of the loop's clock) */
+    tt_pool_rtt_t z = {0};
+    for (int i = 0; i < 10; i++) tt_pool_rtt_observe(&z, 0);
+    assert_int_equal(z.srtt_us, 0);
+    assert_int_equal(z.rttvar_us, 0);
+}
+
+static void computes_the_margin_from_round_trips_between_floor_and_hint_margin(void **state)
+{
+    (void)state;
+    tt_pool_conf_t c = pool_conf(); /* floor 25, 3 round trips, bound 1000 */
+    tt_pool_rtt_t r = {0};
+    assert_int_equal(tt_pool_margin(&c, &r), 1000); /* nothing measured: the cautious bound */
+    r = (tt_pool_rtt_t){.srtt_us = 0, .rttvar_us = 0, .samples = 5};
+    assert_int_equal(tt_pool_margin(&c, &r), 25); /* loopback: the floor */
+    r = (tt_pool_rtt_t){.srtt_us = 4000, .rttvar_us = 1000, .samples = 5};
+    assert_int_equal(tt_pool_margin(&c, &r), 25); /* 3 * 4 + 4 * 1 = 16 ms: the floor */
+    r = (tt_pool_rtt_t){.srtt_us = 10000, .rttvar_us = 2500, .samples = 5};
+    assert_int_equal(tt_pool_margin(&c, &r), 40); /* 30 + 10 */
+    r = (tt_pool_rtt_t){.srtt_us = 10001, .rttvar_us = 2500, .samples = 5};
+    assert_int_equal(tt_pool_margin(&c, &r), 41); /* rounded up */
+    r = (tt_pool_rtt_t){.srtt_us = 300000, .rttvar_us = 100000, .samples = 5};
+    assert_int_equal(tt_pool_margin(&c, &r), 1000); /* 1.3 s: the bound */
+    /* the multiplier and the floor are settings */
+    c.margin_rtts = 1;
+    r = (tt_pool_rtt_t){.srtt_us = 50000, .rttvar_us = 5000, .samples = 5};
+    assert_int_equal(tt_pool_margin(&c, &r), 70);
+    c.margin_rtts = 0;
+    assert_int_equal(tt_pool_margin(&c, &r), 25); /* 20 ms of deviation alone, then the floor */
+    c.margin_floor_ms = 0;
+    assert_int_equal(tt_pool_margin(&c, &r), 20);
+    c.margin_floor_ms = 1000;
+    assert_int_equal(tt_pool_margin(&c, &r), 1000);
+    /* the largest sample the pool passes (hint_margin, at most a day) with the largest multiplier stays exact */
+    c = pool_conf();
+    c.margin_rtts = 100;
+    c.hint_margin_ms = 24ull * 3600 * 1000;
+    r = (tt_pool_rtt_t){.srtt_us = c.hint_margin_ms * 1000, .rttvar_us = c.hint_margin_ms * 500, .samples = 9};
+    assert_int_equal(tt_pool_margin(&c, &r), c.hint_margin_ms);
+}
+
+/* ---- learning above the hint ---- */
+
+static tt_pool_above_close_t canary_close(uint64_t age, bool growth)
+{
+    return (tt_pool_above_close_t){.age_ms = age, .canary = true, .growth = growth};
+}
+
+static tt_pool_above_close_t in_service_close(uint64_t age, uint64_t deadline, bool above_used)
+{
+    return (tt_pool_above_close_t){.age_ms = age, .deadline_ms = deadline, .above_used = above_used};
+}
+
+static void learns_the_youngest_close_canaries_see(void **state)
+{
+    (void)state;
+    tt_pool_above_t a = {0};
+    tt_pool_above_close_t cl = canary_close(2030, false);
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 100000), TT_ABOVE_LEARNED);
+    assert_int_equal(a.ms, 2030);
+    assert_int_equal(a.observed, 1);
+    cl = canary_close(2010, false); /* younger: the estimate follows it down */
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 100010), TT_ABOVE_LEARNED);
+    assert_int_equal(a.ms, 2010);
+    cl = canary_close(2050, false); /* older: a probe canary never raises it */
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 100020), TT_ABOVE_NOTHING);
+    assert_int_equal(a.ms, 2010);
+    cl = canary_close(2010, false);
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 100030), TT_ABOVE_NOTHING);
+    assert_int_equal(a.observed, 4);
+    /* a growth canary (made while the estimate was in use) closing later: the server's timeout grew */
+    cl = canary_close(3000, true);
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 200000), TT_ABOVE_LEARNED);
+    assert_int_equal(a.ms, 3000);
+    cl = canary_close(2500, true); /* ... or shrank */
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 300000), TT_ABOVE_LEARNED);
+    assert_int_equal(a.ms, 2500);
+    /* a close at or before the hint is an observation too (the deadline function keeps the hint then) */
+    tt_pool_above_t b = {0};
+    cl = canary_close(990, false);
+    assert_int_equal(tt_pool_above_observe(&b, &cl, 1000), TT_ABOVE_LEARNED);
+    assert_int_equal(b.ms, 990);
+    assert_int_equal(b.observed, 1);
+}
+
+static void falls_back_at_the_first_close_earlier_than_a_learned_deadline(void **state)
+{
+    (void)state;
+    tt_pool_above_t a = {.ms = 2000, .observed = 3};
+    /* in service, its deadline from the hint: says nothing about the estimate */
+    tt_pool_above_close_t cl = in_service_close(500, 975, false);
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 50000), TT_ABOVE_NOTHING);
+    assert_int_equal(a.ms, 2000);
+    /* in service, its deadline from the estimate, closed after that deadline (cannot be, but harmless) */
+    cl = in_service_close(1975, 1975, true);
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 50000), TT_ABOVE_NOTHING);
+    assert_int_equal(a.ms, 2000);
+    /* closed before it: back to the hint, and nothing learned for a while */
+    cl = in_service_close(1500, 1975, true);
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 50000), TT_ABOVE_FALLBACK);
+    assert_int_equal(a.ms, 0);
+    assert_int_equal(a.observed, 0);
+    assert_int_equal(a.suspended_until_ms, 50000 + tt_pool_above_suspend_ms);
+    cl = canary_close(2000, false);
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 50000 + tt_pool_above_suspend_ms - 1), TT_ABOVE_NOTHING);
+    assert_int_equal(a.ms, 0);
+    assert_int_equal(tt_pool_above_observe(&a, &cl, 50000 + tt_pool_above_suspend_ms), TT_ABOVE_LEARNED);
+    assert_int_equal(a.ms, 2000);
+    assert_int_equal(a.observed, 1);
 }
 
 /* ---- names ---- */
@@ -415,6 +630,7 @@ static void names_every_retire_reason(void **state)
         {TT_RETIRE_IDLE_TIMEOUT, "idle_timeout"},
         {TT_RETIRE_HINT_DEADLINE, "hint_deadline"},
         {TT_RETIRE_LEARNED_DEADLINE, "learned_deadline"},
+        {TT_RETIRE_ABOVE_HINT, "above_hint_deadline"},
         {TT_RETIRE_MAX_REQUESTS, "max_requests"},
         {TT_RETIRE_MAX_LIFETIME, "max_lifetime"},
         {TT_RETIRE_PEER_CLOSED_IDLE, "peer_closed_while_idle"},
@@ -531,7 +747,11 @@ static tt_pool_conf_t live_conf(void)
         .idle_timeout_ms = 60000,
         .keepalive_hint = true,
         .hint_margin_ms = 1000,
+        .margin_floor_ms = 25,
+        .margin_rtts = 3,
         .learn = true,
+        .learn_above_hint = true,
+        .safe_idle_ms = 250,
         .idle_watch = true,
         .peek = true,
         .max_pending = 16,
@@ -565,6 +785,14 @@ static int live_teardown(void **state)
     return 0;
 }
 
+/* Stops the loop's clock at its current reading, returned: from now on time moves only by tt_loop_set_clock. */
+static uint64_t manual_clock(void)
+{
+    uint64_t t0 = tt_loop_now(g_loop);
+    tt_loop_set_clock(g_loop, t0, 0);
+    return t0;
+}
+
 static tt_pool_t *new_pool(const tt_addr_t *a)
 {
     return tt_pool_new(g_loop, &g_bufs, &g_res, &g_conf, a, "test", &g_m);
@@ -591,10 +819,18 @@ static void wrec_cb(tt_pool_waiter_t *w, tt_upconn_t *u, tt_pool_status_t st, tt
 }
 
 /* Asks `p` for a connection for `r`; returns what tt_pool_acquire said (READY fills r->u, not a callback). */
-static tt_pool_status_t acquire(tt_pool_t *p, wrec_t *r)
+#define AS_NOT_REPLAYABLE 1u
+#define AS_FRESH_ONLY     2u
+#define AS_REPLAY         4u /* with AS_FRESH_ONLY */
+
+/* acquire(), for a request that cannot be replayed, or wants a new connection, or is a replay (AS_*). */
+static tt_pool_status_t acquire_as(tt_pool_t *p, wrec_t *r, unsigned as)
 {
     memset(r, 0, sizeof(*r));
     r->w.cb = wrec_cb;
+    r->w.not_replayable = as & AS_NOT_REPLAYABLE;
+    r->w.fresh_only = as & AS_FRESH_ONLY;
+    r->w.replay = as & AS_REPLAY;
     tt_upconn_t *u = NULL;
     tt_up_err_t err = TT_UP_OK;
     tt_pool_status_t st = tt_pool_acquire(p, &r->w, &u, &err);
@@ -602,6 +838,11 @@ static tt_pool_status_t acquire(tt_pool_t *p, wrec_t *r)
     r->st = st;
     r->err = err;
     return st;
+}
+
+static tt_pool_status_t acquire(tt_pool_t *p, wrec_t *r)
+{
+    return acquire_as(p, r, 0);
 }
 
 /* Acquires and waits for the connection; accepts the peer's end when it is a new one (`*peer`, else -1). */
@@ -763,8 +1004,7 @@ static void times_out_a_queued_request_on_the_loops_clock(void **state)
     wrec_t r1, r2;
     int peer;
     tt_upconn_t *u = get_conn(p, &r1, &peer);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     assert_int_equal(acquire(p, &r2), TT_POOL_PENDING);
     tt_loop_set_clock(g_loop, t0 + 999, 0);
     peer_run_for(g_loop, 10);
@@ -928,8 +1168,7 @@ static void retires_a_parked_connection_on_stray_bytes_and_learns_only_from_clos
     wrec_t r2;
     int peer2;
     tt_upconn_t *u2 = get_conn(p, &r2, &peer2);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     exchange(p, u2, peer2, OK2, false);
     tt_loop_set_clock(g_loop, t0 + 700, 0); /* the server closes it after 700 ms of idleness */
     close(peer2);
@@ -1004,8 +1243,7 @@ static void retires_at_the_parked_deadline_on_the_loops_clock(void **state)
     wrec_t r;
     int peer;
     tt_upconn_t *u = get_conn(p, &r, &peer);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     exchange(p, u, peer, OK2, false);
     tt_loop_set_clock(g_loop, t0 + 4999, 0);
     peer_run_for(g_loop, 10);
@@ -1028,8 +1266,7 @@ static void never_reuses_a_connection_past_its_deadline_when_the_loop_is_late(vo
     wrec_t r;
     int peer;
     tt_upconn_t *u = get_conn(p, &r, &peer);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     exchange(p, u, peer, OK2, false);
     assert_int_equal(LOAD(g_m.idle), 1);
     tt_loop_set_clock(g_loop, t0 + 6000, 0); /* no turn: the retirement timer is still armed */
@@ -1055,8 +1292,7 @@ static void backs_off_once_when_a_probe_connect_fails_at_once(void **state)
     g_conf.backoff_min_ms = 1000;
     g_conf.backoff_max_ms = 60000;
     tt_pool_t *p = new_pool(&closed);
-    uint64_t t0 = tt_loop_now(g_loop);
-    tt_loop_set_clock(g_loop, t0, 0);
+    uint64_t t0 = manual_clock();
     wrec_t r;
     if (acquire(p, &r) == TT_POOL_PENDING) assert_true(peer_run_until(g_loop, &r.called, 5000));
     assert_true(tt_pool_is_down(p)); /* backoff 1 s: a probe at t0 + 1000 */
@@ -1097,6 +1333,293 @@ static void closes_the_least_recently_used_over_max_idle(void **state)
     close(pa), close(pb);
 }
 
+/* ---- reuse everything that is safe (issue 16) ---- */
+
+#define RESP(s)   s, sizeof(s) - 1
+#define OK2_HINT1 RESP("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=1\r\n\r\nok")
+#define OK2_HINT2 RESP("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=2\r\n\r\nok")
+
+/* exchange(), with the loop's clock moved `rtt_ms` forward between the request leaving and the response arriving:
+ * the pool measures that round trip. The clock must be manual already. */
+static void exchange_timed(tt_pool_t *p, tt_upconn_t *u, int peer, const char *resp, size_t n, uint64_t rtt_ms)
+{
+    ex_t e = {.p = p};
+    tt_upconn_set_user(u, &ex_ops, &e);
+    tt_upconn_begin(u, false);
+    static const char req[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_true(tt_upconn_send(u, req, sizeof(req) - 1));
+    tt_upconn_end_request(u);
+    char head[1024];
+    assert_true(peer_recv_head(peer, head, sizeof(head), 5000) > 0);
+    tt_loop_set_clock(g_loop, tt_loop_now(g_loop) + rtt_ms, 0);
+    assert_true(peer_send(peer, resp, n));
+    uint64_t start = peer_ms();
+    while (!e.done && !e.failed && peer_ms() - start < 5000) tt_loop_run_once(g_loop, 5);
+    assert_true(e.done);
+}
+
+/* Moves the loop's clock to `at` and runs turns until `*v` equals `want` (bounded). */
+static void run_at_until(uint64_t at, tt_gauge_t *v, int64_t want)
+{
+    tt_loop_set_clock(g_loop, at, 0);
+    uint64_t start = peer_ms();
+    while (LOAD(*v) != want && peer_ms() - start < 5000) tt_loop_run_once(g_loop, 5);
+    assert_int_equal(LOAD(*v), want);
+}
+
+/* Keep-Alive: timeout=2 and a measured round trip of 10 ms: margin 3 x 10 + 4 x 5 = 50 ms, so the connection
+ * parked at t0 + 10 leaves service at t0 + 10 + 1950, not at the fixed hint_margin (2 s - 1 s). */
+static void retires_a_hinted_connection_a_measured_margin_before_the_hint(void **state)
+{
+    (void)state;
+    g_conf.learn_above_hint = false; /* no canary: it is retired at the deadline */
+    tt_pool_t *p = new_pool(&g_addr);
+    uint64_t t0 = manual_clock();
+    wrec_t r;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r, &peer);
+    assert_true(u->handshake_us > 0);
+    assert_int_equal(LOAD(g_m.handshake_us), u->handshake_us);
+    assert_int_equal(LOAD(g_m.margin_ms), 0); /* nothing measured yet */
+    exchange_timed(p, u, peer, OK2_HINT2, 10);
+    assert_int_equal(LOAD(g_m.rtt_us), 10000);
+    assert_int_equal(LOAD(g_m.margin_ms), 50);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    tt_loop_set_clock(g_loop, t0 + 10 + 1949, 0);
+    peer_run_for(g_loop, 10);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    run_at_until(t0 + 10 + 1950, &g_m.idle, 0);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_HINT_DEADLINE]), 1);
+    tt_pool_free(&p);
+    close(peer);
+}
+
+/* Two connections with Keep-Alive: timeout=1, parked at t0 (A) and t0 + 500 (B). Nothing is known above the hint:
+ * each leaves service at its hint deadline but stays open as a canary. The server closes A at 2 s: every close seen
+ * came after the hint, so the deadline follows it (2 s - 25 ms), and B (1.5 s old) goes back in service. Returns
+ * B, parked; `peer_b` is its server end. */
+static tt_upconn_t *learn_above_a_hint_of_one_second(tt_pool_t *p, uint64_t t0, int *peer_b)
+{
+    wrec_t ra, rb;
+    int peer_a;
+    tt_upconn_t *a = get_conn(p, &ra, &peer_a);
+    tt_upconn_t *b = get_conn(p, &rb, peer_b);
+    exchange_timed(p, a, peer_a, OK2_HINT1, 0); /* margin: the floor, 25 ms */
+    tt_loop_set_clock(g_loop, t0 + 500, 0);
+    exchange_timed(p, b, *peer_b, OK2_HINT1, 0);
+    assert_int_equal(LOAD(g_m.idle), 2);
+    run_at_until(t0 + 975, &g_m.canaries, 1); /* A at its hint deadline */
+    assert_int_equal(LOAD(g_m.idle), 1);
+    run_at_until(t0 + 500 + 975, &g_m.canaries, 2); /* B too: nothing is known yet, several may learn */
+    assert_int_equal(LOAD(g_m.idle), 0);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_HINT_DEADLINE]), 0);
+    assert_int_equal(LOAD(g_m.above_ms), 0);
+    tt_loop_set_clock(g_loop, t0 + 2000, 0);
+    close(peer_a); /* the server keeps connections 2 s, not the 1 s it says */
+    run_at_until(t0 + 2000, &g_m.canaries, 0);
+    assert_int_equal(LOAD(g_m.above_ms), 2000);
+    assert_int_equal(LOAD(g_m.idle), 1); /* B, back in service */
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_PEER_CLOSED_IDLE]), 1);
+    return b;
+}
+
+static void learns_above_a_hint_from_canaries_and_puts_them_back_in_service(void **state)
+{
+    (void)state;
+    tt_pool_t *p = new_pool(&g_addr);
+    uint64_t t0 = manual_clock();
+    int peer_b;
+    tt_upconn_t *b = learn_above_a_hint_of_one_second(p, t0, &peer_b);
+    /* B, 1.5 s idle with a 1 s hint, carries the next request */
+    wrec_t r;
+    assert_int_equal(acquire(p, &r), TT_POOL_READY);
+    assert_ptr_equal(r.u, b);
+    assert_int_equal(r.w.open_reason, TT_OPEN_REUSED);
+    assert_int_equal(LOAD(g_m.opened), 2);
+    exchange_timed(p, b, peer_b, OK2_HINT1, 0); /* parked at t0 + 2000, deadline 2000 - 25 ms later */
+    tt_loop_set_clock(g_loop, t0 + 2000 + 1974, 0);
+    peer_run_for(g_loop, 10);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    /* at its deadline: retired (a canary to follow growth comes at most every 30 s, and one just ran) */
+    run_at_until(t0 + 2000 + 1975, &g_m.idle, 0);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_ABOVE_HINT]), 1);
+    assert_int_equal(LOAD(g_m.canaries), 0);
+    tt_pool_free(&p);
+    close(peer_b);
+}
+
+/* After learning above the hint, B is parked with the learned deadline (2 s - 25 ms); the server closes it at
+ * 1.2 s: the first close earlier than the deadline goes back to the hint at once, and is counted. */
+static void falls_back_to_the_hint_at_the_first_close_before_the_learned_deadline(void **state)
+{
+    (void)state;
+    tt_pool_t *p = new_pool(&g_addr);
+    uint64_t t0 = manual_clock();
+    int peer_b;
+    tt_upconn_t *b = learn_above_a_hint_of_one_second(p, t0, &peer_b);
+    wrec_t r;
+    assert_int_equal(acquire(p, &r), TT_POOL_READY);
+    exchange_timed(p, b, peer_b, OK2_HINT1, 0); /* parked at t0 + 2000 */
+    /* a second connection, parked at t0 + 2100 with the learned deadline */
+    wrec_t rc;
+    int peer_c;
+    wrec_t rd;
+    assert_int_equal(acquire(p, &rd), TT_POOL_READY); /* B again */
+    tt_upconn_t *c = get_conn(p, &rc, &peer_c);
+    tt_loop_set_clock(g_loop, t0 + 2100, 0);
+    exchange_timed(p, c, peer_c, OK2_HINT1, 0);
+    exchange_timed(p, b, peer_b, OK2_HINT1, 0);
+    assert_int_equal(LOAD(g_m.idle), 2);
+    tt_loop_set_clock(g_loop, t0 + 2100 + 1200, 0);
+    close(peer_b); /* 1.2 s: before the learned 1975 ms */
+    run_at_until(t0 + 2100 + 1200, &g_m.idle, 0);
+    /* back to the hint: C, 1.2 s old, is past its hint deadline now and leaves service, not as a canary
+     * (learning is suspended after a fallback) */
+    assert_int_equal(LOAD(g_m.learn_fallbacks), 1);
+    assert_int_equal(LOAD(g_m.above_ms), 0);
+    assert_int_equal(LOAD(g_m.canaries), 0);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_HINT_DEADLINE]), 1);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_PEER_CLOSED_IDLE]), 2);
+    tt_pool_free(&p);
+    close(peer_c);
+}
+
+/* The server sends no hint and nothing is learned yet: a request that cannot be replayed takes a parked
+ * connection only while it has been idle less than safe_idle (250 ms); a replayable one takes it whatever its
+ * age. Once a close teaches the pool the server's timeout, the deadline is known and binds both. */
+static void holds_non_replayable_requests_to_safe_idle_until_the_timeout_is_known(void **state)
+{
+    (void)state;
+    g_conf.safe_idle_ms = 250;
+    tt_pool_t *p = new_pool(&g_addr);
+    uint64_t t0 = manual_clock();
+    wrec_t ra;
+    int peer_a;
+    tt_upconn_t *a = get_conn(p, &ra, &peer_a);
+    exchange_timed(p, a, peer_a, OK2, 0); /* parked at t0 */
+    tt_loop_set_clock(g_loop, t0 + 249, 0);
+    wrec_t r;
+    assert_int_equal(acquire_as(p, &r, AS_NOT_REPLAYABLE), TT_POOL_READY);
+    assert_ptr_equal(r.u, a);
+    exchange(p, a, peer_a, OK2, false); /* parked at t0 + 249 */
+    tt_loop_set_clock(g_loop, t0 + 249 + 250, 0);
+    assert_int_equal(acquire_as(p, &r, AS_NOT_REPLAYABLE), TT_POOL_PENDING); /* 250 ms idle: a new one */
+    assert_int_equal(r.w.open_reason, TT_OPEN_NOT_REPLAYABLE);
+    assert_int_equal(LOAD(g_m.opens[TT_OPEN_NOT_REPLAYABLE]), 1);
+    assert_true(peer_run_until(g_loop, &r.called, 5000));
+    int peer_c = peer_accept(g_lfd, 5000);
+    assert_true(peer_c >= 0);
+    tt_upconn_t *c = r.u;
+    /* a replayable request takes A, older still */
+    wrec_t rr;
+    assert_int_equal(acquire(p, &rr), TT_POOL_READY);
+    assert_ptr_equal(rr.u, a);
+    exchange(p, a, peer_a, OK2, false); /* parked at t0 + 499 */
+    exchange(p, c, peer_c, OK2, false); /* parked at t0 + 499 */
+    /* the server closes A after 700 ms: learned 700 ms, deadline 350 ms (the sweep allowance, half) */
+    tt_loop_set_clock(g_loop, t0 + 499 + 700, 0);
+    close(peer_a);
+    uint64_t start = peer_ms();
+    while (LOAD(g_m.learned_ms) == 0 && peer_ms() - start < 5000) tt_loop_run_once(g_loop, 5);
+    assert_int_equal(LOAD(g_m.learned_ms), 700);
+    /* C (700 ms old) is past its new deadline: retired next turn; a new C' parked now is known */
+    run_at_until(t0 + 499 + 700, &g_m.idle, 0);
+    wrec_t rn;
+    int peer_n;
+    tt_upconn_t *n = get_conn(p, &rn, &peer_n);
+    exchange(p, n, peer_n, OK2, false); /* parked at t0 + 1199, deadline 350 ms */
+    tt_loop_set_clock(g_loop, t0 + 1199 + 300, 0);
+    assert_int_equal(acquire_as(p, &r, AS_NOT_REPLAYABLE), TT_POOL_READY); /* 300 ms > safe_idle, but known */
+    assert_ptr_equal(r.u, n);
+    exchange(p, n, peer_n, OK2, false);
+    tt_pool_free(&p);
+    close(peer_c), close(peer_n);
+}
+
+/* Why a new connection was opened: past_deadline while the server would still keep the connection retired at its
+ * hint deadline, none_parked after that; max_reached after a connection was used up; fresh_only and replay as the
+ * request asked. */
+static void names_why_a_new_connection_was_opened(void **state)
+{
+    (void)state;
+    g_conf.learn_above_hint = false;
+    tt_pool_t *p = new_pool(&g_addr);
+    uint64_t t0 = manual_clock();
+    wrec_t r;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r, &peer);
+    assert_int_equal(r.w.open_reason, TT_OPEN_NONE_PARKED);
+    exchange_timed(p, u, peer, OK2_HINT1, 0); /* parked at t0: deadline 975 ms, the server keeps it 1000 */
+    run_at_until(t0 + 975, &g_m.idle, 0);
+    tt_loop_set_clock(g_loop, t0 + 990, 0);
+    wrec_t r2;
+    int peer2;
+    tt_upconn_t *u2 = get_conn(p, &r2, &peer2);
+    assert_int_equal(r2.w.open_reason, TT_OPEN_PAST_DEADLINE);
+    exchange_timed(p, u2, peer2, OK2_HINT1, 0); /* parked at t0 + 990 */
+    run_at_until(t0 + 990 + 975, &g_m.idle, 0);
+    tt_loop_set_clock(g_loop, t0 + 990 + 1000, 0); /* the server would have closed it by now */
+    wrec_t r3;
+    int peer3;
+    tt_upconn_t *u3 = get_conn(p, &r3, &peer3);
+    assert_int_equal(r3.w.open_reason, TT_OPEN_NONE_PARKED);
+    /* used up: max= 0 from the server */
+    exchange(p, u3, peer3, RESP("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5, max=0\r\n\r\nok"),
+             false);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_MAX_REQUESTS]), 1);
+    wrec_t r4;
+    int peer4;
+    tt_upconn_t *u4 = get_conn(p, &r4, &peer4);
+    assert_int_equal(r4.w.open_reason, TT_OPEN_MAX_REACHED);
+    exchange(p, u4, peer4, OK2, false);
+    /* parked, but the request wants a new one */
+    assert_int_equal(acquire_as(p, &r, AS_FRESH_ONLY), TT_POOL_PENDING);
+    assert_int_equal(r.w.open_reason, TT_OPEN_FRESH_ONLY);
+    tt_pool_cancel(&r.w); /* its connection parks when it connects */
+    wrec_t r5;
+    assert_int_equal(acquire_as(p, &r5, AS_FRESH_ONLY | AS_REPLAY), TT_POOL_PENDING);
+    assert_int_equal(r5.w.open_reason, TT_OPEN_REPLAY);
+    assert_true(peer_run_until(g_loop, &r5.called, 5000));
+    int peer5 = peer_accept(g_lfd, 5000), peer6 = peer_accept(g_lfd, 5000);
+    assert_true(peer5 >= 0 && peer6 >= 0);
+    tt_pool_discard(p, r5.u, TT_RETIRE_ERROR);
+    assert_int_equal(LOAD(g_m.opens[TT_OPEN_NONE_PARKED]), 2);
+    assert_int_equal(LOAD(g_m.opens[TT_OPEN_PAST_DEADLINE]), 1);
+    assert_int_equal(LOAD(g_m.opens[TT_OPEN_MAX_REACHED]), 1);
+    assert_int_equal(LOAD(g_m.opens[TT_OPEN_FRESH_ONLY]), 1);
+    assert_int_equal(LOAD(g_m.opens[TT_OPEN_REPLAY]), 1);
+    tt_pool_free(&p);
+    close(peer), close(peer2), close(peer3), close(peer4), close(peer5), close(peer6);
+}
+
+/* A reused connection whose request meets the server's close before any response byte: the server closed it at
+ * (about) that idle age, which the learner takes as a close seen. */
+static void learns_from_a_reused_connection_closed_under_its_request(void **state)
+{
+    (void)state;
+    tt_pool_t *p = new_pool(&g_addr);
+    uint64_t t0 = manual_clock();
+    wrec_t r;
+    int peer;
+    tt_upconn_t *u = get_conn(p, &r, &peer);
+    exchange_timed(p, u, peer, OK2, 0); /* parked at t0 */
+    tt_loop_set_clock(g_loop, t0 + 800, 0);
+    wrec_t r2;
+    assert_int_equal(acquire(p, &r2), TT_POOL_READY);
+    ex_t e = {.p = p};
+    tt_upconn_set_user(u, &ex_ops, &e);
+    tt_upconn_begin(u, false);
+    static const char req[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    tt_upconn_send(u, req, sizeof(req) - 1);
+    tt_upconn_end_request(u);
+    peer_reset(peer); /* the server's idle close crosses the request */
+    uint64_t start = peer_ms();
+    while (!e.done && !e.failed && peer_ms() - start < 5000) tt_loop_run_once(g_loop, 5);
+    assert_true(e.failed);
+    assert_int_equal(LOAD(g_m.learned_ms), 800);
+    tt_pool_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1104,12 +1627,16 @@ int main(void)
         cmocka_unit_test(retires_for_the_first_failing_check_in_order),
         cmocka_unit_test(agrees_with_the_order_for_every_combination),
         cmocka_unit_test(parks_for_the_idle_timeout_alone),
-        cmocka_unit_test(retires_before_a_hinted_timeout_by_the_margin),
-        cmocka_unit_test(keeps_the_idle_timeout_when_the_hint_is_longer),
+        cmocka_unit_test(retires_before_a_hinted_timeout_by_the_measured_margin),
+        cmocka_unit_test(follows_closes_seen_above_the_hint_only_past_the_hint),
         cmocka_unit_test(ignores_the_hint_when_keepalive_hint_is_off),
         cmocka_unit_test(uses_the_learned_timeout_only_without_a_hint),
         cmocka_unit_test(stops_at_the_end_of_the_lifetime),
         cmocka_unit_test(never_parks_past_any_limit),
+        cmocka_unit_test(smooths_round_trips_as_rfc_6298_does),
+        cmocka_unit_test(computes_the_margin_from_round_trips_between_floor_and_hint_margin),
+        cmocka_unit_test(learns_the_youngest_close_canaries_see),
+        cmocka_unit_test(falls_back_at_the_first_close_earlier_than_a_learned_deadline),
         cmocka_unit_test(names_every_retire_reason),
         cmocka_unit_test(names_every_proxy_cause),
         cmocka_unit_test(derives_tcp_keepalive_from_the_idle_timeout),
@@ -1128,6 +1655,12 @@ int main(void)
         LIVE(closes_the_least_recently_used_over_max_idle),
         LIVE(never_reuses_a_connection_past_its_deadline_when_the_loop_is_late),
         LIVE(backs_off_once_when_a_probe_connect_fails_at_once),
+        LIVE(retires_a_hinted_connection_a_measured_margin_before_the_hint),
+        LIVE(learns_above_a_hint_from_canaries_and_puts_them_back_in_service),
+        LIVE(falls_back_to_the_hint_at_the_first_close_before_the_learned_deadline),
+        LIVE(holds_non_replayable_requests_to_safe_idle_until_the_timeout_is_known),
+        LIVE(names_why_a_new_connection_was_opened),
+        LIVE(learns_from_a_reused_connection_closed_under_its_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

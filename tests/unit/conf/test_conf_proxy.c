@@ -154,7 +154,11 @@ static void fills_an_upstream_with_the_defaults(void **state)
     assert_int_equal(p->max_lifetime_ms, 3600000);
     assert_true(p->keepalive_hint);
     assert_int_equal(p->hint_margin_ms, 1000);
+    assert_int_equal(p->margin_floor_ms, 25);
+    assert_int_equal(p->margin_rtts, 3);
     assert_true(p->learn);
+    assert_true(p->learn_above_hint);
+    assert_int_equal(p->safe_idle_ms, 250);
     assert_true(p->idle_watch);
     assert_true(p->peek);
     assert_int_equal(p->max_connections, 0);
@@ -186,7 +190,11 @@ static const char every_upstream_key[] = "[upstream app]\n"
                                          "max_lifetime = 10m\n"
                                          "keepalive_hint = off\n"
                                          "hint_margin = 250ms\n"
+                                         "margin_floor = 5ms\n"
+                                         "margin_rtts = 8\n"
                                          "learn = no\n"
+                                         "learn_above_hint = off\n"
+                                         "safe_idle = 1s\n"
                                          "idle_watch = false\n"
                                          "peek = 0\n"
                                          "replay = off\n"
@@ -231,7 +239,11 @@ static void reads_every_upstream_key(void **state)
     assert_int_equal(p->max_lifetime_ms, 600000);
     assert_false(p->keepalive_hint);
     assert_int_equal(p->hint_margin_ms, 250);
+    assert_int_equal(p->margin_floor_ms, 5);
+    assert_int_equal(p->margin_rtts, 8);
     assert_false(p->learn);
+    assert_false(p->learn_above_hint);
+    assert_int_equal(p->safe_idle_ms, 1000);
     assert_false(p->idle_watch);
     assert_false(p->peek);
     assert_int_equal(p->timeouts.connect_ms, 1500);
@@ -275,7 +287,12 @@ static void reports_a_bad_value_of_every_upstream_key(void **state)
         {"max_lifetime = 721h", "max_lifetime: longer than 30 days"},
         {"keepalive_hint = maybe", "keepalive_hint: expected on or off"},
         {"hint_margin = 25h", "hint_margin: must be between 0ms and 86400000ms"},
+        {"margin_floor = 25h", "margin_floor: must be between 0ms and 86400000ms"},
+        {"margin_rtts = 101", "margin_rtts: out of range (a whole number from 0 to 100)"},
+        {"margin_rtts = 2.5", "margin_rtts: expected a whole number (a whole number from 0 to 100)"},
         {"learn = 2", "learn: expected on or off"},
+        {"learn_above_hint = sometimes", "learn_above_hint: expected on or off"},
+        {"safe_idle = 1q", "safe_idle: unknown unit (use ms, s, m or h)"},
         {"idle_watch = onn", "idle_watch: expected on or off"},
         {"peek = yes please", "peek: expected on or off"},
         {"replay = x", "replay: expected on or off"},
@@ -513,6 +530,15 @@ static void refuses_a_backoff_longer_than_its_maximum_at_finish(void **state)
     load_ok(f, "[upstream u]\nserver = 127.0.0.1:1\nfail_backoff = 1m\nfail_backoff_max = 30s\n");
     expect_finish_error(f, ": [upstream u] fail_backoff is longer than fail_backoff_max");
     load_ok(f, "[upstream u]\nserver = 127.0.0.1:1\nfail_backoff = 30s\nfail_backoff_max = 30s\n");
+    finish_ok(f);
+}
+
+static void refuses_a_margin_floor_above_hint_margin_at_finish(void **state)
+{
+    fixture_t *f = *state;
+    load_ok(f, "[upstream u]\nserver = 127.0.0.1:1\nmargin_floor = 2s\n");
+    expect_finish_error(f, ": [upstream u] margin_floor is longer than hint_margin (the largest margin)");
+    load_ok(f, "[upstream u]\nserver = 127.0.0.1:1\nmargin_floor = 1s\nhint_margin = 1s\n");
     finish_ok(f);
 }
 
@@ -841,6 +867,7 @@ int main(void)
         T(merges_repeated_upstream_sections_of_one_name),
         T(refuses_an_upstream_without_a_server_at_finish),
         T(refuses_a_backoff_longer_than_its_maximum_at_finish),
+        T(refuses_a_margin_floor_above_hint_margin_at_finish),
         T(refuses_an_upstream_section_without_a_name),
         T(reads_a_long_line_as_one_line),
         T(derives_tcp_keepalive_after_finish_when_auto),
