@@ -13,6 +13,9 @@ It prints "PORT <n>" on stdout once listening. Each connection is served by its 
   * --sweep P closes idle connections the way Tomcat and gunicorn do: a sweep every P seconds (from the
     origin's start) closes every connection idle for --idle-timeout or more, so a connection closes at an idle
     age anywhere between the timeout and the timeout plus P;
+  * gather=N (in-process use only) holds each response until N requests carrying the same `n=` query value
+    have arrived, or gather_timeout seconds have passed: clients in rounds (pool_support.Rounds sends n = its
+    round) then have all N exchanges of a round in flight at once at the proxy, however loaded the machine is;
   * --latency L emulates L seconds of one-way network delay for the idle close, so the keep-alive race
     is as wide as on a real network (loopback makes it ~50 us): a request must reach the origin L before
     its idle deadline D to be served, and the FIN leaves only at D + L. A request sent in [D-L, D+L] is
@@ -54,8 +57,12 @@ PATTERN = b"0123456789"
 
 class Origin:
     def __init__(self, idle_timeout=5.0, hint=False, hint_timeout=None, hint_max=None, max_requests=0,
-                 host="127.0.0.1", port=0, latency=0.0, sweep=0.0):
+                 host="127.0.0.1", port=0, latency=0.0, sweep=0.0, gather=0, gather_timeout=10.0):
         self.idle_timeout = idle_timeout
+        self.gather = gather
+        self.gather_timeout = gather_timeout
+        self.gathered = {}  # n= value -> requests arrived with it
+        self.gather_cv = threading.Condition()
         self.latency = latency
         self.sweep = sweep
         self.epoch = time.monotonic()  # sweeps run at epoch + k * sweep
@@ -232,6 +239,8 @@ class Origin:
     def respond(self, c, req, num, served):
         q = req["q"]
         first = lambda k, d=None: q[k][0] if k in q else d  # noqa: E731
+        if self.gather and first("n") is not None:
+            self.wait_for_round(first("n"))
         if first("delay"):
             time.sleep(int(first("delay")) / 1000.0)
         reset = first("reset")
@@ -299,6 +308,15 @@ class Origin:
         if framing == "close":
             c.shutdown(socket.SHUT_WR)
         return not close_after
+
+    def wait_for_round(self, n):
+        """Blocks until `gather` requests with this n= have arrived (or gather_timeout passed)."""
+        deadline = time.monotonic() + self.gather_timeout
+        with self.gather_cv:
+            self.gathered[n] = self.gathered.get(n, 0) + 1
+            self.gather_cv.notify_all()
+            while self.gathered[n] < self.gather and time.monotonic() < deadline:
+                self.gather_cv.wait(deadline - time.monotonic())
 
     @staticmethod
     def pending(c):
