@@ -36,7 +36,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, Tether
+from conftest import LATE, SLOW, Tether
 from origin import Origin
 from pool_support import PoolView, Rounds, origin_stats, pool_config
 from relay import Relay
@@ -245,8 +245,11 @@ def test_hint_of_1s_closing_at_2s_reuses_at_least_90_percent(matrix, name):
 def test_hint_of_1s_closing_at_2s_is_learned_above_the_hint_without_fallback(matrix, name):
     s = scenario(matrix, name)
     st = s.stats
-    # the youngest close a canary saw: 2 s, later by how late a busy machine saw it
-    assert 2.0 - 0.05 <= st["above"] <= 2.0 + 0.5 * SLOW, s.summary()
+    # the youngest close a canary saw: 2 s on the origin's clock, from the moment it sent its last response. tether
+    # counts from the moment that response reached it and until the close reached it, so on a busy machine (or
+    # through a relay holding a burst of responses) the age it sees is off by either delay: early by the first
+    # (seen: 1.883 s, with 24 ms round trips), late by the second. Either way well above the 1 s hint.
+    assert 2.0 - LATE <= st["above"] <= 2.0 + 0.5 * SLOW, s.summary()
     assert st["fallbacks"] == 0, s.summary()
     assert st["retired"].get("stale_on_reuse", 0) == 0 and st["replays"] == 0, s.summary()
     # what the connections it had to open cost: their handshakes, counted (on loopback, microseconds each)
