@@ -5,6 +5,8 @@
 #include "handlers/proxy.h"
 #include "handlers/static.h"
 #include "handlers/status.h"
+#include "http/accesslog.h"
+#include "net/sock.h"
 #include "net/tls.h"
 
 #include <errno.h>
@@ -18,10 +20,20 @@
 static const char serve_usage[] =
     "usage: tether serve [options]\n"
     "\n"
-    "Serves static files and reverse-proxies to upstreams over persistent HTTP/1.1.\n"
-    "Flags override the config file. DUR takes ms, s, m or h (a bare number is seconds).\n"
+    "Serves static files and reverse-proxies to upstreams (pooled connections, replay-safe keep-alive) over\n"
+    "HTTP/1.1 and HTTP/2, in clear text and over TLS (h2 or http/1.1 by ALPN). Flags override the config\n"
+    "file. DUR takes ms, s, m or h (a bare number is seconds).\n"
+    "\n"
+    "example:\n"
+    "  tether serve --root /srv/www --route /api/=http://127.0.0.1:3000 --listen 0.0.0.0:8080 \\\n"
+    "               --tls-listen 0.0.0.0:8443 --tls-cert fullchain.pem --tls-key key.pem\n"
+    "\n"
+    "signals: SIGTERM, SIGINT drain and exit; SIGHUP reloads the TLS certificates and reopens the logs;\n"
+    "SIGUSR1 reopens the logs (after logrotate moved them).\n"
     "\n"
     "  --config FILE              INI config file (docs/config.md)\n"
+    "  -t, --check                check the configuration (syntax, values, static roots, TLS files), open\n"
+    "                             no socket and no log, print every error; exit 0 or 2\n"
     "  --root DIR                 serve files from DIR at /\n"
     "  --proxy http://HOST:PORT   proxy every path to this upstream (pooled, race-free keep-alive)\n"
     "  --route PREFIX=http://HOST:PORT   proxy paths under PREFIX; repeatable; longest prefix wins\n"
@@ -93,6 +105,7 @@ static const struct option long_opts[] = {
     {"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"check", no_argument, NULL, 't'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -128,20 +141,33 @@ static uint32_t cpu_count(void)
     return n > 0 ? (uint32_t)n : 1;
 }
 
-/* Parses argv into `c`: the config file first, then every flag over it. Exit status 0 to go on, else 2. */
-static int parse_args(int argc, char **argv, tt_conf_t *c)
+/* Prints each line of `err` (errors collected by the config loader) as "tether: LINE". */
+static void print_errors(const char *err)
 {
-    char err[512];
+    for (const char *p = err; *p != '\0';) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        fprintf(stderr, "tether: %.*s\n", (int)n, p);
+        p += n + (nl != NULL);
+    }
+}
+
+/* Parses argv into `c`: the config file first, then every flag over it; `*check` for -t/--check. Exit status
+ * 0 to go on, else 2. */
+static int parse_args(int argc, char **argv, tt_conf_t *c, bool *check)
+{
+    char err[4096];
     const char *config = NULL;
     int opt;
     optind = 1;
     opterr = 1;
-    while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "ht", long_opts, NULL)) != -1) {
         if (opt == 'h') {
             fputs(serve_usage, stdout);
             exit(0);
         }
         if (opt == '?') return 2;
+        if (opt == 't') *check = true;
         if (opt == OPT_CONFIG) config = optarg;
     }
     if (optind < argc) {
@@ -149,11 +175,11 @@ static int parse_args(int argc, char **argv, tt_conf_t *c)
         return 2;
     }
     if (config != NULL && tt_conf_load(c, config, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tether: %s\n", err);
+        print_errors(err);
         return 2;
     }
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "ht", long_opts, NULL)) != -1) {
         int r = 0;
         if (opt == OPT_LISTEN) {
             r = tt_conf_cli_listen(c, optarg, err, sizeof(err));
@@ -175,28 +201,49 @@ static int parse_args(int argc, char **argv, tt_conf_t *c)
             return 2;
         }
     }
-    if (tt_conf_finish(c, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tether: %s\n", err);
+    if (tt_conf_finish(c, err, sizeof(err)) != 0 || tt_conf_check_files(c, err, sizeof(err)) != 0) {
+        print_errors(err);
         return 2;
     }
     return 0;
 }
 
-static int open_access_log(const char *spec)
+/* Opens the access log file `path` once, creating it, and closes it again: the workers open their own
+ * descriptors. 0 or -errno. */
+static int touch_log(const char *path)
 {
-    if (strcmp(spec, "off") == 0) return -1;
-    if (strcmp(spec, "-") == 0) return STDOUT_FILENO;
-    int fd = open(spec, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        fprintf(stderr, "tether: access_log %s: %s\n", spec, strerror(errno));
-        exit(2);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return -errno;
+    close(fd);
+    return 0;
+}
+
+/* Refuses addresses another process already listens on: with SO_REUSEPORT, a second server would silently
+ * share (split) the connections. Port 0 is always free. Returns 0, or 2 after saying which address. */
+static int refuse_taken_addresses(const tt_conf_t *c)
+{
+    if (c->reuse_port_with_others) return 0;
+    for (size_t i = 0; i <= c->nlistens; i++) {
+        const tt_addr_t *addrs = i < c->nlistens ? c->listens[i].addrs : &c->metrics_addr;
+        size_t n = i < c->nlistens ? c->listens[i].naddrs : c->metrics_on ? 1 : 0;
+        for (size_t j = 0; j < n; j++) {
+            if (tt_addr_port(&addrs[j]) == 0 || tt_sock_addr_in_use(&addrs[j]) != 1) continue;
+            char as[TT_ADDR_STRLEN];
+            tt_addr_format(&addrs[j], as, sizeof(as));
+            fprintf(stderr,
+                    "tether: %s: another process already listens on this address (two servers would split its "
+                    "connections): stop it, or set [server] reuse_port_with_others = on to share the port\n",
+                    as);
+            return 2;
+        }
     }
-    return fd;
+    return 0;
 }
 
 typedef struct signal_watch {
     tt_io_t io;
-    tt_tls_source_t **tls; /* per listen group, NULL for plain ones */
+    tt_accesslog_file_t *alog; /* NULL: the access log is not a file */
+    tt_tls_source_t **tls;     /* per listen group, NULL for plain ones */
     size_t ntls;
     tt_io_t done; /* the main server's worker-finished eventfd */
     uint64_t finished;
@@ -215,13 +262,33 @@ static void done_on_io(tt_io_t *io, uint32_t events)
     if (sw->finished >= tt_server_workers(sw->main)) tt_server_stop_inline(sw->admin);
 }
 
+/* SIGUSR1 and SIGHUP: the access log file is created again now and each worker switches to it at its next
+ * line; the error log switches at once. A file that cannot be opened leaves the old one in use. */
+static void reopen_logs(signal_watch_t *sw, const char *sig)
+{
+    int a = 0;
+    if (sw->alog != NULL) {
+        tt_accesslog_file_reopen(sw->alog);
+        if ((a = touch_log(sw->alog->path)) != 0) /* the new file exists once the signal is handled */
+            tt_log(TT_LOG_ERROR, "%s: access_log %s: %s", sig, sw->alog->path, strerror(-a));
+    }
+    int r = tt_log_reopen();
+    if (r != 0) tt_log(TT_LOG_ERROR, "%s: error_log not reopened: %s", sig, strerror(-r));
+    if (a == 0 && r == 0) tt_log(TT_LOG_INFO, "%s: reopened the logs", sig);
+}
+
 static void signal_on_io(tt_io_t *io, uint32_t events)
 {
     (void)events;
     signal_watch_t *sw = tt_container_of(io, signal_watch_t, io);
     struct signalfd_siginfo si;
     while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGUSR1) {
+            reopen_logs(sw, "SIGUSR1");
+            continue;
+        }
         if (si.ssi_signo == SIGHUP) {
+            reopen_logs(sw, "SIGHUP");
             /* New connections get the new certificates; open ones keep theirs; a bad file changes nothing. */
             size_t ok = 0, n = 0;
             for (size_t i = 0; i < sw->ntls; i++) {
@@ -245,11 +312,43 @@ static void signal_on_io(tt_io_t *io, uint32_t events)
     }
 }
 
+/* The start-up steps --check leaves out: refuses addresses in use, opens the error log file, creates the access
+ * log file. Returns 0, or 2 after saying why. */
+static int open_logs_and_check_addresses(const tt_conf_t *c, bool alog_file)
+{
+    int r = refuse_taken_addresses(c);
+    if (r != 0) return r;
+    if (strcmp(c->error_log, "stderr") != 0 && (r = tt_log_open_file(c->error_log)) != 0) {
+        fprintf(stderr, "tether: error_log %s: %s\n", c->error_log, strerror(-r));
+        return 2;
+    }
+    if (alog_file && (r = touch_log(c->access_log)) != 0) {
+        fprintf(stderr, "tether: access_log %s: %s\n", c->access_log, strerror(-r));
+        tt_log_close_file();
+        return 2;
+    }
+    return 0;
+}
+
+/* Frees what tt_cmd_serve() built from the configuration. */
+static void free_setup(tt_router_t *router, tt_proxy_registry_t **reg, tt_static_conf_t *static_confs,
+                       tt_proxy_conf_t *proxy_confs, tt_listener_conf_t *listeners, tt_tls_source_t **tls, size_t ntls)
+{
+    tt_router_dispose(router);
+    tt_proxy_registry_free(reg);
+    free(static_confs);
+    free(proxy_confs);
+    free(listeners);
+    for (size_t i = 0; i < ntls; i++) tt_tls_source_free(&tls[i]);
+    free(tls);
+}
+
 int tt_cmd_serve(int argc, char **argv)
 {
     tt_conf_t c;
     tt_conf_init(&c);
-    int rc = parse_args(argc, argv, &c);
+    bool check = false;
+    int rc = parse_args(argc, argv, &c, &check);
     if (rc != 0) {
         tt_conf_dispose(&c);
         return rc;
@@ -261,7 +360,14 @@ int tt_cmd_serve(int argc, char **argv)
         tt_conf_dispose(&c);
         return 2;
     }
-    long nofile = tt_sock_raise_nofile();
+    /* What a start opens besides its listeners, checked before anything else is built (--check opens none). */
+    bool alog_file = strcmp(c.access_log, "off") != 0 && strcmp(c.access_log, "-") != 0;
+    if (!check && (rc = open_logs_and_check_addresses(&c, alog_file)) != 0) {
+        tt_conf_dispose(&c);
+        return rc;
+    }
+    tt_accesslog_file_t afile = {.path = c.access_log}; /* a file access log is opened by each worker */
+    long nofile = check ? 0 : tt_sock_raise_nofile();
 
     /* Signals go to the main thread only, through a signalfd; the workers inherit the blocked mask. */
     sigset_t sigs;
@@ -269,6 +375,7 @@ int tt_cmd_serve(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -322,7 +429,14 @@ int tt_cmd_serve(int argc, char **argv)
             listeners[nl++] =
                 (tt_listener_conf_t){.addr = c.listens[i].addrs[j], .policy = &c.listens[i].policy, .tls = tls[i]};
 
-    int alog = open_access_log(c.access_log);
+    if (check) {
+        /* Everything above built what a start would (routes, upstreams, TLS contexts) without opening a socket. */
+        fprintf(stderr, "tether: configuration OK%s%s\n", c.path ? ": " : "", c.path ? c.path : "");
+        free_setup(&router, &reg, static_confs, proxy_confs, listeners, tls, c.nlistens);
+        tt_conf_dispose(&c);
+        return 0;
+    }
+    int alog = strcmp(c.access_log, "-") == 0 ? STDOUT_FILENO : -1;
     tt_server_conf_t sc = {
         .workers = workers,
         .max_connections = c.max_connections,
@@ -332,6 +446,7 @@ int tt_cmd_serve(int argc, char **argv)
         .nlisteners = nl,
         .router = &router,
         .access_log_fd = alog,
+        .access_log_file = alog_file ? &afile : NULL,
         .name = "tether",
     };
     char err[512];
@@ -384,7 +499,8 @@ int tt_cmd_serve(int argc, char **argv)
                "the process runs out of file descriptors before max_connections",
                nofile, (unsigned long long)c.max_connections * workers + 64);
 
-    signal_watch_t sw = {.main = srv, .admin = admin, .tls = tls, .ntls = c.nlistens};
+    signal_watch_t sw = {
+        .main = srv, .admin = admin, .tls = tls, .ntls = c.nlistens, .alog = alog_file ? &afile : NULL};
     sw.io.fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
     sw.io.cb = signal_on_io;
     if (sw.io.fd < 0 || tt_io_start(tt_server_loop(admin, 0), &sw.io, TT_EV_READ) != 0)
@@ -406,15 +522,9 @@ int tt_cmd_serve(int argc, char **argv)
     close(sw.io.fd);
     tt_server_free(&admin);
     tt_server_free(&srv);
-    if (alog > STDERR_FILENO) close(alog);
     tt_router_dispose(&admin_router);
-    tt_router_dispose(&router);
-    tt_proxy_registry_free(&reg);
-    free(static_confs);
-    free(proxy_confs);
-    free(listeners);
-    for (size_t i = 0; i < c.nlistens; i++) tt_tls_source_free(&tls[i]);
-    free(tls);
+    free_setup(&router, &reg, static_confs, proxy_confs, listeners, tls, c.nlistens);
+    tt_log_close_file();
     tt_conf_dispose(&c);
     return 0;
 }

@@ -4,7 +4,10 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
+#include <stdarg.h>
+#include <unistd.h>
 
 enum section {
     S_SERVER = 1 << 0,
@@ -70,6 +73,7 @@ static const key_t_ keys[] = {
     {"drain_timeout", S_SERVER, K_DURATION, C(drain_timeout_ms), 0, DAY_MS},
     {"backlog", S_SERVER, K_U32, C(backlog), 1, 65535},
     {"trusted_proxies", S_SERVER, K_CIDRS, B_CONF, 0, 0, 0, 0},
+    {"reuse_port_with_others", S_SERVER, K_BOOL, C(reuse_port_with_others), 0, 1},
     {"address", S_LISTEN, K_ADDRESS, B_CONF, 0, 0, 0, 0},
     {"idle_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(ka.idle_timeout_ms), 0, DAY_MS},
     {"header_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(header_timeout_ms), 1, DAY_MS},
@@ -107,6 +111,7 @@ static const key_t_ keys[] = {
     {"root", S_STATIC, K_STRING, C(static_root), 0, 0},
     {"index", S_STATIC, K_STRING, C(static_index), 0, 0},
     {"access_log", S_LOG, K_STRING, C(access_log), 0, 0},
+    {"error_log", S_LOG, K_STRING, C(error_log), 0, 0},
     {"level", S_LOG, K_LEVEL, C(log_level), 0, 3},
     {"listen", S_METRICS, K_ADDR_OFF, C(metrics_addr), 0, 0},
     {"path", S_METRICS, K_STRING, C(metrics_path), 0, 0},
@@ -571,6 +576,7 @@ void tt_conf_init(tt_conf_t *c)
     c->tls_session_cache = 20000;
     c->static_index = tt_strndup(TT_LIT("index.html"));
     c->access_log = tt_strndup(TT_LIT("-"));
+    c->error_log = tt_strndup(TT_LIT("stderr"));
     c->log_level = TT_LOG_INFO;
     c->metrics_path = tt_strndup(TT_LIT("/metrics"));
 }
@@ -612,21 +618,72 @@ void tt_conf_dispose(tt_conf_t *c)
     free(c->static_root);
     free(c->static_index);
     free(c->access_log);
+    free(c->error_log);
     free(c->metrics_path);
     memset(c, 0, sizeof(*c));
 }
 
+/* ---- errors, collected ---- */
+
+/* Appends `msg` as one more line of `err` (newline separated), cut at `errlen`. */
+static void err_append(char *err, size_t errlen, const char *msg)
+{
+    size_t used = strnlen(err, errlen);
+    if (used + 1 >= errlen) return;
+    snprintf(err + used, errlen - used, "%s%s", used ? "\n" : "", msg);
+}
+
+TT_PRINTF(3, 4) static void err_addf(char *err, size_t errlen, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    err_append(err, errlen, msg);
+}
+
 /* ---- the file ---- */
+
+typedef struct load_err {
+    int line;
+    size_t seq; /* order found, within a line */
+    char msg[400];
+} load_err_t;
 
 typedef struct loader {
     tt_conf_t *c;
     FILE *f;
     int line;
-    bool failed;
-    int err_line;
-    char *err;
-    size_t errlen;
+    load_err_t *errs; /* every error, reported in line order */
+    size_t nerrs;
+    bool section_bad;                  /* the current header was refused: its keys are not reported again */
+    int key_line[TT_ARRAY_SIZE(keys)]; /* line where each key was set in the current section; 0: not yet */
+    struct seen_section {
+        char *name;
+        int line;
+    } * sections;
+    size_t nsections;
 } loader_t;
+
+TT_PRINTF(3, 4) static void load_fail(loader_t *L, int line, const char *fmt, ...)
+{
+    L->errs = tt_realloc(L->errs, (L->nerrs + 1) * sizeof(*L->errs));
+    load_err_t *e = &L->errs[L->nerrs++];
+    e->line = line;
+    e->seq = L->nerrs;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    va_end(ap);
+}
+
+static int cmp_err_line(const void *a, const void *b)
+{
+    const load_err_t *x = a, *y = b;
+    if (x->line != y->line) return x->line < y->line ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq; /* qsort is not stable */
+}
 
 static bool known_section(const char *name, size_t n)
 {
@@ -635,6 +692,40 @@ static bool known_section(const char *name, size_t n)
     for (size_t i = 0; i < TT_ARRAY_SIZE(section_names); i++)
         if (strlen(section_names[i].name) == n && memcmp(section_names[i].name, name, n) == 0) return true;
     return false;
+}
+
+/* A section header: every section name may appear once (a second [upstream api] or [keepalive] would
+ * silently merge into the first, or replace its keys). */
+static void on_header(loader_t *L, const char *p)
+{
+    memset(L->key_line, 0, sizeof(L->key_line));
+    L->section_bad = true;
+    const char *close = strchr(p, ']');
+    if (close == NULL) return; /* inih reports the syntax error */
+    size_t n = (size_t)(close - p - 1);
+    if (!known_section(p + 1, n)) {
+        load_fail(L, L->line, "%s:%d: [%.*s]: unknown section", L->c->path, L->line, (int)TT_MIN(n, 64), p + 1);
+        return;
+    }
+    char name[256];
+    snprintf(name, sizeof(name), "%.*s", (int)TT_MIN(n, sizeof(name) - 1), p + 1);
+    for (size_t i = 0; i < L->nsections; i++)
+        if (strcmp(L->sections[i].name, name) == 0) {
+            load_fail(L, L->line, "%s:%d: [%s]: duplicate section (first on line %d)", L->c->path, L->line, name,
+                      L->sections[i].line);
+            return;
+        }
+    L->sections = tt_realloc(L->sections, (L->nsections + 1) * sizeof(*L->sections));
+    L->sections[L->nsections++] = (struct seen_section){.name = tt_strndup(name, strlen(name)), .line = L->line};
+    L->section_bad = false;
+    /* A section exists as soon as its header does, so an empty one is checked like a full one
+     * (an [upstream] without a server, a [route] without a target). */
+    if (strcmp(name, "listen") == 0 || strncmp(name, "listen ", 7) == 0)
+        listen_group(L->c, name[6] ? name + 7 : "");
+    else if (strncmp(name, "upstream ", 9) == 0)
+        upstream_named(L->c, name + 9, true);
+    else if (strncmp(name, "route /", 7) == 0)
+        route_for(L->c, name + 6);
 }
 
 /* Reads one line for inih, counting lines, and checks section headers itself: inih reports a section
@@ -648,48 +739,33 @@ static char *count_lines(char *str, int num, void *stream)
     const char *p = s;
     while (*p == ' ' || *p == '\t') p++;
     size_t len = strlen(s);
-    if (len == (size_t)num - 1 && s[len - 1] != '\n' && !feof(L->f) && !L->failed) {
+    if (len == (size_t)num - 1 && s[len - 1] != '\n' && !feof(L->f)) {
         const char *k = p, *ke = k;
         while (*ke && *ke != '=' && *ke != ':' && *ke != ' ' && *ke != '\t') ke++;
-        snprintf(L->err, L->errlen, "%s:%d: %.*s: line longer than %d characters", L->c->path, L->line,
-                 (int)TT_MIN((size_t)(ke - k), 64), k, num - 2);
-        L->failed = true;
-        L->err_line = L->line;
+        load_fail(L, L->line, "%s:%d: %.*s: line longer than %d characters", L->c->path, L->line,
+                  (int)TT_MIN((size_t)(ke - k), 64), k, num - 2);
     }
-    if (*p == '[' && !L->failed) {
-        const char *close = strchr(p, ']');
-        size_t n = close ? (size_t)(close - p - 1) : 0;
-        if (close != NULL && !known_section(p + 1, n)) {
-            snprintf(L->err, L->errlen, "%s:%d: [%.*s]: unknown section", L->c->path, L->line, (int)TT_MIN(n, 64),
-                     p + 1);
-            L->failed = true;
-            L->err_line = L->line;
-        } else if (close != NULL) {
-            /* A section exists as soon as its header does, so an empty one is checked like a full one
-             * (an [upstream] without a server, a [route] without a target). */
-            char name[256];
-            snprintf(name, sizeof(name), "%.*s", (int)TT_MIN(n, sizeof(name) - 1), p + 1);
-            if (strcmp(name, "listen") == 0 || strncmp(name, "listen ", 7) == 0)
-                listen_group(L->c, name[6] ? name + 7 : "");
-            else if (strncmp(name, "upstream ", 9) == 0)
-                upstream_named(L->c, name + 9, true);
-            else if (strncmp(name, "route /", 7) == 0)
-                route_for(L->c, name + 6);
-        }
-    }
+    if (*p == '[') on_header(L, p);
     return s;
+}
+
+/* Keys that may be given several times in one section: each line adds one more. */
+static bool key_repeats(const key_t_ *k)
+{
+    return k->kind == K_ADDRESS || k->kind == K_SERVER || k->kind == K_TLS_CERT || k->kind == K_TLS_KEY ||
+           k->kind == K_CIDRS;
 }
 
 static int on_entry(void *user, const char *section, const char *name, const char *value)
 {
     loader_t *L = user;
-    if (L->failed) return 1;
     const char *why = NULL;
     char whybuf[160];
     unsigned sec = 0;
     tt_conf_listen_t *g = NULL;
     tt_upstream_conf_t *up = NULL;
     tt_conf_route_t *route = NULL;
+    if (L->section_bad) return 1; /* its header was reported */
     if (strcmp(section, "listen") == 0 || strncmp(section, "listen ", 7) == 0) {
         sec = S_LISTEN;
         g = listen_group(L->c, section[6] ? section + 7 : "");
@@ -704,16 +780,17 @@ static int on_entry(void *user, const char *section, const char *name, const cha
             if (strcmp(section, section_names[i].name) == 0) sec = section_names[i].bit;
     }
     if (sec == 0) {
-        snprintf(L->err, L->errlen, "%s:%d: %s: unknown section [%s]", L->c->path, L->line, name, section);
-        L->failed = true;
-        L->err_line = L->line;
-        L->err_line = L->line;
-        return 0;
+        load_fail(L, L->line, "%s:%d: %s: unknown section [%s]", L->c->path, L->line, name, section);
+        return 1;
     }
     const key_t_ *k = find_key(sec, name);
     int r;
     if (k == NULL) {
         why = "unknown key";
+        r = -1;
+    } else if (!key_repeats(k) && L->key_line[key_index(k)] != 0) {
+        snprintf(whybuf, sizeof(whybuf), "set twice in [%s] (first on line %d)", section, L->key_line[key_index(k)]);
+        why = whybuf;
         r = -1;
     } else if (k->kind == K_ADDRESS) {
         r = add_address(g, value, &why);
@@ -731,13 +808,15 @@ static int on_entry(void *user, const char *section, const char *name, const cha
                                              : (void *)L->c;
         r = parse_value(k, value, base, &why, whybuf, sizeof(whybuf));
         if (r == 0 && g != NULL && k->base == B_POLICY) g->set |= 1ull << key_index(k);
+        if (r == 0 && strcmp(name, "root") == 0) {
+            if (route != NULL)
+                route->root_line = L->line;
+            else
+                L->c->static_root_line = L->line;
+        }
     }
-    if (r != 0) {
-        snprintf(L->err, L->errlen, "%s:%d: %s: %s", L->c->path, L->line, name, why);
-        L->failed = true;
-        L->err_line = L->line;
-        return 0;
-    }
+    if (k != NULL && L->key_line[key_index(k)] == 0) L->key_line[key_index(k)] = L->line;
+    if (r != 0) load_fail(L, L->line, "%s:%d: %s: %s", L->c->path, L->line, name, why);
     return 1;
 }
 
@@ -745,7 +824,8 @@ int tt_conf_load(tt_conf_t *c, const char *path, char *err, size_t errlen)
 {
     free(c->path);
     c->path = tt_strndup(path, strlen(path));
-    loader_t L = {.c = c, .err = err, .errlen = errlen};
+    if (errlen > 0) err[0] = '\0';
+    loader_t L = {.c = c};
     L.f = fopen(path, "r");
     if (L.f == NULL) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -753,17 +833,16 @@ int tt_conf_load(tt_conf_t *c, const char *path, char *err, size_t errlen)
     }
     int r = ini_parse_stream(count_lines, &L, on_entry, &L);
     fclose(L.f);
-    /* inih keeps going after a syntax error; an error it saw on an earlier line is the one to report. */
-    if (L.failed && !(r > 0 && r < L.err_line)) return -1;
-    if (r > 0) {
-        snprintf(err, errlen, "%s:%d: syntax error (expected [section], key = value or a comment)", path, r);
-        return -1;
-    }
-    if (r < 0) {
-        snprintf(err, errlen, "%s: cannot be read", path);
-        return -1;
-    }
-    return 0;
+    /* inih keeps going after a syntax error and returns the first one's line: reported with the others. */
+    if (r > 0) load_fail(&L, r, "%s:%d: syntax error (expected [section], key = value or a comment)", path, r);
+    if (r < 0) load_fail(&L, 0, "%s: cannot be read", path);
+    if (L.nerrs > 1) qsort(L.errs, L.nerrs, sizeof(*L.errs), cmp_err_line);
+    for (size_t i = 0; i < L.nerrs; i++) err_append(err, errlen, L.errs[i].msg);
+    size_t nerrs = L.nerrs;
+    free(L.errs);
+    for (size_t i = 0; i < L.nsections; i++) free(L.sections[i].name);
+    free(L.sections);
+    return nerrs ? -1 : 0;
 }
 
 /* ---- the command line ---- */
@@ -781,6 +860,7 @@ int tt_conf_override(tt_conf_t *c, const char *flag, const char *key, const char
         return -1;
     }
     if (k->base == B_POLICY) c->_cli_set |= 1ull << key_index(k);
+    if (k->base == B_CONF && k->off == offsetof(tt_conf_t, static_root)) c->static_root_line = 0;
     return 0;
 }
 
@@ -909,6 +989,7 @@ static void copy_set(tt_listen_policy_t *dst, const tt_listen_policy_t *src, uin
 
 int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
 {
+    if (errlen > 0) err[0] = '\0';
     if (c->nlistens == 0) {
         const char *why;
         if (add_address(listen_group(c, ""), "127.0.0.1:8080", &why) != 0) tt_fatal("default address");
@@ -920,9 +1001,8 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
         copy_set(&g->policy, &own, g->set);
         copy_set(&g->policy, &c->_cli, c->_cli_set);
         if (g->naddrs == 0) {
-            snprintf(err, errlen, "%s: [listen%s%s] has no address", c->path ? c->path : "config",
+            err_addf(err, errlen, "%s: [listen%s%s] has no address", c->path ? c->path : "config",
                      g->name[0] ? " " : "", g->name);
-            return -1;
         }
     }
     const char *file = c->path ? c->path : "config";
@@ -936,15 +1016,15 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
             if (c->_cli_tls_key) add_tls_file(g, false, c->_cli_tls_key);
         }
         if (g->tls.ncerts == 0) {
-            snprintf(err, errlen, "%s: [listen%s%s] is TLS but has no tls_cert and tls_key (--tls-cert, --tls-key)",
+            err_addf(err, errlen, "%s: [listen%s%s] is TLS but has no tls_cert and tls_key (--tls-cert, --tls-key)",
                      file, g->name[0] ? " " : "", g->name);
-            return -1;
+            continue;
         }
         for (size_t k = 0; k < g->tls.ncerts; k++)
             if (g->tls.certs[k].cert_file == NULL || g->tls.certs[k].key_file == NULL) {
-                snprintf(err, errlen, "%s: [listen%s%s] every tls_cert needs its tls_key (and the other way round)",
+                err_addf(err, errlen, "%s: [listen%s%s] every tls_cert needs its tls_key (and the other way round)",
                          file, g->name[0] ? " " : "", g->name);
-                return -1;
+                break;
             }
         if (g->tls.min_version == 0) g->tls.min_version = 0x0303;
         g->tls.alpn_h2 = g->policy.h2.enabled;
@@ -955,17 +1035,14 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
     for (size_t i = 0; i < c->nupstreams; i++) {
         tt_upstream_conf_t *u = &c->upstreams[i];
         if (u->nservers == 0) {
-            snprintf(err, errlen, "%s: [upstream %s] has no server", file, u->name);
-            return -1;
+            err_addf(err, errlen, "%s: [upstream %s] has no server", file, u->name);
         }
         if (u->pool.backoff_min_ms > u->pool.backoff_max_ms) {
-            snprintf(err, errlen, "%s: [upstream %s] fail_backoff is longer than fail_backoff_max", file, u->name);
-            return -1;
+            err_addf(err, errlen, "%s: [upstream %s] fail_backoff is longer than fail_backoff_max", file, u->name);
         }
         if (u->pool.margin_floor_ms > u->pool.hint_margin_ms) {
-            snprintf(err, errlen, "%s: [upstream %s] margin_floor is longer than hint_margin (the largest margin)",
+            err_addf(err, errlen, "%s: [upstream %s] margin_floor is longer than hint_margin (the largest margin)",
                      file, u->name);
-            return -1;
         }
         if (u->_tcpka_auto) tt_proxy_default_tcp_keepalive(&u->pool, &u->pool.tcp_keepalive);
         u->trusted = c->trusted_proxies;
@@ -974,17 +1051,42 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
     for (size_t i = 0; i < c->nroutes; i++) {
         tt_conf_route_t *r = &c->routes[i];
         if ((r->upstream == NULL) == (r->root == NULL)) {
-            snprintf(err, errlen, "%s: [route %s] needs exactly one of upstream = NAME or root = DIR", file, r->prefix);
-            return -1;
+            err_addf(err, errlen, "%s: [route %s] needs exactly one of upstream = NAME or root = DIR", file, r->prefix);
+            continue;
         }
         if (r->upstream && upstream_named(c, r->upstream, false) == NULL) {
-            snprintf(err, errlen, "%s: [route %s] upstream: no [upstream %s] section", file, r->prefix, r->upstream);
-            return -1;
+            err_addf(err, errlen, "%s: [route %s] upstream: no [upstream %s] section", file, r->prefix, r->upstream);
         }
     }
     if (c->metrics_on && (c->metrics_path == NULL || c->metrics_path[0] != '/')) {
-        snprintf(err, errlen, "%s: path: must start with /", c->path ? c->path : "[metrics]");
-        return -1;
+        err_addf(err, errlen, "%s: path: must start with /", c->path ? c->path : "[metrics]");
     }
-    return 0;
+    return errlen > 0 && err[0] != '\0' ? -1 : 0;
+}
+
+/* Why `root` cannot be served from, or NULL. */
+static const char *root_problem(const char *root)
+{
+    int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return strerror(errno);
+    close(fd);
+    if (access(root, X_OK) != 0) return strerror(errno);
+    return NULL;
+}
+
+int tt_conf_check_files(const tt_conf_t *c, char *err, size_t errlen)
+{
+    if (errlen > 0) err[0] = '\0';
+    const char *file = c->path ? c->path : "config";
+    const char *why;
+    if (c->static_root != NULL && (why = root_problem(c->static_root)) != NULL) {
+        if (c->static_root_line > 0)
+            err_addf(err, errlen, "%s:%d: root: %s: %s", file, c->static_root_line, c->static_root, why);
+        else
+            err_addf(err, errlen, "--root %s: %s", c->static_root, why);
+    }
+    for (size_t i = 0; i < c->nroutes; i++)
+        if (c->routes[i].root != NULL && (why = root_problem(c->routes[i].root)) != NULL)
+            err_addf(err, errlen, "%s:%d: root: %s: %s", file, c->routes[i].root_line, c->routes[i].root, why);
+    return errlen > 0 && err[0] != '\0' ? -1 : 0;
 }

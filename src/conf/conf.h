@@ -27,6 +27,7 @@ typedef struct tt_conf_route {
     char *prefix;   /* starts with '/' */
     char *upstream; /* NULL for a static route */
     char *root;     /* NULL for a proxy route */
+    int root_line;  /* line of `root` in the file */
     char *index;    /* static: the directory index file, NULL = "index.html" */
 } tt_conf_route_t;
 
@@ -40,9 +41,11 @@ typedef struct tt_conf {
     tt_listen_policy_t defaults; /* [keepalive], [tcp_keepalive], [limits] */
     tt_conf_listen_t *listens;
     size_t nlistens;
-    char *static_root; /* NULL: no static route */
+    char *static_root;    /* NULL: no static route */
+    int static_root_line; /* line of [static] root in the file; 0: --root or none */
     char *static_index;
     char *access_log; /* "-" stdout, "off", or a path */
+    char *error_log;  /* "stderr" or a path */
     int log_level;    /* tt_log_level_t */
     bool metrics_on;
     tt_addr_t metrics_addr;
@@ -56,6 +59,7 @@ typedef struct tt_conf {
     size_t nroutes;
     tt_cidr_t *trusted_proxies; /* [server] trusted_proxies: peers whose X-Forwarded-* fields are believed */
     size_t ntrusted_proxies;
+    bool reuse_port_with_others; /* [server]: start even when another process listens on our addresses */
     /* private */
     tt_listen_policy_t _cli;
     uint64_t _cli_set;
@@ -68,7 +72,11 @@ typedef struct tt_conf {
 void tt_conf_init(tt_conf_t *c);
 /** Frees what `c` owns. */
 void tt_conf_dispose(tt_conf_t *c);
-/** Reads the INI file `path` into `c`. Returns 0, or -1 with "FILE:LINE: key: reason" in `err`. */
+/**
+ * Reads the INI file `path` into `c`. Returns 0, or -1 with every error found, one "FILE:LINE: key: reason"
+ * per line in file order (newline separated, no final newline; cut at `errlen`). A key set twice in one
+ * section and a section header seen twice are errors. Main thread only.
+ */
 int tt_conf_load(tt_conf_t *c, const char *path, char *err, size_t errlen);
 /**
  * Applies a command-line value for a key of [server], [keepalive], [tcp_keepalive], [limits], [static],
@@ -86,7 +94,14 @@ int tt_conf_cli_tls_file(tt_conf_t *c, bool cert, const char *file, char *err, s
 int tt_conf_cli_proxy(tt_conf_t *c, const char *url, char *err, size_t errlen);
 /** `--route PREFIX=URL`: paths under PREFIX to the upstream at URL. 0 or -1 with `err`. */
 int tt_conf_cli_route(tt_conf_t *c, const char *spec, char *err, size_t errlen);
-/** Merges defaults, sections and overrides into each listener's policy and validates. 0 or -1 with `err`. */
+/** Merges defaults, sections and overrides into each listener's policy and validates. 0, or -1 with every
+ *  error found in `err`, one per line. */
 int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen);
+/**
+ * Checks what a finished `c` names on disk, opening nothing that stays open: every static root (the [static]
+ * one, --root, each [route] root) must be a directory this process can read and search. Returns 0, or -1
+ * with one "FILE:LINE: root: reason" (or "--root DIR: reason") per problem in `err`, newline separated.
+ */
+int tt_conf_check_files(const tt_conf_t *c, char *err, size_t errlen);
 
 #endif

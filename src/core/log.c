@@ -1,12 +1,20 @@
 /* log.c -- the error log */
 #include "core/log.h"
+#include "core/err.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <time.h>
 #include <unistd.h>
 
 static tt_log_level_t g_level = TT_LOG_INFO;
 static int g_fd = 2;
+/* The error log is rare and written from every thread: a reopen swaps the file under `g_lock`, with dup3() onto
+ * the same descriptor number. */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *g_path; /* NULL: g_fd is the caller's (stderr) */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -14,6 +22,53 @@ void tt_log_setup(tt_log_level_t level, int fd)
 {
     g_level = level;
     g_fd = fd;
+}
+
+/* Opens the error log file `path`: the fd, or -errno. */
+static int open_log(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    return fd >= 0 ? fd : -errno;
+}
+
+int tt_log_open_file(const char *path)
+{
+    int fd = open_log(path);
+    if (fd < 0) return fd;
+    pthread_mutex_lock(&g_lock);
+    free(g_path);
+    g_path = tt_strndup(path, strlen(path));
+    g_fd = fd;
+    pthread_mutex_unlock(&g_lock);
+    return 0;
+}
+
+int tt_log_reopen(void)
+{
+    int r = 0;
+    pthread_mutex_lock(&g_lock);
+    if (g_path != NULL) {
+        int fd = open_log(g_path);
+        if (fd < 0)
+            r = fd;
+        else if (dup3(fd, g_fd, O_CLOEXEC) < 0)
+            r = -errno;
+        if (fd >= 0) close(fd);
+    }
+    pthread_mutex_unlock(&g_lock);
+    return r;
+}
+
+void tt_log_close_file(void)
+{
+    pthread_mutex_lock(&g_lock);
+    if (g_path != NULL) {
+        close(g_fd);
+        free(g_path);
+        g_path = NULL;
+        g_fd = 2;
+    }
+    pthread_mutex_unlock(&g_lock);
 }
 
 int tt_log_level_parse(const char *s)
@@ -45,6 +100,8 @@ void tt_log(tt_log_level_t level, const char *fmt, ...)
     if (m < 0) m = 0;
     size_t len = (size_t)n + TT_MIN((size_t)m, sizeof(line) - (size_t)n - 2);
     line[len++] = '\n';
+    pthread_mutex_lock(&g_lock);
     ssize_t w = write(g_fd, line, len);
+    pthread_mutex_unlock(&g_lock);
     (void)w;
 }

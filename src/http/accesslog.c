@@ -1,6 +1,11 @@
 /* accesslog.c -- buffered access log lines, one write(2) per loop turn per worker */
 #include "http/accesslog.h"
 
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,15 +25,48 @@ void tt_accesslog_init(tt_accesslog_t *log, tt_loop_t *loop, int fd)
     tt_bufpool_init(&log->pool, 65536, 1);
 }
 
+void tt_accesslog_file_reopen(tt_accesslog_file_t *f)
+{
+    atomic_fetch_add_explicit(&f->gen, 1, memory_order_release);
+}
+
+/* Opens log->file's path again; the old descriptor stays when that fails (a full or read-only disk must
+ * not stop the lines). */
+static void reopen(tt_accesslog_t *log, uint32_t gen)
+{
+    log->gen = gen;
+    int fd = open(log->file->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        tt_log(TT_LOG_ERROR, "access_log %s: %s%s", log->file->path, strerror(errno),
+               log->fd >= 0 ? " (lines still go to the file open before)" : "");
+        return;
+    }
+    if (log->fd >= 0) close(log->fd);
+    log->fd = fd;
+}
+
+void tt_accesslog_init_file(tt_accesslog_t *log, tt_loop_t *loop, const tt_accesslog_file_t *file)
+{
+    tt_accesslog_init(log, loop, -1);
+    log->file = file;
+    reopen(log, atomic_load_explicit(&file->gen, memory_order_acquire));
+}
+
 void tt_accesslog_dispose(tt_accesslog_t *log)
 {
     tt_accesslog_flush(log);
     tt_buf_release(&log->buf, &log->pool);
     tt_bufpool_dispose(&log->pool);
+    if (log->file != NULL && log->fd >= 0) close(log->fd);
+    log->fd = -1;
 }
 
 void tt_accesslog_flush(tt_accesslog_t *log)
 {
+    if (log->file != NULL && log->buf.len > 0) {
+        uint32_t gen = atomic_load_explicit(&log->file->gen, memory_order_acquire);
+        if (gen != log->gen) reopen(log, gen);
+    }
     while (log->buf.len > 0) {
         ssize_t n = write(log->fd, tt_buf_data(&log->buf), log->buf.len);
         if (n <= 0) break; /* a full disk or closed pipe must not stop the server: the lines are dropped */
@@ -58,7 +96,7 @@ static size_t put_escaped(char *o, tt_str_t s)
 
 void tt_accesslog_add(tt_accesslog_t *log, const tt_accesslog_rec_t *r)
 {
-    if (log->fd < 0) return;
+    if (!tt_accesslog_enabled(log)) return;
     int64_t now = tt_loop_wall(log->loop);
     if (now != log->stamp_s) {
         struct tm tm;

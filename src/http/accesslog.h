@@ -28,9 +28,24 @@ typedef struct tt_accesslog_rec {
     tt_str_t extra;       /* appended after a space when non-empty (protocol, upstream fields) */
 } tt_accesslog_rec_t;
 
+/**
+ * An access log file shared by the workers, reopened without a lock: each worker writes through a descriptor
+ * of its own and opens `path` again at its first flush after tt_accesslog_file_reopen() (SIGUSR1, SIGHUP),
+ * so lines written after the reopen go to a file moved away (logrotate) only if they were buffered before it.
+ */
+typedef struct tt_accesslog_file {
+    const char *path;     /* not owned; must outlive the workers */
+    _Atomic uint32_t gen; /* bumped by each reopen */
+} tt_accesslog_file_t;
+
+/** Asks every worker writing to `f` to reopen its path at its next flush. Any thread; returns at once. */
+void tt_accesslog_file_reopen(tt_accesslog_file_t *f);
+
 /** A worker's log buffer. */
 typedef struct tt_accesslog {
-    int fd; /* -1: logging off */
+    int fd;                          /* -1: logging off */
+    const tt_accesslog_file_t *file; /* NULL: `fd` is the caller's */
+    uint32_t gen;                    /* file->gen when `fd` was opened */
     tt_loop_t *loop;
     tt_buf_t buf;
     tt_bufpool_t pool;
@@ -41,16 +56,19 @@ typedef struct tt_accesslog {
 
 /** Prepares `log` to write to `fd` (-1: off; not owned). */
 void tt_accesslog_init(tt_accesslog_t *log, tt_loop_t *loop, int fd);
-/** Flushes and frees the buffer. */
+/** Prepares `log` to write to `file` through a descriptor of its own, opened now (on failure the error is
+ *  logged and `log` is off until a reopen succeeds). Call on any thread before the worker runs. */
+void tt_accesslog_init_file(tt_accesslog_t *log, tt_loop_t *loop, const tt_accesslog_file_t *file);
+/** Flushes, frees the buffer and closes a descriptor opened by tt_accesslog_init_file(). */
 void tt_accesslog_dispose(tt_accesslog_t *log);
 /** True when lines are written at all. */
 static inline bool tt_accesslog_enabled(const tt_accesslog_t *log)
 {
-    return log->fd >= 0;
+    return log->fd >= 0 || log->file != NULL;
 }
 /** Appends one line; it is written at the end of the loop turn (or sooner when 32 KiB are buffered). */
 void tt_accesslog_add(tt_accesslog_t *log, const tt_accesslog_rec_t *rec);
-/** Writes what is buffered now. */
+/** Writes what is buffered now (first reopening the file when tt_accesslog_file_reopen() asked to). */
 void tt_accesslog_flush(tt_accesslog_t *log);
 
 #endif

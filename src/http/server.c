@@ -321,7 +321,10 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
         tt_bufpool_init(&w->bufs, 16384, 256);
         tt_timer_init(&w->accept_retry, accept_retry_on_timer);
         tt_timer_init(&w->drain_deadline, drain_deadline_on_timer);
-        tt_accesslog_init(&w->alog, w->loop, conf->access_log_fd);
+        if (conf->access_log_file != NULL)
+            tt_accesslog_init_file(&w->alog, w->loop, conf->access_log_file);
+        else
+            tt_accesslog_init(&w->alog, w->loop, conf->access_log_fd);
         w->date_s = -1;
         w->ls = tt_calloc(conf->nlisteners ? conf->nlisteners : 1, sizeof(tt__lstate_t));
         for (size_t l = 0; l < conf->nlisteners; l++) w->ls[l].io.fd = -1;

@@ -56,8 +56,9 @@ typedef struct tt_server_conf {
     const tt_listener_conf_t *listeners;
     size_t nlisteners;
     const tt_router_t *router;
-    int access_log_fd; /* -1: off; not owned */
-    const char *name;  /* for logs ("tether", "admin") */
+    int access_log_fd;                               /* -1: off; not owned; unused when access_log_file is set */
+    const struct tt_accesslog_file *access_log_file; /* NULL, or each worker opens this file itself */
+    const char *name;                                /* for logs ("tether", "admin") */
 } tt_server_conf_t;
 
 typedef struct tt_server tt_server_t;

@@ -50,6 +50,17 @@ int tt_sock_listen(const tt_addr_t *a, int backlog, bool reuseport, const tt_tcp
     return fd;
 }
 
+int tt_sock_addr_in_use(const tt_addr_t *a)
+{
+    int fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int r = setopt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+    if (r == 0 && a->ss.sa.sa_family == AF_INET6) r = setopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+    if (r == 0 && bind(fd, &a->ss.sa, a->len) != 0) r = -errno;
+    close(fd);
+    return r == -EADDRINUSE ? 1 : r;
+}
+
 int tt_sock_connect(const tt_addr_t *a, const tt_tcp_keepalive_t *ka, bool *in_progress)
 {
     int fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -22,6 +22,12 @@ typedef struct tt_tcp_keepalive {
  */
 int tt_sock_listen(const tt_addr_t *a, int backlog, bool reuseport, const tt_tcp_keepalive_t *ka);
 /**
+ * Whether another socket already listens on `a` (port > 0), found by binding a probe socket WITHOUT
+ * SO_REUSEPORT (closed again, never listening): 1 when it is taken (EADDRINUSE), 0 when free, -errno when
+ * the probe itself failed (e.g. -EADDRNOTAVAIL). Sockets that are not listening (TIME_WAIT) do not count.
+ */
+int tt_sock_addr_in_use(const tt_addr_t *a);
+/**
  * Opens a non-blocking, close-on-exec TCP socket with TCP_NODELAY and `ka` (NULL: kernel default) and
  * starts connecting to `a`. Returns the fd with `*in_progress` set when the connect continues in the
  * background (EINPROGRESS), or -errno.

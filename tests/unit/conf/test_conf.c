@@ -308,26 +308,55 @@ static void reads_every_section(void **state)
 static void reads_workers_auto_and_metrics_off(void **state)
 {
     fixture_t *f = *state;
-    load_ok(f, "[server]\nworkers = 8\nworkers = auto\n[metrics]\nlisten = 127.0.0.1:9300\nlisten = off\n"
-               "[log]\nlevel = error\n");
+    load_ok(f, "[server]\nworkers = auto\n[metrics]\nlisten = off\n[log]\nlevel = error\n");
     finish_ok(f);
     assert_int_equal(f->c.workers, 0);
     assert_false(f->c.metrics_on);
     assert_int_equal(f->c.log_level, TT_LOG_ERROR);
 }
 
-static void merges_repeated_listen_sections_of_one_name(void **state)
+/* Issue 13: a repeated section or key used to merge silently (last wins): both are errors now. Repeatable
+ * keys (address, server, tls_cert, tls_key, trusted_proxies) add a value per line. */
+static void refuses_a_repeated_section(void **state)
 {
     fixture_t *f = *state;
-    load_ok(f, "[listen a]\naddress = 127.0.0.1:1\n[listen b]\naddress = 127.0.0.1:2\n[listen a]\n"
-               "address = 127.0.0.1:3\nmax_requests = 9\n");
+    expect_load_error(f,
+                      "[listen a]\naddress = 127.0.0.1:1\n[listen b]\naddress = 127.0.0.1:2\n[listen a]\n"
+                      "address = 127.0.0.1:3\nmax_requests = 9\n",
+                      ":5: [listen a]: duplicate section (first on line 1)");
+    expect_load_error(f, "[keepalive]\nidle_timeout = 5s\n[server]\nworkers = 1\n[keepalive]\n",
+                      ":5: [keepalive]: duplicate section (first on line 1)");
+}
+
+static void refuses_a_key_set_twice_in_a_section(void **state)
+{
+    fixture_t *f = *state;
+    expect_load_error(f, "[server]\nworkers = 8\nworkers = auto\n",
+                      ":3: workers: set twice in [server] (first on line 2)");
+    expect_load_error(f, "[metrics]\nlisten = 127.0.0.1:9300\npath = /m\nlisten = off\n",
+                      ":4: listen: set twice in [metrics] (first on line 2)");
+    /* the same key in two sections is two settings */
+    load_ok(f, "[keepalive]\nidle_timeout = 5s\n[listen a]\naddress = 127.0.0.1:1\naddress = 127.0.0.1:2\n"
+               "idle_timeout = 3s\n");
     finish_ok(f);
-    assert_int_equal(f->c.nlistens, 2);
-    tt_conf_listen_t *a = find_listen(&f->c, "a");
-    assert_int_equal(a->naddrs, 2);
-    assert_addr(&a->addrs[1], "127.0.0.1:3");
-    assert_int_equal(a->policy.ka.max_requests, 9);
-    assert_int_equal(find_listen(&f->c, "b")->policy.ka.max_requests, 1000);
+    assert_int_equal(find_listen(&f->c, "a")->naddrs, 2);
+}
+
+static void reports_every_error_in_line_order(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(load(f, "[server]\nworkers = lots\n[keepalive]\nidle_timeout = 5 parsecs\nno equals sign\n"
+                             "[bogus]\nx = 1\n[server]\n"),
+                     -1);
+    char want[1024];
+    snprintf(want, sizeof(want),
+             "%s:2: workers: expected a whole number (a whole number from 0 to 1024, or auto)\n"
+             "%s:4: idle_timeout: unknown unit (use ms, s, m or h)\n"
+             "%s:5: syntax error (expected [section], key = value or a comment)\n"
+             "%s:6: [bogus]: unknown section\n"
+             "%s:8: [server]: duplicate section (first on line 1)",
+             f->path, f->path, f->path, f->path, f->path);
+    assert_string_equal(f->err, want);
 }
 
 /* ---- precedence ---- */
@@ -522,12 +551,9 @@ static void counts_lines_after_earlier_valid_keys(void **state)
 {
     fixture_t *f = *state;
     expect_load_error(f,
-                      "[server]\nworkers = 2\n\n; x\n[keepalive]\nidle_timeout = 5s\nmax_requests = 10\n"
+                      "[server]\nworkers = 2\n\n; x\n[keepalive]\nidle_timeout = 5s\nmax_lifetime = 1h\n"
                       "max_requests = lots\n",
                       ":8: max_requests: expected a whole number (a whole number from 0 to 2147483647)");
-    /* only the first error is reported */
-    expect_load_error(f, PREAMBLE "[server]\nbacklog = 0\nworkers = many\n",
-                      ":7: backlog: out of range (a whole number from 1 to 65535)");
 }
 
 static void reports_a_syntax_error_with_its_line(void **state)
@@ -537,6 +563,29 @@ static void reports_a_syntax_error_with_its_line(void **state)
                       ":7: syntax error (expected [section], key = value or a comment)");
     expect_load_error(f, PREAMBLE "[server]\n[keepalive\n",
                       ":7: syntax error (expected [section], key = value or a comment)");
+}
+
+/* Issue 13: a static root that cannot be served from is a start-up error with its line (it used to start and
+ * answer 500 to every request). */
+static void checks_every_static_root_on_disk(void **state)
+{
+    fixture_t *f = *state;
+    load_ok(f, "[static]\nroot = /nonexistent/www\n[route /a/]\nroot = /tmp\n[route /b/]\nroot = /etc/hostname\n");
+    finish_ok(f);
+    assert_int_equal(tt_conf_check_files(&f->c, f->err, sizeof(f->err)), -1);
+    char want[600];
+    snprintf(want, sizeof(want),
+             "%s:2: root: /nonexistent/www: No such file or directory\n%s:6: root: /etc/hostname: Not a directory",
+             f->path, f->path);
+    assert_string_equal(f->err, want);
+    /* --root replaces the file's root and names itself */
+    assert_int_equal(tt_conf_override(&f->c, "--root", "root", "/nonexistent/cli", f->err, sizeof(f->err)), 0);
+    free(f->c.routes[1].root);
+    f->c.routes[1].root = NULL;
+    assert_int_equal(tt_conf_check_files(&f->c, f->err, sizeof(f->err)), -1);
+    assert_string_equal(f->err, "--root /nonexistent/cli: No such file or directory");
+    assert_int_equal(tt_conf_override(&f->c, "--root", "root", "/tmp", f->err, sizeof(f->err)), 0);
+    assert_int_equal(tt_conf_check_files(&f->c, f->err, sizeof(f->err)), 0);
 }
 
 static void reports_a_missing_file(void **state)
@@ -575,7 +624,9 @@ int main(void)
         T(keeps_the_defaults_for_an_empty_file),
         T(reads_every_section),
         T(reads_workers_auto_and_metrics_off),
-        T(merges_repeated_listen_sections_of_one_name),
+        T(refuses_a_repeated_section),
+        T(refuses_a_key_set_twice_in_a_section),
+        T(reports_every_error_in_line_order),
         T(lets_a_listen_section_beat_keepalive_and_the_command_line_beat_both),
         T(lets_each_tls_listen_section_have_its_own_ticket_rotation),
         T(refuses_a_listen_ticket_rotation_out_of_range),
@@ -588,6 +639,7 @@ int main(void)
         T(reports_other_bad_values_with_their_line),
         T(counts_lines_after_earlier_valid_keys),
         T(reports_a_syntax_error_with_its_line),
+        T(checks_every_static_root_on_disk),
         T(reports_a_missing_file),
         T(refuses_a_listen_section_without_an_address),
         T(refuses_a_metrics_path_without_a_slash),

@@ -329,7 +329,7 @@ static void reports_a_bad_value_of_every_upstream_key(void **state)
     };
     for (size_t i = 0; i < TT_ARRAY_SIZE(bad); i++) {
         char text[512], suffix[256];
-        snprintf(text, sizeof(text), UPSTREAM "%s\nmax_idle = 1\n", bad[i].line);
+        snprintf(text, sizeof(text), UPSTREAM "%s\nserver = 127.0.0.1:9001\n", bad[i].line);
         snprintf(suffix, sizeof(suffix), ":8: %s", bad[i].error);
         expect_load_error(f, text, suffix);
     }
@@ -503,18 +503,23 @@ static void allows_64_servers_and_refuses_the_65th(void **state)
     free(text);
 }
 
-static void merges_repeated_upstream_sections_of_one_name(void **state)
+/* Issue 13: a second [upstream a] used to merge into the first (last key wins): now an error. */
+static void refuses_a_repeated_upstream_section(void **state)
 {
     fixture_t *f = *state;
-    load_ok(f, "[upstream a]\nserver = 127.0.0.1:1\n[upstream b]\nserver = 127.0.0.1:2\n[upstream a]\n"
-               "server = 127.0.0.1:3\nmax_idle = 9\n");
-    finish_ok(f);
-    assert_int_equal(f->c.nupstreams, 2);
-    tt_upstream_conf_t *a = find_upstream(&f->c, "a");
-    assert_int_equal(a->nservers, 2);
-    assert_addr(&a->servers[1].addr, "127.0.0.1:3");
-    assert_int_equal(a->pool.max_idle, 9);
-    assert_int_equal(find_upstream(&f->c, "b")->pool.max_idle, 128);
+    expect_load_error(f,
+                      "[upstream a]\nserver = 127.0.0.1:1\n[upstream b]\nserver = 127.0.0.1:2\n[upstream a]\n"
+                      "server = 127.0.0.1:3\nmax_idle = 9\n",
+                      ":5: [upstream a]: duplicate section (first on line 1)");
+    expect_load_error(f, "[route /a]\nroot = /tmp\n[route /b]\nroot = /tmp\n[route /a]\nroot = /srv\n",
+                      ":5: [route /a]: duplicate section (first on line 1)");
+}
+
+static void refuses_an_upstream_key_set_twice(void **state)
+{
+    fixture_t *f = *state;
+    expect_load_error(f, "[upstream a]\nserver = 127.0.0.1:1\nmax_idle = 9\nserver = 127.0.0.1:2\nmax_idle = 8\n",
+                      ":5: max_idle: set twice in [upstream a] (first on line 3)");
 }
 
 static void refuses_an_upstream_without_a_server_at_finish(void **state)
@@ -601,9 +606,8 @@ static void derives_tcp_keepalive_after_finish_when_auto(void **state)
     assert_int_equal(ka->idle_s, 2);
     assert_int_equal(ka->interval_s, 1);
     assert_int_equal(ka->count, 3);
-    /* an explicit setting, then auto again: auto */
-    load_ok(f, "[upstream u]\nserver = 127.0.0.1:1\ntcp_keepalive = 60s:10s:2\nidle_timeout = 1h\n"
-               "tcp_keepalive = auto\n");
+    /* auto written out, after the idle_timeout it derives from */
+    load_ok(f, "[upstream u]\nserver = 127.0.0.1:1\nidle_timeout = 1h\ntcp_keepalive = auto\n");
     finish_ok(f);
     ka = &find_upstream(&f->c, "u")->pool.tcp_keepalive;
     assert_true(ka->enabled);
@@ -618,8 +622,7 @@ static void keeps_an_explicit_tcp_keepalive(void **state)
     load_ok(f, "[upstream u]\nserver = 127.0.0.1:1\ntcp_keepalive = off\n");
     finish_ok(f);
     assert_false(find_upstream(&f->c, "u")->pool.tcp_keepalive.enabled);
-    load_ok(f, "[upstream u]\nserver = 127.0.0.1:1\ntcp_keepalive = auto\ntcp_keepalive = 120s:7s:9\n"
-               "idle_timeout = 4s\n");
+    load_ok(f, "[upstream u]\nserver = 127.0.0.1:1\ntcp_keepalive = 120s:7s:9\nidle_timeout = 4s\n");
     finish_ok(f);
     tt_tcp_keepalive_t *ka = &find_upstream(&f->c, "u")->pool.tcp_keepalive;
     assert_true(ka->enabled);
@@ -655,15 +658,6 @@ static void reads_proxy_and_static_routes(void **state)
     assert_string_equal(files->index, "home.html");
     assert_string_equal(root->root, "/srv/www");
     assert_null(root->index);
-}
-
-static void merges_repeated_route_sections_of_one_prefix(void **state)
-{
-    fixture_t *f = *state;
-    load_ok(f, "[upstream app]\nserver = 127.0.0.1:9000\n[route /a]\nupstream = app\n[route /b]\nroot = /srv\n"
-               "[route /a]\nupstream = app\n");
-    finish_ok(f);
-    assert_int_equal(f->c.nroutes, 2);
 }
 
 static void needs_exactly_one_of_upstream_and_root(void **state)
@@ -864,7 +858,8 @@ int main(void)
         T(refuses_bad_servers),
         T(refuses_an_empty_server),
         T(allows_64_servers_and_refuses_the_65th),
-        T(merges_repeated_upstream_sections_of_one_name),
+        T(refuses_a_repeated_upstream_section),
+        T(refuses_an_upstream_key_set_twice),
         T(refuses_an_upstream_without_a_server_at_finish),
         T(refuses_a_backoff_longer_than_its_maximum_at_finish),
         T(refuses_a_margin_floor_above_hint_margin_at_finish),
@@ -873,7 +868,6 @@ int main(void)
         T(derives_tcp_keepalive_after_finish_when_auto),
         T(keeps_an_explicit_tcp_keepalive),
         T(reads_proxy_and_static_routes),
-        T(merges_repeated_route_sections_of_one_prefix),
         T(needs_exactly_one_of_upstream_and_root),
         T(refuses_an_empty_route_section),
         T(refuses_a_route_to_an_unknown_upstream_at_finish),
