@@ -1,6 +1,6 @@
-"""Issue 13, first slice ("operate it like nginx"): SIGUSR1/SIGHUP reopen the logs, `serve --check`, start-up
-guards (duplicate keys and sections, a static root that cannot be served, an address another process listens
-on) and the help texts."""
+"""Issue 13 ("operate it like nginx"): SIGUSR1/SIGHUP reopen the logs, `serve --check`, start-up guards
+(duplicate keys and sections, a static root that cannot be served, an address another process listens on, TLS
+files and upstream references with file:line) and the help texts."""
 
 import os
 import re
@@ -13,6 +13,7 @@ import pytest
 
 from conftest import LISTEN_RE, SLOW, TETHER_BIN, HttpConn
 from proxy_util import closed_port
+from tls_util import certs  # noqa: F401 (fixture)
 
 
 def run(*args, timeout=10):
@@ -217,6 +218,83 @@ def test_second_tether_on_the_same_port_is_refused_unless_asked(tether, site, tm
     c.send(b"GET /100.txt HTTP/1.1\r\nHost: t\r\n\r\n")
     assert c.response().status == 200
     c.close()
+
+
+def tls_case(kind, certs, tmp_path):
+    """A config with one TLS problem of `kind`: (config text, line, key, reason) of the error it must give."""
+    main, other = certs.main, certs.other
+    cert, key, why = main.cert, main.key, None
+    if kind == "missing cert":
+        cert, why = str(tmp_path / "nope.pem"), "%s: No such file or directory" % (tmp_path / "nope.pem")
+    elif kind == "cert not PEM":
+        cert = str(tmp_path / "junk.pem")
+        (tmp_path / "junk.pem").write_text("not a certificate\n")
+        why = "%s: no PEM certificate in it" % cert
+    elif kind == "unreadable key":
+        if os.geteuid() == 0:
+            pytest.skip("root reads a file of mode 000")
+        key = str(tmp_path / "locked.key")
+        (tmp_path / "locked.key").write_text(open(main.key).read())
+        os.chmod(key, 0)
+        why = "%s: Permission denied" % key
+    elif kind == "key not PEM":
+        key = cert  # a certificate where the key should be
+        why = "%s: no PEM private key in it" % key
+    elif kind == "key of another certificate":
+        key, why = other.key, "%s: does not match the certificate %s" % (other.key, cert)
+    if kind == "upstream client cert":
+        text = ("[route /api/]\nupstream = api\n\n[upstream api]\nserver = https://127.0.0.1:9\n"
+                "tls_cert = %s\ntls_key = %s\n" % (main.cert, other.key))
+        return text, 7, "tls_key", "%s: does not match the certificate %s" % (other.key, main.cert)
+    text = "[listen]\naddress = 127.0.0.1:0\n\n[listen tls]\naddress = 127.0.0.1:0\n" \
+           "; the certificate\ntls_cert = %s\ntls_key = %s\n" % (cert, key)
+    line, name = (7, "tls_cert") if kind in ("missing cert", "cert not PEM") else (8, "tls_key")
+    return text, line, name, why
+
+
+TLS_CASES = ["missing cert", "cert not PEM", "unreadable key", "key not PEM", "key of another certificate",
+             "upstream client cert"]
+
+
+@pytest.mark.parametrize("kind", TLS_CASES)
+def test_a_tls_file_problem_is_an_error_at_its_line(tmp_path, site, certs, kind):
+    """Before, a bad TLS file stopped the start without a line ("tether: TLS: FILE: ..."), and an upstream's client
+    certificate only named its [upstream]; --check said nothing of either."""
+    text, line, key, why = tls_case(kind, certs, tmp_path)
+    cfg = tmp_path / "tls.ini"
+    cfg.write_text(text + "[static]\nroot = %s\n" % site)
+    for extra in (["--check"], ["--access-log", "off"]):
+        out = run("serve", "--config", str(cfg), *extra)
+        assert out.returncode == 2, out.stderr
+        assert "tether: %s:%d: %s: %s" % (cfg, line, key, why) in out.stderr, out.stderr
+        assert "listening" not in out.stderr and "configuration OK" not in out.stderr
+
+
+def test_a_tls_flag_problem_names_the_flag(tmp_path, site, certs):
+    out = run("serve", "--root", str(site), "--tls-listen", "127.0.0.1:0", "--tls-cert", certs.main.cert,
+              "--tls-key", certs.other.key, "--check")
+    assert out.returncode == 2
+    assert "tether: --tls-key: %s: does not match the certificate %s\n" % (certs.other.key, certs.main.cert) \
+        in out.stderr, out.stderr
+
+
+def test_good_tls_files_pass_the_check(tmp_path, site, certs):
+    text, _, _, _ = tls_case("none", certs, tmp_path)
+    cfg = tmp_path / "tls.ini"
+    cfg.write_text(text + "[static]\nroot = %s\n" % site)
+    out = run("serve", "--config", str(cfg), "--check")
+    assert out.returncode == 0 and "configuration OK" in out.stderr, out.stderr
+
+
+def test_a_route_to_an_undefined_upstream_is_an_error_at_its_line(tmp_path, site):
+    cfg = tmp_path / "route.ini"
+    cfg.write_text("[upstream app]\nserver = 127.0.0.1:9\n\n[route /api/]\n; typo\nupstream = ap\n"
+                   "[static]\nroot = %s\n" % site)
+    for extra in (["--check"], ["--listen", "127.0.0.1:0", "--access-log", "off"]):
+        out = run("serve", "--config", str(cfg), *extra)
+        assert out.returncode == 2, out.stderr
+        assert "tether: %s:6: upstream: no [upstream ap] section (in [route /api/])\n" % cfg in out.stderr, \
+            out.stderr
 
 
 # ---- 4. help ----
