@@ -761,6 +761,8 @@ static void note_line(loader_t *L, const char *name, tt_conf_route_t *route, tt_
         up->_tls_cert_line = L->line;
     else if (up != NULL && strcmp(name, "tls_key") == 0)
         up->_tls_key_line = L->line;
+    else if (up == NULL && strcmp(name, "max_connections") == 0)
+        L->c->max_connections_line = L->line;
 }
 
 /* Keys that may be given several times in one section: each line adds one more. */
@@ -870,6 +872,7 @@ int tt_conf_override(tt_conf_t *c, const char *flag, const char *key, const char
     }
     if (k->base == B_POLICY) c->_cli_set |= 1ull << key_index(k);
     if (k->base == B_CONF && k->off == offsetof(tt_conf_t, static_root)) c->static_root_line = 0;
+    if (k->base == B_CONF && k->off == offsetof(tt_conf_t, max_connections)) c->max_connections_line = -1;
     return 0;
 }
 

@@ -37,6 +37,7 @@ typedef struct tt_conf {
     char *path;       /* config file, NULL when none */
     uint32_t workers; /* 0 = one per CPU */
     uint32_t max_connections;
+    int max_connections_line; /* where it was set: its line in the file, -1 --max-connections, 0 the default */
     uint64_t drain_timeout_ms;
     uint32_t backlog;
     tt_listen_policy_t defaults; /* [keepalive], [tcp_keepalive], [limits] */

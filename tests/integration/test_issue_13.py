@@ -4,9 +4,11 @@ files and upstream references with file:line) and the help texts."""
 
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -295,6 +297,63 @@ def test_a_route_to_an_undefined_upstream_is_an_error_at_its_line(tmp_path, site
         assert out.returncode == 2, out.stderr
         assert "tether: %s:6: upstream: no [upstream ap] section (in [route /api/])\n" % cfg in out.stderr, \
             out.stderr
+
+
+# ---- the open file limit: max_connections sized to it ----
+
+def start_with_nofile(soft, hard, *args):
+    """Starts tether under RLIMIT_NOFILE (soft, hard), checks that it serves, stops it by PID and returns its
+    stderr lines."""
+    argv = [TETHER_BIN, "serve", "--listen", "127.0.0.1:0", "--access-log", "off"] + list(args)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+    lines = []
+    pump = threading.Thread(target=lambda: lines.extend(l.rstrip("\n") for l in proc.stderr), daemon=True)
+    pump.start()
+    try:
+        wait_for(lambda: proc.poll() is not None or any(LISTEN_RE.search(l) for l in list(lines)), "listening")
+        assert proc.poll() is None, "tether exited: %s" % lines
+        port = int(next(LISTEN_RE.search(l) for l in list(lines) if LISTEN_RE.search(l)).group(2).rpartition(":")[2])
+        c = HttpConn("127.0.0.1", port)
+        c.send(b"GET /100.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert c.response().status == 200
+        c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20 * SLOW)
+        pump.join(timeout=10 * SLOW)
+    return list(lines)
+
+
+def test_the_default_start_sizes_max_connections_to_the_open_file_limit(site):
+    """A default start under a small open file limit says what it chose at info and warns about nothing (it used
+    to warn on every default start). The soft limit is raised to the hard one first: 1024 is what it sizes to."""
+    lines = start_with_nofile(256, 1024, "--root", str(site), "--workers", "2")
+    assert [l for l in lines if "[warn]" in l or "[error]" in l] == [], lines
+    sized = [l for l in lines if "[info] max_connections" in l]
+    assert len(sized) == 1, lines
+    m = re.search(r"max_connections (\d+) per worker, sized to the open file limit 1024: 2 workers x \d+ x 2 "
+                  r"descriptors .* \+ (\d+) for listeners and logs", sized[0])
+    assert m, sized
+    n, reserved = int(m.group(1)), int(m.group(2))
+    assert 2 * n * 2 + reserved <= 1024 < 2 * (n + 1) * 2 + reserved
+    assert reserved >= 2 * 1 + 3  # at least one listening socket per worker and stdio
+
+
+def test_an_explicit_max_connections_that_cannot_fit_is_warned_about(site, tmp_path):
+    lines = start_with_nofile(1024, 1024, "--root", str(site), "--workers", "2", "--max-connections", "5000")
+    warns = [l for l in lines if "[warn]" in l]
+    assert len(warns) == 1 and "max_connections 5000 per worker (--max-connections) does not fit the open file " \
+        "limit 1024" in warns[0], lines
+    cfg = tmp_path / "t.ini"
+    cfg.write_text("[server]\nworkers = 1\nmax_connections = 800\n[static]\nroot = %s\n" % site)
+    lines = start_with_nofile(512, 512, "--config", str(cfg))
+    warns = [l for l in lines if "[warn]" in l]
+    assert len(warns) == 1 and "max_connections 800 per worker (%s:3) does not fit" % cfg in warns[0], lines
+    # an explicit value that fits: no warning
+    lines = start_with_nofile(512, 512, "--root", str(site), "--workers", "1", "--max-connections", "100")
+    assert [l for l in lines if "[warn]" in l] == [], lines
+    assert any("[info] max_connections 100 per worker" in l for l in lines), lines
 
 
 # ---- 4. help ----
