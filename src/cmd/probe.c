@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,7 +48,9 @@ static const char probe_usage[] =
     "  --max-requests N     most requests sent on one connection to find the server's limit [1000]\n"
     "  --timeout DUR        connect timeout, and longest wait for each response [10s]\n"
     "  --insecure           https: do not verify the certificate (by default it is checked against the\n"
-    "                       system store; SSL_CERT_FILE and SSL_CERT_DIR apply)\n"
+    "                       system store; SSL_CERT_FILE and SSL_CERT_DIR apply); ignored for http://\n"
+    "  -H, --header 'NAME: VALUE'   send this field with every request, repeatable; 'Host: NAME' probes\n"
+    "                       that virtual host (it replaces the URL's; TLS SNI still names the URL's host)\n"
     "  -h, --help           this text\n"
     "\n"
     "Bounds: at most 16 connections (5 new ones one after another, 1 for sequential requests, 1 for\n"
@@ -56,7 +59,7 @@ static const char probe_usage[] =
     "--max-requests + 22 requests. A probe lasts about the idle timeout (at most --max-wait) plus the\n"
     "requests' round trips.\n"
     "Exit status: 0 measured, 1 the origin could not be measured (refused, reset, timeout, TLS handshake or\n"
-    "certificate, not HTTP), 2 bad arguments.\n";
+    "certificate, not HTTP), 2 bad arguments. A 3xx or 4xx answer is measured, with a warning on stderr.\n";
 
 typedef enum phase { PH_ALPN, PH_COLD, PH_RESUME, PH_SEQ, PH_H10, PH_PIPE, PH_IDLE, PH_DONE } phase_t;
 
@@ -120,6 +123,9 @@ typedef struct probe_opts {
 struct probe {
     probe_opts_t o;
     tt_cli_url_t url;
+    tt_cli_url_t req_url; /* what requests say: url, with the Host of -H 'Host: ...' */
+    char host_field[sizeof(((tt_cli_url_t *)0)->authority)]; /* -H 'Host: ...', "" when not given */
+    char fields[2048];                                       /* the other -H fields, each line ending in CRLF */
     char addr[TT_ADDR_STRLEN];
     tt_loop_t *loop;
     tt_bufpool_t bufs;
@@ -140,6 +146,7 @@ struct probe {
     int status;
     char reason[64];
     char server[64];
+    char location[256];
     char ka_field[96];
     bool ka_timeout_seen;
     uint64_t ka_timeout_ms;
@@ -358,6 +365,8 @@ static void keep_first_response(probe_t *p, const tt_upconn_t *u, const tt_h1_re
     for (size_t i = 0; i < res->nfields; i++)
         if (tt_str_ieq(res->fields[i].name, TT_LIT("server")))
             copy_field(p->server, sizeof(p->server), res->fields[i].value);
+        else if (tt_str_ieq(res->fields[i].name, TT_LIT("location")))
+            copy_field(p->location, sizeof(p->location), res->fields[i].value);
     if (res->keep_alive >= 0) copy_field(p->ka_field, sizeof(p->ka_field), res->fields[res->keep_alive].value);
     p->ka_timeout_seen = u->hint_seen;
     p->ka_timeout_ms = u->hint_timeout_ms;
@@ -472,8 +481,9 @@ static void pconn_send(pconn_t *c, const char *head, size_t len, unsigned nreq, 
 
 static void pconn_get(pconn_t *c, int minor, const char *extra)
 {
-    char head[4096];
-    size_t n = tt_cli_url_request(&c->p->url, "GET", NULL, minor, AGENT, extra, head, sizeof(head));
+    char head[4096], fields[sizeof(c->p->fields) + 64];
+    snprintf(fields, sizeof(fields), "%s%s", c->p->fields, extra ? extra : "");
+    size_t n = tt_cli_url_request(&c->p->req_url, "GET", NULL, minor, AGENT, fields, head, sizeof(head));
     pconn_send(c, head, n, 1, false);
 }
 
@@ -695,8 +705,8 @@ static void pipe_connected(pconn_t *c)
     size_t n = 0;
     for (int k = 0; k < PIPE_DEPTH; k++) {
         const char *target = k == 1 ? MISSING_PATH : NULL;
-        size_t m = tt_cli_url_request(&c->p->url, pipe_is_head(k) ? "HEAD" : "GET", target, 1, AGENT, NULL, head + n,
-                                      sizeof(head) - n);
+        size_t m = tt_cli_url_request(&c->p->req_url, pipe_is_head(k) ? "HEAD" : "GET", target, 1, AGENT, c->p->fields,
+                                      head + n, sizeof(head) - n);
         n += m;
     }
     pconn_send(c, head, n, PIPE_DEPTH, pipe_is_head(0));
@@ -1372,6 +1382,7 @@ static const struct option probe_opts[] = {
     {"insecure", no_argument, NULL, OPT_INSECURE},
     {"max-requests", required_argument, NULL, OPT_MAXREQ},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"header", required_argument, NULL, 'H'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -1386,6 +1397,56 @@ static int duration_arg(const char *flag, const char *s, uint64_t *ms, bool zero
     return 0;
 }
 
+static bool is_tchar(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* -H 'NAME: VALUE': a Host replaces the URL's authority; the fields probe sets itself (framing, persistence,
+ * its name) are refused, since a probe that sends them measures something else. 0, or -1 after saying why. */
+static int add_header(probe_t *p, const char *arg)
+{
+    static const char *const own[] = {"connection", "keep-alive", "content-length", "transfer-encoding",
+                                      "te",         "upgrade",    "user-agent"};
+    const char *colon = strchr(arg, ':');
+    size_t nlen = colon ? (size_t)(colon - arg) : 0;
+    for (size_t i = 0; i < nlen; i++)
+        if (!is_tchar((unsigned char)arg[i])) nlen = 0;
+    const char *v = colon ? colon + 1 : "";
+    while (*v == ' ' || *v == '\t') v++;
+    size_t vlen = strlen(v);
+    while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
+    for (size_t i = 0; i < vlen; i++)
+        if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f) nlen = 0;
+    if (nlen == 0) {
+        fprintf(stderr, "tether probe: --header %s: expected 'NAME: VALUE' (a token, a colon, visible text)\n", arg);
+        return -1;
+    }
+    for (size_t i = 0; i < TT_ARRAY_SIZE(own); i++)
+        if (strlen(own[i]) == nlen && strncasecmp(arg, own[i], nlen) == 0) {
+            fprintf(stderr, "tether probe: --header %s: probe sets %.*s itself\n", arg, (int)nlen, arg);
+            return -1;
+        }
+    if (nlen == 4 && strncasecmp(arg, "host", 4) == 0) {
+        if (vlen == 0 || vlen >= sizeof(p->host_field)) {
+            fprintf(stderr, "tether probe: --header %s: a Host of 1 to %zu characters\n", arg,
+                    sizeof(p->host_field) - 1);
+            return -1;
+        }
+        snprintf(p->host_field, sizeof(p->host_field), "%.*s", (int)vlen, v);
+        return 0;
+    }
+    size_t have = strlen(p->fields);
+    int n = snprintf(p->fields + have, sizeof(p->fields) - have, "%.*s: %.*s\r\n", (int)nlen, arg, (int)vlen, v);
+    if (n < 0 || (size_t)n >= sizeof(p->fields) - have) {
+        p->fields[have] = '\0';
+        fprintf(stderr, "tether probe: --header: more than %zu bytes of fields\n", sizeof(p->fields) - 1);
+        return -1;
+    }
+    return 0;
+}
+
 /* Exit status to stop with (0 for --help), or -1 to go on. */
 static int parse_args(int argc, char **argv, probe_t *p, const char **url)
 {
@@ -1393,10 +1454,13 @@ static int parse_args(int argc, char **argv, probe_t *p, const char **url)
     int opt;
     optind = 1;
     opterr = 1;
-    while ((opt = getopt_long(argc, argv, "h", probe_opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "hH:", probe_opts, NULL)) != -1) {
         const char *why;
         switch (opt) {
         case 'h': fputs(probe_usage, stdout); return 0;
+        case 'H':
+            if (add_header(p, optarg) != 0) return 2;
+            break;
         case OPT_JSON: p->o.json = true; break;
         case OPT_MAXWAIT:
             if (duration_arg("--max-wait", optarg, &p->o.max_wait_ms, false) != 0) return 2;
@@ -1439,11 +1503,9 @@ static int setup_url(probe_t *p, const char *arg)
         fprintf(stderr, "tether probe: %s\n", unsupported);
         return 2;
     }
-    p->https = p->url.scheme == TT_CLI_HTTPS;
-    if (p->o.insecure && !p->https) {
-        fprintf(stderr, "tether probe: --insecure applies to https:// URLs only\n");
-        return 2;
-    }
+    p->https = p->url.scheme == TT_CLI_HTTPS; /* --insecure with http:// is accepted and means nothing */
+    p->req_url = p->url;
+    if (p->host_field[0]) snprintf(p->req_url.authority, sizeof(p->req_url.authority), "%s", p->host_field);
     if (tt_cli_url_resolve(&p->url, &why) != 0) {
         snprintf(p->error, sizeof(p->error), "%s: %s", p->url.host, why);
         print_error(p);
@@ -1493,6 +1555,23 @@ static void probe_run(probe_t *p)
     tt_loop_run_once(p->loop, 0);
 }
 
+/* A 3xx or 4xx answer is measured like any other, but it is rarely what the user meant to measure. */
+static void warn_status(const probe_t *p)
+{
+    if (p->status < 300 || p->status >= 500) return;
+    if (p->status < 400)
+        fprintf(stderr,
+                "tether probe: warning: %s://%s%s answered %d %s, a redirect%s%s: you are measuring the redirect, "
+                "not the page it points to\n",
+                tt_cli_url_scheme(&p->url), p->req_url.authority, p->url.target, p->status, p->reason,
+                p->location[0] ? " to " : "", p->location);
+    else
+        fprintf(stderr,
+                "tether probe: warning: %s://%s%s answered %d %s: you are measuring an error page (check the path, "
+                "and the Host with -H 'Host: NAME')\n",
+                tt_cli_url_scheme(&p->url), p->req_url.authority, p->url.target, p->status, p->reason);
+}
+
 static void probe_dispose(probe_t *p)
 {
     if (p->loop) tt_loop_free(&p->loop);
@@ -1522,6 +1601,7 @@ int tt_cmd_probe(int argc, char **argv)
         print_error(p);
         rc = 1;
     } else {
+        warn_status(p);
         summary_t *s = tt_calloc(1, sizeof(*s));
         summarize(p, s);
         if (p->o.json)

@@ -330,6 +330,40 @@ static int open_logs_and_check_addresses(const tt_conf_t *c, bool alog_file)
     return 0;
 }
 
+/* Sizes max_connections against the open file limit `nofile` (already raised to the hard limit). Each client
+ * connection may hold two descriptors: its socket, and an upstream connection or a file being sent. Besides
+ * those: per worker its epoll, eventfd and timer descriptors, access log and one socket per listener (nl + 4),
+ * and 64 for the process (stdio, the error log, the signalfd, the admin listener and its connections). A
+ * default that does not fit is lowered to what does; a value the user set is kept, with a warning. Says what
+ * was chosen at info. */
+static void size_connections(tt_conf_t *c, uint32_t workers, size_t nl, long nofile)
+{
+    if (nofile <= 0 || c->max_connections == 0) return; /* unknown limit, or no limit asked for */
+    uint64_t reserved = 64 + (uint64_t)workers * (nl + 4), per_conn = 2 * (uint64_t)workers;
+    uint64_t fit = (uint64_t)nofile > reserved ? ((uint64_t)nofile - reserved) / per_conn : 0;
+    if (fit >= c->max_connections) {
+        tt_log(TT_LOG_INFO, "max_connections %u per worker (open file limit %ld: %u workers x %u x 2 + %llu)",
+               c->max_connections, nofile, workers, c->max_connections, (unsigned long long)reserved);
+        return;
+    }
+    if (c->max_connections_line != 0) {
+        char where[512] = "--max-connections";
+        if (c->max_connections_line > 0) snprintf(where, sizeof(where), "%s:%d", c->path, c->max_connections_line);
+        tt_log(TT_LOG_WARN,
+               "max_connections %u per worker (%s) does not fit the open file limit %ld: %u workers x %u x 2 "
+               "descriptors (client, and upstream or file) + %llu for listeners and logs; at most %llu fit: the "
+               "process runs out of file descriptors first",
+               c->max_connections, where, nofile, workers, c->max_connections, (unsigned long long)reserved,
+               (unsigned long long)fit);
+        return;
+    }
+    c->max_connections = (uint32_t)TT_MAX(fit, 1);
+    tt_log(TT_LOG_INFO,
+           "max_connections %u per worker, sized to the open file limit %ld: %u workers x %u x 2 descriptors "
+           "(client, and upstream or file) + %llu for listeners and logs (set max_connections to choose)",
+           c->max_connections, nofile, workers, c->max_connections, (unsigned long long)reserved);
+}
+
 /* Frees what tt_cmd_serve() built from the configuration. */
 static void free_setup(tt_router_t *router, tt_proxy_registry_t **reg, tt_static_conf_t *static_confs,
                        tt_proxy_conf_t *proxy_confs, tt_listener_conf_t *listeners, tt_tls_source_t **tls, size_t ntls)
@@ -436,6 +470,7 @@ int tt_cmd_serve(int argc, char **argv)
         tt_conf_dispose(&c);
         return 0;
     }
+    size_connections(&c, workers, nl, nofile);
     int alog = strcmp(c.access_log, "-") == 0 ? STDOUT_FILENO : -1;
     tt_server_conf_t sc = {
         .workers = workers,
@@ -493,11 +528,6 @@ int tt_cmd_serve(int argc, char **argv)
         tt_addr_format(tt_server_bound_addr(admin, 0), as, sizeof(as));
         tt_log(TT_LOG_INFO, "metrics on http://%s%s", as, c.metrics_path);
     }
-    if (nofile > 0 && (uint64_t)nofile < (uint64_t)c.max_connections * workers + 64)
-        tt_log(TT_LOG_WARN,
-               "open file limit %ld is below max_connections x workers + 64 for listeners and files (%llu): "
-               "the process runs out of file descriptors before max_connections",
-               nofile, (unsigned long long)c.max_connections * workers + 64);
 
     signal_watch_t sw = {
         .main = srv, .admin = admin, .tls = tls, .ntls = c.nlistens, .alog = alog_file ? &afile : NULL};

@@ -510,7 +510,7 @@ static int add_cidrs(tt_conf_t *c, const char *value, const char **why)
 }
 
 /* tls_cert and tls_key lines pair up in order: the Nth key belongs to the Nth certificate. */
-static int add_tls_file(tt_conf_listen_t *g, bool cert, const char *value)
+static int add_tls_file(tt_conf_listen_t *g, bool cert, const char *value, int line)
 {
     tt_tls_conf_t *t = &g->tls;
     size_t have = cert ? g->_ncert_files : g->_nkey_files;
@@ -522,6 +522,7 @@ static int add_tls_file(tt_conf_listen_t *g, bool cert, const char *value)
     char **slot = cert ? &t->certs[have].cert_file : &t->certs[have].key_file;
     free(*slot);
     *slot = tt_strndup(value, strlen(value));
+    *(cert ? &t->certs[have].cert_line : &t->certs[have].key_line) = line;
     if (cert)
         g->_ncert_files++;
     else
@@ -749,6 +750,21 @@ static char *count_lines(char *str, int num, void *stream)
     return s;
 }
 
+/* Remembers where the keys that tt_conf_finish() and tt_conf_check_files() judge later were set. */
+static void note_line(loader_t *L, const char *name, tt_conf_route_t *route, tt_upstream_conf_t *up)
+{
+    if (strcmp(name, "root") == 0)
+        *(route ? &route->root_line : &L->c->static_root_line) = L->line;
+    else if (route != NULL && strcmp(name, "upstream") == 0)
+        route->upstream_line = L->line;
+    else if (up != NULL && strcmp(name, "tls_cert") == 0)
+        up->_tls_cert_line = L->line;
+    else if (up != NULL && strcmp(name, "tls_key") == 0)
+        up->_tls_key_line = L->line;
+    else if (up == NULL && strcmp(name, "max_connections") == 0)
+        L->c->max_connections_line = L->line;
+}
+
 /* Keys that may be given several times in one section: each line adds one more. */
 static bool key_repeats(const key_t_ *k)
 {
@@ -797,7 +813,7 @@ static int on_entry(void *user, const char *section, const char *name, const cha
     } else if (k->kind == K_SERVER) {
         r = add_server(up, value, &why);
     } else if (k->kind == K_TLS_CERT || k->kind == K_TLS_KEY) {
-        r = add_tls_file(g, k->kind == K_TLS_CERT, value);
+        r = add_tls_file(g, k->kind == K_TLS_CERT, value, L->line);
     } else if (k->kind == K_CIDRS) {
         r = add_cidrs(L->c, value, &why);
     } else {
@@ -808,12 +824,7 @@ static int on_entry(void *user, const char *section, const char *name, const cha
                                              : (void *)L->c;
         r = parse_value(k, value, base, &why, whybuf, sizeof(whybuf));
         if (r == 0 && g != NULL && k->base == B_POLICY) g->set |= 1ull << key_index(k);
-        if (r == 0 && strcmp(name, "root") == 0) {
-            if (route != NULL)
-                route->root_line = L->line;
-            else
-                L->c->static_root_line = L->line;
-        }
+        if (r == 0) note_line(L, name, route, up);
     }
     if (k != NULL && L->key_line[key_index(k)] == 0) L->key_line[key_index(k)] = L->line;
     if (r != 0) load_fail(L, L->line, "%s:%d: %s: %s", L->c->path, L->line, name, why);
@@ -861,6 +872,7 @@ int tt_conf_override(tt_conf_t *c, const char *flag, const char *key, const char
     }
     if (k->base == B_POLICY) c->_cli_set |= 1ull << key_index(k);
     if (k->base == B_CONF && k->off == offsetof(tt_conf_t, static_root)) c->static_root_line = 0;
+    if (k->base == B_CONF && k->off == offsetof(tt_conf_t, max_connections)) c->max_connections_line = -1;
     return 0;
 }
 
@@ -1012,8 +1024,8 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
         if (c->_cli_tls_cert != NULL || c->_cli_tls_key != NULL) {
             /* --tls-cert / --tls-key replace the certificates of every TLS listener */
             free_tls_files(g);
-            if (c->_cli_tls_cert) add_tls_file(g, true, c->_cli_tls_cert);
-            if (c->_cli_tls_key) add_tls_file(g, false, c->_cli_tls_key);
+            if (c->_cli_tls_cert) add_tls_file(g, true, c->_cli_tls_cert, 0);
+            if (c->_cli_tls_key) add_tls_file(g, false, c->_cli_tls_key, 0);
         }
         if (g->tls.ncerts == 0) {
             err_addf(err, errlen, "%s: [listen%s%s] is TLS but has no tls_cert and tls_key (--tls-cert, --tls-key)",
@@ -1055,7 +1067,8 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
             continue;
         }
         if (r->upstream && upstream_named(c, r->upstream, false) == NULL) {
-            err_addf(err, errlen, "%s: [route %s] upstream: no [upstream %s] section", file, r->prefix, r->upstream);
+            err_addf(err, errlen, "%s:%d: upstream: no [upstream %s] section (in [route %s])", file, r->upstream_line,
+                     r->upstream, r->prefix);
         }
     }
     if (c->metrics_on && (c->metrics_path == NULL || c->metrics_path[0] != '/')) {
@@ -1074,6 +1087,22 @@ static const char *root_problem(const char *root)
     return NULL;
 }
 
+/* Checks one certificate and its key; a problem goes to `err` at the line of the file at fault ("--tls-cert" or
+ * "--tls-key" when a flag named it). */
+static void check_tls_pair(const char *file, const tt_tls_cert_conf_t *tc, char *err, size_t errlen)
+{
+    char why[512];
+    if (tc->cert_file == NULL || tc->key_file == NULL) return; /* unpaired: tt_conf_finish() said so */
+    int r = tt_tls_cert_check(tc, why, sizeof(why));
+    if (r == 0) return;
+    int line = r == -1 ? tc->cert_line : tc->key_line;
+    const char *key = r == -1 ? "tls_cert" : "tls_key";
+    if (line > 0)
+        err_addf(err, errlen, "%s:%d: %s: %s", file, line, key, why);
+    else
+        err_addf(err, errlen, "%s: %s", r == -1 ? "--tls-cert" : "--tls-key", why);
+}
+
 int tt_conf_check_files(const tt_conf_t *c, char *err, size_t errlen)
 {
     if (errlen > 0) err[0] = '\0';
@@ -1088,5 +1117,18 @@ int tt_conf_check_files(const tt_conf_t *c, char *err, size_t errlen)
     for (size_t i = 0; i < c->nroutes; i++)
         if (c->routes[i].root != NULL && (why = root_problem(c->routes[i].root)) != NULL)
             err_addf(err, errlen, "%s:%d: root: %s: %s", file, c->routes[i].root_line, c->routes[i].root, why);
+    for (size_t i = 0; i < c->nlistens; i++)
+        for (size_t k = 0; c->listens[i].tls_on && k < c->listens[i].tls.ncerts; k++)
+            check_tls_pair(file, &c->listens[i].tls.certs[k], err, errlen);
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        const tt_upstream_conf_t *u = &c->upstreams[i];
+        if (u->tls_cert == NULL) continue;
+        /* as the client context loads it: without tls_key, the key is in the certificate file */
+        tt_tls_cert_conf_t tc = {.cert_file = u->tls_cert,
+                                 .key_file = u->tls_key ? u->tls_key : u->tls_cert,
+                                 .cert_line = u->_tls_cert_line,
+                                 .key_line = u->tls_key ? u->_tls_key_line : u->_tls_cert_line};
+        check_tls_pair(file, &tc, err, errlen);
+    }
     return errlen > 0 && err[0] != '\0' ? -1 : 0;
 }

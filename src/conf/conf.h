@@ -24,11 +24,12 @@ typedef struct tt_conf_listen {
 
 /** A `[route PREFIX]`: requests under `prefix` go to `upstream` (a [upstream NAME]) or files in `root`. */
 typedef struct tt_conf_route {
-    char *prefix;   /* starts with '/' */
-    char *upstream; /* NULL for a static route */
-    char *root;     /* NULL for a proxy route */
-    int root_line;  /* line of `root` in the file */
-    char *index;    /* static: the directory index file, NULL = "index.html" */
+    char *prefix;      /* starts with '/' */
+    char *upstream;    /* NULL for a static route */
+    char *root;        /* NULL for a proxy route */
+    int root_line;     /* line of `root` in the file */
+    int upstream_line; /* line of `upstream` in the file; 0: --proxy/--route */
+    char *index;       /* static: the directory index file, NULL = "index.html" */
 } tt_conf_route_t;
 
 /** Everything `tether serve` needs. Strings are owned. */
@@ -36,6 +37,7 @@ typedef struct tt_conf {
     char *path;       /* config file, NULL when none */
     uint32_t workers; /* 0 = one per CPU */
     uint32_t max_connections;
+    int max_connections_line; /* where it was set: its line in the file, -1 --max-connections, 0 the default */
     uint64_t drain_timeout_ms;
     uint32_t backlog;
     tt_listen_policy_t defaults; /* [keepalive], [tcp_keepalive], [limits] */
@@ -99,8 +101,10 @@ int tt_conf_cli_route(tt_conf_t *c, const char *spec, char *err, size_t errlen);
 int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen);
 /**
  * Checks what a finished `c` names on disk, opening nothing that stays open: every static root (the [static]
- * one, --root, each [route] root) must be a directory this process can read and search. Returns 0, or -1
- * with one "FILE:LINE: root: reason" (or "--root DIR: reason") per problem in `err`, newline separated.
+ * one, --root, each [route] root) must be a directory this process can read and search; every tls_cert and
+ * tls_key of a [listen] or an [upstream] must be a readable PEM certificate chain and a PEM private key that
+ * matches it. Returns 0, or -1 with one "FILE:LINE: key: reason" (or "--root DIR: reason", "--tls-cert: reason")
+ * per problem in `err`, newline separated. Main thread only.
  */
 int tt_conf_check_files(const tt_conf_t *c, char *err, size_t errlen);
 

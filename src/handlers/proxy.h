@@ -67,8 +67,9 @@ typedef struct tt_upstream_conf {
     char *tls_key;
     char *tls_sni; /* server name to send instead of the host's */
     tt_pool_conf_t pool;
-    bool _tcpka_auto; /* conf: derive TCP keepalive from the pool settings */
-    bool _cli;        /* conf: created by --proxy/--route */
+    bool _tcpka_auto;                  /* conf: derive TCP keepalive from the pool settings */
+    bool _cli;                         /* conf: created by --proxy/--route */
+    int _tls_cert_line, _tls_key_line; /* conf: where the file set tls_cert and tls_key, for errors */
     /* filled by tt_proxy_registry_new */
     size_t _index;
     size_t _first_server; /* index of servers[0] among all upstreams' servers */

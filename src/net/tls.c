@@ -55,6 +55,7 @@ static void material_free(tt_tls_material_t *m)
     free(m);
 }
 
+/* Loads `c` into `it`: 0, -1 when the certificate file is at fault, -2 when the key file is (see tls.h). */
 static int load_item(const tt_tls_cert_conf_t *c, cert_item_t *it, char *err, size_t errlen)
 {
     FILE *f = fopen(c->cert_file, "r");
@@ -75,18 +76,18 @@ static int load_item(const tt_tls_cert_conf_t *c, cert_item_t *it, char *err, si
     f = fopen(c->key_file, "r");
     if (f == NULL) {
         snprintf(err, errlen, "%s: %s", c->key_file, strerror(errno));
-        return -1;
+        return -2;
     }
     it->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
     fclose(f);
     if (it->key == NULL) {
         snprintf(err, errlen, "%s: no PEM private key in it (%s)", c->key_file, tt_tls_last_error());
-        return -1;
+        return -2;
     }
     if (X509_check_private_key(it->leaf, it->key) != 1) {
         ERR_clear_error();
-        snprintf(err, errlen, "%s does not match the certificate %s", c->key_file, c->cert_file);
-        return -1;
+        snprintf(err, errlen, "%s: does not match the certificate %s", c->key_file, c->cert_file);
+        return -2;
     }
     return 0;
 }
@@ -109,6 +110,16 @@ int tt_tls_material_load(const tt_tls_conf_t *conf, tt_tls_material_t **out, cha
     }
     *out = m;
     return 0;
+}
+
+int tt_tls_cert_check(const tt_tls_cert_conf_t *c, char *err, size_t errlen)
+{
+    tt_tls_material_t *m = tt_calloc(1, sizeof(*m));
+    m->items = tt_calloc(1, sizeof(cert_item_t));
+    m->n = 1;
+    int r = load_item(c, &m->items[0], err, errlen);
+    material_free(m);
+    return r;
 }
 
 /* ---- sources (reloadable) ---- */

@@ -19,6 +19,7 @@
 typedef struct tt_tls_cert_conf {
     char *cert_file; /* leaf first, then intermediates (a chain file works) */
     char *key_file;
+    int cert_line, key_line; /* config file lines of tls_cert and tls_key, for errors; 0: a flag set them */
 } tt_tls_cert_conf_t;
 
 /** TLS settings of one listener. */
@@ -36,6 +37,13 @@ typedef struct tt_tls_material tt_tls_material_t;
 
 /** Reads every certificate and key of `conf` and checks that each key matches. 0, or -1 with `err`. */
 int tt_tls_material_load(const tt_tls_conf_t *conf, tt_tls_material_t **out, char *err, size_t errlen);
+/**
+ * Reads one certificate chain and its key as tt_tls_material_load() would, checks that the key matches, and
+ * frees them again. Returns 0; -1 when the certificate file is at fault (cannot be read, no PEM certificate);
+ * -2 when the key file is (cannot be read, no PEM private key, does not match): with "FILE: reason" in `err`.
+ * Any thread.
+ */
+int tt_tls_cert_check(const tt_tls_cert_conf_t *c, char *err, size_t errlen);
 
 /**
  * A listener group's certificates as every worker sees them: tt_tls_source_reload (one reloading thread)

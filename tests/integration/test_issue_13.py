@@ -1,18 +1,21 @@
-"""Issue 13, first slice ("operate it like nginx"): SIGUSR1/SIGHUP reopen the logs, `serve --check`, start-up
-guards (duplicate keys and sections, a static root that cannot be served, an address another process listens
-on) and the help texts."""
+"""Issue 13 ("operate it like nginx"): SIGUSR1/SIGHUP reopen the logs, `serve --check`, start-up guards
+(duplicate keys and sections, a static root that cannot be served, an address another process listens on, TLS
+files and upstream references with file:line) and the help texts."""
 
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
 from conftest import LISTEN_RE, SLOW, TETHER_BIN, HttpConn
 from proxy_util import closed_port
+from tls_util import certs  # noqa: F401 (fixture)
 
 
 def run(*args, timeout=10):
@@ -217,6 +220,140 @@ def test_second_tether_on_the_same_port_is_refused_unless_asked(tether, site, tm
     c.send(b"GET /100.txt HTTP/1.1\r\nHost: t\r\n\r\n")
     assert c.response().status == 200
     c.close()
+
+
+def tls_case(kind, certs, tmp_path):
+    """A config with one TLS problem of `kind`: (config text, line, key, reason) of the error it must give."""
+    main, other = certs.main, certs.other
+    cert, key, why = main.cert, main.key, None
+    if kind == "missing cert":
+        cert, why = str(tmp_path / "nope.pem"), "%s: No such file or directory" % (tmp_path / "nope.pem")
+    elif kind == "cert not PEM":
+        cert = str(tmp_path / "junk.pem")
+        (tmp_path / "junk.pem").write_text("not a certificate\n")
+        why = "%s: no PEM certificate in it" % cert
+    elif kind == "unreadable key":
+        if os.geteuid() == 0:
+            pytest.skip("root reads a file of mode 000")
+        key = str(tmp_path / "locked.key")
+        (tmp_path / "locked.key").write_text(open(main.key).read())
+        os.chmod(key, 0)
+        why = "%s: Permission denied" % key
+    elif kind == "key not PEM":
+        key = cert  # a certificate where the key should be
+        why = "%s: no PEM private key in it" % key
+    elif kind == "key of another certificate":
+        key, why = other.key, "%s: does not match the certificate %s" % (other.key, cert)
+    if kind == "upstream client cert":
+        text = ("[route /api/]\nupstream = api\n\n[upstream api]\nserver = https://127.0.0.1:9\n"
+                "tls_cert = %s\ntls_key = %s\n" % (main.cert, other.key))
+        return text, 7, "tls_key", "%s: does not match the certificate %s" % (other.key, main.cert)
+    text = "[listen]\naddress = 127.0.0.1:0\n\n[listen tls]\naddress = 127.0.0.1:0\n" \
+           "; the certificate\ntls_cert = %s\ntls_key = %s\n" % (cert, key)
+    line, name = (7, "tls_cert") if kind in ("missing cert", "cert not PEM") else (8, "tls_key")
+    return text, line, name, why
+
+
+TLS_CASES = ["missing cert", "cert not PEM", "unreadable key", "key not PEM", "key of another certificate",
+             "upstream client cert"]
+
+
+@pytest.mark.parametrize("kind", TLS_CASES)
+def test_a_tls_file_problem_is_an_error_at_its_line(tmp_path, site, certs, kind):
+    """Before, a bad TLS file stopped the start without a line ("tether: TLS: FILE: ..."), and an upstream's client
+    certificate only named its [upstream]; --check said nothing of either."""
+    text, line, key, why = tls_case(kind, certs, tmp_path)
+    cfg = tmp_path / "tls.ini"
+    cfg.write_text(text + "[static]\nroot = %s\n" % site)
+    for extra in (["--check"], ["--access-log", "off"]):
+        out = run("serve", "--config", str(cfg), *extra)
+        assert out.returncode == 2, out.stderr
+        assert "tether: %s:%d: %s: %s" % (cfg, line, key, why) in out.stderr, out.stderr
+        assert "listening" not in out.stderr and "configuration OK" not in out.stderr
+
+
+def test_a_tls_flag_problem_names_the_flag(tmp_path, site, certs):
+    out = run("serve", "--root", str(site), "--tls-listen", "127.0.0.1:0", "--tls-cert", certs.main.cert,
+              "--tls-key", certs.other.key, "--check")
+    assert out.returncode == 2
+    assert "tether: --tls-key: %s: does not match the certificate %s\n" % (certs.other.key, certs.main.cert) \
+        in out.stderr, out.stderr
+
+
+def test_good_tls_files_pass_the_check(tmp_path, site, certs):
+    text, _, _, _ = tls_case("none", certs, tmp_path)
+    cfg = tmp_path / "tls.ini"
+    cfg.write_text(text + "[static]\nroot = %s\n" % site)
+    out = run("serve", "--config", str(cfg), "--check")
+    assert out.returncode == 0 and "configuration OK" in out.stderr, out.stderr
+
+
+def test_a_route_to_an_undefined_upstream_is_an_error_at_its_line(tmp_path, site):
+    cfg = tmp_path / "route.ini"
+    cfg.write_text("[upstream app]\nserver = 127.0.0.1:9\n\n[route /api/]\n; typo\nupstream = ap\n"
+                   "[static]\nroot = %s\n" % site)
+    for extra in (["--check"], ["--listen", "127.0.0.1:0", "--access-log", "off"]):
+        out = run("serve", "--config", str(cfg), *extra)
+        assert out.returncode == 2, out.stderr
+        assert "tether: %s:6: upstream: no [upstream ap] section (in [route /api/])\n" % cfg in out.stderr, \
+            out.stderr
+
+
+# ---- the open file limit: max_connections sized to it ----
+
+def start_with_nofile(soft, hard, *args):
+    """Starts tether under RLIMIT_NOFILE (soft, hard), checks that it serves, stops it by PID and returns its
+    stderr lines."""
+    argv = [TETHER_BIN, "serve", "--listen", "127.0.0.1:0", "--access-log", "off"] + list(args)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+    lines = []
+    pump = threading.Thread(target=lambda: lines.extend(l.rstrip("\n") for l in proc.stderr), daemon=True)
+    pump.start()
+    try:
+        wait_for(lambda: proc.poll() is not None or any(LISTEN_RE.search(l) for l in list(lines)), "listening")
+        assert proc.poll() is None, "tether exited: %s" % lines
+        port = int(next(LISTEN_RE.search(l) for l in list(lines) if LISTEN_RE.search(l)).group(2).rpartition(":")[2])
+        c = HttpConn("127.0.0.1", port)
+        c.send(b"GET /100.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert c.response().status == 200
+        c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20 * SLOW)
+        pump.join(timeout=10 * SLOW)
+    return list(lines)
+
+
+def test_the_default_start_sizes_max_connections_to_the_open_file_limit(site):
+    """A default start under a small open file limit says what it chose at info and warns about nothing (it used
+    to warn on every default start). The soft limit is raised to the hard one first: 1024 is what it sizes to."""
+    lines = start_with_nofile(256, 1024, "--root", str(site), "--workers", "2")
+    assert [l for l in lines if "[warn]" in l or "[error]" in l] == [], lines
+    sized = [l for l in lines if "[info] max_connections" in l]
+    assert len(sized) == 1, lines
+    m = re.search(r"max_connections (\d+) per worker, sized to the open file limit 1024: 2 workers x \d+ x 2 "
+                  r"descriptors .* \+ (\d+) for listeners and logs", sized[0])
+    assert m, sized
+    n, reserved = int(m.group(1)), int(m.group(2))
+    assert 2 * n * 2 + reserved <= 1024 < 2 * (n + 1) * 2 + reserved
+    assert reserved >= 2 * 1 + 3  # at least one listening socket per worker and stdio
+
+
+def test_an_explicit_max_connections_that_cannot_fit_is_warned_about(site, tmp_path):
+    lines = start_with_nofile(1024, 1024, "--root", str(site), "--workers", "2", "--max-connections", "5000")
+    warns = [l for l in lines if "[warn]" in l]
+    assert len(warns) == 1 and "max_connections 5000 per worker (--max-connections) does not fit the open file " \
+        "limit 1024" in warns[0], lines
+    cfg = tmp_path / "t.ini"
+    cfg.write_text("[server]\nworkers = 1\nmax_connections = 800\n[static]\nroot = %s\n" % site)
+    lines = start_with_nofile(512, 512, "--config", str(cfg))
+    warns = [l for l in lines if "[warn]" in l]
+    assert len(warns) == 1 and "max_connections 800 per worker (%s:3) does not fit" % cfg in warns[0], lines
+    # an explicit value that fits: no warning
+    lines = start_with_nofile(512, 512, "--root", str(site), "--workers", "1", "--max-connections", "100")
+    assert [l for l in lines if "[warn]" in l] == [], lines
+    assert any("[info] max_connections 100 per worker" in l for l in lines), lines
 
 
 # ---- 4. help ----

@@ -459,3 +459,75 @@ def test_help_states_the_bounds():
     for flag in ("--json", "--max-wait", "--client-idle", "--insecure", "--max-requests", "--timeout"):
         assert flag in out.stdout
     assert "at most 16 connections" in out.stdout and "--max-requests + 19 requests" in out.stdout
+
+
+# ---- issue 13: first contact (-H, a warning for 3xx/4xx) ----
+
+def answer_once(status_line, extra=b""):
+    """A raw_server handler: records the request head, answers one response and closes."""
+    heads = []
+
+    def handle(c):
+        try:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+            heads.append(buf.split(b"\r\n\r\n")[0].decode())
+            c.sendall(b"HTTP/1.1 " + status_line + b"\r\nContent-Length: 2\r\nConnection: close\r\n" + extra +
+                      b"\r\nok")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    return handle, heads
+
+
+def fields_of(head):
+    return [tuple(part.strip() for part in line.split(":", 1)) for line in head.split("\r\n")[1:]]
+
+
+def test_header_flags_are_sent_and_host_replaces_the_urls(raw_server):
+    handle, heads = answer_once(b"200 OK")
+    s = raw_server(handle)
+    out = probe("http://127.0.0.1:%d/x" % s.port, "-H", "Host: vhost.test", "--header", "X-Probe:  one ",
+                "-H", "Accept: text/html", "--max-wait", "2s", "--max-requests", "2")
+    assert out.returncode == 0, out.stderr
+    assert heads, "no request reached the server"
+    for head in heads:
+        fields = fields_of(head)
+        hosts = [v for k, v in fields if k.lower() == "host"]
+        assert hosts == ["vhost.test"], head
+        assert ("X-Probe", "one") in fields and ("Accept", "text/html") in fields, head
+    assert "warning" not in out.stderr, out.stderr
+
+
+def test_header_flags_that_probe_sets_itself_or_are_malformed_exit_2():
+    for bad in ("Connection: close", "content-length: 5", "User-Agent: x", "no colon", ": empty name",
+                "Bad Name: x", "Host:"):
+        out = probe("-H", bad, "http://127.0.0.1:1/")
+        assert out.returncode == 2 and out.stderr.startswith("tether probe: --header "), (bad, out.stderr)
+
+
+def test_a_4xx_answer_is_measured_with_a_warning(tether, site):
+    t = tether("--root", str(site), "--idle-timeout", "1s", "--workers", "1")
+    out = probe("http://127.0.0.1:%d/no-such-page" % t.port, "--max-wait", "5s", "--max-requests", "3")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^tether probe: warning: http://127\.0\.0\.1:\d+/no-such-page answered 404 Not Found: "
+                     r"you are measuring an error page", out.stderr, re.M), out.stderr
+    # the page that exists: no warning
+    out = probe("http://127.0.0.1:%d/100.txt" % t.port, "--max-wait", "5s", "--max-requests", "3")
+    assert out.returncode == 0 and "warning" not in out.stderr, out.stderr
+
+
+def test_a_redirect_is_measured_with_a_warning_naming_its_location(raw_server):
+    handle, _ = answer_once(b"301 Moved Permanently", b"Location: https://example.test/x\r\n")
+    s = raw_server(handle)
+    out = probe("--json", "http://127.0.0.1:%d/x" % s.port, "--max-wait", "2s", "--max-requests", "2")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == 301
+    assert "answered 301 Moved Permanently, a redirect to https://example.test/x: you are measuring the redirect" \
+        in out.stderr, out.stderr

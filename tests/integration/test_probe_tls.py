@@ -195,6 +195,11 @@ def test_https_to_a_plain_port_is_a_tls_error(tether, site):
     assert "TLS handshake failed" in out.stderr, out.stderr
 
 
-def test_insecure_is_for_https_only():
-    out = probe("--insecure", "http://127.0.0.1:1/")
-    assert out.returncode == 2 and "--insecure applies to https:// URLs only" in out.stderr
+def test_insecure_with_an_http_url_is_accepted_and_ignored(tether, site):
+    """Issue 13: a first try with --insecure on an http:// URL used to be refused (exit 2)."""
+    t = tether("--root", str(site), "--idle-timeout", "1s", "--workers", "1")
+    out = probe("--insecure", "--json", "http://127.0.0.1:%d/100.txt" % t.port, "--max-wait", "5s",
+                "--max-requests", "3")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == 200
+    assert "insecure" not in out.stderr

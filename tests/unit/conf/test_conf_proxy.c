@@ -682,10 +682,10 @@ static void refuses_a_route_to_an_unknown_upstream_at_finish(void **state)
     fixture_t *f = *state;
     /* the file loads: the upstream could come later */
     load_ok(f, "[upstream app]\nserver = 127.0.0.1:9000\n[route /x]\nupstream = nope\n");
-    expect_finish_error(f, ": [route /x] upstream: no [upstream nope] section");
-    /* names are compared exactly */
-    load_ok(f, "[upstream app]\nserver = 127.0.0.1:9000\n[route /x]\nupstream = App\n");
-    expect_finish_error(f, ": [route /x] upstream: no [upstream App] section");
+    expect_finish_error(f, ":4: upstream: no [upstream nope] section (in [route /x])");
+    /* names are compared exactly; the line is the `upstream` key's, wherever it is in its section */
+    load_ok(f, "[upstream app]\nserver = 127.0.0.1:9000\n[route /x]\n; comment\nindex = i.html\nupstream = App\n");
+    expect_finish_error(f, ":6: upstream: no [upstream App] section (in [route /x])");
 }
 
 static void reports_bad_route_lines_with_their_line(void **state)
