@@ -10,7 +10,6 @@
 #include "net/tls.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <sched.h>
 #include <signal.h>
@@ -212,8 +211,8 @@ static int parse_args(int argc, char **argv, tt_conf_t *c, bool *check)
  * descriptors. 0 or -errno. */
 static int touch_log(const char *path)
 {
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return -errno;
+    int fd = tt_log_open_append(path);
+    if (fd < 0) return fd;
     close(fd);
     return 0;
 }

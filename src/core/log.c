@@ -24,8 +24,7 @@ void tt_log_setup(tt_log_level_t level, int fd)
     g_fd = fd;
 }
 
-/* Opens the error log file `path`: the fd, or -errno. */
-static int open_log(const char *path)
+int tt_log_open_append(const char *path)
 {
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     return fd >= 0 ? fd : -errno;
@@ -33,7 +32,7 @@ static int open_log(const char *path)
 
 int tt_log_open_file(const char *path)
 {
-    int fd = open_log(path);
+    int fd = tt_log_open_append(path);
     if (fd < 0) return fd;
     pthread_mutex_lock(&g_lock);
     free(g_path);
@@ -48,7 +47,7 @@ int tt_log_reopen(void)
     int r = 0;
     pthread_mutex_lock(&g_lock);
     if (g_path != NULL) {
-        int fd = open_log(g_path);
+        int fd = tt_log_open_append(g_path);
         if (fd < 0)
             r = fd;
         else if (dup3(fd, g_fd, O_CLOEXEC) < 0)

@@ -8,6 +8,9 @@ typedef enum tt_log_level { TT_LOG_ERROR = 0, TT_LOG_WARN, TT_LOG_INFO, TT_LOG_D
 
 /** Sets the most verbose level printed [info] and the fd written to [2]. Call before threads start. */
 void tt_log_setup(tt_log_level_t level, int fd);
+/** Opens `path` for appending (created 0644, close-on-exec), as every log file is opened. Returns the descriptor
+ *  (the caller owns it) or -errno. Any thread. */
+int tt_log_open_append(const char *path);
 /** Makes the file `path` (opened for appending, created 0644) the error log instead of the fd of
  *  tt_log_setup(). Returns 0 or -errno (the log is unchanged). Any thread. */
 int tt_log_open_file(const char *path);

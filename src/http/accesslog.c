@@ -3,8 +3,6 @@
 
 #include "core/log.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,9 +33,9 @@ void tt_accesslog_file_reopen(tt_accesslog_file_t *f)
 static void reopen(tt_accesslog_t *log, uint32_t gen)
 {
     log->gen = gen;
-    int fd = open(log->file->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    int fd = tt_log_open_append(log->file->path);
     if (fd < 0) {
-        tt_log(TT_LOG_ERROR, "access_log %s: %s%s", log->file->path, strerror(errno),
+        tt_log(TT_LOG_ERROR, "access_log %s: %s%s", log->file->path, strerror(-fd),
                log->fd >= 0 ? " (lines still go to the file open before)" : "");
         return;
     }
