@@ -38,10 +38,20 @@ static bool in_list(tt_str_t n, const char *const *names, size_t count)
 static const char *const hop_by_hop[] = {"connection", "keep-alive", "proxy-connection",  "te",
                                          "trailer",    "upgrade",    "transfer-encoding", "content-length"};
 
-/* True when `n` is one of the field names listed in the Connection field(s) of `fields`. */
-static bool named_by_connection(const tt_h1_field_t *fields, size_t nfields, tt_str_t n)
+/* The index of the first Connection field of `fields`, or `nfields` when there is none: found once per head, so
+ * that asking named_by_connection() for each forwarded field costs nothing on the usual head without one. */
+static size_t first_connection(const tt_h1_field_t *fields, size_t nfields)
 {
-    for (size_t i = 0; i < nfields; i++) {
+    size_t i = 0;
+    while (i < nfields && !tt_str_ieq(fields[i].name, TT_LIT("connection"))) i++;
+    return i;
+}
+
+/* True when `n` is one of the field names listed in the Connection field(s) of `fields`, the first of which is
+ * at `first` (first_connection()). */
+static bool named_by_connection(const tt_h1_field_t *fields, size_t nfields, size_t first, tt_str_t n)
+{
+    for (size_t i = first; i < nfields; i++) {
         if (!tt_str_ieq(fields[i].name, TT_LIT("connection"))) continue;
         const char *p = fields[i].value.p, *end = p + fields[i].value.n;
         while (p < end) {
@@ -74,12 +84,12 @@ static void put_values(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h
 }
 
 /* "Name: <the request's values>, <own>\r\n"; `own` may be empty (then the field is left out if nothing came). */
-static void put_list(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, const char *name, bool keep_theirs,
-                     tt_str_t own)
+static void put_list(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, size_t conn, const char *name,
+                     bool keep_theirs, tt_str_t own)
 {
     tt_buf_t v = {0};
     bool any = false;
-    if (keep_theirs && !named_by_connection(h->fields, h->nfields, cstr(name))) {
+    if (keep_theirs && !named_by_connection(h->fields, h->nfields, conn, cstr(name))) {
         char lower[32];
         size_t n = strlen(name);
         for (size_t i = 0; i < n && i < sizeof(lower) - 1; i++) lower[i] = tt_lower(name[i]);
@@ -152,6 +162,7 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
     const tt_h1_request_t *h = rq->head;
     const bool h2 = rq->major_version == 2;
     const bool trusted = uc->ntrusted && tt_cidr_set_match(uc->trusted, uc->ntrusted, rq->peer);
+    const size_t conn = first_connection(h->fields, h->nfields);
     char ipbuf[TT_ADDR_STRLEN];
     tt_str_t ip = tt_str(ipbuf, tt_addr_format_host(rq->peer, ipbuf, sizeof(ipbuf)));
 
@@ -172,7 +183,7 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
         if (in_list(f->name, generated, TT_ARRAY_SIZE(generated)) || (h2 && tt_str_ieq(f->name, TT_LIT("cookie"))))
             continue;
         if (in_list(f->name, hop_by_hop, TT_ARRAY_SIZE(hop_by_hop)) || tt_str_ieq(f->name, TT_LIT("expect")) ||
-            named_by_connection(h->fields, h->nfields, f->name))
+            named_by_connection(h->fields, h->nfields, conn, f->name))
             continue;
         put_field(b, bufs, f->name, f->value);
     }
@@ -183,17 +194,17 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
         if (any) put_field(b, bufs, TT_STR("Cookie"), view_of(&v));
         tt_buf_release(&v, bufs);
     }
-    put_list(b, bufs, h, "Via", true,
+    put_list(b, bufs, h, conn, "Via", true,
              h2                 ? TT_STR("2 tether")
              : h->minor_version ? TT_STR("1.1 tether")
                                 : TT_STR("1.0 tether"));
-    put_list(b, bufs, h, "X-Forwarded-For", trusted, ip);
+    put_list(b, bufs, h, conn, "X-Forwarded-For", trusted, ip);
     put_field(b, bufs, TT_STR("X-Real-IP"), trusted ? real_ip(h, uc, ip) : ip);
     tt_str_t proto = rq->tls ? TT_STR("https") : TT_STR("http");
     bool theirs = trusted && tt_h1_find_field(h, TT_LIT("x-forwarded-proto")) >= 0;
-    put_list(b, bufs, h, "X-Forwarded-Proto", theirs, theirs ? TT_STR_NULL : proto);
+    put_list(b, bufs, h, conn, "X-Forwarded-Proto", theirs, theirs ? TT_STR_NULL : proto);
     theirs = trusted && tt_h1_find_field(h, TT_LIT("x-forwarded-host")) >= 0;
-    put_list(b, bufs, h, "X-Forwarded-Host", theirs, theirs ? TT_STR_NULL : rq->authority);
+    put_list(b, bufs, h, conn, "X-Forwarded-Host", theirs, theirs ? TT_STR_NULL : rq->authority);
     tt_buf_t own = {0};
     if (uc->forwarded) { /* RFC 7239 4: for=, proto=, host= */
         bool v6 = rq->peer->ss.sa.sa_family == AF_INET6;
@@ -208,7 +219,7 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
             put_quoted(&own, bufs, rq->authority);
         }
     }
-    put_list(b, bufs, h, "Forwarded", trusted, view_of(&own));
+    put_list(b, bufs, h, conn, "Forwarded", trusted, view_of(&own));
     tt_buf_release(&own, bufs);
     char line[64];
     if (chunked_up) {
@@ -223,10 +234,11 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
 
 void tt_forward_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs)
 {
+    const size_t conn = first_connection(res->fields, res->nfields);
     for (size_t i = 0; i < res->nfields; i++) {
         const tt_h1_field_t *f = &res->fields[i];
         if (in_list(f->name, hop_by_hop, TT_ARRAY_SIZE(hop_by_hop)) || tt_str_ieq(f->name, TT_LIT("date")) ||
-            tt_str_ieq(f->name, TT_LIT("server")) || named_by_connection(res->fields, res->nfields, f->name))
+            tt_str_ieq(f->name, TT_LIT("server")) || named_by_connection(res->fields, res->nfields, conn, f->name))
             continue;
         put_field(b, bufs, f->name, f->value);
     }
