@@ -172,11 +172,21 @@ static void process(tt_upconn_t *u)
                 u->_last_len = u->_in.len;
                 return;
             }
-            if (r == TT_BAD || u->_res->status == 101) {
-                fail(u, TT_UP_INVALID);
+            if (r == TT_BAD || (u->_res->status == 101 && !u->_upgrade)) {
+                fail(u, TT_UP_INVALID); /* RFC 9110 15.2.2: no 101 to a request that did not ask for it */
                 return;
             }
             u->_last_len = 0;
+            if (u->_res->status == 101) {
+                /* The exchange is over and what follows the head belongs to the new protocol: it stays in _in
+                 * for tt_upconn_to_tunnel. The head's views stay valid: consuming moves no byte. */
+                tt_timer_disarm(u->loop, &u->_timer);
+                tt_buf_consume(&u->_in, (size_t)r);
+                u->persistent = false;
+                u->state = TT_UPCONN_TUNNEL;
+                u->_ops->on_head(u, u->_res);
+                return;
+            }
             bool interim = u->_res->status < 200;
             if (!interim) got_final_head(u, u->_res);
             u->_ops->on_head(u, u->_res);
@@ -436,6 +446,7 @@ static void on_io(tt_io_t *io, uint32_t events)
     case TT_UPCONN_PARKED:
         if (events & (TT_EV_READ | TT_EV_HUP | TT_EV_ERR)) parked_event(u);
         return;
+    case TT_UPCONN_TUNNEL: tt_tunnel_on_io(u->_tunnel, TT_TUNNEL_UPSTREAM, events); return;
     case TT_UPCONN_READY:
         if (events & TT_EV_READ) u->_rd_ready = true;
         if (events & TT_EV_HUP) u->_peer_hup = true;
@@ -519,6 +530,7 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
     u->got_bytes = false;
     u->persistent = false;
     u->_head_request = head_request;
+    u->_upgrade = false;
     u->_head_done = false;
     u->_close_delimited = false;
     u->_chunked = false;
@@ -537,6 +549,21 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
      * Bytes already buffered (a pipelining client's next response) get no new edge: process them. */
     u->_rd_ready = u->_peer_hup; /* a FIN already reported gets no new edge either: read it */
     if (u->_in.len > 0 || u->_peer_hup) tt_loop_defer(u->loop, &u->_resume, resume_cb);
+}
+
+void tt_upconn_expect_upgrade(tt_upconn_t *u)
+{
+    u->_upgrade = true;
+}
+
+void tt_upconn_to_tunnel(tt_upconn_t *u, tt_tunnel_t *t)
+{
+    TT_BUG_ON(u->state != TT_UPCONN_TUNNEL);
+    u->_tunnel = t;
+    tt_tunnel_attach(t, TT_TUNNEL_UPSTREAM, u->io.fd, u->tr, u->_in.len ? tt_buf_data(&u->_in) : NULL, u->_in.len);
+    tt_buf_release(&u->_in, u->_bufs);
+    tt_buf_release(&u->_out, u->_bufs);
+    tt_buf_release(&u->_trailers, u->_bufs);
 }
 
 void tt_upconn_pause(tt_upconn_t *u, bool pause)

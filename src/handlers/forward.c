@@ -156,8 +156,8 @@ static tt_str_t real_ip(const tt_h1_request_t *h, const tt_upstream_conf_t *uc, 
 static const char *const generated[] = {
     "host", "via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"};
 
-void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_buf_t *b,
-                             tt_bufpool_t *bufs)
+static void request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_str_t upgrade,
+                         tt_buf_t *b, tt_bufpool_t *bufs)
 {
     const tt_h1_request_t *h = rq->head;
     const bool h2 = rq->major_version == 2;
@@ -221,6 +221,10 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
     }
     put_list(b, bufs, h, conn, "Forwarded", trusted, view_of(&own));
     tt_buf_release(&own, bufs);
+    if (upgrade.n) { /* RFC 9110 7.8: the upgrade asked for goes on, with the option that makes it hop-by-hop */
+        put_field(b, bufs, TT_STR("Upgrade"), upgrade);
+        tt_buf_append(b, bufs, TT_LIT("Connection: Upgrade\r\n"));
+    }
     char line[64];
     if (chunked_up) {
         tt_buf_append(b, bufs, TT_LIT("Transfer-Encoding: chunked\r\n"));
@@ -230,6 +234,27 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
         tt_buf_append(b, bufs, line, (size_t)n);
     }
     tt_buf_append(b, bufs, TT_LIT("\r\n"));
+}
+
+void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_buf_t *b,
+                             tt_bufpool_t *bufs)
+{
+    request_head(rq, uc, chunked_up, TT_STR_NULL, b, bufs);
+}
+
+void tt_forward_upgrade_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up,
+                                     tt_str_t upgrade, tt_buf_t *b, tt_bufpool_t *bufs)
+{
+    request_head(rq, uc, chunked_up, upgrade, b, bufs);
+}
+
+void tt_forward_upgrade_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs)
+{
+    tt_forward_response_fields(res, b, bufs);
+    for (size_t i = 0; i < res->nfields; i++)
+        if (tt_str_ieq(res->fields[i].name, TT_LIT("upgrade")))
+            put_field(b, bufs, TT_STR("Upgrade"), res->fields[i].value);
+    tt_buf_append(b, bufs, TT_LIT("Connection: Upgrade\r\n"));
 }
 
 void tt_forward_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs)

@@ -448,6 +448,27 @@ static void h2_fail(tt_req_t *rq)
     kick(st->c);
 }
 
+/* An interim response (RFC 9110 15.2, RFC 9113 8.1): a HEADERS frame with a 1xx :status before the response's. */
+static void h2_interim(tt_req_t *rq, int status, tt_str_t fields)
+{
+    h2_stream_t *st = stream_of(rq);
+    h2_conn_t *c = st->c;
+    if (st->resp_submitted || c->closed || status < 100 || status > 199 || status == 101) return;
+    char code[8];
+    snprintf(code, sizeof(code), "%03d", status);
+    char stack_fields[2048];
+    char *f = fields.n <= sizeof(stack_fields) ? stack_fields : tt_malloc(fields.n);
+    if (fields.n) memcpy(f, fields.p, fields.n);
+    nghttp2_nv stack_nv[32];
+    size_t k = 0;
+    nghttp2_nv *nv = fields_nv(f, fields.n, stack_nv, TT_ARRAY_SIZE(stack_nv), 1, &k);
+    nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)code, 7, 3, 0};
+    nghttp2_submit_headers(c->s, NGHTTP2_FLAG_NONE, st->id, NULL, nv, k, NULL); /* copies the pairs */
+    if (nv != stack_nv) free(nv);
+    if (f != stack_fields) free(f);
+    kick(c);
+}
+
 static void deliver_pending(h2_stream_t *st);
 
 static void h2_pause_body(tt_req_t *rq, bool pause)
@@ -467,6 +488,7 @@ static const tt_req_ops_t h2_req_ops = {
     .finish = h2_finish,
     .fail_response = h2_fail,
     .pause_body = h2_pause_body,
+    .interim = h2_interim,
 };
 
 /* ---- requests ---- */
