@@ -273,7 +273,7 @@ static int do_read(tt_upconn_t *u)
 static void error_later_cb(tt_defer_t *d)
 {
     tt_upconn_t *u = tt_container_of(d, tt_upconn_t, _error_later);
-    if (!closed(u)) fail(u, (tt_up_err_t)u->_pending_err);
+    if (!closed(u) && u->state != TT_UPCONN_TUNNEL) fail(u, (tt_up_err_t)u->_pending_err); /* a tunnel's own */
 }
 
 /* Writes queued bytes. A failure is reported through fail() at once, or, when `from_api` (inside
@@ -560,7 +560,8 @@ void tt_upconn_to_tunnel(tt_upconn_t *u, tt_tunnel_t *t)
 {
     TT_BUG_ON(u->state != TT_UPCONN_TUNNEL);
     u->_tunnel = t;
-    tt_tunnel_attach(t, TT_TUNNEL_UPSTREAM, u->io.fd, u->tr, u->_in.len ? tt_buf_data(&u->_in) : NULL, u->_in.len);
+    tt_tunnel_attach(t, TT_TUNNEL_UPSTREAM, u->io.fd, u->tr, u->_peer_hup, u->_in.len ? tt_buf_data(&u->_in) : NULL,
+                     u->_in.len);
     tt_buf_release(&u->_in, u->_bufs);
     tt_buf_release(&u->_out, u->_bufs);
     tt_buf_release(&u->_trailers, u->_bufs);

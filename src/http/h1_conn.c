@@ -706,7 +706,8 @@ static bool h1_upgrade(tt_req_t *rq, tt_str_t fields, tt_tunnel_t *t)
     set_tq(c, TQ_NONE);
     tt_gauge_add(&w->metrics.tunnels_open, 1);
     /* toward the client: queued output first (the upstream side's bytes follow it) */
-    tt_tunnel_attach(t, TT_TUNNEL_CLIENT, c->io.fd, c->tr, c->in.len ? tt_buf_data(&c->in) : NULL, c->in.len);
+    tt_tunnel_attach(t, TT_TUNNEL_CLIENT, c->io.fd, c->tr, c->peer_hup, c->in.len ? tt_buf_data(&c->in) : NULL,
+                     c->in.len);
     tt_tunnel_queue(t, TT_TUNNEL_CLIENT, tt_buf_data(&c->out), c->out.len);
     tt_buf_release(&c->in, &w->bufs);
     tt_buf_release(&c->out, &w->bufs);

@@ -16,6 +16,7 @@ typedef struct tunnel_end {
     uint64_t bytes;     /* read from this side and written to the other */
     bool attached;
     bool rd_ready; /* may have unread bytes (edge-triggered) */
+    bool peer_hup; /* the poller reported the peer's FIN: read on until it is read, no new edge will come */
     bool wr_blocked;
     bool eof;  /* this side ended its stream */
     bool shut; /* our writing to this side is shut (the other side's end of stream passed on) */
@@ -125,7 +126,7 @@ static int pump(tt_tunnel_t *t, int s)
         if (n > 0) {
             src->buf.len += (uint32_t)n;
             t->active_ms = tt_loop_now(t->loop);
-            if (tt_transport_drained(src->tr, n, space, false)) src->rd_ready = false;
+            if (tt_transport_drained(src->tr, n, space, src->peer_hup)) src->rd_ready = false;
             progress = 1;
             continue;
         }
@@ -189,12 +190,14 @@ tt_tunnel_t *tt_tunnel_new(tt_loop_t *loop, tt_bufpool_t *bufs, uint64_t idle_ms
     return t;
 }
 
-void tt_tunnel_attach(tt_tunnel_t *t, tt_tunnel_side_t side, int fd, tt_transport_t *tr, const void *ahead, size_t n)
+void tt_tunnel_attach(tt_tunnel_t *t, tt_tunnel_side_t side, int fd, tt_transport_t *tr, bool peer_hup,
+                      const void *ahead, size_t n)
 {
     tunnel_end_t *e = &t->end[side];
     e->fd = fd;
     e->tr = tr;
     e->attached = true;
+    e->peer_hup = peer_hup;
     e->rd_ready = true; /* edge-triggered: bytes may wait that raised their edge before the tunnel existed */
     if (n > 0) tt_buf_append(&e->buf, t->bufs, ahead, n);
 }
@@ -219,6 +222,7 @@ void tt_tunnel_on_io(tt_tunnel_t *t, tt_tunnel_side_t side, uint32_t events)
         finish(t, closed_by(side));
         return;
     }
+    if (events & TT_EV_HUP) e->peer_hup = true;
     if (events & (TT_EV_READ | TT_EV_HUP)) e->rd_ready = true;
     if (events & TT_EV_WRITE) {
         e->wr_blocked = false;

@@ -43,10 +43,12 @@ typedef void (*tt_tunnel_done_cb)(tt_tunnel_t *t, tt_tunnel_why_t why, void *dat
 tt_tunnel_t *tt_tunnel_new(tt_loop_t *loop, tt_bufpool_t *bufs, uint64_t idle_ms, tt_tunnel_done_cb done, void *data);
 /**
  * Attaches a side: its socket `fd` and transport `tr` (both still owned by the side's connection, which must keep
- * them open until the tunnel ends), and `ahead`, `n` bytes already read from that side which go to the other
- * side first (copied).
+ * them open until the tunnel ends); `peer_hup`: the poller already reported the peer's FIN (edge-triggered: no
+ * new edge will say so); and `ahead`, `n` bytes already read from that side which go to the other side first
+ * (copied).
  */
-void tt_tunnel_attach(tt_tunnel_t *t, tt_tunnel_side_t side, int fd, tt_transport_t *tr, const void *ahead, size_t n);
+void tt_tunnel_attach(tt_tunnel_t *t, tt_tunnel_side_t side, int fd, tt_transport_t *tr, bool peer_hup,
+                      const void *ahead, size_t n);
 /** Queues `n` bytes (copied) to be written to `side` before anything read from the other side after this call. */
 void tt_tunnel_queue(tt_tunnel_t *t, tt_tunnel_side_t side, const void *data, size_t n);
 /** Starts moving bytes, at the end of the loop turn (so that no callback runs under the caller). */
