@@ -157,7 +157,7 @@ static const char *const generated[] = {
     "host", "via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"};
 
 static void request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_str_t upgrade,
-                         tt_buf_t *b, tt_bufpool_t *bufs)
+                         tt_str_t ws_key, tt_buf_t *b, tt_bufpool_t *bufs)
 {
     const tt_h1_request_t *h = rq->head;
     const bool h2 = rq->major_version == 2;
@@ -166,7 +166,8 @@ static void request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool 
     char ipbuf[TT_ADDR_STRLEN];
     tt_str_t ip = tt_str(ipbuf, tt_addr_format_host(rq->peer, ipbuf, sizeof(ipbuf)));
 
-    put(b, bufs, h->method);
+    /* RFC 8441 5: an HTTP/2 extended CONNECT is an HTTP/1.1 GET with Upgrade to the origin */
+    put(b, bufs, h2 && upgrade.n && h->method_id == TT_METHOD_CONNECT ? TT_STR("GET") : h->method);
     tt_buf_append(b, bufs, TT_LIT(" "));
     put(b, bufs, rq->path);
     if (rq->query.n) {
@@ -224,6 +225,8 @@ static void request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool 
     if (upgrade.n) { /* RFC 9110 7.8: the upgrade asked for goes on, with the option that makes it hop-by-hop */
         put_field(b, bufs, TT_STR("Upgrade"), upgrade);
         tt_buf_append(b, bufs, TT_LIT("Connection: Upgrade\r\n"));
+        if (ws_key.n && tt_h1_find_field(h, TT_LIT("sec-websocket-key")) < 0)
+            put_field(b, bufs, TT_STR("Sec-WebSocket-Key"), ws_key);
     }
     char line[64];
     if (chunked_up) {
@@ -239,13 +242,13 @@ static void request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool 
 void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_buf_t *b,
                              tt_bufpool_t *bufs)
 {
-    request_head(rq, uc, chunked_up, TT_STR_NULL, b, bufs);
+    request_head(rq, uc, chunked_up, TT_STR_NULL, TT_STR_NULL, b, bufs);
 }
 
 void tt_forward_upgrade_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up,
-                                     tt_str_t upgrade, tt_buf_t *b, tt_bufpool_t *bufs)
+                                     tt_str_t upgrade, tt_str_t ws_key, tt_buf_t *b, tt_bufpool_t *bufs)
 {
-    request_head(rq, uc, chunked_up, upgrade, b, bufs);
+    request_head(rq, uc, chunked_up, upgrade, ws_key, b, bufs);
 }
 
 void tt_forward_upgrade_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs)

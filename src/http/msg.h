@@ -85,6 +85,8 @@ struct tt_req {
     tt_str_t path;               /* request-target path, normalized (uri.h: dot-segments removed, unreserved characters
                                     decoded, the rest still percent-encoded; absolute-form reduced); as head */
     tt_str_t query;              /* after '?', without it, as sent; empty when absent; as head */
+    tt_str_t protocol;      /* HTTP/2 extended CONNECT (RFC 8441 4): the :protocol pseudo-header ("websocket"); empty
+                               otherwise; as head */
     tt_str_t authority;     /* the target's authority (absolute-form) or Host (HTTP/2: :authority); empty when none;
                                as head (RFC 9112 3.2.2: it replaces Host) */
     bool is_head;           /* HEAD: the response carries no content */

@@ -253,11 +253,10 @@ def test_bytes_sent_with_the_handshake_pass_both_ways(clean_tether, raw_origin):
     s.close()
 
 
-def test_websocket_library_peers_through_h1_and_tls(clean_tether, certs):
-    """python3-websockets on both ends: the real handshake (key, accept), frames, a close handshake."""
+@pytest.fixture
+def ws_origin():
+    """A python3-websockets echo server (asyncio in a thread): its port."""
     websockets = pytest.importorskip("websockets")
-    import websockets.server  # noqa: F401
-
     ready = threading.Event()
     box = {}
 
@@ -281,9 +280,17 @@ def test_websocket_library_peers_through_h1_and_tls(clean_tether, certs):
     th = threading.Thread(target=serve, daemon=True)
     th.start()
     assert ready.wait(10 * SLOW)
-    try:
+    yield box["port"]
+    box["loop"].call_soon_threadsafe(box["stop"].set)
+    th.join(10)
+
+
+def test_websocket_library_peers_through_h1_and_tls(clean_tether, certs, ws_origin):
+    """python3-websockets on both ends: the real handshake (key, accept), frames, a close handshake."""
+    import websockets
+    if True:
         t = clean_tether(*tls_args(certs), "--listen", "127.0.0.1:0", expect_listeners=2,
-                         config=upstream_config(["127.0.0.1:%d" % box["port"]]))
+                         config=upstream_config(["127.0.0.1:%d" % ws_origin]))
         plain = [p for (h, p), sc in zip(t.listen, t.schemes) if sc == "http"][0]
         ctx = client_context(certs, alpn=("http/1.1",))
 
@@ -304,9 +311,117 @@ def test_websocket_library_peers_through_h1_and_tls(clean_tether, certs):
         while t.closed("tunnel_closed_by_client") + t.closed("tunnel_closed_by_upstream") != 2:
             assert time.monotonic() < end, t.metrics_text()
             time.sleep(0.05)
+
+
+# ---- WebSockets over HTTP/2 (RFC 8441) ----
+
+def ws_frame(payload, opcode=0x1):
+    """A masked client frame (RFC 6455 5.2), payload under 126 bytes."""
+    mask = os.urandom(4)
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def extended_connect(c, path="/chat", protocol="websocket"):
+    import h2.events
+    ev = c.wait_for(lambda e: isinstance(e, h2.events.RemoteSettingsChanged) and 8 in e.changed_settings)
+    assert ev is not None and ev.changed_settings[8].new_value == 1  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+    sid = c.h2.get_next_available_stream_id()
+    c.h2.send_headers(sid, [(":method", "CONNECT"), (":protocol", protocol), (":scheme", "http"), (":path", path),
+                            (":authority", "localhost"), ("sec-websocket-version", "13")])
+    c.flush()
+    resp = c.wait_for(lambda e: isinstance(e, (h2.events.ResponseReceived, h2.events.StreamReset))
+                      and e.stream_id == sid)
+    return sid, resp
+
+
+def h2_read(c, sid, n, timeout=5):
+    import h2.events
+    got = b""
+    end = deadline(timeout)
+    while len(got) < n and time.monotonic() < end and not c.closed:
+        for e in c.pump(0.2):
+            if isinstance(e, h2.events.DataReceived) and e.stream_id == sid:
+                got += e.data
+    return got
+
+
+@pytest.mark.parametrize("transport", ["h2c", "tls"])
+def test_websocket_over_http2_to_an_http11_origin(clean_tether, certs, ws_origin, transport):
+    """RFC 8441: SETTINGS_ENABLE_CONNECT_PROTOCOL, :method CONNECT + :protocol websocket, a 200 and DATA both ways;
+    the origin (python3-websockets, strict about the handshake) sees an HTTP/1.1 GET with Upgrade and a key."""
+    import h2.events
+    t = clean_tether(*tls_args(certs), "--listen", "127.0.0.1:0", expect_listeners=2,
+                     config=upstream_config(["127.0.0.1:%d" % ws_origin]))
+    plain = [p for (h, p), sc in zip(t.listen, t.schemes) if sc == "http"][0]
+    c = H2Conn(plain) if transport == "h2c" else H2Conn(tls_port(t), tls_certs=certs)
+    try:
+        sid, resp = extended_connect(c)
+        assert isinstance(resp, h2.events.ResponseReceived), resp
+        hdrs = dict(resp.headers)
+        assert hdrs[":status"] == "200" and "sec-websocket-accept" not in hdrs, hdrs
+        c.h2.send_data(sid, ws_frame(b"over h2"))
+        c.flush()
+        assert h2_read(c, sid, 9) == b"\x81\x07over h2"  # the origin's unmasked echo frame
+        c.h2.send_data(sid, ws_frame(b"\x03\xe8", opcode=0x8))  # close (1000)
+        c.flush()
+        assert h2_read(c, sid, 4)[:2] == b"\x88\x02"
+        assert c.wait_for(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == sid) is not None
     finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        th.join(10)
+        c.sock.close()
+    line = [x for x in t.access_lines(wait_for=1) if "CONNECT /chat HTTP/2.0" in x][0]
+    assert " 200 " in line and "upstream=backend" in line, line
+
+
+def test_websocket_over_http2_origin_sees_get_with_a_key(clean_tether, raw_origin):
+    import h2.events
+    t = proxy(clean_tether, raw_origin.port)
+    c = H2Conn(t.port)
+    try:
+        sid, resp = extended_connect(c, path="/ws")
+        assert dict(resp.headers)[":status"] == "200"
+        head = raw_origin.heads[-1]
+        assert head.startswith("GET /ws HTTP/1.1\r\n") and "\r\nUpgrade: websocket\r\n" in head, head
+        key = [x for x in head.split("\r\n") if x.startswith("Sec-WebSocket-Key: ")][0].split(": ")[1]
+        assert len(base64.b64decode(key)) == 16, key
+        c.h2.send_data(sid, b"raw bytes")
+        c.flush()
+        assert h2_read(c, sid, 9) == b"raw bytes"
+        c.h2.end_stream(sid)  # the client's END_STREAM is a FIN to the origin, which then ends too
+        c.flush()
+        assert c.wait_for(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == sid) is not None
+        # the connection goes on serving
+        sid2 = c.request("/plain")
+        r = c.wait_for(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid2)
+        assert dict(r.headers)[":status"] == "200"
+    finally:
+        c.sock.close()
+
+
+def test_websocket_over_http2_refused_and_idle(clean_tether, raw_origin):
+    import h2.events
+    t = proxy(clean_tether, raw_origin.port, route_keys="upgrade = off\n")
+    c = H2Conn(t.port)
+    try:
+        sid, resp = extended_connect(c, path="/ws")
+        assert dict(resp.headers)[":status"] == "501"
+    finally:
+        c.sock.close()
+    t2 = proxy(clean_tether, raw_origin.port, route_keys="tunnel_idle_timeout = 1s\n")
+    c = H2Conn(t2.port)
+    try:
+        sid, resp = extended_connect(c, path="/ws")
+        assert dict(resp.headers)[":status"] == "200"
+        start = time.monotonic()
+        ev = c.wait_for(lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == sid, timeout=10)
+        assert ev is not None and time.monotonic() - start >= 0.9
+    finally:
+        c.sock.close()
+    end = deadline(5)  # both servers write to the test's one access log
+    while not [x for x in t2.access_lines() if "CONNECT /ws" in x and " 200 " in x]:
+        assert time.monotonic() < end, t2.access_lines()
+        time.sleep(0.05)
+    line = [x for x in t2.access_lines() if "CONNECT /ws" in x and " 200 " in x][0]
+    assert "tunnel_end=tunnel_idle" in line, line
 
 
 NODE_ORIGIN = r"""
