@@ -256,6 +256,13 @@ def test_bytes_sent_with_the_handshake_pass_both_ways(clean_tether, raw_origin):
 @pytest.fixture
 def ws_origin():
     """A python3-websockets echo server (asyncio in a thread): its port."""
+    port, stop = start_ws_origin()
+    yield port
+    stop()
+
+
+def start_ws_origin(ssl_ctx=None):
+    """Starts a python3-websockets echo server (TLS with `ssl_ctx`): (port, stop function)."""
     websockets = pytest.importorskip("websockets")
     ready = threading.Event()
     box = {}
@@ -266,7 +273,7 @@ def ws_origin():
                 await ws.send(msg)
 
         async def main():
-            srv = await websockets.serve(echo, "127.0.0.1", 0)
+            srv = await websockets.serve(echo, "127.0.0.1", 0, ssl=ssl_ctx)
             box["port"] = srv.sockets[0].getsockname()[1]
             box["loop"] = asyncio.get_running_loop()
             box["stop"] = asyncio.Event()
@@ -280,9 +287,12 @@ def ws_origin():
     th = threading.Thread(target=serve, daemon=True)
     th.start()
     assert ready.wait(10 * SLOW)
-    yield box["port"]
-    box["loop"].call_soon_threadsafe(box["stop"].set)
-    th.join(10)
+
+    def stop():
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        th.join(10)
+
+    return box["port"], stop
 
 
 def test_websocket_library_peers_through_h1_and_tls(clean_tether, certs, ws_origin):
@@ -311,6 +321,30 @@ def test_websocket_library_peers_through_h1_and_tls(clean_tether, certs, ws_orig
         while t.closed("tunnel_closed_by_client") + t.closed("tunnel_closed_by_upstream") != 2:
             assert time.monotonic() < end, t.metrics_text()
             time.sleep(0.05)
+
+
+def test_websocket_to_an_https_origin(clean_tether, certs):
+    """The upstream side of the tunnel over TLS (server = https://...): the upstream's transport carries it."""
+    import websockets
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs.main.cert, certs.main.key)
+    port, stop = start_ws_origin(ctx)
+    try:
+        t = clean_tether(config=upstream_config(["https://127.0.0.1:%d" % port], tls_ca=certs.ca))
+
+        async def client():
+            async with websockets.connect("ws://127.0.0.1:%d/secure" % t.port) as ws:
+                for i in range(5):
+                    await ws.send("over tls %d" % i * 100)
+                    assert await asyncio.wait_for(ws.recv(), 5 * SLOW) == "over tls %d" % i * 100
+
+        asyncio.run(client())
+        end = deadline(5)
+        while t.closed("tunnel_closed_by_client") + t.closed("tunnel_closed_by_upstream") != 1:
+            assert time.monotonic() < end, t.metrics_text()
+            time.sleep(0.05)
+    finally:
+        stop()
 
 
 # ---- WebSockets over HTTP/2 (RFC 8441) ----
