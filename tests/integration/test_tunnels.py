@@ -585,6 +585,29 @@ def test_half_close_passes_through_both_ways(clean_tether, raw_origin):
     assert "tunnel_closed_by_upstream" in line and "tunnel_up=13 " in line and "tunnel_down=3 " in line, line
 
 
+def test_both_sockets_of_a_tunnel_have_tcp_keepalive(clean_tether, raw_origin):
+    """The listener's TCP keepalive on the client side, the upstream's (`auto`: derived from its idle_timeout) on the
+    upstream side: a quiet tunnel behind a NAT is probed both ways. `ss -tnoe` shows the kernel's timers."""
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+    t = proxy(clean_tether, raw_origin.port, "--tcp-keepalive", "60s:20s:3")
+    s, _ = upgrade(t)
+    client_port = s.getsockname()[1]
+    end = deadline(5)
+    while True:
+        out = subprocess.run(["ss", "-tnoH", "state", "established"], stdout=subprocess.PIPE, text=True).stdout
+        socks = [(x.split()[2], x.split()[3], x) for x in out.splitlines() if len(x.split()) >= 4]
+        down = [x for local, peer, x in socks  # tether's end of the client connection
+                if local.endswith(":%d" % t.port) and peer.endswith(":%d" % client_port)]
+        up = [x for local, peer, x in socks  # tether's end of the upstream connection
+              if peer.endswith(":%d" % raw_origin.port) and not local.endswith(":%d" % raw_origin.port)]
+        if down and up and all("keepalive" in x for x in down + up):
+            break
+        assert time.monotonic() < end, (down, up)
+        time.sleep(0.1)
+    s.close()
+
+
 def test_idle_tunnel_is_closed_after_tunnel_idle_timeout(clean_tether, raw_origin):
     t = proxy(clean_tether, raw_origin.port, route_keys="tunnel_idle_timeout = 1s\n")
     s, _ = upgrade(t)
