@@ -119,7 +119,9 @@ typedef struct proxy_req {
     bool has_tail;      /* `tail` holds that byte */
     char tail;
     bool done;    /* finished (pr_finish): the client request is answered or gone */
-    char *client; /* for the route's response rules: "scheme\0authority\0remote_addr\0", owned; NULL: none */
+    char *client; /* for the route's response rules: "scheme\0authority\0remote_addr\0", in client_buf or
+                     owned when longer; NULL: none */
+    char client_buf[160];
     tt_defer_t free_later;
     char log[320];
 } proxy_req_t;
@@ -127,7 +129,7 @@ typedef struct proxy_req {
 static void pr_free_cb(tt_defer_t *d)
 {
     proxy_req_t *pr = tt_container_of(d, proxy_req_t, free_later);
-    free(pr->client);
+    if (pr->client != pr->client_buf) free(pr->client);
     free(pr);
 }
 
@@ -595,7 +597,7 @@ static int routed_head(proxy_route_t *route, proxy_req_t *pr, tt_req_t *req, tt_
     tt_buf_release(&target, bufs);
     if (rules->nresp || rules->proxy_redirect) { /* the request's views end with handle(): copied */
         size_t sn = strlen(scheme), an = req->authority.n;
-        pr->client = tt_malloc(sn + an + ipn + 3);
+        pr->client = sn + an + ipn + 3 <= sizeof(pr->client_buf) ? pr->client_buf : tt_malloc(sn + an + ipn + 3);
         memcpy(pr->client, scheme, sn + 1);
         if (an) memcpy(pr->client + sn + 1, req->authority.p, an);
         pr->client[sn + 1 + an] = '\0';
@@ -627,7 +629,7 @@ static void proxy_handle(void *state, tt_req_t *req)
     if (routed_head(route, pr, req, &pw->w->bufs) != 0) {
         tt_req_respond_text(req, 500, TT_STR_NULL);
         tt_buf_release(&pr->head, &pw->w->bufs);
-        free(pr->client);
+        if (pr->client != pr->client_buf) free(pr->client);
         free(pr);
         return;
     }
@@ -697,6 +699,7 @@ const tt_handler_ops_t tt_proxy_ops = {
     .worker_free = proxy_worker_free,
     .handle = proxy_handle,
     .async = true,
+    .slash_redirect = true,
 };
 
 /* ---- the registry ---- */

@@ -84,7 +84,7 @@ int tt_rules_add_field(tt_route_rules_t *r, bool response, tt_rule_op_t op, cons
         free(lower);
         return -1;
     }
-    if (op == TT_RULE_ADD && vlen == 0) {
+    if ((op == TT_RULE_ADD || (!response && strcmp(lower, "host") == 0)) && vlen == 0) {
         *why = "expected NAME VALUE";
         free(lower);
         return -1;

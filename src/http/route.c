@@ -113,13 +113,14 @@ int tt_router_match(const tt_router_t *r, tt_str_t path)
     return tt_router_match_in(r, r->default_vhost, path);
 }
 
-/* True when vhost `vhost` has a route whose prefix is exactly `path` followed by '/'. */
+/* True when vhost `vhost` has a route that redirects to its prefix, which is exactly `path` followed by '/'. */
 static bool has_slash_route(const tt_router_t *r, size_t vhost, tt_str_t path)
 {
     for (size_t i = 0; i < r->n; i++) {
         const tt_route_t *rt = &r->routes[i];
         if (rt->vhost != vhost && !(rt->vhost == 0 && vhost == r->default_vhost)) continue;
-        if (rt->prefix_len == path.n + 1 && rt->prefix[path.n] == '/' && memcmp(rt->prefix, path.p, path.n) == 0)
+        if (rt->ops->slash_redirect && rt->prefix_len == path.n + 1 && rt->prefix[path.n] == '/' &&
+            memcmp(rt->prefix, path.p, path.n) == 0)
             return true;
     }
     return false;

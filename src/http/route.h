@@ -23,6 +23,9 @@ typedef struct tt_handler_ops {
     /** True: handle() may answer later (it sets hooks with tt_req_set_hooks) and receives the request
      *  content through them. False: it answers before returning; the server discards any content. */
     bool async;
+    /** True: a request for a route's prefix without its final '/' ("/app" for "/app/") is answered 301 to the
+     *  prefix, as nginx does for proxy_pass locations; false: it is routed like any other path (static files). */
+    bool slash_redirect;
 } tt_handler_ops_t;
 
 /** A route: requests of virtual host `vhost` whose path starts with `prefix` go to `ops` with `conf`. */
@@ -74,8 +77,9 @@ int tt_router_match(const tt_router_t *r, tt_str_t path);
  * Picks the route for `req` (during handle's caller, its views valid): the virtual host from req->authority; on
  * TLS, when the client sent SNI `sni` (NULL: none) and it selects another virtual host than the authority does,
  * 421 Misdirected Request (RFC 9110 15.5.20); then the longest prefix. When no route is exactly the path but one
- * is the path followed by '/', a 301 to that path with '/' (query kept), as nginx does for such locations; no route
- * at all: 404. Returns the route's index, or -1 when it answered the request itself. Owning worker.
+ * is the path followed by '/' and its handler asks for it (slash_redirect), a 301 to that path with '/' (query kept),
+ * as nginx does for such locations; no route at all: 404. Returns the route's index, or -1 when it answered the request
+ * itself. Owning worker.
  */
 int tt_router_route(const tt_router_t *r, tt_req_t *req, const char *sni);
 /** Frees the routes (not their conf) and the virtual hosts. */
