@@ -411,7 +411,8 @@ static const tt_req_hooks_t client_hooks = {
 /* The Host name without its port ($host). */
 static tt_str_t host_only(tt_str_t a)
 {
-    if (a.n && a.p[0] == '[') {
+    if (a.n == 0) return a;
+    if (a.p[0] == '[') {
         const char *e = memchr(a.p, ']', a.n);
         return e ? tt_str(a.p, (size_t)(e - a.p) + 1) : a;
     }
@@ -453,10 +454,11 @@ static void response_fields(proxy_req_t *pr, const tt_h1_response_t *res, tt_buf
     }
     for (size_t i = 0; i < no; i++) origins[i].n = TT_MIN(origins[i].n, sizeof(o[i]) - 1);
     size_t con = auth[0] ? (size_t)snprintf(co, sizeof(co), "%s://%s", scheme, auth) : 0;
-    tt_redirect_map_t m = {.origins = origins,
-                           .norigins = no,
-                           .client_origin = tt_str(co, TT_MIN(con, sizeof(co) - 1)),
-                           .prefix = rules->strip_prefix ? tt_str(pr->pc->route, strlen(pr->pc->route)) : TT_STR_NULL};
+    tt_redirect_map_t m = {
+        .origins = origins,
+        .norigins = no,
+        .client_origin = tt_str(co, TT_MIN(con, sizeof(co) - 1)),
+        .prefix = rules->strip_prefix && !rules->rewrite ? tt_str(pr->pc->route, strlen(pr->pc->route)) : TT_STR_NULL};
     if (rules->proxy_redirect && con < sizeof(co)) fr.redirect = &m;
     tt_forward_response_fields_routed(res, &fr, f, bufs);
 }
