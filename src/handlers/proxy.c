@@ -125,13 +125,18 @@ typedef struct proxy_req {
     bool h2_tunnel;      /* an HTTP/2 extended CONNECT (RFC 8441): after the 101 the stream carries the bytes */
     bool streaming;      /* h2_tunnel after the 101: `up` is in stream mode, out of the pool */
     bool done;           /* finished (pr_finish): the client request is answered or gone */
+    char *client;        /* for the route's response rules: "scheme\0authority\0remote_addr\0", in client_buf or
+                            owned when longer; NULL: none */
+    char client_buf[160];
     tt_defer_t free_later;
     char log[320];
 } proxy_req_t;
 
 static void pr_free_cb(tt_defer_t *d)
 {
-    free(tt_container_of(d, proxy_req_t, free_later));
+    proxy_req_t *pr = tt_container_of(d, proxy_req_t, free_later);
+    if (pr->client != pr->client_buf) free(pr->client);
+    free(pr);
 }
 
 /* Ends the proxied request: its client request is answered (or gone) and its upstream connection is back in
@@ -556,6 +561,61 @@ static void up_on_switch(proxy_req_t *pr, tt_upconn_t *u, const tt_h1_response_t
     tt_tunnel_start(pr->tunnel);
 }
 
+/* The Host name without its port ($host). */
+static tt_str_t host_only(tt_str_t a)
+{
+    if (a.n == 0) return a;
+    if (a.p[0] == '[') {
+        const char *e = memchr(a.p, ']', a.n);
+        return e ? tt_str(a.p, (size_t)(e - a.p) + 1) : a;
+    }
+    const char *c = memchr(a.p, ':', a.n);
+    return c ? tt_str(a.p, (size_t)(c - a.p)) : a;
+}
+
+/* The response fields for the client, through the route's response rules and redirect rewrite (rules.h). */
+static void response_fields(proxy_req_t *pr, const tt_h1_response_t *res, tt_buf_t *f, tt_bufpool_t *bufs)
+{
+    const tt_route_rules_t *rules = pr->pc->rules;
+    if (pr->client == NULL || rules == NULL) {
+        tt_forward_response_fields(res, f, bufs);
+        return;
+    }
+    const char *scheme = pr->client, *auth = scheme + strlen(scheme) + 1, *raddr = auth + strlen(auth) + 1;
+    tt_forward_route_t fr = {.rules = rules,
+                             .vars = {.host = host_only(tt_str(auth, strlen(auth))),
+                                      .remote_addr = tt_str(raddr, strlen(raddr)),
+                                      .scheme = tt_str(scheme, strlen(scheme))}};
+    /* nginx's proxy_redirect default: the upstream's origin (the server's as configured, with or without its
+     * default port, and the Host the upstream was sent when `host` is set) becomes the client's */
+    const tt_upstream_server_t *sv = &pr->uc->servers[pr->server];
+    char o[3][320], co[320];
+    tt_str_t origins[3];
+    size_t no = 0;
+    const char *us = sv->tls ? "https://" : "http://";
+    origins[no] = tt_str(o[no], (size_t)snprintf(o[no], sizeof(o[no]), "%s%s", us, sv->name));
+    no++;
+    const char *port = strrchr(sv->name, ':');
+    if (port && strcmp(port, sv->tls ? ":443" : ":80") == 0) {
+        origins[no] =
+            tt_str(o[no], (size_t)snprintf(o[no], sizeof(o[no]), "%s%.*s", us, (int)(port - sv->name), sv->name));
+        no++;
+    }
+    if (pr->uc->host) {
+        origins[no] = tt_str(o[no], (size_t)snprintf(o[no], sizeof(o[no]), "%s%s", us, pr->uc->host));
+        no++;
+    }
+    for (size_t i = 0; i < no; i++) origins[i].n = TT_MIN(origins[i].n, sizeof(o[i]) - 1);
+    size_t con = auth[0] ? (size_t)snprintf(co, sizeof(co), "%s://%s", scheme, auth) : 0;
+    tt_redirect_map_t m = {
+        .origins = origins,
+        .norigins = no,
+        .client_origin = tt_str(co, TT_MIN(con, sizeof(co) - 1)),
+        .prefix = rules->strip_prefix && !rules->rewrite ? tt_str(pr->pc->route, strlen(pr->pc->route)) : TT_STR_NULL};
+    if (rules->proxy_redirect && con < sizeof(co)) fr.redirect = &m;
+    tt_forward_response_fields_routed(res, &fr, f, bufs);
+}
+
 static void up_on_head(tt_upconn_t *u, const tt_h1_response_t *res)
 {
     proxy_req_t *pr = u->data;
@@ -577,7 +637,7 @@ static void up_on_head(tt_upconn_t *u, const tt_h1_response_t *res)
         return;
     }
     tt_buf_t f = {0};
-    tt_forward_response_fields(res, &f, bufs);
+    response_fields(pr, res, &f, bufs);
     tt_resp_t r;
     tt_resp_init(&r, res->status);
     r.fields = tt_str(tt_buf_data(&f), f.len);
@@ -669,6 +729,7 @@ static bool idempotent(tt_method_t m)
 typedef struct proxy_route {
     proxy_worker_t *pw;
     const tt_proxy_conf_t *pc;
+    void *md; /* the rewrite's PCRE2 match data, this worker's; NULL without a rewrite */
 } proxy_route_t;
 
 /* Whether `req` asks to switch protocols (RFC 9110 7.8) in a way the route passes on: 1 yes (`*proto` the Upgrade
@@ -733,6 +794,59 @@ static void refuse_upgrade(tt_req_t *req, const tt_proxy_conf_t *pc, tt_str_t pr
     tt_req_respond(req, &r);
 }
 
+/*
+ * The upstream request head through the route's rules (rules.h): the forwarded target (strip_prefix, rewrite), the
+ * request field rules with their variables, and what the response rules will need kept in pr->client. -1 when the
+ * rewrite made an unusable path (logged; the caller answers 500).
+ */
+static int routed_head(proxy_route_t *route, proxy_req_t *pr, tt_req_t *req, tt_str_t upgrade, tt_str_t ws_key,
+                       tt_bufpool_t *bufs)
+{
+    const tt_route_rules_t *rules = route->pc->rules;
+    bool has_rules =
+        rules && (rules->strip_prefix || rules->rewrite || rules->nreq || rules->nresp || rules->proxy_redirect);
+    if (!has_rules) {
+        if (upgrade.n) {
+            tt_forward_route_t fr = {.upgrade = upgrade, .ws_key = ws_key};
+            tt_forward_request_head_routed(req, pr->uc, &fr, pr->chunked_up, &pr->head, bufs);
+        } else {
+            tt_forward_request_head(req, pr->uc, pr->chunked_up, &pr->head, bufs);
+        }
+        return 0;
+    }
+    tt_buf_t target = {0};
+    const char *why = NULL;
+    if ((rules->strip_prefix || rules->rewrite) &&
+        tt_rules_target(rules, route->md, strlen(route->pc->route), req->path, req->query, &target, bufs, &why) != 0) {
+        tt_log(TT_LOG_ERROR, "route %s: %s (request path %.*s): 500", route->pc->route, why,
+               (int)TT_MIN(req->path.n, 512), req->path.p);
+        tt_buf_release(&target, bufs);
+        return -1;
+    }
+    char ip[TT_ADDR_STRLEN];
+    size_t ipn = tt_addr_format_host(req->peer, ip, sizeof(ip));
+    const char *scheme = req->tls ? "https" : "http";
+    tt_forward_route_t fr = {.target = target.len ? tt_str(tt_buf_data(&target), target.len) : TT_STR_NULL,
+                             .rules = rules,
+                             .vars = {.host = host_only(req->authority),
+                                      .remote_addr = tt_str(ip, ipn),
+                                      .scheme = tt_str(scheme, strlen(scheme))},
+                             .upgrade = upgrade,
+                             .ws_key = ws_key};
+    tt_forward_request_head_routed(req, pr->uc, &fr, pr->chunked_up, &pr->head, bufs);
+    tt_buf_release(&target, bufs);
+    if (rules->nresp || rules->proxy_redirect) { /* the request's views end with handle(): copied */
+        size_t sn = strlen(scheme), an = req->authority.n;
+        pr->client = sn + an + ipn + 3 <= sizeof(pr->client_buf) ? pr->client_buf : tt_malloc(sn + an + ipn + 3);
+        memcpy(pr->client, scheme, sn + 1);
+        if (an) memcpy(pr->client + sn + 1, req->authority.p, an);
+        pr->client[sn + 1 + an] = '\0';
+        memcpy(pr->client + sn + an + 2, ip, ipn);
+        pr->client[sn + an + 2 + ipn] = '\0';
+    }
+    return 0;
+}
+
 static void proxy_handle(void *state, tt_req_t *req)
 {
     proxy_route_t *route = state;
@@ -766,10 +880,13 @@ static void proxy_handle(void *state, tt_req_t *req)
         pr->chunked_up = pr->hold = pr->held_all = pr->replayable = false;
         if (tt_str_ieq(proto, TT_LIT("websocket"))) ws_key = make_ws_key(key);
     }
-    if (pr->upgrade)
-        tt_forward_upgrade_request_head(req, pr->uc, pr->chunked_up, proto, ws_key, &pr->head, &pw->w->bufs);
-    else
-        tt_forward_request_head(req, pr->uc, pr->chunked_up, &pr->head, &pw->w->bufs);
+    if (routed_head(route, pr, req, pr->upgrade ? proto : TT_STR_NULL, ws_key, &pw->w->bufs) != 0) {
+        tt_req_respond_text(req, 500, TT_STR_NULL);
+        tt_buf_release(&pr->head, &pw->w->bufs);
+        if (pr->client != pr->client_buf) free(pr->client);
+        free(pr);
+        return;
+    }
     tt_req_set_hooks(req, &client_hooks, pr);
     bool all_down;
     if (!pick_server(pr, &all_down)) {
@@ -811,6 +928,7 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
     proxy_route_t *route = tt_calloc(1, sizeof(*route));
     route->pw = pw;
     route->pc = pc;
+    route->md = tt_rules_match_data_new(pc->rules);
     return route;
 }
 
@@ -818,6 +936,7 @@ static void proxy_worker_free(void *state)
 {
     proxy_route_t *route = state;
     proxy_worker_t *pw = route->pw;
+    tt_rules_match_data_free(route->md);
     free(route);
     if (--pw->refs > 0) return;
     tt_proxy_registry_t *reg = pw->reg;
@@ -834,6 +953,7 @@ const tt_handler_ops_t tt_proxy_ops = {
     .worker_free = proxy_worker_free,
     .handle = proxy_handle,
     .async = true,
+    .slash_redirect = true,
 };
 
 /* ---- the registry ---- */
@@ -866,6 +986,8 @@ tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, ui
     reg->nups = n;
     reg->nworkers = nworkers;
     for (size_t u = 0; u < n; u++) {
+        if (ups[u]._max_conns_default)
+            ups[u].pool.max_connections = (TT_PROXY_MAX_CONNECTIONS + nworkers - 1) / TT_MAX(nworkers, 1);
         ups[u]._index = u;
         ups[u]._first_server = reg->nservers;
         reg->nservers += ups[u].nservers;
@@ -1006,6 +1128,14 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
                 reg->ups[u].name, reg->ups[u].servers[s].name,
                 (double)sum_u(&reg->pool_m[reg->ups[u]._first_server + s], PM(handshake_us), pstride, reg->nworkers) /
                     1e6);
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_upstream_max_connections Open connections allowed to the server, all workers "
+                      "together (0: no limit).\n# TYPE tether_upstream_max_connections gauge\n");
+    for (size_t u = 0; u < reg->nups; u++)
+        for (size_t s = 0; s < reg->ups[u].nservers; s++)
+            tt_metrics_printf(out, len, cap, "tether_upstream_max_connections{upstream=\"%s\",server=\"%s\"} %llu\n",
+                              reg->ups[u].name, reg->ups[u].servers[s].name,
+                              (unsigned long long)reg->ups[u].pool.max_connections * reg->nworkers);
     /* What each worker measured or learned on its own: the largest is shown. */
     static const struct {
         const char *name, *help;

@@ -882,10 +882,8 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
         if (tt_str_eq(rq.path, TT_LIT("*"))) {
             tt_req_respond_text(&rq, 200, TT_STR("Allow: GET, HEAD, OPTIONS\r\n"));
         } else {
-            int r = tt_router_match(w->conf->router, rq.path);
-            if (r < 0) {
-                tt_req_respond_text(&rq, 404, TT_STR_NULL);
-            } else {
+            int r = tt_router_route(w->conf->router, &rq, tt_tls_sni(c->tr)); /* < 0: answered (404, 421, 301) */
+            if (r >= 0) {
                 const tt_route_t *rt = &w->conf->router->routes[r];
                 if (rt->ops->async) {
                     tt_req_t *ar = make_areq(c, &rq);

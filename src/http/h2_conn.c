@@ -617,11 +617,8 @@ static void dispatch(h2_stream_t *st)
         respond_error(st, 413);
         return;
     }
-    int r = tt_router_match(w->conf->router, rq->path);
-    if (r < 0) {
-        tt_req_respond_text(rq, 404, TT_STR_NULL);
-        return;
-    }
+    int r = tt_router_route(w->conf->router, rq, tt_tls_sni(c->tr)); /* < 0: answered (404, 421, 301) */
+    if (r < 0) return;
     const tt_route_t *rt = &w->conf->router->routes[r];
     rt->ops->handle(w->route_state[r], rq);
     /* The path may be in the worker's scratch, reused by the next request: nothing reads it after handle() */
