@@ -315,6 +315,30 @@ def test_tls_handshake_histogram(tether, site, conns, tmp_path):
     assert t.metric("tether_tls_handshake_seconds_count", resumed="true") == 0
 
 
+def test_tls_race_is_read_after_close_notify(tether, site, tmp_path):
+    # On TLS the close is close_notify, then FIN; a request that crosses it is decrypted and counted.
+    from tls_util import Certs, tls_connect, tls_port
+    certs = Certs(tmp_path / "pki")
+    t = tether(config=config(site, keepalive="idle_timeout = 1s\nrace_window = 3s",
+                             listen="tls = on\ntls_cert = %s\ntls_key = %s" % (certs.main.cert, certs.main.key)))
+    s = tls_connect(certs, tls_port(t))
+    try:
+        s.sendall(b"GET /100.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got or len(got.split(b"\r\n\r\n", 1)[1]) < 100:
+            chunk = s.recv(65536)
+            assert chunk, got
+            got += chunk
+        s.settimeout(3 + LATE)
+        assert s.recv(100) == b"", "close_notify expected after the idle timeout"
+        s.sendall(b"GET /tls-race HTTP/1.1\r\nHost: t\r\n\r\n")
+        t.wait_metric("tether_close_races_total", lambda v: v == 1, listener="default", reason="idle_timeout")
+        lines = race_lines(t, 1)
+        assert '"GET /tls-race HTTP/1.1" 0 0 ' in lines[0], lines
+    finally:
+        s.close()
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None,
                     reason="promtool not installed (Debian package prometheus, listed in scripts/install-deps.sh)")
 def test_promtool_accepts_the_exposition(tether, site, conns, origins):
