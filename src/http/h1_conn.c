@@ -262,7 +262,10 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
         if (tt_transport_is_tls(c->tr)) tt_transport_shutdown(c->tr, c->io.fd);
     /* Counted before the socket closes: a peer that saw the close finds it in the metrics. A connection that had a
      * race window was counted when it began (our FIN). */
-    if (c->state != ST_RACE) count_close(c, reason);
+    if (c->state != ST_RACE)
+        count_close(c, reason);
+    else
+        tt_gauge_add(&w->metrics.conn_racing, -1);
     tt_transport_free(&c->tr);
     close(c->io.fd);
     c->io.fd = -1;
@@ -380,6 +383,7 @@ static void begin_race(h1_conn_t *c, tt_close_reason_t reason)
     tt_transport_shutdown(c->tr, c->io.fd);
     c->shut = true;
     count_close(c, reason); /* closed for HTTP: the window only watches for requests that crossed the FIN */
+    tt_gauge_add(&w->metrics.conn_racing, 1);
     c->state = ST_RACE;
     set_tq(c, TQ_RACE);
     tt__worker_conn_idle(w); /* evictable first: a paused listener may accept again */

@@ -255,8 +255,13 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
                       "tether_connections_open %lld\n"
                       "# HELP tether_connections_idle Client connections idle between requests now.\n"
                       "# TYPE tether_connections_idle gauge\n"
-                      "tether_connections_idle %lld\n",
-                      (unsigned long long)SUMC(conn_accepted), (long long)SUMG(conn_open), (long long)SUMG(conn_idle));
+                      "tether_connections_idle %lld\n"
+                      "# HELP tether_connections_racing Client connections tether closed that are in their race window "
+                      "now.\n"
+                      "# TYPE tether_connections_racing gauge\n"
+                      "tether_connections_racing %lld\n",
+                      (unsigned long long)SUMC(conn_accepted), (long long)SUMG(conn_open), (long long)SUMG(conn_idle),
+                      (long long)SUMG(conn_racing));
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_connections_closed_total Client connections closed, by reason.\n"
                       "# TYPE tether_connections_closed_total counter\n");

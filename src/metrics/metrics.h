@@ -89,6 +89,7 @@ typedef struct tt_metrics_shard {
     tt_counter_t conn_accepted;
     tt_gauge_t conn_open;
     tt_gauge_t conn_idle;
+    tt_gauge_t conn_racing; /* closed by tether, in their race window (still holding a descriptor) */
     tt_counter_t conn_closed[TT_CLOSE__COUNT];
     tt_counter_t requests[TT_STATUS_CLASSES];
     tt_counter_t accept_pauses;

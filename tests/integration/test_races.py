@@ -95,8 +95,10 @@ def test_request_after_idle_fin_is_a_race(tether, site, conns):
     assert time.monotonic() - sent_at >= 0.95
     # The FIN is counted as the close, before the window ends.
     t.wait_metric("tether_connections_closed_total", lambda v: v == 1, reason="idle_timeout")
+    assert t.metric("tether_connections_racing") == 1 and t.metric("tether_connections_open") == 0
     back = after_fin(c)
     assert not back, "no answer may follow the FIN: %r" % back
+    t.wait_metric("tether_connections_racing", lambda v: v == 0)
     t.wait_metric("tether_close_races_total", lambda v: v == 1, listener="default", reason="idle_timeout")
     assert races(t, "evicted") == 0 and races(t, "max_requests") == 0
     m = t.metrics()
