@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential libtsan2 cmake pkg-config clang libclang-rt-14-dev clang-format
   libssl-dev libnghttp2-dev libinih-dev libcmocka-dev
-  python3 python3-pytest python3-h2 python3-httpx
+  python3 python3-pytest python3-h2 python3-httpx python3-websockets
   curl nghttp2-client wrk nginx-light iproute2 openssl procps
   prometheus # promtool: test_races.py checks the /metrics exposition with `promtool check metrics`
 )

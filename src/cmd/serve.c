@@ -436,6 +436,8 @@ int tt_cmd_serve(int argc, char **argv)
             if (strcmp(c.upstreams[u].name, r->upstream) == 0) proxy_confs[i].up = &c.upstreams[u];
         proxy_confs[i].route = r->prefix;
         proxy_confs[i].reg = reg;
+        proxy_confs[i].upgrade = (tt_upgrade_policy_t)r->upgrade;
+        proxy_confs[i].tunnel_idle_ms = r->tunnel_idle_timeout_ms;
         tt_router_add(&router, r->prefix, &tt_proxy_ops, &proxy_confs[i]);
     }
     if (c.static_root != NULL && !root_taken) {

@@ -39,6 +39,7 @@ enum kind {
     K_SERVER,   /* a server of the current [upstream], repeatable */
     K_BALANCE,  /* tt_balance_t */
     K_REUSE,    /* bool reuse_safe: always | safe */
+    K_UPGRADE,  /* int tt_upgrade_policy_t: websocket | any | off */
     K_UP_TCPKA, /* auto | off | IDLE:INTERVAL:COUNT, into the upstream's pool */
     K_TLS_CERT, /* a certificate file of the current [listen] group, repeatable */
     K_TLS_KEY,  /* its key file, paired with the certificates in order */
@@ -157,6 +158,8 @@ static const key_t_ keys[] = {
     {"upstream", S_ROUTE, K_STRING, R(upstream), 0, 0},
     {"root", S_ROUTE, K_STRING, R(root), 0, 0},
     {"index", S_ROUTE, K_STRING, R(index), 0, 0},
+    {"upgrade", S_ROUTE, K_UPGRADE, R(upgrade), 0, 0},
+    {"tunnel_idle_timeout", S_ROUTE, K_DURATION, R(tunnel_idle_timeout_ms), 1, 30 * DAY_MS},
 };
 
 static const struct {
@@ -325,6 +328,18 @@ static int parse_value(const key_t_ *k, const char *value, void *base, const cha
             return -1;
         }
         return 0;
+    case K_UPGRADE:
+        if (strcmp(value, "websocket") == 0) {
+            *(int *)dst = TT_UPGRADE_WEBSOCKET;
+        } else if (strcmp(value, "any") == 0) {
+            *(int *)dst = TT_UPGRADE_ANY;
+        } else if (strcmp(value, "off") == 0) {
+            *(int *)dst = TT_UPGRADE_OFF;
+        } else {
+            *why = "expected websocket, any or off";
+            return -1;
+        }
+        return 0;
     case K_REUSE:
         if (strcmp(value, "always") != 0 && strcmp(value, "safe") != 0) {
             *why = "expected always or safe";
@@ -427,6 +442,8 @@ static tt_conf_route_t *route_for(tt_conf_t *c, const char *prefix)
     tt_conf_route_t *r = &c->routes[c->nroutes++];
     memset(r, 0, sizeof(*r));
     r->prefix = tt_strndup(prefix, strlen(prefix));
+    r->upgrade = TT_UPGRADE_WEBSOCKET;
+    r->tunnel_idle_timeout_ms = 3600 * 1000; /* HAProxy's timeout tunnel is often set to 1h */
     return r;
 }
 

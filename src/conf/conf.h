@@ -24,12 +24,14 @@ typedef struct tt_conf_listen {
 
 /** A `[route PREFIX]`: requests under `prefix` go to `upstream` (a [upstream NAME]) or files in `root`. */
 typedef struct tt_conf_route {
-    char *prefix;      /* starts with '/' */
-    char *upstream;    /* NULL for a static route */
-    char *root;        /* NULL for a proxy route */
-    int root_line;     /* line of `root` in the file */
-    int upstream_line; /* line of `upstream` in the file; 0: --proxy/--route */
-    char *index;       /* static: the directory index file, NULL = "index.html" */
+    char *prefix;                    /* starts with '/' */
+    char *upstream;                  /* NULL for a static route */
+    char *root;                      /* NULL for a proxy route */
+    int root_line;                   /* line of `root` in the file */
+    int upstream_line;               /* line of `upstream` in the file; 0: --proxy/--route */
+    char *index;                     /* static: the directory index file, NULL = "index.html" */
+    int upgrade;                     /* proxy: tt_upgrade_policy_t, which Upgrade requests become tunnels [websocket] */
+    uint64_t tunnel_idle_timeout_ms; /* proxy: a tunnel that moves no byte either way this long is closed [1h] */
 } tt_conf_route_t;
 
 /** Everything `tether serve` needs. Strings are owned. */

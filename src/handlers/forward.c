@@ -156,8 +156,8 @@ static tt_str_t real_ip(const tt_h1_request_t *h, const tt_upstream_conf_t *uc, 
 static const char *const generated[] = {
     "host", "via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"};
 
-void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_buf_t *b,
-                             tt_bufpool_t *bufs)
+static void request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_str_t upgrade,
+                         tt_str_t ws_key, tt_buf_t *b, tt_bufpool_t *bufs)
 {
     const tt_h1_request_t *h = rq->head;
     const bool h2 = rq->major_version == 2;
@@ -166,7 +166,8 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
     char ipbuf[TT_ADDR_STRLEN];
     tt_str_t ip = tt_str(ipbuf, tt_addr_format_host(rq->peer, ipbuf, sizeof(ipbuf)));
 
-    put(b, bufs, h->method);
+    /* RFC 8441 5: an HTTP/2 extended CONNECT is an HTTP/1.1 GET with Upgrade to the origin */
+    put(b, bufs, h2 && upgrade.n && h->method_id == TT_METHOD_CONNECT ? TT_STR("GET") : h->method);
     tt_buf_append(b, bufs, TT_LIT(" "));
     put(b, bufs, rq->path);
     if (rq->query.n) {
@@ -221,6 +222,12 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
     }
     put_list(b, bufs, h, conn, "Forwarded", trusted, view_of(&own));
     tt_buf_release(&own, bufs);
+    if (upgrade.n) { /* RFC 9110 7.8: the upgrade asked for goes on, with the option that makes it hop-by-hop */
+        put_field(b, bufs, TT_STR("Upgrade"), upgrade);
+        tt_buf_append(b, bufs, TT_LIT("Connection: Upgrade\r\n"));
+        if (ws_key.n && tt_h1_find_field(h, TT_LIT("sec-websocket-key")) < 0)
+            put_field(b, bufs, TT_STR("Sec-WebSocket-Key"), ws_key);
+    }
     char line[64];
     if (chunked_up) {
         tt_buf_append(b, bufs, TT_LIT("Transfer-Encoding: chunked\r\n"));
@@ -230,6 +237,27 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
         tt_buf_append(b, bufs, line, (size_t)n);
     }
     tt_buf_append(b, bufs, TT_LIT("\r\n"));
+}
+
+void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_buf_t *b,
+                             tt_bufpool_t *bufs)
+{
+    request_head(rq, uc, chunked_up, TT_STR_NULL, TT_STR_NULL, b, bufs);
+}
+
+void tt_forward_upgrade_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up,
+                                     tt_str_t upgrade, tt_str_t ws_key, tt_buf_t *b, tt_bufpool_t *bufs)
+{
+    request_head(rq, uc, chunked_up, upgrade, ws_key, b, bufs);
+}
+
+void tt_forward_upgrade_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs)
+{
+    tt_forward_response_fields(res, b, bufs);
+    for (size_t i = 0; i < res->nfields; i++)
+        if (tt_str_ieq(res->fields[i].name, TT_LIT("upgrade")))
+            put_field(b, bufs, TT_STR("Upgrade"), res->fields[i].value);
+    tt_buf_append(b, bufs, TT_LIT("Connection: Upgrade\r\n"));
 }
 
 void tt_forward_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs)

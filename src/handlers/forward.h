@@ -26,6 +26,21 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
                              tt_bufpool_t *bufs);
 
 /**
+ * tt_forward_request_head() for a request that asks to switch protocols (RFC 9110 7.8) and may: "Upgrade: `upgrade`"
+ * and "Connection: Upgrade" are added (the client's own Upgrade and Connection are dropped as usual). An HTTP/2
+ * extended CONNECT (RFC 8441 5) becomes a GET, and `ws_key` (when not empty) its Sec-WebSocket-Key unless the client
+ * sent one. Owning worker only.
+ */
+void tt_forward_upgrade_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up,
+                                     tt_str_t upgrade, tt_str_t ws_key, tt_buf_t *b, tt_bufpool_t *bufs);
+
+/**
+ * The fields of a 101 response `res` that pass to the client: tt_forward_response_fields(), then its Upgrade field(s)
+ * and "Connection: Upgrade" (RFC 9110 7.8, 15.2.2). Owning worker only.
+ */
+void tt_forward_upgrade_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs);
+
+/**
  * Appends the fields of upstream response `res` that pass to the client, each "Name: value\r\n": all but the
  * hop-by-hop ones, those its Connection field names, the framing tether redoes (Content-Length,
  * Transfer-Encoding) and Date and Server (the client connection's own), then "Via: 1.x tether" (the version

@@ -1,7 +1,10 @@
 /* proxy.h -- reverse proxy routes: HTTP/1.1 to upstream servers through per-worker pools
  *
  * Forwarding follows RFC 9110 7.6: hop-by-hop fields (Connection and every field it names, Keep-Alive,
- * Proxy-Connection, TE, Trailer, Upgrade, Transfer-Encoding) are dropped, Via and X-Forwarded-* (and
+ * Proxy-Connection, TE, Trailer, Upgrade, Transfer-Encoding) are dropped -- except Upgrade and Connection: upgrade
+ * on a request the route lets through (tt_upgrade_policy_t), whose 101 turns both connections into a byte tunnel
+ * (RFC 9110 7.8, net/tunnel.h); interim responses (100, 103, RFC 9110 15.2) pass to the client before the final
+ * one; Via and X-Forwarded-* (and
  * Forwarded when configured) are added, bodies stream both ways with backpressure. A request that fails
  * on a reused connection before any response byte is replayed once on a new connection when it is
  * replayable (an idempotent method, RFC 9110 9.2.2, or an Idempotency-Key field, with its content still
@@ -77,11 +80,20 @@ typedef struct tt_upstream_conf {
 
 typedef struct tt_proxy_registry tt_proxy_registry_t;
 
+/** Which requests carrying Upgrade (RFC 9110 7.8) a route passes on to become tunnels after a 101. */
+typedef enum tt_upgrade_policy {
+    TT_UPGRADE_WEBSOCKET = 0, /* only Upgrade: websocket (RFC 6455); the default */
+    TT_UPGRADE_ANY,           /* any protocol but h2c (tether speaks h2c itself) */
+    TT_UPGRADE_OFF,           /* none: such a request is answered 501, never silently downgraded */
+} tt_upgrade_policy_t;
+
 /** Configuration of one proxy route. */
 typedef struct tt_proxy_conf {
     const tt_upstream_conf_t *up;
     const char *route; /* the route prefix, for logs and leak reports */
     tt_proxy_registry_t *reg;
+    tt_upgrade_policy_t upgrade;
+    uint64_t tunnel_idle_ms; /* a tunnel that moves no byte either way this long is closed */
 } tt_proxy_conf_t;
 
 /** The reverse proxy handler (asynchronous; takes request content). */

@@ -109,6 +109,7 @@ typedef struct tt_metrics_shard {
     tt_hist_t conn_requests[TT_CLOSE__COUNT];    /* requests (h2: streams) served, by close reason */
     tt_listener_metrics_t *listeners;            /* [nlisteners]: owned by the server that fills the shard */
     size_t nlisteners;
+    tt_gauge_t tunnels_open; /* client connections that are byte tunnels now (after a 101) */
 } tt_metrics_shard_t;
 
 /** Adds `v` to histogram `h` with the given bounds; owning worker only. */
