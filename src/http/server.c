@@ -547,6 +547,8 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
     if (srv->done_fd < 0 || srv->reload_fd < 0) tt_fatal("eventfd: %s", strerror(errno));
     tt__gen_t *g = gen_new(srv, conf->listeners, conf->nlisteners, conf->router);
     tt_list_push_tail(&srv->gens, &g->link);
+    g->release = conf->release;
+    g->arg = conf->release_arg;
     srv->cur = g;
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         tt_worker_t *w = &srv->workers[i];
@@ -577,6 +579,7 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
     for (size_t l = 0; l < conf->nlisteners; l++) {
         g->uid[l] = srv->next_uid++;
         if (gen_open_listener(srv, g, l, err, errlen) != 0) {
+            g->release = NULL; /* the caller still owns what it passed */
             tt_server_free(&srv);
             return NULL;
         }
@@ -588,6 +591,7 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
             if (conf->listeners[l].tls != NULL) {
                 w->cur->ls[l].tls = tt_tls_server_new(conf->listeners[l].tls, err, errlen);
                 if (w->cur->ls[l].tls == NULL) {
+                    g->release = NULL;
                     tt_server_free(&srv);
                     return NULL;
                 }

@@ -59,6 +59,10 @@ typedef struct tt_server_conf {
     int access_log_fd;                               /* -1: off; not owned; unused when access_log_file is set */
     const struct tt_accesslog_file *access_log_file; /* NULL, or each worker opens this file itself */
     const char *name;                                /* for logs ("tether", "admin") */
+    /* optional: called with release_arg once the listeners and router above are no longer used (a reload replaced
+     * them and their last connection is gone, or the server is freed); not called when tt_server_new fails */
+    void (*release)(void *arg);
+    void *release_arg;
 } tt_server_conf_t;
 
 typedef struct tt_server tt_server_t;
