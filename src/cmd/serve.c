@@ -480,14 +480,18 @@ static void warn_restart_needed(const serve_fixed_t *f, const tt_conf_t *c)
             tt_log(TT_LOG_WARN, "reload: %s changed: it takes a restart, the running value stays", keys[i].key);
 }
 
-/* Writes this process's id into `path` ("PID\n", mode 0644). 0 or -errno. */
+/* Writes this process's id into `path` ("PID\n", mode 0644) through a temporary file and a rename, so a reader
+ * never sees it half written. 0 or -errno. */
 static int write_pid_file(const char *path)
 {
-    FILE *f = fopen(path, "we");
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) return -ENAMETOOLONG;
+    FILE *f = fopen(tmp, "we");
     if (f == NULL) return -errno;
     fprintf(f, "%ld\n", (long)getpid());
-    if (fclose(f) != 0) return -errno;
-    return 0;
+    int r = fclose(f) != 0 ? -errno : rename(tmp, path) != 0 ? -errno : 0;
+    if (r != 0) unlink(tmp);
+    return r;
 }
 
 typedef struct signal_watch {
@@ -506,6 +510,8 @@ typedef struct signal_watch {
     serve_gen_t *cur;     /* the generation the workers run (or the last one they all applied) */
     serve_gen_t *pending; /* handed to the workers, not yet applied by all */
     tt_server_reload_stats_t stats;
+    char (*before)[TT_ADDR_STRLEN + 8]; /* "scheme addr" of each listener before the pending reload */
+    size_t nbefore;
     bool again;  /* a SIGHUP came while a reload was being applied */
     uint64_t ok; /* reloads applied, refused */
     uint64_t failed;
@@ -574,6 +580,15 @@ static void start_reload(signal_watch_t *sw)
                                    .router = &g->router,
                                    .release = serve_gen_release,
                                    .arg = g};
+        /* What listened before, to name the listeners the reload adds once it is applied. */
+        free(sw->before);
+        sw->nbefore = tt_server_nlisteners(sw->main);
+        sw->before = tt_calloc(sw->nbefore ? sw->nbefore : 1, sizeof(*sw->before));
+        for (size_t i = 0; i < sw->nbefore; i++) {
+            char as[TT_ADDR_STRLEN];
+            tt_addr_format(tt_server_bound_addr(sw->main, i), as, sizeof(as));
+            snprintf(sw->before[i], sizeof(sw->before[i]), "%s %s", sw->cur->listeners[i].tls ? "https" : "http", as);
+        }
         if (tt_server_reload(sw->main, &gc, &st, err, sizeof(err)) != 0) rc = 1;
     }
     if (rc != 0) {
@@ -600,13 +615,33 @@ static void reload_on_io(tt_io_t *io, uint32_t events)
     tt_server_t *srv = sw->main;
     size_t nl = tt_server_nlisteners(srv);
     for (size_t i = 0; i < nl; i++) {
-        char as[TT_ADDR_STRLEN];
+        char as[TT_ADDR_STRLEN], key[TT_ADDR_STRLEN + 8];
         tt_addr_format(tt_server_bound_addr(srv, i), as, sizeof(as));
-        tt_log(TT_LOG_DEBUG, "reload: listening on %s://%s (idle_timeout=%llums, max_requests=%u)",
-               sw->cur->listeners[i].tls ? "https" : "http", as,
+        const char *scheme = sw->cur->listeners[i].tls ? "https" : "http";
+        snprintf(key, sizeof(key), "%s %s", scheme, as);
+        bool added = true;
+        for (size_t j = 0; j < sw->nbefore && added; j++) added = strcmp(sw->before[j], key) != 0;
+        tt_log(added ? TT_LOG_INFO : TT_LOG_DEBUG, "reload: %s on %s://%s (idle_timeout=%llums, max_requests=%u)",
+               added ? "listening" : "still listening", scheme, as,
                (unsigned long long)sw->cur->listeners[i].policy->ka.idle_timeout_ms,
                sw->cur->listeners[i].policy->ka.max_requests);
     }
+    for (size_t j = 0; j < sw->nbefore; j++) {
+        bool kept = false;
+        for (size_t i = 0; i < nl && !kept; i++) {
+            char as[TT_ADDR_STRLEN], key[TT_ADDR_STRLEN + 8];
+            tt_addr_format(tt_server_bound_addr(srv, i), as, sizeof(as));
+            snprintf(key, sizeof(key), "%s %s", sw->cur->listeners[i].tls ? "https" : "http", as);
+            kept = strcmp(sw->before[j], key) == 0;
+        }
+        if (!kept)
+            tt_log(TT_LOG_INFO, "reload: stopped listening on %s (its open connections finish under the old policy)",
+                   sw->before[j]);
+    }
+    size_t ntls = 0;
+    for (size_t i = 0; i < sw->cur->c.nlistens; i++) ntls += sw->cur->tls[i] != NULL;
+    if (ntls > 0) /* the new generation loaded every certificate from its files */
+        tt_log(TT_LOG_INFO, "SIGHUP: reloaded the certificates of %zu of %zu TLS listener groups", ntls, ntls);
     size_t nservers = 0;
     for (size_t u = 0; u < sw->cur->c.nupstreams; u++) nservers += sw->cur->c.upstreams[u].nservers;
     tt_log(TT_LOG_INFO,
@@ -760,6 +795,16 @@ int tt_cmd_serve(int argc, char **argv)
         return 2;
     }
 
+    /* The pid file names a process whose listeners are open (`tether reload` reads it), written before they are
+     * announced. */
+    if (sw.fixed.pid_file != NULL && (rc = write_pid_file(sw.fixed.pid_file)) != 0) {
+        fprintf(stderr, "tether: pid_file %s: %s\n", sw.fixed.pid_file, strerror(-rc));
+        tt_server_free(&admin);
+        tt_server_free(&srv);
+        tt_router_dispose(&admin_router);
+        fixed_dispose(&sw.fixed);
+        return 2;
+    }
     for (size_t i = 0; i < g->nl; i++) {
         char as[TT_ADDR_STRLEN];
         tt_addr_format(tt_server_bound_addr(srv, i), as, sizeof(as));
@@ -787,11 +832,7 @@ int tt_cmd_serve(int argc, char **argv)
     sw.reloaded.cb = reload_on_io;
     tt_io_start(tt_server_loop(admin, 0), &sw.reloaded, TT_EV_READ);
 
-    /* The pid file names a process whose listeners are open (`tether reload` reads it). */
-    if (sw.fixed.pid_file != NULL && (rc = write_pid_file(sw.fixed.pid_file)) != 0) {
-        fprintf(stderr, "tether: pid_file %s: %s\n", sw.fixed.pid_file, strerror(-rc));
-        rc = 2;
-    } else if ((rc = tt_server_start(srv)) != 0) {
+    if ((rc = tt_server_start(srv)) != 0) {
         fprintf(stderr, "tether: starting workers: %s\n", strerror(-rc));
         rc = 1;
     }
@@ -800,7 +841,7 @@ int tt_cmd_serve(int argc, char **argv)
         tt_server_join(srv);
         tt_log(TT_LOG_INFO, "stopped");
     }
-    if (sw.fixed.pid_file != NULL && rc != 2) unlink(sw.fixed.pid_file);
+    if (sw.fixed.pid_file != NULL) unlink(sw.fixed.pid_file);
 
     tt_io_stop(tt_server_loop(admin, 0), &sw.io);
     tt_io_stop(tt_server_loop(admin, 0), &sw.done);
@@ -811,5 +852,6 @@ int tt_cmd_serve(int argc, char **argv)
     tt_router_dispose(&admin_router);
     tt_log_close_file();
     fixed_dispose(&sw.fixed);
+    free(sw.before);
     return rc;
 }
