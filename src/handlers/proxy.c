@@ -29,10 +29,11 @@ typedef struct pool_ref {
 typedef struct proxy_worker {
     tt_worker_t *w;
     tt_proxy_registry_t *reg;
-    tt_pool_t **pools;  /* one per server of every upstream */
-    pool_ref_t **prefs; /* the same pools with their holders */
-    uint32_t *rr;       /* round-robin position per upstream */
-    int refs;           /* routes using it */
+    tt_pool_t **pools;   /* one per server of every upstream */
+    pool_ref_t **prefs;  /* the same pools with their holders */
+    proxy_metrics_t **m; /* per upstream: its row of counters (a newer generation's, once a reload kept it) */
+    uint32_t *rr;        /* round-robin position per upstream */
+    int refs;            /* routes using it */
 } proxy_worker_t;
 
 struct tt_proxy_registry {
@@ -521,7 +522,7 @@ static void proxy_handle(void *state, tt_req_t *req)
     pr->pw = pw;
     pr->pc = pc;
     pr->uc = pc->up;
-    pr->m = &pc->reg->proxy_m[pw->w->id * pc->reg->nups + pc->up->_index];
+    pr->m = pw->m[pc->up->_index];
     pr->is_head = req->is_head;
     pr->chunked_up = req->has_body && req->content_length < 0;
     pr->hold = req->major_version == 2 && req->has_body && !pr->chunked_up;
@@ -542,6 +543,15 @@ static void proxy_handle(void *state, tt_req_t *req)
 }
 
 /* ---- per-worker state and the registry ---- */
+
+/* Copies `n` bytes of relaxed atomic counters from `from` to `to` (one writer: the calling worker). */
+static void copy_counters(void *to, const void *from, size_t n)
+{
+    tt_counter_t *t = to;
+    const tt_counter_t *f = from;
+    for (size_t i = 0; i < n / sizeof(tt_counter_t); i++)
+        atomic_store_explicit(&t[i], atomic_load_explicit(&f[i], memory_order_relaxed), memory_order_relaxed);
+}
 
 /* True when servers `a` of `ua` and `b` of `ub` are the same pool's: same upstream name, server (address as
  * written) and scheme. Pools of https:// servers are not carried over (their TLS client context belongs to the old
@@ -579,9 +589,18 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
         pw->pools = tt_calloc(reg->nservers ? reg->nservers : 1, sizeof(*pw->pools));
         pw->prefs = tt_calloc(reg->nservers ? reg->nservers : 1, sizeof(*pw->prefs));
         pw->rr = tt_calloc(reg->nups ? reg->nups : 1, sizeof(*pw->rr));
+        pw->m = tt_calloc(reg->nups ? reg->nups : 1, sizeof(*pw->m));
         for (size_t u = 0; u < reg->nups; u++) {
             tt_upstream_conf_t *uc = &reg->ups[u];
             pw->rr[u] = w->id; /* workers start at different servers */
+            pw->m[u] = &reg->proxy_m[w->id * reg->nups + u];
+            for (size_t ou = 0; old && ou < old->reg->nups; ou++) {
+                if (strcmp(old->reg->ups[ou].name, uc->name) != 0) continue;
+                /* A kept upstream's series go on: this worker is the only writer of both rows, and the old
+                 * generation's new requests count into the new row from now on. */
+                copy_counters(pw->m[u], old->m[ou], sizeof(proxy_metrics_t));
+                old->m[ou] = pw->m[u];
+            }
             for (size_t s = 0; s < uc->nservers; s++) {
                 size_t i = uc->_first_server + s;
                 tt_pool_metrics_t *m = &reg->pool_m[w->id * reg->nservers + i];
@@ -626,6 +645,7 @@ static void proxy_worker_free(void *state)
     reg->workers[pw->w->id] = NULL;
     free(pw->pools);
     free(pw->prefs);
+    free(pw->m);
     free(pw->rr);
     free(pw);
 }
