@@ -559,6 +559,30 @@ static void reload_certificates(signal_watch_t *sw)
     if (n > 0) tt_log(TT_LOG_INFO, "SIGHUP: reloaded the certificates of %zu of %zu TLS listener groups", ok, n);
 }
 
+/* A listener the reload adds on an address another process listens on: refused as at start-up (two servers
+ * would split its connections). Addresses this server already listens on are not probed. 0, or 2 with `err`. */
+static int refuse_taken_added(signal_watch_t *sw, const serve_gen_t *g, char *err, size_t errlen)
+{
+    if (g->c.reuse_port_with_others) return 0;
+    size_t nl = tt_server_nlisteners(sw->main);
+    for (size_t i = 0; i < g->nl; i++) {
+        char want[TT_ADDR_STRLEN], have[TT_ADDR_STRLEN];
+        const tt_addr_t *a = &g->listeners[i].addr;
+        if (tt_addr_port(a) == 0) continue;
+        tt_addr_format(a, want, sizeof(want));
+        bool ours = false;
+        for (size_t j = 0; j < nl && !ours; j++) {
+            tt_addr_format(tt_server_bound_addr(sw->main, j), have, sizeof(have));
+            ours = strcmp(want, have) == 0;
+        }
+        if (ours || tt_sock_addr_in_use(a) != 1) continue;
+        snprintf(err, errlen,
+                 "%s: another process already listens on this address (two servers would split its connections)", want);
+        return 2;
+    }
+    return 0;
+}
+
 /* SIGHUP: re-reads the configuration (file, then the same flags), validates it as --check does, builds it and
  * hands it to the workers; reload_on_io() says when every worker applied it. */
 static void start_reload(signal_watch_t *sw)
@@ -572,6 +596,7 @@ static void start_reload(signal_watch_t *sw)
     serve_gen_t *g = serve_gen_new();
     int rc = parse_args(sw->argc, sw->argv, &g->c, &check, true, err, sizeof(err));
     if (rc == 0) rc = serve_gen_build(g, sw->workers, sw->cur->reg, err, sizeof(err));
+    if (rc == 0) rc = refuse_taken_added(sw, g, err, sizeof(err));
     tt_server_reload_stats_t st;
     if (rc == 0) {
         warn_restart_needed(&sw->fixed, &g->c);
