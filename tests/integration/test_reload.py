@@ -322,3 +322,30 @@ def dead_pid():
     p = subprocess.Popen(["true"])
     p.wait()
     return p.pid
+
+
+# ---- 7. a request in flight keeps the generation it started with ----
+
+@pytest.mark.multiworker
+def test_requests_in_flight_finish_on_the_route_and_pool_they_started_with(tether, site, origins):
+    origin = origins()
+    route = "\n[upstream backend]\nserver = %s\n\n[route /api/]\nupstream = backend\n" % addr(origin)
+    t = tether(config=base_config(site, extra=route))
+    h1 = t.connect(timeout=30)
+    h1.send(b"GET /api/slow?delay=1500 HTTP/1.1\r\nHost: t\r\n\r\n")
+    h2c = H2Conn(t.port, timeout=30)
+    sid = h2c.request("/api/slow2?delay=1500")
+    deadline = time.monotonic() + 10 * SLOW
+    while origin.stats["requests"] < 2:  # both reached the origin under generation 1
+        assert time.monotonic() < deadline, origin.stats
+        time.sleep(0.01)
+    reload(t, base_config(site), 2)  # the route and its upstream are gone
+    r = h1.response()
+    assert r.status == 200 and b"slow" in r.body, r
+    r2 = h2c.response(sid)
+    assert r2["headers"][":status"] == "200" and r2["reset"] is None, r2
+    # the next request on each connection takes the new routing
+    assert h1.get("/api/slow").status == 404
+    assert h2_get(h2c, "/api/slow")["headers"][":status"] == "404"
+    assert origin.stats["requests"] == 2
+    assert closes(t) == 0
