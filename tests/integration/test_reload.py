@@ -271,9 +271,15 @@ def test_routes_follow_the_reload_on_the_same_connection(tether, site, origins):
     c = t.connect()
     assert c.get("/api/a").status == 200
     assert o1.stats["requests"] == 1
+    assert o1.stats["open"] == 1  # parked in the pool
     reload(t, base_config(site, extra=route % addr(o2)), 2)  # same upstream, another server
     assert c.get("/api/b").status == 200
     assert o2.stats["requests"] == 1 and o1.stats["requests"] == 1
+    # the removed server's pool drains: once nothing uses the old generation, its parked connection is closed
+    deadline = time.monotonic() + 5 * SLOW
+    while o1.stats["open"] > 0:
+        assert time.monotonic() < deadline, o1.stats
+        time.sleep(0.02)
     reload(t, base_config(site), 3)  # the route and its upstream removed: /api/ is a static path now
     assert c.get("/api/c").status == 404
     assert c.get("/index.html").status == 200
