@@ -827,6 +827,7 @@ int tt_cmd_serve(int argc, char **argv)
         tt_server_free(&admin);
         tt_server_free(&srv);
         tt_router_dispose(&admin_router);
+        tt_log_close_file();
         fixed_dispose(&sw.fixed);
         return 2;
     }
