@@ -26,7 +26,8 @@ static const char usage[] =
     "            latency percentiles\n"
     "            tether bench http://127.0.0.1:8080/ -c 50 -d 10s --compare\n"
     "\n"
-    "  every option of a command: tether serve --help, tether probe --help, tether bench --help\n"
+    "  every option of a command: tether serve --help, tether reload --help, tether probe --help,\n"
+    "  tether bench --help\n"
     "\n"
     "  --version  print the version\n"
     "  --help     this text\n";
