@@ -310,6 +310,28 @@ static void size_connections(tt_conf_t *c, uint32_t workers, size_t nl, long nof
 }
 
 /*
+ * The [vhost] sections into `router`, in file order; returns the router index of c->vhosts[0]. The default
+ * virtual host is the one with default = on, else the routes without a vhost (and [static] root) when there are
+ * any, else the first [vhost].
+ */
+static size_t build_vhosts(tt_router_t *router, const tt_conf_t *c)
+{
+    size_t base = 0, dflt = 0;
+    bool unnamed = c->static_root != NULL;
+    for (size_t i = 0; i < c->nroutes; i++) unnamed |= c->routes[i].vhost == NULL;
+    for (size_t v = 0; v < c->nvhosts; v++) {
+        size_t idx = tt_router_add_vhost(router, c->vhosts[v].name, (const char *const *)c->vhosts[v].names,
+                                         c->vhosts[v].nnames);
+        if (v == 0) base = idx;
+        if (c->vhosts[v].is_default || (v == 0 && !unnamed)) dflt = idx;
+    }
+    for (size_t v = 0; v < c->nvhosts; v++)
+        if (c->vhosts[v].is_default) dflt = base + v;
+    if (c->nvhosts) tt_router_set_default(router, dflt);
+    return base;
+}
+
+/*
  * One configuration generation: the parsed configuration and everything built from it (routes, the proxy registry
  * and its pools' settings, TLS sources, listener settings). The server holds it while any connection or request
  * uses it and releases it (serve_gen_release) from whichever thread drops the last use.
@@ -365,19 +387,26 @@ static int serve_gen_build(serve_gen_t *g, uint32_t workers, tt_proxy_registry_t
     g->static_confs = tt_calloc(c->nroutes + 1, sizeof(*g->static_confs));
     g->proxy_confs = tt_calloc(c->nroutes + 1, sizeof(*g->proxy_confs));
     bool root_taken = false;
+    size_t vhost_base = build_vhosts(&g->router, c);
     for (size_t i = 0; i < c->nroutes; i++) {
         tt_conf_route_t *r = &c->routes[i];
-        root_taken |= strcmp(r->prefix, "/") == 0;
+        size_t vh = 0;
+        for (size_t v = 0; r->vhost != NULL && v < c->nvhosts; v++)
+            if (strcmp(c->vhosts[v].name, r->vhost) == 0) vh = vhost_base + v;
+        root_taken |= vh == 0 && strcmp(r->prefix, "/") == 0;
         if (r->root != NULL) {
             g->static_confs[i] = (tt_static_conf_t){.root = r->root, .index = r->index ? r->index : c->static_index};
-            tt_router_add(&g->router, r->prefix, &tt_static_ops, &g->static_confs[i]);
+            tt_router_add_in(&g->router, vh, r->prefix, &tt_static_ops, &g->static_confs[i]);
             continue;
         }
         for (size_t u = 0; u < c->nupstreams; u++)
             if (strcmp(c->upstreams[u].name, r->upstream) == 0) g->proxy_confs[i].up = &c->upstreams[u];
         g->proxy_confs[i].route = r->prefix;
         g->proxy_confs[i].reg = g->reg;
-        tt_router_add(&g->router, r->prefix, &tt_proxy_ops, &g->proxy_confs[i]);
+        g->proxy_confs[i].upgrade = (tt_upgrade_policy_t)r->upgrade;
+        g->proxy_confs[i].tunnel_idle_ms = r->tunnel_idle_timeout_ms;
+        g->proxy_confs[i].rules = &r->rules;
+        tt_router_add_in(&g->router, vh, r->prefix, &tt_proxy_ops, &g->proxy_confs[i]);
     }
     if (c->static_root != NULL && !root_taken) {
         g->static_confs[c->nroutes] = (tt_static_conf_t){.root = c->static_root, .index = c->static_index};
