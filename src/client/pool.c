@@ -25,7 +25,8 @@ typedef struct debt {
 } debt_t;
 
 struct tt_pool {
-    const tt_pool_conf_t *conf;
+    const tt_pool_conf_t *conf; /* = &conf_copy: a reload may free the configuration the pool was made from */
+    tt_pool_conf_t conf_copy;
     tt_addr_t addr;
     char name[TT_ADDR_STRLEN + 64];
     tt_loop_t *loop;
@@ -960,7 +961,9 @@ tt_pool_t *tt_pool_new(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *re
                        const tt_addr_t *addr, const char *name, tt_pool_metrics_t *m)
 {
     tt_pool_t *p = tt_calloc(1, sizeof(*p));
-    p->conf = conf;
+    p->conf_copy = *conf;
+    p->conf = &p->conf_copy;
+    conf = p->conf;
     p->addr = *addr;
     snprintf(p->name, sizeof(p->name), "%s", name);
     p->loop = loop;
@@ -977,6 +980,21 @@ tt_pool_t *tt_pool_new(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *re
     tt_timer_init(&p->leak_timer, leak_scan);
     p->rng = (uint64_t)(uintptr_t)p ^ tt_loop_now(loop);
     return p;
+}
+
+void tt_pool_rebind(tt_pool_t *p, const tt_pool_conf_t *conf, tt_pool_metrics_t *m)
+{
+    p->conf_copy = *conf;
+    p->queue.timeout_ms = conf->queue_timeout_ms;
+    p->margin_ms = tt_pool_margin(p->conf, &p->rtt);
+    if (m != p->m) {
+        /* This worker is the only writer of both shards: carry the series over so they stay monotonic. */
+        _Static_assert(sizeof(tt_pool_metrics_t) % sizeof(tt_counter_t) == 0, "metrics are 8-byte atomics");
+        tt_counter_t *from = (tt_counter_t *)(void *)p->m, *to = (tt_counter_t *)(void *)m;
+        for (size_t i = 0; i < sizeof(tt_pool_metrics_t) / sizeof(tt_counter_t); i++)
+            atomic_store_explicit(&to[i], atomic_load_explicit(&from[i], memory_order_relaxed), memory_order_relaxed);
+        p->m = m;
+    }
 }
 
 void tt_pool_stop(tt_pool_t *p)

@@ -282,9 +282,16 @@ struct tt_pool_waiter {
     bool _waiting;
 };
 
-/** Creates the pool of server `addr` (its text `name`) for one worker; metrics go to `m`. */
+/** Creates the pool of server `addr` (its text `name`) for one worker; metrics go to `m`. `conf` is copied. */
 tt_pool_t *tt_pool_new(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *res, const tt_pool_conf_t *conf,
                        const tt_addr_t *addr, const char *name, tt_pool_metrics_t *m);
+/**
+ * A reload kept this pool's server: from now on the pool follows `conf` (copied: parked connections stay, their
+ * deadlines follow the new settings from their next park; the queue timeout applies to requests queued from now on)
+ * and counts into `m`, which starts from the values of the old shard (the caller's worker is the only writer of
+ * both). Owning worker only.
+ */
+void tt_pool_rebind(tt_pool_t *p, const tt_pool_conf_t *conf, tt_pool_metrics_t *m);
 /**
  * Makes the pool's new connections speak TLS with `tls` (not owned). The pool keeps the latest resumable
  * session and offers it to every new connection, so that reconnects cost a resumed handshake.

@@ -17,6 +17,8 @@ static const char usage[] =
     "  serve     serve static files and proxy routes over HTTP/1.1 and HTTP/2, clear or TLS\n"
     "            tether serve --root /srv/www --route /api/=http://127.0.0.1:3000 --listen 0.0.0.0:8080\n"
     "            tether serve --config /etc/tether/tether.ini --check   (validate, start nothing)\n"
+    "  reload    make the running server reload its configuration without closing a connection (SIGHUP)\n"
+    "            tether reload -c /etc/tether/tether.ini   (or --pid-file /run/tether.pid)\n"
     "  probe     measure a server's idle timeout, max requests, persistence, pipelining, ALPN, TLS\n"
     "            resumption, and say what a client in front of it must do\n"
     "            tether probe https://example.test/ --client-idle 60s\n"
@@ -24,7 +26,8 @@ static const char usage[] =
     "            latency percentiles\n"
     "            tether bench http://127.0.0.1:8080/ -c 50 -d 10s --compare\n"
     "\n"
-    "  every option of a command: tether serve --help, tether probe --help, tether bench --help\n"
+    "  every option of a command: tether serve --help, tether reload --help, tether probe --help,\n"
+    "  tether bench --help\n"
     "\n"
     "  --version  print the version\n"
     "  --help     this text\n";
@@ -45,6 +48,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "serve") == 0) return tt_cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "reload") == 0) return tt_cmd_reload(argc - 1, argv + 1);
     if (strcmp(cmd, "probe") == 0) return tt_cmd_probe(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return tt_cmd_bench(argc - 1, argv + 1);
     fprintf(stderr, "tether: unknown command '%s'\n\n%s", cmd, usage);

@@ -27,8 +27,12 @@ static const char serve_usage[] =
     "  tether serve --root /srv/www --route /api/=http://127.0.0.1:3000 --listen 0.0.0.0:8080 \\\n"
     "               --tls-listen 0.0.0.0:8443 --tls-cert fullchain.pem --tls-key key.pem\n"
     "\n"
-    "signals: SIGTERM, SIGINT drain and exit; SIGHUP reloads the TLS certificates and reopens the logs;\n"
-    "SIGUSR1 reopens the logs (after logrotate moved them).\n"
+    "signals: SIGTERM, SIGINT drain and exit. SIGHUP (or `tether reload`) re-reads the whole configuration\n"
+    "(the file, then the same flags) and applies it without closing any connection: each one takes the new\n"
+    "policy at its next request, listeners are added and removed, upstream pools of the servers that remain\n"
+    "keep their idle connections; a configuration with errors is refused (logged with FILE:LINE) and the\n"
+    "running one stays. SIGHUP also reloads the TLS certificates and reopens the logs. SIGUSR1 reopens the\n"
+    "logs only (after logrotate moved them). [server] pid_file names a file for `tether reload`.\n"
     "\n"
     "  --config FILE              INI config file (docs/config.md)\n"
     "  -t, --check                check the configuration (syntax, values, static roots, TLS files), open\n"
@@ -151,57 +155,71 @@ static void print_errors(const char *err)
     }
 }
 
-/* Parses argv into `c`: the config file first, then every flag over it; `*check` for -t/--check. Exit status
- * 0 to go on, else 2. */
-static int parse_args(int argc, char **argv, tt_conf_t *c, bool *check)
+/* Logs each line of `err` at error, after `what`. */
+static void log_errors(const char *what, const char *err)
 {
-    char err[4096];
+    for (const char *p = err; *p != '\0';) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        tt_log(TT_LOG_ERROR, "%s: %.*s", what, (int)n, p);
+        p += n + (nl != NULL);
+    }
+}
+
+/*
+ * Parses argv into `c`: the config file first, then every flag over it; `*check` for -t/--check. Exit status 0 to
+ * go on, else 2 with the errors in `err` (one per line). A reload runs it again on the same argv (`reload`: no
+ * help, no getopt messages; argv was accepted at start-up), so the flags override the new file as they did the old.
+ */
+static int parse_args(int argc, char **argv, tt_conf_t *c, bool *check, bool reload, char *err, size_t errlen)
+{
     const char *config = NULL;
     int opt;
-    optind = 1;
-    opterr = 1;
+    optind = 0; /* 0: a full re-initialization of getopt (glibc), for a reload's second run */
+    opterr = !reload;
+    *err = '\0';
     while ((opt = getopt_long(argc, argv, "ht", long_opts, NULL)) != -1) {
-        if (opt == 'h') {
+        if (opt == 'h' && !reload) {
             fputs(serve_usage, stdout);
             exit(0);
         }
-        if (opt == '?') return 2;
+        if (opt == '?') {
+            snprintf(err, errlen, "bad arguments (see tether serve --help)");
+            return 2;
+        }
         if (opt == 't') *check = true;
         if (opt == OPT_CONFIG) config = optarg;
     }
     if (optind < argc) {
-        fprintf(stderr, "tether serve: unexpected argument '%s' (see tether serve --help)\n", argv[optind]);
+        snprintf(err, errlen, "serve: unexpected argument '%s' (see tether serve --help)", argv[optind]);
         return 2;
     }
-    if (config != NULL && tt_conf_load(c, config, err, sizeof(err)) != 0) {
-        print_errors(err);
-        return 2;
-    }
-    optind = 1;
+    if (config != NULL && tt_conf_load(c, config, err, errlen) != 0) return 2;
+    optind = 0;
     while ((opt = getopt_long(argc, argv, "ht", long_opts, NULL)) != -1) {
         int r = 0;
         if (opt == OPT_LISTEN) {
-            r = tt_conf_cli_listen(c, optarg, err, sizeof(err));
+            r = tt_conf_cli_listen(c, optarg, err, errlen);
         } else if (opt == OPT_PROXY) {
-            r = tt_conf_cli_proxy(c, optarg, err, sizeof(err));
+            r = tt_conf_cli_proxy(c, optarg, err, errlen);
         } else if (opt == OPT_ROUTE) {
-            r = tt_conf_cli_route(c, optarg, err, sizeof(err));
+            r = tt_conf_cli_route(c, optarg, err, errlen);
         } else if (opt == OPT_TLS_LISTEN) {
-            r = tt_conf_cli_tls_listen(c, optarg, err, sizeof(err));
+            r = tt_conf_cli_tls_listen(c, optarg, err, errlen);
         } else if (opt == OPT_TLS_CERT || opt == OPT_TLS_KEY) {
-            r = tt_conf_cli_tls_file(c, opt == OPT_TLS_CERT, optarg, err, sizeof(err));
+            r = tt_conf_cli_tls_file(c, opt == OPT_TLS_CERT, optarg, err, errlen);
         } else {
             for (size_t i = 0; i < TT_ARRAY_SIZE(flag_keys); i++)
                 if (flag_keys[i].opt == opt)
-                    r = tt_conf_override(c, flag_keys[i].flag, flag_keys[i].key, optarg, err, sizeof(err));
+                    r = tt_conf_override(c, flag_keys[i].flag, flag_keys[i].key, optarg, err, errlen);
         }
-        if (r != 0) {
-            fprintf(stderr, "tether: %s\n", err);
-            return 2;
-        }
+        if (r != 0) return 2;
     }
-    if (tt_conf_finish(c, err, sizeof(err)) != 0 || tt_conf_check_files(c, err, sizeof(err)) != 0) {
-        print_errors(err);
+    if (tt_conf_finish(c, err, errlen) != 0 || tt_conf_check_files(c, err, errlen) != 0) return 2;
+    if (c->static_root == NULL && c->nroutes == 0) {
+        snprintf(err, errlen,
+                 "nothing to serve: give --root DIR, --proxy URL, --route PREFIX=URL, or a [static] root or [route] in "
+                 "the config file");
         return 2;
     }
     return 0;
@@ -237,78 +255,6 @@ static int refuse_taken_addresses(const tt_conf_t *c)
         }
     }
     return 0;
-}
-
-typedef struct signal_watch {
-    tt_io_t io;
-    tt_accesslog_file_t *alog; /* NULL: the access log is not a file */
-    tt_tls_source_t **tls;     /* per listen group, NULL for plain ones */
-    size_t ntls;
-    tt_io_t done; /* the main server's worker-finished eventfd */
-    uint64_t finished;
-    tt_server_t *main;
-    tt_server_t *admin;
-    bool draining;
-} signal_watch_t;
-
-/* The admin listener (metrics) keeps serving while the workers drain, and stops when the last is done. */
-static void done_on_io(tt_io_t *io, uint32_t events)
-{
-    (void)events;
-    signal_watch_t *sw = tt_container_of(io, signal_watch_t, done);
-    uint64_t n;
-    if (read(io->fd, &n, sizeof(n)) == (ssize_t)sizeof(n)) sw->finished += n;
-    if (sw->finished >= tt_server_workers(sw->main)) tt_server_stop_inline(sw->admin);
-}
-
-/* SIGUSR1 and SIGHUP: the access log file is created again now and each worker switches to it at its next
- * line; the error log switches at once. A file that cannot be opened leaves the old one in use. */
-static void reopen_logs(signal_watch_t *sw, const char *sig)
-{
-    int a = 0;
-    if (sw->alog != NULL) {
-        tt_accesslog_file_reopen(sw->alog);
-        if ((a = touch_log(sw->alog->path)) != 0) /* the new file exists once the signal is handled */
-            tt_log(TT_LOG_ERROR, "%s: access_log %s: %s", sig, sw->alog->path, strerror(-a));
-    }
-    int r = tt_log_reopen();
-    if (r != 0) tt_log(TT_LOG_ERROR, "%s: error_log not reopened: %s", sig, strerror(-r));
-    if (a == 0 && r == 0) tt_log(TT_LOG_INFO, "%s: reopened the logs", sig);
-}
-
-static void signal_on_io(tt_io_t *io, uint32_t events)
-{
-    (void)events;
-    signal_watch_t *sw = tt_container_of(io, signal_watch_t, io);
-    struct signalfd_siginfo si;
-    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        if (si.ssi_signo == SIGUSR1) {
-            reopen_logs(sw, "SIGUSR1");
-            continue;
-        }
-        if (si.ssi_signo == SIGHUP) {
-            reopen_logs(sw, "SIGHUP");
-            /* New connections get the new certificates; open ones keep theirs; a bad file changes nothing. */
-            size_t ok = 0, n = 0;
-            for (size_t i = 0; i < sw->ntls; i++) {
-                if (sw->tls[i] == NULL) continue;
-                char err[512];
-                n++;
-                if (tt_tls_source_reload(sw->tls[i], err, sizeof(err)) == 0)
-                    ok++;
-                else
-                    tt_log(TT_LOG_ERROR, "SIGHUP: certificates not reloaded, the old ones stay in use: %s", err);
-            }
-            tt_log(TT_LOG_INFO, "SIGHUP: reloaded the certificates of %zu of %zu TLS listener groups", ok, n);
-            continue;
-        }
-        if (!sw->draining) {
-            tt_log(TT_LOG_INFO, "%s: draining (stop accepting, finish in-flight responses)",
-                   si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
-            sw->draining = true;
-            tt_server_drain(sw->main);
-        }
-    }
 }
 
 /* The start-up steps --check leaves out: refuses addresses in use, opens the error log file, creates the access
@@ -385,43 +331,445 @@ static size_t build_vhosts(tt_router_t *router, const tt_conf_t *c)
     return base;
 }
 
-/* Frees what tt_cmd_serve() built from the configuration. */
-static void free_setup(tt_router_t *router, tt_proxy_registry_t **reg, tt_static_conf_t *static_confs,
-                       tt_proxy_conf_t *proxy_confs, tt_listener_conf_t *listeners, tt_tls_source_t **tls, size_t ntls)
+/*
+ * One configuration generation: the parsed configuration and everything built from it (routes, the proxy registry
+ * and its pools' settings, TLS sources, listener settings). The server holds it while any connection or request
+ * uses it and releases it (serve_gen_release) from whichever thread drops the last use.
+ */
+typedef struct serve_gen {
+    tt_conf_t c;
+    tt_router_t router;
+    tt_proxy_registry_t *reg;
+    tt_static_conf_t *static_confs;
+    tt_proxy_conf_t *proxy_confs;
+    tt_listener_conf_t *listeners;
+    size_t nl;
+    tt_tls_source_t **tls; /* per listen group, NULL for plain ones */
+} serve_gen_t;
+
+static serve_gen_t *serve_gen_new(void)
 {
-    tt_router_dispose(router);
-    tt_proxy_registry_free(reg);
-    free(static_confs);
-    free(proxy_confs);
-    free(listeners);
-    for (size_t i = 0; i < ntls; i++) tt_tls_source_free(&tls[i]);
-    free(tls);
+    serve_gen_t *g = tt_calloc(1, sizeof(*g));
+    tt_conf_init(&g->c);
+    return g;
+}
+
+static void serve_gen_free(serve_gen_t *g)
+{
+    tt_router_dispose(&g->router);
+    tt_proxy_registry_free(&g->reg);
+    free(g->static_confs);
+    free(g->proxy_confs);
+    free(g->listeners);
+    for (size_t i = 0; g->tls && i < g->c.nlistens; i++) tt_tls_source_free(&g->tls[i]);
+    free(g->tls);
+    tt_conf_dispose(&g->c);
+    free(g);
+}
+
+static void serve_gen_release(void *arg)
+{
+    serve_gen_free(arg);
+}
+
+/* Builds the routes, the proxy registry (adopting `prev`'s pools, see tt_proxy_registry_new), the TLS sources and
+ * the listener settings of a finished configuration. 0, or 2 with `err`. */
+static int serve_gen_build(serve_gen_t *g, uint32_t workers, tt_proxy_registry_t *prev, char *err, size_t errlen)
+{
+    tt_conf_t *c = &g->c;
+    /* Routes: every [route] (and --proxy/--route), then [static] root at "/" unless a route took it. */
+    char rerr[512];
+    g->reg = tt_proxy_registry_new(c->upstreams, c->nupstreams, workers, prev, rerr, sizeof(rerr));
+    if (g->reg == NULL) {
+        snprintf(err, errlen, "%s", rerr);
+        return 2;
+    }
+    g->static_confs = tt_calloc(c->nroutes + 1, sizeof(*g->static_confs));
+    g->proxy_confs = tt_calloc(c->nroutes + 1, sizeof(*g->proxy_confs));
+    bool root_taken = false;
+    size_t vhost_base = build_vhosts(&g->router, c);
+    for (size_t i = 0; i < c->nroutes; i++) {
+        tt_conf_route_t *r = &c->routes[i];
+        size_t vh = 0;
+        for (size_t v = 0; r->vhost != NULL && v < c->nvhosts; v++)
+            if (strcmp(c->vhosts[v].name, r->vhost) == 0) vh = vhost_base + v;
+        root_taken |= vh == 0 && strcmp(r->prefix, "/") == 0;
+        if (r->root != NULL) {
+            g->static_confs[i] = (tt_static_conf_t){.root = r->root, .index = r->index ? r->index : c->static_index};
+            tt_router_add_in(&g->router, vh, r->prefix, &tt_static_ops, &g->static_confs[i]);
+            continue;
+        }
+        for (size_t u = 0; u < c->nupstreams; u++)
+            if (strcmp(c->upstreams[u].name, r->upstream) == 0) g->proxy_confs[i].up = &c->upstreams[u];
+        g->proxy_confs[i].route = r->prefix;
+        g->proxy_confs[i].reg = g->reg;
+        g->proxy_confs[i].upgrade = (tt_upgrade_policy_t)r->upgrade;
+        g->proxy_confs[i].tunnel_idle_ms = r->tunnel_idle_timeout_ms;
+        g->proxy_confs[i].rules = &r->rules;
+        tt_router_add_in(&g->router, vh, r->prefix, &tt_proxy_ops, &g->proxy_confs[i]);
+    }
+    if (c->static_root != NULL && !root_taken) {
+        g->static_confs[c->nroutes] = (tt_static_conf_t){.root = c->static_root, .index = c->static_index};
+        tt_router_add(&g->router, "/", &tt_static_ops, &g->static_confs[c->nroutes]);
+    }
+    size_t nl = 0;
+    g->tls = tt_calloc(c->nlistens ? c->nlistens : 1, sizeof(*g->tls));
+    for (size_t i = 0; i < c->nlistens; i++) {
+        nl += c->listens[i].naddrs;
+        if (!c->listens[i].tls_on) continue;
+        char terr[512];
+        g->tls[i] = tt_tls_source_new(&c->listens[i].tls, terr, sizeof(terr));
+        if (g->tls[i] == NULL) {
+            snprintf(err, errlen, "TLS: %s", terr);
+            return 2;
+        }
+    }
+    g->listeners = tt_calloc(nl ? nl : 1, sizeof(*g->listeners));
+    for (size_t i = 0; i < c->nlistens; i++)
+        for (size_t j = 0; j < c->listens[i].naddrs; j++)
+            g->listeners[g->nl++] =
+                (tt_listener_conf_t){.addr = c->listens[i].addrs[j], .policy = &c->listens[i].policy, .tls = g->tls[i]};
+    return 0;
+}
+
+/* What a reload cannot change (docs/config.md, "Reload"), as the running process has it. */
+typedef struct serve_fixed {
+    uint32_t workers; /* as configured: 0 = auto */
+    uint32_t max_connections;
+    int max_connections_line;
+    uint64_t drain_timeout_ms;
+    uint32_t backlog;
+    bool reuse_port_with_others;
+    char *access_log, *error_log, *pid_file, *metrics_path;
+    int log_level;
+    bool metrics_on;
+    char metrics_addr[TT_ADDR_STRLEN];
+} serve_fixed_t;
+
+static char *dup_or_null(const char *s)
+{
+    return s ? tt_strndup(s, strlen(s)) : NULL;
+}
+
+static void fixed_take(serve_fixed_t *f, const tt_conf_t *c)
+{
+    *f = (serve_fixed_t){.workers = c->workers,
+                         .max_connections = c->max_connections,
+                         .max_connections_line = c->max_connections_line,
+                         .drain_timeout_ms = c->drain_timeout_ms,
+                         .backlog = c->backlog,
+                         .reuse_port_with_others = c->reuse_port_with_others,
+                         .access_log = dup_or_null(c->access_log),
+                         .error_log = dup_or_null(c->error_log),
+                         .pid_file = dup_or_null(c->pid_file),
+                         .metrics_path = dup_or_null(c->metrics_path),
+                         .log_level = c->log_level,
+                         .metrics_on = c->metrics_on};
+    if (c->metrics_on) tt_addr_format(&c->metrics_addr, f->metrics_addr, sizeof(f->metrics_addr));
+}
+
+static void fixed_dispose(serve_fixed_t *f)
+{
+    free(f->access_log);
+    free(f->error_log);
+    free(f->pid_file);
+    free(f->metrics_path);
+}
+
+static bool str_differs(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* Logs at warning every key `c` changes that only a restart applies; the running values stay. */
+static void warn_restart_needed(const serve_fixed_t *f, const tt_conf_t *c)
+{
+    char ma[TT_ADDR_STRLEN] = "";
+    if (c->metrics_on) tt_addr_format(&c->metrics_addr, ma, sizeof(ma));
+    const struct {
+        bool changed;
+        const char *key;
+    } keys[] = {
+        {f->workers != c->workers, "[server] workers"},
+        {f->max_connections_line != c->max_connections_line ||
+             (c->max_connections_line != 0 && f->max_connections != c->max_connections),
+         "[server] max_connections"},
+        {f->drain_timeout_ms != c->drain_timeout_ms, "[server] drain_timeout"},
+        {f->backlog != c->backlog, "[server] backlog"},
+        {f->reuse_port_with_others != c->reuse_port_with_others, "[server] reuse_port_with_others"},
+        {str_differs(f->pid_file, c->pid_file), "[server] pid_file"},
+        {str_differs(f->access_log, c->access_log), "[log] access_log"},
+        {str_differs(f->error_log, c->error_log), "[log] error_log"},
+        {f->log_level != c->log_level, "[log] level"},
+        {f->metrics_on != c->metrics_on || strcmp(f->metrics_addr, ma) != 0, "[metrics] listen"},
+        {str_differs(f->metrics_path, c->metrics_path), "[metrics] path"},
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(keys); i++)
+        if (keys[i].changed)
+            tt_log(TT_LOG_WARN, "reload: %s changed: it takes a restart, the running value stays", keys[i].key);
+}
+
+/* Writes this process's id into `path` ("PID\n", mode 0644) through a temporary file and a rename, so a reader
+ * never sees it half written. 0 or -errno. */
+static int write_pid_file(const char *path)
+{
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) return -ENAMETOOLONG;
+    FILE *f = fopen(tmp, "we");
+    if (f == NULL) return -errno;
+    fprintf(f, "%ld\n", (long)getpid());
+    int r = fclose(f) != 0 ? -errno : rename(tmp, path) != 0 ? -errno : 0;
+    if (r != 0) unlink(tmp);
+    return r;
+}
+
+typedef struct signal_watch {
+    tt_io_t io;
+    tt_accesslog_file_t *alog; /* NULL: the access log is not a file */
+    tt_io_t done;              /* the main server's worker-finished eventfd */
+    tt_io_t reloaded;          /* the main server's reload eventfd */
+    uint64_t finished;
+    tt_server_t *main;
+    tt_server_t *admin;
+    bool draining;
+    int argc; /* argv of `tether serve`, replayed by a reload */
+    char **argv;
+    uint32_t workers;
+    serve_fixed_t fixed;
+    serve_gen_t *cur;     /* the generation the workers run (or the last one they all applied) */
+    serve_gen_t *pending; /* handed to the workers, not yet applied by all */
+    tt_server_reload_stats_t stats;
+    char (*before)[TT_ADDR_STRLEN + 8]; /* "scheme addr" of each listener before the pending reload */
+    size_t nbefore;
+    bool again;  /* a SIGHUP came while a reload was being applied */
+    uint64_t ok; /* reloads applied, refused */
+    uint64_t failed;
+} signal_watch_t;
+
+/* The admin listener (metrics) keeps serving while the workers drain, and stops when the last is done. */
+static void done_on_io(tt_io_t *io, uint32_t events)
+{
+    (void)events;
+    signal_watch_t *sw = tt_container_of(io, signal_watch_t, done);
+    uint64_t n;
+    if (read(io->fd, &n, sizeof(n)) == (ssize_t)sizeof(n)) sw->finished += n;
+    if (sw->finished >= tt_server_workers(sw->main)) tt_server_stop_inline(sw->admin);
+}
+
+/* SIGUSR1 and SIGHUP: the access log file is created again now and each worker switches to it at its next
+ * line; the error log switches at once. A file that cannot be opened leaves the old one in use. */
+static void reopen_logs(signal_watch_t *sw, const char *sig)
+{
+    int a = 0;
+    if (sw->alog != NULL) {
+        tt_accesslog_file_reopen(sw->alog);
+        if ((a = touch_log(sw->alog->path)) != 0) /* the new file exists once the signal is handled */
+            tt_log(TT_LOG_ERROR, "%s: access_log %s: %s", sig, sw->alog->path, strerror(-a));
+    }
+    int r = tt_log_reopen();
+    if (r != 0) tt_log(TT_LOG_ERROR, "%s: error_log not reopened: %s", sig, strerror(-r));
+    if (a == 0 && r == 0) tt_log(TT_LOG_INFO, "%s: reopened the logs", sig);
+}
+
+/* A refused reload still reloads the running generation's certificates, as SIGHUP always did: new connections get
+ * the new ones, open ones keep theirs, a bad file changes nothing. */
+static void reload_certificates(signal_watch_t *sw)
+{
+    size_t ok = 0, n = 0;
+    for (size_t i = 0; i < sw->cur->c.nlistens; i++) {
+        if (sw->cur->tls[i] == NULL) continue;
+        char err[512];
+        n++;
+        if (tt_tls_source_reload(sw->cur->tls[i], err, sizeof(err)) == 0)
+            ok++;
+        else
+            tt_log(TT_LOG_ERROR, "SIGHUP: certificates not reloaded, the old ones stay in use: %s", err);
+    }
+    if (n > 0) tt_log(TT_LOG_INFO, "SIGHUP: reloaded the certificates of %zu of %zu TLS listener groups", ok, n);
+}
+
+/* A listener the reload adds on an address another process listens on: refused as at start-up (two servers
+ * would split its connections). Addresses this server already listens on are not probed. 0, or 2 with `err`. */
+static int refuse_taken_added(signal_watch_t *sw, const serve_gen_t *g, char *err, size_t errlen)
+{
+    if (g->c.reuse_port_with_others) return 0;
+    size_t nl = tt_server_nlisteners(sw->main);
+    for (size_t i = 0; i < g->nl; i++) {
+        char want[TT_ADDR_STRLEN], have[TT_ADDR_STRLEN];
+        const tt_addr_t *a = &g->listeners[i].addr;
+        if (tt_addr_port(a) == 0) continue;
+        tt_addr_format(a, want, sizeof(want));
+        bool ours = false;
+        for (size_t j = 0; j < nl && !ours; j++) {
+            tt_addr_format(tt_server_bound_addr(sw->main, j), have, sizeof(have));
+            ours = strcmp(want, have) == 0;
+        }
+        if (ours || tt_sock_addr_in_use(a) != 1) continue;
+        snprintf(err, errlen,
+                 "%s: another process already listens on this address (two servers would split its connections)", want);
+        return 2;
+    }
+    return 0;
+}
+
+/* SIGHUP: re-reads the configuration (file, then the same flags), validates it as --check does, builds it and
+ * hands it to the workers; reload_on_io() says when every worker applied it. */
+static void start_reload(signal_watch_t *sw)
+{
+    if (sw->pending != NULL) {
+        sw->again = true; /* after the one being applied */
+        return;
+    }
+    char err[8192];
+    bool check = false;
+    serve_gen_t *g = serve_gen_new();
+    int rc = parse_args(sw->argc, sw->argv, &g->c, &check, true, err, sizeof(err));
+    if (rc == 0) rc = serve_gen_build(g, sw->workers, sw->cur->reg, err, sizeof(err));
+    if (rc == 0) rc = refuse_taken_added(sw, g, err, sizeof(err));
+    tt_server_reload_stats_t st;
+    if (rc == 0) {
+        warn_restart_needed(&sw->fixed, &g->c);
+        tt_server_gen_conf_t gc = {.listeners = g->listeners,
+                                   .nlisteners = g->nl,
+                                   .router = &g->router,
+                                   .release = serve_gen_release,
+                                   .arg = g};
+        /* What listened before, to name the listeners the reload adds once it is applied. */
+        free(sw->before);
+        sw->nbefore = tt_server_nlisteners(sw->main);
+        sw->before = tt_calloc(sw->nbefore ? sw->nbefore : 1, sizeof(*sw->before));
+        for (size_t i = 0; i < sw->nbefore; i++) {
+            char as[TT_ADDR_STRLEN];
+            tt_addr_format(tt_server_bound_addr(sw->main, i), as, sizeof(as));
+            snprintf(sw->before[i], sizeof(sw->before[i]), "%s %s", sw->cur->listeners[i].tls ? "https" : "http", as);
+        }
+        if (tt_server_reload(sw->main, &gc, &st, err, sizeof(err)) != 0) rc = 1;
+    }
+    if (rc != 0) {
+        log_errors("reload: refused, the running configuration stays", err);
+        serve_gen_free(g);
+        sw->failed++;
+        reload_certificates(sw);
+        return;
+    }
+    sw->pending = g;
+    sw->stats = st;
+}
+
+/* Every worker applied the pending generation: it is current; the previous one is released once its last
+ * connection or request is gone. */
+static void reload_on_io(tt_io_t *io, uint32_t events)
+{
+    (void)events;
+    signal_watch_t *sw = tt_container_of(io, signal_watch_t, reloaded);
+    if (!tt_server_reload_collect(sw->main)) return;
+    sw->cur = sw->pending; /* before anything renders: the previous registry may be gone */
+    sw->pending = NULL;
+    sw->ok++;
+    tt_server_t *srv = sw->main;
+    size_t nl = tt_server_nlisteners(srv);
+    for (size_t i = 0; i < nl; i++) {
+        char as[TT_ADDR_STRLEN], key[TT_ADDR_STRLEN + 8];
+        tt_addr_format(tt_server_bound_addr(srv, i), as, sizeof(as));
+        const char *scheme = sw->cur->listeners[i].tls ? "https" : "http";
+        snprintf(key, sizeof(key), "%s %s", scheme, as);
+        bool added = true;
+        for (size_t j = 0; j < sw->nbefore && added; j++) added = strcmp(sw->before[j], key) != 0;
+        tt_log(added ? TT_LOG_INFO : TT_LOG_DEBUG, "reload: %s on %s://%s (idle_timeout=%llums, max_requests=%u)",
+               added ? "listening" : "still listening", scheme, as,
+               (unsigned long long)sw->cur->listeners[i].policy->ka.idle_timeout_ms,
+               sw->cur->listeners[i].policy->ka.max_requests);
+    }
+    for (size_t j = 0; j < sw->nbefore; j++) {
+        bool kept = false;
+        for (size_t i = 0; i < nl && !kept; i++) {
+            char as[TT_ADDR_STRLEN], key[TT_ADDR_STRLEN + 8];
+            tt_addr_format(tt_server_bound_addr(srv, i), as, sizeof(as));
+            snprintf(key, sizeof(key), "%s %s", sw->cur->listeners[i].tls ? "https" : "http", as);
+            kept = strcmp(sw->before[j], key) == 0;
+        }
+        if (!kept)
+            tt_log(TT_LOG_INFO, "reload: stopped listening on %s (its open connections finish under the old policy)",
+                   sw->before[j]);
+    }
+    size_t ntls = 0;
+    for (size_t i = 0; i < sw->cur->c.nlistens; i++) ntls += sw->cur->tls[i] != NULL;
+    if (ntls > 0) /* the new generation loaded every certificate from its files */
+        tt_log(TT_LOG_INFO, "SIGHUP: reloaded the certificates of %zu of %zu TLS listener groups", ntls, ntls);
+    size_t nservers = 0;
+    for (size_t u = 0; u < sw->cur->c.nupstreams; u++) nservers += sw->cur->c.upstreams[u].nservers;
+    tt_log(TT_LOG_INFO,
+           "reload: applied (generation %llu): %zu listeners (%zu kept, %zu added, %zu removed), %zu routes, %zu "
+           "upstreams (%zu servers); open connections keep going and take the new policy at their next request",
+           (unsigned long long)tt_server_generation(srv), nl, sw->stats.kept, sw->stats.added, sw->stats.removed,
+           sw->cur->router.n, sw->cur->c.nupstreams, nservers);
+    if (sw->again) {
+        sw->again = false;
+        start_reload(sw);
+    }
+}
+
+static void signal_on_io(tt_io_t *io, uint32_t events)
+{
+    (void)events;
+    signal_watch_t *sw = tt_container_of(io, signal_watch_t, io);
+    struct signalfd_siginfo si;
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGUSR1) {
+            reopen_logs(sw, "SIGUSR1");
+            continue;
+        }
+        if (si.ssi_signo == SIGHUP) {
+            reopen_logs(sw, "SIGHUP");
+            if (sw->draining)
+                tt_log(TT_LOG_WARN, "SIGHUP: draining, the configuration is not reloaded");
+            else
+                start_reload(sw);
+            continue;
+        }
+        if (!sw->draining) {
+            tt_log(TT_LOG_INFO, "%s: draining (stop accepting, finish in-flight responses)",
+                   si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+            sw->draining = true;
+            tt_server_drain(sw->main);
+        }
+    }
+}
+
+/* Prometheus text for the admin listener: reloads, then the current generation's upstream metrics. */
+static void render_metrics(void *arg, char **out, size_t *len, size_t *cap)
+{
+    signal_watch_t *sw = arg;
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_reloads_total Configuration reloads (SIGHUP), applied or refused.\n"
+                      "# TYPE tether_reloads_total counter\n"
+                      "tether_reloads_total{result=\"ok\"} %llu\ntether_reloads_total{result=\"failed\"} %llu\n"
+                      "# HELP tether_config_generation The configuration generation in use (1 at start, +1 per "
+                      "applied reload).\n"
+                      "# TYPE tether_config_generation gauge\ntether_config_generation %llu\n",
+                      (unsigned long long)sw->ok, (unsigned long long)sw->failed, (unsigned long long)(sw->ok + 1));
+    tt_proxy_render_metrics(sw->cur->reg, out, len, cap);
 }
 
 int tt_cmd_serve(int argc, char **argv)
 {
-    tt_conf_t c;
-    tt_conf_init(&c);
+    serve_gen_t *g = serve_gen_new();
+    tt_conf_t *c = &g->c;
     bool check = false;
-    int rc = parse_args(argc, argv, &c, &check);
+    char err[8192];
+    int rc = parse_args(argc, argv, c, &check, false, err, sizeof(err));
     if (rc != 0) {
-        tt_conf_dispose(&c);
+        print_errors(err);
+        serve_gen_free(g);
         return rc;
     }
-    tt_log_setup((tt_log_level_t)c.log_level, STDERR_FILENO);
-    if (c.static_root == NULL && c.nroutes == 0) {
-        fprintf(stderr, "tether: nothing to serve: give --root DIR, --proxy URL, --route PREFIX=URL, or a [static]"
-                        " root or [route] in the config file\n");
-        tt_conf_dispose(&c);
-        return 2;
-    }
+    tt_log_setup((tt_log_level_t)c->log_level, STDERR_FILENO);
     /* What a start opens besides its listeners, checked before anything else is built (--check opens none). */
-    bool alog_file = strcmp(c.access_log, "off") != 0 && strcmp(c.access_log, "-") != 0;
-    if (!check && (rc = open_logs_and_check_addresses(&c, alog_file)) != 0) {
-        tt_conf_dispose(&c);
+    bool alog_file = strcmp(c->access_log, "off") != 0 && strcmp(c->access_log, "-") != 0;
+    if (!check && (rc = open_logs_and_check_addresses(c, alog_file)) != 0) {
+        serve_gen_free(g);
         return rc;
     }
-    tt_accesslog_file_t afile = {.path = c.access_log}; /* a file access log is opened by each worker */
     long nofile = check ? 0 : tt_sock_raise_nofile();
 
     /* Signals go to the main thread only, through a signalfd; the workers inherit the blocked mask. */
@@ -434,97 +782,53 @@ int tt_cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    uint32_t workers = c.workers ? c.workers : cpu_count();
-    /* Routes: every [route] (and --proxy/--route), then [static] root at "/" unless a route took it. */
-    tt_router_t router = {0};
-    char rerr[512];
-    tt_proxy_registry_t *reg = tt_proxy_registry_new(c.upstreams, c.nupstreams, workers, rerr, sizeof(rerr));
-    if (reg == NULL) {
-        fprintf(stderr, "tether: %s\n", rerr);
-        return 2;
+    uint32_t workers = c->workers ? c->workers : cpu_count();
+    if ((rc = serve_gen_build(g, workers, NULL, err, sizeof(err))) != 0) {
+        print_errors(err);
+        serve_gen_free(g);
+        return rc;
     }
-    tt_static_conf_t *static_confs = tt_calloc(c.nroutes + 1, sizeof(*static_confs));
-    tt_proxy_conf_t *proxy_confs = tt_calloc(c.nroutes + 1, sizeof(*proxy_confs));
-    bool root_taken = false;
-    size_t vhost_base = build_vhosts(&router, &c);
-    for (size_t i = 0; i < c.nroutes; i++) {
-        tt_conf_route_t *r = &c.routes[i];
-        size_t vh = 0;
-        for (size_t v = 0; r->vhost != NULL && v < c.nvhosts; v++)
-            if (strcmp(c.vhosts[v].name, r->vhost) == 0) vh = vhost_base + v;
-        root_taken |= vh == 0 && strcmp(r->prefix, "/") == 0;
-        if (r->root != NULL) {
-            static_confs[i] = (tt_static_conf_t){.root = r->root, .index = r->index ? r->index : c.static_index};
-            tt_router_add_in(&router, vh, r->prefix, &tt_static_ops, &static_confs[i]);
-            continue;
-        }
-        for (size_t u = 0; u < c.nupstreams; u++)
-            if (strcmp(c.upstreams[u].name, r->upstream) == 0) proxy_confs[i].up = &c.upstreams[u];
-        proxy_confs[i].route = r->prefix;
-        proxy_confs[i].reg = reg;
-        proxy_confs[i].upgrade = (tt_upgrade_policy_t)r->upgrade;
-        proxy_confs[i].tunnel_idle_ms = r->tunnel_idle_timeout_ms;
-        proxy_confs[i].rules = &r->rules;
-        tt_router_add_in(&router, vh, r->prefix, &tt_proxy_ops, &proxy_confs[i]);
-    }
-    if (c.static_root != NULL && !root_taken) {
-        static_confs[c.nroutes] = (tt_static_conf_t){.root = c.static_root, .index = c.static_index};
-        tt_router_add(&router, "/", &tt_static_ops, &static_confs[c.nroutes]);
-    }
-
-    size_t nl = 0;
-    tt_tls_source_t **tls = tt_calloc(c.nlistens, sizeof(*tls));
-    for (size_t i = 0; i < c.nlistens; i++) {
-        nl += c.listens[i].naddrs;
-        if (!c.listens[i].tls_on) continue;
-        char err[512];
-        tls[i] = tt_tls_source_new(&c.listens[i].tls, err, sizeof(err));
-        if (tls[i] == NULL) {
-            fprintf(stderr, "tether: TLS: %s\n", err);
-            return 2;
-        }
-    }
-    tt_listener_conf_t *listeners = tt_calloc(nl, sizeof(*listeners));
-    nl = 0;
-    for (size_t i = 0; i < c.nlistens; i++)
-        for (size_t j = 0; j < c.listens[i].naddrs; j++)
-            listeners[nl++] =
-                (tt_listener_conf_t){.addr = c.listens[i].addrs[j], .policy = &c.listens[i].policy, .tls = tls[i]};
-
     if (check) {
         /* Everything above built what a start would (routes, upstreams, TLS contexts) without opening a socket. */
-        fprintf(stderr, "tether: configuration OK%s%s\n", c.path ? ": " : "", c.path ? c.path : "");
-        free_setup(&router, &reg, static_confs, proxy_confs, listeners, tls, c.nlistens);
-        tt_conf_dispose(&c);
+        fprintf(stderr, "tether: configuration OK%s%s\n", c->path ? ": " : "", c->path ? c->path : "");
+        serve_gen_free(g);
         return 0;
     }
-    size_connections(&c, workers, nl, nofile);
-    int alog = strcmp(c.access_log, "-") == 0 ? STDOUT_FILENO : -1;
+    /* What outlives the first generation (a reload may release it): the running values of what needs a restart. */
+    signal_watch_t sw = {.argc = argc, .argv = argv, .workers = workers, .cur = g};
+    fixed_take(&sw.fixed, c);
+    tt_accesslog_file_t afile = {.path = sw.fixed.access_log}; /* a file access log is opened by each worker */
+    tt_listen_policy_t admin_policy = c->defaults;
+    size_connections(c, workers, g->nl, nofile);
+    int alog = strcmp(c->access_log, "-") == 0 ? STDOUT_FILENO : -1;
     tt_server_conf_t sc = {
         .workers = workers,
-        .max_connections = c.max_connections,
-        .drain_timeout_ms = c.drain_timeout_ms,
-        .backlog = (int)c.backlog,
-        .listeners = listeners,
-        .nlisteners = nl,
-        .router = &router,
+        .max_connections = c->max_connections,
+        .drain_timeout_ms = c->drain_timeout_ms,
+        .backlog = (int)c->backlog,
+        .listeners = g->listeners,
+        .nlisteners = g->nl,
+        .router = &g->router,
         .access_log_fd = alog,
         .access_log_file = alog_file ? &afile : NULL,
         .name = "tether",
+        .release = serve_gen_release, /* the server owns the first generation from now on */
+        .release_arg = g,
     };
-    char err[512];
     tt_server_t *srv = tt_server_new(&sc, err, sizeof(err));
     if (srv == NULL) {
         fprintf(stderr, "tether: %s\n", err);
+        fixed_dispose(&sw.fixed);
+        serve_gen_free(g);
         return 2;
     }
 
     /* The admin listener (metrics) runs on this thread, beside the signal watch. */
     tt_status_conf_t status_conf = {
-        .srv = srv, .metrics_path = c.metrics_path, .extra = tt_proxy_render_metrics, .extra_arg = reg};
+        .srv = srv, .metrics_path = sw.fixed.metrics_path, .extra = render_metrics, .extra_arg = &sw};
     tt_router_t admin_router = {0};
     tt_router_add(&admin_router, "/", &tt_status_ops, &status_conf);
-    tt_listener_conf_t admin_listener = {.addr = c.metrics_addr, .policy = &c.defaults};
+    tt_listener_conf_t admin_listener = {.addr = c->metrics_addr, .policy = &admin_policy};
     tt_server_conf_t ac = {
         .inline_worker = true,
         .workers = 1,
@@ -532,7 +836,7 @@ int tt_cmd_serve(int argc, char **argv)
         .drain_timeout_ms = 1000,
         .backlog = 128,
         .listeners = &admin_listener,
-        .nlisteners = c.metrics_on ? 1 : 0,
+        .nlisteners = c->metrics_on ? 1 : 0,
         .router = &admin_router,
         .access_log_fd = -1,
         .name = "admin",
@@ -541,24 +845,37 @@ int tt_cmd_serve(int argc, char **argv)
     if (admin == NULL) {
         fprintf(stderr, "tether: metrics: %s\n", err);
         tt_server_free(&srv);
+        fixed_dispose(&sw.fixed);
         return 2;
     }
 
-    for (size_t i = 0; i < nl; i++) {
+    /* The pid file names a process whose listeners are open (`tether reload` reads it), written before they are
+     * announced. */
+    if (sw.fixed.pid_file != NULL && (rc = write_pid_file(sw.fixed.pid_file)) != 0) {
+        fprintf(stderr, "tether: pid_file %s: %s\n", sw.fixed.pid_file, strerror(-rc));
+        tt_server_free(&admin);
+        tt_server_free(&srv);
+        tt_router_dispose(&admin_router);
+        tt_log_close_file();
+        fixed_dispose(&sw.fixed);
+        return 2;
+    }
+    for (size_t i = 0; i < g->nl; i++) {
         char as[TT_ADDR_STRLEN];
         tt_addr_format(tt_server_bound_addr(srv, i), as, sizeof(as));
         tt_log(TT_LOG_INFO, "listening on %s://%s (workers=%u, idle_timeout=%llums, max_requests=%u)",
-               listeners[i].tls ? "https" : "http", as, workers,
-               (unsigned long long)listeners[i].policy->ka.idle_timeout_ms, listeners[i].policy->ka.max_requests);
+               g->listeners[i].tls ? "https" : "http", as, workers,
+               (unsigned long long)g->listeners[i].policy->ka.idle_timeout_ms, g->listeners[i].policy->ka.max_requests);
     }
-    if (c.metrics_on) {
+    if (c->metrics_on) {
         char as[TT_ADDR_STRLEN];
         tt_addr_format(tt_server_bound_addr(admin, 0), as, sizeof(as));
-        tt_log(TT_LOG_INFO, "metrics on http://%s%s", as, c.metrics_path);
+        tt_log(TT_LOG_INFO, "metrics on http://%s%s", as, sw.fixed.metrics_path);
     }
 
-    signal_watch_t sw = {
-        .main = srv, .admin = admin, .tls = tls, .ntls = c.nlistens, .alog = alog_file ? &afile : NULL};
+    sw.main = srv;
+    sw.admin = admin;
+    sw.alog = alog_file ? &afile : NULL;
     sw.io.fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
     sw.io.cb = signal_on_io;
     if (sw.io.fd < 0 || tt_io_start(tt_server_loop(admin, 0), &sw.io, TT_EV_READ) != 0)
@@ -566,23 +883,30 @@ int tt_cmd_serve(int argc, char **argv)
     sw.done.fd = tt_server_done_fd(srv);
     sw.done.cb = done_on_io;
     tt_io_start(tt_server_loop(admin, 0), &sw.done, TT_EV_READ);
+    sw.reloaded.fd = tt_server_reload_fd(srv);
+    sw.reloaded.cb = reload_on_io;
+    tt_io_start(tt_server_loop(admin, 0), &sw.reloaded, TT_EV_READ);
 
     if ((rc = tt_server_start(srv)) != 0) {
         fprintf(stderr, "tether: starting workers: %s\n", strerror(-rc));
-        return 1;
+        rc = 1;
     }
-    tt_server_run_inline(admin);
-    tt_server_join(srv);
-    tt_log(TT_LOG_INFO, "stopped");
+    if (rc == 0) {
+        tt_server_run_inline(admin);
+        tt_server_join(srv);
+        tt_log(TT_LOG_INFO, "stopped");
+    }
+    if (sw.fixed.pid_file != NULL) unlink(sw.fixed.pid_file);
 
     tt_io_stop(tt_server_loop(admin, 0), &sw.io);
     tt_io_stop(tt_server_loop(admin, 0), &sw.done);
+    tt_io_stop(tt_server_loop(admin, 0), &sw.reloaded);
     close(sw.io.fd);
     tt_server_free(&admin);
-    tt_server_free(&srv);
+    tt_server_free(&srv); /* releases every generation still held, the pending one included */
     tt_router_dispose(&admin_router);
-    free_setup(&router, &reg, static_confs, proxy_confs, listeners, tls, c.nlistens);
     tt_log_close_file();
-    tt_conf_dispose(&c);
-    return 0;
+    fixed_dispose(&sw.fixed);
+    free(sw.before);
+    return rc;
 }

@@ -81,6 +81,7 @@ static const key_t_ keys[] = {
     {"backlog", S_SERVER, K_U32, C(backlog), 1, 65535},
     {"trusted_proxies", S_SERVER, K_CIDRS, B_CONF, 0, 0, 0, 0},
     {"reuse_port_with_others", S_SERVER, K_BOOL, C(reuse_port_with_others), 0, 1},
+    {"pid_file", S_SERVER, K_STRING, C(pid_file), 0, 0},
     {"address", S_LISTEN, K_ADDRESS, B_CONF, 0, 0, 0, 0},
     {"idle_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(ka.idle_timeout_ms), 0, DAY_MS},
     {"header_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(header_timeout_ms), 1, DAY_MS},
@@ -749,6 +750,7 @@ void tt_conf_dispose(tt_conf_t *c)
     free(c->static_index);
     free(c->access_log);
     free(c->error_log);
+    free(c->pid_file);
     free(c->metrics_path);
     memset(c, 0, sizeof(*c));
 }

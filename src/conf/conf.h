@@ -81,6 +81,7 @@ typedef struct tt_conf {
     tt_cidr_t *trusted_proxies; /* [server] trusted_proxies: peers whose X-Forwarded-* fields are believed */
     size_t ntrusted_proxies;
     bool reuse_port_with_others; /* [server]: start even when another process listens on our addresses */
+    char *pid_file;              /* [server]: written after start-up, removed at exit; NULL: none */
     /* private */
     tt_listen_policy_t _cli;
     uint64_t _cli_set;

@@ -20,17 +20,26 @@ typedef struct proxy_metrics {
     tt_counter_t generated[TT_CAUSE__COUNT];
 } proxy_metrics_t;
 
+/* A worker's pool with the number of generations' proxy states that hold it: a reload that keeps a server hands
+ * its pool to the new generation, and the old one may still serve requests through it until it is released. */
+typedef struct pool_ref {
+    tt_pool_t *pool;
+    int holders;
+} pool_ref_t;
+
 /* One worker's proxy state, shared by its proxy routes. */
 typedef struct proxy_worker {
     tt_worker_t *w;
     tt_proxy_registry_t *reg;
-    tt_pool_t **pools;    /* one per server of every upstream */
-    uint32_t *rr;         /* round-robin position per upstream */
-    tt_h1_response_t res; /* response parse target */
-    int refs;             /* routes using it */
+    tt_pool_t **pools;   /* one per server of every upstream */
+    pool_ref_t **prefs;  /* the same pools with their holders */
+    proxy_metrics_t **m; /* per upstream: its row of counters (a newer generation's, once a reload kept it) */
+    uint32_t *rr;        /* round-robin position per upstream */
+    int refs;            /* routes using it */
 } proxy_worker_t;
 
 struct tt_proxy_registry {
+    tt_proxy_registry_t *prev; /* the generation before, while the workers apply this one (its pools are adopted) */
     tt_upstream_conf_t *ups;
     size_t nups;
     size_t nservers;
@@ -885,7 +894,7 @@ static void proxy_handle(void *state, tt_req_t *req)
     pr->pw = pw;
     pr->pc = pc;
     pr->uc = pc->up;
-    pr->m = &pc->reg->proxy_m[pw->w->id * pc->reg->nups + pc->up->_index];
+    pr->m = pw->m[pc->up->_index];
     pr->is_head = req->is_head;
     pr->chunked_up = req->has_body && req->content_length < 0;
     pr->hold = req->major_version == 2 && req->has_body && !pr->chunked_up;
@@ -921,27 +930,80 @@ static void proxy_handle(void *state, tt_req_t *req)
 
 /* ---- per-worker state and the registry ---- */
 
+/* Copies `n` bytes of relaxed atomic counters from `from` to `to` (one writer: the calling worker). */
+static void copy_counters(void *to, const void *from, size_t n)
+{
+    tt_counter_t *t = to;
+    const tt_counter_t *f = from;
+    for (size_t i = 0; i < n / sizeof(tt_counter_t); i++)
+        atomic_store_explicit(&t[i], atomic_load_explicit(&f[i], memory_order_relaxed), memory_order_relaxed);
+}
+
+/* True when servers `a` of `ua` and `b` of `ub` are the same pool's: same upstream name, server (address as
+ * written) and scheme. Pools of https:// servers are not carried over (their TLS client context belongs to the old
+ * generation): a reload gives them a new pool and the old one drains. */
+static bool same_pool(const tt_upstream_conf_t *ua, const tt_upstream_server_t *a, const tt_upstream_conf_t *ub,
+                      const tt_upstream_server_t *b)
+{
+    return !a->tls && !b->tls && strcmp(ua->name, ub->name) == 0 && strcmp(a->name, b->name) == 0;
+}
+
+/* The pool of server `s` of `uc` held by the previous generation's state of this worker, or NULL. */
+static pool_ref_t *adoptable(const proxy_worker_t *old, const tt_upstream_conf_t *uc, const tt_upstream_server_t *sv)
+{
+    if (old == NULL) return NULL;
+    for (size_t u = 0; u < old->reg->nups; u++) {
+        const tt_upstream_conf_t *ou = &old->reg->ups[u];
+        for (size_t s = 0; s < ou->nservers; s++)
+            if (same_pool(ou, &ou->servers[s], uc, sv)) return old->prefs[ou->_first_server + s];
+    }
+    return NULL;
+}
+
 static void *proxy_worker_init(const void *conf, tt_worker_t *w)
 {
     const tt_proxy_conf_t *pc = conf;
     tt_proxy_registry_t *reg = pc->reg;
     proxy_worker_t *pw = reg->workers[w->id];
     if (pw == NULL) {
+        /* After a reload the previous generation's state of this worker is still alive (it is current until the
+         * worker finishes applying this one): the servers that remain keep their pools and parked connections. */
+        proxy_worker_t *old = reg->prev ? reg->prev->workers[w->id] : NULL;
         pw = tt_calloc(1, sizeof(*pw));
         pw->w = w;
         pw->reg = reg;
-        pw->pools = tt_calloc(reg->nservers, sizeof(*pw->pools));
-        pw->rr = tt_calloc(reg->nups, sizeof(*pw->rr));
+        pw->pools = tt_calloc(reg->nservers ? reg->nservers : 1, sizeof(*pw->pools));
+        pw->prefs = tt_calloc(reg->nservers ? reg->nservers : 1, sizeof(*pw->prefs));
+        pw->rr = tt_calloc(reg->nups ? reg->nups : 1, sizeof(*pw->rr));
+        pw->m = tt_calloc(reg->nups ? reg->nups : 1, sizeof(*pw->m));
         for (size_t u = 0; u < reg->nups; u++) {
             tt_upstream_conf_t *uc = &reg->ups[u];
             pw->rr[u] = w->id; /* workers start at different servers */
+            pw->m[u] = &reg->proxy_m[w->id * reg->nups + u];
+            for (size_t ou = 0; old && ou < old->reg->nups; ou++) {
+                if (strcmp(old->reg->ups[ou].name, uc->name) != 0) continue;
+                /* A kept upstream's series go on: this worker is the only writer of both rows, and the old
+                 * generation's new requests count into the new row from now on. */
+                copy_counters(pw->m[u], old->m[ou], sizeof(proxy_metrics_t));
+                old->m[ou] = pw->m[u];
+            }
             for (size_t s = 0; s < uc->nservers; s++) {
                 size_t i = uc->_first_server + s;
-                char name[256];
-                snprintf(name, sizeof(name), "%s/%s", uc->name, uc->servers[s].name);
-                pw->pools[i] = tt_pool_new(w->loop, &w->bufs, &pw->res, &uc->pool, &uc->servers[s].addr, name,
-                                           &reg->pool_m[w->id * reg->nservers + i]);
-                if (uc->servers[s]._tls) tt_pool_set_tls(pw->pools[i], uc->servers[s]._tls);
+                tt_pool_metrics_t *m = &reg->pool_m[w->id * reg->nservers + i];
+                pool_ref_t *ref = adoptable(old, uc, &uc->servers[s]);
+                if (ref != NULL && ref->pool != NULL) {
+                    tt_pool_rebind(ref->pool, &uc->pool, m);
+                    ref->holders++;
+                } else {
+                    char name[256];
+                    snprintf(name, sizeof(name), "%s/%s", uc->name, uc->servers[s].name);
+                    ref = tt_calloc(1, sizeof(*ref));
+                    ref->pool = tt_pool_new(w->loop, &w->bufs, &w->up_res, &uc->pool, &uc->servers[s].addr, name, m);
+                    ref->holders = 1;
+                    if (uc->servers[s]._tls) tt_pool_set_tls(ref->pool, uc->servers[s]._tls);
+                }
+                pw->prefs[i] = ref;
+                pw->pools[i] = ref->pool;
             }
         }
         reg->workers[w->id] = pw;
@@ -962,9 +1024,16 @@ static void proxy_worker_free(void *state)
     free(route);
     if (--pw->refs > 0) return;
     tt_proxy_registry_t *reg = pw->reg;
-    for (size_t i = 0; i < reg->nservers; i++) tt_pool_free(&pw->pools[i]);
+    for (size_t i = 0; i < reg->nservers; i++) {
+        pool_ref_t *ref = pw->prefs[i];
+        if (--ref->holders > 0) continue; /* a newer generation serves with it */
+        tt_pool_free(&ref->pool);
+        free(ref);
+    }
     reg->workers[pw->w->id] = NULL;
     free(pw->pools);
+    free(pw->prefs);
+    free(pw->m);
     free(pw->rr);
     free(pw);
 }
@@ -980,8 +1049,8 @@ const tt_handler_ops_t tt_proxy_ops = {
 
 /* ---- the registry ---- */
 
-tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers, char *err,
-                                           size_t errlen)
+tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers,
+                                           tt_proxy_registry_t *prev, char *err, size_t errlen)
 {
     for (size_t u = 0; u < n; u++)
         for (size_t s = 0; s < ups[u].nservers; s++) {
@@ -1004,6 +1073,7 @@ tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, ui
             }
         }
     tt_proxy_registry_t *reg = tt_calloc(1, sizeof(*reg));
+    reg->prev = prev;
     reg->ups = ups;
     reg->nups = n;
     reg->nworkers = nworkers;

@@ -111,9 +111,14 @@ extern const tt_handler_ops_t tt_proxy_ops;
  * (not owned; they must outlive it) served by `nworkers` workers, and a TLS client context per https://
  * server. An upstream without its own max_connections gets ceil(TT_PROXY_MAX_CONNECTIONS / nworkers) per worker. NULL
  * with `err` when a TLS setting cannot be loaded (CA file, client certificate).
+ * `prev` (NULL at start-up) is the registry of the generation a reload replaces: as each worker builds its state
+ * for the new one, the pools of the servers that remain (same upstream name, same `server` as written, http://)
+ * are carried over with their parked connections and metric series, and follow the new settings
+ * (tt_pool_rebind); the old generation keeps using them until it is released, and the pools of removed servers
+ * drain with it. `prev` must stay alive until every worker applied the new generation. Main thread.
  */
-tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers, char *err,
-                                           size_t errlen);
+tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers,
+                                           tt_proxy_registry_t *prev, char *err, size_t errlen);
 /** Frees the registry (after the workers stopped). */
 void tt_proxy_registry_free(tt_proxy_registry_t **reg);
 /** Appends the upstream metrics (Prometheus text) to a growable string; a tt_status_render_fn. Any thread. */

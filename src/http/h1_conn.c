@@ -106,6 +106,7 @@ typedef struct h1_conn {
 typedef struct h1_areq {
     tt_req_t req;
     tt_defer_t free_later;
+    tt__wgen_t *gen; /* the generation whose route state handles it, referenced until it is finished */
     tt_str_t method;
     tt_str_t target;
     char strs[]; /* method and target */
@@ -283,6 +284,7 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     c->state = ST_CLOSED;
     c->close_reason = (uint8_t)reason;
     tt_list_remove(&c->base.link);
+    tt__wgen_unref(c->ls->gen); /* freed at the end of the turn at the earliest */
     /* Freed at the end of the turn: an event for this connection may still be in the current batch. */
     tt_loop_defer(w->loop, &c->free_later, conn_free_cb);
     tt__worker_conn_closed(w);
@@ -553,6 +555,10 @@ static void areq_finish(h1_conn_t *c, h1_areq_t *a)
 {
     a->req._done = true;
     a->req.hooks = NULL;
+    if (a->gen != NULL) {
+        tt__wgen_unref(a->gen);
+        a->gen = NULL;
+    }
     if (c->areq == a) {
         c->areq = NULL;
         c->resp_open = false;
@@ -944,6 +950,8 @@ static tt_req_t *make_areq(h1_conn_t *c, const tt_req_t *rq)
     h1_areq_t *a = tt_malloc(sizeof(*a) + h->method.n + h->target.n);
     a->req = *rq;
     a->free_later = (tt_defer_t){0};
+    a->gen = c->w->cur;
+    tt__wgen_ref(a->gen);
     memcpy(a->strs, h->method.p, h->method.n);
     memcpy(a->strs + h->method.n, h->target.p, h->target.n);
     a->method = tt_str(a->strs, h->method.n);
@@ -982,9 +990,11 @@ static int check_buffered_chunked(const h1_conn_t *c, size_t head_len)
 static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
 {
     tt_worker_t *w = c->w;
-    const tt_listen_policy_t *p = c->ls->policy;
     tt_req_t rq;
     set_tq(c, TQ_NONE);
+    /* A request boundary: after a reload, the connection takes its listener's new policy from this request on. */
+    c->ls = tt__lstate_follow(c->ls);
+    const tt_listen_policy_t *p = c->ls->policy;
     bool ok = make_req(c, h, &rq);
     c->chunked = h->chunked;
     c->body_left = h->content_length > 0 ? h->content_length : 0;
@@ -1013,12 +1023,17 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
         if (tt_str_eq(rq.path, TT_LIT("*"))) {
             tt_req_respond_text(&rq, 200, TT_STR("Allow: GET, HEAD, OPTIONS\r\n"));
         } else {
-            int r = tt_router_route(w->conf->router, &rq, tt_tls_sni(c->tr)); /* < 0: answered (404, 421, 301) */
+            tt__wgen_t *g = w->cur; /* the newest router; an asynchronous request keeps its generation */
+            int r = -1;             /* < 0: answered (404, 421, 301) */
+            if (g->router != NULL)
+                r = tt_router_route(g->router, &rq, tt_tls_sni(c->tr));
+            else
+                tt_req_respond_text(&rq, 404, TT_STR_NULL);
             if (r >= 0) {
-                const tt_route_t *rt = &w->conf->router->routes[r];
+                const tt_route_t *rt = &g->router->routes[r];
                 if (rt->ops->async) {
                     tt_req_t *ar = make_areq(c, &rq);
-                    rt->ops->handle(w->route_state[r], ar);
+                    rt->ops->handle(g->route_state[r], ar);
                     /* The views end with handle(): the head is the worker's parse target, the path is in the
                      * worker's path scratch or the read buffer, the query and authority point into the read
                      * buffer, all reused for the next request. Nothing may read them later. */
@@ -1027,7 +1042,7 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
                     if (c->areq != NULL && &c->areq->req == ar && !has_body && ar->hooks && ar->hooks->on_body_end)
                         ar->hooks->on_body_end(ar, TT_STR_NULL);
                 } else {
-                    rt->ops->handle(w->route_state[r], &rq);
+                    rt->ops->handle(g->route_state[r], &rq);
                 }
             }
         }
@@ -1326,6 +1341,7 @@ static void hand_to_h2(h1_conn_t *c)
     set_tq(c, TQ_NONE);
     tt_list_remove(&c->base.link);
     tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], -1);
+    c->ls = tt__lstate_follow(c->ls); /* its reference goes with it */
     tt__h2_conn_adopt(c->ls, &c->io, c->tr, &c->peer, c->id, c->accepted_us / 1000, tt_buf_data(&c->in), c->in.len);
     c->tr = NULL;
     tt_buf_release(&c->in, &w->bufs);
@@ -1467,6 +1483,7 @@ void tt__h1_conn_accept(tt__lstate_t *ls, int fd, const tt_addr_t *peer)
     c->io.cb = conn_on_io;
     tt_tq_entry_init(&c->base.tq);
     c->ls = ls;
+    tt__wgen_ref(ls->gen);
     c->w = w;
     c->id = ++w->conn_seq * w->nworkers + w->id;
     c->accepted_us = c->mark_us = tt_loop_now_us(w->loop);

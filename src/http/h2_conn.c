@@ -79,6 +79,7 @@ typedef struct h2_stream {
     tt_buf_t resp_trailers;
     tt_body_file_t file;
     tt_defer_t free_later;
+    tt__wgen_t *gen; /* an asynchronous stream's generation (its route state), referenced until the stream is freed */
     char *log_extra; /* the handler's access-log text, copied when it finished (it owns req.log_extra until then) */
 } h2_stream_t;
 
@@ -619,10 +620,20 @@ static void dispatch(h2_stream_t *st)
         respond_error(st, 413);
         return;
     }
-    int r = tt_router_route(w->conf->router, rq, tt_tls_sni(c->tr)); /* < 0: answered (404, 421, 301) */
+    /* New streams use the newest router; a stream keeps the generation it started with until it is freed. */
+    tt__wgen_t *g = w->cur;
+    if (g->router == NULL) {
+        tt_req_respond_text(rq, 404, TT_STR_NULL);
+        return;
+    }
+    int r = tt_router_route(g->router, rq, tt_tls_sni(c->tr)); /* < 0: answered (404, 421, 301) */
     if (r < 0) return;
-    const tt_route_t *rt = &w->conf->router->routes[r];
-    rt->ops->handle(w->route_state[r], rq);
+    const tt_route_t *rt = &g->router->routes[r];
+    if (rt->ops->async) {
+        st->gen = g;
+        tt__wgen_ref(g);
+    }
+    rt->ops->handle(g->route_state[r], rq);
     /* The path may be in the worker's scratch, reused by the next request: nothing reads it after handle() */
     rq->path = rq->query = rq->authority = rq->protocol = TT_STR_NULL;
     if (st->body_done && async_live(st) && rq->hooks->on_body_end) rq->hooks->on_body_end(rq, TT_STR_NULL);
@@ -892,6 +903,10 @@ static void stream_free(h2_stream_t *st)
     st->req._done = true;
     st->req.hooks = NULL;
     st->async_done = true;
+    if (st->gen != NULL) {
+        tt__wgen_unref(st->gen);
+        st->gen = NULL;
+    }
     tt_loop_defer(st->c->w->loop, &st->free_later, stream_free_cb);
 }
 
@@ -1178,6 +1193,7 @@ static void h2_close(h2_conn_t *c, tt_close_reason_t reason)
     close(c->io.fd);
     c->io.fd = -1;
     tt_list_remove(&c->base.link);
+    tt__wgen_unref(c->ls->gen);
     tt_loop_defer(w->loop, &c->free_later, free_cb);
     tt__worker_conn_closed(w);
 }

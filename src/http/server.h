@@ -63,6 +63,10 @@ typedef struct tt_server_conf {
     int access_log_fd;                               /* -1: off; not owned; unused when access_log_file is set */
     const struct tt_accesslog_file *access_log_file; /* NULL, or each worker opens this file itself */
     const char *name;                                /* for logs ("tether", "admin") */
+    /* optional: called with release_arg once the listeners and router above are no longer used (a reload replaced
+     * them and their last connection is gone, or the server is freed); not called when tt_server_new fails */
+    void (*release)(void *arg);
+    void *release_arg;
 } tt_server_conf_t;
 
 typedef struct tt_server tt_server_t;
@@ -72,7 +76,7 @@ typedef struct tt_server tt_server_t;
  * and prepares the workers. Returns NULL and writes a reason into `err` (`errlen` bytes) on failure.
  */
 tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errlen);
-/** The address listener `i` is bound to (with the kernel's port when 0 was asked). */
+/** The address listener `i` of the current generation is bound to (with the kernel's port when 0 was asked). */
 const tt_addr_t *tt_server_bound_addr(const tt_server_t *srv, size_t i);
 /** Starts the worker threads. 0, or -errno when a thread could not be created: those already started have
  *  then been drained and joined (the server can be freed). */
@@ -102,6 +106,48 @@ void tt_server_join(tt_server_t *srv);
 void tt_server_free(tt_server_t **srv);
 /** An eventfd that counts worker threads that have finished (read it to add them up); for a loop to watch. */
 int tt_server_done_fd(const tt_server_t *srv);
+/**
+ * A new configuration generation for a running server (SIGHUP): its listeners and router, and `release`, called
+ * with `arg` once no worker uses the generation any more (every connection and request that started under it is
+ * gone) and every older generation was released, from whichever thread dropped the last use (main or a worker).
+ * The listeners, their policies and TLS sources and the router must stay valid until then.
+ */
+typedef struct tt_server_gen_conf {
+    const tt_listener_conf_t *listeners;
+    size_t nlisteners;
+    const tt_router_t *router;
+    void (*release)(void *arg);
+    void *arg;
+} tt_server_gen_conf_t;
+
+/** What a reload changes in the listeners, for the log line. */
+typedef struct tt_server_reload_stats {
+    size_t kept, added, removed;
+} tt_server_reload_stats_t;
+
+/**
+ * Hands the generation `gc` to every worker, which applies it on its own thread at its next loop turn: listeners
+ * are matched with the current ones by requested address (or bound address) and TLS-ness; a kept one keeps its
+ * socket and takes the new policy, an added one is opened here (one SO_REUSEPORT socket per worker), a removed one
+ * stops accepting and its connections finish under their old policy. New connections and new requests use the
+ * new router and policies; a connection moves to the new policy at its next request boundary (h1); an h2
+ * connection keeps its policy (SETTINGS) and routes new streams by the new router. Nothing open is closed.
+ * Returns 0 (tt_server_reload_collect() tells when every worker applied it), or -1 with `err` when an added
+ * listener cannot be opened, a previous reload is still being applied, or the server drains: nothing changed then
+ * and `release` is not called. From the thread that created the server (not for an inline server).
+ */
+int tt_server_reload(tt_server_t *srv, const tt_server_gen_conf_t *gc, tt_server_reload_stats_t *stats, char *err,
+                     size_t errlen);
+/** An eventfd that becomes readable as workers apply a reload; for the main loop to watch. */
+int tt_server_reload_fd(const tt_server_t *srv);
+/** Reads the reload eventfd: true once every worker applied the pending generation. The previous generation is
+ *  then released as soon as its last connection or request is gone. Main thread. */
+bool tt_server_reload_collect(tt_server_t *srv);
+/** The current generation's number: 1 at start, +1 per reload handed to the workers. */
+uint64_t tt_server_generation(const tt_server_t *srv);
+/** Number of listeners of the current generation (tt_server_bound_addr's range). */
+size_t tt_server_nlisteners(const tt_server_t *srv);
+
 /** Number of workers. */
 uint32_t tt_server_workers(const tt_server_t *srv);
 /** The workers' metric shards, for tt_metrics_render(); `*n` gets their count. */

@@ -12,12 +12,19 @@
 #include "http/server.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
-/** A listener as one worker runs it: its socket and the timeout queues of its connections. */
+typedef struct tt__wgen tt__wgen_t;
+
+/** A listener as one worker runs it in one configuration generation: its socket and the timeout queues of its
+ *  connections. A listener kept by a reload gets a new lstate in the new generation (same socket, new policy and
+ *  queues, same `uid`); connections move to it at their next request boundary (tt__lstate_follow). */
 typedef struct tt__lstate {
     const tt_listen_policy_t *policy;
     struct tt_tls_server *tls; /* this worker's TLS contexts, NULL for plain TCP */
     tt_worker_t *w;
+    tt__wgen_t *gen;  /* the generation it belongs to */
+    uint32_t uid;     /* the listener's identity across generations (address and TLS-ness) */
     tt_io_t io;       /* listening socket; fd -1 once closed */
     tt_tq_t header_q; /* reading a request head (or waiting for the first one) */
     tt_tq_t body_q;   /* reading request content */
@@ -30,6 +37,25 @@ typedef struct tt__lstate {
     tt_tq_t idle_q[TT_KA_MAX_BUCKETS];
 } tt__lstate_t;
 
+/**
+ * One worker's instance of a configuration generation (docs/design.md "Reload"): its listeners' states and its
+ * routes' handler states. Counted references: one while it is the worker's current generation, one per connection
+ * whose `ls` is one of its lstates, one per asynchronous request (h1) or stream (h2) dispatched through its router.
+ * At zero it is freed at the end of the loop turn (its handlers' worker_free, its TLS contexts and queues), which
+ * also releases the server-wide generation. Owning worker only.
+ */
+struct tt__wgen {
+    tt_list_t link; /* in w->gens, oldest first */
+    tt_worker_t *w;
+    struct tt__gen *gen; /* server-wide: listener confs, router; released when this is freed */
+    tt__lstate_t *ls;    /* one per listener of the generation */
+    size_t nls;
+    const tt_router_t *router; /* NULL: no route */
+    void **route_state;        /* per route: what its handler's worker_init returned */
+    uint32_t refs;
+    tt_defer_t free_later;
+};
+
 struct tt_worker {
     uint32_t id;
     uint32_t nworkers; /* in the server: connection ids are seq * nworkers + id */
@@ -38,15 +64,17 @@ struct tt_worker {
     tt_loop_t *loop;
     pthread_t thread;
     tt_metrics_shard_t metrics;
-    tt_bufpool_t bufs;  /* connection read/write blocks */
-    tt__lstate_t *ls;   /* one per listener */
-    void **route_state; /* per route: what its handler's worker_init returned */
-    tt_list_t conns;    /* every open connection */
+    tt_bufpool_t bufs; /* connection read/write blocks */
+    tt__wgen_t *cur;   /* the current generation: new connections and new requests use it */
+    tt_list_t gens;    /* every generation still referenced, oldest first (cur is the last) */
+    tt_list_t conns;   /* every open connection */
     uint32_t nconns;
     uint64_t conn_seq;
     bool accept_paused;
     bool draining;
-    int wake_fd; /* eventfd: drain requests from other threads */
+    int wake_fd;                       /* eventfd: drain and reload requests from other threads */
+    _Atomic(struct tt__gen *) pending; /* a generation the main thread published, applied at the next wake-up */
+    _Atomic(bool) drain_asked;
     tt_io_t wake_io;
     tt_timer_t accept_retry; /* after EMFILE/ENFILE */
     tt_timer_t drain_deadline;
@@ -57,6 +85,7 @@ struct tt_worker {
     tt_h1_request_t req; /* parse target, reused for every request head */
     char *path_buf;      /* normalized request path of the request being dispatched (tt__worker_path_buf) */
     size_t path_cap;
+    tt_h1_response_t up_res; /* upstream response parse target, shared by every pool of the worker (one call) */
 };
 
 /* Every connection kind (h1, h2) starts with this: the worker's list, its one timeout entry, its ops. */
@@ -92,6 +121,21 @@ char *tt__worker_path_buf(tt_worker_t *w, size_t n);
  *  authority of an absolute-form one): the path normalized (tt_uri_normalize_path) into the worker's path scratch
  *  when it is not normal already, "/" when empty. False when the path must be refused (400). rq->worker is set. */
 bool tt__req_set_path(tt_req_t *rq, tt_str_t t);
+
+/** Takes a reference on `g` (a connection on one of its listeners, or a request dispatched through its router). */
+static inline void tt__wgen_ref(tt__wgen_t *g)
+{
+    g->refs++;
+}
+/** Drops a reference; at zero `g` is freed at the end of the loop turn. */
+void tt__wgen_unref(tt__wgen_t *g);
+/**
+ * The lstate a connection on `ls` should use from its next request on: the current generation's lstate of the same
+ * listener (its reference moved there from `ls`'s generation), or `ls` itself when it is current or its listener
+ * was removed by a reload (the connection then finishes under its old policy). At a request boundary only: the
+ * connection must be in none of `ls`'s timeout queues.
+ */
+tt__lstate_t *tt__lstate_follow(tt__lstate_t *ls);
 
 /** Timeout callback of every connection queue: dispatches to the connection's on_timeout. */
 void tt__conn_on_timeout(tt_tq_entry_t *e);

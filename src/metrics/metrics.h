@@ -75,11 +75,14 @@ extern const char *const tt_goaway_reason_names[TT_GOAWAY__COUNT];
 /** Status classes counted: 1xx..5xx. */
 #define TT_STATUS_CLASSES 5
 
+/** Listener names a server keeps metrics for (the last slot, "other", takes every name past them). */
+#define TT_LISTENER_METRICS_MAX 64
+
 /** What one worker counts for one listener (tt_listener_conf_t); listeners of one `[listen NAME]` group share
  *  the name and are summed under it. */
 typedef struct tt_listener_metrics {
-    const char *name;                    /* "default" for [listen]; not owned, outlives the server */
-    tt_hist_t request_us[2];             /* request duration by TT_PROTO_*, us (tt_hist_lat_bounds) */
+    const char *name;        /* "default" for [listen]; owned by the server, set before the slot is counted */
+    tt_hist_t request_us[2]; /* request duration by TT_PROTO_*, us (tt_hist_lat_bounds) */
     tt_counter_t races[TT_CLOSE__COUNT]; /* requests that arrived in the race window, by the close that began it */
     tt_hist_t race_gap_ms;               /* last response's end to the racing request's first byte, ms (idle bounds) */
 } tt_listener_metrics_t;
@@ -107,9 +110,9 @@ typedef struct tt_metrics_shard {
     tt_hist_t tls_handshake_us[2];               /* accept to handshake done, us: [0 full, 1 resumed] */
     tt_hist_t conn_lifetime_ms[TT_CLOSE__COUNT]; /* accept to close, by close reason (tt_hist_life_bounds) */
     tt_hist_t conn_requests[TT_CLOSE__COUNT];    /* requests (h2: streams) served, by close reason */
-    tt_listener_metrics_t *listeners;            /* [nlisteners]: owned by the server that fills the shard */
-    size_t nlisteners;
-    tt_gauge_t tunnels_open; /* client connections that are byte tunnels now (after a 101) */
+    tt_listener_metrics_t *listeners; /* [TT_LISTENER_METRICS_MAX], one per listener name: owned by the server */
+    _Atomic size_t nlisteners;        /* slots in use; grows when a reload adds a listener name (release store) */
+    tt_gauge_t tunnels_open;          /* client connections that are byte tunnels now (after a 101) */
 } tt_metrics_shard_t;
 
 /** Adds `v` to histogram `h` with the given bounds; owning worker only. */

@@ -70,7 +70,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     w->nconns++;
     tt_gauge_add(&w->metrics.conn_open, 1);
     tt_addr_t peer = listener.addr;
-    tt__h2_conn_adopt(&w->ls[0], &io, &tt_transport_tcp, &peer, 1, tt_loop_now(loop), preface, sizeof(preface) - 1);
+    tt__wgen_ref(w->cur); /* the connection's use of its generation, which adopt takes over */
+    tt__h2_conn_adopt(&w->cur->ls[0], &io, &tt_transport_tcp, &peer, 1, tt_loop_now(loop), preface,
+                      sizeof(preface) - 1);
     size_t off = 0;
     char sink[65536];
     for (int turn = 0; turn < 64; turn++) {

@@ -866,7 +866,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!g.ready) setup();
     tt_router_t router = {0};
     char err[512];
-    tt_proxy_registry_t *reg = tt_proxy_registry_new(g.conf.upstreams, g.conf.nupstreams, 1, err, sizeof(err));
+    tt_proxy_registry_t *reg = tt_proxy_registry_new(g.conf.upstreams, g.conf.nupstreams, 1, NULL, err, sizeof(err));
     if (reg == NULL) tt_fatal("registry: %s", err);
     tt_static_conf_t sconf = {.root = g.conf.routes[1].root, .index = "index.html"};
     tt_proxy_conf_t pconf = {.up = &g.conf.upstreams[0], .route = "/p", .reg = reg};
