@@ -343,7 +343,32 @@ def perf_profile(peer, work):
         m = re.match(r"^\s+(\d+\.\d+%)\s+(\[.\])\s+(\S+)", ln)
         if m:
             lines.append("%7s  %s %s" % m.groups())
-    return r, lines
+    rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "--sort", "dso",
+                          "--percent-limit", "0.5", "-g", "none"], capture_output=True, text=True).stdout
+    dsos = ["%s %s" % m.groups() for m in re.finditer(r"^\s+(\d+\.\d+%)\s+(\S+)", rep, re.M)]
+    rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "--sort", "symbol",
+                          "--dsos", os.path.basename(TETHER), "--percent-limit", "0.3", "-g", "none"],
+                         capture_output=True, text=True).stdout
+    own = ["%7s  %s" % (m.group(1), m.group(2))
+           for m in re.finditer(r"^\s+(\d+\.\d+%)\s+\[.\]\s+(\S+)", rep, re.M)]
+    return r, lines, dsos, own
+
+
+def syscalls_per_message(peer, work):
+    """One extra run under `perf stat -e raw_syscalls:sys_enter`: the proxy's system calls per message."""
+    out = os.path.join(work, "perf-stat-%s.csv" % peer.name)
+    st = subprocess.Popen(["perf", "stat", "-x", ",", "-o", out, "-e", "raw_syscalls:sys_enter", "-p", str(peer.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        r = run_client(peer, TUNNELS, SECONDS)
+    finally:
+        st.send_signal(2)
+        st.wait(60)
+    with open(out) as f:
+        m = re.search(r"^(\d+),.*raw_syscalls:sys_enter", f.read(), re.M)
+    # counted from before the client's handshakes to after its close: those few hundred calls are in
+    return int(m.group(1)) / max(r["msgs"], 1) if m else float("nan")
 
 
 class Origin:
@@ -377,6 +402,11 @@ def main():
         profile = None
         if PERF and "tether" in rows and shutil.which("perf"):
             profile = perf_profile(next(p for p in peers if p.name == "tether"), work)
+        syscalls = {}
+        if PERF and shutil.which("perf"):
+            for p in peers:
+                syscalls[p.name] = syscalls_per_message(p, work)
+                B.log("  %s: %.2f system calls per message" % (p.name, syscalls[p.name]))
         for p in peers:
             p.stop()
         peers = []
@@ -408,6 +438,10 @@ def main():
                                                               "%.2fx" % (m["us_per_msg"] / t) if t else "-"))
         print("\nEvery round (µs per message): " + "; ".join(
             "%s %s" % (n, "/".join("%.2f" % r["us_per_msg"] for r in rs)) for n, rs in rows.items()))
+        if syscalls:
+            print("\nSystem calls of the proxy per message (one extra run each under `perf stat -e "
+                  "raw_syscalls:sys_enter`; the handshakes and closes of its %d tunnels included): " % TUNNELS
+                  + ", ".join("%s %.2f" % (n, v) for n, v in syscalls.items()) + ".")
         if t and "haproxy" in med:
             h = med["haproxy"]["us_per_msg"]
             print("\nTarget: tether's CPU per tunnelled message no more than HAProxy's: %.2f vs %.2f µs: **%s** "
@@ -415,7 +449,8 @@ def main():
 
         print("\n### RSS per idle tunnel: %d tunnels, each proxy started fresh, medians of %d alternating runs\n"
               % (IDLE_TUNNELS, ROUNDS))
-        print("| proxy | RSS before KiB | RSS with tunnels KiB | KiB per idle tunnel | tunnels at the origin | vs tether |")
+        print("| proxy | RSS before KiB | RSS with tunnels KiB | KiB per idle tunnel | tunnels at the origin "
+              "| vs tether |")
         print("|---|---:|---:|---:|---:|---:|")
         mr = {n: {k: B.median([r[k] for r in rs]) for k in ("before", "after", "per", "origin")}
               for n, rs in rss.items()}
@@ -430,17 +465,20 @@ def main():
             print("\nTarget: tether's RSS per idle tunnel no more than nginx's: %.2f vs %.2f KiB: **%s** (%.2fx)."
                   % (tr, g, "met" if tr <= g else "NOT met", tr / max(g, 1e-9)))
         if profile:
-            r, lines = profile
+            r, lines, dsos, own = profile
             print("\n### perf profile of tether during one extra run (%.0f messages/s, %.2f µs per message under "
                   "perf), functions over 2 %% of samples\n" % (r["mps"], r["us_per_msg"]))
             print("```\n" + "\n".join(lines) + "\n```")
+            print("\nSamples by object: " + ", ".join(dsos) + ". tether's own functions over 0.3 % of all "
+                  "samples:\n")
+            print("```\n" + "\n".join(own) + "\n```")
         print("\nEach proxy's configuration, as run (ORIGIN and PORT are the echo origin's and the proxy's ports):\n")
         for n in PEERS:
             conf = {"tether": TETHER_CONF, "nginx": NGINX_CONF, "haproxy": HAPROXY_CONF}[n]
             conf = conf.replace("{{", "{").replace("}}", "}").replace("{origin}", "ORIGIN").replace(
                 "{port}", "PORT").replace("{timeout}", TUNNEL_TIMEOUT).replace("{dir}", "DIR")
-            cmd = {"tether": "tether serve --config tether.conf --listen 127.0.0.1:PORT", "nginx": "nginx -c nginx.conf",
-                   "haproxy": "haproxy -f haproxy.cfg -db"}[n]
+            cmd = {"tether": "tether serve --config tether.conf --listen 127.0.0.1:PORT",
+                   "nginx": "nginx -c nginx.conf", "haproxy": "haproxy -f haproxy.cfg -db"}[n]
             print("<details><summary>%s (`%s`)</summary>\n\n```\n%s```\n</details>\n" % (n, cmd, conf))
     finally:
         for p in peers:
