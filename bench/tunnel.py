@@ -212,12 +212,15 @@ def client_main(port, k, seconds, pid):
         got[s.fileno()] = 0
     # one checked round trip per tunnel first: the echo is the frame as sent
     for s in socks:
-        s.sendall(FRAME)
+        send_all(s, FRAME)
     for s in socks:
-        s.setblocking(True)
+        s.settimeout(30)
         d = b""
         while len(d) < len(FRAME):
-            d += s.recv(4096)
+            chunk = s.recv(4096)
+            if not chunk:
+                raise SystemExit("the proxy closed a tunnel before its first echo")
+            d += chunk
         if d != FRAME:
             raise SystemExit("the echo differs from the frame sent")
         s.setblocking(False)
@@ -226,7 +229,7 @@ def client_main(port, k, seconds, pid):
     c0, t0 = B.cpu_seconds(pid), time.monotonic()
     end = t0 + seconds
     for s in socks:
-        s.send(FRAME)
+        send_all(s, FRAME)
     flen = len(FRAME)
     while True:
         now = time.monotonic()
@@ -244,7 +247,7 @@ def client_main(port, k, seconds, pid):
             while g >= flen:
                 g -= flen
                 msgs += 1
-                s.send(FRAME)
+                send_all(s, FRAME)
             got[fd] = g
     c1, t1 = B.cpu_seconds(pid), time.monotonic()
     me1 = os.times()
