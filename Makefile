@@ -4,7 +4,7 @@
 #                 running the multi-worker tests; fuzz briefly
 #   make install  build and install /usr/local/bin/tether
 #   make fuzz     run the fuzzers (FUZZ_SECONDS each, default 300)
-#   make bench    every benchmark against nginx, h2o, HAProxy and wrk (bench/README.md; about 25 minutes, 15 of them bench/race.sh)
+#   make bench    every benchmark against nginx, h2o, HAProxy and wrk (bench/README.md; about 30 minutes, 15 of them bench/race.sh)
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -72,6 +72,7 @@ install: build
 bench: build
 	bench/static.sh
 	bench/proxy.sh
+	bench/tunnel.sh
 	bench/race.sh
 	bench/h2.sh
 	bench/tls.sh
