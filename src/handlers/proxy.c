@@ -580,6 +580,9 @@ static void up_on_switch(proxy_req_t *pr, tt_upconn_t *u, const tt_h1_response_t
         return;
     }
     tt_pool_detach(pr->pool, u); /* never back to the pool: its bytes are the tunnel's now */
+    /* The request went out whole and a tunnel is never replayed: its head (a pool block) is not kept for the tunnel's
+     * life (bench/README.md, RSS per idle tunnel) */
+    tt_buf_release(&pr->head, &w->bufs);
     tt_upconn_to_tunnel(u, pr->tunnel);
     tt_tunnel_start(pr->tunnel);
 }
