@@ -317,7 +317,14 @@ static int open_logs_and_check_addresses(const tt_conf_t *c, bool alog_file)
 {
     int r = refuse_taken_addresses(c);
     if (r != 0) return r;
-    if (strcmp(c->error_log, "stderr") != 0 && (r = tt_log_open_file(c->error_log)) != 0) {
+    if (tt_log_is_syslog(c->error_log)) {
+        tt_log_syslog_t sl;
+        const char *why;
+        if (tt_log_syslog_parse(c->error_log, &sl, &why) != 0 || (r = tt_log_open_syslog(&sl)) != 0) {
+            fprintf(stderr, "tether: error_log %s: %s\n", c->error_log, r ? strerror(-r) : why);
+            return 2;
+        }
+    } else if (strcmp(c->error_log, "stderr") != 0 && (r = tt_log_open_file(c->error_log)) != 0) {
         fprintf(stderr, "tether: error_log %s: %s\n", c->error_log, strerror(-r));
         return 2;
     }
@@ -481,6 +488,8 @@ int tt_cmd_serve(int argc, char **argv)
         .router = &router,
         .access_log_fd = alog,
         .access_log_file = alog_file ? &afile : NULL,
+        .access_log_format = c.log_format,
+        .request_id = (tt_request_id_mode_t)c.request_id,
         .name = "tether",
     };
     char err[512];

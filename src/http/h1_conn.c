@@ -35,7 +35,7 @@ typedef struct out_file {
     uint64_t head_bytes; /* its response head */
     uint64_t start_ms;
     tt_accesslog_rec_t rec;
-    char *strs; /* owned copy of method and target for `rec` */
+    char *strs; /* owned copy of what `rec` reads: captured fields, method, target, request id */
 } out_file_t;
 
 typedef struct h1_conn {
@@ -81,6 +81,7 @@ typedef struct h1_conn {
     bool body_unchecked : 1; /* chunked request content still to come whose framing nothing checked yet */
     int64_t resp_left;       /* streamed response: Content-Length bytes still owed, -1 when not counted */
     uint64_t resp_bytes;     /* bytes of the streamed response queued so far (access log) */
+    uint64_t resp_head;      /* of which its head */
     int resp_status;
     tt_buf_t trailers;     /* request trailer section being collected for an asynchronous handler */
     uint8_t resp_decision; /* keep-alive decision of the streamed response's head */
@@ -102,13 +103,14 @@ typedef struct h1_areq {
     tt_defer_t free_later;
     tt_str_t method;
     tt_str_t target;
-    char strs[]; /* method and target */
+    const tt_str_t *caps;    /* the request fields the log format reads (tt_accesslog_capture), or NULL */
+    _Alignas(8) char strs[]; /* the captured fields (views first), method and target */
 } h1_areq_t;
 
 static void conn_run(h1_conn_t *c);
 static void conn_close(h1_conn_t *c, tt_close_reason_t reason);
-static void log_line(h1_conn_t *c, tt_str_t method, tt_str_t target, int status, uint64_t bytes,
-                     tt_close_reason_t decision, tt_str_t extra);
+static void log_line(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uint64_t head_bytes,
+                     tt_close_reason_t decision);
 static void abort_areq(h1_conn_t *c);
 static bool tls_step(h1_conn_t *c);
 static int check_preface(h1_conn_t *c);
@@ -210,9 +212,8 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     if (c->areq != NULL) {
         /* Log the request the client will never get a (complete) answer to: 499 as nginx does when no
          * response was started. */
-        tt_str_t extra = c->areq->req.log_extra;
-        log_line(c, c->areq->method, c->areq->target, c->resp_open ? c->resp_status : 499, c->resp_bytes, reason,
-                 extra);
+        log_line(c, &c->areq->req, c->resp_open ? c->resp_status : 499, c->resp_bytes, c->resp_open ? c->resp_head : 0,
+                 reason);
         c->resp_bytes = 0;
         abort_areq(c);
     }
@@ -369,25 +370,6 @@ static void conn_kick(h1_conn_t *c)
     if (!c->in_run && c->state < ST_LINGER) tt_loop_defer(c->w->loop, &c->kick, kick_cb);
 }
 
-static void log_line(h1_conn_t *c, tt_str_t method, tt_str_t target, int status, uint64_t bytes,
-                     tt_close_reason_t decision, tt_str_t extra)
-{
-    tt_accesslog_rec_t rec = {
-        .peer = &c->peer,
-        .method = method,
-        .target = target,
-        .minor_version = c->cur_minor,
-        .status = status,
-        .bytes = bytes,
-        .duration_ms = tt_loop_now(c->w->loop) - c->cur_start_ms,
-        .conn_id = c->id,
-        .req_no = c->requests,
-        .decision = tt_close_reason_name(decision),
-        .extra = extra,
-    };
-    tt_accesslog_add(&c->w->alog, &rec);
-}
-
 /* The method and target for the log: the request's bytes while handle() runs, the copies afterwards. */
 static void req_names(h1_conn_t *c, const tt_req_t *rq, tt_str_t *method, tt_str_t *target)
 {
@@ -398,6 +380,33 @@ static void req_names(h1_conn_t *c, const tt_req_t *rq, tt_str_t *method, tt_str
         *method = rq->head->method;
         *target = rq->head->target;
     }
+}
+
+/* The line of request `rq`: its head's fields while handle() runs (the head is valid then), the captured copies of
+ * an asynchronous request afterwards. */
+static void log_line(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uint64_t head_bytes,
+                     tt_close_reason_t decision)
+{
+    if (!tt_accesslog_enabled(&c->w->alog)) return;
+    const bool async = c->areq != NULL && rq == &c->areq->req;
+    tt_accesslog_rec_t rec = {
+        .peer = &c->peer,
+        .minor_version = c->cur_minor,
+        .status = status,
+        .bytes = bytes,
+        .duration_ms = tt_loop_now(c->w->loop) - c->cur_start_ms,
+        .conn_id = c->id,
+        .req_no = c->requests,
+        .decision = tt_close_reason_name(decision),
+        .extra = rq->log_extra,
+        .head_bytes = head_bytes,
+        .head = async ? NULL : rq->head,
+        .caps = async ? c->areq->caps : NULL,
+        .request_id = tt_str(rq->request_id, rq->request_id_len),
+        .up = rq->log_up,
+    };
+    req_names(c, rq, &rec.method, &rec.target);
+    tt_accesslog_add(&c->w->alog, &rec);
 }
 
 static void areq_free_cb(tt_defer_t *d)
@@ -534,20 +543,27 @@ static void h1_respond(tt_req_t *rq, const tt_resp_t *resp)
                 .conn_id = c->id,
                 .req_no = c->requests,
                 .decision = tt_close_reason_name(decision),
+                .head_bytes = head_len,
             };
             if (tt_accesslog_enabled(&w->alog)) {
                 /* The line is written when the file is sent; the request's bytes will be gone by then. */
-                f->strs = tt_malloc(method.n + target.n + 1);
-                memcpy(f->strs, method.p, method.n);
-                memcpy(f->strs + method.n, target.p, target.n);
-                f->rec.method = tt_str(f->strs, method.n);
-                f->rec.target = tt_str(f->strs + method.n, target.n);
+                const bool async = c->areq != NULL && rq == &c->areq->req;
+                size_t capsz = async ? 0 : tt_accesslog_capture_size(&w->alog, rq->head);
+                f->strs = tt_malloc(capsz + method.n + target.n + rq->request_id_len + 1);
+                char *s = f->strs + capsz;
+                f->rec.caps = async ? c->areq->caps : tt_accesslog_capture(&w->alog, rq->head, f->strs);
+                memcpy(s, method.p, method.n);
+                memcpy(s + method.n, target.p, target.n);
+                memcpy(s + method.n + target.n, rq->request_id, rq->request_id_len);
+                f->rec.method = tt_str(s, method.n);
+                f->rec.target = tt_str(s + method.n, target.n);
+                f->rec.request_id = tt_str(s + method.n + target.n, rq->request_id_len);
             }
             req_done(c, rq);
             return;
         }
     }
-    log_line(c, method, target, resp->status, head_len + content, decision, rq->log_extra);
+    log_line(c, rq, resp->status, head_len + content, head_len, decision);
     req_done(c, rq);
 }
 
@@ -558,7 +574,7 @@ static void h1_respond_head(tt_req_t *rq, const tt_resp_t *head)
     const bool content = !tt_http_status_has_no_content(head->status) && !rq->is_head;
     const bool chunked = content && head->content_length < 0 && c->cur_minor >= 1;
     tt_close_reason_t decision;
-    c->resp_bytes = put_head(c, head, chunked, content, &decision);
+    c->resp_bytes = c->resp_head = put_head(c, head, chunked, content, &decision);
     c->resp_open = true;
     c->resp_chunked = chunked;
     c->resp_left = !content ? 0 : head->content_length;
@@ -615,9 +631,7 @@ static void finish_streamed(tt_req_t *rq, tt_str_t trailers, bool failed)
         c->close_reason = TT_CLOSE_RESET;
         decision = TT_CLOSE_RESET;
     }
-    tt_str_t method, target;
-    req_names(c, rq, &method, &target);
-    log_line(c, method, target, c->resp_status, c->resp_bytes, decision, rq->log_extra);
+    log_line(c, rq, c->resp_status, c->resp_bytes, c->resp_head, decision);
     req_done(c, rq);
     conn_kick(c);
 }
@@ -670,6 +684,7 @@ static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
     rq->worker = c->w;
     rq->_conn = c;
     rq->_ops = &h1_req_ops;
+    tt__req_set_id(rq, c->w, h);
     c->cur_minor = (uint8_t)h->minor_version;
     c->cur_tokens = h->conn_tokens;
     c->cur_start_ms = c->mark_ms;
@@ -720,13 +735,16 @@ static void abort_areq(h1_conn_t *c)
 static tt_req_t *make_areq(h1_conn_t *c, const tt_req_t *rq)
 {
     const tt_h1_request_t *h = rq->head;
-    h1_areq_t *a = tt_malloc(sizeof(*a) + h->method.n + h->target.n);
+    size_t capsz = tt_accesslog_capture_size(&c->w->alog, h);
+    h1_areq_t *a = tt_malloc(sizeof(*a) + capsz + h->method.n + h->target.n);
     a->req = *rq;
     a->free_later = (tt_defer_t){0};
-    memcpy(a->strs, h->method.p, h->method.n);
-    memcpy(a->strs + h->method.n, h->target.p, h->target.n);
-    a->method = tt_str(a->strs, h->method.n);
-    a->target = tt_str(a->strs + h->method.n, h->target.n);
+    a->caps = tt_accesslog_capture(&c->w->alog, h, a->strs);
+    char *s = a->strs + capsz;
+    memcpy(s, h->method.p, h->method.n);
+    memcpy(s + h->method.n, h->target.p, h->target.n);
+    a->method = tt_str(s, h->method.n);
+    a->target = tt_str(s + h->method.n, h->target.n);
     c->areq = a;
     return &a->req;
 }
@@ -1159,7 +1177,11 @@ static void respond_timeout(h1_conn_t *c)
     c->cur_minor = (uint8_t)h->minor_version;
     c->cur_start_ms = c->mark_ms;
     c->requests++; /* the line numbers the request that timed out */
-    log_line(c, h->method, h->target, 408, n > 0 ? (uint64_t)n : 0, TT_CLOSE_HEADER_TIMEOUT, TT_STR_NULL);
+    tt_req_t rq;
+    memset(&rq, 0, offsetof(tt_req_t, request_id));
+    rq.head = h;
+    tt__req_set_id(&rq, c->w, NULL);
+    log_line(c, &rq, 408, n > 0 ? (uint64_t)n : 0, n > 0 ? (uint64_t)n : 0, TT_CLOSE_HEADER_TIMEOUT);
 }
 
 static void op_on_timeout(tt__conn_t *base)

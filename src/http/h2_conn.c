@@ -77,6 +77,7 @@ typedef struct h2_stream {
     tt_body_file_t file;
     tt_defer_t free_later;
     char *log_extra; /* the handler's access-log text, copied when it finished (it owns req.log_extra until then) */
+    tt_accesslog_up_t log_up; /* likewise, a copy of *req.log_up */
 } h2_stream_t;
 
 struct h2_conn {
@@ -259,6 +260,10 @@ static void keep_log_extra(h2_stream_t *st)
     st->req.log_extra = copy ? tt_str(copy, st->req.log_extra.n) : TT_STR_NULL;
     free(st->log_extra);
     st->log_extra = copy;
+    if (st->req.log_up != NULL && st->req.log_up != &st->log_up) {
+        st->log_up = *st->req.log_up; /* its name and addr are the configuration's: they outlive the stream */
+        st->req.log_up = &st->log_up;
+    }
 }
 
 static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
@@ -555,6 +560,7 @@ static void dispatch(h2_stream_t *st)
     rq->worker = w;
     rq->_conn = st;
     rq->_ops = &h2_req_ops;
+    tt__req_set_id(rq, w, h);
     const bool connect = h->method_id == TT_METHOD_CONNECT;
     /* :path is origin-form (RFC 9113 8.3.1; nghttp2 checked its syntax); CONNECT has none */
     bool bad_path = !connect && (h->target.n == 0 || h->target.p[0] != '/' || !tt__req_set_path(rq, h->target));
@@ -813,7 +819,9 @@ static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
     h2_conn_t *c = st->c;
     if (st->head == NULL) return;
     char extra[64 + 320];
-    int n = snprintf(extra, sizeof(extra), "stream=%d%s%.*s", st->id, st->req.log_extra.n ? " " : "",
+    int n = 0;
+    if (tt_accesslog_wants_extra(&c->w->alog))
+        n = snprintf(extra, sizeof(extra), "stream=%d%s%.*s", st->id, st->req.log_extra.n ? " " : "",
                      (int)TT_MIN(st->req.log_extra.n, 320), st->req.log_extra.p ? st->req.log_extra.p : "");
     tt_accesslog_rec_t rec = {
         .peer = &c->peer,
@@ -827,6 +835,10 @@ static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
         .req_no = st->req.req_no,
         .decision = tt_close_reason_name(decision),
         .extra = tt_str(extra, (size_t)TT_MAX(n, 0)),
+        .stream_id = st->id,
+        .head = st->head,
+        .request_id = tt_str(st->req.request_id, st->req.request_id_len),
+        .up = st->req.log_up,
     };
     tt_accesslog_add(&c->w->alog, &rec);
 }

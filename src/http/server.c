@@ -325,6 +325,7 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
             tt_accesslog_init_file(&w->alog, w->loop, conf->access_log_file);
         else
             tt_accesslog_init(&w->alog, w->loop, conf->access_log_fd);
+        tt_accesslog_set_format(&w->alog, conf->access_log_format);
         w->date_s = -1;
         w->ls = tt_calloc(conf->nlisteners ? conf->nlisteners : 1, sizeof(tt__lstate_t));
         for (size_t l = 0; l < conf->nlisteners; l++) w->ls[l].io.fd = -1;

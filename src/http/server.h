@@ -46,6 +46,13 @@ typedef struct tt_listener_conf {
     tt_tls_source_t *tls;             /* NULL: plain TCP; not owned */
 } tt_listener_conf_t;
 
+/** What a request's X-Request-Id becomes ([log] request_id). */
+typedef enum tt_request_id_mode {
+    TT_REQUEST_ID_OFF = 0, /* none: nothing generated, nothing added upstream, $request_id is "-" */
+    TT_REQUEST_ID_ON,      /* the client's when valid, else a generated one; forwarded upstream */
+    TT_REQUEST_ID_GENERATE /* always a generated one (the client's is replaced); forwarded upstream */
+} tt_request_id_mode_t;
+
 /** Server settings; every pointer must outlive the server. */
 typedef struct tt_server_conf {
     uint32_t workers;          /* worker threads, >= 1 */
@@ -56,9 +63,12 @@ typedef struct tt_server_conf {
     const tt_listener_conf_t *listeners;
     size_t nlisteners;
     const tt_router_t *router;
-    int access_log_fd;                               /* -1: off; not owned; unused when access_log_file is set */
-    const struct tt_accesslog_file *access_log_file; /* NULL, or each worker opens this file itself */
-    const char *name;                                /* for logs ("tether", "admin") */
+    int access_log_fd;                                /* -1: off; not owned; unused when access_log_file is set */
+    const struct tt_accesslog_file *access_log_file;  /* NULL, or each worker opens this file itself */
+    const char *name;                                 /* for logs ("tether", "admin") */
+    const struct tt_accesslog_fmt *access_log_format; /* NULL: the main format; not owned */
+    tt_request_id_mode_t request_id;
+    bool request_id_response; /* echo the request id in an X-Request-Id response field */
 } tt_server_conf_t;
 
 typedef struct tt_server tt_server_t;

@@ -7,6 +7,7 @@
 #define TT_HTTP_WORKER_H
 
 #include "core/buf.h"
+#include "core/rand.h"
 #include "core/tq.h"
 #include "http/accesslog.h"
 #include "http/server.h"
@@ -53,6 +54,7 @@ struct tt_worker {
     size_t date_fields_len;
     tt_accesslog_t alog;
     tt_h1_request_t req; /* parse target, reused for every request head */
+    tt_rand_t rng;       /* request ids (tt__req_set_id) */
     char *path_buf;      /* normalized request path of the request being dispatched (tt__worker_path_buf) */
     size_t path_cap;
 };
@@ -87,6 +89,11 @@ char *tt__worker_path_buf(tt_worker_t *w, size_t n);
  *  authority of an absolute-form one): the path normalized (tt_uri_normalize_path) into the worker's path scratch
  *  when it is not normal already, "/" when empty. False when the path must be refused (400). rq->worker is set. */
 bool tt__req_set_path(tt_req_t *rq, tt_str_t t);
+
+/* reqid.c */
+/** Gives `rq` its request id as w->conf->request_id says: the first X-Request-Id of `h` (may be NULL) when it is
+ *  1 to TT_REQUEST_ID_MAX visible ASCII bytes and the mode keeps it, else 32 random hex digits; none when off. */
+void tt__req_set_id(tt_req_t *rq, tt_worker_t *w, const tt_h1_request_t *h);
 
 /** Timeout callback of every connection queue: dispatches to the connection's on_timeout. */
 void tt__conn_on_timeout(tt_tq_entry_t *e);
