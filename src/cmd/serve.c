@@ -54,6 +54,7 @@ static const char serve_usage[] =
     "  --access-log FILE|-|off    access log [- (stdout)]\n"
     "  --metrics ADDR:PORT|off    admin listener for /metrics and /status [off]\n"
     "  --log-level LEVEL          error, warn, info or debug [info]\n"
+    "  --log-format FORMAT        access log: main, combined, json or a template with $variables [main]\n"
     "  -h, --help                 this text\n";
 
 enum {
@@ -74,6 +75,7 @@ enum {
     OPT_ACCESSLOG,
     OPT_METRICS,
     OPT_LOGLEVEL,
+    OPT_LOGFORMAT,
     OPT_PROXY,
     OPT_ROUTE,
     OPT_TLS_LISTEN,
@@ -99,6 +101,7 @@ static const struct option long_opts[] = {
     {"access-log", required_argument, NULL, OPT_ACCESSLOG},
     {"metrics", required_argument, NULL, OPT_METRICS},
     {"log-level", required_argument, NULL, OPT_LOGLEVEL},
+    {"log-format", required_argument, NULL, OPT_LOGFORMAT},
     {"proxy", required_argument, NULL, OPT_PROXY},
     {"route", required_argument, NULL, OPT_ROUTE},
     {"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
@@ -130,6 +133,7 @@ static const struct {
     {OPT_ACCESSLOG, "--access-log", "access_log"},
     {OPT_METRICS, "--metrics", "listen"},
     {OPT_LOGLEVEL, "--log-level", "level"},
+    {OPT_LOGFORMAT, "--log-format", "log_format"},
 };
 
 static uint32_t cpu_count(void)
