@@ -95,17 +95,19 @@ struct tt_req {
     uint64_t start_ms;      /* loop time the request head began */
     const tt_addr_t *peer;  /* client address */
     tt_worker_t *worker;    /* the worker serving it */
-    const tt_req_hooks_t *hooks;        /* set by an asynchronous handler, NULL otherwise */
-    void *ctx;                          /* the handler's, with the hooks */
-    tt_str_t log_extra;                 /* appended to the access-log line; the handler owns the bytes until finish,
-                                           or clears it in on_abort when it frees them */
+    const tt_req_hooks_t *hooks; /* set by an asynchronous handler, NULL otherwise */
+    void *ctx;                   /* the handler's, with the hooks */
+    tt_str_t log_extra;          /* appended to the access-log line; the handler owns the bytes until finish,
+                                    or clears it in on_abort when it frees them */
+    void *_conn;                 /* private: the protocol connection */
+    const tt_req_ops_t *_ops;    /* private: the protocol's writer */
+    bool _done;                  /* private: finished; every call below is a no-op (see "Lifetime" above) */
+
+    /* the log's view of the request */
     const tt_accesslog_up_t *log_up;    /* a proxied request's upstream side for the log line; as log_extra */
     uint8_t request_id_len;             /* bytes of request_id; 0: none ([log] request_id = off) */
     char request_id[TT_REQUEST_ID_MAX]; /* X-Request-Id: the client's when kept, else generated (32 hex digits);
                                            set before handle(), forwarded upstream, logged as $request_id */
-    void *_conn;                        /* private: the protocol connection */
-    const tt_req_ops_t *_ops;           /* private: the protocol's writer */
-    bool _done;                         /* private: finished; every call below is a no-op (see "Lifetime" above) */
 };
 
 /**

@@ -63,12 +63,13 @@ typedef struct tt_server_conf {
     const tt_listener_conf_t *listeners;
     size_t nlisteners;
     const tt_router_t *router;
-    int access_log_fd;                                /* -1: off; not owned; unused when access_log_file is set */
-    const struct tt_accesslog_file *access_log_file;  /* NULL, or each worker opens this file itself */
-    const char *name;                                 /* for logs ("tether", "admin") */
+    int access_log_fd;                               /* -1: off; not owned; unused when access_log_file is set */
+    const struct tt_accesslog_file *access_log_file; /* NULL, or each worker opens this file itself */
+    const char *name;                                /* for logs ("tether", "admin") */
+
+    /* [log]: the access log's format, the request ids */
     const struct tt_accesslog_fmt *access_log_format; /* NULL: the main format; not owned */
-    tt_request_id_mode_t request_id;
-    bool request_id_response; /* echo the request id in an X-Request-Id response field */
+    tt_request_id_mode_t request_id;                  /* what each request's id is (reqid.c) */
 } tt_server_conf_t;
 
 typedef struct tt_server tt_server_t;
