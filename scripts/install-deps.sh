@@ -5,8 +5,8 @@ set -euo pipefail
 
 packages=(
   build-essential libtsan2 cmake pkg-config clang libclang-rt-14-dev clang-format
-  libssl-dev libnghttp2-dev libinih-dev libcmocka-dev
-  python3 python3-pytest python3-h2 python3-httpx
+  libssl-dev libnghttp2-dev libinih-dev libcmocka-dev libpcre2-dev
+  python3 python3-pytest python3-h2 python3-httpx python3-websockets
   curl nghttp2-client wrk nginx-light iproute2 openssl procps
 )
 

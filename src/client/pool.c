@@ -79,6 +79,7 @@ static const char *const retire_names[TT_RETIRE__COUNT] = {
     [TT_RETIRE_MAX_IDLE] = "max_idle",
     [TT_RETIRE_SHUTDOWN] = "shutdown",
     [TT_RETIRE_STRAY_BYTES] = "stray_bytes",
+    [TT_RETIRE_TUNNEL] = "tunnel",
 };
 
 const char *tt_pool_retire_name(tt_pool_retire_t r)
@@ -930,6 +931,14 @@ void tt_pool_discard(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason)
     tt_upconn_close(u);
     above_changed(p, o);
     dispatch_queue(p);
+}
+
+void tt_pool_detach(tt_pool_t *p, tt_upconn_t *u)
+{
+    check_in(p, u);
+    tt_counter_add(&p->m->retired[TT_RETIRE_TUNNEL], 1);
+    u->pool.owner = NULL;
+    dispatch_queue(p); /* a waiter may take the place it held */
 }
 
 void tt_pool_set_tls(tt_pool_t *p, tt_tls_client_t *tls)

@@ -374,6 +374,28 @@ static void size_connections(tt_conf_t *c, uint32_t workers, size_t nl, long nof
            c->max_connections, nofile, workers, c->max_connections, (unsigned long long)reserved);
 }
 
+/*
+ * The [vhost] sections into `router`, in file order; returns the router index of c->vhosts[0]. The default
+ * virtual host is the one with default = on, else the routes without a vhost (and [static] root) when there are
+ * any, else the first [vhost].
+ */
+static size_t build_vhosts(tt_router_t *router, const tt_conf_t *c)
+{
+    size_t base = 0, dflt = 0;
+    bool unnamed = c->static_root != NULL;
+    for (size_t i = 0; i < c->nroutes; i++) unnamed |= c->routes[i].vhost == NULL;
+    for (size_t v = 0; v < c->nvhosts; v++) {
+        size_t idx = tt_router_add_vhost(router, c->vhosts[v].name, (const char *const *)c->vhosts[v].names,
+                                         c->vhosts[v].nnames);
+        if (v == 0) base = idx;
+        if (c->vhosts[v].is_default || (v == 0 && !unnamed)) dflt = idx;
+    }
+    for (size_t v = 0; v < c->nvhosts; v++)
+        if (c->vhosts[v].is_default) dflt = base + v;
+    if (c->nvhosts) tt_router_set_default(router, dflt);
+    return base;
+}
+
 /* Frees what tt_cmd_serve() built from the configuration. */
 static void free_setup(tt_router_t *router, tt_proxy_registry_t **reg, tt_static_conf_t *static_confs,
                        tt_proxy_conf_t *proxy_confs, tt_listener_conf_t *listeners, tt_tls_source_t **tls, size_t ntls)
@@ -435,19 +457,26 @@ int tt_cmd_serve(int argc, char **argv)
     tt_static_conf_t *static_confs = tt_calloc(c.nroutes + 1, sizeof(*static_confs));
     tt_proxy_conf_t *proxy_confs = tt_calloc(c.nroutes + 1, sizeof(*proxy_confs));
     bool root_taken = false;
+    size_t vhost_base = build_vhosts(&router, &c);
     for (size_t i = 0; i < c.nroutes; i++) {
         tt_conf_route_t *r = &c.routes[i];
-        root_taken |= strcmp(r->prefix, "/") == 0;
+        size_t vh = 0;
+        for (size_t v = 0; r->vhost != NULL && v < c.nvhosts; v++)
+            if (strcmp(c.vhosts[v].name, r->vhost) == 0) vh = vhost_base + v;
+        root_taken |= vh == 0 && strcmp(r->prefix, "/") == 0;
         if (r->root != NULL) {
             static_confs[i] = (tt_static_conf_t){.root = r->root, .index = r->index ? r->index : c.static_index};
-            tt_router_add(&router, r->prefix, &tt_static_ops, &static_confs[i]);
+            tt_router_add_in(&router, vh, r->prefix, &tt_static_ops, &static_confs[i]);
             continue;
         }
         for (size_t u = 0; u < c.nupstreams; u++)
             if (strcmp(c.upstreams[u].name, r->upstream) == 0) proxy_confs[i].up = &c.upstreams[u];
         proxy_confs[i].route = r->prefix;
         proxy_confs[i].reg = reg;
-        tt_router_add(&router, r->prefix, &tt_proxy_ops, &proxy_confs[i]);
+        proxy_confs[i].upgrade = (tt_upgrade_policy_t)r->upgrade;
+        proxy_confs[i].tunnel_idle_ms = r->tunnel_idle_timeout_ms;
+        proxy_confs[i].rules = &r->rules;
+        tt_router_add_in(&router, vh, r->prefix, &tt_proxy_ops, &proxy_confs[i]);
     }
     if (c.static_root != NULL && !root_taken) {
         static_confs[c.nroutes] = (tt_static_conf_t){.root = c.static_root, .index = c.static_index};

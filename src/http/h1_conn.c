@@ -3,8 +3,10 @@
  * A connection is in one state (head, body, linger, closed) and waits on at most one timeout queue:
  * header (first byte of a head to its end, and a new connection's first request), body (between reads
  * of content), send (peer not reading our output), idle (between requests; the bucket that its last
- * response advertised), linger (draining after a close). Input is processed in batches: everything a
- * read brought is parsed and answered, then all responses go out in one write.
+ * response advertised), linger (draining after a close). After a 101 the connection is the client side of a
+ * byte tunnel (state tunnel): the tunnel reads and writes its socket and its own idle deadline governs it; the
+ * connection only passes its socket's events on, and closes when the tunnel's user says so. Input is processed in
+ * batches: everything a read brought is parsed and answered, then all responses go out in one write.
  */
 #include "http/worker.h"
 #include "core/log.h"
@@ -23,7 +25,8 @@
 #define LINGER_BYTES (1u << 20)
 #define OUT_LOW      16384 /* a handler told "full" is called back when output falls below this */
 
-enum conn_state { ST_TLS, ST_HEAD, ST_BODY, ST_LINGER, ST_CLOSED };
+/* Order matters: states from ST_LINGER on take no request and write no response. */
+enum conn_state { ST_TLS, ST_HEAD, ST_BODY, ST_LINGER, ST_TUNNEL, ST_CLOSED };
 enum tq_kind { TQ_NONE, TQ_HEADER, TQ_BODY, TQ_SEND, TQ_IDLE, TQ_LINGER };
 enum process_result { P_NEED_INPUT, P_BLOCKED, P_WAIT, P_STOP };
 
@@ -79,6 +82,7 @@ typedef struct h1_conn {
     bool resp_chunked : 1;   /* the streamed response is chunked */
     bool resp_open : 1;      /* a streamed response head went out and its finish has not */
     bool body_unchecked : 1; /* chunked request content still to come whose framing nothing checked yet */
+    bool sent_continue : 1;  /* this request got tether's own 100 Continue */
     int64_t resp_left;       /* streamed response: Content-Length bytes still owed, -1 when not counted */
     uint64_t resp_bytes;     /* bytes of the streamed response queued so far (access log) */
     uint64_t resp_head;      /* of which its head */
@@ -89,6 +93,7 @@ typedef struct h1_conn {
     unsigned cur_tokens;   /* its Connection tokens */
     uint64_t cur_start_ms; /* when its head began */
     struct h1_areq *areq;  /* the asynchronous request in flight, NULL otherwise */
+    tt_tunnel_t *tunnel;   /* ST_TUNNEL: the tunnel its socket's events go to (its user, the handler, owns it) */
     tt_defer_t resume;     /* continue after yielding */
     tt_defer_t kick;       /* flush writes made outside conn_run */
     tt_defer_t free_later;
@@ -112,6 +117,7 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason);
 static void log_line(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uint64_t head_bytes,
                      tt_close_reason_t decision);
 static void abort_areq(h1_conn_t *c);
+static void tunnel_log(h1_conn_t *c, tt_close_reason_t reason);
 static bool tls_step(h1_conn_t *c);
 static int check_preface(h1_conn_t *c);
 
@@ -209,7 +215,11 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     tt_worker_t *w = c->w;
     if (reason == TT_CLOSE_TLS_ERROR && (c->state == ST_TLS || c->tr == &tt_transport_tcp))
         tt_counter_add(&w->metrics.tls_failures, 1); /* failed, abandoned or never begun (accept failed) */
-    if (c->areq != NULL) {
+    if (c->state == ST_TUNNEL) tt_gauge_add(&w->metrics.tunnels_open, -1);
+    if (c->areq != NULL && c->tunnel != NULL) {
+        tunnel_log(c, reason); /* closed under the tunnel (drain deadline, shutdown): the handler cancels it */
+        abort_areq(c);
+    } else if (c->areq != NULL) {
         /* Log the request the client will never get a (complete) answer to: 499 as nginx does when no
          * response was started. */
         log_line(c, &c->areq->req, c->resp_open ? c->resp_status : 499, c->resp_bytes, c->resp_open ? c->resp_head : 0,
@@ -217,6 +227,7 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
         c->resp_bytes = 0;
         abort_areq(c);
     }
+    c->tunnel = NULL;
     c->in_run = false;
     if (c->idle) {
         c->idle = false;
@@ -652,6 +663,84 @@ static void h1_pause_body(tt_req_t *rq, bool pause)
     if (!pause) conn_kick(c);
 }
 
+/* An interim response (RFC 9110 15.2) goes out ahead of the final head; never to an HTTP/1.0 client, and a 100 only
+ * when tether did not send its own for this request. */
+static void h1_interim(tt_req_t *rq, int status, tt_str_t fields)
+{
+    h1_conn_t *c = rq->_conn;
+    if (c->state >= ST_LINGER || c->resp_open || c->cur_minor == 0 || status < 100 || status > 199 || status == 101)
+        return;
+    if (status == 100 && c->sent_continue) return;
+    char line[64];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, tt_http_reason(status));
+    out_append(c, line, (size_t)n);
+    out_append(c, fields.p, fields.n);
+    out_append(c, TT_LIT("\r\n"));
+    if (status == 100) c->sent_continue = true;
+    conn_kick(c);
+}
+
+/* The access-log line of a tunnel that ends: status 101, the bytes sent to the client (the head included), and the
+ * handler's fields followed by the bytes each way and the tunnel's duration. */
+static void tunnel_log(h1_conn_t *c, tt_close_reason_t reason)
+{
+    h1_areq_t *a = c->areq;
+    uint64_t up = tt_tunnel_bytes_from(c->tunnel, TT_TUNNEL_CLIENT);
+    uint64_t down = tt_tunnel_bytes_from(c->tunnel, TT_TUNNEL_UPSTREAM);
+    uint64_t ms = tt_loop_now(c->w->loop) - tt_tunnel_start_ms(c->tunnel);
+    tt_str_t px = a->req.log_extra;
+    char extra[640];
+    int n = snprintf(extra, sizeof(extra), "%.*s%stunnel_up=%llu tunnel_down=%llu tunnel_ms=%llu", (int)px.n,
+                     px.n ? px.p : "", px.n ? " " : "", (unsigned long long)up,
+                     (unsigned long long)(down > c->resp_bytes ? down - c->resp_bytes : 0), (unsigned long long)ms);
+    tt_str_t handler_extra = a->req.log_extra; /* the main format's extra is the tunnel's for this line */
+    a->req.log_extra = tt_str(extra, n > 0 ? TT_MIN((size_t)n, sizeof(extra) - 1) : 0);
+    log_line(c, &a->req, 101, down, TT_MIN(c->resp_bytes, down), reason);
+    a->req.log_extra = handler_extra;
+}
+
+/* 101: the head, then the socket belongs to the tunnel. The output still queued (an interim response, the head) and
+ * the bytes the client sent after its request go through the tunnel, in order. */
+static bool h1_upgrade(tt_req_t *rq, tt_str_t fields, tt_tunnel_t *t)
+{
+    h1_conn_t *c = rq->_conn;
+    tt_worker_t *w = c->w;
+    if (c->state != ST_HEAD || c->resp_open || c->closing || c->nfiles > 0 || c->areq == NULL || rq != &c->areq->req)
+        return false;
+    size_t before = c->out.len;
+    out_append(c, TT_LIT("HTTP/1.1 101 Switching Protocols\r\n"));
+    tt_str_t date = tt__worker_date_fields(w);
+    out_append(c, date.p, date.n);
+    out_append(c, fields.p, fields.n);
+    out_append(c, TT_LIT("\r\n"));
+    tt_metrics_count_status(&w->metrics, 101);
+    c->resp_bytes = c->out.len - before;
+    c->resp_status = 101;
+    c->resp_open = true;
+    c->state = ST_TUNNEL;
+    c->tunnel = t;
+    set_tq(c, TQ_NONE);
+    tt_gauge_add(&w->metrics.tunnels_open, 1);
+    /* toward the client: queued output first (the upstream side's bytes follow it) */
+    tt_tunnel_attach(t, TT_TUNNEL_CLIENT, c->io.fd, c->tr, c->peer_hup, c->in.len ? tt_buf_data(&c->in) : NULL,
+                     c->in.len);
+    tt_tunnel_queue(t, TT_TUNNEL_CLIENT, tt_buf_data(&c->out), c->out.len);
+    tt_buf_release(&c->in, &w->bufs);
+    tt_buf_release(&c->out, &w->bufs);
+    c->npending = 0;
+    c->wr_blocked = false;
+    return true;
+}
+
+static void h1_close_tunnel(tt_req_t *rq, tt_close_reason_t reason)
+{
+    h1_conn_t *c = rq->_conn;
+    if (c->state != ST_TUNNEL || c->areq == NULL || rq != &c->areq->req) return;
+    tunnel_log(c, reason);
+    areq_finish(c, c->areq);
+    conn_close(c, reason);
+}
+
 static const tt_req_ops_t h1_req_ops = {
     .respond = h1_respond,
     .respond_head = h1_respond_head,
@@ -659,6 +748,9 @@ static const tt_req_ops_t h1_req_ops = {
     .finish = h1_finish,
     .fail_response = h1_fail,
     .pause_body = h1_pause_body,
+    .interim = h1_interim,
+    .upgrade = h1_upgrade,
+    .close_tunnel = h1_close_tunnel,
 };
 
 /* The head of a request refused before any of it could be parsed: no method, no target, no fields. */
@@ -805,15 +897,13 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
     } else if (framing > 200) {
         respond_error(c, &rq, framing); /* never handed to a handler (or an upstream) */
     } else {
-        if (has_body && h->expect_continue && h->minor_version >= 1)
-            out_append(c, TT_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
+        c->sent_continue = has_body && h->expect_continue && h->minor_version >= 1;
+        if (c->sent_continue) out_append(c, TT_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
         if (tt_str_eq(rq.path, TT_LIT("*"))) {
             tt_req_respond_text(&rq, 200, TT_STR("Allow: GET, HEAD, OPTIONS\r\n"));
         } else {
-            int r = tt_router_match(w->conf->router, rq.path);
-            if (r < 0) {
-                tt_req_respond_text(&rq, 404, TT_STR_NULL);
-            } else {
+            int r = tt_router_route(w->conf->router, &rq, tt_tls_sni(c->tr)); /* < 0: answered (404, 421, 301) */
+            if (r >= 0) {
                 const tt_route_t *rt = &w->conf->router->routes[r];
                 if (rt->ops->async) {
                     tt_req_t *ar = make_areq(c, &rq);
@@ -1008,7 +1098,7 @@ static int conn_read(h1_conn_t *c)
 /* After a round of I/O: pick the one deadline the connection now waits on, or go idle, or close. */
 static void conn_settle(h1_conn_t *c)
 {
-    if (c->state == ST_CLOSED || c->state == ST_LINGER) return;
+    if (c->state >= ST_LINGER) return;
     if (has_output(c)) return; /* waiting for EPOLLOUT, in the send queue */
     if (c->closing) {
         if (c->resp_open) return; /* a streamed response is still coming: close after its end */
@@ -1047,7 +1137,7 @@ static void conn_settle(h1_conn_t *c)
 static void resume_cb(tt_defer_t *d)
 {
     h1_conn_t *c = tt_container_of(d, h1_conn_t, resume);
-    if (c->state != ST_CLOSED) conn_run(c);
+    if (c->state < ST_LINGER) conn_run(c);
 }
 
 static void conn_run(h1_conn_t *c)
@@ -1085,6 +1175,10 @@ static void conn_on_io(tt_io_t *io, uint32_t events)
     if (c->state == ST_CLOSED) return;
     if (c->state == ST_LINGER) {
         if (events & TT_EV_READ) linger_drain(c);
+        return;
+    }
+    if (c->state == ST_TUNNEL) {
+        tt_tunnel_on_io(c->tunnel, TT_TUNNEL_CLIENT, events);
         return;
     }
     if (events & TT_EV_READ) c->rd_ready = true;

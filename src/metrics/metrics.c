@@ -124,6 +124,11 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
                       "tether_buffers_in_use %lld\n",
                       (unsigned long long)SUMC(accept_pauses), (long long)SUMG(accept_paused),
                       (long long)SUMG(buffers_in_use));
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_tunnels_open Client connections that are byte tunnels now (after a 101).\n"
+                      "# TYPE tether_tunnels_open gauge\n"
+                      "tether_tunnels_open %lld\n",
+                      (long long)SUMG(tunnels_open));
     static const char *const protos[2] = {"h1", "h2"}, *const transports[2] = {"tcp", "tls"};
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_connections_open_by Client connections open now, by protocol and transport.\n"
