@@ -43,6 +43,9 @@ enum var {
     V_UPSTREAM_RESPONSE_TIME,
     V_UPSTREAM_REUSED,
     V_UPSTREAM_CAUSE,
+    V_TUNNEL_UP,
+    V_TUNNEL_DOWN,
+    V_TUNNEL_TIME,
     V__NAMED,
     V_HTTP_FIELD = V__NAMED, /* $http_NAME: a request field */
 };
@@ -78,6 +81,9 @@ static const char *const var_names[V__NAMED] = {
     [V_UPSTREAM_RESPONSE_TIME] = "upstream_response_time",
     [V_UPSTREAM_REUSED] = "upstream_reused",
     [V_UPSTREAM_CAUSE] = "upstream_cause",
+    [V_TUNNEL_UP] = "tunnel_up",
+    [V_TUNNEL_DOWN] = "tunnel_down",
+    [V_TUNNEL_TIME] = "tunnel_time",
 };
 
 #define CAP_NAME_MAX 64
@@ -571,6 +577,9 @@ static val_t eval(const tt_accesslog_t *log, const op_t *op, const tt_accesslog_
         return up && up->response_us >= 0 ? (val_t){VK_US, TT_STR_NULL, (uint64_t)up->response_us} : (val_t){VK_NONE};
     case V_UPSTREAM_REUSED: return up && up->addr ? vnum(up->reused ? 1 : 0) : (val_t){VK_NONE};
     case V_UPSTREAM_CAUSE: return up ? vcstr(up->cause) : (val_t){VK_NONE};
+    case V_TUNNEL_UP: return r->tunnel ? vnum(r->tunnel_up) : (val_t){VK_NONE};
+    case V_TUNNEL_DOWN: return r->tunnel ? vnum(r->tunnel_down) : (val_t){VK_NONE};
+    case V_TUNNEL_TIME: return r->tunnel ? (val_t){VK_MS, TT_STR_NULL, r->tunnel_ms} : (val_t){VK_NONE};
     case V_HTTP_FIELD: return vstr(cap_value(log->fmt, r, op->cap));
     }
     return (val_t){VK_NONE};

@@ -55,6 +55,10 @@ typedef struct tt_accesslog_rec {
     const tt_str_t *caps;        /* tt_accesslog_capture() copies, or NULL: no fields known */
     tt_str_t request_id;         /* empty: none */
     const tt_accesslog_up_t *up; /* NULL: not proxied */
+    bool tunnel;                 /* a tunnel's line (after a 101): the three below are set */
+    uint64_t tunnel_up;          /* bytes from the client to the upstream through the tunnel */
+    uint64_t tunnel_down;        /* bytes from the upstream to the client through the tunnel */
+    uint64_t tunnel_ms;          /* how long the tunnel lasted */
 } tt_accesslog_rec_t;
 
 /** A compiled log_format: a list of literal and variable steps (opaque). Immutable once compiled, so the

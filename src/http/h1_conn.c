@@ -395,10 +395,9 @@ static void req_names(h1_conn_t *c, const tt_req_t *rq, tt_str_t *method, tt_str
 
 /* The line of request `rq`: its head's fields while handle() runs (the head is valid then), the captured copies of
  * an asynchronous request afterwards. */
-static void log_line(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uint64_t head_bytes,
-                     tt_close_reason_t decision)
+static tt_accesslog_rec_t line_of(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uint64_t head_bytes,
+                                  tt_close_reason_t decision)
 {
-    if (!tt_accesslog_enabled(&c->w->alog)) return;
     const bool async = c->areq != NULL && rq == &c->areq->req;
     tt_accesslog_rec_t rec = {
         .peer = &c->peer,
@@ -417,6 +416,14 @@ static void log_line(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uin
         .up = rq->log_up,
     };
     req_names(c, rq, &rec.method, &rec.target);
+    return rec;
+}
+
+static void log_line(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uint64_t head_bytes,
+                     tt_close_reason_t decision)
+{
+    if (!tt_accesslog_enabled(&c->w->alog)) return;
+    tt_accesslog_rec_t rec = line_of(c, rq, status, bytes, head_bytes, decision);
     tt_accesslog_add(&c->w->alog, &rec);
 }
 
@@ -684,19 +691,25 @@ static void h1_interim(tt_req_t *rq, int status, tt_str_t fields)
  * handler's fields followed by the bytes each way and the tunnel's duration. */
 static void tunnel_log(h1_conn_t *c, tt_close_reason_t reason)
 {
+    if (!tt_accesslog_enabled(&c->w->alog)) return;
     h1_areq_t *a = c->areq;
     uint64_t up = tt_tunnel_bytes_from(c->tunnel, TT_TUNNEL_CLIENT);
     uint64_t down = tt_tunnel_bytes_from(c->tunnel, TT_TUNNEL_UPSTREAM);
     uint64_t ms = tt_loop_now(c->w->loop) - tt_tunnel_start_ms(c->tunnel);
-    tt_str_t px = a->req.log_extra;
+    tt_accesslog_rec_t rec = line_of(c, &a->req, 101, down, TT_MIN(c->resp_bytes, down), reason);
+    rec.tunnel = true;
+    rec.tunnel_up = up;
+    rec.tunnel_down = down - rec.head_bytes;
+    rec.tunnel_ms = ms;
     char extra[640];
-    int n = snprintf(extra, sizeof(extra), "%.*s%stunnel_up=%llu tunnel_down=%llu tunnel_ms=%llu", (int)px.n,
-                     px.n ? px.p : "", px.n ? " " : "", (unsigned long long)up,
-                     (unsigned long long)(down > c->resp_bytes ? down - c->resp_bytes : 0), (unsigned long long)ms);
-    tt_str_t handler_extra = a->req.log_extra; /* the main format's extra is the tunnel's for this line */
-    a->req.log_extra = tt_str(extra, n > 0 ? TT_MIN((size_t)n, sizeof(extra) - 1) : 0);
-    log_line(c, &a->req, 101, down, TT_MIN(c->resp_bytes, down), reason);
-    a->req.log_extra = handler_extra;
+    if (tt_accesslog_wants_extra(&c->w->alog)) {
+        tt_str_t px = a->req.log_extra;
+        int n = snprintf(extra, sizeof(extra), "%.*s%stunnel_up=%llu tunnel_down=%llu tunnel_ms=%llu", (int)px.n,
+                         px.n ? px.p : "", px.n ? " " : "", (unsigned long long)up, (unsigned long long)rec.tunnel_down,
+                         (unsigned long long)ms);
+        rec.extra = tt_str(extra, n > 0 ? TT_MIN((size_t)n, sizeof(extra) - 1) : 0);
+    }
+    tt_accesslog_add(&c->w->alog, &rec);
 }
 
 /* 101: the head, then the socket belongs to the tunnel. The output still queued (an interim response, the head) and

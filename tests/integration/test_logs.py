@@ -297,3 +297,23 @@ def test_bad_syslog_spec_is_a_start_up_error(tmp_path):
     ini.write_text("[static]\nroot = %s\n[log]\nerror_log = syslog:facility=nope\n" % tmp_path)
     r = subprocess.run([TETHER_BIN, "serve", "--config", str(ini), "--check"], capture_output=True, timeout=20)
     assert r.returncode == 2 and "t.ini:4: error_log: unknown syslog facility" in r.stderr.decode(), r.stderr
+
+
+# ---- tunnels ----
+
+def test_tunnel_line_in_json_has_its_bytes_and_duration(tether):
+    from test_tunnels import RawOrigin, recv_exact, upgrade
+    o = RawOrigin()
+    try:
+        t = tether(config=upstream_config(["127.0.0.1:%d" % o.port]) + "\n" + log_config("json"))
+        s, head = upgrade(t)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        s.sendall(b"twenty bytes, really")
+        assert recv_exact(s, 20) == b"twenty bytes, really"
+        s.close()
+        r = wait_json(t, lambda r: r["status"] == 101)
+        assert (r["tunnel_up"], r["tunnel_down"]) == (20, 20) and isinstance(r["tunnel_time"], float)
+        assert r["close_reason"] == "tunnel_closed_by_client" and r["upstream_name"] == "backend"
+        assert HEX32.match(r["request_id"]) and "X-Request-Id: %s\r\n" % r["request_id"] in o.heads[-1]
+    finally:
+        o.stop()
