@@ -671,6 +671,7 @@ static void count_open(tt_pool_t *p, const tt_upconn_t *u)
 {
     tt_counter_add(&p->m->opened, 1);
     tt_counter_add(&p->m->handshake_us, u->handshake_us);
+    tt_hist_observe(&p->m->connect_us, tt_hist_lat_bounds, tt_hist_lat_nbounds, u->handshake_us);
     if (p->tls) tt_counter_add(&p->m->tls_handshakes[u->tls_resumed ? 1 : 0], 1);
 }
 

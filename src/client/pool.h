@@ -118,6 +118,9 @@ typedef struct tt_pool_metrics {
     tt_counter_t tls_handshakes[2]; /* [0 full, 1 resumed] */
     tt_counter_t retired[TT_RETIRE__COUNT];
     tt_hist_t queue_wait_ms;
+    tt_hist_t connect_us;    /* connect (and TLS handshake) of each connection opened, us (tt_hist_lat_bounds) */
+    tt_hist_t first_byte_us; /* proxied exchange: request begun upstream to the response head, us */
+    tt_hist_t exchange_us;   /* proxied exchange: request begun upstream to the response's end, us */
 } tt_pool_metrics_t;
 
 /**

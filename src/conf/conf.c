@@ -93,6 +93,7 @@ static const key_t_ keys[] = {
     {"max_requests", S_KEEPALIVE | S_LISTEN, K_U32, P(ka.max_requests), 0, 2147483647},
     {"max_lifetime", S_KEEPALIVE | S_LISTEN, K_DURATION, P(ka.max_lifetime_ms), 0, 30 * DAY_MS},
     {"keepalive_header", S_KEEPALIVE | S_LISTEN, K_BOOL, P(keepalive_header), 0, 1},
+    {"race_window", S_KEEPALIVE | S_LISTEN, K_DURATION, P(race_window_ms), 0, 60000},
     {"enabled", S_TCPKA, K_BOOL, P(tcp_keepalive.enabled), 0, 1},
     {"idle", S_TCPKA, K_SECONDS, P(tcp_keepalive.idle_s), 1, 32767},
     {"interval", S_TCPKA, K_SECONDS, P(tcp_keepalive.interval_s), 1, 32767},
@@ -720,6 +721,7 @@ void tt_conf_init(tt_conf_t *c)
     p->body_timeout_ms = 30000;
     p->send_timeout_ms = 30000;
     p->keepalive_header = true;
+    p->race_window_ms = 1000;
     p->tcp_keepalive = (tt_tcp_keepalive_t){.enabled = false, .idle_s = 900, .interval_s = 60, .count = 5};
     p->max_body_bytes = 1 << 20;
     p->limits = tt_h1_default_limits;
@@ -1205,6 +1207,7 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
         g->policy = c->defaults;
         copy_set(&g->policy, &own, g->set);
         copy_set(&g->policy, &c->_cli, c->_cli_set);
+        g->policy.name = g->name[0] ? g->name : "default";
         if (g->naddrs == 0) {
             err_addf(err, errlen, "%s: [listen%s%s] has no address", c->path ? c->path : "config",
                      g->name[0] ? " " : "", g->name);

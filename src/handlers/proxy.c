@@ -108,6 +108,11 @@ typedef struct proxy_req {
     uint32_t up_req_no;
     uint64_t up_age_ms;
     uint64_t up_id;
+    /* Timings of the current exchange, loop clock in us (0: not yet): the request begun on a connection, the
+     * response head, the response's end. The connect itself is timed by the connection (tt_upconn_t.handshake_us). */
+    uint64_t t_begin_us;
+    uint64_t t_first_byte_us;
+    uint64_t t_done_us;
     bool replayable; /* idempotent or Idempotency-Key */
     bool held_all;   /* `held` still has every content byte so far */
     bool chunked_up; /* content goes upstream chunked */
@@ -147,6 +152,13 @@ static uint64_t mono_us(void)
 static int64_t attempt_elapsed(const proxy_req_t *pr)
 {
     return (int64_t)(mono_us() - pr->attempt_us);
+}
+
+/* The metrics of the server the request uses, in this worker's row. */
+static tt_pool_metrics_t *pool_metrics(const proxy_req_t *pr)
+{
+    tt_proxy_registry_t *reg = pr->pw->reg;
+    return &reg->pool_m[pr->pw->w->id * reg->nservers + pr->uc->_first_server + pr->server];
 }
 
 static void pr_free_cb(tt_defer_t *d)
@@ -351,6 +363,8 @@ static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
     pr->attempt_us = now_us - (uint64_t)pr->up_log.connect_us;
     pr->up_log.header_us = pr->up_log.response_us = -1;
     pr->up_log.status = 0;
+    pr->t_begin_us = tt_loop_now_us(loop);
+    pr->t_first_byte_us = pr->t_done_us = 0;
     pr->sent_end = false;
     pr->has_tail = false;
     tt_upconn_set_user(u, &up_ops, pr);
@@ -648,6 +662,11 @@ static void response_fields(proxy_req_t *pr, const tt_h1_response_t *res, tt_buf
 static void up_on_head(tt_upconn_t *u, const tt_h1_response_t *res)
 {
     proxy_req_t *pr = u->data;
+    if (pr->t_first_byte_us == 0) {
+        pr->t_first_byte_us = tt_loop_now_us(pr->pw->w->loop);
+        tt_hist_observe(&pool_metrics(pr)->first_byte_us, tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                        pr->t_first_byte_us - pr->t_begin_us);
+    }
     tt_bufpool_t *bufs = &pr->pw->w->bufs;
     if (res->status == 101) {
         if (pr->h2_tunnel)
@@ -694,6 +713,9 @@ static void up_on_done(tt_upconn_t *u, tt_str_t trailers)
     proxy_req_t *pr = u->data;
     tt_bufpool_t *bufs = &pr->pw->w->bufs;
     pr->up = NULL;
+    pr->t_done_us = tt_loop_now_us(pr->pw->w->loop);
+    tt_hist_observe(&pool_metrics(pr)->exchange_us, tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                    pr->t_done_us - pr->t_begin_us);
     /* The request ends first (the trailers live in u), then the pool decides whether u may be parked: an
      * answer that came before the request was completely sent makes it unparkable (tt_pool_can_park). The
      * client connection resumes its content, if it was paused, by itself: the request is finished. Only the
@@ -1100,6 +1122,40 @@ static void render_by_reason(char **out, size_t *len, size_t *cap, const tt_prox
                                                             reg->nworkers));
 }
 
+/* The latency histograms per server, summed over the workers. */
+static void render_latency(char **out, size_t *len, size_t *cap, const tt_proxy_registry_t *reg)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } series[] = {
+        {"tether_upstream_connect_seconds", "Connect (TCP, and TLS for https://) of each upstream connection opened.",
+         PM(connect_us)},
+        {"tether_upstream_first_byte_seconds",
+         "Proxied exchanges: from the request begun on a connection to the response head.", PM(first_byte_us)},
+        {"tether_upstream_exchange_seconds",
+         "Proxied exchanges: from the request begun on a connection to the response's end.", PM(exchange_us)},
+    };
+    const tt_hist_t **h = tt_malloc(TT_MAX(reg->nworkers, 1u) * sizeof(*h));
+    for (size_t k = 0; k < TT_ARRAY_SIZE(series); k++) {
+        tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s histogram\n", series[k].name, series[k].help,
+                          series[k].name);
+        for (size_t u = 0; u < reg->nups; u++)
+            for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+                for (uint32_t w = 0; w < reg->nworkers; w++)
+                    h[w] = (const tt_hist_t *)(const void *)((const char *)&reg->pool_m[w * reg->nservers +
+                                                                                        reg->ups[u]._first_server + s] +
+                                                             series[k].off);
+                char labels[512];
+                snprintf(labels, sizeof(labels), "upstream=\"%s\",server=\"%s\"", reg->ups[u].name,
+                         reg->ups[u].servers[s].name);
+                tt_metrics_render_hist(out, len, cap, series[k].name, labels, h, reg->nworkers, tt_hist_lat_bounds,
+                                       tt_hist_lat_nbounds, 1e-6);
+            }
+    }
+    free(h);
+}
+
 void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
 {
     tt_proxy_registry_t *reg = arg;
@@ -1218,6 +1274,7 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
                               reg->ups[u].name, reg->ups[u].servers[s].name,
                               (unsigned long long)sum_u(base, PM(queue_wait_ms.count), pstride, reg->nworkers));
         }
+    render_latency(out, len, cap, reg);
     static const struct {
         const char *name, *help;
         size_t off;

@@ -3,7 +3,8 @@
  * A connection is in one state (head, body, linger, closed) and waits on at most one timeout queue:
  * header (first byte of a head to its end, and a new connection's first request), body (between reads
  * of content), send (peer not reading our output), idle (between requests; the bucket that its last
- * response advertised), linger (draining after a close). After a 101 the connection is the client side of a
+ * response advertised), linger (draining after a close), race (after tether closed an idle connection: reading
+ * for requests that crossed its FIN, see begin_race). After a 101 the connection is the client side of a
  * byte tunnel (state tunnel): the tunnel reads and writes its socket and its own idle deadline governs it; the
  * connection only passes its socket's events on, and closes when the tunnel's user says so. Input is processed in
  * batches: everything a read brought is parsed and answered, then all responses go out in one write.
@@ -26,8 +27,8 @@
 #define OUT_LOW      16384 /* a handler told "full" is called back when output falls below this */
 
 /* Order matters: states from ST_LINGER on take no request and write no response. */
-enum conn_state { ST_TLS, ST_HEAD, ST_BODY, ST_LINGER, ST_TUNNEL, ST_CLOSED };
-enum tq_kind { TQ_NONE, TQ_HEADER, TQ_BODY, TQ_SEND, TQ_IDLE, TQ_LINGER };
+enum conn_state { ST_TLS, ST_HEAD, ST_BODY, ST_LINGER, ST_TUNNEL, ST_RACE, ST_CLOSED };
+enum tq_kind { TQ_NONE, TQ_HEADER, TQ_BODY, TQ_SEND, TQ_IDLE, TQ_LINGER, TQ_RACE };
 enum process_result { P_NEED_INPUT, P_BLOCKED, P_WAIT, P_STOP };
 
 /* A queued file range and the access-log line it completes. */
@@ -36,7 +37,7 @@ typedef struct out_file {
     uint64_t mem_at;     /* output-buffer bytes (ever appended) that precede it */
     uint64_t sent;       /* file bytes sent */
     uint64_t head_bytes; /* its response head */
-    uint64_t start_ms;
+    uint64_t start_us;   /* loop clock, us */
     tt_accesslog_rec_t rec;
     char *strs; /* owned copy of what `rec` reads: captured fields, method, target, request id */
 } out_file_t;
@@ -48,8 +49,8 @@ typedef struct h1_conn {
     tt__lstate_t *ls;
     tt_worker_t *w;
     uint64_t id;
-    uint64_t accepted_ms;
-    uint64_t mark_ms;      /* idle: when it became idle; reading: when the current head began */
+    uint64_t accepted_us;  /* loop clock, us */
+    uint64_t mark_us;      /* idle: when it became idle; reading: when the current head began (us) */
     uint64_t mem_appended; /* output-buffer bytes ever appended */
     uint64_t mem_sent;     /* output-buffer bytes ever sent */
     tt_buf_t in;
@@ -91,7 +92,7 @@ typedef struct h1_conn {
     uint8_t resp_decision; /* keep-alive decision of the streamed response's head */
     uint8_t cur_minor;     /* HTTP/1.minor of the request being answered */
     unsigned cur_tokens;   /* its Connection tokens */
-    uint64_t cur_start_ms; /* when its head began */
+    uint64_t cur_start_us; /* when its head began (us) */
     struct h1_areq *areq;  /* the asynchronous request in flight, NULL otherwise */
     tt_tunnel_t *tunnel;   /* ST_TUNNEL: the tunnel its socket's events go to (its user, the handler, owns it) */
     tt_defer_t resume;     /* continue after yielding */
@@ -128,6 +129,13 @@ static inline bool has_output(const h1_conn_t *c)
     return c->out.len > 0 || c->nfiles > 0;
 }
 
+/* tether_request_duration_seconds: a request that began at `start_us` (loop clock) is answered now. */
+static void observe_request(h1_conn_t *c, uint64_t start_us)
+{
+    tt_hist_observe(&c->ls->m->request_us[TT_PROTO_H1], tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                    tt_loop_now_us(c->w->loop) - start_us);
+}
+
 /* The input buffer's limit while reading a head: above anything the parser accepts (it refuses first),
  * and never below one block, so small configured limits do not starve reads. */
 static size_t head_max(const tt_listen_policy_t *p)
@@ -146,6 +154,7 @@ static void set_tq(h1_conn_t *c, enum tq_kind kind)
     case TQ_SEND: tt_tq_push(&ls->send_q, &c->base.tq); break;
     case TQ_IDLE: tt_tq_push(&ls->idle_q[c->idle_bucket], &c->base.tq); break;
     case TQ_LINGER: tt_tq_push(&ls->linger_q, &c->base.tq); break;
+    case TQ_RACE: tt_tq_push(&ls->race_q, &c->base.tq); break;
     }
 }
 
@@ -184,7 +193,7 @@ static void enter_idle(h1_conn_t *c)
     c->files = NULL;
     if (c->idle) return; /* a wake-up that brought nothing: the idle deadline stays where it was */
     c->idle = true;
-    c->mark_ms = tt_loop_now(c->w->loop);
+    c->mark_us = tt_loop_now_us(c->w->loop);
     tt_gauge_add(&c->w->metrics.conn_idle, 1);
     set_tq(c, TQ_IDLE);
     tt__worker_conn_idle(c->w);
@@ -198,8 +207,8 @@ static void leave_idle(h1_conn_t *c, bool reused)
     set_tq(c, TQ_NONE);
     if (reused)
         tt_hist_observe(&c->w->metrics.idle_gap_ms, tt_hist_idle_bounds, tt_hist_idle_nbounds,
-                        tt_loop_now(c->w->loop) - c->mark_ms);
-    c->mark_ms = tt_loop_now(c->w->loop);
+                        tt_loop_now(c->w->loop) - c->mark_us / 1000);
+    c->mark_us = tt_loop_now_us(c->w->loop);
 }
 
 /* ---- closing ---- */
@@ -207,6 +216,17 @@ static void leave_idle(h1_conn_t *c, bool reused)
 static void conn_free_cb(tt_defer_t *d)
 {
     free(tt_container_of(d, h1_conn_t, free_later));
+}
+
+/* The close in the metrics: once per connection, when tether's FIN goes out. */
+static void count_close(h1_conn_t *c, tt_close_reason_t reason)
+{
+    tt_worker_t *w = c->w;
+    tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], -1);
+    tt_counter_add(&w->metrics.conn_closed[reason], 1);
+    tt_gauge_add(&w->metrics.conn_open, -1);
+    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->requests);
+    tt_metrics_conn_closed(&w->metrics, reason, tt_loop_now(w->loop) - c->accepted_us / 1000, c->requests);
 }
 
 static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
@@ -237,7 +257,7 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     for (uint8_t i = 0; i < c->nfiles; i++) {
         out_file_t *f = &c->files[i];
         f->rec.bytes = f->head_bytes + f->sent;
-        f->rec.duration_ms = tt_loop_now(w->loop) - f->start_ms;
+        f->rec.duration_ms = tt_loop_now(w->loop) - f->start_us / 1000;
         f->rec.decision = tt_close_reason_name(reason);
         tt_accesslog_add(&w->alog, &f->rec);
         release_file(f);
@@ -252,11 +272,12 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     /* A TLS peer gets close_notify, unless the connection failed or never finished its handshake. */
     if (!c->shut && c->state != ST_TLS && reason != TT_CLOSE_RESET && reason != TT_CLOSE_TLS_ERROR)
         if (tt_transport_is_tls(c->tr)) tt_transport_shutdown(c->tr, c->io.fd);
-    /* Counted before the socket closes: a peer that saw the close finds it in the metrics. */
-    tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], -1);
-    tt_counter_add(&w->metrics.conn_closed[reason], 1);
-    tt_gauge_add(&w->metrics.conn_open, -1);
-    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->requests);
+    /* Counted before the socket closes: a peer that saw the close finds it in the metrics. A connection that had a
+     * race window was counted when it began (our FIN). */
+    if (c->state != ST_RACE)
+        count_close(c, reason);
+    else
+        tt_gauge_add(&w->metrics.conn_racing, -1);
     tt_transport_free(&c->tr);
     close(c->io.fd);
     c->io.fd = -1;
@@ -284,12 +305,120 @@ static void linger_drain(h1_conn_t *c)
     conn_close(c, (tt_close_reason_t)c->close_reason);
 }
 
+/* ---- the race window ----
+ *
+ * When tether closes a connection the client may reuse at that very moment (idle timeout, eviction, the close after
+ * the last response of max_requests or max_lifetime), it half-closes first and keeps reading for race_window: a
+ * request that arrives then crossed our FIN, exactly the request a load balancer turns into a 502. It is counted
+ * (tether_close_races_total), its gap since the last response observed, logged with decision `race`, and
+ * discarded: the FIN went out, no answer can follow. The client's own FIN ends the window early (the normal end).
+ * A connection in its window holds no buffers, is the first to go when a slot is needed, and closes at once on a
+ * drain. */
+
+/* The request-line's method, target and minor version as far as `p` holds them, for the race's log line. */
+static void race_request_line(const char *p, size_t n, tt_str_t *method, tt_str_t *target, int *minor)
+{
+    const char *end = memchr(p, '\n', n);
+    n = end ? (size_t)(end - p) : n;
+    const char *sp1 = memchr(p, ' ', n);
+    *method = tt_str(p, sp1 ? (size_t)(sp1 - p) : n);
+    *target = TT_STR_NULL;
+    *minor = 1;
+    if (sp1 == NULL) return;
+    const char *t = sp1 + 1, *lim = p + n;
+    const char *sp2 = memchr(t, ' ', (size_t)(lim - t));
+    *target = tt_str(t, sp2 ? (size_t)(sp2 - t) : (size_t)(lim - t));
+    if (sp2 && lim - sp2 > 8 && memcmp(sp2 + 1, "HTTP/1.0", 8) == 0) *minor = 0;
+}
+
+/* The first bytes of a request arrived in the race window. */
+static void race_count(h1_conn_t *c, const char *p, size_t n)
+{
+    tt_worker_t *w = c->w;
+    tt_close_reason_t reason = (tt_close_reason_t)c->close_reason;
+    uint64_t gap_ms = (tt_loop_now_us(w->loop) - c->mark_us) / 1000;
+    tt_counter_add(&c->ls->m->races[reason], 1);
+    tt_hist_observe(&c->ls->m->race_gap_ms, tt_hist_idle_bounds, tt_hist_idle_nbounds, gap_ms);
+    if (!tt_accesslog_enabled(&w->alog)) return;
+    char extra[64];
+    int en = snprintf(extra, sizeof(extra), "race_reason=%s race_gap_ms=%llu", tt_close_reason_name(reason),
+                      (unsigned long long)gap_ms);
+    tt_accesslog_rec_t rec = {
+        .peer = &c->peer,
+        .status = 0,
+        .conn_id = c->id,
+        .req_no = c->requests + 1,
+        .decision = "race",
+        .extra = tt_str(extra, (size_t)TT_MAX(en, 0)),
+    };
+    race_request_line(p, n, &rec.method, &rec.target, &rec.minor_version);
+    tt_accesslog_add(&w->alog, &rec);
+}
+
+/* Reads what arrived in the race window into a scratch on the stack: bytes are a race, counted once and then drained
+ * with what follows; the connection closes after them, on EOF or on an error. Returns with the window open when
+ * nothing came yet. */
+static void race_read(h1_conn_t *c)
+{
+    char sink[4096];
+    uint32_t total = 0;
+    while (total < LINGER_BYTES) {
+        ssize_t n = tt_transport_read(c->tr, c->io.fd, sink, sizeof(sink));
+        if (n > 0) {
+            if (total == 0) race_count(c, sink, (size_t)n);
+            total += (uint32_t)n;
+            continue;
+        }
+        if (n == -EINTR) continue;
+        if (n == -EAGAIN && total == 0) return;
+        break;
+    }
+    conn_close(c, (tt_close_reason_t)c->close_reason);
+}
+
+/* Closes our side (close_notify first on TLS, then FIN) and opens the race window; `reason` is the close's. */
+static void begin_race(h1_conn_t *c, tt_close_reason_t reason)
+{
+    tt_worker_t *w = c->w;
+    if (c->idle) {
+        c->idle = false; /* mark_us stays: when the last response ended */
+        tt_gauge_add(&w->metrics.conn_idle, -1);
+    } else {
+        c->mark_us = tt_loop_now_us(w->loop); /* the last response just went out */
+    }
+    c->closing = true;
+    c->close_reason = (uint8_t)reason;
+    tt_buf_release(&c->in, &w->bufs);
+    tt_buf_release(&c->out, &w->bufs);
+    tt_buf_release(&c->trailers, &w->bufs);
+    tt_gauge_set(&w->metrics.buffers_in_use, w->bufs.in_use);
+    tt_transport_shutdown(c->tr, c->io.fd);
+    c->shut = true;
+    count_close(c, reason); /* closed for HTTP: the window only watches for requests that crossed the FIN */
+    tt_gauge_add(&w->metrics.conn_racing, 1);
+    c->state = ST_RACE;
+    set_tq(c, TQ_RACE);
+    tt__worker_conn_idle(w); /* evictable first: a paused listener may accept again */
+    race_read(c);
+}
+
+/* Whether a close for `reason` opens a race window on this connection. */
+static bool races(const h1_conn_t *c, tt_close_reason_t reason)
+{
+    if (c->ls->policy->race_window_ms == 0 || c->w->draining) return false;
+    return reason == TT_CLOSE_IDLE_TIMEOUT || reason == TT_CLOSE_EVICTED || reason == TT_CLOSE_MAX_REQUESTS ||
+           reason == TT_CLOSE_MAX_LIFETIME;
+}
+
 /* The response is out and the connection must close: half-close and drain first when unread request
  * bytes may remain, so the peer receives the response rather than an RST (RFC 9112 9.6). */
 static void finish_close(h1_conn_t *c)
 {
     if (!c->linger && c->in.len == 0 && c->state != ST_BODY && !c->rd_ready) {
-        conn_close(c, (tt_close_reason_t)c->close_reason);
+        if (races(c, (tt_close_reason_t)c->close_reason))
+            begin_race(c, (tt_close_reason_t)c->close_reason);
+        else
+            conn_close(c, (tt_close_reason_t)c->close_reason);
         return;
     }
     tt_transport_shutdown(c->tr, c->io.fd); /* FIN, or close_notify then FIN */
@@ -325,7 +454,8 @@ static bool conn_flush(h1_conn_t *c)
                 f->sent += (uint64_t)n;
                 if (f->f.len == 0) {
                     f->rec.bytes = f->head_bytes + f->sent;
-                    f->rec.duration_ms = tt_loop_now(c->w->loop) - f->start_ms;
+                    f->rec.duration_ms = tt_loop_now(c->w->loop) - f->start_us / 1000;
+                    observe_request(c, f->start_us);
                     tt_accesslog_add(&c->w->alog, &f->rec);
                     release_file(f);
                     memmove(&c->files[0], &c->files[1], (size_t)(c->nfiles - 1) * sizeof(out_file_t));
@@ -404,7 +534,7 @@ static tt_accesslog_rec_t line_of(h1_conn_t *c, tt_req_t *rq, int status, uint64
         .minor_version = c->cur_minor,
         .status = status,
         .bytes = bytes,
-        .duration_ms = tt_loop_now(c->w->loop) - c->cur_start_ms,
+        .duration_ms = tt_loop_now(c->w->loop) - c->cur_start_us / 1000,
         .conn_id = c->id,
         .req_no = c->requests,
         .decision = tt_close_reason_name(decision),
@@ -422,9 +552,11 @@ static tt_accesslog_rec_t line_of(h1_conn_t *c, tt_req_t *rq, int status, uint64
 static void log_line(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uint64_t head_bytes,
                      tt_close_reason_t decision)
 {
-    if (!tt_accesslog_enabled(&c->w->alog)) return;
-    tt_accesslog_rec_t rec = line_of(c, rq, status, bytes, head_bytes, decision);
-    tt_accesslog_add(&c->w->alog, &rec);
+    if (tt_accesslog_enabled(&c->w->alog)) {
+        tt_accesslog_rec_t rec = line_of(c, rq, status, bytes, head_bytes, decision);
+        tt_accesslog_add(&c->w->alog, &rec);
+    }
+    if (status != 101) observe_request(c, c->cur_start_us); /* a tunnel's line lasts as long as the tunnel */
 }
 
 static void areq_free_cb(tt_defer_t *d)
@@ -472,7 +604,7 @@ static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool h
         .error_close = c->error_close,
         .draining = w->draining,
         .requests = c->requests,
-        .age_ms = tt_loop_now(w->loop) - c->accepted_ms,
+        .age_ms = tt_loop_now(w->loop) - c->accepted_us / 1000,
     };
     tt_close_reason_t decision = c->closing ? (tt_close_reason_t)c->close_reason : tt_keepalive_decide(&p->ka, &st);
 
@@ -552,7 +684,7 @@ static void h1_respond(tt_req_t *rq, const tt_resp_t *resp)
             f->mem_at = c->mem_appended;
             f->sent = 0;
             f->head_bytes = head_len + content;
-            f->start_ms = c->cur_start_ms;
+            f->start_us = c->cur_start_us;
             f->strs = NULL;
             f->rec = (tt_accesslog_rec_t){
                 .peer = &c->peer,
@@ -784,7 +916,7 @@ static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
     rq->tls = tt_transport_is_tls(c->tr);
     rq->conn_id = c->id;
     rq->req_no = c->requests;
-    rq->start_ms = c->mark_ms;
+    rq->start_ms = c->mark_us / 1000;
     rq->peer = &c->peer;
     rq->worker = c->w;
     rq->_conn = c;
@@ -792,7 +924,7 @@ static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
     tt__req_set_id(rq, c->w, h);
     c->cur_minor = (uint8_t)h->minor_version;
     c->cur_tokens = h->conn_tokens;
-    c->cur_start_ms = c->mark_ms;
+    c->cur_start_us = c->mark_us;
     tt_str_t t = h->target;
     if (t.n == 0 || h->error != TT_H1_OK) return false; /* the refusal of a head the parser did not accept */
     switch (h->target_form) {
@@ -940,7 +1072,7 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
         c->state = ST_BODY;
     else if (has_body)
         c->linger = true; /* the content stays unread: drain it while lingering */
-    c->mark_ms = tt_loop_now(w->loop);
+    c->mark_us = tt_loop_now_us(w->loop);
 }
 
 /* Request content: to the asynchronous handler that wants it, else discarded. */
@@ -1087,7 +1219,7 @@ static int conn_read(h1_conn_t *c)
         if (c->idle)
             leave_idle(c, true);
         else if (c->in.len == 0 && c->state == ST_HEAD && c->requests > 0 && c->tq_kind != TQ_HEADER)
-            c->mark_ms = tt_loop_now(w->loop);
+            c->mark_us = tt_loop_now_us(w->loop);
         c->in.len += (uint32_t)n;
         if (tt_transport_drained(c->tr, n, space, c->peer_hup)) c->rd_ready = false; /* next bytes: new edge */
         return 1;
@@ -1190,6 +1322,10 @@ static void conn_on_io(tt_io_t *io, uint32_t events)
         if (events & TT_EV_READ) linger_drain(c);
         return;
     }
+    if (c->state == ST_RACE) {
+        if (events & (TT_EV_READ | TT_EV_HUP | TT_EV_ERR)) race_read(c);
+        return;
+    }
     if (c->state == ST_TUNNEL) {
         tt_tunnel_on_io(c->tunnel, TT_TUNNEL_CLIENT, events);
         return;
@@ -1224,7 +1360,7 @@ static void hand_to_h2(h1_conn_t *c)
     set_tq(c, TQ_NONE);
     tt_list_remove(&c->base.link);
     tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], -1);
-    tt__h2_conn_adopt(c->ls, &c->io, c->tr, &c->peer, c->id, c->accepted_ms, tt_buf_data(&c->in), c->in.len);
+    tt__h2_conn_adopt(c->ls, &c->io, c->tr, &c->peer, c->id, c->accepted_us / 1000, tt_buf_data(&c->in), c->in.len);
     c->tr = NULL;
     tt_buf_release(&c->in, &w->bufs);
     tt_buf_release(&c->out, &w->bufs);
@@ -1244,7 +1380,10 @@ static bool tls_step(h1_conn_t *c)
         conn_close(c, TT_CLOSE_TLS_ERROR);
         return false;
     }
-    tt_counter_add(&w->metrics.tls_handshakes[tt_tls_resumed(c->tr) ? 1 : 0], 1);
+    int resumed = tt_tls_resumed(c->tr) ? 1 : 0;
+    tt_counter_add(&w->metrics.tls_handshakes[resumed], 1);
+    tt_hist_observe(&w->metrics.tls_handshake_us[resumed], tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                    tt_loop_now_us(w->loop) - c->accepted_us);
     const char *alpn = tt_tls_alpn(c->tr);
     if (alpn != NULL && strcmp(alpn, "h2") == 0) {
         hand_to_h2(c);
@@ -1282,7 +1421,7 @@ static void respond_timeout(h1_conn_t *c)
     tt_h1_request_t *h = &c->w->req;
     tt_h1_parse_request(tt_buf_data(&c->in), c->in.len, 0, &c->ls->policy->limits, h);
     c->cur_minor = (uint8_t)h->minor_version;
-    c->cur_start_ms = c->mark_ms;
+    c->cur_start_us = c->mark_us;
     c->requests++; /* the line numbers the request that timed out */
     tt_req_t rq;
     memset(&rq, 0, offsetof(tt_req_t, request_id));
@@ -1297,7 +1436,13 @@ static void op_on_timeout(tt__conn_t *base)
     enum tq_kind kind = (enum tq_kind)c->tq_kind;
     c->tq_kind = TQ_NONE;
     switch (kind) {
-    case TQ_IDLE: conn_close(c, TT_CLOSE_IDLE_TIMEOUT); break;
+    case TQ_IDLE:
+        if (races(c, TT_CLOSE_IDLE_TIMEOUT))
+            begin_race(c, TT_CLOSE_IDLE_TIMEOUT);
+        else
+            conn_close(c, TT_CLOSE_IDLE_TIMEOUT);
+        break;
+    case TQ_RACE: conn_close(c, (tt_close_reason_t)c->close_reason); break;
     case TQ_BODY: conn_close(c, TT_CLOSE_BODY_TIMEOUT); break;
     case TQ_SEND: conn_close(c, TT_CLOSE_SEND_TIMEOUT); break;
     case TQ_LINGER: conn_close(c, (tt_close_reason_t)c->close_reason); break;
@@ -1315,12 +1460,22 @@ static void op_on_timeout(tt__conn_t *base)
 
 static void op_close(tt__conn_t *base, tt_close_reason_t reason)
 {
-    conn_close(tt_container_of(base, h1_conn_t, base), reason);
+    h1_conn_t *c = tt_container_of(base, h1_conn_t, base);
+    if (c->state == ST_RACE)
+        conn_close(c, (tt_close_reason_t)c->close_reason); /* its window is cut, its reason stays */
+    else if (c->idle && races(c, reason))
+        begin_race(c, reason);
+    else
+        conn_close(c, reason);
 }
 
 static void op_drain(tt__conn_t *base)
 {
     h1_conn_t *c = tt_container_of(base, h1_conn_t, base);
+    if (c->state == ST_RACE) {
+        conn_close(c, (tt_close_reason_t)c->close_reason);
+        return;
+    }
     if (c->idle || c->state == ST_TLS || (c->state == ST_HEAD && c->in.len == 0 && !has_output(c) && c->areq == NULL))
         conn_close(c, TT_CLOSE_SHUTDOWN);
     /* Otherwise the next response says Connection: close (w->draining) and the connection ends after it. */
@@ -1352,7 +1507,7 @@ void tt__h1_conn_accept(tt__lstate_t *ls, int fd, const tt_addr_t *peer)
     c->ls = ls;
     c->w = w;
     c->id = ++w->conn_seq * w->nworkers + w->id;
-    c->accepted_ms = c->mark_ms = tt_loop_now(w->loop);
+    c->accepted_us = c->mark_us = tt_loop_now_us(w->loop);
     c->peer = *peer;
     c->state = ST_HEAD;
     c->tr = &tt_transport_tcp;

@@ -41,8 +41,9 @@ typedef struct h2_stream {
     h2_conn_t *c;
     tt_list_t link; /* in c->streams: nghttp2 forgets its streams silently when the session is deleted */
     int32_t id;
-    tt_buf_t store;  /* header names and values */
-    hdr_ref_t *refs; /* regular fields; :authority becomes "host" */
+    uint64_t start_us; /* loop clock when the request was dispatched (tether_request_duration_seconds) */
+    tt_buf_t store;    /* header names and values */
+    hdr_ref_t *refs;   /* regular fields; :authority becomes "host" */
     uint32_t nrefs;
     uint32_t header_bytes;
     int32_t method_ref, path_ref; /* index into pseudo[] or -1 */
@@ -580,6 +581,7 @@ static void dispatch(h2_stream_t *st)
     rq->conn_id = c->id;
     rq->req_no = c->streams_total;
     rq->start_ms = now(c);
+    st->start_us = tt_loop_now_us(w->loop);
     rq->peer = &c->peer;
     rq->worker = w;
     rq->_conn = st;
@@ -870,6 +872,9 @@ static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
         .up = st->req.log_up,
     };
     tt_accesslog_add(&c->w->alog, &rec);
+    if (!st->tunnel) /* a tunnel's line lasts as long as the tunnel: not a request's duration */
+        tt_hist_observe(&c->ls->m->request_us[TT_PROTO_H2], tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                        tt_loop_now_us(c->w->loop) - st->start_us);
 }
 
 static void stream_free_cb(tt_defer_t *d)
@@ -1178,6 +1183,7 @@ static void h2_close(h2_conn_t *c, tt_close_reason_t reason)
     tt_gauge_add(&w->metrics.conn_open, -1);
     tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
     tt_hist_observe(&w->metrics.h2_streams_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
+    tt_metrics_conn_closed(&w->metrics, reason, now(c) - c->accepted_ms, c->streams_total);
     tt_transport_free(&c->tr);
     tt_buf_release(&c->in, &w->bufs);
     tt_buf_release(&c->out, &w->bufs);

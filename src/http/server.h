@@ -31,6 +31,10 @@ typedef struct tt_listen_policy {
     uint64_t body_timeout_ms;   /* between reads of request content */
     uint64_t send_timeout_ms;   /* between writes the peer accepts */
     bool keepalive_header;      /* send `Keep-Alive: timeout=T, max=M` on persistent responses */
+    uint64_t race_window_ms;    /* after tether's FIN on an idle close, how long it reads for racing requests;
+                                 * 0 = close at once */
+    const char *name;           /* the listener's name in metrics (`[listen NAME]`, "default"); NULL = "default";
+                                 * not owned */
     tt_tcp_keepalive_t tcp_keepalive;
     uint64_t max_body_bytes; /* request content limit, bytes; larger -> 413 */
     tt_h1_limits_t limits;   /* request head limits */
