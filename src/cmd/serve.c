@@ -58,6 +58,7 @@ static const char serve_usage[] =
     "  --access-log FILE|-|off    access log [- (stdout)]\n"
     "  --metrics ADDR:PORT|off    admin listener for /metrics and /status [off]\n"
     "  --log-level LEVEL          error, warn, info or debug [info]\n"
+    "  --log-format FORMAT        access log: main, combined, json or a template with $variables [main]\n"
     "  -h, --help                 this text\n";
 
 enum {
@@ -78,6 +79,7 @@ enum {
     OPT_ACCESSLOG,
     OPT_METRICS,
     OPT_LOGLEVEL,
+    OPT_LOGFORMAT,
     OPT_PROXY,
     OPT_ROUTE,
     OPT_TLS_LISTEN,
@@ -103,6 +105,7 @@ static const struct option long_opts[] = {
     {"access-log", required_argument, NULL, OPT_ACCESSLOG},
     {"metrics", required_argument, NULL, OPT_METRICS},
     {"log-level", required_argument, NULL, OPT_LOGLEVEL},
+    {"log-format", required_argument, NULL, OPT_LOGFORMAT},
     {"proxy", required_argument, NULL, OPT_PROXY},
     {"route", required_argument, NULL, OPT_ROUTE},
     {"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
@@ -134,6 +137,7 @@ static const struct {
     {OPT_ACCESSLOG, "--access-log", "access_log"},
     {OPT_METRICS, "--metrics", "listen"},
     {OPT_LOGLEVEL, "--log-level", "level"},
+    {OPT_LOGFORMAT, "--log-format", "log_format"},
 };
 
 static uint32_t cpu_count(void)
@@ -263,7 +267,14 @@ static int open_logs_and_check_addresses(const tt_conf_t *c, bool alog_file)
 {
     int r = refuse_taken_addresses(c);
     if (r != 0) return r;
-    if (strcmp(c->error_log, "stderr") != 0 && (r = tt_log_open_file(c->error_log)) != 0) {
+    if (tt_log_is_syslog(c->error_log)) {
+        tt_log_syslog_t sl;
+        const char *why;
+        if (tt_log_syslog_parse(c->error_log, &sl, &why) != 0 || (r = tt_log_open_syslog(&sl)) != 0) {
+            fprintf(stderr, "tether: error_log %s: %s\n", c->error_log, r ? strerror(-r) : why);
+            return 2;
+        }
+    } else if (strcmp(c->error_log, "stderr") != 0 && (r = tt_log_open_file(c->error_log)) != 0) {
         fprintf(stderr, "tether: error_log %s: %s\n", c->error_log, strerror(-r));
         return 2;
     }
@@ -441,6 +452,8 @@ typedef struct serve_fixed {
     uint32_t backlog;
     bool reuse_port_with_others;
     char *access_log, *error_log, *pid_file, *metrics_path;
+    struct tt_accesslog_fmt *log_format; /* the first configuration's, taken from it (owned) */
+    int request_id;
     int log_level;
     bool metrics_on;
     char metrics_addr[TT_ADDR_STRLEN];
@@ -470,6 +483,7 @@ static void fixed_take(serve_fixed_t *f, const tt_conf_t *c)
 
 static void fixed_dispose(serve_fixed_t *f)
 {
+    tt_accesslog_fmt_free(&f->log_format);
     free(f->access_log);
     free(f->error_log);
     free(f->pid_file);
@@ -501,6 +515,7 @@ static void warn_restart_needed(const serve_fixed_t *f, const tt_conf_t *c)
         {str_differs(f->access_log, c->access_log), "[log] access_log"},
         {str_differs(f->error_log, c->error_log), "[log] error_log"},
         {f->log_level != c->log_level, "[log] level"},
+        {f->request_id != c->request_id, "[log] request_id"},
         {f->metrics_on != c->metrics_on || strcmp(f->metrics_addr, ma) != 0, "[metrics] listen"},
         {str_differs(f->metrics_path, c->metrics_path), "[metrics] path"},
     };
@@ -797,6 +812,9 @@ int tt_cmd_serve(int argc, char **argv)
     /* What outlives the first generation (a reload may release it): the running values of what needs a restart. */
     signal_watch_t sw = {.argc = argc, .argv = argv, .workers = workers, .cur = g};
     fixed_take(&sw.fixed, c);
+    sw.fixed.log_format = c->log_format; /* the server uses it for its whole life */
+    c->log_format = NULL;
+    sw.fixed.request_id = c->request_id;
     tt_accesslog_file_t afile = {.path = sw.fixed.access_log}; /* a file access log is opened by each worker */
     tt_listen_policy_t admin_policy = c->defaults;
     size_connections(c, workers, g->nl, nofile);
@@ -811,6 +829,8 @@ int tt_cmd_serve(int argc, char **argv)
         .router = &g->router,
         .access_log_fd = alog,
         .access_log_file = alog_file ? &afile : NULL,
+        .access_log_format = sw.fixed.log_format,
+        .request_id = (tt_request_id_mode_t)sw.fixed.request_id,
         .name = "tether",
         .release = serve_gen_release, /* the server owns the first generation from now on */
         .release_arg = g,

@@ -2,6 +2,7 @@
 #include "conf/conf.h"
 #include "conf/units.h"
 #include "core/log.h"
+#include "http/accesslog.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +47,9 @@ enum kind {
     K_TLS_KEY,  /* its key file, paired with the certificates in order */
     K_TLS_VER,  /* 1.2 | 1.3 */
     K_CIDRS,    /* address blocks, space or comma separated, repeatable: [server] trusted_proxies */
+    K_LOGFMT,   /* tt_accesslog_fmt_t *: main | combined | json | a template, compiled now */
+    K_REQID,    /* int tt_request_id_mode_t: on | off | generate */
+    K_ERRLOG,   /* char *: stderr | FILE | syslog[:...] (checked now) */
     K_NAMES,    /* server names of the current [vhost], space separated, repeatable */
     K_REWRITE,  /* REGEX REPLACEMENT of the current [route] */
     K_FIELD,    /* a field rule of the current [route], repeatable; min: tt_rule_op_t, max: 1 for the response */
@@ -120,7 +124,9 @@ static const key_t_ keys[] = {
     {"root", S_STATIC, K_STRING, C(static_root), 0, 0},
     {"index", S_STATIC, K_STRING, C(static_index), 0, 0},
     {"access_log", S_LOG, K_STRING, C(access_log), 0, 0},
-    {"error_log", S_LOG, K_STRING, C(error_log), 0, 0},
+    {"error_log", S_LOG, K_ERRLOG, C(error_log), 0, 0},
+    {"log_format", S_LOG, K_LOGFMT, C(log_format), 0, 0},
+    {"request_id", S_LOG, K_REQID, C(request_id), 0, 0},
     {"level", S_LOG, K_LEVEL, C(log_level), 0, 3},
     {"listen", S_METRICS, K_ADDR_OFF, C(metrics_addr), 0, 0},
     {"path", S_METRICS, K_STRING, C(metrics_path), 0, 0},
@@ -309,6 +315,40 @@ static int parse_value(const key_t_ *k, const char *value, void *base, const cha
         }
         free(*(char **)dst);
         *(char **)dst = tt_strndup(value, strlen(value));
+        return 0;
+    case K_ERRLOG:
+        if (tt_log_is_syslog(value)) {
+            tt_log_syslog_t sl;
+            if (tt_log_syslog_parse(value, &sl, why) != 0) return -1;
+        }
+        if (*value == '\0') {
+            *why = "must not be empty";
+            return -1;
+        }
+        free(*(char **)dst);
+        *(char **)dst = tt_strndup(value, strlen(value));
+        return 0;
+    case K_LOGFMT: {
+        tt_accesslog_fmt_t *f = tt_accesslog_fmt_compile(value, whybuf, wn);
+        if (f == NULL) {
+            *why = whybuf;
+            return -1;
+        }
+        tt_accesslog_fmt_free((tt_accesslog_fmt_t **)dst);
+        *(tt_accesslog_fmt_t **)dst = f;
+        return 0;
+    }
+    case K_REQID:
+        if (strcmp(value, "on") == 0) {
+            *(int *)dst = TT_REQUEST_ID_ON;
+        } else if (strcmp(value, "off") == 0) {
+            *(int *)dst = TT_REQUEST_ID_OFF;
+        } else if (strcmp(value, "generate") == 0) {
+            *(int *)dst = TT_REQUEST_ID_GENERATE;
+        } else {
+            *why = "expected on, off or generate";
+            return -1;
+        }
         return 0;
     case K_LEVEL: {
         int l = tt_log_level_parse(value);
@@ -701,6 +741,7 @@ void tt_conf_init(tt_conf_t *c)
     c->access_log = tt_strndup(TT_LIT("-"));
     c->error_log = tt_strndup(TT_LIT("stderr"));
     c->log_level = TT_LOG_INFO;
+    c->request_id = TT_REQUEST_ID_ON;
     c->metrics_path = tt_strndup(TT_LIT("/metrics"));
 }
 
@@ -751,6 +792,7 @@ void tt_conf_dispose(tt_conf_t *c)
     free(c->access_log);
     free(c->error_log);
     free(c->pid_file);
+    tt_accesslog_fmt_free(&c->log_format);
     free(c->metrics_path);
     memset(c, 0, sizeof(*c));
 }

@@ -64,8 +64,12 @@ typedef struct tt_conf {
     int static_root_line; /* line of [static] root in the file; 0: --root or none */
     char *static_index;
     char *access_log; /* "-" stdout, "off", or a path */
-    char *error_log;  /* "stderr" or a path */
+    char *error_log;  /* "stderr", a path, or "syslog[:...]" (tt_log_syslog_parse) */
     int log_level;    /* tt_log_level_t */
+
+    struct tt_accesslog_fmt *log_format; /* [log] log_format compiled; NULL: main */
+    int request_id;                      /* tt_request_id_mode_t, [log] request_id */
+
     bool metrics_on;
     tt_addr_t metrics_addr;
     char *metrics_path;

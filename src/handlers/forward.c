@@ -203,6 +203,7 @@ void tt_forward_request_head_routed(const tt_req_t *rq, const tt_upstream_conf_t
         const tt_h1_field_t *f = &h->fields[i];
         if (in_list(f->name, generated, TT_ARRAY_SIZE(generated)) || (h2 && tt_str_ieq(f->name, TT_LIT("cookie"))))
             continue;
+        if (rq->request_id_len && tt_str_ieq(f->name, TT_LIT("x-request-id"))) continue; /* the one below */
         if (in_list(f->name, hop_by_hop, TT_ARRAY_SIZE(hop_by_hop)) || tt_str_ieq(f->name, TT_LIT("expect")) ||
             named_by_connection(h->fields, h->nfields, conn, f->name) || rule_drops(fr, f->name))
             continue;
@@ -216,6 +217,8 @@ void tt_forward_request_head_routed(const tt_req_t *rq, const tt_upstream_conf_t
         if (any) put_field(b, bufs, TT_STR("Cookie"), view_of(&v));
         tt_buf_release(&v, bufs);
     }
+    if (rq->request_id_len && !rule_drops(fr, TT_STR("x-request-id"))) /* the client's when kept, else tether's */
+        put_field(b, bufs, TT_STR("X-Request-Id"), tt_str(rq->request_id, rq->request_id_len));
     if (!rule_drops(fr, TT_STR("via")))
         put_list(b, bufs, h, conn, "Via", true,
                  h2                 ? TT_STR("2 tether")

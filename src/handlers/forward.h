@@ -16,8 +16,9 @@
  * upstream `uc`: the request-line with the normalized path; Host first, always (uc->host, else the request's
  * authority -- the absolute-form target's, RFC 9112 3.2.2 -- else the server's name), so no Connection option can
  * remove it; the end-to-end fields in order, without the hop-by-hop ones and those the Connection field names
- * (RFC 9110 7.6.1); an HTTP/2 request's cookie fields joined with "; " into one (RFC 9113 8.2.3); Via with the
- * protocol version received ("1.0", "1.1" or "2", RFC 9110 7.6.3); X-Forwarded-For and X-Real-IP, replaced when the
+ * (RFC 9110 7.6.1); an HTTP/2 request's cookie fields joined with "; " into one (RFC 9113 8.2.3); X-Request-Id with
+ * rq->request_id when it has one (the client's X-Request-Id fields are then dropped: it is theirs when kept); Via with
+ * the protocol version received ("1.0", "1.1" or "2", RFC 9110 7.6.3); X-Forwarded-For and X-Real-IP, replaced when the
  * peer is not in uc->trusted and appended to (X-Real-IP: the nearest untrusted address) when it is;
  * X-Forwarded-Proto and X-Forwarded-Host, tether's own unless a trusted peer sent them; Forwarded (RFC 7239, values
  * quoted and escaped) when uc->forwarded, after a trusted peer's; then the framing: Transfer-Encoding: chunked when

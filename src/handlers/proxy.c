@@ -143,8 +143,25 @@ typedef struct proxy_req {
                             owned when longer; NULL: none */
     char client_buf[160];
     tt_defer_t free_later;
+    uint64_t attempt_us;      /* CLOCK_MONOTONIC us when the current attempt began (connect start, or the reuse) */
+    tt_accesslog_up_t up_log; /* what the access log shows of the upstream side (req->log_up) */
     char log[320];
 } proxy_req_t;
+
+/* Upstream timings are finer than the loop's millisecond clock: a connect or an answer on a LAN takes less than
+ * one, and would read 0 like a reused connection. One vDSO clock read per event. */
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The time since the current attempt began, us. */
+static int64_t attempt_elapsed(const proxy_req_t *pr)
+{
+    return (int64_t)(mono_us() - pr->attempt_us);
+}
 
 /* The metrics of the server the request uses, in this worker's row. */
 static tt_pool_metrics_t *pool_metrics(const proxy_req_t *pr)
@@ -178,7 +195,11 @@ static void pr_finish(proxy_req_t *pr)
 
 static void update_log(proxy_req_t *pr)
 {
-    if (!tt_accesslog_enabled(&pr->pw->w->alog)) return; /* a formatted line nobody reads costs 4 % of a request */
+    tt_accesslog_up_t *l = &pr->up_log;
+    l->addr = pr->pool != NULL ? &pr->uc->servers[pr->server].addr : NULL;
+    l->reused = pr->reused;
+    l->cause = pr->cause != TT_CAUSE_NONE ? tt_proxy_cause_name(pr->cause) : NULL;
+    if (!tt_accesslog_wants_extra(&pr->pw->w->alog)) return; /* a formatted line nobody reads costs 4 % of a request */
     char as[TT_ADDR_STRLEN] = "-";
     if (pr->pool != NULL) snprintf(as, sizeof(as), "%s", pr->uc->servers[pr->server].name);
     int n = snprintf(pr->log, sizeof(pr->log),
@@ -265,6 +286,7 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *u, tt_pool_status_t st, 
 
 static void acquire(proxy_req_t *pr, bool fresh_only)
 {
+    pr->up_log.connect_us = pr->up_log.header_us = pr->up_log.response_us = -1; /* the log shows the last attempt */
     pr->waiter.cb = waiter_cb;
     /* reuse = safe: a new client connection's first request opens its own upstream connection, so the
      * client's own retry covers any residual race (HAProxy's http-reuse safe). */
@@ -344,6 +366,12 @@ static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
     pr->up_req_no = u->requests + 1;
     pr->up_age_ms = tt_loop_now(loop) - u->created_ms;
     pr->up_id = u->id;
+    /* nginx's $upstream_*_time: from the attempt's start (the connect, when it was opened for this request). */
+    uint64_t now_us = mono_us();
+    pr->up_log.connect_us = pr->reused ? 0 : (int64_t)u->handshake_us;
+    pr->attempt_us = now_us - (uint64_t)pr->up_log.connect_us;
+    pr->up_log.header_us = pr->up_log.response_us = -1;
+    pr->up_log.status = 0;
     pr->t_begin_us = tt_loop_now_us(loop);
     pr->t_first_byte_us = pr->t_done_us = 0;
     pr->sent_end = false;
@@ -438,6 +466,7 @@ static void client_on_abort(tt_req_t *req)
     }
     pr->up = NULL;
     req->log_extra = TT_STR_NULL; /* the request is the client connection's from now on (a refusal's log line) */
+    req->log_up = NULL;
     pr_finish(pr);
 }
 
@@ -677,6 +706,8 @@ static void up_on_head(tt_upconn_t *u, const tt_h1_response_t *res)
     r.content_length = res->chunked || res->close_delimited ? -1 : res->content_length;
     if (tt_http_status_has_no_content(res->status)) r.content_length = -1;
     pr->response_started = true;
+    pr->up_log.status = res->status;
+    pr->up_log.header_us = attempt_elapsed(pr);
     update_log(pr);
     tt_req_respond_head(pr->req, &r);
     tt_buf_release(&f, bufs);
@@ -701,6 +732,7 @@ static void up_on_done(tt_upconn_t *u, tt_str_t trailers)
      * answer that came before the request was completely sent makes it unparkable (tt_pool_can_park). The
      * client connection resumes its content, if it was paused, by itself: the request is finished. Only the
      * trailer fields that may be trailers pass (RFC 9110 6.5.1): a Content-Length one would break the stream. */
+    pr->up_log.response_us = attempt_elapsed(pr);
     tt_buf_t tr = {0};
     if (trailers.n) tt_forward_trailers(trailers, &tr, bufs);
     tt_req_finish(pr->req, tr.len ? tt_str(tt_buf_data(&tr), tr.len) : TT_STR_NULL);
@@ -714,6 +746,7 @@ static void up_on_error(tt_upconn_t *u, tt_up_err_t err)
     proxy_req_t *pr = u->data;
     bool before_response = !u->got_bytes;
     bool reused = pr->reused;
+    pr->up_log.response_us = attempt_elapsed(pr);
     tt_pool_discard(pr->pool, u, TT_RETIRE_ERROR);
     pr->up = NULL;
     if (pr->response_started) {
@@ -921,6 +954,8 @@ static void proxy_handle(void *state, tt_req_t *req)
         free(pr);
         return;
     }
+    pr->up_log = (tt_accesslog_up_t){.name = pr->uc->name, .connect_us = -1, .header_us = -1, .response_us = -1};
+    req->log_up = &pr->up_log;
     tt_req_set_hooks(req, &client_hooks, pr);
     bool all_down;
     if (!pick_server(pr, &all_down)) {

@@ -39,7 +39,7 @@ typedef struct out_file {
     uint64_t head_bytes; /* its response head */
     uint64_t start_us;   /* loop clock, us */
     tt_accesslog_rec_t rec;
-    char *strs; /* owned copy of method and target for `rec` */
+    char *strs; /* owned copy of what `rec` reads: captured fields, method, target, request id */
 } out_file_t;
 
 typedef struct h1_conn {
@@ -86,6 +86,7 @@ typedef struct h1_conn {
     bool sent_continue : 1;  /* this request got tether's own 100 Continue */
     int64_t resp_left;       /* streamed response: Content-Length bytes still owed, -1 when not counted */
     uint64_t resp_bytes;     /* bytes of the streamed response queued so far (access log) */
+    uint64_t resp_head;      /* of which its head */
     int resp_status;
     tt_buf_t trailers;     /* request trailer section being collected for an asynchronous handler */
     uint8_t resp_decision; /* keep-alive decision of the streamed response's head */
@@ -109,13 +110,14 @@ typedef struct h1_areq {
     tt__wgen_t *gen; /* the generation whose route state handles it, referenced until it is finished */
     tt_str_t method;
     tt_str_t target;
-    char strs[]; /* method and target */
+    const tt_str_t *caps;    /* the request fields the log format reads (tt_accesslog_capture), or NULL */
+    _Alignas(8) char strs[]; /* the captured fields (views first), method and target */
 } h1_areq_t;
 
 static void conn_run(h1_conn_t *c);
 static void conn_close(h1_conn_t *c, tt_close_reason_t reason);
-static void log_line(h1_conn_t *c, tt_str_t method, tt_str_t target, int status, uint64_t bytes,
-                     tt_close_reason_t decision, tt_str_t extra);
+static void log_line(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uint64_t head_bytes,
+                     tt_close_reason_t decision);
 static void abort_areq(h1_conn_t *c);
 static void tunnel_log(h1_conn_t *c, tt_close_reason_t reason);
 static bool tls_step(h1_conn_t *c);
@@ -241,9 +243,8 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     } else if (c->areq != NULL) {
         /* Log the request the client will never get a (complete) answer to: 499 as nginx does when no
          * response was started. */
-        tt_str_t extra = c->areq->req.log_extra;
-        log_line(c, c->areq->method, c->areq->target, c->resp_open ? c->resp_status : 499, c->resp_bytes, reason,
-                 extra);
+        log_line(c, &c->areq->req, c->resp_open ? c->resp_status : 499, c->resp_bytes, c->resp_open ? c->resp_head : 0,
+                 reason);
         c->resp_bytes = 0;
         abort_areq(c);
     }
@@ -512,26 +513,6 @@ static void conn_kick(h1_conn_t *c)
     if (!c->in_run && c->state < ST_LINGER) tt_loop_defer(c->w->loop, &c->kick, kick_cb);
 }
 
-static void log_line(h1_conn_t *c, tt_str_t method, tt_str_t target, int status, uint64_t bytes,
-                     tt_close_reason_t decision, tt_str_t extra)
-{
-    tt_accesslog_rec_t rec = {
-        .peer = &c->peer,
-        .method = method,
-        .target = target,
-        .minor_version = c->cur_minor,
-        .status = status,
-        .bytes = bytes,
-        .duration_ms = tt_loop_now(c->w->loop) - c->cur_start_us / 1000,
-        .conn_id = c->id,
-        .req_no = c->requests,
-        .decision = tt_close_reason_name(decision),
-        .extra = extra,
-    };
-    tt_accesslog_add(&c->w->alog, &rec);
-    if (status != 101) observe_request(c, c->cur_start_us); /* a tunnel's line lasts as long as the tunnel */
-}
-
 /* The method and target for the log: the request's bytes while handle() runs, the copies afterwards. */
 static void req_names(h1_conn_t *c, const tt_req_t *rq, tt_str_t *method, tt_str_t *target)
 {
@@ -542,6 +523,42 @@ static void req_names(h1_conn_t *c, const tt_req_t *rq, tt_str_t *method, tt_str
         *method = rq->head->method;
         *target = rq->head->target;
     }
+}
+
+/* The line of request `rq`: its head's fields while handle() runs (the head is valid then), the captured copies of
+ * an asynchronous request afterwards. */
+static tt_accesslog_rec_t line_of(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uint64_t head_bytes,
+                                  tt_close_reason_t decision)
+{
+    const bool async = c->areq != NULL && rq == &c->areq->req;
+    tt_accesslog_rec_t rec = {
+        .peer = &c->peer,
+        .minor_version = c->cur_minor,
+        .status = status,
+        .bytes = bytes,
+        .duration_ms = tt_loop_now(c->w->loop) - c->cur_start_us / 1000,
+        .conn_id = c->id,
+        .req_no = c->requests,
+        .decision = tt_close_reason_name(decision),
+        .extra = rq->log_extra,
+        .head_bytes = head_bytes,
+        .head = async ? NULL : rq->head,
+        .caps = async ? c->areq->caps : NULL,
+        .request_id = tt_str(rq->request_id, rq->request_id_len),
+        .up = rq->log_up,
+    };
+    req_names(c, rq, &rec.method, &rec.target);
+    return rec;
+}
+
+static void log_line(h1_conn_t *c, tt_req_t *rq, int status, uint64_t bytes, uint64_t head_bytes,
+                     tt_close_reason_t decision)
+{
+    if (tt_accesslog_enabled(&c->w->alog)) {
+        tt_accesslog_rec_t rec = line_of(c, rq, status, bytes, head_bytes, decision);
+        tt_accesslog_add(&c->w->alog, &rec);
+    }
+    if (status != 101) observe_request(c, c->cur_start_us); /* a tunnel's line lasts as long as the tunnel */
 }
 
 static void areq_free_cb(tt_defer_t *d)
@@ -682,20 +699,27 @@ static void h1_respond(tt_req_t *rq, const tt_resp_t *resp)
                 .conn_id = c->id,
                 .req_no = c->requests,
                 .decision = tt_close_reason_name(decision),
+                .head_bytes = head_len,
             };
             if (tt_accesslog_enabled(&w->alog)) {
                 /* The line is written when the file is sent; the request's bytes will be gone by then. */
-                f->strs = tt_malloc(method.n + target.n + 1);
-                memcpy(f->strs, method.p, method.n);
-                memcpy(f->strs + method.n, target.p, target.n);
-                f->rec.method = tt_str(f->strs, method.n);
-                f->rec.target = tt_str(f->strs + method.n, target.n);
+                const bool async = c->areq != NULL && rq == &c->areq->req;
+                size_t capsz = async ? 0 : tt_accesslog_capture_size(&w->alog, rq->head);
+                f->strs = tt_malloc(capsz + method.n + target.n + rq->request_id_len + 1);
+                char *s = f->strs + capsz;
+                f->rec.caps = async ? c->areq->caps : tt_accesslog_capture(&w->alog, rq->head, f->strs);
+                memcpy(s, method.p, method.n);
+                memcpy(s + method.n, target.p, target.n);
+                memcpy(s + method.n + target.n, rq->request_id, rq->request_id_len);
+                f->rec.method = tt_str(s, method.n);
+                f->rec.target = tt_str(s + method.n, target.n);
+                f->rec.request_id = tt_str(s + method.n + target.n, rq->request_id_len);
             }
             req_done(c, rq);
             return;
         }
     }
-    log_line(c, method, target, resp->status, head_len + content, decision, rq->log_extra);
+    log_line(c, rq, resp->status, head_len + content, head_len, decision);
     req_done(c, rq);
 }
 
@@ -706,7 +730,7 @@ static void h1_respond_head(tt_req_t *rq, const tt_resp_t *head)
     const bool content = !tt_http_status_has_no_content(head->status) && !rq->is_head;
     const bool chunked = content && head->content_length < 0 && c->cur_minor >= 1;
     tt_close_reason_t decision;
-    c->resp_bytes = put_head(c, head, chunked, content, &decision);
+    c->resp_bytes = c->resp_head = put_head(c, head, chunked, content, &decision);
     c->resp_open = true;
     c->resp_chunked = chunked;
     c->resp_left = !content ? 0 : head->content_length;
@@ -763,9 +787,7 @@ static void finish_streamed(tt_req_t *rq, tt_str_t trailers, bool failed)
         c->close_reason = TT_CLOSE_RESET;
         decision = TT_CLOSE_RESET;
     }
-    tt_str_t method, target;
-    req_names(c, rq, &method, &target);
-    log_line(c, method, target, c->resp_status, c->resp_bytes, decision, rq->log_extra);
+    log_line(c, rq, c->resp_status, c->resp_bytes, c->resp_head, decision);
     req_done(c, rq);
     conn_kick(c);
 }
@@ -807,17 +829,25 @@ static void h1_interim(tt_req_t *rq, int status, tt_str_t fields)
  * handler's fields followed by the bytes each way and the tunnel's duration. */
 static void tunnel_log(h1_conn_t *c, tt_close_reason_t reason)
 {
+    if (!tt_accesslog_enabled(&c->w->alog)) return;
     h1_areq_t *a = c->areq;
     uint64_t up = tt_tunnel_bytes_from(c->tunnel, TT_TUNNEL_CLIENT);
     uint64_t down = tt_tunnel_bytes_from(c->tunnel, TT_TUNNEL_UPSTREAM);
     uint64_t ms = tt_loop_now(c->w->loop) - tt_tunnel_start_ms(c->tunnel);
-    tt_str_t px = a->req.log_extra;
+    tt_accesslog_rec_t rec = line_of(c, &a->req, 101, down, TT_MIN(c->resp_bytes, down), reason);
+    rec.tunnel = true;
+    rec.tunnel_up = up;
+    rec.tunnel_down = down - rec.head_bytes;
+    rec.tunnel_ms = ms;
     char extra[640];
-    int n = snprintf(extra, sizeof(extra), "%.*s%stunnel_up=%llu tunnel_down=%llu tunnel_ms=%llu", (int)px.n,
-                     px.n ? px.p : "", px.n ? " " : "", (unsigned long long)up,
-                     (unsigned long long)(down > c->resp_bytes ? down - c->resp_bytes : 0), (unsigned long long)ms);
-    log_line(c, a->method, a->target, 101, down, reason,
-             tt_str(extra, n > 0 ? TT_MIN((size_t)n, sizeof(extra) - 1) : 0));
+    if (tt_accesslog_wants_extra(&c->w->alog)) {
+        tt_str_t px = a->req.log_extra;
+        int n = snprintf(extra, sizeof(extra), "%.*s%stunnel_up=%llu tunnel_down=%llu tunnel_ms=%llu", (int)px.n,
+                         px.n ? px.p : "", px.n ? " " : "", (unsigned long long)up, (unsigned long long)rec.tunnel_down,
+                         (unsigned long long)ms);
+        rec.extra = tt_str(extra, n > 0 ? TT_MIN((size_t)n, sizeof(extra) - 1) : 0);
+    }
+    tt_accesslog_add(&c->w->alog, &rec);
 }
 
 /* 101: the head, then the socket belongs to the tunnel. The output still queued (an interim response, the head) and
@@ -897,6 +927,7 @@ static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
     rq->worker = c->w;
     rq->_conn = c;
     rq->_ops = &h1_req_ops;
+    tt__req_set_id(rq, c->w, h);
     c->cur_minor = (uint8_t)h->minor_version;
     c->cur_tokens = h->conn_tokens;
     c->cur_start_us = c->mark_us;
@@ -947,15 +978,18 @@ static void abort_areq(h1_conn_t *c)
 static tt_req_t *make_areq(h1_conn_t *c, const tt_req_t *rq)
 {
     const tt_h1_request_t *h = rq->head;
-    h1_areq_t *a = tt_malloc(sizeof(*a) + h->method.n + h->target.n);
+    size_t capsz = tt_accesslog_capture_size(&c->w->alog, h);
+    h1_areq_t *a = tt_malloc(sizeof(*a) + capsz + h->method.n + h->target.n);
     a->req = *rq;
     a->free_later = (tt_defer_t){0};
     a->gen = c->w->cur;
     tt__wgen_ref(a->gen);
-    memcpy(a->strs, h->method.p, h->method.n);
-    memcpy(a->strs + h->method.n, h->target.p, h->target.n);
-    a->method = tt_str(a->strs, h->method.n);
-    a->target = tt_str(a->strs + h->method.n, h->target.n);
+    a->caps = tt_accesslog_capture(&c->w->alog, h, a->strs);
+    char *s = a->strs + capsz;
+    memcpy(s, h->method.p, h->method.n);
+    memcpy(s + h->method.n, h->target.p, h->target.n);
+    a->method = tt_str(s, h->method.n);
+    a->target = tt_str(s + h->method.n, h->target.n);
     c->areq = a;
     return &a->req;
 }
@@ -1405,7 +1439,11 @@ static void respond_timeout(h1_conn_t *c)
     c->cur_minor = (uint8_t)h->minor_version;
     c->cur_start_us = c->mark_us;
     c->requests++; /* the line numbers the request that timed out */
-    log_line(c, h->method, h->target, 408, n > 0 ? (uint64_t)n : 0, TT_CLOSE_HEADER_TIMEOUT, TT_STR_NULL);
+    tt_req_t rq;
+    memset(&rq, 0, offsetof(tt_req_t, request_id));
+    rq.head = h;
+    tt__req_set_id(&rq, c->w, NULL);
+    log_line(c, &rq, 408, n > 0 ? (uint64_t)n : 0, n > 0 ? (uint64_t)n : 0, TT_CLOSE_HEADER_TIMEOUT);
 }
 
 static void op_on_timeout(tt__conn_t *base)

@@ -81,6 +81,7 @@ typedef struct h2_stream {
     tt_defer_t free_later;
     tt__wgen_t *gen; /* an asynchronous stream's generation (its route state), referenced until the stream is freed */
     char *log_extra; /* the handler's access-log text, copied when it finished (it owns req.log_extra until then) */
+    tt_accesslog_up_t log_up; /* likewise, a copy of *req.log_up */
 } h2_stream_t;
 
 struct h2_conn {
@@ -263,6 +264,10 @@ static void keep_log_extra(h2_stream_t *st)
     st->req.log_extra = copy ? tt_str(copy, st->req.log_extra.n) : TT_STR_NULL;
     free(st->log_extra);
     st->log_extra = copy;
+    if (st->req.log_up != NULL && st->req.log_up != &st->log_up) {
+        st->log_up = *st->req.log_up; /* its name and addr are the configuration's: they outlive the stream */
+        st->req.log_up = &st->log_up;
+    }
 }
 
 static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
@@ -582,6 +587,7 @@ static void dispatch(h2_stream_t *st)
     rq->worker = w;
     rq->_conn = st;
     rq->_ops = &h2_req_ops;
+    tt__req_set_id(rq, w, h);
     /* RFC 8441 4: an extended CONNECT (:protocol, allowed by our SETTINGS_ENABLE_CONNECT_PROTOCOL; nghttp2 checked
      * that :scheme and :path came with it) names a resource like any request, and its DATA are a tunnel's */
     const bool extended = h->method_id == TT_METHOD_CONNECT && st->has_protocol;
@@ -855,7 +861,9 @@ static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
     h2_conn_t *c = st->c;
     if (st->head == NULL) return;
     char extra[64 + 320];
-    int n = snprintf(extra, sizeof(extra), "stream=%d%s%.*s", st->id, st->req.log_extra.n ? " " : "",
+    int n = 0;
+    if (tt_accesslog_wants_extra(&c->w->alog))
+        n = snprintf(extra, sizeof(extra), "stream=%d%s%.*s", st->id, st->req.log_extra.n ? " " : "",
                      (int)TT_MIN(st->req.log_extra.n, 320), st->req.log_extra.p ? st->req.log_extra.p : "");
     tt_accesslog_rec_t rec = {
         .peer = &c->peer,
@@ -869,6 +877,10 @@ static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
         .req_no = st->req.req_no,
         .decision = tt_close_reason_name(decision),
         .extra = tt_str(extra, (size_t)TT_MAX(n, 0)),
+        .stream_id = st->id,
+        .head = st->head,
+        .request_id = tt_str(st->req.request_id, st->req.request_id_len),
+        .up = st->req.log_up,
     };
     tt_accesslog_add(&c->w->alog, &rec);
     if (!st->tunnel) /* a tunnel's line lasts as long as the tunnel: not a request's duration */

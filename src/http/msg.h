@@ -15,6 +15,7 @@
 #ifndef TT_HTTP_MSG_H
 #define TT_HTTP_MSG_H
 
+#include "http/accesslog.h"
 #include "http/h1_parse.h"
 #include "net/addr.h"
 #include "net/tunnel.h"
@@ -107,6 +108,12 @@ struct tt_req {
     void *_conn;                 /* private: the protocol connection */
     const tt_req_ops_t *_ops;    /* private: the protocol's writer */
     bool _done;                  /* private: finished; every call below is a no-op (see "Lifetime" above) */
+
+    /* the log's view of the request */
+    const tt_accesslog_up_t *log_up;    /* a proxied request's upstream side for the log line; as log_extra */
+    uint8_t request_id_len;             /* bytes of request_id; 0: none ([log] request_id = off) */
+    char request_id[TT_REQUEST_ID_MAX]; /* X-Request-Id: the client's when kept, else generated (32 hex digits);
+                                           set before handle(), forwarded upstream, logged as $request_id */
 };
 
 /**

@@ -619,6 +619,7 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
             tt_accesslog_init_file(&w->alog, w->loop, conf->access_log_file);
         else
             tt_accesslog_init(&w->alog, w->loop, conf->access_log_fd);
+        tt_accesslog_set_format(&w->alog, conf->access_log_format);
         w->date_s = -1;
         w->metrics.listeners = tt_calloc(TT_LISTENER_METRICS_MAX, sizeof(tt_listener_metrics_t));
         w->cur = wgen_new(w, g);

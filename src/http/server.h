@@ -50,6 +50,13 @@ typedef struct tt_listener_conf {
     tt_tls_source_t *tls;             /* NULL: plain TCP; not owned */
 } tt_listener_conf_t;
 
+/** What a request's X-Request-Id becomes ([log] request_id). */
+typedef enum tt_request_id_mode {
+    TT_REQUEST_ID_OFF = 0, /* none: nothing generated, nothing added upstream, $request_id is "-" */
+    TT_REQUEST_ID_ON,      /* the client's when valid, else a generated one; forwarded upstream */
+    TT_REQUEST_ID_GENERATE /* always a generated one (the client's is replaced); forwarded upstream */
+} tt_request_id_mode_t;
+
 /** Server settings; every pointer must outlive the server. */
 typedef struct tt_server_conf {
     uint32_t workers;          /* worker threads, >= 1 */
@@ -67,6 +74,10 @@ typedef struct tt_server_conf {
      * them and their last connection is gone, or the server is freed); not called when tt_server_new fails */
     void (*release)(void *arg);
     void *release_arg;
+
+    /* [log]: the access log's format, the request ids */
+    const struct tt_accesslog_fmt *access_log_format; /* NULL: the main format; not owned */
+    tt_request_id_mode_t request_id;                  /* what each request's id is (reqid.c) */
 } tt_server_conf_t;
 
 typedef struct tt_server tt_server_t;

@@ -7,6 +7,7 @@
 #define TT_HTTP_WORKER_H
 
 #include "core/buf.h"
+#include "core/rand.h"
 #include "core/tq.h"
 #include "http/accesslog.h"
 #include "http/server.h"
@@ -83,6 +84,7 @@ struct tt_worker {
     size_t date_fields_len;
     tt_accesslog_t alog;
     tt_h1_request_t req; /* parse target, reused for every request head */
+    tt_rand_t rng;       /* request ids (tt__req_set_id) */
     char *path_buf;      /* normalized request path of the request being dispatched (tt__worker_path_buf) */
     size_t path_cap;
     tt_h1_response_t up_res; /* upstream response parse target, shared by every pool of the worker (one call) */
@@ -136,6 +138,10 @@ void tt__wgen_unref(tt__wgen_t *g);
  * connection must be in none of `ls`'s timeout queues.
  */
 tt__lstate_t *tt__lstate_follow(tt__lstate_t *ls);
+/* reqid.c */
+/** Gives `rq` its request id as w->conf->request_id says: the first X-Request-Id of `h` (may be NULL) when it is
+ *  1 to TT_REQUEST_ID_MAX visible ASCII bytes and the mode keeps it, else 32 random hex digits; none when off. */
+void tt__req_set_id(tt_req_t *rq, tt_worker_t *w, const tt_h1_request_t *h);
 
 /** Timeout callback of every connection queue: dispatches to the connection's on_timeout. */
 void tt__conn_on_timeout(tt_tq_entry_t *e);
