@@ -317,3 +317,25 @@ def test_tunnel_line_in_json_has_its_bytes_and_duration(tether):
         assert HEX32.match(r["request_id"]) and "X-Request-Id: %s\r\n" % r["request_id"] in o.heads[-1]
     finally:
         o.stop()
+
+
+# ---- reload ----
+
+def test_the_format_and_request_ids_outlive_the_configuration_a_reload_replaced(tether, site):
+    """The compiled format belongs to the running server, not to the first configuration: after two reloads have
+    released that configuration (no connection uses it), lines are still JSON with generated ids (a freed format
+    would be garbage, and an error under ASan)."""
+    cfg = log_config("json", "[keepalive]\nidle_timeout = %s\n")
+    t = tether("--root", str(site), config=cfg % "5s")
+    assert curl("http://127.0.0.1:%d/" % t.port) == 200
+    for gen, idle in ((2, "6s"), (3, "7s")):
+        with open(t.config_path, "w") as f:
+            f.write(cfg % idle)
+        t.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10 * SLOW
+        while "reload: applied (generation %d)" % gen not in t.stderr():
+            assert time.monotonic() < deadline, t.stderr()
+            time.sleep(0.02)
+    assert curl("http://127.0.0.1:%d/" % t.port) == 200
+    recs = json_lines(t, 2)
+    assert all(HEX32.match(r["request_id"]) for r in recs), recs
