@@ -52,7 +52,7 @@ static const char serve_usage[] =
     "  --tcp-keepalive IDLE:INTVL:CNT|off   kernel TCP keepalive probes, e.g. 900s:60s:5 [off]\n"
     "  --drain-timeout DUR        hard deadline of a graceful drain (SIGTERM, SIGINT) [10s]\n"
     "  --access-log FILE|-|off    access log [- (stdout)]\n"
-    "  --metrics ADDR:PORT|off    admin listener for /metrics and /status [off]\n"
+    "  --metrics ADDR:PORT|off    admin listener: /metrics, /status (live page), /status.json [off]\n"
     "  --log-level LEVEL          error, warn, info or debug [info]\n"
     "  -h, --help                 this text\n";
 
@@ -363,6 +363,40 @@ static void size_connections(tt_conf_t *c, uint32_t workers, size_t nl, long nof
            c->max_connections, nofile, workers, c->max_connections, (unsigned long long)reserved);
 }
 
+/* What the admin listener appends to the workers' metrics: the upstreams', then the configuration values the
+ * advisor compares the counters with (it may run in another process: `tether advise`). */
+typedef struct admin_extra {
+    tt_proxy_registry_t *reg;
+    const tt_conf_t *conf;
+    tt_server_t *srv;
+    const tt_listener_conf_t *listeners;
+    const char *const *groups; /* per listener: its [listen NAME], "" for [listen] */
+    size_t nl;
+    uint32_t workers;
+} admin_extra_t;
+
+static void admin_render_extra(void *arg, char **out, size_t *len, size_t *cap)
+{
+    const admin_extra_t *x = arg;
+    tt_proxy_render_metrics(x->reg, out, len, cap);
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_listener_idle_timeout_seconds The idle timeout of each listener (its address; "
+                      "group: its [listen NAME]).\n"
+                      "# TYPE tether_listener_idle_timeout_seconds gauge\n");
+    for (size_t i = 0; i < x->nl; i++) {
+        char as[TT_ADDR_STRLEN];
+        tt_addr_format(tt_server_bound_addr(x->srv, i), as, sizeof(as));
+        tt_metrics_printf(out, len, cap, "tether_listener_idle_timeout_seconds{listener=\"%s\",group=\"%s\"} %g\n", as,
+                          x->groups[i], (double)x->listeners[i].policy->ka.idle_timeout_ms / 1000.0);
+    }
+    tt_metrics_printf(
+        out, len, cap,
+        "# HELP tether_max_connections max_connections: open client connections allowed per worker (0: no "
+        "limit).\n# TYPE tether_max_connections gauge\ntether_max_connections %u\n"
+        "# HELP tether_workers Worker threads.\n# TYPE tether_workers gauge\ntether_workers %u\n",
+        x->conf->max_connections, x->workers);
+}
+
 /* Frees what tt_cmd_serve() built from the configuration. */
 static void free_setup(tt_router_t *router, tt_proxy_registry_t **reg, tt_static_conf_t *static_confs,
                        tt_proxy_conf_t *proxy_confs, tt_listener_conf_t *listeners, tt_tls_source_t **tls, size_t ntls)
@@ -456,9 +490,11 @@ int tt_cmd_serve(int argc, char **argv)
         }
     }
     tt_listener_conf_t *listeners = tt_calloc(nl, sizeof(*listeners));
+    const char **groups = tt_calloc(nl + 1, sizeof(*groups));
     nl = 0;
     for (size_t i = 0; i < c.nlistens; i++)
         for (size_t j = 0; j < c.listens[i].naddrs; j++)
+            groups[nl] = c.listens[i].name ? c.listens[i].name : "",
             listeners[nl++] =
                 (tt_listener_conf_t){.addr = c.listens[i].addrs[j], .policy = &c.listens[i].policy, .tls = tls[i]};
 
@@ -466,6 +502,7 @@ int tt_cmd_serve(int argc, char **argv)
         /* Everything above built what a start would (routes, upstreams, TLS contexts) without opening a socket. */
         fprintf(stderr, "tether: configuration OK%s%s\n", c.path ? ": " : "", c.path ? c.path : "");
         free_setup(&router, &reg, static_confs, proxy_confs, listeners, tls, c.nlistens);
+        free(groups);
         tt_conf_dispose(&c);
         return 0;
     }
@@ -491,8 +528,11 @@ int tt_cmd_serve(int argc, char **argv)
     }
 
     /* The admin listener (metrics) runs on this thread, beside the signal watch. */
+    admin_extra_t extra = {
+        .reg = reg, .conf = &c, .srv = srv, .listeners = listeners, .groups = groups, .nl = nl, .workers = workers};
     tt_status_conf_t status_conf = {
-        .srv = srv, .metrics_path = c.metrics_path, .extra = tt_proxy_render_metrics, .extra_arg = reg};
+        .srv = srv, .metrics_path = c.metrics_path, .extra = admin_render_extra, .extra_arg = &extra};
+    tt_status_start(&status_conf);
     tt_router_t admin_router = {0};
     tt_router_add(&admin_router, "/", &tt_status_ops, &status_conf);
     tt_listener_conf_t admin_listener = {.addr = c.metrics_addr, .policy = &c.defaults};
@@ -553,6 +593,7 @@ int tt_cmd_serve(int argc, char **argv)
     tt_server_free(&srv);
     tt_router_dispose(&admin_router);
     free_setup(&router, &reg, static_confs, proxy_confs, listeners, tls, c.nlistens);
+    free(groups);
     tt_log_close_file();
     tt_conf_dispose(&c);
     return 0;

@@ -1203,11 +1203,35 @@ static void op_abort(tt__conn_t *base)
     conn_close(c, c->closing ? (tt_close_reason_t)c->close_reason : TT_CLOSE_SHUTDOWN);
 }
 
+/* What the status page shows of this connection (conn_report.c); on the owning worker. */
+static void op_info(const tt__conn_t *base, uint64_t now_ms, tt_conn_info_t *out)
+{
+    const h1_conn_t *c = tt_container_of(base, h1_conn_t, base);
+    out->id = c->id;
+    out->age_ms = now_ms - c->accepted_ms;
+    out->idle_ms = c->idle ? now_ms - c->mark_ms : 0;
+    out->requests = c->requests;
+    out->listener = (uint16_t)(c->ls - c->w->ls);
+    out->tls = c->ls->tls != NULL;
+    out->peer = c->peer;
+    if (c->idle)
+        out->state = TT_CONN_IDLE;
+    else if (c->state == ST_TLS)
+        out->state = TT_CONN_HANDSHAKE;
+    else if (c->state == ST_LINGER || c->state == ST_CLOSED)
+        out->state = TT_CONN_CLOSING;
+    else if (c->areq != NULL || c->out.len > 0 || c->nfiles > 0 || c->resp_open)
+        out->state = TT_CONN_WRITING;
+    else
+        out->state = TT_CONN_READING;
+}
+
 static const tt__conn_ops_t h1_ops = {
     .on_timeout = op_on_timeout,
     .close = op_close,
     .drain = op_drain,
     .abort = op_abort,
+    .info = op_info,
 };
 
 /* ---- entry point from the worker ---- */

@@ -289,7 +289,9 @@ static void *worker_main(void *arg)
 {
     tt_worker_t *w = arg;
     worker_prepare(w);
+    tt__worker_report_start(w);
     tt_loop_run(w->loop);
+    tt__worker_report_stop(w);
     worker_finish(w);
     uint64_t one = 1;
     ssize_t n = write(w->srv->done_fd, &one, sizeof(one));
@@ -321,6 +323,7 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
         tt_bufpool_init(&w->bufs, 16384, 256);
         tt_timer_init(&w->accept_retry, accept_retry_on_timer);
         tt_timer_init(&w->drain_deadline, drain_deadline_on_timer);
+        tt__worker_report_init(w);
         if (conf->access_log_file != NULL)
             tt_accesslog_init_file(&w->alog, w->loop, conf->access_log_file);
         else
@@ -461,6 +464,7 @@ void tt_server_free(tt_server_t **srvp)
         tt_accesslog_dispose(&w->alog);
         tt_bufpool_dispose(&w->bufs);
         free(w->path_buf);
+        tt__worker_report_dispose(w);
         tt_loop_free(&w->loop);
     }
     free(srv->workers);
@@ -484,4 +488,10 @@ tt_metrics_shard_t *const *tt_server_shards(const tt_server_t *srv, size_t *n)
 {
     *n = srv->nworkers;
     return srv->shards;
+}
+
+void tt_server_conn_report(tt_server_t *srv, tt_conn_report_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (uint32_t i = 0; i < srv->nworkers; i++) tt__worker_report_merge(&srv->workers[i], out);
 }

@@ -45,6 +45,20 @@ void tt_metrics_printf(char **out, size_t *len, size_t *cap, const char *fmt, ..
     }
 }
 
+void tt_metrics_json_str(char **out, size_t *len, size_t *cap, const char *s)
+{
+    tt_metrics_printf(out, len, cap, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\')
+            tt_metrics_printf(out, len, cap, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            tt_metrics_printf(out, len, cap, "\\u%04x", *p);
+        else
+            tt_metrics_printf(out, len, cap, "%c", *p);
+    }
+    tt_metrics_printf(out, len, cap, "\"");
+}
+
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 static uint64_t sum_counter(tt_metrics_shard_t *const *s, size_t n, size_t off)

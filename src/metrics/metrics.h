@@ -100,5 +100,7 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
 
 /** printf-append to a growable string (as in tt_metrics_render); for other renderers of metrics. */
 TT_PRINTF(4, 5) void tt_metrics_printf(char **out, size_t *len, size_t *cap, const char *fmt, ...);
+/** Appends `s` as a JSON string (RFC 8259 7: quotes, backslash and control bytes escaped) to a growable string. */
+void tt_metrics_json_str(char **out, size_t *len, size_t *cap, const char *s);
 
 #endif
