@@ -187,6 +187,27 @@ static void render_json(const tt_status_conf_t *sc, char **out, size_t *len, siz
     free(text);
 }
 
+/* The advice alone, as text or as a JSON array (`tether advise --status URL`). */
+static void render_advice(const tt_status_conf_t *sc, bool json, char **out, size_t *len, size_t *cap)
+{
+    char *text = NULL;
+    size_t tlen = 0, tcap = 0;
+    render_metrics(sc, &text, &tlen, &tcap);
+    tt_snapshot_t snap;
+    tt_snapshot_parse(&snap, text, tlen);
+    tt_advice_t *adv = tt_calloc(MAX_ADVICE, sizeof(*adv));
+    size_t nadv = tt_advise(&snap, adv, MAX_ADVICE);
+    if (json) {
+        tt_advice_render_json(adv, nadv, out, len, cap);
+        tt_metrics_printf(out, len, cap, "\n");
+    } else {
+        tt_advice_render_text(adv, nadv, out, len, cap);
+    }
+    free(adv);
+    tt_snapshot_free(&snap);
+    free(text);
+}
+
 static void status_handle(void *state, tt_req_t *rq)
 {
     const tt_status_conf_t *sc = state;
@@ -203,6 +224,10 @@ static void status_handle(void *state, tt_req_t *rq)
     } else if (tt_str_eq(rq->path, TT_LIT("/status.json"))) {
         render_json(sc, &out, &len, &cap);
         respond_buf(rq, "application/json", out, len);
+    } else if (tt_str_eq(rq->path, TT_LIT("/advice")) || tt_str_eq(rq->path, TT_LIT("/advice.json"))) {
+        bool json = tt_str_eq(rq->path, TT_LIT("/advice.json"));
+        render_advice(sc, json, &out, &len, &cap);
+        respond_buf(rq, json ? "application/json" : "text/plain; charset=utf-8", out, len);
     } else if (tt_str_eq(rq->path, TT_LIT("/status")) || tt_str_eq(rq->path, TT_LIT("/status/"))) {
         respond_buf(rq, "text/html; charset=utf-8", (const char *)tt_status_page_html, tt_status_page_html_len);
     } else {
