@@ -8,6 +8,7 @@ packages=(
   libssl-dev libnghttp2-dev libinih-dev libcmocka-dev
   python3 python3-pytest python3-h2 python3-httpx
   curl nghttp2-client wrk nginx-light iproute2 openssl procps
+  chromium  # large (~300 MB with its libraries): the status page's browser test (test_status_page.py)
 )
 
 missing=()

@@ -175,8 +175,12 @@ static void advise_gaps(ctx_t *c, const listener_t *l)
     double t = l->idle_timeout, p95 = tt_snap_hist_quantile(&h, 0.95), p99 = tt_snap_hist_quantile(&h, 0.99);
     double k95 = nice_up(p95), k99 = nice_up(p99), idle = 0;
     tt_snapshot_value(c->s, "tether_connections_idle", NULL, &idle);
-    double idle_at = t > 0 ? idle * fmin(1, k99 / t) : idle;
-    char cur[48], s95[48], s99[48], k95s[48], k99s[48], mem[32], mem_at[32], sug[48];
+    /* A shorter timeout worth suggesting keeps the 99th percentile twice over, and never goes below the
+     * default 5 s: below that, a client's think time or a retry costs a new connection for little saved. */
+    double shorter = fmax(nice_up(p99 * 2), TT_ADVISE_MIN_IDLE_S);
+    double idle_at = t > 0 ? idle * fmin(1, shorter / t) : idle;
+    char cur[48], s95[48], s99[48], k95s[48], k99s[48], mem[32], mem_at[32], sug[48], shorter_s[48];
+    tt_advise_fmt_dur(shorter_s, sizeof(shorter_s), shorter);
     tt_advise_fmt_dur(cur, sizeof(cur), t);
     tt_advise_fmt_dur(s95, sizeof(s95), p95);
     tt_advise_fmt_dur(s99, sizeof(s99), p99);
@@ -197,12 +201,12 @@ static void advise_gaps(ctx_t *c, const listener_t *l)
                              "tell for sure). %.0f connections idle now (~%s)",
                              head, crowd * 100, cur, idle, mem);
         suggest(a, tt_advise_fmt_dur(sug, sizeof(sug), nice_up(t * 2)));
-    } else if (t >= 10 && k99 * 3 < t) {
+    } else if (t >= 4 * shorter) {
         tt_advice_t *a = add(c, TT_ADVICE_NOTE, "listener", l->name, l->section, "idle_timeout", cur,
                              "%s, far below your idle timeout %s: %.0f connections idle now (~%s); at %s about %.0f "
                              "(~%s) at the current rate, for the same reuse",
-                             head, cur, idle, mem, k99s, ceil(idle_at), mem_at);
-        suggest(a, k99s);
+                             head, cur, idle, mem, shorter_s, ceil(idle_at), mem_at);
+        suggest(a, shorter_s);
     } else {
         add(c, TT_ADVICE_OK, "listener", l->name, l->section, "idle_timeout", cur,
             "%s, within your idle timeout %s; %.0f connections idle now (~%s)", head, cur, idle, mem);

@@ -45,6 +45,8 @@ typedef struct tt_advice {
 /** What one idle client connection costs, bytes (tether's struct, the kernel socket and its minimal buffers):
  *  the unit of the memory estimates. Idle connections hold no tether buffers (docs/design.md). */
 #define TT_ADVISE_IDLE_CONN_BYTES 4096
+/** The shortest client idle timeout the advisor suggests when reuse gaps are far below the configured one, s. */
+#define TT_ADVISE_MIN_IDLE_S 5
 /** NAT and firewall entries typically forget idle flows after 30 to 120 s; TCP keepalive should probe sooner. */
 #define TT_ADVISE_NAT_IDLE_S 30
 
