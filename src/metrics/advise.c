@@ -275,8 +275,14 @@ static void advise_up_timeouts(ctx_t *c, upstream_t *u)
     if (isnan(u->pool_idle)) return;
     char cur[48], sug[48], st[48], hs[48], ls[48];
     tt_advise_fmt_dur(cur, sizeof(cur), u->pool_idle);
-    tt_advise_fmt_dur(hs, sizeof(hs), hint);
-    tt_advise_fmt_dur(ls, sizeof(ls), learned);
+    if (hint > 0)
+        tt_advise_fmt_dur(hs, sizeof(hs), hint);
+    else
+        snprintf(hs, sizeof(hs), "none");
+    if (learned > 0)
+        tt_advise_fmt_dur(ls, sizeof(ls), learned);
+    else
+        snprintf(ls, sizeof(ls), "none");
     if (!(u->server_to > 0)) {
         add(c, TT_ADVICE_OK, "upstream", u->name, u->section, "idle_timeout", cur,
             "the servers sent no Keep-Alive: timeout= hint and no idle timeout was learned yet; the pool's idle "
@@ -287,11 +293,12 @@ static void advise_up_timeouts(ctx_t *c, upstream_t *u)
     tt_advise_fmt_dur(st, sizeof(st), u->server_to);
     double retired_idle = up_sum(c->s, u, "tether_upstream_retired_total", "idle_timeout");
     if (u->server_to < u->pool_idle) {
-        tt_advice_t *a = add(c, TT_ADVICE_NOTE, "upstream", u->name, u->section, "idle_timeout", cur,
-                             "the server closes idle connections after %s (%s; hinted %s, learned %s), below the "
-                             "pool's idle timeout %s: the pool already retires them that much earlier, minus the "
-                             "margin; setting idle_timeout below %s makes it explicit and holds if the hints stop",
-                             st, u->server_how, hs, ls, cur, st);
+        tt_advice_t *a =
+            add(c, TT_ADVICE_NOTE, "upstream", u->name, u->section, "idle_timeout", cur,
+                "the server closes idle connections after %s (%s; hinted %s, learned %s), below the "
+                "pool's idle timeout %s: the pool already retires them that much earlier, minus the "
+                "margin; setting idle_timeout below %s makes it explicit, and keeps it if hints or learning stop",
+                st, u->server_how, hs, ls, cur, st);
         suggest(a, tt_advise_fmt_dur(sug, sizeof(sug), nice_down(u->server_to * 0.9)));
     } else if (u->server_to >= 1.5 * u->pool_idle && retired_idle > 0.1 * u->opened && u->opened >= 10) {
         tt_advice_t *a = add(c, TT_ADVICE_CHANGE, "upstream", u->name, u->section, "idle_timeout", cur,
