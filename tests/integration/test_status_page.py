@@ -53,10 +53,10 @@ def wait_json(t, predicate, timeout=10):
         time.sleep(0.1)
 
 
-def proxy_tether(tether, origins, site, workers=2):
+def proxy_tether(tether, origins, site, workers=2, idle="30s"):
     o = origins()
     config = upstream_config([addr(o)], route="/api/", name="api") + "\n[static]\nroot = %s\n" % site
-    return tether("--workers", str(workers), "--idle-timeout", "30s", config=config), o
+    return tether("--workers", str(workers), "--idle-timeout", idle, config=config), o
 
 
 def make_requests(t, n, path="/index.html"):
@@ -190,7 +190,8 @@ def as_number(s):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/install-deps.sh)")
 def test_status_page_renders_live_values_in_a_browser(tether, origins, site, tmp_path):
-    t, _ = proxy_tether(tether, origins, site)
+    # three browser runs take a while on a loaded machine: the test's idle connection must outlive them
+    t, _ = proxy_tether(tether, origins, site, idle="300s")
     make_requests(t, 5, "/api/a")
     keep = t.connect()
     try:
