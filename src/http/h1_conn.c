@@ -472,6 +472,7 @@ static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool h
     if (decision == TT_CLOSE_NONE) {
         if (c->cur_minor == 0) o = put(o, TT_LIT("Connection: keep-alive\r\n"));
         uint64_t idle = tt_keepalive_pressure_idle(p->ka.idle_timeout_ms, w->nconns, w->conf->max_connections);
+        if (idle < p->ka.idle_timeout_ms) tt_counter_add(&w->metrics.idle_timeout_cuts, 1);
         c->idle_bucket = (uint8_t)tt_keepalive_pick_bucket(c->ls->idle_ms, c->ls->nidle, idle);
         if (p->keepalive_header) {
             o = put(o, TT_LIT("Keep-Alive: timeout="));

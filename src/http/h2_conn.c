@@ -1042,6 +1042,7 @@ static void h2_settle(h2_conn_t *c)
         /* the idle timeout runs only while no stream is open; PINGs do not restart it */
         const tt_listen_policy_t *p = c->ls->policy;
         uint64_t idle = tt_keepalive_pressure_idle(p->ka.idle_timeout_ms, c->w->nconns, c->w->conf->max_connections);
+        if (idle < p->ka.idle_timeout_ms) tt_counter_add(&c->w->metrics.idle_timeout_cuts, 1);
         c->idle_bucket = (uint8_t)tt_keepalive_pick_bucket(c->ls->idle_ms, c->ls->nidle, idle);
         c->idle = true;
         c->idle_since_ms = now(c);

@@ -215,25 +215,28 @@ static void advise_gaps(ctx_t *c, const listener_t *l)
 
 static void advise_pressure(ctx_t *c)
 {
-    double maxc, evicted = 0, pauses = 0, open = 0, workers = 0;
+    double maxc, evicted = 0, pauses = 0, open = 0, workers = 0, cuts = 0;
     if (!tt_snapshot_value(c->s, "tether_max_connections", NULL, &maxc) || !(maxc > 0)) return;
     tt_snapshot_value(c->s, "tether_connections_closed_total", (const char *[]){"reason", "evicted", NULL}, &evicted);
     tt_snapshot_value(c->s, "tether_accept_pauses_total", NULL, &pauses);
     tt_snapshot_value(c->s, "tether_connections_open", NULL, &open);
     tt_snapshot_value(c->s, "tether_workers", NULL, &workers);
+    tt_snapshot_value(c->s, "tether_idle_timeout_cuts_total", NULL, &cuts);
     char cur[48], sug[48];
     snprintf(cur, sizeof(cur), "%.0f", maxc);
-    if (!(evicted > 0) && !(pauses > 0)) {
+    if (!(evicted > 0) && !(pauses > 0) && !(cuts > 0)) {
         add(c, TT_ADVICE_OK, "server", "", "[server]", "max_connections", cur,
-            "no idle connection evicted and no accept pause at max_connections %s per worker (%.0f open now)", cur,
-            open);
+            "no idle connection evicted, no accept pause and no idle timeout cut under pressure at max_connections %s "
+            "per worker (%.0f open now)",
+            cur, open);
         return;
     }
-    tt_advice_t *a = add(c, TT_ADVICE_CHANGE, "server", "", "[server]", "max_connections", cur,
-                         "%.0f idle connections evicted and %.0f accept pauses at max_connections %s per worker "
-                         "(%.0f workers, %.0f open now): too low for this traffic, and under pressure the idle timeout "
-                         "is cut too; each idle connection costs about %d KiB",
-                         evicted, pauses, cur, workers, open, TT_ADVISE_IDLE_CONN_BYTES / 1024);
+    tt_advice_t *a =
+        add(c, TT_ADVICE_CHANGE, "server", "", "[server]", "max_connections", cur,
+            "%.0f idle connections evicted, %.0f accept pauses and %.0f idle timeouts cut under pressure "
+            "(above 75 %% of the limit) at max_connections %s per worker (%.0f workers, %.0f open now): too "
+            "low for this traffic; each idle connection costs about %d KiB",
+            evicted, pauses, cuts, cur, workers, open, TT_ADVISE_IDLE_CONN_BYTES / 1024);
     snprintf(sug, sizeof(sug), "%.0f", maxc * 2);
     suggest(a, sug);
 }

@@ -135,9 +135,13 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
                       "tether_accept_paused %lld\n"
                       "# HELP tether_buffers_in_use Connection buffers checked out of the worker pools.\n"
                       "# TYPE tether_buffers_in_use gauge\n"
-                      "tether_buffers_in_use %lld\n",
+                      "tether_buffers_in_use %lld\n"
+                      "# HELP tether_idle_timeout_cuts_total Idle timeouts armed below idle_timeout under connection "
+                      "pressure (above 75 %% of max_connections).\n"
+                      "# TYPE tether_idle_timeout_cuts_total counter\n"
+                      "tether_idle_timeout_cuts_total %llu\n",
                       (unsigned long long)SUMC(accept_pauses), (long long)SUMG(accept_paused),
-                      (long long)SUMG(buffers_in_use));
+                      (long long)SUMG(buffers_in_use), (unsigned long long)SUMC(idle_timeout_cuts));
     static const char *const protos[2] = {"h1", "h2"}, *const transports[2] = {"tcp", "tls"};
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_connections_open_by Client connections open now, by protocol and transport.\n"

@@ -85,6 +85,7 @@ typedef struct tt_metrics_shard {
     tt_counter_t h2_goaway_sent[TT_GOAWAY__COUNT];
     tt_counter_t h2_refused_streams; /* streams over h2_max_concurrent_streams, reset with REFUSED_STREAM */
     tt_hist_t h2_ping_rtt_ms;
+    tt_counter_t idle_timeout_cuts; /* idle timeouts armed below idle_timeout under connection pressure */
 } tt_metrics_shard_t;
 
 /** Adds `v` to histogram `h` with the given bounds; owning worker only. */

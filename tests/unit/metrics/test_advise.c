@@ -98,7 +98,18 @@ static void pressure_says_max_connections_is_too_low(void **state)
     assert_string_equal(a->section, "[server]");
     assert_string_equal(a->current, "1000");
     assert_string_equal(a->suggested, "2000");
-    assert_non_null(strstr(a->reason, "5093 idle connections evicted and 17 accept pauses"));
+    assert_non_null(strstr(a->reason, "5093 idle connections evicted, 17 accept pauses and 20411 idle timeouts cut"));
+    run_free(r);
+}
+
+static void adaptive_cuts_alone_say_max_connections_is_too_low(void **state)
+{
+    (void)state;
+    run_t *r = advise_text("tether_max_connections 100\ntether_idle_timeout_cuts_total 35\n"
+                           "tether_connections_closed_total{reason=\"evicted\"} 0\n");
+    const tt_advice_t *a = must_find(r, "", "max_connections", TT_ADVICE_CHANGE);
+    assert_string_equal(a->suggested, "200");
+    assert_non_null(strstr(a->reason, "35 idle timeouts cut under pressure"));
     run_free(r);
 }
 
@@ -260,6 +271,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(races_behind_a_balancer_raise_the_idle_timeout_above_its_gaps),
         cmocka_unit_test(pressure_says_max_connections_is_too_low),
+        cmocka_unit_test(adaptive_cuts_alone_say_max_connections_is_too_low),
         cmocka_unit_test(reuse_gaps_far_below_a_long_idle_timeout_suggest_a_shorter_one),
         cmocka_unit_test(a_churning_pool_asks_for_more_max_idle),
         cmocka_unit_test(a_remote_upstream_without_tcp_keepalive_gets_one_below_nat_timeouts),
