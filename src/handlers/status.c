@@ -59,11 +59,25 @@ static void json_num(char **out, size_t *len, size_t *cap, double v)
         tt_metrics_printf(out, len, cap, "null"); /* JSON has no NaN or Inf */
 }
 
+/* Summed over the samples' labels: a later version may split a metric by listener or protocol. */
 static double snap_value(const tt_snapshot_t *s, const char *name, tt_snap_filter_t want)
 {
-    double v = 0;
-    tt_snapshot_value(s, name, want, &v);
-    return v;
+    return tt_snapshot_sum(s, name, want, NULL);
+}
+
+/* `"value":sum` for each distinct value of label `label` of metric `name`, summed over its other labels (a
+ * later version may add some), comma separated. */
+static void render_sums_by(const tt_snapshot_t *s, const char *name, const char *label, char **out, size_t *len,
+                           size_t *cap)
+{
+    const char *vals[64];
+    size_t n = tt_snapshot_label_values(s, name, NULL, label, vals, TT_ARRAY_SIZE(vals));
+    for (size_t i = 0; i < n; i++) {
+        tt_metrics_printf(out, len, cap, "%s", i ? "," : "");
+        tt_metrics_json_str(out, len, cap, vals[i]);
+        tt_metrics_printf(out, len, cap, ":");
+        json_num(out, len, cap, tt_snapshot_sum(s, name, (const char *[]){label, vals[i], NULL}, NULL));
+    }
 }
 
 /* The summary kept from the first /status JSON: connections (accepted, open, idle, closed by reason) and
@@ -77,29 +91,9 @@ static void render_summary(const tt_snapshot_t *s, char **out, size_t *len, size
     tt_metrics_printf(out, len, cap, ",\"idle\":");
     json_num(out, len, cap, snap_value(s, "tether_connections_idle", NULL));
     tt_metrics_printf(out, len, cap, ",\"closed\":{");
-    bool first = true;
-    for (size_t i = 0; i < s->n; i++) {
-        const tt_sample_t *smp = &s->samples[i];
-        const char *r = tt_sample_label(smp, "reason");
-        if (strcmp(smp->name, "tether_connections_closed_total") != 0 || r == NULL) continue;
-        tt_metrics_printf(out, len, cap, "%s", first ? "" : ",");
-        tt_metrics_json_str(out, len, cap, r);
-        tt_metrics_printf(out, len, cap, ":");
-        json_num(out, len, cap, smp->value);
-        first = false;
-    }
+    render_sums_by(s, "tether_connections_closed_total", "reason", out, len, cap);
     tt_metrics_printf(out, len, cap, "}},\"requests\":{");
-    first = true;
-    for (size_t i = 0; i < s->n; i++) {
-        const tt_sample_t *smp = &s->samples[i];
-        const char *c = tt_sample_label(smp, "class");
-        if (strcmp(smp->name, "tether_requests_total") != 0 || c == NULL) continue;
-        tt_metrics_printf(out, len, cap, "%s", first ? "" : ",");
-        tt_metrics_json_str(out, len, cap, c);
-        tt_metrics_printf(out, len, cap, ":");
-        json_num(out, len, cap, smp->value);
-        first = false;
-    }
+    render_sums_by(s, "tether_requests_total", "class", out, len, cap);
     tt_metrics_printf(out, len, cap, "}");
 }
 

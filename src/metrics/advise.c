@@ -174,7 +174,7 @@ static void advise_gaps(ctx_t *c, const listener_t *l)
         return;
     double t = l->idle_timeout, p95 = tt_snap_hist_quantile(&h, 0.95), p99 = tt_snap_hist_quantile(&h, 0.99);
     double k95 = nice_up(p95), k99 = nice_up(p99), idle = 0;
-    tt_snapshot_value(c->s, "tether_connections_idle", NULL, &idle);
+    idle = tt_snapshot_sum(c->s, "tether_connections_idle", NULL, NULL); /* summed: labels may be added */
     /* A shorter timeout worth suggesting keeps the 99th percentile twice over, and never goes below the
      * default 5 s: below that, a client's think time or a retry costs a new connection for little saved. */
     double shorter = fmax(nice_up(p99 * 2), TT_ADVISE_MIN_IDLE_S);
@@ -217,11 +217,13 @@ static void advise_pressure(ctx_t *c)
 {
     double maxc, evicted = 0, pauses = 0, open = 0, workers = 0, cuts = 0;
     if (!tt_snapshot_value(c->s, "tether_max_connections", NULL, &maxc) || !(maxc > 0)) return;
-    tt_snapshot_value(c->s, "tether_connections_closed_total", (const char *[]){"reason", "evicted", NULL}, &evicted);
-    tt_snapshot_value(c->s, "tether_accept_pauses_total", NULL, &pauses);
-    tt_snapshot_value(c->s, "tether_connections_open", NULL, &open);
+    /* summed over whatever labels a later version adds (per listener, per protocol) */
+    evicted =
+        tt_snapshot_sum(c->s, "tether_connections_closed_total", (const char *[]){"reason", "evicted", NULL}, NULL);
+    pauses = tt_snapshot_sum(c->s, "tether_accept_pauses_total", NULL, NULL);
+    open = tt_snapshot_sum(c->s, "tether_connections_open", NULL, NULL);
+    cuts = tt_snapshot_sum(c->s, "tether_idle_timeout_cuts_total", NULL, NULL);
     tt_snapshot_value(c->s, "tether_workers", NULL, &workers);
-    tt_snapshot_value(c->s, "tether_idle_timeout_cuts_total", NULL, &cuts);
     char cur[48], sug[48];
     snprintf(cur, sizeof(cur), "%.0f", maxc);
     if (!(evicted > 0) && !(pauses > 0) && !(cuts > 0)) {
