@@ -104,7 +104,8 @@ def main():
         procs.append(Proc("origin", ["nginx", "-c", os.path.join(work, "origin.conf")], oport,
                           lambda pid: B.children(pid)[0]))
         proxies = []
-        tethers = [("tether", TETHER, ""), ("tether, pooling off", TETHER, "max_idle = 0\n")]
+        tethers = [("tether", TETHER, ""), ("tether, no max_connections", TETHER, "max_connections = 0\n"),
+                   ("tether, pooling off", TETHER, "max_idle = 0\n")]
         if BASELINE:
             tethers.insert(1, ("tether baseline", BASELINE, ""))
         for name, binary, extra in tethers:

@@ -5,10 +5,11 @@ set -euo pipefail
 
 packages=(
   build-essential libtsan2 cmake pkg-config clang libclang-rt-14-dev clang-format
-  libssl-dev libnghttp2-dev libinih-dev libcmocka-dev
-  python3 python3-pytest python3-h2 python3-httpx
+  libssl-dev libnghttp2-dev libinih-dev libcmocka-dev libpcre2-dev
+  python3 python3-pytest python3-h2 python3-httpx python3-websockets
   curl nghttp2-client wrk nginx-light iproute2 openssl procps
   chromium  # large (~300 MB with its libraries): the status page's browser test (test_status_page.py)
+  prometheus # promtool: test_races.py checks the /metrics exposition with `promtool check metrics`
 )
 
 missing=()
@@ -30,3 +31,5 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts nginx on install where it can; tests run their own instances on free ports.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>&1 || true; fi
+# The same for prometheus: only its promtool is used.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus >/dev/null 2>&1 || true; fi

@@ -79,6 +79,7 @@ static const char *const retire_names[TT_RETIRE__COUNT] = {
     [TT_RETIRE_MAX_IDLE] = "max_idle",
     [TT_RETIRE_SHUTDOWN] = "shutdown",
     [TT_RETIRE_STRAY_BYTES] = "stray_bytes",
+    [TT_RETIRE_TUNNEL] = "tunnel",
 };
 
 const char *tt_pool_retire_name(tt_pool_retire_t r)
@@ -671,6 +672,7 @@ static void count_open(tt_pool_t *p, const tt_upconn_t *u)
 {
     tt_counter_add(&p->m->opened, 1);
     tt_counter_add(&p->m->handshake_us, u->handshake_us);
+    tt_hist_observe(&p->m->connect_us, tt_hist_lat_bounds, tt_hist_lat_nbounds, u->handshake_us);
     if (p->tls) tt_counter_add(&p->m->tls_handshakes[u->tls_resumed ? 1 : 0], 1);
 }
 
@@ -931,6 +933,14 @@ void tt_pool_discard(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason)
     tt_upconn_close(u);
     above_changed(p, o);
     dispatch_queue(p);
+}
+
+void tt_pool_detach(tt_pool_t *p, tt_upconn_t *u)
+{
+    check_in(p, u);
+    tt_counter_add(&p->m->retired[TT_RETIRE_TUNNEL], 1);
+    u->pool.owner = NULL;
+    dispatch_queue(p); /* a waiter may take the place it held */
 }
 
 void tt_pool_set_tls(tt_pool_t *p, tt_tls_client_t *tls)

@@ -69,6 +69,7 @@ typedef enum tt_pool_retire {
     TT_RETIRE_MAX_IDLE,         /* more parked connections than max_idle */
     TT_RETIRE_SHUTDOWN,         /* the worker stopped */
     TT_RETIRE_STRAY_BYTES,      /* bytes that belong to no exchange: after a response, or while parked */
+    TT_RETIRE_TUNNEL,           /* a 101 made it a tunnel: it left the pool for good (tt_pool_detach) */
     TT_RETIRE__COUNT
 } tt_pool_retire_t;
 
@@ -118,6 +119,9 @@ typedef struct tt_pool_metrics {
     tt_counter_t tls_handshakes[2]; /* [0 full, 1 resumed] */
     tt_counter_t retired[TT_RETIRE__COUNT];
     tt_hist_t queue_wait_ms;
+    tt_hist_t connect_us;    /* connect (and TLS handshake) of each connection opened, us (tt_hist_lat_bounds) */
+    tt_hist_t first_byte_us; /* proxied exchange: request begun upstream to the response head, us */
+    tt_hist_t exchange_us;   /* proxied exchange: request begun upstream to the response's end, us */
 } tt_pool_metrics_t;
 
 /**
@@ -304,6 +308,10 @@ void tt_pool_cancel(tt_pool_waiter_t *w);
 void tt_pool_release(tt_pool_t *p, tt_upconn_t *u);
 /** Closes a checked-out connection (its exchange failed) with `reason`. */
 void tt_pool_discard(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason);
+/** Takes a checked-out connection out of the pool for good (counted as retired, reason TT_RETIRE_TUNNEL): a 101
+ *  turned it into a tunnel (RFC 9110 7.8), which can never carry another exchange. The caller owns it from now
+ *  on and closes it with tt_upconn_close(); it no longer counts against max_connections. */
+void tt_pool_detach(tt_pool_t *p, tt_upconn_t *u);
 /** True while the server is marked down (consecutive connect failures, until a probe connect succeeds). */
 bool tt_pool_is_down(const tt_pool_t *p);
 /** Connections checked out or connecting now (least_conn balancing). */

@@ -110,6 +110,14 @@ static void fail(tt_upconn_t *u, tt_up_err_t err)
 static void on_timer(tt_timer_t *t)
 {
     tt_upconn_t *u = tt_container_of(t, tt_upconn_t, _timer);
+    if (u->state == TT_UPCONN_TUNNEL) { /* stream mode: idle, re-armed lazily from the last byte moved */
+        uint64_t now = tt_loop_now(u->loop);
+        if (now - u->_active_ms < u->_idle_ms)
+            tt_timer_arm_at(u->loop, &u->_timer, u->_active_ms + u->_idle_ms);
+        else
+            fail(u, TT_UP_READ_TIMEOUT);
+        return;
+    }
     if (u->state == TT_UPCONN_CONNECTING || u->state == TT_UPCONN_TLS)
         fail(u, TT_UP_CONNECT_TIMEOUT);
     else if (u->_out.len > 0)
@@ -172,11 +180,21 @@ static void process(tt_upconn_t *u)
                 u->_last_len = u->_in.len;
                 return;
             }
-            if (r == TT_BAD || u->_res->status == 101) {
-                fail(u, TT_UP_INVALID);
+            if (r == TT_BAD || (u->_res->status == 101 && !u->_upgrade)) {
+                fail(u, TT_UP_INVALID); /* RFC 9110 15.2.2: no 101 to a request that did not ask for it */
                 return;
             }
             u->_last_len = 0;
+            if (u->_res->status == 101) {
+                /* The exchange is over and what follows the head belongs to the new protocol: it stays in _in
+                 * for tt_upconn_to_tunnel. The head's views stay valid: consuming moves no byte. */
+                tt_timer_disarm(u->loop, &u->_timer);
+                tt_buf_consume(&u->_in, (size_t)r);
+                u->persistent = false;
+                u->state = TT_UPCONN_TUNNEL;
+                u->_ops->on_head(u, u->_res);
+                return;
+            }
             bool interim = u->_res->status < 200;
             if (!interim) got_final_head(u, u->_res);
             u->_ops->on_head(u, u->_res);
@@ -263,7 +281,7 @@ static int do_read(tt_upconn_t *u)
 static void error_later_cb(tt_defer_t *d)
 {
     tt_upconn_t *u = tt_container_of(d, tt_upconn_t, _error_later);
-    if (!closed(u)) fail(u, (tt_up_err_t)u->_pending_err);
+    if (!closed(u) && u->state != TT_UPCONN_TUNNEL) fail(u, (tt_up_err_t)u->_pending_err); /* a tunnel's own */
 }
 
 /* Writes queued bytes. A failure is reported through fail() at once, or, when `from_api` (inside
@@ -274,13 +292,18 @@ static bool flush_ex(tt_upconn_t *u, bool from_api)
         ssize_t n = tt_transport_write(u->tr, u->io.fd, tt_buf_data(&u->_out), u->_out.len, false);
         if (n > 0) {
             tt_buf_consume(&u->_out, (size_t)n);
+            if (u->state == TT_UPCONN_TUNNEL) {
+                u->_active_ms = tt_loop_now(u->loop); /* stream mode: the idle timer is lazy */
+                continue;
+            }
             if (u->_out.len > 0 || !u->_req_ended) tt_timer_arm(u->loop, &u->_timer, u->_to->send_ms);
             continue;
         }
         if (n == -EINTR) continue;
         if (n == -EAGAIN) {
             u->_wr_blocked = true;
-            if (!tt_timer_is_armed(&u->_timer)) tt_timer_arm(u->loop, &u->_timer, u->_to->send_ms);
+            if (!tt_timer_is_armed(&u->_timer) && u->state != TT_UPCONN_TUNNEL)
+                tt_timer_arm(u->loop, &u->_timer, u->_to->send_ms);
             return true;
         }
         if (from_api) {
@@ -293,6 +316,13 @@ static bool flush_ex(tt_upconn_t *u, bool from_api)
         return false;
     }
     u->_wr_blocked = false;
+    if (u->state == TT_UPCONN_TUNNEL) {
+        if (u->_shut_pending && !u->_shut) {
+            tt_transport_shutdown(u->tr, u->io.fd);
+            u->_shut = true;
+        }
+        return true;
+    }
     if (u->_req_ended && u->state == TT_UPCONN_BUSY) stamp_sent(u);
     if (u->_req_ended && !u->_head_done && u->state == TT_UPCONN_BUSY)
         tt_timer_arm(u->loop, &u->_timer, u->_to->response_ms);
@@ -328,10 +358,13 @@ void tt_upconn_end_request(tt_upconn_t *u)
 
 /* ---- events ---- */
 
+static void stream_run(tt_upconn_t *u);
+
 static void resume_cb(tt_defer_t *d)
 {
     tt_upconn_t *u = tt_container_of(d, tt_upconn_t, _resume);
     if (u->state == TT_UPCONN_BUSY) upconn_run(u);
+    if (u->state == TT_UPCONN_TUNNEL && u->_tunnel == NULL) stream_run(u);
 }
 
 static void upconn_run(tt_upconn_t *u)
@@ -350,6 +383,54 @@ static void upconn_run(tt_upconn_t *u)
             return;
         }
         if (do_read(u) < 0) return;
+    }
+}
+
+/* Stream mode (tt_upconn_to_stream): raw bytes both ways, no framing. */
+static void stream_run(tt_upconn_t *u)
+{
+    for (int round = 0; u->state == TT_UPCONN_TUNNEL; round++) {
+        if (u->_out.len > 0 && !u->_wr_blocked && !flush(u)) return;
+        if (u->_want_drain && u->_out.len < OUT_HIGH / 4) {
+            u->_want_drain = false;
+            u->_ops->on_drain(u);
+            if (closed(u)) return;
+        }
+        if (u->_in.len > 0 && !u->_paused) {
+            const char *p = tt_buf_data(&u->_in);
+            size_t n = u->_in.len;
+            tt_buf_consume(&u->_in, n); /* delivered; the memory stays until the next read reuses it */
+            u->_ops->on_body(u, p, n);
+            if (closed(u) || u->state != TT_UPCONN_TUNNEL) return;
+        }
+        if (u->_paused || !u->_rd_ready) return;
+        if (round == ROUNDS) {
+            tt_loop_defer(u->loop, &u->_resume, resume_cb);
+            return;
+        }
+        if (!tt_buf_reserve(&u->_in, u->_bufs, READ_CHUNK, OUT_HIGH)) return;
+        size_t space = tt_buf_space(&u->_in);
+        ssize_t n = tt_transport_read(u->tr, u->io.fd, tt_buf_tail(&u->_in), space);
+        if (n > 0) {
+            u->_in.len += (uint32_t)n;
+            u->_active_ms = tt_loop_now(u->loop);
+            if (tt_transport_drained(u->tr, n, space, u->_peer_hup)) u->_rd_ready = false;
+            continue;
+        }
+        if (n == -EAGAIN) {
+            u->_rd_ready = false;
+            return;
+        }
+        if (n == -EINTR) continue;
+        if (n == 0) {
+            u->_rd_ready = false;
+            tt_timer_disarm(u->loop, &u->_timer);
+            u->state = TT_UPCONN_READY; /* the exchange is over: only closing is left */
+            u->_ops->on_done(u, TT_STR_NULL);
+            return;
+        }
+        fail(u, n == -EPROTO ? TT_UP_TLS_ERROR : TT_UP_RESET);
+        return;
     }
 }
 
@@ -436,6 +517,26 @@ static void on_io(tt_io_t *io, uint32_t events)
     case TT_UPCONN_PARKED:
         if (events & (TT_EV_READ | TT_EV_HUP | TT_EV_ERR)) parked_event(u);
         return;
+    case TT_UPCONN_TUNNEL:
+        if (u->_tunnel != NULL) {
+            tt_tunnel_on_io(u->_tunnel, TT_TUNNEL_UPSTREAM, events);
+            return;
+        }
+        if (events & TT_EV_ERR) {
+            fail(u, TT_UP_RESET);
+            return;
+        }
+        if (events & TT_EV_READ) u->_rd_ready = true;
+        if (events & TT_EV_HUP) {
+            u->_peer_hup = true;
+            u->_rd_ready = true;
+        }
+        if (events & TT_EV_WRITE) {
+            u->_wr_blocked = false;
+            if (u->tr->want_write) u->_rd_ready = true;
+        }
+        stream_run(u);
+        return;
     case TT_UPCONN_READY:
         if (events & TT_EV_READ) u->_rd_ready = true;
         if (events & TT_EV_HUP) u->_peer_hup = true;
@@ -519,6 +620,7 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
     u->got_bytes = false;
     u->persistent = false;
     u->_head_request = head_request;
+    u->_upgrade = false;
     u->_head_done = false;
     u->_close_delimited = false;
     u->_chunked = false;
@@ -539,11 +641,49 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request)
     if (u->_in.len > 0 || u->_peer_hup) tt_loop_defer(u->loop, &u->_resume, resume_cb);
 }
 
+void tt_upconn_expect_upgrade(tt_upconn_t *u)
+{
+    u->_upgrade = true;
+}
+
+void tt_upconn_to_tunnel(tt_upconn_t *u, tt_tunnel_t *t)
+{
+    TT_BUG_ON(u->state != TT_UPCONN_TUNNEL);
+    u->_tunnel = t;
+    tt_tunnel_attach(t, TT_TUNNEL_UPSTREAM, u->io.fd, u->tr, u->_peer_hup, u->_in.len ? tt_buf_data(&u->_in) : NULL,
+                     u->_in.len);
+    tt_buf_release(&u->_in, u->_bufs);
+    tt_buf_release(&u->_out, u->_bufs);
+    tt_buf_release(&u->_trailers, u->_bufs);
+}
+
+void tt_upconn_to_stream(tt_upconn_t *u, uint64_t idle_ms)
+{
+    TT_BUG_ON(u->state != TT_UPCONN_TUNNEL);
+    u->_tunnel = NULL;
+    u->_idle_ms = TT_MAX(idle_ms, 1);
+    u->_active_ms = tt_loop_now(u->loop);
+    u->_rd_ready = true; /* edge-triggered: bytes may wait that raised their edge already */
+    tt_timer_arm(u->loop, &u->_timer, u->_idle_ms);
+    tt_loop_defer(u->loop, &u->_resume, resume_cb);
+}
+
+void tt_upconn_shutdown_write(tt_upconn_t *u)
+{
+    if (closed(u) || u->state != TT_UPCONN_TUNNEL || u->_shut) return;
+    u->_shut_pending = true;
+    if (u->_out.len == 0) {
+        tt_transport_shutdown(u->tr, u->io.fd);
+        u->_shut = true;
+    }
+}
+
 void tt_upconn_pause(tt_upconn_t *u, bool pause)
 {
     if (closed(u) || u->_paused == pause) return;
     u->_paused = pause;
-    if (!pause && u->state == TT_UPCONN_BUSY) tt_loop_defer(u->loop, &u->_resume, resume_cb);
+    if (!pause && (u->state == TT_UPCONN_BUSY || u->state == TT_UPCONN_TUNNEL))
+        tt_loop_defer(u->loop, &u->_resume, resume_cb);
 }
 
 bool tt_upconn_request_sent(const tt_upconn_t *u)

@@ -16,6 +16,7 @@
 #include "http/h1_parse.h"
 #include "net/sock.h"
 #include "net/tls.h"
+#include "net/tunnel.h"
 
 /** How an exchange or a connect failed. */
 typedef enum tt_up_err {
@@ -101,6 +102,7 @@ enum tt_upconn_state {
     TT_UPCONN_READY,
     TT_UPCONN_BUSY,
     TT_UPCONN_PARKED,
+    TT_UPCONN_TUNNEL, /* after a 101: a side of a byte tunnel (tt_upconn_to_tunnel) */
     TT_UPCONN_CLOSED
 };
 
@@ -141,6 +143,12 @@ struct tt_upconn {
     int64_t hint_max;         /* Keep-Alive: max= of the last response, -1 when absent */
     /* private exchange state */
     bool _head_request;
+    bool _upgrade;        /* the request asked to switch protocols: a 101 is the start of a tunnel */
+    tt_tunnel_t *_tunnel; /* TT_UPCONN_TUNNEL: the tunnel its socket's events go to; NULL in stream mode */
+    bool _shut_pending;   /* stream mode: shut our direction once _out is written */
+    bool _shut;
+    uint64_t _idle_ms;   /* stream mode: idle timeout */
+    uint64_t _active_ms; /* stream mode: last byte moved either way */
     bool _head_done;
     bool _close_delimited;
     bool _chunked;
@@ -189,6 +197,25 @@ void tt_upconn_begin(tt_upconn_t *u, bool head_request);
 bool tt_upconn_send(tt_upconn_t *u, const void *data, size_t len);
 /** The whole request is queued: the response timeout starts once it is sent. */
 void tt_upconn_end_request(tt_upconn_t *u);
+/** After tt_upconn_begin(): the request carries Upgrade (RFC 9110 7.8), so a 101 is a valid answer. Without it a
+ *  101 fails the exchange with TT_UP_INVALID. On a 101, on_head reports it with the connection already out of the
+ *  exchange (state TT_UPCONN_TUNNEL, no timer armed): the user either hands it to a tunnel (tt_upconn_to_tunnel)
+ *  or closes it. */
+void tt_upconn_expect_upgrade(tt_upconn_t *u);
+/** Makes the connection, after its 101, the upstream side of tunnel `t`: the bytes read after the 101 head go to
+ *  the tunnel, the buffers go back, every later event on the socket goes to tt_tunnel_on_io(). The connection still
+ *  owns its socket: the user closes it (tt_upconn_close) when the tunnel ends. */
+void tt_upconn_to_tunnel(tt_upconn_t *u, tt_tunnel_t *t);
+/**
+ * Stream mode, after a 101 (instead of tt_upconn_to_tunnel, for a client side that is not a socket: an HTTP/2
+ * stream, RFC 8441): every byte read after the 101 head reaches on_body as it comes (tt_upconn_pause holds it
+ * back), tt_upconn_send writes raw bytes (on_drain as usual), the upstream's end of stream reaches on_done, a
+ * failure on_error; no byte either way for `idle_ms` is on_error(TT_UP_READ_TIMEOUT). Bytes already read are
+ * delivered at the end of the loop turn.
+ */
+void tt_upconn_to_stream(tt_upconn_t *u, uint64_t idle_ms);
+/** Stream mode: ends our direction (FIN, or TLS close_notify then FIN) once the queued bytes are written. */
+void tt_upconn_shutdown_write(tt_upconn_t *u);
 /** Stops (true) or resumes (false) reading and delivering response content: backpressure. */
 void tt_upconn_pause(tt_upconn_t *u, bool pause);
 /** True when the whole request was queued (tt_upconn_end_request) and written before now: false for a

@@ -380,14 +380,20 @@ static void admin_render_extra(void *arg, char **out, size_t *len, size_t *cap)
     const admin_extra_t *x = arg;
     tt_proxy_render_metrics(x->reg, out, len, cap);
     tt_metrics_printf(out, len, cap,
-                      "# HELP tether_listener_idle_timeout_seconds The idle timeout of each listener (its address; "
-                      "group: its [listen NAME]).\n"
+                      "# HELP tether_listener_idle_timeout_seconds The idle timeout of each listener (by its name in "
+                      "metrics; group: its [listen NAME], empty for [listen]; address: its first bound address).\n"
                       "# TYPE tether_listener_idle_timeout_seconds gauge\n");
     for (size_t i = 0; i < x->nl; i++) {
+        /* one series per listener name, as the per-listener metrics (races, request durations) are labelled */
+        const char *name = tt_server_listener_name(x->srv, i);
+        bool seen = false;
+        for (size_t k = 0; k < i && !seen; k++) seen = strcmp(tt_server_listener_name(x->srv, k), name) == 0;
+        if (seen) continue;
         char as[TT_ADDR_STRLEN];
         tt_addr_format(tt_server_bound_addr(x->srv, i), as, sizeof(as));
-        tt_metrics_printf(out, len, cap, "tether_listener_idle_timeout_seconds{listener=\"%s\",group=\"%s\"} %g\n", as,
-                          x->groups[i], (double)x->listeners[i].policy->ka.idle_timeout_ms / 1000.0);
+        tt_metrics_printf(out, len, cap,
+                          "tether_listener_idle_timeout_seconds{listener=\"%s\",group=\"%s\",address=\"%s\"} %g\n",
+                          name, x->groups[i], as, (double)x->listeners[i].policy->ka.idle_timeout_ms / 1000.0);
     }
     tt_metrics_printf(
         out, len, cap,
@@ -395,6 +401,28 @@ static void admin_render_extra(void *arg, char **out, size_t *len, size_t *cap)
         "limit).\n# TYPE tether_max_connections gauge\ntether_max_connections %u\n"
         "# HELP tether_workers Worker threads.\n# TYPE tether_workers gauge\ntether_workers %u\n",
         x->conf->max_connections, x->workers);
+}
+
+/*
+ * The [vhost] sections into `router`, in file order; returns the router index of c->vhosts[0]. The default
+ * virtual host is the one with default = on, else the routes without a vhost (and [static] root) when there are
+ * any, else the first [vhost].
+ */
+static size_t build_vhosts(tt_router_t *router, const tt_conf_t *c)
+{
+    size_t base = 0, dflt = 0;
+    bool unnamed = c->static_root != NULL;
+    for (size_t i = 0; i < c->nroutes; i++) unnamed |= c->routes[i].vhost == NULL;
+    for (size_t v = 0; v < c->nvhosts; v++) {
+        size_t idx = tt_router_add_vhost(router, c->vhosts[v].name, (const char *const *)c->vhosts[v].names,
+                                         c->vhosts[v].nnames);
+        if (v == 0) base = idx;
+        if (c->vhosts[v].is_default || (v == 0 && !unnamed)) dflt = idx;
+    }
+    for (size_t v = 0; v < c->nvhosts; v++)
+        if (c->vhosts[v].is_default) dflt = base + v;
+    if (c->nvhosts) tt_router_set_default(router, dflt);
+    return base;
 }
 
 /* Frees what tt_cmd_serve() built from the configuration. */
@@ -458,19 +486,26 @@ int tt_cmd_serve(int argc, char **argv)
     tt_static_conf_t *static_confs = tt_calloc(c.nroutes + 1, sizeof(*static_confs));
     tt_proxy_conf_t *proxy_confs = tt_calloc(c.nroutes + 1, sizeof(*proxy_confs));
     bool root_taken = false;
+    size_t vhost_base = build_vhosts(&router, &c);
     for (size_t i = 0; i < c.nroutes; i++) {
         tt_conf_route_t *r = &c.routes[i];
-        root_taken |= strcmp(r->prefix, "/") == 0;
+        size_t vh = 0;
+        for (size_t v = 0; r->vhost != NULL && v < c.nvhosts; v++)
+            if (strcmp(c.vhosts[v].name, r->vhost) == 0) vh = vhost_base + v;
+        root_taken |= vh == 0 && strcmp(r->prefix, "/") == 0;
         if (r->root != NULL) {
             static_confs[i] = (tt_static_conf_t){.root = r->root, .index = r->index ? r->index : c.static_index};
-            tt_router_add(&router, r->prefix, &tt_static_ops, &static_confs[i]);
+            tt_router_add_in(&router, vh, r->prefix, &tt_static_ops, &static_confs[i]);
             continue;
         }
         for (size_t u = 0; u < c.nupstreams; u++)
             if (strcmp(c.upstreams[u].name, r->upstream) == 0) proxy_confs[i].up = &c.upstreams[u];
         proxy_confs[i].route = r->prefix;
         proxy_confs[i].reg = reg;
-        tt_router_add(&router, r->prefix, &tt_proxy_ops, &proxy_confs[i]);
+        proxy_confs[i].upgrade = (tt_upgrade_policy_t)r->upgrade;
+        proxy_confs[i].tunnel_idle_ms = r->tunnel_idle_timeout_ms;
+        proxy_confs[i].rules = &r->rules;
+        tt_router_add_in(&router, vh, r->prefix, &tt_proxy_ops, &proxy_confs[i]);
     }
     if (c.static_root != NULL && !root_taken) {
         static_confs[c.nroutes] = (tt_static_conf_t){.root = c.static_root, .index = c.static_index};

@@ -22,6 +22,7 @@ enum section {
     S_ROUTE = 1 << 9,
     S_TLS = 1 << 10,
     S_HTTP2 = 1 << 11,
+    S_VHOST = 1 << 12,
 };
 
 enum kind {
@@ -39,15 +40,20 @@ enum kind {
     K_SERVER,   /* a server of the current [upstream], repeatable */
     K_BALANCE,  /* tt_balance_t */
     K_REUSE,    /* bool reuse_safe: always | safe */
+    K_UPGRADE,  /* int tt_upgrade_policy_t: websocket | any | off */
     K_UP_TCPKA, /* auto | off | IDLE:INTERVAL:COUNT, into the upstream's pool */
     K_TLS_CERT, /* a certificate file of the current [listen] group, repeatable */
     K_TLS_KEY,  /* its key file, paired with the certificates in order */
     K_TLS_VER,  /* 1.2 | 1.3 */
     K_CIDRS,    /* address blocks, space or comma separated, repeatable: [server] trusted_proxies */
+    K_NAMES,    /* server names of the current [vhost], space separated, repeatable */
+    K_REWRITE,  /* REGEX REPLACEMENT of the current [route] */
+    K_FIELD,    /* a field rule of the current [route], repeatable; min: tt_rule_op_t, max: 1 for the response */
+    K_REDIRECT, /* bool: default | off */
 };
 
 /* Which struct a key's offset is into. */
-enum base { B_CONF, B_POLICY, B_UPSTREAM, B_ROUTE, B_LISTEN };
+enum base { B_CONF, B_POLICY, B_UPSTREAM, B_ROUTE, B_LISTEN, B_VHOST };
 
 typedef struct key {
     const char *name;
@@ -63,6 +69,7 @@ typedef struct key {
 #define C(field) B_CONF, offsetof(tt_conf_t, field), sizeof(((tt_conf_t *)0)->field)
 #define U(field) B_UPSTREAM, offsetof(tt_upstream_conf_t, field), sizeof(((tt_upstream_conf_t *)0)->field)
 #define L(field) B_LISTEN, offsetof(tt_conf_listen_t, field), sizeof(((tt_conf_listen_t *)0)->field)
+#define V(field) B_VHOST, offsetof(tt_conf_vhost_t, field), sizeof(((tt_conf_vhost_t *)0)->field)
 #define R(field) B_ROUTE, offsetof(tt_conf_route_t, field), sizeof(((tt_conf_route_t *)0)->field)
 #define DAY_MS   (24ull * 3600 * 1000)
 
@@ -82,6 +89,7 @@ static const key_t_ keys[] = {
     {"max_requests", S_KEEPALIVE | S_LISTEN, K_U32, P(ka.max_requests), 0, 2147483647},
     {"max_lifetime", S_KEEPALIVE | S_LISTEN, K_DURATION, P(ka.max_lifetime_ms), 0, 30 * DAY_MS},
     {"keepalive_header", S_KEEPALIVE | S_LISTEN, K_BOOL, P(keepalive_header), 0, 1},
+    {"race_window", S_KEEPALIVE | S_LISTEN, K_DURATION, P(race_window_ms), 0, 60000},
     {"enabled", S_TCPKA, K_BOOL, P(tcp_keepalive.enabled), 0, 1},
     {"idle", S_TCPKA, K_SECONDS, P(tcp_keepalive.idle_s), 1, 32767},
     {"interval", S_TCPKA, K_SECONDS, P(tcp_keepalive.interval_s), 1, 32767},
@@ -156,6 +164,19 @@ static const key_t_ keys[] = {
     {"upstream", S_ROUTE, K_STRING, R(upstream), 0, 0},
     {"root", S_ROUTE, K_STRING, R(root), 0, 0},
     {"index", S_ROUTE, K_STRING, R(index), 0, 0},
+    {"upgrade", S_ROUTE, K_UPGRADE, R(upgrade), 0, 0},
+    {"tunnel_idle_timeout", S_ROUTE, K_DURATION, R(tunnel_idle_timeout_ms), 1, 30 * DAY_MS},
+    {"strip_prefix", S_ROUTE, K_BOOL, R(rules.strip_prefix), 0, 1},
+    {"rewrite", S_ROUTE, K_REWRITE, B_ROUTE, 0, 0, 0, 0},
+    {"proxy_redirect", S_ROUTE, K_REDIRECT, R(rules.proxy_redirect), 0, 0},
+    {"request_set_header", S_ROUTE, K_FIELD, B_ROUTE, 0, 0, TT_RULE_SET, 0},
+    {"request_add_header", S_ROUTE, K_FIELD, B_ROUTE, 0, 0, TT_RULE_ADD, 0},
+    {"request_remove_header", S_ROUTE, K_FIELD, B_ROUTE, 0, 0, TT_RULE_REMOVE, 0},
+    {"response_set_header", S_ROUTE, K_FIELD, B_ROUTE, 0, 0, TT_RULE_SET, 1},
+    {"response_add_header", S_ROUTE, K_FIELD, B_ROUTE, 0, 0, TT_RULE_ADD, 1},
+    {"response_remove_header", S_ROUTE, K_FIELD, B_ROUTE, 0, 0, TT_RULE_REMOVE, 1},
+    {"server_name", S_VHOST, K_NAMES, B_VHOST, 0, 0, 0, 0},
+    {"default", S_VHOST, K_BOOL, V(is_default), 0, 1},
 };
 
 static const struct {
@@ -324,6 +345,18 @@ static int parse_value(const key_t_ *k, const char *value, void *base, const cha
             return -1;
         }
         return 0;
+    case K_UPGRADE:
+        if (strcmp(value, "websocket") == 0) {
+            *(int *)dst = TT_UPGRADE_WEBSOCKET;
+        } else if (strcmp(value, "any") == 0) {
+            *(int *)dst = TT_UPGRADE_ANY;
+        } else if (strcmp(value, "off") == 0) {
+            *(int *)dst = TT_UPGRADE_OFF;
+        } else {
+            *why = "expected websocket, any or off";
+            return -1;
+        }
+        return 0;
     case K_REUSE:
         if (strcmp(value, "always") != 0 && strcmp(value, "safe") != 0) {
             *why = "expected always or safe";
@@ -341,11 +374,24 @@ static int parse_value(const key_t_ *k, const char *value, void *base, const cha
             return -1;
         }
         return 0;
+    case K_REDIRECT:
+        if (strcmp(value, "default") == 0) {
+            *(bool *)dst = true;
+        } else if (strcmp(value, "off") == 0) {
+            *(bool *)dst = false;
+        } else {
+            *why = "expected default or off";
+            return -1;
+        }
+        return 0;
     case K_ADDRESS:
     case K_SERVER:
     case K_TLS_CERT:
     case K_TLS_KEY:
-    case K_CIDRS: break;
+    case K_CIDRS:
+    case K_NAMES:
+    case K_REWRITE:
+    case K_FIELD: break;
     }
     *why = "internal: unhandled key kind";
     return -1;
@@ -395,7 +441,8 @@ static void upstream_defaults(tt_upstream_conf_t *u)
     p->peek = true;
     u->replay = true;
     u->tls_verify = true;
-    p->max_connections = 0;
+    p->max_connections = 0; /* set per worker by tt_proxy_registry_new() unless the section sets it */
+    u->_max_conns_default = true;
     p->max_pending = 1024;
     p->queue_timeout_ms = 5000;
     p->timeouts = (tt_up_timeouts_t){.connect_ms = 3000, .response_ms = 30000, .read_ms = 30000, .send_ms = 30000};
@@ -418,15 +465,88 @@ static tt_upstream_conf_t *upstream_named(tt_conf_t *c, const char *name, bool c
     return u;
 }
 
-static tt_conf_route_t *route_for(tt_conf_t *c, const char *prefix)
+/* The route of `vhost` (NULL: none) with `prefix`, created when new. */
+static tt_conf_route_t *route_in(tt_conf_t *c, const char *vhost, const char *prefix)
 {
-    for (size_t i = 0; i < c->nroutes; i++)
-        if (strcmp(c->routes[i].prefix, prefix) == 0) return &c->routes[i];
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const tt_conf_route_t *r = &c->routes[i];
+        if (strcmp(r->prefix, prefix) == 0 && (r->vhost == NULL) == (vhost == NULL) &&
+            (vhost == NULL || strcmp(r->vhost, vhost) == 0))
+            return &c->routes[i];
+    }
     c->routes = tt_realloc(c->routes, (c->nroutes + 1) * sizeof(*c->routes));
     tt_conf_route_t *r = &c->routes[c->nroutes++];
     memset(r, 0, sizeof(*r));
     r->prefix = tt_strndup(prefix, strlen(prefix));
+    r->upgrade = TT_UPGRADE_WEBSOCKET;
+    r->tunnel_idle_timeout_ms = 3600 * 1000; /* HAProxy's timeout tunnel is often set to 1h */
+    r->vhost = vhost ? tt_strndup(vhost, strlen(vhost)) : NULL;
+    tt_rules_init(&r->rules);
     return r;
+}
+
+static tt_conf_route_t *route_for(tt_conf_t *c, const char *prefix)
+{
+    return route_in(c, NULL, prefix);
+}
+
+/* The route of a section name after "route ": "/prefix" or "VHOST /prefix". */
+static tt_conf_route_t *route_of_section(tt_conf_t *c, const char *rest)
+{
+    if (rest[0] == '/') return route_for(c, rest);
+    const char *sp = strchr(rest, ' ');
+    char vh[128];
+    snprintf(vh, sizeof(vh), "%.*s", (int)TT_MIN((size_t)(sp - rest), sizeof(vh) - 1), rest);
+    return route_in(c, vh, sp + 1);
+}
+
+static tt_conf_vhost_t *vhost_named(tt_conf_t *c, const char *name, bool create)
+{
+    for (size_t i = 0; i < c->nvhosts; i++)
+        if (strcmp(c->vhosts[i].name, name) == 0) return &c->vhosts[i];
+    if (!create) return NULL;
+    c->vhosts = tt_realloc(c->vhosts, (c->nvhosts + 1) * sizeof(*c->vhosts));
+    tt_conf_vhost_t *v = &c->vhosts[c->nvhosts++];
+    memset(v, 0, sizeof(*v));
+    v->name = tt_strndup(name, strlen(name));
+    return v;
+}
+
+/* server_name = NAME [NAME...]: exact names or "*.suffix" wildcards, without a port; appended. */
+static int add_names(tt_conf_vhost_t *v, const char *value, const char **why)
+{
+    const char *p = value;
+    size_t added = 0;
+    for (;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == '\0') break;
+        const char *s = p;
+        while (*p && *p != ' ' && *p != '\t') p++;
+        size_t n = (size_t)(p - s);
+        bool wild = n > 2 && s[0] == '*' && s[1] == '.';
+        for (size_t i = wild ? 2 : 0; i < n; i++) {
+            char ch = tt_lower(s[i]);
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' ||
+                  ch == '[' || ch == ']' || (ch == ':' && s[0] == '['))) {
+                *why = "expected host names such as www.example.com or *.example.com (no port, no other wildcard)";
+                return -1;
+            }
+        }
+        if (n >= 256 || s[n - 1] == '.') {
+            *why = "a server name is at most 255 characters and does not end with a dot";
+            return -1;
+        }
+        v->names = tt_realloc(v->names, (v->nnames + 1) * sizeof(*v->names));
+        char *nm = tt_strndup(s, n);
+        for (char *q = nm; *q; q++) *q = tt_lower(*q);
+        v->names[v->nnames++] = nm;
+        added++;
+    }
+    if (added == 0) {
+        *why = "expected one or more host names";
+        return -1;
+    }
+    return 0;
 }
 
 /* Adds a server written as HOST:PORT or http://HOST:PORT[/] (names resolved now, at start-up). */
@@ -561,6 +681,7 @@ void tt_conf_init(tt_conf_t *c)
     p->body_timeout_ms = 30000;
     p->send_timeout_ms = 30000;
     p->keepalive_header = true;
+    p->race_window_ms = 1000;
     p->tcp_keepalive = (tt_tcp_keepalive_t){.enabled = false, .idle_s = 900, .interval_s = 60, .count = 5};
     p->max_body_bytes = 1 << 20;
     p->limits = tt_h1_default_limits;
@@ -605,8 +726,16 @@ void tt_conf_dispose(tt_conf_t *c)
         free(u->host);
     }
     free(c->upstreams);
+    for (size_t i = 0; i < c->nvhosts; i++) {
+        for (size_t k = 0; k < c->vhosts[i].nnames; k++) free(c->vhosts[i].names[k]);
+        free(c->vhosts[i].names);
+        free(c->vhosts[i].name);
+    }
+    free(c->vhosts);
     for (size_t i = 0; i < c->nroutes; i++) {
         free(c->routes[i].prefix);
+        free(c->routes[i].vhost);
+        tt_rules_dispose(&c->routes[i].rules);
         free(c->routes[i].upstream);
         free(c->routes[i].root);
         free(c->routes[i].index);
@@ -690,6 +819,11 @@ static bool known_section(const char *name, size_t n)
 {
     if ((n == 6 && memcmp(name, "listen", 6) == 0) || (n > 7 && memcmp(name, "listen ", 7) == 0)) return true;
     if ((n > 9 && memcmp(name, "upstream ", 9) == 0) || (n >= 7 && memcmp(name, "route /", 7) == 0)) return true;
+    if (n > 6 && memcmp(name, "vhost ", 6) == 0 && memchr(name + 6, ' ', n - 6) == NULL) return true;
+    if (n > 6 && memcmp(name, "route ", 6) == 0) { /* [route VHOST /prefix] */
+        const char *sp = memchr(name + 6, ' ', n - 6);
+        return sp != NULL && sp > name + 6 && (size_t)(sp - name) + 1 < n && sp[1] == '/';
+    }
     for (size_t i = 0; i < TT_ARRAY_SIZE(section_names); i++)
         if (strlen(section_names[i].name) == n && memcmp(section_names[i].name, name, n) == 0) return true;
     return false;
@@ -725,8 +859,10 @@ static void on_header(loader_t *L, const char *p)
         listen_group(L->c, name[6] ? name + 7 : "");
     else if (strncmp(name, "upstream ", 9) == 0)
         upstream_named(L->c, name + 9, true);
-    else if (strncmp(name, "route /", 7) == 0)
-        route_for(L->c, name + 6);
+    else if (strncmp(name, "vhost ", 6) == 0)
+        vhost_named(L->c, name + 6, true)->line = L->line;
+    else if (strncmp(name, "route ", 6) == 0)
+        route_of_section(L->c, name + 6)->line = L->line;
 }
 
 /* Reads one line for inih, counting lines, and checks section headers itself: inih reports a section
@@ -763,24 +899,27 @@ static void note_line(loader_t *L, const char *name, tt_conf_route_t *route, tt_
         up->_tls_key_line = L->line;
     else if (up == NULL && strcmp(name, "max_connections") == 0)
         L->c->max_connections_line = L->line;
+    else if (up != NULL && strcmp(name, "max_connections") == 0)
+        up->_max_conns_default = false;
 }
 
 /* Keys that may be given several times in one section: each line adds one more. */
 static bool key_repeats(const key_t_ *k)
 {
     return k->kind == K_ADDRESS || k->kind == K_SERVER || k->kind == K_TLS_CERT || k->kind == K_TLS_KEY ||
-           k->kind == K_CIDRS;
+           k->kind == K_CIDRS || k->kind == K_NAMES || k->kind == K_FIELD;
 }
 
 static int on_entry(void *user, const char *section, const char *name, const char *value)
 {
     loader_t *L = user;
     const char *why = NULL;
-    char whybuf[160];
+    char whybuf[320];
     unsigned sec = 0;
     tt_conf_listen_t *g = NULL;
     tt_upstream_conf_t *up = NULL;
     tt_conf_route_t *route = NULL;
+    tt_conf_vhost_t *vh = NULL;
     if (L->section_bad) return 1; /* its header was reported */
     if (strcmp(section, "listen") == 0 || strncmp(section, "listen ", 7) == 0) {
         sec = S_LISTEN;
@@ -788,9 +927,12 @@ static int on_entry(void *user, const char *section, const char *name, const cha
     } else if (strncmp(section, "upstream ", 9) == 0 && section[9]) {
         sec = S_UPSTREAM;
         up = upstream_named(L->c, section + 9, true);
-    } else if (strncmp(section, "route ", 6) == 0 && section[6] == '/') {
+    } else if (strncmp(section, "route ", 6) == 0 && section[6]) {
         sec = S_ROUTE;
-        route = route_for(L->c, section + 6);
+        route = route_of_section(L->c, section + 6);
+    } else if (strncmp(section, "vhost ", 6) == 0 && section[6]) {
+        sec = S_VHOST;
+        vh = vhost_named(L->c, section + 6, true);
     } else {
         for (size_t i = 0; i < TT_ARRAY_SIZE(section_names); i++)
             if (strcmp(section, section_names[i].name) == 0) sec = section_names[i].bit;
@@ -816,17 +958,28 @@ static int on_entry(void *user, const char *section, const char *name, const cha
         r = add_tls_file(g, k->kind == K_TLS_CERT, value, L->line);
     } else if (k->kind == K_CIDRS) {
         r = add_cidrs(L->c, value, &why);
+    } else if (k->kind == K_NAMES) {
+        r = add_names(vh, value, &why);
+    } else if (k->kind == K_REWRITE) {
+        r = tt_rules_set_rewrite(&route->rules, value, whybuf, sizeof(whybuf));
+        why = whybuf;
+    } else if (k->kind == K_FIELD) {
+        r = tt_rules_add_field(&route->rules, k->max == 1, (tt_rule_op_t)k->min, value, &why);
     } else {
         void *base = k->base == B_POLICY     ? (g ? (void *)&g->policy : (void *)&L->c->defaults)
                      : k->base == B_UPSTREAM ? (void *)up
                      : k->base == B_ROUTE    ? (void *)route
                      : k->base == B_LISTEN   ? (void *)g
+                     : k->base == B_VHOST    ? (void *)vh
                                              : (void *)L->c;
         r = parse_value(k, value, base, &why, whybuf, sizeof(whybuf));
         if (r == 0 && g != NULL && k->base == B_POLICY) g->set |= 1ull << key_index(k);
         if (r == 0) note_line(L, name, route, up);
     }
     if (k != NULL && L->key_line[key_index(k)] == 0) L->key_line[key_index(k)] = L->line;
+    if (r == 0 && route != NULL && k != NULL && strcmp(name, "upstream") != 0 && strcmp(name, "root") != 0 &&
+        strcmp(name, "index") != 0)
+        route->_rules_set = route->_rules_set ? route->_rules_set : (uint64_t)L->line; /* first rule's line */
     if (r != 0) load_fail(L, L->line, "%s:%d: %s: %s", L->c->path, L->line, name, why);
     return 1;
 }
@@ -1012,6 +1165,7 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
         g->policy = c->defaults;
         copy_set(&g->policy, &own, g->set);
         copy_set(&g->policy, &c->_cli, c->_cli_set);
+        g->policy.name = g->name[0] ? g->name : "default";
         if (g->naddrs == 0) {
             err_addf(err, errlen, "%s: [listen%s%s] has no address", c->path ? c->path : "config",
                      g->name[0] ? " " : "", g->name);
@@ -1070,6 +1224,37 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
             err_addf(err, errlen, "%s:%d: upstream: no [upstream %s] section (in [route %s])", file, r->upstream_line,
                      r->upstream, r->prefix);
         }
+        if (r->vhost && vhost_named(c, r->vhost, false) == NULL) {
+            err_addf(err, errlen, "%s:%d: [route %s %s]: no [vhost %s] section", file, r->line, r->vhost, r->prefix,
+                     r->vhost);
+        }
+        if (r->root && r->_rules_set) {
+            err_addf(err, errlen,
+                     "%s:%d: [route %s]: strip_prefix, rewrite, proxy_redirect and the header rules are for "
+                     "upstream routes, not root",
+                     file, (int)r->_rules_set, r->prefix);
+        }
+    }
+    const tt_conf_vhost_t *dflt = NULL;
+    for (size_t i = 0; i < c->nvhosts; i++) {
+        const tt_conf_vhost_t *v = &c->vhosts[i];
+        if (v->is_default && dflt != NULL) {
+            err_addf(err, errlen, "%s:%d: [vhost %s]: default = on, but [vhost %s] (line %d) is the default already",
+                     file, v->line, v->name, dflt->name, dflt->line);
+        } else if (v->is_default) {
+            dflt = v;
+        }
+        if (v->nnames == 0 && !v->is_default) {
+            err_addf(err, errlen, "%s:%d: [vhost %s]: needs server_name = NAME... (or default = on)", file, v->line,
+                     v->name);
+        }
+        for (size_t k = 0; k < v->nnames; k++)
+            for (size_t j = 0; j <= i; j++)
+                for (size_t m = 0; m < (j == i ? k : c->vhosts[j].nnames); m++)
+                    if (strcmp(c->vhosts[j].names[m], v->names[k]) == 0) {
+                        err_addf(err, errlen, "%s:%d: [vhost %s]: server_name %s is also in [vhost %s]", file, v->line,
+                                 v->name, v->names[k], c->vhosts[j].name);
+                    }
     }
     if (c->metrics_on && (c->metrics_path == NULL || c->metrics_path[0] != '/')) {
         err_addf(err, errlen, "%s: path: must start with /", c->path ? c->path : "[metrics]");

@@ -7,6 +7,7 @@
 #define TT_CONF_CONF_H
 
 #include "handlers/proxy.h"
+#include "handlers/rules.h"
 #include "net/tls.h"
 #include "http/server.h"
 
@@ -22,14 +23,30 @@ typedef struct tt_conf_listen {
     uint64_t set; /* private: policy keys this section set */
 } tt_conf_listen_t;
 
-/** A `[route PREFIX]`: requests under `prefix` go to `upstream` (a [upstream NAME]) or files in `root`. */
+/** A `[vhost NAME]`: routes selected by the name the client asked for (Host, :authority, SNI). */
+typedef struct tt_conf_vhost {
+    char *name;   /* NAME of the section */
+    char **names; /* server_name values, lower-case: "www.example", "*.example" */
+    size_t nnames;
+    bool is_default; /* default = on: names no vhost lists come here */
+    int line;        /* line of the section header */
+} tt_conf_vhost_t;
+
+/** A `[route PREFIX]` or `[route VHOST PREFIX]`: requests under `prefix` go to `upstream` (a [upstream NAME]) or
+ *  files in `root`. */
 typedef struct tt_conf_route {
-    char *prefix;      /* starts with '/' */
-    char *upstream;    /* NULL for a static route */
-    char *root;        /* NULL for a proxy route */
-    int root_line;     /* line of `root` in the file */
-    int upstream_line; /* line of `upstream` in the file; 0: --proxy/--route */
-    char *index;       /* static: the directory index file, NULL = "index.html" */
+    char *prefix;           /* starts with '/' */
+    char *vhost;            /* the [vhost NAME] it belongs to; NULL: the routes without a vhost (the default's) */
+    int line;               /* line of the section header; 0: --proxy/--route */
+    tt_route_rules_t rules; /* strip_prefix, rewrite, field rules, proxy_redirect (proxy routes only) */
+    uint64_t _rules_set;    /* private: which rule keys the section set (for the static-route check) */
+    char *upstream;         /* NULL for a static route */
+    char *root;             /* NULL for a proxy route */
+    int root_line;          /* line of `root` in the file */
+    int upstream_line;      /* line of `upstream` in the file; 0: --proxy/--route */
+    char *index;            /* static: the directory index file, NULL = "index.html" */
+    int upgrade;            /* proxy: tt_upgrade_policy_t, which Upgrade requests become tunnels [websocket] */
+    uint64_t tunnel_idle_timeout_ms; /* proxy: a tunnel that moves no byte either way this long is closed [1h] */
 } tt_conf_route_t;
 
 /** Everything `tether serve` needs. Strings are owned. */
@@ -59,6 +76,8 @@ typedef struct tt_conf {
     size_t nupstreams;
     tt_conf_route_t *routes; /* [route PREFIX] sections and --proxy/--route */
     size_t nroutes;
+    tt_conf_vhost_t *vhosts; /* [vhost NAME] sections, in file order */
+    size_t nvhosts;
     tt_cidr_t *trusted_proxies; /* [server] trusted_proxies: peers whose X-Forwarded-* fields are believed */
     size_t ntrusted_proxies;
     bool reuse_port_with_others; /* [server]: start even when another process listens on our addresses */

@@ -20,6 +20,9 @@ static const char *const reason_names[TT_CLOSE__COUNT] = {
     [TT_CLOSE_H2_GOAWAY] = "h2_goaway",
     [TT_CLOSE_PING_TIMEOUT] = "ping_timeout",
     [TT_CLOSE_UNREAD_BODY] = "unread_body",
+    [TT_CLOSE_TUNNEL_IDLE] = "tunnel_idle",
+    [TT_CLOSE_TUNNEL_CLOSED_BY_CLIENT] = "tunnel_closed_by_client",
+    [TT_CLOSE_TUNNEL_CLOSED_BY_UPSTREAM] = "tunnel_closed_by_upstream",
 };
 
 const char *tt_close_reason_name(tt_close_reason_t r)

@@ -34,6 +34,10 @@ uint64_t tt_loop_now(const tt_loop_t *loop)
 {
     return loop->now_ms;
 }
+uint64_t tt_loop_now_us(const tt_loop_t *loop)
+{
+    return loop->now_us;
+}
 int64_t tt_loop_wall(const tt_loop_t *loop)
 {
     return loop->wall_s;
@@ -44,7 +48,8 @@ void tt_loop_update_clock(tt_loop_t *loop)
     if (loop->manual_clock) return;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    loop->now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    loop->now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    loop->now_ms = loop->now_us / 1000u;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     loop->wall_s = ts.tv_sec;
 }
@@ -52,7 +57,10 @@ void tt_loop_update_clock(tt_loop_t *loop)
 void tt_loop_set_clock(tt_loop_t *loop, uint64_t now_ms, int64_t wall_s)
 {
     loop->manual_clock = true;
-    if (now_ms > loop->now_ms) loop->now_ms = now_ms;
+    if (now_ms > loop->now_ms) {
+        loop->now_ms = now_ms;
+        loop->now_us = now_ms * 1000u;
+    }
     if (wall_s > loop->wall_s) loop->wall_s = wall_s;
 }
 

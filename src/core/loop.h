@@ -47,6 +47,9 @@ void tt_loop_free(tt_loop_t **loop);
  *  tt_loop_update_clock); the same value for every timer callback of a turn, and for every readiness and
  *  end-of-turn deferred callback of a turn. */
 uint64_t tt_loop_now(const tt_loop_t *loop);
+/** The same reading of CLOCK_MONOTONIC as tt_loop_now(), in microseconds (tt_loop_now() == this / 1000): for
+ *  latency metrics finer than a millisecond. Under tt_loop_set_clock() it is now_ms * 1000. */
+uint64_t tt_loop_now_us(const tt_loop_t *loop);
 /** Wall-clock seconds since the epoch, read with the monotonic clock once per turn (for Date fields). */
 int64_t tt_loop_wall(const tt_loop_t *loop);
 /** Re-reads both clocks now; for callers that block, such as start-up code. */

@@ -6,6 +6,7 @@
 
 struct tt_loop {
     uint64_t now_ms;
+    uint64_t now_us; /* the same reading as now_ms, in microseconds */
     int64_t wall_s;
     bool stop;
     bool in_timers;    /* inside tt__timer_run_expired */

@@ -156,8 +156,20 @@ static tt_str_t real_ip(const tt_h1_request_t *h, const tt_upstream_conf_t *uc, 
 static const char *const generated[] = {
     "host", "via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"};
 
+/* True when a request rule of `fr` drops the field named `name`. */
+static bool rule_drops(const tt_forward_route_t *fr, tt_str_t name)
+{
+    return fr && fr->rules && tt_rules_drops(fr->rules->req, fr->rules->nreq, name);
+}
+
 void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_buf_t *b,
                              tt_bufpool_t *bufs)
+{
+    tt_forward_request_head_routed(rq, uc, NULL, chunked_up, b, bufs);
+}
+
+void tt_forward_request_head_routed(const tt_req_t *rq, const tt_upstream_conf_t *uc, const tt_forward_route_t *fr,
+                                    bool chunked_up, tt_buf_t *b, tt_bufpool_t *bufs)
 {
     const tt_h1_request_t *h = rq->head;
     const bool h2 = rq->major_version == 2;
@@ -166,45 +178,59 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
     char ipbuf[TT_ADDR_STRLEN];
     tt_str_t ip = tt_str(ipbuf, tt_addr_format_host(rq->peer, ipbuf, sizeof(ipbuf)));
 
-    put(b, bufs, h->method);
+    /* RFC 8441 5: an HTTP/2 extended CONNECT is an HTTP/1.1 GET with Upgrade to the origin */
+    put(b, bufs, h2 && fr && fr->upgrade.n && h->method_id == TT_METHOD_CONNECT ? TT_STR("GET") : h->method);
     tt_buf_append(b, bufs, TT_LIT(" "));
-    put(b, bufs, rq->path);
-    if (rq->query.n) {
-        tt_buf_append(b, bufs, TT_LIT("?"));
-        put(b, bufs, rq->query);
+    if (fr && fr->target.n) {
+        put(b, bufs, fr->target);
+    } else {
+        put(b, bufs, rq->path);
+        if (rq->query.n) {
+            tt_buf_append(b, bufs, TT_LIT("?"));
+            put(b, bufs, rq->query);
+        }
     }
     tt_buf_append(b, bufs, TT_LIT(" HTTP/1.1\r\n"));
     /* RFC 9112 3.2: HTTP/1.1 requires Host; what the client asked for, or (HTTP/1.0 without one) the server's
      * name, as nginx's $proxy_host */
     tt_str_t host = uc->host ? cstr(uc->host) : rq->authority.n ? rq->authority : cstr(uc->servers[0].name);
+    tt_buf_t set_host = {0};
+    if (fr && fr->rules && tt_rules_set_value(fr->rules->req, fr->rules->nreq, "host", &fr->vars, &set_host, bufs))
+        host = view_of(&set_host);
     put_field(b, bufs, TT_STR("Host"), host);
+    tt_buf_release(&set_host, bufs);
     for (size_t i = 0; i < h->nfields; i++) {
         const tt_h1_field_t *f = &h->fields[i];
         if (in_list(f->name, generated, TT_ARRAY_SIZE(generated)) || (h2 && tt_str_ieq(f->name, TT_LIT("cookie"))))
             continue;
         if (in_list(f->name, hop_by_hop, TT_ARRAY_SIZE(hop_by_hop)) || tt_str_ieq(f->name, TT_LIT("expect")) ||
-            named_by_connection(h->fields, h->nfields, conn, f->name))
+            named_by_connection(h->fields, h->nfields, conn, f->name) || rule_drops(fr, f->name))
             continue;
         put_field(b, bufs, f->name, f->value);
     }
-    if (h2) { /* RFC 9113 8.2.3: the cookie fields of HTTP/2 are one field in HTTP/1.1 */
+    if (h2 &&
+        !rule_drops(fr, TT_STR("cookie"))) { /* RFC 9113 8.2.3: the cookie fields of HTTP/2 are one field in HTTP/1.1 */
         tt_buf_t v = {0};
         bool any = false;
         put_values(&v, bufs, h, "cookie", TT_STR("; "), &any);
         if (any) put_field(b, bufs, TT_STR("Cookie"), view_of(&v));
         tt_buf_release(&v, bufs);
     }
-    put_list(b, bufs, h, conn, "Via", true,
-             h2                 ? TT_STR("2 tether")
-             : h->minor_version ? TT_STR("1.1 tether")
-                                : TT_STR("1.0 tether"));
-    put_list(b, bufs, h, conn, "X-Forwarded-For", trusted, ip);
-    put_field(b, bufs, TT_STR("X-Real-IP"), trusted ? real_ip(h, uc, ip) : ip);
+    if (!rule_drops(fr, TT_STR("via")))
+        put_list(b, bufs, h, conn, "Via", true,
+                 h2                 ? TT_STR("2 tether")
+                 : h->minor_version ? TT_STR("1.1 tether")
+                                    : TT_STR("1.0 tether"));
+    if (!rule_drops(fr, TT_STR("x-forwarded-for"))) put_list(b, bufs, h, conn, "X-Forwarded-For", trusted, ip);
+    if (!rule_drops(fr, TT_STR("x-real-ip")))
+        put_field(b, bufs, TT_STR("X-Real-IP"), trusted ? real_ip(h, uc, ip) : ip);
     tt_str_t proto = rq->tls ? TT_STR("https") : TT_STR("http");
     bool theirs = trusted && tt_h1_find_field(h, TT_LIT("x-forwarded-proto")) >= 0;
-    put_list(b, bufs, h, conn, "X-Forwarded-Proto", theirs, theirs ? TT_STR_NULL : proto);
+    if (!rule_drops(fr, TT_STR("x-forwarded-proto")))
+        put_list(b, bufs, h, conn, "X-Forwarded-Proto", theirs, theirs ? TT_STR_NULL : proto);
     theirs = trusted && tt_h1_find_field(h, TT_LIT("x-forwarded-host")) >= 0;
-    put_list(b, bufs, h, conn, "X-Forwarded-Host", theirs, theirs ? TT_STR_NULL : rq->authority);
+    if (!rule_drops(fr, TT_STR("x-forwarded-host")))
+        put_list(b, bufs, h, conn, "X-Forwarded-Host", theirs, theirs ? TT_STR_NULL : rq->authority);
     tt_buf_t own = {0};
     if (uc->forwarded) { /* RFC 7239 4: for=, proto=, host= */
         bool v6 = rq->peer->ss.sa.sa_family == AF_INET6;
@@ -219,8 +245,16 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
             put_quoted(&own, bufs, rq->authority);
         }
     }
-    put_list(b, bufs, h, conn, "Forwarded", trusted, view_of(&own));
+    if (!rule_drops(fr, TT_STR("forwarded"))) put_list(b, bufs, h, conn, "Forwarded", trusted, view_of(&own));
     tt_buf_release(&own, bufs);
+    if (fr &&
+        fr->upgrade.n) { /* RFC 9110 7.8: the upgrade asked for goes on, with the option that makes it hop-by-hop */
+        put_field(b, bufs, TT_STR("Upgrade"), fr->upgrade);
+        tt_buf_append(b, bufs, TT_LIT("Connection: Upgrade\r\n"));
+        if (fr->ws_key.n && tt_h1_find_field(h, TT_LIT("sec-websocket-key")) < 0)
+            put_field(b, bufs, TT_STR("Sec-WebSocket-Key"), fr->ws_key);
+    }
+    if (fr && fr->rules) tt_rules_put_fields(fr->rules->req, fr->rules->nreq, &fr->vars, "host", b, bufs);
     char line[64];
     if (chunked_up) {
         tt_buf_append(b, bufs, TT_LIT("Transfer-Encoding: chunked\r\n"));
@@ -232,20 +266,63 @@ void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, b
     tt_buf_append(b, bufs, TT_LIT("\r\n"));
 }
 
+void tt_forward_upgrade_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs)
+{
+    tt_forward_response_fields(res, b, bufs);
+    for (size_t i = 0; i < res->nfields; i++)
+        if (tt_str_ieq(res->fields[i].name, TT_LIT("upgrade")))
+            put_field(b, bufs, TT_STR("Upgrade"), res->fields[i].value);
+    tt_buf_append(b, bufs, TT_LIT("Connection: Upgrade\r\n"));
+}
+
 void tt_forward_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs)
 {
+    tt_forward_response_fields_routed(res, NULL, b, bufs);
+}
+
+/* True when a response rule of `fr` drops the field named `name`. */
+static bool resp_rule_drops(const tt_forward_route_t *fr, tt_str_t name)
+{
+    return fr && fr->rules && tt_rules_drops(fr->rules->resp, fr->rules->nresp, name);
+}
+
+/* Puts a Location or Refresh field, rewritten when it points at the upstream (nginx proxy_redirect default). */
+static void put_redirect(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_field_t *f, bool refresh,
+                         const tt_redirect_map_t *m)
+{
+    tt_buf_t v = {0};
+    if (tt_rules_redirect(f->value, refresh, m, &v, bufs))
+        put_field(b, bufs, f->name, view_of(&v));
+    else
+        put_field(b, bufs, f->name, f->value);
+    tt_buf_release(&v, bufs);
+}
+
+void tt_forward_response_fields_routed(const tt_h1_response_t *res, const tt_forward_route_t *fr, tt_buf_t *b,
+                                       tt_bufpool_t *bufs)
+{
     const size_t conn = first_connection(res->fields, res->nfields);
+    const bool redirect = fr && fr->redirect && ((res->status >= 300 && res->status < 400) || res->status == 201);
     for (size_t i = 0; i < res->nfields; i++) {
         const tt_h1_field_t *f = &res->fields[i];
         if (in_list(f->name, hop_by_hop, TT_ARRAY_SIZE(hop_by_hop)) || tt_str_ieq(f->name, TT_LIT("date")) ||
-            tt_str_ieq(f->name, TT_LIT("server")) || named_by_connection(res->fields, res->nfields, conn, f->name))
+            tt_str_ieq(f->name, TT_LIT("server")) || named_by_connection(res->fields, res->nfields, conn, f->name) ||
+            resp_rule_drops(fr, f->name))
             continue;
-        put_field(b, bufs, f->name, f->value);
+        bool loc = redirect && tt_str_ieq(f->name, TT_LIT("location"));
+        bool refresh = redirect && tt_str_ieq(f->name, TT_LIT("refresh"));
+        if (loc || refresh)
+            put_redirect(b, bufs, f, refresh, fr->redirect);
+        else
+            put_field(b, bufs, f->name, f->value);
     }
-    if (res->minor_version)
-        tt_buf_append(b, bufs, TT_LIT("Via: 1.1 tether\r\n"));
-    else
-        tt_buf_append(b, bufs, TT_LIT("Via: 1.0 tether\r\n"));
+    if (!resp_rule_drops(fr, TT_STR("via"))) {
+        if (res->minor_version)
+            tt_buf_append(b, bufs, TT_LIT("Via: 1.1 tether\r\n"));
+        else
+            tt_buf_append(b, bufs, TT_LIT("Via: 1.0 tether\r\n"));
+    }
+    if (fr && fr->rules) tt_rules_put_fields(fr->rules->resp, fr->rules->nresp, &fr->vars, NULL, b, bufs);
 }
 
 bool tt_forward_trailer_allowed(tt_str_t name)

@@ -9,6 +9,7 @@
 
 #include "core/buf.h"
 #include "handlers/proxy.h"
+#include "handlers/rules.h"
 
 /**
  * Appends the HTTP/1.1 request head for `rq` (its head, path and query are read: call during handle()) going to
@@ -24,6 +25,42 @@
  */
 void tt_forward_request_head(const tt_req_t *rq, const tt_upstream_conf_t *uc, bool chunked_up, tt_buf_t *b,
                              tt_bufpool_t *bufs);
+
+/** What a route changes in the forwarded messages (rules.h); every view valid during the call. */
+typedef struct tt_forward_route {
+    tt_str_t target;                   /* request-target for the upstream (tt_rules_target()); empty: path and query */
+    const tt_route_rules_t *rules;     /* NULL: none */
+    tt_rules_vars_t vars;              /* for $host, $remote_addr, $scheme in rule values */
+    const tt_redirect_map_t *redirect; /* response: Location/Refresh rewrite of 3xx and 201; NULL: off */
+    tt_str_t upgrade; /* request: not empty when it asks to switch protocols (RFC 9110 7.8) and may: "Upgrade:
+                         `upgrade`" and "Connection: Upgrade" are added (the client's own Upgrade and Connection are
+                         dropped as usual); an HTTP/2 extended CONNECT (RFC 8441 5) becomes a GET */
+    tt_str_t ws_key;  /* with `upgrade`: when not empty, the Sec-WebSocket-Key unless the client sent one (RFC 8441 5:
+                         an HTTP/2 client sends none) */
+} tt_forward_route_t;
+
+/**
+ * tt_forward_request_head() with route `fr` (NULL: none): the request-line carries fr->target; fields named by a
+ * request_set_header or request_remove_header rule are dropped, the ones tether writes itself included (Via,
+ * X-Forwarded-*, X-Real-IP, Forwarded), and the set and add rules are appended before the framing; a
+ * request_set_header Host replaces the Host value. Owning worker only.
+ */
+void tt_forward_request_head_routed(const tt_req_t *rq, const tt_upstream_conf_t *uc, const tt_forward_route_t *fr,
+                                    bool chunked_up, tt_buf_t *b, tt_bufpool_t *bufs);
+
+/**
+ * tt_forward_response_fields() with route `fr` (NULL: none): fields named by a response_set_header or
+ * response_remove_header rule are dropped (Via included), a 3xx or 201 response's Location and Refresh pointing at
+ * the upstream are rewritten by fr->redirect (tt_rules_redirect), and the set and add rules are appended.
+ */
+void tt_forward_response_fields_routed(const tt_h1_response_t *res, const tt_forward_route_t *fr, tt_buf_t *b,
+                                       tt_bufpool_t *bufs);
+
+/**
+ * The fields of a 101 response `res` that pass to the client: tt_forward_response_fields(), then its Upgrade field(s)
+ * and "Connection: Upgrade" (RFC 9110 7.8, 15.2.2). Owning worker only.
+ */
+void tt_forward_upgrade_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs);
 
 /**
  * Appends the fields of upstream response `res` that pass to the client, each "Name: value\r\n": all but the

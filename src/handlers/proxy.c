@@ -5,6 +5,8 @@
 #include "http/worker.h"
 
 #include <stdatomic.h>
+#include <sys/random.h>
+#include <time.h>
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
@@ -106,6 +108,11 @@ typedef struct proxy_req {
     uint32_t up_req_no;
     uint64_t up_age_ms;
     uint64_t up_id;
+    /* Timings of the current exchange, loop clock in us (0: not yet): the request begun on a connection, the
+     * response head, the response's end. The connect itself is timed by the connection (tt_upconn_t.handshake_us). */
+    uint64_t t_begin_us;
+    uint64_t t_first_byte_us;
+    uint64_t t_done_us;
     bool replayable; /* idempotent or Idempotency-Key */
     bool held_all;   /* `held` still has every content byte so far */
     bool chunked_up; /* content goes upstream chunked */
@@ -118,14 +125,30 @@ typedef struct proxy_req {
     bool hold;          /* the request's last byte waits for the client's end of stream (an HTTP/2 client) */
     bool has_tail;      /* `tail` holds that byte */
     char tail;
-    bool done; /* finished (pr_finish): the client request is answered or gone */
+    bool upgrade;        /* the request asks to switch protocols and the route lets it (Upgrade went upstream) */
+    tt_tunnel_t *tunnel; /* after a 101: the tunnel between the client connection and `up` (which left the pool) */
+    bool h2_tunnel;      /* an HTTP/2 extended CONNECT (RFC 8441): after the 101 the stream carries the bytes */
+    bool streaming;      /* h2_tunnel after the 101: `up` is in stream mode, out of the pool */
+    bool done;           /* finished (pr_finish): the client request is answered or gone */
+    char *client;        /* for the route's response rules: "scheme\0authority\0remote_addr\0", in client_buf or
+                            owned when longer; NULL: none */
+    char client_buf[160];
     tt_defer_t free_later;
     char log[320];
 } proxy_req_t;
 
+/* The metrics of the server the request uses, in this worker's row. */
+static tt_pool_metrics_t *pool_metrics(const proxy_req_t *pr)
+{
+    tt_proxy_registry_t *reg = pr->pw->reg;
+    return &reg->pool_m[pr->pw->w->id * reg->nservers + pr->uc->_first_server + pr->server];
+}
+
 static void pr_free_cb(tt_defer_t *d)
 {
-    free(tt_container_of(d, proxy_req_t, free_later));
+    proxy_req_t *pr = tt_container_of(d, proxy_req_t, free_later);
+    if (pr->client != pr->client_buf) free(pr->client);
+    free(pr);
 }
 
 /* Ends the proxied request: its client request is answered (or gone) and its upstream connection is back in
@@ -312,10 +335,13 @@ static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
     pr->up_req_no = u->requests + 1;
     pr->up_age_ms = tt_loop_now(loop) - u->created_ms;
     pr->up_id = u->id;
+    pr->t_begin_us = tt_loop_now_us(loop);
+    pr->t_first_byte_us = pr->t_done_us = 0;
     pr->sent_end = false;
     pr->has_tail = false;
     tt_upconn_set_user(u, &up_ops, pr);
     tt_upconn_begin(u, pr->is_head);
+    if (pr->upgrade) tt_upconn_expect_upgrade(u);
     update_log(pr);
     bool full = false;
     up_send(pr, tt_buf_data(&pr->head), pr->head.len, &full);
@@ -375,6 +401,10 @@ static void client_on_body_end(tt_req_t *req, tt_str_t trailers)
         return;
     }
     pr->body_done = true;
+    if (pr->streaming) { /* the client ended its side of the tunnel: the upstream gets FIN after the bytes */
+        tt_upconn_shutdown_write(pr->up);
+        return;
+    }
     if (trailers.n) tt_forward_trailers(trailers, &pr->trailers, &pr->pw->w->bufs); /* RFC 9110 6.5.1 */
     send_end(pr);
 }
@@ -388,7 +418,15 @@ static void client_on_writable(tt_req_t *req)
 static void client_on_abort(tt_req_t *req)
 {
     proxy_req_t *pr = req->ctx;
-    if (pr->up != NULL) tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR); /* mid-exchange: never reusable */
+    if (pr->tunnel != NULL) { /* the client connection closed under the tunnel (drain deadline, shutdown) */
+        tt_tunnel_cancel(pr->tunnel);
+        pr->tunnel = NULL;
+        tt_upconn_close(pr->up); /* out of the pool since its 101 */
+    } else if (pr->streaming) {
+        tt_upconn_close(pr->up); /* the stream was reset or its connection closed */
+    } else if (pr->up != NULL) {
+        tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR); /* mid-exchange: never reusable */
+    }
     pr->up = NULL;
     req->log_extra = TT_STR_NULL; /* the request is the client connection's from now on (a refusal's log line) */
     pr_finish(pr);
@@ -403,13 +441,222 @@ static const tt_req_hooks_t client_hooks = {
 
 /* ---- upstream callbacks ---- */
 
+/* The tunnel ended: both connections close, the client's with the reason and its access-log line. */
+static void tunnel_on_done(tt_tunnel_t *t, tt_tunnel_why_t why, void *data)
+{
+    proxy_req_t *pr = data;
+    (void)t;
+    tt_upconn_close(pr->up);
+    pr->up = NULL;
+    pr->tunnel = NULL;
+    static const tt_close_reason_t reasons[] = {
+        [TT_TUNNEL_IDLE] = TT_CLOSE_TUNNEL_IDLE,
+        [TT_TUNNEL_CLOSED_BY_CLIENT] = TT_CLOSE_TUNNEL_CLOSED_BY_CLIENT,
+        [TT_TUNNEL_CLOSED_BY_UPSTREAM] = TT_CLOSE_TUNNEL_CLOSED_BY_UPSTREAM,
+    };
+    tt_req_close_tunnel(pr->req, reasons[why]);
+    pr_finish(pr);
+}
+
+/* True when `res` names a protocol to switch to (RFC 9110 15.2.2: a 101 must). */
+static bool names_upgrade(const tt_h1_response_t *res)
+{
+    for (size_t i = 0; i < res->nfields; i++)
+        if (tt_str_ieq(res->fields[i].name, TT_LIT("upgrade")) && res->fields[i].value.n > 0) return true;
+    return false;
+}
+
+/* ---- HTTP/2 extended CONNECT after its 101: the stream's DATA and the upstream connection's bytes ---- */
+
+static void up_on_body(tt_upconn_t *u, const char *data, size_t len);
+static void up_on_drain(tt_upconn_t *u);
+
+static void stream_on_done(tt_upconn_t *u, tt_str_t trailers)
+{
+    proxy_req_t *pr = u->data;
+    (void)trailers;
+    pr->up = NULL;
+    tt_upconn_close(u);
+    tt_req_finish(pr->req, TT_STR_NULL); /* END_STREAM after the bytes: the upstream ended the tunnel */
+    pr_finish(pr);
+}
+
+static void stream_on_error(tt_upconn_t *u, tt_up_err_t err)
+{
+    proxy_req_t *pr = u->data;
+    pr->up = NULL;
+    tt_upconn_close(u);
+    snprintf(pr->log + strlen(pr->log), sizeof(pr->log) - strlen(pr->log), " tunnel_end=%s",
+             err == TT_UP_READ_TIMEOUT ? "tunnel_idle" : "tunnel_closed_by_upstream");
+    pr->req->log_extra = tt_str(pr->log, strlen(pr->log));
+    tt_req_fail(pr->req); /* RST_STREAM: the tunnel did not end cleanly (or went idle) */
+    pr_finish(pr);
+}
+
+static const tt_upconn_ops_t stream_ops = {
+    .on_body = up_on_body,
+    .on_done = stream_on_done,
+    .on_error = stream_on_error,
+    .on_drain = up_on_drain,
+};
+
+/* The fields of a 101 that an HTTP/2 client gets with its 200 (RFC 8441 5): not Sec-WebSocket-Accept, which
+ * answers the key tether made up. */
+static void h2_switch_fields(const tt_h1_response_t *res, tt_buf_t *f, tt_bufpool_t *bufs)
+{
+    tt_buf_t all = {0};
+    tt_forward_response_fields(res, &all, bufs);
+    const char *p = all.len ? tt_buf_data(&all) : NULL, *end = p + all.len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *next = eol ? eol + 1 : end;
+        if (!tt_str_ieq(tt_str(p, TT_MIN((size_t)(next - p), (size_t)21)), TT_LIT("sec-websocket-accept:")))
+            tt_buf_append(f, bufs, p, (size_t)(next - p));
+        p = next;
+    }
+    tt_buf_release(&all, bufs);
+}
+
+static void up_on_switch_h2(proxy_req_t *pr, tt_upconn_t *u, const tt_h1_response_t *res)
+{
+    tt_worker_t *w = pr->pw->w;
+    if (!names_upgrade(res)) {
+        tt_pool_discard(pr->pool, u, TT_RETIRE_ERROR);
+        pr->up = NULL;
+        generate_error(pr, TT_CAUSE_INVALID_RESPONSE);
+        return;
+    }
+    tt_buf_t f = {0};
+    h2_switch_fields(res, &f, &w->bufs);
+    tt_resp_t r;
+    tt_resp_init(&r, 200);
+    r.fields = f.len ? tt_str(tt_buf_data(&f), f.len) : TT_STR_NULL;
+    r.content_length = -1; /* the stream stays open: its DATA are the tunnel's */
+    tt_pool_detach(pr->pool, u);
+    pr->streaming = true;
+    pr->response_started = true;
+    update_log(pr);
+    tt_req_respond_head(pr->req, &r);
+    tt_buf_release(&f, &w->bufs);
+    tt_upconn_set_user(u, &stream_ops, pr);
+    tt_upconn_to_stream(u, pr->pc->tunnel_idle_ms);
+    if (pr->body_done) tt_upconn_shutdown_write(u); /* the client already ended its side */
+}
+
+/* A 101 to a request that asked for it: the connection left the exchange (TT_UPCONN_TUNNEL). It becomes a tunnel
+ * with the client connection, and leaves the pool for good; or, when that cannot be (the 101 came before the whole
+ * request was sent, names no protocol, or the client connection cannot switch), it is closed and the client gets a
+ * 502 invalid_response. */
+static void up_on_switch(proxy_req_t *pr, tt_upconn_t *u, const tt_h1_response_t *res)
+{
+    tt_worker_t *w = pr->pw->w;
+    tt_buf_t f = {0};
+    pr->tunnel = NULL;
+    if (pr->body_done && tt_upconn_request_sent(u) && names_upgrade(res)) {
+        tt_forward_upgrade_response_fields(res, &f, &w->bufs);
+        pr->tunnel = tt_tunnel_new(w->loop, &w->bufs, pr->pc->tunnel_idle_ms, tunnel_on_done, pr);
+        pr->response_started = true;
+        update_log(pr);
+        if (!tt_req_upgrade(pr->req, tt_str(tt_buf_data(&f), f.len), pr->tunnel)) {
+            tt_tunnel_cancel(pr->tunnel);
+            pr->tunnel = NULL;
+            pr->response_started = false;
+        }
+    }
+    tt_buf_release(&f, &w->bufs);
+    if (pr->tunnel == NULL) {
+        tt_pool_discard(pr->pool, u, TT_RETIRE_ERROR);
+        pr->up = NULL;
+        generate_error(pr, TT_CAUSE_INVALID_RESPONSE);
+        return;
+    }
+    tt_pool_detach(pr->pool, u); /* never back to the pool: its bytes are the tunnel's now */
+    tt_upconn_to_tunnel(u, pr->tunnel);
+    tt_tunnel_start(pr->tunnel);
+}
+
+/* The Host name without its port ($host). */
+static tt_str_t host_only(tt_str_t a)
+{
+    if (a.n == 0) return a;
+    if (a.p[0] == '[') {
+        const char *e = memchr(a.p, ']', a.n);
+        return e ? tt_str(a.p, (size_t)(e - a.p) + 1) : a;
+    }
+    const char *c = memchr(a.p, ':', a.n);
+    return c ? tt_str(a.p, (size_t)(c - a.p)) : a;
+}
+
+/* The response fields for the client, through the route's response rules and redirect rewrite (rules.h). */
+static void response_fields(proxy_req_t *pr, const tt_h1_response_t *res, tt_buf_t *f, tt_bufpool_t *bufs)
+{
+    const tt_route_rules_t *rules = pr->pc->rules;
+    if (pr->client == NULL || rules == NULL) {
+        tt_forward_response_fields(res, f, bufs);
+        return;
+    }
+    const char *scheme = pr->client, *auth = scheme + strlen(scheme) + 1, *raddr = auth + strlen(auth) + 1;
+    tt_forward_route_t fr = {.rules = rules,
+                             .vars = {.host = host_only(tt_str(auth, strlen(auth))),
+                                      .remote_addr = tt_str(raddr, strlen(raddr)),
+                                      .scheme = tt_str(scheme, strlen(scheme))}};
+    /* nginx's proxy_redirect default: the upstream's origin (the server's as configured, with or without its
+     * default port, and the Host the upstream was sent when `host` is set) becomes the client's */
+    const tt_upstream_server_t *sv = &pr->uc->servers[pr->server];
+    char o[3][320], co[320];
+    tt_str_t origins[3];
+    size_t no = 0;
+    const char *us = sv->tls ? "https://" : "http://";
+    origins[no] = tt_str(o[no], (size_t)snprintf(o[no], sizeof(o[no]), "%s%s", us, sv->name));
+    no++;
+    const char *port = strrchr(sv->name, ':');
+    if (port && strcmp(port, sv->tls ? ":443" : ":80") == 0) {
+        origins[no] =
+            tt_str(o[no], (size_t)snprintf(o[no], sizeof(o[no]), "%s%.*s", us, (int)(port - sv->name), sv->name));
+        no++;
+    }
+    if (pr->uc->host) {
+        origins[no] = tt_str(o[no], (size_t)snprintf(o[no], sizeof(o[no]), "%s%s", us, pr->uc->host));
+        no++;
+    }
+    for (size_t i = 0; i < no; i++) origins[i].n = TT_MIN(origins[i].n, sizeof(o[i]) - 1);
+    size_t con = auth[0] ? (size_t)snprintf(co, sizeof(co), "%s://%s", scheme, auth) : 0;
+    tt_redirect_map_t m = {
+        .origins = origins,
+        .norigins = no,
+        .client_origin = tt_str(co, TT_MIN(con, sizeof(co) - 1)),
+        .prefix = rules->strip_prefix && !rules->rewrite ? tt_str(pr->pc->route, strlen(pr->pc->route)) : TT_STR_NULL};
+    if (rules->proxy_redirect && con < sizeof(co)) fr.redirect = &m;
+    tt_forward_response_fields_routed(res, &fr, f, bufs);
+}
+
 static void up_on_head(tt_upconn_t *u, const tt_h1_response_t *res)
 {
     proxy_req_t *pr = u->data;
-    if (res->status < 200) return; /* interim responses: tether answered Expect: 100-continue itself */
+    if (pr->t_first_byte_us == 0) {
+        pr->t_first_byte_us = tt_loop_now_us(pr->pw->w->loop);
+        tt_hist_observe(&pool_metrics(pr)->first_byte_us, tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                        pr->t_first_byte_us - pr->t_begin_us);
+    }
     tt_bufpool_t *bufs = &pr->pw->w->bufs;
+    if (res->status == 101) {
+        if (pr->h2_tunnel)
+            up_on_switch_h2(pr, u, res);
+        else
+            up_on_switch(pr, u, res);
+        return;
+    }
+    if (res->status < 200) {
+        /* An interim response (100, 103 Early Hints, ...) goes on before the final one (RFC 9110 15.2); the client
+         * connection drops what its client must not get (HTTP/1.0, a second 100). */
+        tt_buf_t f = {0};
+        tt_forward_response_fields(res, &f, bufs);
+        tt_req_interim(pr->req, res->status, f.len ? tt_str(tt_buf_data(&f), f.len) : TT_STR_NULL);
+        tt_buf_release(&f, bufs);
+        return;
+    }
     tt_buf_t f = {0};
-    tt_forward_response_fields(res, &f, bufs);
+    response_fields(pr, res, &f, bufs);
     tt_resp_t r;
     tt_resp_init(&r, res->status);
     r.fields = tt_str(tt_buf_data(&f), f.len);
@@ -435,6 +682,9 @@ static void up_on_done(tt_upconn_t *u, tt_str_t trailers)
     proxy_req_t *pr = u->data;
     tt_bufpool_t *bufs = &pr->pw->w->bufs;
     pr->up = NULL;
+    pr->t_done_us = tt_loop_now_us(pr->pw->w->loop);
+    tt_hist_observe(&pool_metrics(pr)->exchange_us, tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                    pr->t_done_us - pr->t_begin_us);
     /* The request ends first (the trailers live in u), then the pool decides whether u may be parked: an
      * answer that came before the request was completely sent makes it unparkable (tt_pool_can_park). The
      * client connection resumes its content, if it was paused, by itself: the request is finished. Only the
@@ -501,13 +751,135 @@ static bool idempotent(tt_method_t m)
 typedef struct proxy_route {
     proxy_worker_t *pw;
     const tt_proxy_conf_t *pc;
+    void *md; /* the rewrite's PCRE2 match data, this worker's; NULL without a rewrite */
 } proxy_route_t;
+
+/* Whether `req` asks to switch protocols (RFC 9110 7.8) in a way the route passes on: 1 yes (`*proto` the Upgrade
+ * value), 0 no (an ordinary request: Upgrade is dropped as hop-by-hop), -1 refused (the route does not allow that
+ * protocol: 501). Only an HTTP/1.1 request with Upgrade named in Connection asks (a server ignores Upgrade in an
+ * HTTP/1.0 request); h2c is tether's own business, never forwarded. */
+static int upgrade_asked(const tt_req_t *req, const tt_proxy_conf_t *pc, tt_str_t *proto)
+{
+    const tt_h1_request_t *h = req->head;
+    if (req->major_version == 2) { /* RFC 8441 4: an extended CONNECT names its protocol in :protocol */
+        if (h->method_id != TT_METHOD_CONNECT || req->protocol.n == 0) return 0;
+        *proto = req->protocol;
+    } else {
+        if (req->minor_version < 1 || !(h->conn_tokens & TT_H1_CONN_UPGRADE)) return 0;
+        int i = tt_h1_find_field(h, TT_LIT("upgrade"));
+        if (i < 0 || h->fields[i].value.n == 0) return 0;
+        *proto = h->fields[i].value;
+    }
+    if (tt_str_ieq(*proto, TT_LIT("h2c"))) return 0;
+    switch (pc->upgrade) {
+    case TT_UPGRADE_ANY: return 1;
+    case TT_UPGRADE_WEBSOCKET: return tt_str_ieq(*proto, TT_LIT("websocket")) ? 1 : -1;
+    case TT_UPGRADE_OFF: return -1;
+    }
+    return -1;
+}
+
+/* A Sec-WebSocket-Key for an HTTP/2 client's WebSocket (RFC 8441 5: it sends none; RFC 6455 4.1: 16 random bytes,
+ * base64) into `out` (at least 25 bytes). */
+static tt_str_t make_ws_key(char *out)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char r[18] = {0};
+    if (getrandom(r, 16, 0) != 16) {
+        uint64_t x = (uint64_t)(uintptr_t)out ^ (uint64_t)time(NULL); /* nonce, not a secret: any value works */
+        memcpy(r, &x, sizeof(x));
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < 18; i += 3) {
+        uint32_t v = (uint32_t)r[i] << 16 | (uint32_t)r[i + 1] << 8 | r[i + 2];
+        for (int k = 3; k >= 0; k--) out[n++] = b64[(v >> (6 * k)) & 63];
+    }
+    out[22] = out[23] = '='; /* 16 bytes: 22 characters and "==" */
+    return tt_str(out, 24);
+}
+
+/* 501 for an upgrade the route does not pass, with the cause in the content: never a silent downgrade. */
+static void refuse_upgrade(tt_req_t *req, const tt_proxy_conf_t *pc, tt_str_t proto)
+{
+    char body[200];
+    int n =
+        snprintf(body, sizeof(body), "501 Not Implemented: Upgrade to \"%.*s\" is %s on this route (upgrade = %s)\n",
+                 (int)TT_MIN(proto.n, (size_t)64), proto.p, pc->upgrade == TT_UPGRADE_OFF ? "off" : "not allowed",
+                 pc->upgrade == TT_UPGRADE_OFF ? "off" : "websocket");
+    tt_resp_t r;
+    tt_resp_init(&r, 501);
+    r.fields = TT_STR("Content-Type: text/plain; charset=utf-8\r\n");
+    r.body = body;
+    r.body_len = (size_t)TT_MIN((size_t)n, sizeof(body) - 1);
+    r.content_length = (int64_t)r.body_len;
+    req->log_extra = TT_STR("cause=upgrade_refused");
+    tt_req_respond(req, &r);
+}
+
+/*
+ * The upstream request head through the route's rules (rules.h): the forwarded target (strip_prefix, rewrite), the
+ * request field rules with their variables, and what the response rules will need kept in pr->client. -1 when the
+ * rewrite made an unusable path (logged; the caller answers 500).
+ */
+static int routed_head(proxy_route_t *route, proxy_req_t *pr, tt_req_t *req, tt_str_t upgrade, tt_str_t ws_key,
+                       tt_bufpool_t *bufs)
+{
+    const tt_route_rules_t *rules = route->pc->rules;
+    bool has_rules =
+        rules && (rules->strip_prefix || rules->rewrite || rules->nreq || rules->nresp || rules->proxy_redirect);
+    if (!has_rules) {
+        if (upgrade.n) {
+            tt_forward_route_t fr = {.upgrade = upgrade, .ws_key = ws_key};
+            tt_forward_request_head_routed(req, pr->uc, &fr, pr->chunked_up, &pr->head, bufs);
+        } else {
+            tt_forward_request_head(req, pr->uc, pr->chunked_up, &pr->head, bufs);
+        }
+        return 0;
+    }
+    tt_buf_t target = {0};
+    const char *why = NULL;
+    if ((rules->strip_prefix || rules->rewrite) &&
+        tt_rules_target(rules, route->md, strlen(route->pc->route), req->path, req->query, &target, bufs, &why) != 0) {
+        tt_log(TT_LOG_ERROR, "route %s: %s (request path %.*s): 500", route->pc->route, why,
+               (int)TT_MIN(req->path.n, 512), req->path.p);
+        tt_buf_release(&target, bufs);
+        return -1;
+    }
+    char ip[TT_ADDR_STRLEN];
+    size_t ipn = tt_addr_format_host(req->peer, ip, sizeof(ip));
+    const char *scheme = req->tls ? "https" : "http";
+    tt_forward_route_t fr = {.target = target.len ? tt_str(tt_buf_data(&target), target.len) : TT_STR_NULL,
+                             .rules = rules,
+                             .vars = {.host = host_only(req->authority),
+                                      .remote_addr = tt_str(ip, ipn),
+                                      .scheme = tt_str(scheme, strlen(scheme))},
+                             .upgrade = upgrade,
+                             .ws_key = ws_key};
+    tt_forward_request_head_routed(req, pr->uc, &fr, pr->chunked_up, &pr->head, bufs);
+    tt_buf_release(&target, bufs);
+    if (rules->nresp || rules->proxy_redirect) { /* the request's views end with handle(): copied */
+        size_t sn = strlen(scheme), an = req->authority.n;
+        pr->client = sn + an + ipn + 3 <= sizeof(pr->client_buf) ? pr->client_buf : tt_malloc(sn + an + ipn + 3);
+        memcpy(pr->client, scheme, sn + 1);
+        if (an) memcpy(pr->client + sn + 1, req->authority.p, an);
+        pr->client[sn + 1 + an] = '\0';
+        memcpy(pr->client + sn + an + 2, ip, ipn);
+        pr->client[sn + an + 2 + ipn] = '\0';
+    }
+    return 0;
+}
 
 static void proxy_handle(void *state, tt_req_t *req)
 {
     proxy_route_t *route = state;
     proxy_worker_t *pw = route->pw;
     const tt_proxy_conf_t *pc = route->pc;
+    tt_str_t proto = TT_STR_NULL;
+    int upgrade = upgrade_asked(req, pc, &proto);
+    if (upgrade < 0) {
+        refuse_upgrade(req, pc, proto);
+        return;
+    }
     proxy_req_t *pr = tt_calloc(1, sizeof(*pr));
     pr->req = req;
     pr->pw = pw;
@@ -522,7 +894,21 @@ static void proxy_handle(void *state, tt_req_t *req)
      * chosen, so that it gets no connection idle past half its deadline (a chunked body is judged as it comes). */
     pr->held_all = !(req->content_length > (int64_t)pr->uc->replay_buffer);
     tt_counter_add(&pr->m->requests, 1);
-    tt_forward_request_head(req, pr->uc, pr->chunked_up, &pr->head, &pw->w->bufs);
+    pr->upgrade = upgrade > 0;
+    pr->h2_tunnel = pr->upgrade && req->major_version == 2;
+    char key[32];
+    tt_str_t ws_key = TT_STR_NULL;
+    if (pr->h2_tunnel) { /* no request content: the stream's DATA will be the tunnel's, sent as they come */
+        pr->chunked_up = pr->hold = pr->held_all = pr->replayable = false;
+        if (tt_str_ieq(proto, TT_LIT("websocket"))) ws_key = make_ws_key(key);
+    }
+    if (routed_head(route, pr, req, pr->upgrade ? proto : TT_STR_NULL, ws_key, &pw->w->bufs) != 0) {
+        tt_req_respond_text(req, 500, TT_STR_NULL);
+        tt_buf_release(&pr->head, &pw->w->bufs);
+        if (pr->client != pr->client_buf) free(pr->client);
+        free(pr);
+        return;
+    }
     tt_req_set_hooks(req, &client_hooks, pr);
     bool all_down;
     if (!pick_server(pr, &all_down)) {
@@ -564,6 +950,7 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
     proxy_route_t *route = tt_calloc(1, sizeof(*route));
     route->pw = pw;
     route->pc = pc;
+    route->md = tt_rules_match_data_new(pc->rules);
     return route;
 }
 
@@ -571,6 +958,7 @@ static void proxy_worker_free(void *state)
 {
     proxy_route_t *route = state;
     proxy_worker_t *pw = route->pw;
+    tt_rules_match_data_free(route->md);
     free(route);
     if (--pw->refs > 0) return;
     tt_proxy_registry_t *reg = pw->reg;
@@ -587,6 +975,7 @@ const tt_handler_ops_t tt_proxy_ops = {
     .worker_free = proxy_worker_free,
     .handle = proxy_handle,
     .async = true,
+    .slash_redirect = true,
 };
 
 /* ---- the registry ---- */
@@ -619,6 +1008,8 @@ tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, ui
     reg->nups = n;
     reg->nworkers = nworkers;
     for (size_t u = 0; u < n; u++) {
+        if (ups[u]._max_conns_default)
+            ups[u].pool.max_connections = (TT_PROXY_MAX_CONNECTIONS + nworkers - 1) / TT_MAX(nworkers, 1);
         ups[u]._index = u;
         ups[u]._first_server = reg->nservers;
         reg->nservers += ups[u].nservers;
@@ -696,6 +1087,40 @@ static void render_by_reason(char **out, size_t *len, size_t *cap, const tt_prox
                                                             reg->nworkers));
 }
 
+/* The latency histograms per server, summed over the workers. */
+static void render_latency(char **out, size_t *len, size_t *cap, const tt_proxy_registry_t *reg)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } series[] = {
+        {"tether_upstream_connect_seconds", "Connect (TCP, and TLS for https://) of each upstream connection opened.",
+         PM(connect_us)},
+        {"tether_upstream_first_byte_seconds",
+         "Proxied exchanges: from the request begun on a connection to the response head.", PM(first_byte_us)},
+        {"tether_upstream_exchange_seconds",
+         "Proxied exchanges: from the request begun on a connection to the response's end.", PM(exchange_us)},
+    };
+    const tt_hist_t **h = tt_malloc(TT_MAX(reg->nworkers, 1u) * sizeof(*h));
+    for (size_t k = 0; k < TT_ARRAY_SIZE(series); k++) {
+        tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s histogram\n", series[k].name, series[k].help,
+                          series[k].name);
+        for (size_t u = 0; u < reg->nups; u++)
+            for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+                for (uint32_t w = 0; w < reg->nworkers; w++)
+                    h[w] = (const tt_hist_t *)(const void *)((const char *)&reg->pool_m[w * reg->nservers +
+                                                                                        reg->ups[u]._first_server + s] +
+                                                             series[k].off);
+                char labels[512];
+                snprintf(labels, sizeof(labels), "upstream=\"%s\",server=\"%s\"", reg->ups[u].name,
+                         reg->ups[u].servers[s].name);
+                tt_metrics_render_hist(out, len, cap, series[k].name, labels, h, reg->nworkers, tt_hist_lat_bounds,
+                                       tt_hist_lat_nbounds, 1e-6);
+            }
+    }
+    free(h);
+}
+
 void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
 {
     tt_proxy_registry_t *reg = arg;
@@ -759,6 +1184,14 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
                 reg->ups[u].name, reg->ups[u].servers[s].name,
                 (double)sum_u(&reg->pool_m[reg->ups[u]._first_server + s], PM(handshake_us), pstride, reg->nworkers) /
                     1e6);
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_upstream_max_connections Open connections allowed to the server, all workers "
+                      "together (0: no limit).\n# TYPE tether_upstream_max_connections gauge\n");
+    for (size_t u = 0; u < reg->nups; u++)
+        for (size_t s = 0; s < reg->ups[u].nservers; s++)
+            tt_metrics_printf(out, len, cap, "tether_upstream_max_connections{upstream=\"%s\",server=\"%s\"} %llu\n",
+                              reg->ups[u].name, reg->ups[u].servers[s].name,
+                              (unsigned long long)reg->ups[u].pool.max_connections * reg->nworkers);
     /* What each worker measured or learned on its own: the largest is shown. */
     static const struct {
         const char *name, *help;
@@ -809,6 +1242,7 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
                               reg->ups[u].name, reg->ups[u].servers[s].name,
                               (unsigned long long)sum_u(base, PM(queue_wait_ms.count), pstride, reg->nworkers));
         }
+    render_latency(out, len, cap, reg);
     /* The configuration the advisor compares the counters with (tether advise runs in another process). */
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_upstream_pool_idle_timeout_seconds The pool's idle_timeout.\n"

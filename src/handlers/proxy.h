@@ -1,7 +1,10 @@
 /* proxy.h -- reverse proxy routes: HTTP/1.1 to upstream servers through per-worker pools
  *
  * Forwarding follows RFC 9110 7.6: hop-by-hop fields (Connection and every field it names, Keep-Alive,
- * Proxy-Connection, TE, Trailer, Upgrade, Transfer-Encoding) are dropped, Via and X-Forwarded-* (and
+ * Proxy-Connection, TE, Trailer, Upgrade, Transfer-Encoding) are dropped -- except Upgrade and Connection: upgrade
+ * on a request the route lets through (tt_upgrade_policy_t), whose 101 turns both connections into a byte tunnel
+ * (RFC 9110 7.8, net/tunnel.h); interim responses (100, 103, RFC 9110 15.2) pass to the client before the final
+ * one; Via and X-Forwarded-* (and
  * Forwarded when configured) are added, bodies stream both ways with backpressure. A request that fails
  * on a reused connection before any response byte is replayed once on a new connection when it is
  * replayable (an idempotent method, RFC 9110 9.2.2, or an Idempotency-Key field, with its content still
@@ -13,6 +16,7 @@
 #include "client/pool.h"
 #include "net/tls.h"
 #include "http/route.h"
+#include "handlers/rules.h"
 
 /** How requests are spread over an upstream's servers. */
 typedef enum tt_balance { TT_BALANCE_ROUND_ROBIN, TT_BALANCE_LEAST_CONN } tt_balance_t;
@@ -68,6 +72,7 @@ typedef struct tt_upstream_conf {
     char *tls_sni; /* server name to send instead of the host's */
     tt_pool_conf_t pool;
     bool _tcpka_auto;                  /* conf: derive TCP keepalive from the pool settings */
+    bool _max_conns_default;           /* conf: max_connections not set: TT_PROXY_MAX_CONNECTIONS split by workers */
     bool _cli;                         /* conf: created by --proxy/--route */
     int _tls_cert_line, _tls_key_line; /* conf: where the file set tls_cert and tls_key, for errors */
     /* filled by tt_proxy_registry_new */
@@ -77,11 +82,25 @@ typedef struct tt_upstream_conf {
 
 typedef struct tt_proxy_registry tt_proxy_registry_t;
 
+/** Which requests carrying Upgrade (RFC 9110 7.8) a route passes on to become tunnels after a 101. */
+typedef enum tt_upgrade_policy {
+    TT_UPGRADE_WEBSOCKET = 0, /* only Upgrade: websocket (RFC 6455); the default */
+    TT_UPGRADE_ANY,           /* any protocol but h2c (tether speaks h2c itself) */
+    TT_UPGRADE_OFF,           /* none: such a request is answered 501, never silently downgraded */
+} tt_upgrade_policy_t;
+/** The default limit of open connections to one upstream server from the whole process, split over the workers
+ *  (each gets ceil(1024 / workers)): what an origin sized for a few hundred busy clients takes without falling
+ *  over, far above what keep-alive reuse needs (docs/config.md, "max_connections"). */
+#define TT_PROXY_MAX_CONNECTIONS 1024
+
 /** Configuration of one proxy route. */
 typedef struct tt_proxy_conf {
     const tt_upstream_conf_t *up;
     const char *route; /* the route prefix, for logs and leak reports */
     tt_proxy_registry_t *reg;
+    tt_upgrade_policy_t upgrade;
+    uint64_t tunnel_idle_ms;       /* a tunnel that moves no byte either way this long is closed */
+    const tt_route_rules_t *rules; /* the route's path and field rules (rules.h); NULL: none; not owned */
 } tt_proxy_conf_t;
 
 /** The reverse proxy handler (asynchronous; takes request content). */
@@ -90,7 +109,8 @@ extern const tt_handler_ops_t tt_proxy_ops;
 /**
  * Creates the shared state of all proxy routes: per-worker pools and metric shards for `n` upstreams
  * (not owned; they must outlive it) served by `nworkers` workers, and a TLS client context per https://
- * server. NULL with `err` when a TLS setting cannot be loaded (CA file, client certificate).
+ * server. An upstream without its own max_connections gets ceil(TT_PROXY_MAX_CONNECTIONS / nworkers) per worker. NULL
+ * with `err` when a TLS setting cannot be loaded (CA file, client certificate).
  */
 tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers, char *err,
                                            size_t errlen);

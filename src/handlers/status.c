@@ -143,7 +143,9 @@ static void render_conns(const tt_status_conf_t *sc, char **out, size_t *len, si
     for (size_t l = 0; l < r->nlisteners; l++) {
         char as[TT_ADDR_STRLEN];
         tt_addr_format(tt_server_bound_addr(sc->srv, l), as, sizeof(as));
-        tt_metrics_printf(out, len, cap, "%s{\"listener\":\"%s\",\"states\":{", l ? "," : "", as);
+        tt_metrics_printf(out, len, cap, "%s{\"listener\":\"%s\",\"name\":", l ? "," : "", as);
+        tt_metrics_json_str(out, len, cap, tt_server_listener_name(sc->srv, l));
+        tt_metrics_printf(out, len, cap, ",\"states\":{");
         for (size_t st = 0; st < TT_CONN__STATES; st++)
             tt_metrics_printf(out, len, cap, "%s\"%s\":%u", st ? "," : "", tt_conn_state_names[st], r->by_state[l][st]);
         tt_metrics_printf(out, len, cap, "}}");

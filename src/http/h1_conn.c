@@ -3,8 +3,11 @@
  * A connection is in one state (head, body, linger, closed) and waits on at most one timeout queue:
  * header (first byte of a head to its end, and a new connection's first request), body (between reads
  * of content), send (peer not reading our output), idle (between requests; the bucket that its last
- * response advertised), linger (draining after a close). Input is processed in batches: everything a
- * read brought is parsed and answered, then all responses go out in one write.
+ * response advertised), linger (draining after a close), race (after tether closed an idle connection: reading
+ * for requests that crossed its FIN, see begin_race). After a 101 the connection is the client side of a
+ * byte tunnel (state tunnel): the tunnel reads and writes its socket and its own idle deadline governs it; the
+ * connection only passes its socket's events on, and closes when the tunnel's user says so. Input is processed in
+ * batches: everything a read brought is parsed and answered, then all responses go out in one write.
  */
 #include "http/worker.h"
 #include "core/log.h"
@@ -23,8 +26,9 @@
 #define LINGER_BYTES (1u << 20)
 #define OUT_LOW      16384 /* a handler told "full" is called back when output falls below this */
 
-enum conn_state { ST_TLS, ST_HEAD, ST_BODY, ST_LINGER, ST_CLOSED };
-enum tq_kind { TQ_NONE, TQ_HEADER, TQ_BODY, TQ_SEND, TQ_IDLE, TQ_LINGER };
+/* Order matters: states from ST_LINGER on take no request and write no response. */
+enum conn_state { ST_TLS, ST_HEAD, ST_BODY, ST_LINGER, ST_TUNNEL, ST_RACE, ST_CLOSED };
+enum tq_kind { TQ_NONE, TQ_HEADER, TQ_BODY, TQ_SEND, TQ_IDLE, TQ_LINGER, TQ_RACE };
 enum process_result { P_NEED_INPUT, P_BLOCKED, P_WAIT, P_STOP };
 
 /* A queued file range and the access-log line it completes. */
@@ -33,7 +37,7 @@ typedef struct out_file {
     uint64_t mem_at;     /* output-buffer bytes (ever appended) that precede it */
     uint64_t sent;       /* file bytes sent */
     uint64_t head_bytes; /* its response head */
-    uint64_t start_ms;
+    uint64_t start_us;   /* loop clock, us */
     tt_accesslog_rec_t rec;
     char *strs; /* owned copy of method and target for `rec` */
 } out_file_t;
@@ -45,8 +49,8 @@ typedef struct h1_conn {
     tt__lstate_t *ls;
     tt_worker_t *w;
     uint64_t id;
-    uint64_t accepted_ms;
-    uint64_t mark_ms;      /* idle: when it became idle; reading: when the current head began */
+    uint64_t accepted_us;  /* loop clock, us */
+    uint64_t mark_us;      /* idle: when it became idle; reading: when the current head began (us) */
     uint64_t mem_appended; /* output-buffer bytes ever appended */
     uint64_t mem_sent;     /* output-buffer bytes ever sent */
     tt_buf_t in;
@@ -79,6 +83,7 @@ typedef struct h1_conn {
     bool resp_chunked : 1;   /* the streamed response is chunked */
     bool resp_open : 1;      /* a streamed response head went out and its finish has not */
     bool body_unchecked : 1; /* chunked request content still to come whose framing nothing checked yet */
+    bool sent_continue : 1;  /* this request got tether's own 100 Continue */
     int64_t resp_left;       /* streamed response: Content-Length bytes still owed, -1 when not counted */
     uint64_t resp_bytes;     /* bytes of the streamed response queued so far (access log) */
     int resp_status;
@@ -86,8 +91,9 @@ typedef struct h1_conn {
     uint8_t resp_decision; /* keep-alive decision of the streamed response's head */
     uint8_t cur_minor;     /* HTTP/1.minor of the request being answered */
     unsigned cur_tokens;   /* its Connection tokens */
-    uint64_t cur_start_ms; /* when its head began */
+    uint64_t cur_start_us; /* when its head began (us) */
     struct h1_areq *areq;  /* the asynchronous request in flight, NULL otherwise */
+    tt_tunnel_t *tunnel;   /* ST_TUNNEL: the tunnel its socket's events go to (its user, the handler, owns it) */
     tt_defer_t resume;     /* continue after yielding */
     tt_defer_t kick;       /* flush writes made outside conn_run */
     tt_defer_t free_later;
@@ -110,6 +116,7 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason);
 static void log_line(h1_conn_t *c, tt_str_t method, tt_str_t target, int status, uint64_t bytes,
                      tt_close_reason_t decision, tt_str_t extra);
 static void abort_areq(h1_conn_t *c);
+static void tunnel_log(h1_conn_t *c, tt_close_reason_t reason);
 static bool tls_step(h1_conn_t *c);
 static int check_preface(h1_conn_t *c);
 
@@ -118,6 +125,13 @@ static int check_preface(h1_conn_t *c);
 static inline bool has_output(const h1_conn_t *c)
 {
     return c->out.len > 0 || c->nfiles > 0;
+}
+
+/* tether_request_duration_seconds: a request that began at `start_us` (loop clock) is answered now. */
+static void observe_request(h1_conn_t *c, uint64_t start_us)
+{
+    tt_hist_observe(&c->ls->m->request_us[TT_PROTO_H1], tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                    tt_loop_now_us(c->w->loop) - start_us);
 }
 
 /* The input buffer's limit while reading a head: above anything the parser accepts (it refuses first),
@@ -138,6 +152,7 @@ static void set_tq(h1_conn_t *c, enum tq_kind kind)
     case TQ_SEND: tt_tq_push(&ls->send_q, &c->base.tq); break;
     case TQ_IDLE: tt_tq_push(&ls->idle_q[c->idle_bucket], &c->base.tq); break;
     case TQ_LINGER: tt_tq_push(&ls->linger_q, &c->base.tq); break;
+    case TQ_RACE: tt_tq_push(&ls->race_q, &c->base.tq); break;
     }
 }
 
@@ -176,7 +191,7 @@ static void enter_idle(h1_conn_t *c)
     c->files = NULL;
     if (c->idle) return; /* a wake-up that brought nothing: the idle deadline stays where it was */
     c->idle = true;
-    c->mark_ms = tt_loop_now(c->w->loop);
+    c->mark_us = tt_loop_now_us(c->w->loop);
     tt_gauge_add(&c->w->metrics.conn_idle, 1);
     set_tq(c, TQ_IDLE);
     tt__worker_conn_idle(c->w);
@@ -190,8 +205,8 @@ static void leave_idle(h1_conn_t *c, bool reused)
     set_tq(c, TQ_NONE);
     if (reused)
         tt_hist_observe(&c->w->metrics.idle_gap_ms, tt_hist_idle_bounds, tt_hist_idle_nbounds,
-                        tt_loop_now(c->w->loop) - c->mark_ms);
-    c->mark_ms = tt_loop_now(c->w->loop);
+                        tt_loop_now(c->w->loop) - c->mark_us / 1000);
+    c->mark_us = tt_loop_now_us(c->w->loop);
 }
 
 /* ---- closing ---- */
@@ -201,13 +216,28 @@ static void conn_free_cb(tt_defer_t *d)
     free(tt_container_of(d, h1_conn_t, free_later));
 }
 
+/* The close in the metrics: once per connection, when tether's FIN goes out. */
+static void count_close(h1_conn_t *c, tt_close_reason_t reason)
+{
+    tt_worker_t *w = c->w;
+    tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], -1);
+    tt_counter_add(&w->metrics.conn_closed[reason], 1);
+    tt_gauge_add(&w->metrics.conn_open, -1);
+    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->requests);
+    tt_metrics_conn_closed(&w->metrics, reason, tt_loop_now(w->loop) - c->accepted_us / 1000, c->requests);
+}
+
 static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
 {
     if (c->state == ST_CLOSED) return;
     tt_worker_t *w = c->w;
     if (reason == TT_CLOSE_TLS_ERROR && (c->state == ST_TLS || c->tr == &tt_transport_tcp))
         tt_counter_add(&w->metrics.tls_failures, 1); /* failed, abandoned or never begun (accept failed) */
-    if (c->areq != NULL) {
+    if (c->state == ST_TUNNEL) tt_gauge_add(&w->metrics.tunnels_open, -1);
+    if (c->areq != NULL && c->tunnel != NULL) {
+        tunnel_log(c, reason); /* closed under the tunnel (drain deadline, shutdown): the handler cancels it */
+        abort_areq(c);
+    } else if (c->areq != NULL) {
         /* Log the request the client will never get a (complete) answer to: 499 as nginx does when no
          * response was started. */
         tt_str_t extra = c->areq->req.log_extra;
@@ -216,6 +246,7 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
         c->resp_bytes = 0;
         abort_areq(c);
     }
+    c->tunnel = NULL;
     c->in_run = false;
     if (c->idle) {
         c->idle = false;
@@ -225,7 +256,7 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     for (uint8_t i = 0; i < c->nfiles; i++) {
         out_file_t *f = &c->files[i];
         f->rec.bytes = f->head_bytes + f->sent;
-        f->rec.duration_ms = tt_loop_now(w->loop) - f->start_ms;
+        f->rec.duration_ms = tt_loop_now(w->loop) - f->start_us / 1000;
         f->rec.decision = tt_close_reason_name(reason);
         tt_accesslog_add(&w->alog, &f->rec);
         release_file(f);
@@ -240,11 +271,12 @@ static void conn_close(h1_conn_t *c, tt_close_reason_t reason)
     /* A TLS peer gets close_notify, unless the connection failed or never finished its handshake. */
     if (!c->shut && c->state != ST_TLS && reason != TT_CLOSE_RESET && reason != TT_CLOSE_TLS_ERROR)
         if (tt_transport_is_tls(c->tr)) tt_transport_shutdown(c->tr, c->io.fd);
-    /* Counted before the socket closes: a peer that saw the close finds it in the metrics. */
-    tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], -1);
-    tt_counter_add(&w->metrics.conn_closed[reason], 1);
-    tt_gauge_add(&w->metrics.conn_open, -1);
-    tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->requests);
+    /* Counted before the socket closes: a peer that saw the close finds it in the metrics. A connection that had a
+     * race window was counted when it began (our FIN). */
+    if (c->state != ST_RACE)
+        count_close(c, reason);
+    else
+        tt_gauge_add(&w->metrics.conn_racing, -1);
     tt_transport_free(&c->tr);
     close(c->io.fd);
     c->io.fd = -1;
@@ -272,12 +304,120 @@ static void linger_drain(h1_conn_t *c)
     conn_close(c, (tt_close_reason_t)c->close_reason);
 }
 
+/* ---- the race window ----
+ *
+ * When tether closes a connection the client may reuse at that very moment (idle timeout, eviction, the close after
+ * the last response of max_requests or max_lifetime), it half-closes first and keeps reading for race_window: a
+ * request that arrives then crossed our FIN, exactly the request a load balancer turns into a 502. It is counted
+ * (tether_close_races_total), its gap since the last response observed, logged with decision `race`, and
+ * discarded: the FIN went out, no answer can follow. The client's own FIN ends the window early (the normal end).
+ * A connection in its window holds no buffers, is the first to go when a slot is needed, and closes at once on a
+ * drain. */
+
+/* The request-line's method, target and minor version as far as `p` holds them, for the race's log line. */
+static void race_request_line(const char *p, size_t n, tt_str_t *method, tt_str_t *target, int *minor)
+{
+    const char *end = memchr(p, '\n', n);
+    n = end ? (size_t)(end - p) : n;
+    const char *sp1 = memchr(p, ' ', n);
+    *method = tt_str(p, sp1 ? (size_t)(sp1 - p) : n);
+    *target = TT_STR_NULL;
+    *minor = 1;
+    if (sp1 == NULL) return;
+    const char *t = sp1 + 1, *lim = p + n;
+    const char *sp2 = memchr(t, ' ', (size_t)(lim - t));
+    *target = tt_str(t, sp2 ? (size_t)(sp2 - t) : (size_t)(lim - t));
+    if (sp2 && lim - sp2 > 8 && memcmp(sp2 + 1, "HTTP/1.0", 8) == 0) *minor = 0;
+}
+
+/* The first bytes of a request arrived in the race window. */
+static void race_count(h1_conn_t *c, const char *p, size_t n)
+{
+    tt_worker_t *w = c->w;
+    tt_close_reason_t reason = (tt_close_reason_t)c->close_reason;
+    uint64_t gap_ms = (tt_loop_now_us(w->loop) - c->mark_us) / 1000;
+    tt_counter_add(&c->ls->m->races[reason], 1);
+    tt_hist_observe(&c->ls->m->race_gap_ms, tt_hist_idle_bounds, tt_hist_idle_nbounds, gap_ms);
+    if (!tt_accesslog_enabled(&w->alog)) return;
+    char extra[64];
+    int en = snprintf(extra, sizeof(extra), "race_reason=%s race_gap_ms=%llu", tt_close_reason_name(reason),
+                      (unsigned long long)gap_ms);
+    tt_accesslog_rec_t rec = {
+        .peer = &c->peer,
+        .status = 0,
+        .conn_id = c->id,
+        .req_no = c->requests + 1,
+        .decision = "race",
+        .extra = tt_str(extra, (size_t)TT_MAX(en, 0)),
+    };
+    race_request_line(p, n, &rec.method, &rec.target, &rec.minor_version);
+    tt_accesslog_add(&w->alog, &rec);
+}
+
+/* Reads what arrived in the race window into a scratch on the stack: bytes are a race, counted once and then drained
+ * with what follows; the connection closes after them, on EOF or on an error. Returns with the window open when
+ * nothing came yet. */
+static void race_read(h1_conn_t *c)
+{
+    char sink[4096];
+    uint32_t total = 0;
+    while (total < LINGER_BYTES) {
+        ssize_t n = tt_transport_read(c->tr, c->io.fd, sink, sizeof(sink));
+        if (n > 0) {
+            if (total == 0) race_count(c, sink, (size_t)n);
+            total += (uint32_t)n;
+            continue;
+        }
+        if (n == -EINTR) continue;
+        if (n == -EAGAIN && total == 0) return;
+        break;
+    }
+    conn_close(c, (tt_close_reason_t)c->close_reason);
+}
+
+/* Closes our side (close_notify first on TLS, then FIN) and opens the race window; `reason` is the close's. */
+static void begin_race(h1_conn_t *c, tt_close_reason_t reason)
+{
+    tt_worker_t *w = c->w;
+    if (c->idle) {
+        c->idle = false; /* mark_us stays: when the last response ended */
+        tt_gauge_add(&w->metrics.conn_idle, -1);
+    } else {
+        c->mark_us = tt_loop_now_us(w->loop); /* the last response just went out */
+    }
+    c->closing = true;
+    c->close_reason = (uint8_t)reason;
+    tt_buf_release(&c->in, &w->bufs);
+    tt_buf_release(&c->out, &w->bufs);
+    tt_buf_release(&c->trailers, &w->bufs);
+    tt_gauge_set(&w->metrics.buffers_in_use, w->bufs.in_use);
+    tt_transport_shutdown(c->tr, c->io.fd);
+    c->shut = true;
+    count_close(c, reason); /* closed for HTTP: the window only watches for requests that crossed the FIN */
+    tt_gauge_add(&w->metrics.conn_racing, 1);
+    c->state = ST_RACE;
+    set_tq(c, TQ_RACE);
+    tt__worker_conn_idle(w); /* evictable first: a paused listener may accept again */
+    race_read(c);
+}
+
+/* Whether a close for `reason` opens a race window on this connection. */
+static bool races(const h1_conn_t *c, tt_close_reason_t reason)
+{
+    if (c->ls->policy->race_window_ms == 0 || c->w->draining) return false;
+    return reason == TT_CLOSE_IDLE_TIMEOUT || reason == TT_CLOSE_EVICTED || reason == TT_CLOSE_MAX_REQUESTS ||
+           reason == TT_CLOSE_MAX_LIFETIME;
+}
+
 /* The response is out and the connection must close: half-close and drain first when unread request
  * bytes may remain, so the peer receives the response rather than an RST (RFC 9112 9.6). */
 static void finish_close(h1_conn_t *c)
 {
     if (!c->linger && c->in.len == 0 && c->state != ST_BODY && !c->rd_ready) {
-        conn_close(c, (tt_close_reason_t)c->close_reason);
+        if (races(c, (tt_close_reason_t)c->close_reason))
+            begin_race(c, (tt_close_reason_t)c->close_reason);
+        else
+            conn_close(c, (tt_close_reason_t)c->close_reason);
         return;
     }
     tt_transport_shutdown(c->tr, c->io.fd); /* FIN, or close_notify then FIN */
@@ -313,7 +453,8 @@ static bool conn_flush(h1_conn_t *c)
                 f->sent += (uint64_t)n;
                 if (f->f.len == 0) {
                     f->rec.bytes = f->head_bytes + f->sent;
-                    f->rec.duration_ms = tt_loop_now(c->w->loop) - f->start_ms;
+                    f->rec.duration_ms = tt_loop_now(c->w->loop) - f->start_us / 1000;
+                    observe_request(c, f->start_us);
                     tt_accesslog_add(&c->w->alog, &f->rec);
                     release_file(f);
                     memmove(&c->files[0], &c->files[1], (size_t)(c->nfiles - 1) * sizeof(out_file_t));
@@ -379,13 +520,14 @@ static void log_line(h1_conn_t *c, tt_str_t method, tt_str_t target, int status,
         .minor_version = c->cur_minor,
         .status = status,
         .bytes = bytes,
-        .duration_ms = tt_loop_now(c->w->loop) - c->cur_start_ms,
+        .duration_ms = tt_loop_now(c->w->loop) - c->cur_start_us / 1000,
         .conn_id = c->id,
         .req_no = c->requests,
         .decision = tt_close_reason_name(decision),
         .extra = extra,
     };
     tt_accesslog_add(&c->w->alog, &rec);
+    if (status != 101) observe_request(c, c->cur_start_us); /* a tunnel's line lasts as long as the tunnel */
 }
 
 /* The method and target for the log: the request's bytes while handle() runs, the copies afterwards. */
@@ -445,7 +587,7 @@ static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool h
         .error_close = c->error_close,
         .draining = w->draining,
         .requests = c->requests,
-        .age_ms = tt_loop_now(w->loop) - c->accepted_ms,
+        .age_ms = tt_loop_now(w->loop) - c->accepted_us / 1000,
     };
     tt_close_reason_t decision = c->closing ? (tt_close_reason_t)c->close_reason : tt_keepalive_decide(&p->ka, &st);
 
@@ -526,7 +668,7 @@ static void h1_respond(tt_req_t *rq, const tt_resp_t *resp)
             f->mem_at = c->mem_appended;
             f->sent = 0;
             f->head_bytes = head_len + content;
-            f->start_ms = c->cur_start_ms;
+            f->start_us = c->cur_start_us;
             f->strs = NULL;
             f->rec = (tt_accesslog_rec_t){
                 .peer = &c->peer,
@@ -639,6 +781,82 @@ static void h1_pause_body(tt_req_t *rq, bool pause)
     if (!pause) conn_kick(c);
 }
 
+/* An interim response (RFC 9110 15.2) goes out ahead of the final head; never to an HTTP/1.0 client, and a 100 only
+ * when tether did not send its own for this request. */
+static void h1_interim(tt_req_t *rq, int status, tt_str_t fields)
+{
+    h1_conn_t *c = rq->_conn;
+    if (c->state >= ST_LINGER || c->resp_open || c->cur_minor == 0 || status < 100 || status > 199 || status == 101)
+        return;
+    if (status == 100 && c->sent_continue) return;
+    char line[64];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, tt_http_reason(status));
+    out_append(c, line, (size_t)n);
+    out_append(c, fields.p, fields.n);
+    out_append(c, TT_LIT("\r\n"));
+    if (status == 100) c->sent_continue = true;
+    conn_kick(c);
+}
+
+/* The access-log line of a tunnel that ends: status 101, the bytes sent to the client (the head included), and the
+ * handler's fields followed by the bytes each way and the tunnel's duration. */
+static void tunnel_log(h1_conn_t *c, tt_close_reason_t reason)
+{
+    h1_areq_t *a = c->areq;
+    uint64_t up = tt_tunnel_bytes_from(c->tunnel, TT_TUNNEL_CLIENT);
+    uint64_t down = tt_tunnel_bytes_from(c->tunnel, TT_TUNNEL_UPSTREAM);
+    uint64_t ms = tt_loop_now(c->w->loop) - tt_tunnel_start_ms(c->tunnel);
+    tt_str_t px = a->req.log_extra;
+    char extra[640];
+    int n = snprintf(extra, sizeof(extra), "%.*s%stunnel_up=%llu tunnel_down=%llu tunnel_ms=%llu", (int)px.n,
+                     px.n ? px.p : "", px.n ? " " : "", (unsigned long long)up,
+                     (unsigned long long)(down > c->resp_bytes ? down - c->resp_bytes : 0), (unsigned long long)ms);
+    log_line(c, a->method, a->target, 101, down, reason,
+             tt_str(extra, n > 0 ? TT_MIN((size_t)n, sizeof(extra) - 1) : 0));
+}
+
+/* 101: the head, then the socket belongs to the tunnel. The output still queued (an interim response, the head) and
+ * the bytes the client sent after its request go through the tunnel, in order. */
+static bool h1_upgrade(tt_req_t *rq, tt_str_t fields, tt_tunnel_t *t)
+{
+    h1_conn_t *c = rq->_conn;
+    tt_worker_t *w = c->w;
+    if (c->state != ST_HEAD || c->resp_open || c->closing || c->nfiles > 0 || c->areq == NULL || rq != &c->areq->req)
+        return false;
+    size_t before = c->out.len;
+    out_append(c, TT_LIT("HTTP/1.1 101 Switching Protocols\r\n"));
+    tt_str_t date = tt__worker_date_fields(w);
+    out_append(c, date.p, date.n);
+    out_append(c, fields.p, fields.n);
+    out_append(c, TT_LIT("\r\n"));
+    tt_metrics_count_status(&w->metrics, 101);
+    c->resp_bytes = c->out.len - before;
+    c->resp_status = 101;
+    c->resp_open = true;
+    c->state = ST_TUNNEL;
+    c->tunnel = t;
+    set_tq(c, TQ_NONE);
+    tt_gauge_add(&w->metrics.tunnels_open, 1);
+    /* toward the client: queued output first (the upstream side's bytes follow it) */
+    tt_tunnel_attach(t, TT_TUNNEL_CLIENT, c->io.fd, c->tr, c->peer_hup, c->in.len ? tt_buf_data(&c->in) : NULL,
+                     c->in.len);
+    tt_tunnel_queue(t, TT_TUNNEL_CLIENT, tt_buf_data(&c->out), c->out.len);
+    tt_buf_release(&c->in, &w->bufs);
+    tt_buf_release(&c->out, &w->bufs);
+    c->npending = 0;
+    c->wr_blocked = false;
+    return true;
+}
+
+static void h1_close_tunnel(tt_req_t *rq, tt_close_reason_t reason)
+{
+    h1_conn_t *c = rq->_conn;
+    if (c->state != ST_TUNNEL || c->areq == NULL || rq != &c->areq->req) return;
+    tunnel_log(c, reason);
+    areq_finish(c, c->areq);
+    conn_close(c, reason);
+}
+
 static const tt_req_ops_t h1_req_ops = {
     .respond = h1_respond,
     .respond_head = h1_respond_head,
@@ -646,6 +864,9 @@ static const tt_req_ops_t h1_req_ops = {
     .finish = h1_finish,
     .fail_response = h1_fail,
     .pause_body = h1_pause_body,
+    .interim = h1_interim,
+    .upgrade = h1_upgrade,
+    .close_tunnel = h1_close_tunnel,
 };
 
 /* The head of a request refused before any of it could be parsed: no method, no target, no fields. */
@@ -666,14 +887,14 @@ static bool make_req(h1_conn_t *c, const tt_h1_request_t *h, tt_req_t *rq)
     rq->tls = tt_transport_is_tls(c->tr);
     rq->conn_id = c->id;
     rq->req_no = c->requests;
-    rq->start_ms = c->mark_ms;
+    rq->start_ms = c->mark_us / 1000;
     rq->peer = &c->peer;
     rq->worker = c->w;
     rq->_conn = c;
     rq->_ops = &h1_req_ops;
     c->cur_minor = (uint8_t)h->minor_version;
     c->cur_tokens = h->conn_tokens;
-    c->cur_start_ms = c->mark_ms;
+    c->cur_start_us = c->mark_us;
     tt_str_t t = h->target;
     if (t.n == 0 || h->error != TT_H1_OK) return false; /* the refusal of a head the parser did not accept */
     switch (h->target_form) {
@@ -788,15 +1009,13 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
     } else if (framing > 200) {
         respond_error(c, &rq, framing); /* never handed to a handler (or an upstream) */
     } else {
-        if (has_body && h->expect_continue && h->minor_version >= 1)
-            out_append(c, TT_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
+        c->sent_continue = has_body && h->expect_continue && h->minor_version >= 1;
+        if (c->sent_continue) out_append(c, TT_LIT("HTTP/1.1 100 Continue\r\n\r\n"));
         if (tt_str_eq(rq.path, TT_LIT("*"))) {
             tt_req_respond_text(&rq, 200, TT_STR("Allow: GET, HEAD, OPTIONS\r\n"));
         } else {
-            int r = tt_router_match(w->conf->router, rq.path);
-            if (r < 0) {
-                tt_req_respond_text(&rq, 404, TT_STR_NULL);
-            } else {
+            int r = tt_router_route(w->conf->router, &rq, tt_tls_sni(c->tr)); /* < 0: answered (404, 421, 301) */
+            if (r >= 0) {
                 const tt_route_t *rt = &w->conf->router->routes[r];
                 if (rt->ops->async) {
                     tt_req_t *ar = make_areq(c, &rq);
@@ -820,7 +1039,7 @@ static void dispatch(h1_conn_t *c, tt_h1_request_t *h, size_t head_len)
         c->state = ST_BODY;
     else if (has_body)
         c->linger = true; /* the content stays unread: drain it while lingering */
-    c->mark_ms = tt_loop_now(w->loop);
+    c->mark_us = tt_loop_now_us(w->loop);
 }
 
 /* Request content: to the asynchronous handler that wants it, else discarded. */
@@ -967,7 +1186,7 @@ static int conn_read(h1_conn_t *c)
         if (c->idle)
             leave_idle(c, true);
         else if (c->in.len == 0 && c->state == ST_HEAD && c->requests > 0 && c->tq_kind != TQ_HEADER)
-            c->mark_ms = tt_loop_now(w->loop);
+            c->mark_us = tt_loop_now_us(w->loop);
         c->in.len += (uint32_t)n;
         if (tt_transport_drained(c->tr, n, space, c->peer_hup)) c->rd_ready = false; /* next bytes: new edge */
         return 1;
@@ -991,7 +1210,7 @@ static int conn_read(h1_conn_t *c)
 /* After a round of I/O: pick the one deadline the connection now waits on, or go idle, or close. */
 static void conn_settle(h1_conn_t *c)
 {
-    if (c->state == ST_CLOSED || c->state == ST_LINGER) return;
+    if (c->state >= ST_LINGER) return;
     if (has_output(c)) return; /* waiting for EPOLLOUT, in the send queue */
     if (c->closing) {
         if (c->resp_open) return; /* a streamed response is still coming: close after its end */
@@ -1030,7 +1249,7 @@ static void conn_settle(h1_conn_t *c)
 static void resume_cb(tt_defer_t *d)
 {
     h1_conn_t *c = tt_container_of(d, h1_conn_t, resume);
-    if (c->state != ST_CLOSED) conn_run(c);
+    if (c->state < ST_LINGER) conn_run(c);
 }
 
 static void conn_run(h1_conn_t *c)
@@ -1070,6 +1289,14 @@ static void conn_on_io(tt_io_t *io, uint32_t events)
         if (events & TT_EV_READ) linger_drain(c);
         return;
     }
+    if (c->state == ST_RACE) {
+        if (events & (TT_EV_READ | TT_EV_HUP | TT_EV_ERR)) race_read(c);
+        return;
+    }
+    if (c->state == ST_TUNNEL) {
+        tt_tunnel_on_io(c->tunnel, TT_TUNNEL_CLIENT, events);
+        return;
+    }
     if (events & TT_EV_READ) c->rd_ready = true;
     if (events & TT_EV_HUP) c->peer_hup = true;
     if (events & TT_EV_WRITE) {
@@ -1100,7 +1327,7 @@ static void hand_to_h2(h1_conn_t *c)
     set_tq(c, TQ_NONE);
     tt_list_remove(&c->base.link);
     tt_gauge_add(&w->metrics.conn_open_by[TT_PROTO_H1][tt_transport_is_tls(c->tr)], -1);
-    tt__h2_conn_adopt(c->ls, &c->io, c->tr, &c->peer, c->id, c->accepted_ms, tt_buf_data(&c->in), c->in.len);
+    tt__h2_conn_adopt(c->ls, &c->io, c->tr, &c->peer, c->id, c->accepted_us / 1000, tt_buf_data(&c->in), c->in.len);
     c->tr = NULL;
     tt_buf_release(&c->in, &w->bufs);
     tt_buf_release(&c->out, &w->bufs);
@@ -1120,7 +1347,10 @@ static bool tls_step(h1_conn_t *c)
         conn_close(c, TT_CLOSE_TLS_ERROR);
         return false;
     }
-    tt_counter_add(&w->metrics.tls_handshakes[tt_tls_resumed(c->tr) ? 1 : 0], 1);
+    int resumed = tt_tls_resumed(c->tr) ? 1 : 0;
+    tt_counter_add(&w->metrics.tls_handshakes[resumed], 1);
+    tt_hist_observe(&w->metrics.tls_handshake_us[resumed], tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                    tt_loop_now_us(w->loop) - c->accepted_us);
     const char *alpn = tt_tls_alpn(c->tr);
     if (alpn != NULL && strcmp(alpn, "h2") == 0) {
         hand_to_h2(c);
@@ -1158,7 +1388,7 @@ static void respond_timeout(h1_conn_t *c)
     tt_h1_request_t *h = &c->w->req;
     tt_h1_parse_request(tt_buf_data(&c->in), c->in.len, 0, &c->ls->policy->limits, h);
     c->cur_minor = (uint8_t)h->minor_version;
-    c->cur_start_ms = c->mark_ms;
+    c->cur_start_us = c->mark_us;
     c->requests++; /* the line numbers the request that timed out */
     log_line(c, h->method, h->target, 408, n > 0 ? (uint64_t)n : 0, TT_CLOSE_HEADER_TIMEOUT, TT_STR_NULL);
 }
@@ -1169,7 +1399,13 @@ static void op_on_timeout(tt__conn_t *base)
     enum tq_kind kind = (enum tq_kind)c->tq_kind;
     c->tq_kind = TQ_NONE;
     switch (kind) {
-    case TQ_IDLE: conn_close(c, TT_CLOSE_IDLE_TIMEOUT); break;
+    case TQ_IDLE:
+        if (races(c, TT_CLOSE_IDLE_TIMEOUT))
+            begin_race(c, TT_CLOSE_IDLE_TIMEOUT);
+        else
+            conn_close(c, TT_CLOSE_IDLE_TIMEOUT);
+        break;
+    case TQ_RACE: conn_close(c, (tt_close_reason_t)c->close_reason); break;
     case TQ_BODY: conn_close(c, TT_CLOSE_BODY_TIMEOUT); break;
     case TQ_SEND: conn_close(c, TT_CLOSE_SEND_TIMEOUT); break;
     case TQ_LINGER: conn_close(c, (tt_close_reason_t)c->close_reason); break;
@@ -1187,12 +1423,22 @@ static void op_on_timeout(tt__conn_t *base)
 
 static void op_close(tt__conn_t *base, tt_close_reason_t reason)
 {
-    conn_close(tt_container_of(base, h1_conn_t, base), reason);
+    h1_conn_t *c = tt_container_of(base, h1_conn_t, base);
+    if (c->state == ST_RACE)
+        conn_close(c, (tt_close_reason_t)c->close_reason); /* its window is cut, its reason stays */
+    else if (c->idle && races(c, reason))
+        begin_race(c, reason);
+    else
+        conn_close(c, reason);
 }
 
 static void op_drain(tt__conn_t *base)
 {
     h1_conn_t *c = tt_container_of(base, h1_conn_t, base);
+    if (c->state == ST_RACE) {
+        conn_close(c, (tt_close_reason_t)c->close_reason);
+        return;
+    }
     if (c->idle || c->state == ST_TLS || (c->state == ST_HEAD && c->in.len == 0 && !has_output(c) && c->areq == NULL))
         conn_close(c, TT_CLOSE_SHUTDOWN);
     /* Otherwise the next response says Connection: close (w->draining) and the connection ends after it. */
@@ -1209,8 +1455,10 @@ static void op_info(const tt__conn_t *base, uint64_t now_ms, tt_conn_info_t *out
 {
     const h1_conn_t *c = tt_container_of(base, h1_conn_t, base);
     out->id = c->id;
-    out->age_ms = now_ms - c->accepted_ms;
-    out->idle_ms = c->idle ? now_ms - c->mark_ms : 0;
+    uint64_t now_us = tt_loop_now_us(c->w->loop);
+    (void)now_ms; /* this connection keeps microsecond stamps */
+    out->age_ms = (now_us - c->accepted_us) / 1000;
+    out->idle_ms = c->idle ? (now_us - c->mark_us) / 1000 : 0;
     out->requests = c->requests;
     out->listener = (uint16_t)(c->ls - c->w->ls);
     out->tls = c->ls->tls != NULL;
@@ -1219,7 +1467,9 @@ static void op_info(const tt__conn_t *base, uint64_t now_ms, tt_conn_info_t *out
         out->state = TT_CONN_IDLE;
     else if (c->state == ST_TLS)
         out->state = TT_CONN_HANDSHAKE;
-    else if (c->state == ST_LINGER || c->state == ST_CLOSED)
+    else if (c->state == ST_TUNNEL)
+        out->state = TT_CONN_TUNNEL;
+    else if (c->state == ST_LINGER || c->state == ST_RACE || c->state == ST_CLOSED)
         out->state = TT_CONN_CLOSING;
     else if (c->areq != NULL || c->out.len > 0 || c->nfiles > 0 || c->resp_open)
         out->state = TT_CONN_WRITING;
@@ -1248,7 +1498,7 @@ void tt__h1_conn_accept(tt__lstate_t *ls, int fd, const tt_addr_t *peer)
     c->ls = ls;
     c->w = w;
     c->id = ++w->conn_seq * w->nworkers + w->id;
-    c->accepted_ms = c->mark_ms = tt_loop_now(w->loop);
+    c->accepted_us = c->mark_us = tt_loop_now_us(w->loop);
     c->peer = *peer;
     c->state = ST_HEAD;
     c->tr = &tt_transport_tcp;

@@ -41,12 +41,15 @@ typedef struct h2_stream {
     h2_conn_t *c;
     tt_list_t link; /* in c->streams: nghttp2 forgets its streams silently when the session is deleted */
     int32_t id;
-    tt_buf_t store;  /* header names and values */
-    hdr_ref_t *refs; /* regular fields; :authority becomes "host" */
+    uint64_t start_us; /* loop clock when the request was dispatched (tether_request_duration_seconds) */
+    tt_buf_t store;    /* header names and values */
+    hdr_ref_t *refs;   /* regular fields; :authority becomes "host" */
     uint32_t nrefs;
     uint32_t header_bytes;
     int32_t method_ref, path_ref; /* index into pseudo[] or -1 */
-    hdr_ref_t pseudo[4];          /* :method, :path, :authority, :scheme */
+    hdr_ref_t pseudo[5];          /* :method, :path, :authority, :scheme, :protocol (RFC 8441) */
+    bool has_protocol;            /* an extended CONNECT: :protocol came */
+    bool tunnel;                  /* an extended CONNECT: its DATA is a tunnel's, no body timeout applies */
     bool refused;                 /* over h2_max_concurrent_streams: RST_STREAM REFUSED_STREAM, never served */
     bool bad_header;              /* too many or too large: answered with 431 */
     bool bad_target;              /* :path longer than max_request_target: answered with 414 */
@@ -449,6 +452,27 @@ static void h2_fail(tt_req_t *rq)
     kick(st->c);
 }
 
+/* An interim response (RFC 9110 15.2, RFC 9113 8.1): a HEADERS frame with a 1xx :status before the response's. */
+static void h2_interim(tt_req_t *rq, int status, tt_str_t fields)
+{
+    h2_stream_t *st = stream_of(rq);
+    h2_conn_t *c = st->c;
+    if (st->resp_submitted || c->closed || status < 100 || status > 199 || status == 101) return;
+    char code[8];
+    snprintf(code, sizeof(code), "%03d", status);
+    char stack_fields[2048];
+    char *f = fields.n <= sizeof(stack_fields) ? stack_fields : tt_malloc(fields.n);
+    if (fields.n) memcpy(f, fields.p, fields.n);
+    nghttp2_nv stack_nv[32];
+    size_t k = 0;
+    nghttp2_nv *nv = fields_nv(f, fields.n, stack_nv, TT_ARRAY_SIZE(stack_nv), 1, &k);
+    nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)code, 7, 3, 0};
+    nghttp2_submit_headers(c->s, NGHTTP2_FLAG_NONE, st->id, NULL, nv, k, NULL); /* copies the pairs */
+    if (nv != stack_nv) free(nv);
+    if (f != stack_fields) free(f);
+    kick(c);
+}
+
 static void deliver_pending(h2_stream_t *st);
 
 static void h2_pause_body(tt_req_t *rq, bool pause)
@@ -468,6 +492,7 @@ static const tt_req_ops_t h2_req_ops = {
     .finish = h2_finish,
     .fail_response = h2_fail,
     .pause_body = h2_pause_body,
+    .interim = h2_interim,
 };
 
 /* ---- requests ---- */
@@ -552,11 +577,19 @@ static void dispatch(h2_stream_t *st)
     rq->conn_id = c->id;
     rq->req_no = c->streams_total;
     rq->start_ms = now(c);
+    st->start_us = tt_loop_now_us(w->loop);
     rq->peer = &c->peer;
     rq->worker = w;
     rq->_conn = st;
     rq->_ops = &h2_req_ops;
-    const bool connect = h->method_id == TT_METHOD_CONNECT;
+    /* RFC 8441 4: an extended CONNECT (:protocol, allowed by our SETTINGS_ENABLE_CONNECT_PROTOCOL; nghttp2 checked
+     * that :scheme and :path came with it) names a resource like any request, and its DATA are a tunnel's */
+    const bool extended = h->method_id == TT_METHOD_CONNECT && st->has_protocol;
+    const bool connect = h->method_id == TT_METHOD_CONNECT && !extended;
+    if (extended) {
+        rq->protocol = view(st, st->pseudo[4].value_off, st->pseudo[4].value_len);
+        st->tunnel = true;
+    }
     /* :path is origin-form (RFC 9113 8.3.1; nghttp2 checked its syntax); CONNECT has none */
     bool bad_path = !connect && (h->target.n == 0 || h->target.p[0] != '/' || !tt__req_set_path(rq, h->target));
 
@@ -587,15 +620,12 @@ static void dispatch(h2_stream_t *st)
         respond_error(st, 413);
         return;
     }
-    int r = tt_router_match(w->conf->router, rq->path);
-    if (r < 0) {
-        tt_req_respond_text(rq, 404, TT_STR_NULL);
-        return;
-    }
+    int r = tt_router_route(w->conf->router, rq, tt_tls_sni(c->tr)); /* < 0: answered (404, 421, 301) */
+    if (r < 0) return;
     const tt_route_t *rt = &w->conf->router->routes[r];
     rt->ops->handle(w->route_state[r], rq);
     /* The path may be in the worker's scratch, reused by the next request: nothing reads it after handle() */
-    rq->path = rq->query = rq->authority = TT_STR_NULL;
+    rq->path = rq->query = rq->authority = rq->protocol = TT_STR_NULL;
     if (st->body_done && async_live(st) && rq->hooks->on_body_end) rq->hooks->on_body_end(rq, TT_STR_NULL);
 }
 
@@ -709,12 +739,13 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     tt_buf_append(&st->store, bufs, value, valuelen);
     hdr_ref_t ref = {noff, (uint32_t)namelen, voff, (uint32_t)valuelen};
     if (is_pseudo) {
-        static const char *const pseudo[4] = {":method", ":path", ":authority", ":scheme"};
-        for (int i = 0; i < 4; i++)
+        static const char *const pseudo[5] = {":method", ":path", ":authority", ":scheme", ":protocol"};
+        for (int i = 0; i < 5; i++)
             if (namelen == strlen(pseudo[i]) && memcmp(name, pseudo[i], namelen) == 0) {
                 st->pseudo[i] = ref;
                 if (i == 0) st->method_ref = 0;
                 if (i == 1) st->path_ref = 1;
+                if (i == 4) st->has_protocol = true;
             }
         return 0;
     }
@@ -830,6 +861,9 @@ static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
         .extra = tt_str(extra, (size_t)TT_MAX(n, 0)),
     };
     tt_accesslog_add(&c->w->alog, &rec);
+    if (!st->tunnel) /* a tunnel's line lasts as long as the tunnel: not a request's duration */
+        tt_hist_observe(&c->ls->m->request_us[TT_PROTO_H2], tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                        tt_loop_now_us(c->w->loop) - st->start_us);
 }
 
 static void stream_free_cb(tt_defer_t *d)
@@ -1006,7 +1040,7 @@ static enum tq_kind waiting_on_client(const h2_conn_t *c)
         const h2_stream_t *st = tt_container_of(pos, h2_stream_t, link);
         if (!st->dispatched || st->refused) continue;
         if (held_by_window(c, st)) return TQ_WINDOW;
-        if (!st->body_done) kind = TQ_BODY;
+        if (!st->body_done && !st->tunnel) kind = TQ_BODY; /* a tunnel's idle deadline is its handler's */
     }
     return kind;
 }
@@ -1140,6 +1174,7 @@ static void h2_close(h2_conn_t *c, tt_close_reason_t reason)
     tt_gauge_add(&w->metrics.conn_open, -1);
     tt_hist_observe(&w->metrics.reqs_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
     tt_hist_observe(&w->metrics.h2_streams_per_conn, tt_hist_reqs_bounds, tt_hist_reqs_nbounds, c->streams_total);
+    tt_metrics_conn_closed(&w->metrics, reason, now(c) - c->accepted_ms, c->streams_total);
     tt_transport_free(&c->tr);
     tt_buf_release(&c->in, &w->bufs);
     tt_buf_release(&c->out, &w->bufs);
@@ -1257,6 +1292,7 @@ static void send_settings(h2_conn_t *c)
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, lp->h2.header_table_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)(lp->limits.max_field_bytes + lp->limits.max_target)},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441 3: WebSockets over HTTP/2 */
     };
     nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, settings, TT_ARRAY_SIZE(settings));
     const uint8_t *d;

@@ -17,6 +17,7 @@
 
 #include "http/h1_parse.h"
 #include "net/addr.h"
+#include "net/tunnel.h"
 
 typedef struct tt_worker tt_worker_t;
 typedef struct tt_req tt_req_t;
@@ -73,6 +74,9 @@ typedef struct tt_req_ops {
     void (*finish)(tt_req_t *req, tt_str_t trailers);
     void (*fail_response)(tt_req_t *req);
     void (*pause_body)(tt_req_t *req, bool pause);
+    void (*interim)(tt_req_t *req, int status, tt_str_t fields);
+    bool (*upgrade)(tt_req_t *req, tt_str_t fields, tt_tunnel_t *t); /* NULL: the protocol has no Upgrade */
+    void (*close_tunnel)(tt_req_t *req, tt_close_reason_t reason);
 } tt_req_ops_t;
 
 /** A request as handlers see it. */
@@ -81,6 +85,8 @@ struct tt_req {
     tt_str_t path;               /* request-target path, normalized (uri.h: dot-segments removed, unreserved characters
                                     decoded, the rest still percent-encoded; absolute-form reduced); as head */
     tt_str_t query;              /* after '?', without it, as sent; empty when absent; as head */
+    tt_str_t protocol;      /* HTTP/2 extended CONNECT (RFC 8441 4): the :protocol pseudo-header ("websocket"); empty
+                               otherwise; as head */
     tt_str_t authority;     /* the target's authority (absolute-form) or Host (HTTP/2: :authority); empty when none;
                                as head (RFC 9112 3.2.2: it replaces Host) */
     bool is_head;           /* HEAD: the response carries no content */
@@ -146,6 +152,33 @@ static inline void tt_req_fail(tt_req_t *req)
 static inline void tt_req_pause_body(tt_req_t *req, bool pause)
 {
     if (!req->_done) req->_ops->pause_body(req, pause);
+}
+/**
+ * Sends an interim response (RFC 9110 15.2): `status` 100 or 102..199 and its `fields` (copied), before the final
+ * response. Dropped for an HTTP/1.0 client (RFC 9110 15.2: a server must not send it one), once the final head
+ * began, and for a 100 when the connection already sent its own 100 Continue (a client gets one 100, not two).
+ */
+static inline void tt_req_interim(tt_req_t *req, int status, tt_str_t fields)
+{
+    if (!req->_done) req->_ops->interim(req, status, fields);
+}
+/**
+ * Answers 101 Switching Protocols with `fields` (copied; they carry Upgrade and Connection: upgrade) and makes the
+ * client connection the client side of tunnel `t` (RFC 9110 7.8): the head and everything queued before it go out
+ * through the tunnel, and bytes the client sent after its request become the tunnel's. The connection keeps its
+ * socket and state "tunnel" until tt_req_close_tunnel() (or it closes itself: drain deadline, shutdown, which
+ * hooks->on_abort reports). False, with nothing sent, when the connection cannot (HTTP/2, request content still
+ * coming, output of an earlier response still queued): the caller answers otherwise.
+ */
+static inline bool tt_req_upgrade(tt_req_t *req, tt_str_t fields, tt_tunnel_t *t)
+{
+    return !req->_done && req->_ops->upgrade != NULL && req->_ops->upgrade(req, fields, t);
+}
+/** Ends a tunnelled request: writes its access-log line (status 101, bytes each way, duration) and closes the
+ *  client connection with `reason`. The request is finished (no on_abort follows). */
+static inline void tt_req_close_tunnel(tt_req_t *req, tt_close_reason_t reason)
+{
+    if (!req->_done && req->_ops->close_tunnel != NULL) req->_ops->close_tunnel(req, reason);
 }
 /** Makes the handler asynchronous: `hooks` (static storage) and `ctx` are used until finish or abort. */
 static inline void tt_req_set_hooks(tt_req_t *req, const tt_req_hooks_t *hooks, void *ctx)

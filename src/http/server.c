@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 struct tt_server {
@@ -38,6 +39,7 @@ static void lstate_init(tt__lstate_t *ls, tt_worker_t *w, const tt_listen_policy
     tt_tq_init(&ls->body_q, w->loop, p->body_timeout_ms, tt__conn_on_timeout);
     tt_tq_init(&ls->send_q, w->loop, p->send_timeout_ms, tt__conn_on_timeout);
     tt_tq_init(&ls->linger_q, w->loop, LINGER_MS, tt__conn_on_timeout);
+    tt_tq_init(&ls->race_q, w->loop, TT_MAX(p->race_window_ms, (uint64_t)1), tt__conn_on_timeout);
     ls->nidle = tt_keepalive_buckets(p->ka.idle_timeout_ms, ls->idle_ms);
     for (size_t i = 0; i < ls->nidle; i++) tt_tq_init(&ls->idle_q[i], w->loop, ls->idle_ms[i], tt__conn_on_timeout);
 }
@@ -49,6 +51,7 @@ static void lstate_dispose(tt__lstate_t *ls)
     tt_tq_dispose(&ls->body_q);
     tt_tq_dispose(&ls->send_q);
     tt_tq_dispose(&ls->linger_q);
+    tt_tq_dispose(&ls->race_q);
     for (size_t i = 0; i < ls->nidle; i++) tt_tq_dispose(&ls->idle_q[i]);
 }
 
@@ -83,7 +86,12 @@ static void accept_retry_on_timer(tt_timer_t *t)
 bool tt__worker_evict_oldest(tt_worker_t *w)
 {
     tt_tq_entry_t *oldest = NULL;
+    /* A connection in its race window has already been closed on our side: it goes first. */
     for (size_t i = 0; i < w->conf->nlisteners; i++) {
+        tt_tq_entry_t *e = tt_tq_oldest(&w->ls[i].race_q);
+        if (e != NULL && (oldest == NULL || e->since_ms < oldest->since_ms)) oldest = e;
+    }
+    for (size_t i = 0; oldest == NULL && i < w->conf->nlisteners; i++) {
         tt__lstate_t *ls = &w->ls[i];
         for (size_t b = 0; b < ls->nidle; b++) {
             tt_tq_entry_t *e = tt_tq_oldest(&ls->idle_q[b]);
@@ -96,9 +104,11 @@ bool tt__worker_evict_oldest(tt_worker_t *w)
     return true;
 }
 
-/* True when an idle connection exists that eviction could close. */
+/* True when an idle (or racing) connection exists that eviction could close. */
 static bool has_idle(const tt_worker_t *w)
 {
+    for (size_t i = 0; i < w->conf->nlisteners; i++)
+        if (tt_tq_oldest(&w->ls[i].race_q) != NULL) return true;
     for (size_t i = 0; i < w->conf->nlisteners; i++)
         for (size_t b = 0; b < w->ls[i].nidle; b++)
             if (tt_tq_oldest(&w->ls[i].idle_q[b]) != NULL) return true;
@@ -309,6 +319,7 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
     srv->bound = tt_calloc(conf->nlisteners ? conf->nlisteners : 1, sizeof(tt_addr_t));
     srv->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (srv->done_fd < 0) tt_fatal("eventfd: %s", strerror(errno));
+    tt_metrics_set_start_time((int64_t)time(NULL));
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         tt_worker_t *w = &srv->workers[i];
         w->id = i;
@@ -330,7 +341,13 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
             tt_accesslog_init(&w->alog, w->loop, conf->access_log_fd);
         w->date_s = -1;
         w->ls = tt_calloc(conf->nlisteners ? conf->nlisteners : 1, sizeof(tt__lstate_t));
-        for (size_t l = 0; l < conf->nlisteners; l++) w->ls[l].io.fd = -1;
+        w->metrics.listeners = tt_calloc(conf->nlisteners ? conf->nlisteners : 1, sizeof(tt_listener_metrics_t));
+        w->metrics.nlisteners = conf->nlisteners;
+        for (size_t l = 0; l < conf->nlisteners; l++) {
+            w->ls[l].io.fd = -1;
+            w->ls[l].m = &w->metrics.listeners[l];
+            w->metrics.listeners[l].name = conf->listeners[l].policy->name;
+        }
         srv->shards[i] = &w->metrics;
     }
     for (size_t l = 0; l < conf->nlisteners; l++) {
@@ -460,6 +477,7 @@ void tt_server_free(tt_server_t **srvp)
         for (size_t l = 0; l < srv->conf.nlisteners; l++)
             if (w->ls[l].w != NULL) lstate_dispose(&w->ls[l]);
         free(w->ls);
+        free(w->metrics.listeners);
         if (w->wake_fd >= 0) close(w->wake_fd);
         tt_accesslog_dispose(&w->alog);
         tt_bufpool_dispose(&w->bufs);
@@ -494,4 +512,10 @@ void tt_server_conn_report(tt_server_t *srv, tt_conn_report_t *out)
 {
     memset(out, 0, sizeof(*out));
     for (uint32_t i = 0; i < srv->nworkers; i++) tt__worker_report_merge(&srv->workers[i], out);
+}
+
+const char *tt_server_listener_name(const tt_server_t *srv, size_t i)
+{
+    const char *name = srv->conf.listeners[i].policy->name;
+    return name != NULL && name[0] != '\0' ? name : "default";
 }

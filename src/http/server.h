@@ -31,6 +31,10 @@ typedef struct tt_listen_policy {
     uint64_t body_timeout_ms;   /* between reads of request content */
     uint64_t send_timeout_ms;   /* between writes the peer accepts */
     bool keepalive_header;      /* send `Keep-Alive: timeout=T, max=M` on persistent responses */
+    uint64_t race_window_ms;    /* after tether's FIN on an idle close, how long it reads for racing requests;
+                                 * 0 = close at once */
+    const char *name;           /* the listener's name in metrics (`[listen NAME]`, "default"); NULL = "default";
+                                 * not owned */
     tt_tcp_keepalive_t tcp_keepalive;
     uint64_t max_body_bytes; /* request content limit, bytes; larger -> 413 */
     tt_h1_limits_t limits;   /* request head limits */
@@ -70,6 +74,8 @@ typedef struct tt_server tt_server_t;
 tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errlen);
 /** The address listener `i` is bound to (with the kernel's port when 0 was asked). */
 const tt_addr_t *tt_server_bound_addr(const tt_server_t *srv, size_t i);
+/** The name listener `i` carries in metrics: its policy's name, or "default". */
+const char *tt_server_listener_name(const tt_server_t *srv, size_t i);
 /** Starts the worker threads. 0, or -errno when a thread could not be created: those already started have
  *  then been drained and joined (the server can be freed). */
 int tt_server_start(tt_server_t *srv);

@@ -23,7 +23,9 @@ typedef struct tt__lstate {
     tt_tq_t body_q;   /* reading request content */
     tt_tq_t send_q;   /* output blocked on the peer */
     tt_tq_t linger_q; /* lingering close */
-    size_t nidle;     /* idle timeout buckets (tt_keepalive_buckets) */
+    tt_tq_t race_q;   /* race window: half-closed after an idle close, reading for requests that cross the FIN */
+    tt_listener_metrics_t *m; /* this listener's part of the worker's shard */
+    size_t nidle;             /* idle timeout buckets (tt_keepalive_buckets) */
     uint64_t idle_ms[TT_KA_MAX_BUCKETS];
     tt_tq_t idle_q[TT_KA_MAX_BUCKETS];
 } tt__lstate_t;
@@ -80,7 +82,10 @@ struct tt__conn {
 void tt__worker_conn_closed(tt_worker_t *w);
 /** A connection became idle: resumes accepting if that was paused at the limit (it can now be evicted). */
 void tt__worker_conn_idle(tt_worker_t *w);
-/** Closes the oldest idle connection of the worker (reason evicted). False when none is idle. */
+/** Makes room for one connection: closes at once the oldest connection in a race window (it keeps its own close
+ *  reason), else the oldest idle connection (reason evicted; it enters its race window, so the worker may hold one
+ *  connection above max_connections until that window ends or the next eviction cuts it). False when there is
+ *  neither. */
 bool tt__worker_evict_oldest(tt_worker_t *w);
 /** "Date: ...\r\nServer: tether\r\n", refreshed once per second. */
 tt_str_t tt__worker_date_fields(tt_worker_t *w);

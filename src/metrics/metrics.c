@@ -13,6 +13,25 @@ const char *const tt_goaway_reason_names[TT_GOAWAY__COUNT] = {
 const uint64_t tt_hist_idle_bounds[] = {1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000};
 const size_t tt_hist_idle_nbounds = TT_ARRAY_SIZE(tt_hist_idle_bounds);
 
+const uint64_t tt_hist_lat_bounds[] = {500,    1000,   2500,    5000,    10000,   25000,    50000,    100000,
+                                       250000, 500000, 1000000, 2500000, 5000000, 10000000, 30000000, 60000000};
+const size_t tt_hist_lat_nbounds = TT_ARRAY_SIZE(tt_hist_lat_bounds);
+
+const uint64_t tt_hist_life_bounds[] = {10,     100,    1000,    5000,    10000,   30000,    60000,
+                                        300000, 600000, 1800000, 3600000, 7200000, 21600000, 86400000};
+const size_t tt_hist_life_nbounds = TT_ARRAY_SIZE(tt_hist_life_bounds);
+
+_Static_assert(TT_ARRAY_SIZE(tt_hist_lat_bounds) < TT_HIST_MAX_BUCKETS, "latency bounds fit a tt_hist_t");
+_Static_assert(TT_ARRAY_SIZE(tt_hist_life_bounds) < TT_HIST_MAX_BUCKETS, "lifetime bounds fit a tt_hist_t");
+
+static _Atomic int64_t start_time_s;
+
+void tt_metrics_set_start_time(int64_t unix_s)
+{
+    int64_t zero = 0;
+    atomic_compare_exchange_strong(&start_time_s, &zero, unix_s);
+}
+
 void tt_hist_observe(tt_hist_t *h, const uint64_t *bounds, size_t nbounds, uint64_t v)
 {
     size_t i = 0;
@@ -26,6 +45,12 @@ void tt_metrics_count_status(tt_metrics_shard_t *m, int status)
 {
     int c = status / 100 - 1;
     if (c >= 0 && c < TT_STATUS_CLASSES) tt_counter_add(&m->requests[c], 1);
+}
+
+void tt_metrics_conn_closed(tt_metrics_shard_t *m, tt_close_reason_t reason, uint64_t lifetime_ms, uint64_t requests)
+{
+    tt_hist_observe(&m->conn_lifetime_ms[reason], tt_hist_life_bounds, tt_hist_life_nbounds, lifetime_ms);
+    tt_hist_observe(&m->conn_requests[reason], tt_hist_reqs_bounds, tt_hist_reqs_nbounds, requests);
 }
 
 void tt_metrics_printf(char **out, size_t *len, size_t *cap, const char *fmt, ...)
@@ -78,27 +103,159 @@ static int64_t sum_gauge(tt_metrics_shard_t *const *s, size_t n, size_t off)
 #define SUMC(field) sum_counter(shards, n, offsetof(tt_metrics_shard_t, field))
 #define SUMG(field) sum_gauge(shards, n, offsetof(tt_metrics_shard_t, field))
 
-static void render_hist(char **out, size_t *len, size_t *cap, tt_metrics_shard_t *const *shards, size_t n, size_t off,
-                        const uint64_t *bounds, size_t nb, const char *name, const char *help, double scale)
+void tt_metrics_render_hist(char **out, size_t *len, size_t *cap, const char *name, const char *labels,
+                            const tt_hist_t *const *h, size_t n, const uint64_t *bounds, size_t nb, double scale)
 {
-    tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    const char *sep = labels[0] ? "," : "";
     uint64_t cum = 0;
     for (size_t b = 0; b <= nb; b++) {
-        for (size_t i = 0; i < n; i++) cum += LOAD(((tt_hist_t *)(void *)((char *)shards[i] + off))->bucket[b]);
+        for (size_t i = 0; i < n; i++) cum += LOAD(h[i]->bucket[b]);
         if (b < nb)
-            tt_metrics_printf(out, len, cap, "%s_bucket{le=\"%g\"} %llu\n", name, (double)bounds[b] * scale,
-                              (unsigned long long)cum);
+            tt_metrics_printf(out, len, cap, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
+                              (double)bounds[b] * scale, (unsigned long long)cum);
         else
-            tt_metrics_printf(out, len, cap, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+            tt_metrics_printf(out, len, cap, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+                              (unsigned long long)cum);
     }
     uint64_t count = 0, sum = 0;
     for (size_t i = 0; i < n; i++) {
-        const tt_hist_t *h = (const tt_hist_t *)(const void *)((const char *)shards[i] + off);
-        count += LOAD(h->count);
-        sum += LOAD(h->sum);
+        count += LOAD(h[i]->count);
+        sum += LOAD(h[i]->sum);
     }
-    tt_metrics_printf(out, len, cap, "%s_sum %g\n%s_count %llu\n", name, (double)sum * scale, name,
-                      (unsigned long long)count);
+    const char *lb = labels[0] ? "{" : "", *rb = labels[0] ? "}" : "";
+    tt_metrics_printf(out, len, cap, "%s_sum%s%s%s %.9g\n%s_count%s%s%s %llu\n", name, lb, labels, rb,
+                      (double)sum * scale, name, lb, labels, rb, (unsigned long long)count);
+}
+
+/* The histogram at byte offset `off` of each shard, for tt_metrics_render_hist(); the caller frees. */
+static const tt_hist_t **shard_hists(tt_metrics_shard_t *const *shards, size_t n, size_t off)
+{
+    const tt_hist_t **h = tt_malloc((n ? n : 1) * sizeof(*h));
+    for (size_t i = 0; i < n; i++) h[i] = (const tt_hist_t *)(const void *)((const char *)shards[i] + off);
+    return h;
+}
+
+static void render_help(char **out, size_t *len, size_t *cap, const char *name, const char *type, const char *help)
+{
+    tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void render_hist(char **out, size_t *len, size_t *cap, tt_metrics_shard_t *const *shards, size_t n, size_t off,
+                        const uint64_t *bounds, size_t nb, const char *name, const char *help, double scale)
+{
+    render_help(out, len, cap, name, "histogram", help);
+    const tt_hist_t **h = shard_hists(shards, n, off);
+    tt_metrics_render_hist(out, len, cap, name, "", h, n, bounds, nb, scale);
+    free(h);
+}
+
+/* A per-reason histogram: a series for each close reason that closed a connection. */
+static void render_hist_by_reason(char **out, size_t *len, size_t *cap, tt_metrics_shard_t *const *shards, size_t n,
+                                  size_t off0, const uint64_t *bounds, size_t nb, const char *name, const char *help,
+                                  double scale)
+{
+    render_help(out, len, cap, name, "histogram", help);
+    for (int r = 1; r < TT_CLOSE__COUNT; r++) {
+        const tt_hist_t **h = shard_hists(shards, n, off0 + (size_t)r * sizeof(tt_hist_t));
+        uint64_t count = 0;
+        for (size_t i = 0; i < n; i++) count += LOAD(h[i]->count);
+        if (count > 0) {
+            char labels[64];
+            snprintf(labels, sizeof(labels), "reason=\"%s\"", tt_close_reason_name((tt_close_reason_t)r));
+            tt_metrics_render_hist(out, len, cap, name, labels, h, n, bounds, nb, scale);
+        }
+        free(h);
+    }
+}
+
+/* `s` as a label value: backslash, double quote and newline escaped (Prometheus text format 0.0.4). */
+static void label_value(char *dst, size_t cap, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 3 < cap; s++) {
+        if (*s == '\\' || *s == '"' || *s == '\n') {
+            dst[o++] = '\\';
+            dst[o++] = *s == '\n' ? 'n' : *s;
+        } else {
+            dst[o++] = *s;
+        }
+    }
+    dst[o] = '\0';
+}
+
+static const char *listener_name(const tt_listener_metrics_t *l)
+{
+    return l->name ? l->name : "default";
+}
+
+/* The first index of each listener name: listeners of one [listen NAME] (one per address) are summed under it. */
+static bool first_of_name(const tt_metrics_shard_t *s0, size_t l)
+{
+    for (size_t j = 0; j < l; j++)
+        if (strcmp(listener_name(&s0->listeners[j]), listener_name(&s0->listeners[l])) == 0) return false;
+    return true;
+}
+
+/* Collects into `h` the histogram at byte offset `off` of every listener named like listener `l`, in every shard. */
+static size_t listener_hists(tt_metrics_shard_t *const *shards, size_t n, size_t l, size_t off, const tt_hist_t **h)
+{
+    const char *name = listener_name(&shards[0]->listeners[l]);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = l; j < shards[i]->nlisteners; j++)
+            if (strcmp(listener_name(&shards[i]->listeners[j]), name) == 0)
+                h[k++] = (const tt_hist_t *)(const void *)((const char *)&shards[i]->listeners[j] + off);
+    return k;
+}
+
+static void render_listeners(char **out, size_t *len, size_t *cap, tt_metrics_shard_t *const *shards, size_t n)
+{
+    static const char *const protos[2] = {"http1", "h2"};
+    static const tt_close_reason_t race_reasons[] = {TT_CLOSE_IDLE_TIMEOUT, TT_CLOSE_EVICTED, TT_CLOSE_MAX_REQUESTS,
+                                                     TT_CLOSE_MAX_LIFETIME};
+    size_t nl = n ? shards[0]->nlisteners : 0;
+    const tt_hist_t **h = tt_malloc(TT_MAX(n * nl, (size_t)1) * sizeof(*h));
+    char lv[128], labels[192];
+    render_help(out, len, cap, "tether_request_duration_seconds", "histogram",
+                "Time from a request's first byte to its response being complete, by listener and protocol.");
+    for (size_t l = 0; l < nl; l++) {
+        if (!first_of_name(shards[0], l)) continue;
+        label_value(lv, sizeof(lv), listener_name(&shards[0]->listeners[l]));
+        for (int p = 0; p < 2; p++) {
+            size_t k = listener_hists(shards, n, l, offsetof(tt_listener_metrics_t, request_us[p]), h);
+            snprintf(labels, sizeof(labels), "listener=\"%s\",protocol=\"%s\"", lv, protos[p]);
+            tt_metrics_render_hist(out, len, cap, "tether_request_duration_seconds", labels, h, k, tt_hist_lat_bounds,
+                                   tt_hist_lat_nbounds, 1e-6);
+        }
+    }
+    render_help(out, len, cap, "tether_close_races_total", "counter",
+                "Requests that arrived on a connection tether was closing (in the race window after its FIN), by "
+                "listener and the reason of the close.");
+    for (size_t l = 0; l < nl; l++) {
+        if (!first_of_name(shards[0], l)) continue;
+        const char *name = listener_name(&shards[0]->listeners[l]);
+        label_value(lv, sizeof(lv), name);
+        for (size_t r = 0; r < TT_ARRAY_SIZE(race_reasons); r++) {
+            uint64_t v = 0;
+            for (size_t i = 0; i < n; i++)
+                for (size_t j = l; j < shards[i]->nlisteners; j++)
+                    if (strcmp(listener_name(&shards[i]->listeners[j]), name) == 0)
+                        v += LOAD(shards[i]->listeners[j].races[race_reasons[r]]);
+            tt_metrics_printf(out, len, cap, "tether_close_races_total{listener=\"%s\",reason=\"%s\"} %llu\n", lv,
+                              tt_close_reason_name(race_reasons[r]), (unsigned long long)v);
+        }
+    }
+    render_help(out, len, cap, "tether_close_race_gap_seconds", "histogram",
+                "Time from the last response's end to the first byte of a request that raced tether's close.");
+    for (size_t l = 0; l < nl; l++) {
+        if (!first_of_name(shards[0], l)) continue;
+        label_value(lv, sizeof(lv), listener_name(&shards[0]->listeners[l]));
+        size_t k = listener_hists(shards, n, l, offsetof(tt_listener_metrics_t, race_gap_ms), h);
+        snprintf(labels, sizeof(labels), "listener=\"%s\"", lv);
+        tt_metrics_render_hist(out, len, cap, "tether_close_race_gap_seconds", labels, h, k, tt_hist_idle_bounds,
+                               tt_hist_idle_nbounds, 0.001);
+    }
+    free(h);
 }
 
 void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, size_t *len, size_t *cap)
@@ -112,8 +269,13 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
                       "tether_connections_open %lld\n"
                       "# HELP tether_connections_idle Client connections idle between requests now.\n"
                       "# TYPE tether_connections_idle gauge\n"
-                      "tether_connections_idle %lld\n",
-                      (unsigned long long)SUMC(conn_accepted), (long long)SUMG(conn_open), (long long)SUMG(conn_idle));
+                      "tether_connections_idle %lld\n"
+                      "# HELP tether_connections_racing Client connections tether closed that are in their race window "
+                      "now.\n"
+                      "# TYPE tether_connections_racing gauge\n"
+                      "tether_connections_racing %lld\n",
+                      (unsigned long long)SUMC(conn_accepted), (long long)SUMG(conn_open), (long long)SUMG(conn_idle),
+                      (long long)SUMG(conn_racing));
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_connections_closed_total Client connections closed, by reason.\n"
                       "# TYPE tether_connections_closed_total counter\n");
@@ -142,6 +304,11 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
                       "tether_idle_timeout_cuts_total %llu\n",
                       (unsigned long long)SUMC(accept_pauses), (long long)SUMG(accept_paused),
                       (long long)SUMG(buffers_in_use), (unsigned long long)SUMC(idle_timeout_cuts));
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_tunnels_open Client connections that are byte tunnels now (after a 101).\n"
+                      "# TYPE tether_tunnels_open gauge\n"
+                      "tether_tunnels_open %lld\n",
+                      (long long)SUMG(tunnels_open));
     static const char *const protos[2] = {"h1", "h2"}, *const transports[2] = {"tcp", "tls"};
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_connections_open_by Client connections open now, by protocol and transport.\n"
@@ -183,4 +350,28 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
     render_hist(out, len, cap, shards, n, offsetof(tt_metrics_shard_t, idle_gap_ms), tt_hist_idle_bounds,
                 tt_hist_idle_nbounds, "tether_idle_gap_seconds",
                 "Idle time of a persistent connection before its next request arrived.", 0.001);
+    render_listeners(out, len, cap, shards, n);
+    static const char *const hs_labels[2] = {"resumed=\"false\"", "resumed=\"true\""};
+    render_help(out, len, cap, "tether_tls_handshake_seconds", "histogram",
+                "Client TLS handshakes, from accept to the handshake done, full or resumed.");
+    for (int k = 0; k < 2; k++) {
+        const tt_hist_t **h = shard_hists(shards, n, offsetof(tt_metrics_shard_t, tls_handshake_us[k]));
+        tt_metrics_render_hist(out, len, cap, "tether_tls_handshake_seconds", hs_labels[k], h, n, tt_hist_lat_bounds,
+                               tt_hist_lat_nbounds, 1e-6);
+        free(h);
+    }
+    render_hist_by_reason(out, len, cap, shards, n, offsetof(tt_metrics_shard_t, conn_lifetime_ms), tt_hist_life_bounds,
+                          tt_hist_life_nbounds, "tether_connection_lifetime_seconds",
+                          "Client connection lifetime, accept to close, by close reason.", 0.001);
+    render_hist_by_reason(out, len, cap, shards, n, offsetof(tt_metrics_shard_t, conn_requests), tt_hist_reqs_bounds,
+                          tt_hist_reqs_nbounds, "tether_connection_requests",
+                          "Requests (HTTP/2: streams) served per client connection, by close reason.", 1.0);
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_build_info Version of the running tether (always 1).\n"
+                      "# TYPE tether_build_info gauge\n"
+                      "tether_build_info{version=\"%s\"} 1\n"
+                      "# HELP tether_start_time_seconds Start time of the process since the Unix epoch.\n"
+                      "# TYPE tether_start_time_seconds gauge\n"
+                      "tether_start_time_seconds %lld\n",
+                      TETHER_VERSION, (long long)atomic_load(&start_time_s));
 }

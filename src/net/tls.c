@@ -567,6 +567,13 @@ const char *tt_tls_failure(const tt_transport_t *tr, bool *verify)
     return t->fail;
 }
 
+const char *tt_tls_sni(const tt_transport_t *tr)
+{
+    if (!tt_transport_is_tls(tr)) return NULL;
+    const tls_transport_t *t = (const tls_transport_t *)tr;
+    return SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+}
+
 const char *tt_tls_alpn(const tt_transport_t *tr)
 {
     const tls_transport_t *t = (const tls_transport_t *)tr;

@@ -79,6 +79,9 @@ tt_transport_t *tt_tls_accept(tt_tls_server_t *s, int fd);
 int tt_tls_handshake(tt_transport_t *t);
 /** The ALPN protocol agreed ("h2", "http/1.1") or NULL. After the handshake. */
 const char *tt_tls_alpn(const tt_transport_t *t);
+/** The server name the client sent in SNI (RFC 6066 3), owned by the connection; NULL when it sent none or `t` is
+ *  not TLS. After the handshake; the connection's thread. */
+const char *tt_tls_sni(const tt_transport_t *t);
 /** True when the handshake resumed a session (ticket or cache). After the handshake. */
 bool tt_tls_resumed(const tt_transport_t *t);
 /** "TLSv1.3" etc. */

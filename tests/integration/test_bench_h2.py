@@ -298,9 +298,15 @@ def test_untrusted_certificate_fails_clearly(origin):
     assert out.returncode == 1 and "certificate verification failed" in out.stderr, out.stderr
 
 
+def test_insecure_with_http_is_accepted_and_ignored(origin):
+    """--insecure only relaxes certificate checks, so an http:// run takes it and measures as without it (as curl
+    and `tether probe` do)."""
+    r = bench_json(plain_url(origin), "-n", "20", "-c", "1", "--insecure")
+    assert r["requests"] == 20 and sum(r["errors"].values()) == 0, r
+
+
 @pytest.mark.parametrize("args, message", [
     (["--tls-resume", "on", "http://127.0.0.1:1/"], "--tls-resume applies to https:// URLs only"),
-    (["--insecure", "http://127.0.0.1:1/"], "--insecure applies to https:// URLs only"),
     (["--tls-resume", "maybe", "https://127.0.0.1:1/"], "expected on or off"),
     (["-m", "4", "http://127.0.0.1:1/"], "-m sets HTTP/2 streams per connection"),
     (["--h2", "--close", "http://127.0.0.1:1/"], "not both"),

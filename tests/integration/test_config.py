@@ -399,6 +399,10 @@ BAD_CONFIGS = {
     "bad_level": ("[log]\nlevel = chatty\n", 2, "level", "expected error, warn, info or debug"),
     "bad_metrics": ("[metrics]\nlisten = nowhere\n", 2, "listen", "HOST:PORT"),
     "empty_root": ("[static]\nroot =\n", 2, "root", "must not be empty"),
+    "bad_upgrade": ("[upstream b]\nserver = 127.0.0.1:9\n[route /ws/]\nupstream = b\nupgrade = maybe\n", 5, "upgrade",
+                    "expected websocket, any or off"),
+    "bad_tunnel_idle_timeout": ("[upstream b]\nserver = 127.0.0.1:9\n[route /ws/]\nupstream = b\n"
+                                "tunnel_idle_timeout = 0s\n", 5, "tunnel_idle_timeout", "must be between"),
 }
 
 

@@ -640,6 +640,7 @@ static void names_every_retire_reason(void **state)
         {TT_RETIRE_MAX_IDLE, "max_idle"},
         {TT_RETIRE_SHUTDOWN, "shutdown"},
         {TT_RETIRE_STRAY_BYTES, "stray_bytes"},
+        {TT_RETIRE_TUNNEL, "tunnel"},
     };
     assert_int_equal(TT_ARRAY_SIZE(names), TT_RETIRE__COUNT);
     for (size_t i = 0; i < TT_ARRAY_SIZE(names); i++)

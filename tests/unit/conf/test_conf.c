@@ -616,11 +616,31 @@ static void refuses_a_metrics_path_without_a_slash(void **state)
     assert_string_equal(f->err, want);
 }
 
+/* race_window: 1 s by default, per listener, 0 allowed, at most 60 s; a listener carries its name for metrics. */
+static void reads_race_window_and_names_listeners(void **state)
+{
+    fixture_t *f = *state;
+    load_ok(f, "[keepalive]\nrace_window = 250ms\n[listen]\naddress = 127.0.0.1:1\n"
+               "[listen edge]\naddress = 127.0.0.1:2\nrace_window = 0\n");
+    finish_ok(f);
+    assert_int_equal(f->c.defaults.race_window_ms, 250);
+    assert_int_equal(find_listen(&f->c, "")->policy.race_window_ms, 250);
+    assert_int_equal(find_listen(&f->c, "edge")->policy.race_window_ms, 0);
+    assert_string_equal(find_listen(&f->c, "")->policy.name, "default");
+    assert_string_equal(find_listen(&f->c, "edge")->policy.name, "edge");
+    tt_conf_t d;
+    tt_conf_init(&d);
+    assert_int_equal(d.defaults.race_window_ms, 1000);
+    tt_conf_dispose(&d);
+    expect_load_error(f, "[keepalive]\nrace_window = 61s\n", ":2: race_window: must be between 0ms and 60000ms");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(defaults_to_one_listener_on_localhost_8080),
+        T(reads_race_window_and_names_listeners),
         T(keeps_the_defaults_for_an_empty_file),
         T(reads_every_section),
         T(reads_workers_auto_and_metrics_off),

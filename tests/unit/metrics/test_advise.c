@@ -72,7 +72,7 @@ static void races_behind_a_balancer_raise_the_idle_timeout_above_its_gaps(void *
 {
     (void)state;
     run_t *r = advise_file("race_balancer.prom");
-    const tt_advice_t *a = must_find(r, "127.0.0.1:8080", "idle_timeout", TT_ADVICE_CHANGE);
+    const tt_advice_t *a = must_find(r, "default", "idle_timeout", TT_ADVICE_CHANGE);
     assert_string_equal(a->scope, "listener");
     assert_string_equal(a->section, "[keepalive]");
     assert_string_equal(a->current, "5s");
@@ -82,7 +82,7 @@ static void races_behind_a_balancer_raise_the_idle_timeout_above_its_gaps(void *
     assert_non_null(strstr(a->reason, "up to 59.7s idle")); /* p99 of the race gaps */
     assert_non_null(strstr(a->reason, "your idle timeout is 5s: raise it above 60s"));
     /* the reuse gaps it did keep sit below the timeout, and the page says so with the percentiles */
-    const tt_advice_t *g = must_find(r, "127.0.0.1:8080", "idle_timeout", TT_ADVICE_OK);
+    const tt_advice_t *g = must_find(r, "default", "idle_timeout", TT_ADVICE_OK);
     assert_non_null(strstr(g->reason, "792 reuses"));
     assert_non_null(strstr(g->reason, "p99"));
     /* nothing evicted: max_connections is fine */
@@ -248,7 +248,7 @@ static void json_output_is_one_array_of_objects(void **state)
     size_t len = 0, cap = 0;
     tt_advice_render_json(r->adv, r->n, &out, &len, &cap);
     assert_true(len > 2 && out[0] == '[' && out[len - 1] == ']');
-    assert_non_null(strstr(out, "{\"level\":\"change\",\"scope\":\"listener\",\"name\":\"127.0.0.1:8080\","
+    assert_non_null(strstr(out, "{\"level\":\"change\",\"scope\":\"listener\",\"name\":\"default\","
                                 "\"section\":\"[keepalive]\",\"key\":\"idle_timeout\",\"current\":\"5s\","
                                 "\"suggested\":\"70s\",\"reason\":\"12 races"));
     free(out);
