@@ -507,6 +507,7 @@ static void park(tt_pool_t *p, tt_upconn_t *u, bool fresh)
     if (!fresh && u->rtt_ms >= 0) observe_rtt(p, (uint64_t)u->rtt_ms);
     if (hint_of(p, u) > 0 && hint_of(p, u) != p->last_hint_ms) {
         p->last_hint_ms = hint_of(p, u);
+        tt_gauge_set(&p->m->hint_ms, (int64_t)p->last_hint_ms);
         tt_gauge_set(&p->m->above_ms, (int64_t)above_in_use(p));
     }
     tt_pool_deadline_t d = deadline_of(p, u, t);

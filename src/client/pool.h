@@ -103,6 +103,7 @@ typedef struct tt_pool_metrics {
     tt_gauge_t pending;           /* requests queued */
     tt_gauge_t down;              /* 1 while marked down */
     tt_gauge_t learned_ms;        /* learned idle timeout, 0 when none */
+    tt_gauge_t hint_ms;           /* the server's last Keep-Alive: timeout= (honoured), 0 when none seen */
     tt_gauge_t above_ms;          /* idle timeout learned above the hint and in use, 0 when none */
     tt_gauge_t margin_ms;         /* the margin now (tt_pool_margin) */
     tt_gauge_t rtt_us;            /* smoothed round trip, us (0 before the first sample) */

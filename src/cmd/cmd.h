@@ -12,4 +12,8 @@ int tt_cmd_probe(int argc, char **argv);
 /** `tether bench URL ...`: argv[0] is "bench". 0 after a run, 1 when every request failed, 2 for bad flags. */
 int tt_cmd_bench(int argc, char **argv);
 
+/** `tether advise ...`: argv[0] is "advise". 0 when advice was given, 1 when the metrics could not be read, 2 for bad
+ *  flags. */
+int tt_cmd_advise(int argc, char **argv);
+
 #endif

@@ -25,9 +25,12 @@ static const char usage[] =
     "  bench     load-test a server: keep-alive vs new connections, h1 vs h2, TLS full vs resumed,\n"
     "            latency percentiles\n"
     "            tether bench http://127.0.0.1:8080/ -c 50 -d 10s --compare\n"
+    "  advise    read a running tether's counters and say which settings to change (idle timeouts,\n"
+    "            max_connections, upstream pools, TCP keepalive), with the numbers\n"
+    "            tether advise --metrics http://127.0.0.1:9901/metrics\n"
     "\n"
     "  every option of a command: tether serve --help, tether reload --help, tether probe --help,\n"
-    "  tether bench --help\n"
+    "  tether bench --help, tether advise --help\n"
     "\n"
     "  --version  print the version\n"
     "  --help     this text\n";
@@ -51,6 +54,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "reload") == 0) return tt_cmd_reload(argc - 1, argv + 1);
     if (strcmp(cmd, "probe") == 0) return tt_cmd_probe(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return tt_cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "advise") == 0) return tt_cmd_advise(argc - 1, argv + 1);
     fprintf(stderr, "tether: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
 }

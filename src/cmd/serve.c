@@ -56,7 +56,7 @@ static const char serve_usage[] =
     "  --tcp-keepalive IDLE:INTVL:CNT|off   kernel TCP keepalive probes, e.g. 900s:60s:5 [off]\n"
     "  --drain-timeout DUR        hard deadline of a graceful drain (SIGTERM, SIGINT) [10s]\n"
     "  --access-log FILE|-|off    access log [- (stdout)]\n"
-    "  --metrics ADDR:PORT|off    admin listener for /metrics and /status [off]\n"
+    "  --metrics ADDR:PORT|off    admin listener: /metrics, /status (live page), /status.json [off]\n"
     "  --log-level LEVEL          error, warn, info or debug [info]\n"
     "  --log-format FORMAT        access log: main, combined, json or a template with $variables [main]\n"
     "  -h, --help                 this text\n";
@@ -559,6 +559,7 @@ typedef struct signal_watch {
     bool again;  /* a SIGHUP came while a reload was being applied */
     uint64_t ok; /* reloads applied, refused */
     uint64_t failed;
+    uint32_t max_connections; /* per worker, as sized at start-up (a restart changes it) */
 } signal_watch_t;
 
 /* The admin listener (metrics) keeps serving while the workers drain, and stops when the last is done. */
@@ -752,6 +753,8 @@ static void signal_on_io(tt_io_t *io, uint32_t events)
 }
 
 /* Prometheus text for the admin listener: reloads, then the current generation's upstream metrics. */
+/* What the admin listener appends to the workers' metrics: reloads, the upstreams', then the configuration values
+ * the advisor compares the counters with (it may run in another process: `tether advise`). Main thread. */
 static void render_metrics(void *arg, char **out, size_t *len, size_t *cap)
 {
     signal_watch_t *sw = arg;
@@ -764,6 +767,35 @@ static void render_metrics(void *arg, char **out, size_t *len, size_t *cap)
                       "# TYPE tether_config_generation gauge\ntether_config_generation %llu\n",
                       (unsigned long long)sw->ok, (unsigned long long)sw->failed, (unsigned long long)(sw->ok + 1));
     tt_proxy_render_metrics(sw->cur->reg, out, len, cap);
+    /* The settings the advisor compares its counters with (tether advise, /status.json). */
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_listener_idle_timeout_seconds The idle timeout of each listener (by its name in "
+                      "metrics; group: its [listen NAME], empty for [listen]; address: its first address).\n"
+                      "# TYPE tether_listener_idle_timeout_seconds gauge\n");
+    const serve_gen_t *g = sw->cur;
+    size_t i = 0;
+    for (size_t gi = 0; gi < g->c.nlistens; gi++) {
+        const tt_conf_listen_t *lg = &g->c.listens[gi];
+        size_t first = i;
+        i += lg->naddrs;
+        bool seen = false; /* one series per listener name, as the per-listener metrics are labelled */
+        for (size_t k = 0; k < gi && !seen; k++) seen = strcmp(g->c.listens[k].policy.name, lg->policy.name) == 0;
+        if (seen || lg->naddrs == 0) continue;
+        char as[TT_ADDR_STRLEN];
+        /* the kernel's port while no reload is in flight (listener indexes then match the server's) */
+        tt_addr_format(sw->pending == NULL ? tt_server_bound_addr(sw->main, first) : &g->listeners[first].addr, as,
+                       sizeof(as));
+        tt_metrics_printf(out, len, cap,
+                          "tether_listener_idle_timeout_seconds{listener=\"%s\",group=\"%s\",address=\"%s\"} %g\n",
+                          lg->policy.name ? lg->policy.name : "default", lg->name ? lg->name : "", as,
+                          (double)lg->policy.ka.idle_timeout_ms / 1000.0);
+    }
+    tt_metrics_printf(
+        out, len, cap,
+        "# HELP tether_max_connections max_connections: open client connections allowed per worker (0: no "
+        "limit).\n# TYPE tether_max_connections gauge\ntether_max_connections %u\n"
+        "# HELP tether_workers Worker threads.\n# TYPE tether_workers gauge\ntether_workers %u\n",
+        sw->max_connections, sw->workers);
 }
 
 int tt_cmd_serve(int argc, char **argv)
@@ -818,6 +850,7 @@ int tt_cmd_serve(int argc, char **argv)
     tt_accesslog_file_t afile = {.path = sw.fixed.access_log}; /* a file access log is opened by each worker */
     tt_listen_policy_t admin_policy = c->defaults;
     size_connections(c, workers, g->nl, nofile);
+    sw.max_connections = c->max_connections;
     int alog = strcmp(c->access_log, "-") == 0 ? STDOUT_FILENO : -1;
     tt_server_conf_t sc = {
         .workers = workers,
@@ -846,6 +879,7 @@ int tt_cmd_serve(int argc, char **argv)
     /* The admin listener (metrics) runs on this thread, beside the signal watch. */
     tt_status_conf_t status_conf = {
         .srv = srv, .metrics_path = sw.fixed.metrics_path, .extra = render_metrics, .extra_arg = &sw};
+    tt_status_start(&status_conf);
     tt_router_t admin_router = {0};
     tt_router_add(&admin_router, "/", &tt_status_ops, &status_conf);
     tt_listener_conf_t admin_listener = {.addr = c->metrics_addr, .policy = &admin_policy};

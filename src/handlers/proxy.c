@@ -1306,6 +1306,9 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
         size_t off;
         double scale; /* to seconds */
     } max_series[] = {
+        {"tether_upstream_hinted_idle_timeout_seconds",
+         "The server's last Keep-Alive: timeout= hint, when honoured (max over workers; 0: none seen).", PM(hint_ms),
+         1e-3},
         {"tether_upstream_learned_idle_timeout_seconds",
          "Idle timeout learned from upstream closes, for a server that sends no hint (max over workers; 0: none).",
          PM(learned_ms), 1e-3},
@@ -1348,6 +1351,29 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
                               (unsigned long long)sum_u(base, PM(queue_wait_ms.count), pstride, reg->nworkers));
         }
     render_latency(out, len, cap, reg);
+    /* The configuration the advisor compares the counters with (tether advise runs in another process). */
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_upstream_pool_idle_timeout_seconds The pool's idle_timeout.\n"
+                      "# TYPE tether_upstream_pool_idle_timeout_seconds gauge\n");
+    for (size_t u = 0; u < reg->nups; u++)
+        tt_metrics_printf(out, len, cap, "tether_upstream_pool_idle_timeout_seconds{upstream=\"%s\"} %g\n",
+                          reg->ups[u].name, (double)reg->ups[u].pool.idle_timeout_ms / 1000.0);
+    tt_metrics_printf(
+        out, len, cap,
+        "# HELP tether_upstream_max_idle The pool's max_idle (parked connections per worker per server).\n"
+        "# TYPE tether_upstream_max_idle gauge\n");
+    for (size_t u = 0; u < reg->nups; u++)
+        tt_metrics_printf(out, len, cap, "tether_upstream_max_idle{upstream=\"%s\"} %u\n", reg->ups[u].name,
+                          reg->ups[u].pool.max_idle);
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_upstream_tcp_keepalive_seconds TCP keepalive idle time before the first probe on "
+                      "upstream sockets (0: off).\n"
+                      "# TYPE tether_upstream_tcp_keepalive_seconds gauge\n");
+    for (size_t u = 0; u < reg->nups; u++) {
+        const tt_tcp_keepalive_t *ka = &reg->ups[u].pool.tcp_keepalive;
+        tt_metrics_printf(out, len, cap, "tether_upstream_tcp_keepalive_seconds{upstream=\"%s\"} %d\n",
+                          reg->ups[u].name, ka->enabled ? ka->idle_s : 0);
+    }
     static const struct {
         const char *name, *help;
         size_t off;

@@ -1,4 +1,13 @@
-/* status.h -- the admin endpoints: Prometheus metrics (/metrics) and a JSON summary (/status) */
+/* status.h -- the admin endpoints: Prometheus metrics, the JSON status, the live HTML status page
+ *
+ * GET metrics_path  Prometheus text 0.0.4: the workers' shards summed, then `extra` (upstreams, configuration).
+ * GET /status.json  the same metrics parsed back (metrics/snapshot.h) as JSON samples, a summary, the advisor's
+ *                   advice (metrics/advise.h) and the oldest and longest-idle connections of every worker.
+ * GET /status       one self-contained HTML page (inline CSS and script, nothing fetched from elsewhere) that
+ *                   polls /status.json every second.
+ * The admin listener runs on the main thread; it reads the shards and the workers' published connection lists,
+ * never a worker's own lists.
+ */
 #ifndef TT_HANDLERS_STATUS_H
 #define TT_HANDLERS_STATUS_H
 
@@ -13,9 +22,19 @@ typedef struct tt_status_conf {
     const char *metrics_path;  /* "/metrics" */
     tt_status_render_fn extra; /* optional */
     void *extra_arg;
+    /* private: set by tt_status_start() */
+    uint64_t _started_mono_ms;
+    int64_t _started_unix_s;
 } tt_status_conf_t;
 
-/** The status handler: GET metrics_path (text/plain; version=0.0.4) and GET /status (JSON). */
+/** Records the start time that /status.json reports uptime from; call once before serving. Any thread. */
+void tt_status_start(tt_status_conf_t *sc);
+
+/** The status handler: GET metrics_path, /status.json and /status (HEAD too); 405 for other methods. */
 extern const tt_handler_ops_t tt_status_ops;
+
+/** The status page (src/handlers/status_page.html, compiled in by CMake) and its length in bytes. */
+extern const unsigned char tt_status_page_html[];
+extern const size_t tt_status_page_html_len;
 
 #endif

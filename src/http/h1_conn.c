@@ -637,6 +637,7 @@ static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool h
     if (decision == TT_CLOSE_NONE) {
         if (c->cur_minor == 0) o = put(o, TT_LIT("Connection: keep-alive\r\n"));
         uint64_t idle = tt_keepalive_pressure_idle(p->ka.idle_timeout_ms, w->nconns, w->conf->max_connections);
+        if (idle < p->ka.idle_timeout_ms) tt_counter_add(&w->metrics.idle_timeout_cuts, 1);
         c->idle_bucket = (uint8_t)tt_keepalive_pick_bucket(c->ls->idle_ms, c->ls->nidle, idle);
         if (p->keepalive_header) {
             o = put(o, TT_LIT("Keep-Alive: timeout="));
@@ -1503,11 +1504,39 @@ static void op_abort(tt__conn_t *base)
     conn_close(c, c->closing ? (tt_close_reason_t)c->close_reason : TT_CLOSE_SHUTDOWN);
 }
 
+/* What the status page shows of this connection (conn_report.c); on the owning worker. */
+static void op_info(const tt__conn_t *base, uint64_t now_ms, tt_conn_info_t *out)
+{
+    const h1_conn_t *c = tt_container_of(base, h1_conn_t, base);
+    out->id = c->id;
+    uint64_t now_us = tt_loop_now_us(c->w->loop);
+    (void)now_ms; /* this connection keeps microsecond stamps */
+    out->age_ms = (now_us - c->accepted_us) / 1000;
+    out->idle_ms = c->idle ? (now_us - c->mark_us) / 1000 : 0;
+    out->requests = c->requests;
+    out->listener = tt__lstate_index(c->ls);
+    out->tls = c->ls->tls != NULL;
+    out->peer = c->peer;
+    if (c->idle)
+        out->state = TT_CONN_IDLE;
+    else if (c->state == ST_TLS)
+        out->state = TT_CONN_HANDSHAKE;
+    else if (c->state == ST_TUNNEL)
+        out->state = TT_CONN_TUNNEL;
+    else if (c->state == ST_LINGER || c->state == ST_RACE || c->state == ST_CLOSED)
+        out->state = TT_CONN_CLOSING;
+    else if (c->areq != NULL || c->out.len > 0 || c->nfiles > 0 || c->resp_open)
+        out->state = TT_CONN_WRITING;
+    else
+        out->state = TT_CONN_READING;
+}
+
 static const tt__conn_ops_t h1_ops = {
     .on_timeout = op_on_timeout,
     .close = op_close,
     .drain = op_drain,
     .abort = op_abort,
+    .info = op_info,
 };
 
 /* ---- entry point from the worker ---- */

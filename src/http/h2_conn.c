@@ -121,6 +121,7 @@ struct h2_conn {
     tt_timer_t ping_timer; /* liveness: interval, then timeout */
     uint64_t ping_sent_ms;
     uint64_t last_frame_ms;
+    uint64_t idle_since_ms;       /* when it last became idle (no open stream) */
     int32_t last_opened;          /* highest stream id the client opened */
     uint8_t ngaps;                /* skipped[] in use */
     int32_t skipped[MAX_GAPS][2]; /* ranges of odd ids below last_opened the client never opened, ascending */
@@ -1102,8 +1103,10 @@ static void h2_settle(h2_conn_t *c)
         /* the idle timeout runs only while no stream is open; PINGs do not restart it */
         const tt_listen_policy_t *p = c->ls->policy;
         uint64_t idle = tt_keepalive_pressure_idle(p->ka.idle_timeout_ms, c->w->nconns, c->w->conf->max_connections);
+        if (idle < p->ka.idle_timeout_ms) tt_counter_add(&c->w->metrics.idle_timeout_cuts, 1);
         c->idle_bucket = (uint8_t)tt_keepalive_pick_bucket(c->ls->idle_ms, c->ls->nidle, idle);
         c->idle = true;
+        c->idle_since_ms = now(c);
         tt_gauge_add(&c->w->metrics.conn_idle, 1);
         set_tq(c, TQ_IDLE);
         tt__worker_conn_idle(c->w);
@@ -1260,11 +1263,30 @@ static void op_abort(tt__conn_t *base)
     h2_close(tt_container_of(base, h2_conn_t, base), TT_CLOSE_SHUTDOWN);
 }
 
+/* What the status page shows of this connection (conn_report.c); on the owning worker. */
+static void op_info(const tt__conn_t *base, uint64_t now_ms, tt_conn_info_t *out)
+{
+    const h2_conn_t *c = tt_container_of(base, h2_conn_t, base);
+    out->id = c->id;
+    out->age_ms = now_ms - c->accepted_ms;
+    out->idle_ms = c->idle ? now_ms - c->idle_since_ms : 0;
+    out->requests = c->streams_total;
+    out->listener = tt__lstate_index(c->ls);
+    out->tls = c->ls->tls != NULL;
+    out->h2 = true;
+    out->peer = c->peer;
+    out->state = c->idle           ? TT_CONN_IDLE
+                 : c->closed       ? TT_CONN_CLOSING
+                 : c->nstreams > 0 ? TT_CONN_WRITING
+                                   : TT_CONN_READING;
+}
+
 static const tt__conn_ops_t h2_ops = {
     .on_timeout = op_on_timeout,
     .close = op_close,
     .drain = op_drain,
     .abort = op_abort,
+    .info = op_info,
 };
 
 /* ---- adoption ---- */

@@ -260,6 +260,15 @@ void tt__wgen_unref(tt__wgen_t *wg)
     if (--wg->refs == 0) tt_loop_defer(wg->w->loop, &wg->free_later, wgen_free_cb);
 }
 
+uint16_t tt__lstate_index(const tt__lstate_t *ls)
+{
+    const tt__wgen_t *cur = ls->w->cur;
+    if (cur == NULL || ls->gen == cur) return (uint16_t)(ls - ls->gen->ls);
+    for (size_t l = 0; l < cur->nls; l++)
+        if (cur->ls[l].uid == ls->uid) return (uint16_t)l;
+    return UINT16_MAX;
+}
+
 tt__lstate_t *tt__lstate_follow(tt__lstate_t *ls)
 {
     tt__wgen_t *cur = ls->w->cur;
@@ -572,7 +581,9 @@ static void *worker_main(void *arg)
 {
     tt_worker_t *w = arg;
     worker_prepare(w);
+    tt__worker_report_start(w);
     tt_loop_run(w->loop);
+    tt__worker_report_stop(w);
     worker_finish(w);
     uint64_t one = 1;
     ssize_t n = write(w->srv->done_fd, &one, sizeof(one));
@@ -615,6 +626,7 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
         tt_bufpool_init(&w->bufs, 16384, 256);
         tt_timer_init(&w->accept_retry, accept_retry_on_timer);
         tt_timer_init(&w->drain_deadline, drain_deadline_on_timer);
+        tt__worker_report_init(w);
         if (conf->access_log_file != NULL)
             tt_accesslog_init_file(&w->alog, w->loop, conf->access_log_file);
         else
@@ -853,6 +865,7 @@ void tt_server_free(tt_server_t **srvp)
         tt_accesslog_dispose(&w->alog);
         tt_bufpool_dispose(&w->bufs);
         free(w->path_buf);
+        tt__worker_report_dispose(w);
         tt_loop_free(&w->loop);
     }
     /* The main thread's uses (current, and previous during a reload), then whatever never reached a worker. */
@@ -886,4 +899,16 @@ tt_metrics_shard_t *const *tt_server_shards(const tt_server_t *srv, size_t *n)
 {
     *n = srv->nworkers;
     return srv->shards;
+}
+
+void tt_server_conn_report(tt_server_t *srv, tt_conn_report_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (uint32_t i = 0; i < srv->nworkers; i++) tt__worker_report_merge(&srv->workers[i], out);
+}
+
+const char *tt_server_listener_name(const tt_server_t *srv, size_t i)
+{
+    const char *name = srv->cur->listeners[i].policy->name; /* the newest generation's listener `i` */
+    return name != NULL && name[0] != '\0' ? name : "default";
 }

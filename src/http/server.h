@@ -89,6 +89,8 @@ typedef struct tt_server tt_server_t;
 tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errlen);
 /** The address listener `i` of the current generation is bound to (with the kernel's port when 0 was asked). */
 const tt_addr_t *tt_server_bound_addr(const tt_server_t *srv, size_t i);
+/** The name listener `i` carries in metrics: its policy's name, or "default". */
+const char *tt_server_listener_name(const tt_server_t *srv, size_t i);
 /** Starts the worker threads. 0, or -errno when a thread could not be created: those already started have
  *  then been drained and joined (the server can be freed). */
 int tt_server_start(tt_server_t *srv);
@@ -163,5 +165,50 @@ size_t tt_server_nlisteners(const tt_server_t *srv);
 uint32_t tt_server_workers(const tt_server_t *srv);
 /** The workers' metric shards, for tt_metrics_render(); `*n` gets their count. */
 tt_metrics_shard_t *const *tt_server_shards(const tt_server_t *srv, size_t *n);
+
+/** What a client connection is doing, as the status page shows it. */
+typedef enum tt_conn_state {
+    TT_CONN_READING = 0, /* waiting for or reading a request (head or content) */
+    TT_CONN_WRITING,     /* a request is being answered (handler, upstream, or output queued) */
+    TT_CONN_IDLE,        /* between requests (keep-alive) */
+    TT_CONN_TUNNEL,      /* bytes relayed both ways after a 101 or CONNECT */
+    TT_CONN_HANDSHAKE,   /* TLS handshake */
+    TT_CONN_CLOSING,     /* lingering close */
+    TT_CONN__STATES
+} tt_conn_state_t;
+/** Static names: "reading", "writing", "idle", "tunnel", "handshake", "closing". */
+extern const char *const tt_conn_state_names[TT_CONN__STATES];
+
+/** One client connection as a worker last published it. */
+typedef struct tt_conn_info {
+    uint64_t id;
+    uint64_t age_ms;  /* since accept */
+    uint64_t idle_ms; /* since it became idle; 0 when not idle */
+    uint32_t requests;
+    uint16_t listener; /* index in tt_server_conf_t.listeners */
+    uint8_t state;     /* tt_conn_state_t */
+    bool h2, tls;
+    tt_addr_t peer;
+} tt_conn_info_t;
+
+#define TT_CONN_REPORT_TOP       20 /* connections kept per list */
+#define TT_CONN_REPORT_LISTENERS 16 /* listeners counted by state (later ones are added to the last) */
+
+/** The oldest and the longest-idle connections, and the open connections per listener by state. */
+typedef struct tt_conn_report {
+    tt_conn_info_t oldest[TT_CONN_REPORT_TOP]; /* by age, oldest first */
+    size_t noldest;
+    tt_conn_info_t idlest[TT_CONN_REPORT_TOP]; /* idle ones by idle time, longest first */
+    size_t nidlest;
+    uint32_t by_state[TT_CONN_REPORT_LISTENERS][TT_CONN__STATES];
+    size_t nlisteners;
+} tt_conn_report_t;
+
+/**
+ * Merges what every worker published into `out`. Each worker walks its own connections once per second (a timer
+ * on its loop) and publishes the result under a per-worker mutex, so the figures are up to a second old; this
+ * reads only those published copies, never a worker's lists. Any thread; takes each worker's report lock briefly.
+ */
+void tt_server_conn_report(tt_server_t *srv, tt_conn_report_t *out);
 
 #endif

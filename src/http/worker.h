@@ -87,16 +87,20 @@ struct tt_worker {
     tt_rand_t rng;       /* request ids (tt__req_set_id) */
     char *path_buf;      /* normalized request path of the request being dispatched (tt__worker_path_buf) */
     size_t path_cap;
-    tt_h1_response_t up_res; /* upstream response parse target, shared by every pool of the worker (one call) */
+    tt_h1_response_t up_res;   /* upstream response parse target, shared by every pool of the worker (one call) */
+    tt_timer_t report_timer;   /* once per second: walk conns, publish `report` (conn_report.c) */
+    pthread_mutex_t report_mu; /* guards `report`: written by this worker, read by the admin thread */
+    tt_conn_report_t report;
 };
 
 /* Every connection kind (h1, h2) starts with this: the worker's list, its one timeout entry, its ops. */
 typedef struct tt__conn tt__conn_t;
 typedef struct tt__conn_ops {
-    void (*on_timeout)(tt__conn_t *c);                      /* its timeout queue entry expired */
-    void (*close)(tt__conn_t *c, tt_close_reason_t reason); /* close at once (eviction) */
-    void (*drain)(tt__conn_t *c);                           /* a graceful drain began */
-    void (*abort)(tt__conn_t *c);                           /* the drain deadline passed */
+    void (*on_timeout)(tt__conn_t *c);                                       /* its timeout queue entry expired */
+    void (*close)(tt__conn_t *c, tt_close_reason_t reason);                  /* close at once (eviction) */
+    void (*drain)(tt__conn_t *c);                                            /* a graceful drain began */
+    void (*abort)(tt__conn_t *c);                                            /* the drain deadline passed */
+    void (*info)(const tt__conn_t *c, uint64_t now_ms, tt_conn_info_t *out); /* for the status page */
 } tt__conn_ops_t;
 struct tt__conn {
     tt_list_t link;   /* in w->conns */
@@ -138,6 +142,9 @@ void tt__wgen_unref(tt__wgen_t *g);
  * connection must be in none of `ls`'s timeout queues.
  */
 tt__lstate_t *tt__lstate_follow(tt__lstate_t *ls);
+/** The index of `ls`'s listener in the worker's current generation (what tt_server_bound_addr() and the status page
+ *  number listeners by), or UINT16_MAX when a reload removed it. Owning worker only. */
+uint16_t tt__lstate_index(const tt__lstate_t *ls);
 /* reqid.c */
 /** Gives `rq` its request id as w->conf->request_id says: the first X-Request-Id of `h` (may be NULL) when it is
  *  1 to TT_REQUEST_ID_MAX visible ASCII bytes and the mode keeps it, else 32 random hex digits; none when off. */
@@ -145,6 +152,18 @@ void tt__req_set_id(tt_req_t *rq, tt_worker_t *w, const tt_h1_request_t *h);
 
 /** Timeout callback of every connection queue: dispatches to the connection's on_timeout. */
 void tt__conn_on_timeout(tt_tq_entry_t *e);
+
+/* conn_report.c, for server.c */
+/** Initialises the worker's report (lock, timer); before the worker runs. */
+void tt__worker_report_init(tt_worker_t *w);
+/** Publishes a first report and arms the once-a-second timer; on the worker's thread (not for inline servers). */
+void tt__worker_report_start(tt_worker_t *w);
+/** Disarms the timer; on the worker's thread. */
+void tt__worker_report_stop(tt_worker_t *w);
+/** Merges the worker's published report into `out`; any thread. */
+void tt__worker_report_merge(tt_worker_t *w, tt_conn_report_t *out);
+/** Frees the lock; after the worker's thread ended. */
+void tt__worker_report_dispose(tt_worker_t *w);
 
 /* h1_conn.c, for server.c */
 /** Takes over an accepted socket `fd` from listener `ls` (a TLS listener starts with the handshake). */

@@ -70,6 +70,20 @@ void tt_metrics_printf(char **out, size_t *len, size_t *cap, const char *fmt, ..
     }
 }
 
+void tt_metrics_json_str(char **out, size_t *len, size_t *cap, const char *s)
+{
+    tt_metrics_printf(out, len, cap, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\')
+            tt_metrics_printf(out, len, cap, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            tt_metrics_printf(out, len, cap, "\\u%04x", *p);
+        else
+            tt_metrics_printf(out, len, cap, "%c", *p);
+    }
+    tt_metrics_printf(out, len, cap, "\"");
+}
+
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 static uint64_t sum_counter(tt_metrics_shard_t *const *s, size_t n, size_t off)
@@ -283,9 +297,13 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
                       "tether_accept_paused %lld\n"
                       "# HELP tether_buffers_in_use Connection buffers checked out of the worker pools.\n"
                       "# TYPE tether_buffers_in_use gauge\n"
-                      "tether_buffers_in_use %lld\n",
+                      "tether_buffers_in_use %lld\n"
+                      "# HELP tether_idle_timeout_cuts_total Idle timeouts armed below idle_timeout under connection "
+                      "pressure (above 75 %% of max_connections).\n"
+                      "# TYPE tether_idle_timeout_cuts_total counter\n"
+                      "tether_idle_timeout_cuts_total %llu\n",
                       (unsigned long long)SUMC(accept_pauses), (long long)SUMG(accept_paused),
-                      (long long)SUMG(buffers_in_use));
+                      (long long)SUMG(buffers_in_use), (unsigned long long)SUMC(idle_timeout_cuts));
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_tunnels_open Client connections that are byte tunnels now (after a 101).\n"
                       "# TYPE tether_tunnels_open gauge\n"

@@ -107,6 +107,7 @@ typedef struct tt_metrics_shard {
     tt_counter_t h2_goaway_sent[TT_GOAWAY__COUNT];
     tt_counter_t h2_refused_streams; /* streams over h2_max_concurrent_streams, reset with REFUSED_STREAM */
     tt_hist_t h2_ping_rtt_ms;
+    tt_counter_t idle_timeout_cuts;              /* idle timeouts armed below idle_timeout under connection pressure */
     tt_hist_t tls_handshake_us[2];               /* accept to handshake done, us: [0 full, 1 resumed] */
     tt_hist_t conn_lifetime_ms[TT_CLOSE__COUNT]; /* accept to close, by close reason (tt_hist_life_bounds) */
     tt_hist_t conn_requests[TT_CLOSE__COUNT];    /* requests (h2: streams) served, by close reason */
@@ -144,5 +145,7 @@ void tt_metrics_render(tt_metrics_shard_t *const *shards, size_t n, char **out, 
 
 /** printf-append to a growable string (as in tt_metrics_render); for other renderers of metrics. */
 TT_PRINTF(4, 5) void tt_metrics_printf(char **out, size_t *len, size_t *cap, const char *fmt, ...);
+/** Appends `s` as a JSON string (RFC 8259 7: quotes, backslash and control bytes escaped) to a growable string. */
+void tt_metrics_json_str(char **out, size_t *len, size_t *cap, const char *s);
 
 #endif

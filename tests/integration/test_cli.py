@@ -1,5 +1,5 @@
 """The command line: version, help, commands, repeated and IPv6 listeners, workers, access-log targets,
-and the /status JSON."""
+and the /status.json JSON."""
 
 import json
 import re
@@ -204,7 +204,7 @@ def test_access_log_file(tether, site):
 def status_json(t):
     c = HttpConn(*t.metrics_addr)
     try:
-        r = c.get("/status")
+        r = c.get("/status.json")
     finally:
         c.close()
     assert r.status == 200

@@ -160,7 +160,7 @@ def test_full_config_file_is_honoured(procs, site, tmp_path):
     m = get(p.metrics_addr, b"GET /custom-metrics HTTP/1.1\r\nHost: m\r\n\r\n")
     assert m.status == 200 and b"tether_connections_accepted_total" in m.body
     assert get(p.metrics_addr, b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").status == 404
-    status = json.loads(get(p.metrics_addr, b"GET /status HTTP/1.1\r\nHost: m\r\n\r\n").body)
+    status = json.loads(get(p.metrics_addr, b"GET /status.json HTTP/1.1\r\nHost: m\r\n\r\n").body)
     assert status["workers"] == 2
     # [log] access_log
     alog = tmp_path / "from-config.log"

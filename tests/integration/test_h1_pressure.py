@@ -106,12 +106,14 @@ def test_adaptive_idle_timeout_is_advertised(tether, site, conns):
     cs.append(conns(t))
     r = cs[1].get("/100.txt")
     assert r.keep_alive()["timeout"] == 10  # 6 of 8 open: exactly 75 %
+    assert t.metric("tether_idle_timeout_cuts_total") == 0
     cs.append(conns(t))
     t.wait_metric("tether_connections_open", lambda v: v == 7)
     # 7 of 8: 10 s - 9 s * (28 - 24) / 8 = 5.5 s, rounded down to 5
     for c in (cs[2], cs[0]):
         r = c.get("/100.txt")
         assert r.header("Keep-Alive").startswith("timeout=5, "), r.header("Keep-Alive")
+    assert t.metric("tether_idle_timeout_cuts_total") == 2  # what the advisor counts against max_connections
 
 
 def test_adaptive_idle_timeout_is_armed(tether, site, conns):

@@ -196,7 +196,7 @@ def test_sighup_reloads_under_concurrent_traffic_on_several_workers_and_tls_list
             while not stop.is_set() and time.monotonic() < deadline:
                 assert "tether_requests_total" in t.metrics_text()
                 c = HttpConn(*t.metrics_addr)
-                r = c.get("/status")
+                r = c.get("/status.json")
                 c.close()
                 assert r.status == 200 and json.loads(r.body)["workers"] == WORKERS, r
                 scrapes[0] += 1

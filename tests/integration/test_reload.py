@@ -12,6 +12,7 @@ says clearly why it cannot. The `tether` fixture checks a clean exit (status 0, 
 build) and no ThreadSanitizer report.
 """
 
+import json
 import os
 import signal
 import socket
@@ -243,6 +244,11 @@ def test_added_listener_accepts_removed_one_refuses_while_its_open_connection_fi
     assert r.status == 200 and r.header("Keep-Alive") == "timeout=4, max=998"
     assert main.get("/").status == 200
     assert closes(t) == 0
+    # the status page numbers listeners as the new generation does: the added one, not the removed one
+    r = HttpConn("127.0.0.1", t.metrics_addr[1]).get("/status.json")
+    assert r.status == 200
+    listed = json.dumps(json.loads(r.body))
+    assert "127.0.0.1:%d" % new_port in listed and "127.0.0.1:%d" % old_port not in listed, listed
 
 
 def test_a_listener_that_cannot_be_bound_refuses_the_whole_reload(tether, site):
