@@ -145,8 +145,10 @@ def test_parked_connection_retired_at_hint_minus_measured_margin(proxy, conns, h
     assert r.header_all("Keep-Alive") != ["timeout=%d" % hint_timeout]  # hop-by-hop: tether's own, not the origin's
     assert pool.idle() == 1
     margin = pool.m("tether_upstream_margin_seconds")
-    assert 0.025 <= margin < 0.5, "margin %.3fs: the floor is 25 ms, hint_margin (1 s) the bound" % margin
-    expect = hint_timeout - margin
+    # a busy machine measures longer round trips: anything up to hint_margin (1 s) is right; a connection's deadline
+    # takes at most half its timeout
+    assert 0.025 <= margin <= 1.0, "margin %.3fs: the floor is 25 ms, hint_margin (1 s) the bound" % margin
+    expect = hint_timeout - min(margin, hint_timeout / 2)
     wait_until(lambda: pool.retired("hint_deadline") == 1, expect + 3, "retired{hint_deadline}")
     took = time.monotonic() - start
     assert expect - 0.01 <= took <= asked + expect + 0.6 * SLOW, "retired after %.2fs, expected %.2fs" % (took, expect)
