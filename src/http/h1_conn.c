@@ -452,7 +452,10 @@ static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool h
         .minor_version = c->cur_minor,
         .conn_tokens = c->cur_tokens,
         .close_delimited = has_content && resp->content_length < 0 && !chunked,
-        .unread_body = c->body_unchecked,
+        /* chunked content whose framing nothing checked, or content an asynchronous handler answered before it
+         * all came (a proxied origin's early 413, 401, redirect): reading megabytes more only to stay persistent
+         * is not worth it, the connection closes after the response (RFC 9112 9.6) */
+        .unread_body = c->body_unchecked || (c->state == ST_BODY && c->areq != NULL),
         .error_close = c->error_close,
         .draining = w->draining,
         .requests = c->requests,
