@@ -465,6 +465,9 @@ int tt_cmd_serve(int argc, char **argv)
         proxy_confs[i].upgrade = (tt_upgrade_policy_t)r->upgrade;
         proxy_confs[i].tunnel_idle_ms = r->tunnel_idle_timeout_ms;
         proxy_confs[i].rules = &r->rules;
+        proxy_confs[i].buffering = r->request_buffering;
+        proxy_confs[i].buffer_memory = r->request_buffer_memory;
+        proxy_confs[i].temp_dir = r->temp_dir;
         tt_router_add_in(&router, vh, r->prefix, &tt_proxy_ops, &proxy_confs[i]);
     }
     if (c.static_root != NULL && !root_taken) {

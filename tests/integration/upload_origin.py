@@ -5,7 +5,7 @@ Each connection has its own thread and is persistent. Per request (by target):
     no Connection: close), then keeps reading and counting the request content until EOF (or `drain_for`
     seconds): `received` tells how much of the content tether sent after all;
   * anything else: reads the whole content (Content-Length or chunked) and answers 200 with a JSON
-    {"len", "sha256", "conn", "head_at"}.
+    {"len", "sha256", "conn", "framing" ("cl", "chunked" or "none"), "head_at"}.
 Every request is recorded in `requests` (dicts: target, conn, head_at (time.monotonic() when its head was
 complete), received (content bytes), eof ("fin" or "reset": the peer closed the connection after an early answer), done_at); `max_open`
 is the largest number of connections open at once.
@@ -174,7 +174,8 @@ class UploadOrigin:
         with self.lock:
             rec["received"] = total
             rec["done_at"] = time.monotonic()
-        out = json.dumps({"len": total, "sha256": h.hexdigest(), "conn": rec["conn"],
+        framing = "cl" if "content-length" in fields else "chunked" if "transfer-encoding" in fields else "none"
+        out = json.dumps({"len": total, "sha256": h.hexdigest(), "conn": rec["conn"], "framing": framing,
                           "head_at": rec["head_at"]}).encode()
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                   % (len(out), out))
