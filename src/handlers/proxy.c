@@ -322,8 +322,8 @@ static void pause_client(proxy_req_t *pr, bool pause)
 static const tt_upconn_ops_t up_ops;
 
 /* Request buffering: sends the held content from body_off until the connection's output is full (on_drain calls
- * again) or all is out, then the request's end. A content file that cannot be read fails the exchange like a reset
- * connection would, before any response: the client gets a 502. */
+ * again) or all is out, then the request's end. A content file that cannot be read back is tether's own failure:
+ * the connection goes (its request incomplete) and the client gets a 500, logged. */
 static void send_buffered(proxy_req_t *pr)
 {
     char scratch[16384];
@@ -331,10 +331,14 @@ static void send_buffered(proxy_req_t *pr)
         const char *p = NULL;
         int64_t n = tt_reqbuf_read(&pr->body, pr->body_off, scratch, sizeof(scratch), &p);
         if (n < 0) {
-            tt_log(TT_LOG_ERROR, "route %s: request content file: %s", pr->pc->route, strerror((int)-n));
+            tt_log(TT_LOG_ERROR, "route %s: request content file: %s: 500", pr->pc->route, strerror((int)-n));
             tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR);
             pr->up = NULL;
-            generate_error(pr, TT_CAUSE_CONNECT_ERROR);
+            if (pr->response_started)
+                tt_req_fail(pr->req);
+            else
+                tt_req_respond_text(pr->req, 500, TT_STR_NULL);
+            pr_finish(pr);
             return;
         }
         if (n == 0) {
