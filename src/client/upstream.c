@@ -72,6 +72,10 @@ static void free_cb(tt_defer_t *d)
 void tt_upconn_close(tt_upconn_t *u)
 {
     if (closed(u)) return;
+    /* An exchange whose request was not all written (an early answer, an exchange given up): RST rather than FIN,
+     * so the request bytes the kernel still holds are dropped instead of sent on to an origin that is done. */
+    bool abort = u->io.fd >= 0 && u->requests > 0 && (u->state == TT_UPCONN_BUSY || u->state == TT_UPCONN_READY) &&
+                 !tt_upconn_request_sent(u);
     u->state = TT_UPCONN_CLOSED;
     tt_timer_disarm(u->loop, &u->_timer);
     tt_timer_disarm(u->loop, &u->pool.timer);
@@ -83,6 +87,7 @@ void tt_upconn_close(tt_upconn_t *u)
     u->_tls_session = NULL;
     if (u->tr != NULL && tt_transport_is_tls(u->tr) && u->io.fd >= 0) tt_transport_shutdown(u->tr, u->io.fd);
     tt_transport_free(&u->tr);
+    if (abort) tt_sock_set_abortive_close(u->io.fd);
     if (u->io.fd >= 0) close(u->io.fd);
     u->io.fd = -1;
     tt_loop_defer(u->loop, &u->_free_later, free_cb);

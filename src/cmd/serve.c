@@ -417,6 +417,9 @@ static int serve_gen_build(serve_gen_t *g, uint32_t workers, tt_proxy_registry_t
         g->proxy_confs[i].upgrade = (tt_upgrade_policy_t)r->upgrade;
         g->proxy_confs[i].tunnel_idle_ms = r->tunnel_idle_timeout_ms;
         g->proxy_confs[i].rules = &r->rules;
+        g->proxy_confs[i].buffering = r->request_buffering;
+        g->proxy_confs[i].buffer_memory = r->request_buffer_memory;
+        g->proxy_confs[i].temp_dir = r->temp_dir;
         tt_router_add_in(&g->router, vh, r->prefix, &tt_proxy_ops, &g->proxy_confs[i]);
     }
     if (c->static_root != NULL && !root_taken) {

@@ -174,6 +174,9 @@ static const key_t_ keys[] = {
     {"upgrade", S_ROUTE, K_UPGRADE, R(upgrade), 0, 0},
     {"tunnel_idle_timeout", S_ROUTE, K_DURATION, R(tunnel_idle_timeout_ms), 1, 30 * DAY_MS},
     {"strip_prefix", S_ROUTE, K_BOOL, R(rules.strip_prefix), 0, 1},
+    {"request_buffering", S_ROUTE, K_BOOL, R(request_buffering), 0, 1},
+    {"request_buffer_memory", S_ROUTE, K_SIZE, R(request_buffer_memory), 0, 1 << 30},
+    {"temp_dir", S_ROUTE, K_STRING, R(temp_dir), 0, 0},
     {"rewrite", S_ROUTE, K_REWRITE, B_ROUTE, 0, 0, 0, 0},
     {"proxy_redirect", S_ROUTE, K_REDIRECT, R(rules.proxy_redirect), 0, 0},
     {"request_set_header", S_ROUTE, K_FIELD, B_ROUTE, 0, 0, TT_RULE_SET, 0},
@@ -521,6 +524,7 @@ static tt_conf_route_t *route_in(tt_conf_t *c, const char *vhost, const char *pr
     r->prefix = tt_strndup(prefix, strlen(prefix));
     r->upgrade = TT_UPGRADE_WEBSOCKET;
     r->tunnel_idle_timeout_ms = 3600 * 1000; /* HAProxy's timeout tunnel is often set to 1h */
+    r->request_buffer_memory = 64 * 1024;
     r->vhost = vhost ? tt_strndup(vhost, strlen(vhost)) : NULL;
     tt_rules_init(&r->rules);
     return r;
@@ -781,6 +785,7 @@ void tt_conf_dispose(tt_conf_t *c)
         free(c->routes[i].upstream);
         free(c->routes[i].root);
         free(c->routes[i].index);
+        free(c->routes[i].temp_dir);
     }
     free(c->routes);
     free(c->trusted_proxies);
@@ -937,6 +942,8 @@ static void note_line(loader_t *L, const char *name, tt_conf_route_t *route, tt_
         *(route ? &route->root_line : &L->c->static_root_line) = L->line;
     else if (route != NULL && strcmp(name, "upstream") == 0)
         route->upstream_line = L->line;
+    else if (route != NULL && strcmp(name, "temp_dir") == 0)
+        route->temp_dir_line = L->line;
     else if (up != NULL && strcmp(name, "tls_cert") == 0)
         up->_tls_cert_line = L->line;
     else if (up != NULL && strcmp(name, "tls_key") == 0)
@@ -1346,6 +1353,11 @@ int tt_conf_check_files(const tt_conf_t *c, char *err, size_t errlen)
     for (size_t i = 0; i < c->nroutes; i++)
         if (c->routes[i].root != NULL && (why = root_problem(c->routes[i].root)) != NULL)
             err_addf(err, errlen, "%s:%d: root: %s: %s", file, c->routes[i].root_line, c->routes[i].root, why);
+    for (size_t i = 0; i < c->nroutes; i++) /* the request buffer's temporary files are made there */
+        if (c->routes[i].temp_dir != NULL && ((why = root_problem(c->routes[i].temp_dir)) != NULL ||
+                                              (access(c->routes[i].temp_dir, W_OK) != 0 && (why = strerror(errno)))))
+            err_addf(err, errlen, "%s:%d: temp_dir: %s: %s", file, c->routes[i].temp_dir_line, c->routes[i].temp_dir,
+                     why);
     for (size_t i = 0; i < c->nlistens; i++)
         for (size_t k = 0; c->listens[i].tls_on && k < c->listens[i].tls.ncerts; k++)
             check_tls_pair(file, &c->listens[i].tls.certs[k], err, errlen);

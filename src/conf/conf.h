@@ -47,6 +47,10 @@ typedef struct tt_conf_route {
     char *index;            /* static: the directory index file, NULL = "index.html" */
     int upgrade;            /* proxy: tt_upgrade_policy_t, which Upgrade requests become tunnels [websocket] */
     uint64_t tunnel_idle_timeout_ms; /* proxy: a tunnel that moves no byte either way this long is closed [1h] */
+    bool request_buffering;          /* proxy: the whole request content is read before an upstream is taken [off] */
+    uint64_t request_buffer_memory;  /* proxy, buffering: bytes held in memory before a temporary file [64k] */
+    char *temp_dir;                  /* proxy, buffering: where the temporary files go; NULL: /tmp */
+    int temp_dir_line;               /* line of `temp_dir` in the file */
 } tt_conf_route_t;
 
 /** Everything `tether serve` needs. Strings are owned. */

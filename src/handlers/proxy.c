@@ -2,6 +2,7 @@
 #include "handlers/proxy.h"
 #include "core/log.h"
 #include "handlers/forward.h"
+#include "handlers/reqbuf.h"
 #include "http/worker.h"
 
 #include <stdatomic.h>
@@ -18,6 +19,8 @@ typedef struct proxy_metrics {
     tt_counter_t replays[TT_CAUSE__COUNT];
     tt_counter_t next_server[TT_CAUSE__COUNT];
     tt_counter_t generated[TT_CAUSE__COUNT];
+    tt_counter_t buffered;     /* requests whose content was read whole before an upstream was taken */
+    tt_counter_t buffer_files; /* ... of which the content went to a temporary file */
 } proxy_metrics_t;
 
 /* A worker's pool with the number of generations' proxy states that hold it: a reload that keeps a server hands
@@ -139,6 +142,9 @@ typedef struct proxy_req {
     bool h2_tunnel;      /* an HTTP/2 extended CONNECT (RFC 8441): after the 101 the stream carries the bytes */
     bool streaming;      /* h2_tunnel after the 101: `up` is in stream mode, out of the pool */
     bool done;           /* finished (pr_finish): the client request is answered or gone */
+    bool buffering;      /* request_buffering: the content is read whole into `body` before a server is picked */
+    tt_reqbuf_t body;    /* with `buffering`: the content (reqbuf.h); always initialised, freed by pr_finish */
+    uint64_t body_off;   /* with `buffering`: content bytes sent to the current connection */
     char *client;        /* for the route's response rules: "scheme\0authority\0remote_addr\0", in client_buf or
                             owned when longer; NULL: none */
     char client_buf[160];
@@ -190,6 +196,7 @@ static void pr_finish(proxy_req_t *pr)
     tt_buf_release(&pr->head, &w->bufs);
     tt_buf_release(&pr->held, &w->bufs);
     tt_buf_release(&pr->trailers, &w->bufs);
+    tt_reqbuf_free(&pr->body, &w->bufs); /* the temporary file closes with the exchange, on every path */
     tt_loop_defer(w->loop, &pr->free_later, pr_free_cb);
 }
 
@@ -357,6 +364,35 @@ static void pause_client(proxy_req_t *pr, bool pause)
 
 static const tt_upconn_ops_t up_ops;
 
+/* Request buffering: sends the held content from body_off until the connection's output is full (on_drain calls
+ * again) or all is out, then the request's end. A content file that cannot be read back is tether's own failure:
+ * the connection goes (its request incomplete) and the client gets a 500, logged. */
+static void send_buffered(proxy_req_t *pr)
+{
+    char scratch[16384];
+    while (pr->up != NULL && !pr->sent_end) {
+        const char *p = NULL;
+        int64_t n = tt_reqbuf_read(&pr->body, pr->body_off, scratch, sizeof(scratch), &p);
+        if (n < 0) {
+            tt_log(TT_LOG_ERROR, "route %s: request content file: %s: 500", pr->pc->route, strerror((int)-n));
+            tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR);
+            pr->up = NULL;
+            if (pr->response_started)
+                tt_req_fail(pr->req);
+            else
+                tt_req_respond_text(pr->req, 500, TT_STR_NULL);
+            pr_finish(pr);
+            return;
+        }
+        if (n == 0) {
+            send_end(pr);
+            return;
+        }
+        pr->body_off += (uint64_t)n;
+        if (!tt_upconn_send(pr->up, p, (size_t)n)) return; /* full: on_drain goes on */
+    }
+}
+
 static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
 {
     tt_loop_t *loop = pr->pw->w->loop;
@@ -382,6 +418,11 @@ static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
     update_log(pr);
     bool full = false;
     up_send(pr, tt_buf_data(&pr->head), pr->head.len, &full);
+    if (pr->buffering) { /* the whole content is held: from its start (again, for a replay) */
+        pr->body_off = 0;
+        send_buffered(pr);
+        return;
+    }
     if (pr->held.len) send_chunk(pr, tt_buf_data(&pr->held), pr->held.len, &full);
     if (!pr->held_all) tt_buf_release(&pr->held, &pr->pw->w->bufs); /* only waiting for the connection: sent now */
     send_end(pr);
@@ -404,6 +445,39 @@ static void refuse_framing(proxy_req_t *pr)
     pr_finish(pr);
 }
 
+/* Request buffering: holds content as it comes, in memory and then in a temporary file. */
+static void buffer_content(proxy_req_t *pr, const char *data, size_t len)
+{
+    int r = tt_reqbuf_append(&pr->body, &pr->pw->w->bufs, data, len);
+    if (r == 1) tt_counter_add(&pr->m->buffer_files, 1);
+    if (r >= 0) return;
+    tt_log(TT_LOG_ERROR, "route %s: request content to a temporary file in %s: %s: 500", pr->pc->route, pr->body.dir,
+           strerror(-r));
+    pr->req->log_extra = TT_STR_NULL;
+    tt_req_respond_text(pr->req, 500, TT_STR_NULL);
+    pr_finish(pr);
+}
+
+/* Request buffering: the content is complete and held. It goes upstream with its length (a chunked request is
+ * de-chunked: the head got no framing field), so a server is picked and a connection taken only now. */
+static void buffered_complete(proxy_req_t *pr)
+{
+    tt_bufpool_t *bufs = &pr->pw->w->bufs;
+    if (pr->req->content_length < 0) {
+        char line[64];
+        int n = snprintf(line, sizeof(line), "Content-Length: %llu\r\n\r\n", (unsigned long long)pr->body.len);
+        pr->head.len -= 2; /* before the empty line that ends the head */
+        tt_buf_append(&pr->head, bufs, line, (size_t)n);
+    }
+    bool all_down;
+    if (!pick_server(pr, &all_down)) {
+        generate_error(pr, TT_CAUSE_ALL_SERVERS_DOWN);
+        return;
+    }
+    update_log(pr);
+    acquire(pr, false);
+}
+
 static void client_on_body(tt_req_t *req, const char *data, size_t len)
 {
     proxy_req_t *pr = req->ctx;
@@ -411,6 +485,10 @@ static void client_on_body(tt_req_t *req, const char *data, size_t len)
     pr->body_total += len;
     if (pr->hold && pr->body_total > (uint64_t)req->content_length) {
         refuse_framing(pr);
+        return;
+    }
+    if (pr->buffering) {
+        buffer_content(pr, data, len);
         return;
     }
     if (pr->held_all && pr->body_total > pr->uc->replay_buffer && pr->up != NULL) {
@@ -438,6 +516,10 @@ static void client_on_body_end(tt_req_t *req, tt_str_t trailers)
         return;
     }
     pr->body_done = true;
+    if (pr->buffering) { /* trailers have no place in a Content-Length request: dropped (RFC 9110 6.5.1 allows it) */
+        buffered_complete(pr);
+        return;
+    }
     if (pr->streaming) { /* the client ended its side of the tunnel: the upstream gets FIN after the bytes */
         tt_upconn_shutdown_write(pr->up);
         return;
@@ -773,7 +855,10 @@ static void up_on_error(tt_upconn_t *u, tt_up_err_t err)
 static void up_on_drain(tt_upconn_t *u)
 {
     proxy_req_t *pr = u->data;
-    pause_client(pr, false);
+    if (pr->buffering)
+        send_buffered(pr);
+    else
+        pause_client(pr, false);
 }
 
 static const tt_upconn_ops_t up_ops = {
@@ -926,6 +1011,7 @@ static void proxy_handle(void *state, tt_req_t *req)
         return;
     }
     proxy_req_t *pr = tt_calloc(1, sizeof(*pr));
+    tt_reqbuf_init(&pr->body, pc->buffer_memory, pc->temp_dir);
     pr->req = req;
     pr->pw = pw;
     pr->pc = pc;
@@ -946,6 +1032,12 @@ static void proxy_handle(void *state, tt_req_t *req)
     if (pr->h2_tunnel) { /* no request content: the stream's DATA will be the tunnel's, sent as they come */
         pr->chunked_up = pr->hold = pr->held_all = pr->replayable = false;
         if (tt_str_ieq(proto, TT_LIT("websocket"))) ws_key = make_ws_key(key);
+    } else if (pc->buffering && req->has_body && !pr->upgrade) {
+        /* Content first, whole (a chunked one then goes with Content-Length), and held whole: replayable. */
+        pr->buffering = true;
+        pr->chunked_up = false;
+        pr->held_all = true;
+        tt_counter_add(&pr->m->buffered, 1);
     }
     if (routed_head(route, pr, req, pr->upgrade ? proto : TT_STR_NULL, ws_key, &pw->w->bufs) != 0) {
         tt_req_respond_text(req, 500, TT_STR_NULL);
@@ -957,6 +1049,10 @@ static void proxy_handle(void *state, tt_req_t *req)
     pr->up_log = (tt_accesslog_up_t){.name = pr->uc->name, .connect_us = -1, .header_us = -1, .response_us = -1};
     req->log_up = &pr->up_log;
     tt_req_set_hooks(req, &client_hooks, pr);
+    if (pr->buffering) {
+        update_log(pr);
+        return; /* buffered_complete() goes on once the content is in */
+    }
     bool all_down;
     if (!pick_server(pr, &all_down)) {
         generate_error(pr, TT_CAUSE_ALL_SERVERS_DOWN);
@@ -1385,6 +1481,24 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
         {"tether_upstream_next_server_total", "Requests sent to the next server after a failure, by cause.",
          XM(next_server)},
     };
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } buffer_series[] = {
+        {"tether_request_buffered_total",
+         "Requests whose content was read whole before an upstream connection was taken (request_buffering).",
+         XM(buffered)},
+        {"tether_request_buffer_files_total",
+         "Buffered requests whose content went past request_buffer_memory to a temporary file.", XM(buffer_files)},
+    };
+    for (size_t k = 0; k < TT_ARRAY_SIZE(buffer_series); k++) {
+        tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s counter\n", buffer_series[k].name,
+                          buffer_series[k].help, buffer_series[k].name);
+        for (size_t u = 0; u < reg->nups; u++)
+            tt_metrics_printf(
+                out, len, cap, "%s{upstream=\"%s\"} %llu\n", buffer_series[k].name, reg->ups[u].name,
+                (unsigned long long)sum_u(&reg->proxy_m[u], buffer_series[k].off, xstride, reg->nworkers));
+    }
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_upstream_requests_total Requests proxied, by upstream.\n"
                       "# TYPE tether_upstream_requests_total counter\n");

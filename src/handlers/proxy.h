@@ -9,6 +9,13 @@
  * on a reused connection before any response byte is replayed once on a new connection when it is
  * replayable (an idempotent method, RFC 9110 9.2.2, or an Idempotency-Key field, with its content still
  * held). Every 502/503/504 tether generates names its cause in metrics and in the access log.
+ *
+ * With request buffering (a route's request_buffering = on) the whole request content is read first (reqbuf.h:
+ * memory, then an unlinked temporary file), and only then is a server picked and a connection taken: a slow upload
+ * holds no upstream connection, the content goes upstream with Content-Length (a chunked request is de-chunked), and
+ * the request is replayable whatever its size, since its content is held whole. An origin's final response that
+ * comes while the content is still going out (an early 413, 401, redirect) is forwarded; the rest of the content is
+ * not sent, and the upstream connection is closed (reset: request bytes are left unsent), never parked.
  */
 #ifndef TT_HANDLERS_PROXY_H
 #define TT_HANDLERS_PROXY_H
@@ -101,6 +108,9 @@ typedef struct tt_proxy_conf {
     tt_upgrade_policy_t upgrade;
     uint64_t tunnel_idle_ms;       /* a tunnel that moves no byte either way this long is closed */
     const tt_route_rules_t *rules; /* the route's path and field rules (rules.h); NULL: none; not owned */
+    bool buffering;                /* request_buffering: read the whole request content before taking a connection */
+    uint64_t buffer_memory;        /* request_buffer_memory: content bytes kept in memory; beyond, a temporary file */
+    const char *temp_dir;          /* where those files go (reqbuf.h); NULL: /tmp; not owned */
 } tt_proxy_conf_t;
 
 /** The reverse proxy handler (asynchronous; takes request content). */

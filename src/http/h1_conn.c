@@ -606,7 +606,12 @@ static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool h
         .minor_version = c->cur_minor,
         .conn_tokens = c->cur_tokens,
         .close_delimited = has_content && resp->content_length < 0 && !chunked,
-        .unread_body = c->body_unchecked,
+        /* chunked content whose framing nothing checked, or content still to come from the socket that an
+         * asynchronous handler answered before it all came (a proxied origin's early 413, 401, redirect): reading
+         * megabytes more only to stay persistent is not worth it, the connection closes after the response (RFC
+         * 9112 9.6). Content already all in the input buffer is discarded, and the connection stays. */
+        .unread_body = c->body_unchecked ||
+                       (c->state == ST_BODY && c->areq != NULL && (c->chunked || c->body_left > (int64_t)c->in.len)),
         .error_close = c->error_close,
         .draining = w->draining,
         .requests = c->requests,

@@ -949,6 +949,14 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *user)
 {
     h2_conn_t *c = user;
+    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+        nghttp2_session_get_stream_remote_close(s, frame->hd.stream_id) == 0) {
+        /* The response is complete before the request (a proxied origin's early 413, 401, redirect): the client
+         * is asked to stop sending its content, without error (RFC 9113 8.1). */
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code == NGHTTP2_NO_ERROR &&
         frame->goaway.last_stream_id == INT32_MAX && c->goaway == GA_NOTICE) {
         /* the notice is out: the PING behind it, and the real GOAWAY after its ACK or GOAWAY_WAIT_MS */

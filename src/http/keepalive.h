@@ -20,7 +20,8 @@ typedef struct tt_ka_state {
     int minor_version;    /* request HTTP/1.minor */
     unsigned conn_tokens; /* TT_H1_CONN_* of the request */
     bool close_delimited; /* the response body ends with the connection */
-    bool unread_body;     /* chunked request content is still to come, unchecked, as the response is committed */
+    bool unread_body;     /* request content is still to come as the response is committed: chunked content
+                             unchecked, or content an asynchronous handler (the proxy) answered early */
     bool error_close;     /* the request was refused in a way that loses framing (400, 413, ...) */
     bool draining;        /* the server is shutting down gracefully */
     uint32_t requests;    /* requests on this connection, this one included (>= 1) */

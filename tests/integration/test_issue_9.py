@@ -16,7 +16,7 @@ import pytest
 
 from conftest import SLOW, TETHER_BIN
 from pool_support import wait_until
-from proxy_util import RawServer, access_line_for, recv_head, upstream_config
+from proxy_util import RawServer, access_line_for, closed_port, recv_head, upstream_config
 from tls_util import H2Conn
 
 
@@ -277,12 +277,16 @@ def test_an_h2_client_that_stalls_a_stream_is_closed_at_its_timeout(tether, tmp_
     socket was not full, and nothing else had a deadline (fuzz_worker: "still connected after 400 s"). Now the
     send timeout covers a response held by the window, the body timeout awaited content, as over HTTP/1.1."""
     (tmp_path / "big.bin").write_bytes(b"b" * 200000)
-    t = tether("--root", str(tmp_path), "--workers", "1", "--idle-timeout", "60s", "--send-timeout", "1s",
-               "--body-timeout", "1s")
+    flags = ("--workers", "1", "--idle-timeout", "60s", "--send-timeout", "1s", "--body-timeout", "1s")
     if stall == "window":
+        t = tether("--root", str(tmp_path), *flags)
         s = h2_stalled_client(t.port, initial_window=0)
         reason = "send_timeout"
     else:
+        # A handler that awaits the content: a route with request_buffering reads it whole before anything else (a
+        # static file answered at once ends the stream with RST_STREAM NO_ERROR, RFC 9113 8.1: nothing is awaited).
+        t = tether(*flags, config="[upstream never]\nserver = 127.0.0.1:%d\n\n[route /]\nupstream = never\n"
+                   "request_buffering = on\n" % closed_port())
         s = h2_stalled_client(t.port, end_stream=False, method="PUT")
         reason = "body_timeout"
     try:

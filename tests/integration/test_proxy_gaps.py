@@ -424,6 +424,38 @@ def test_replay_only_while_the_body_is_held(tether, scripted, conns, method, key
     assert o.accepted == (2 if replayed else 1)
 
 
+@pytest.mark.parametrize("method,chunked", [("PUT", False), ("PUT", True), ("POST-key", False)],
+                         ids=["put", "put-chunked", "post-key"])
+def test_buffered_content_is_replayed_whatever_its_size(tether, scripted, conns, method, chunked):
+    """request_buffering = on (issue 11): the whole content is held (300 kB, in a temporary file past the 64k of
+    memory), so a replayable request the origin drops on a reused connection is replayed on a new one however large
+    its content, with the same bytes and Content-Length."""
+    def script(conn, req):
+        return ("close",) if (conn, req) == (1, 2) else ("ok",)
+
+    o = scripted(script=script)
+    t = start_tether(tether, [o.name], extra="request_buffering = on\n[limits]\nmax_body_size = 1m\n")
+    c = conns(t)
+    assert body_of(c.get("/warm"))["conn"] == 1
+    size = 300000
+    headers = {"Idempotency-Key": "k-big"} if method == "POST-key" else {}
+    body = b"b" * size
+    if chunked:
+        headers["Transfer-Encoding"] = "chunked"
+        body = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 50000]), body[i:i + 50000])
+                        for i in range(0, size, 50000)) + b"0\r\n\r\n"
+    c.request(method.split("-")[0], "/big", headers=headers, body=body)
+    e = body_of(c.response())
+    assert (e["conn"], e["req"], e["body_len"]) == (2, 1, size), e
+    with o.lock:
+        tries = [(cn, rn, bl) for cn, rn, m, p, bl in o.requests if p == "/big"]
+    assert tries == [(1, 2, size), (2, 1, size)]
+    f = log_for(t, "/big")
+    assert f["replays"] == "1" and f["cause"] == "-", f
+    assert PoolView(t, o.port).replays("closed_before_response") == 1
+    assert generated_all(t) == 0
+
+
 @pytest.mark.parametrize("size,fresh", [
     (1000, False),
     (100000, True),
