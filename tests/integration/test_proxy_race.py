@@ -130,10 +130,10 @@ def test_race_with_keepalive_hint(tether):
         assert pool.retired("hint_deadline") > 0
         assert pool.retired("stale_on_reuse") == 0
         # the origin's own idle closes are the canaries' (no request ran on them): the connections parked before
-        # each worker saw its first canary close, at most the 8 clients' of two rounds (a second canary is due
-        # 30 s later, after this 24 s run)
+        # each worker saw its first canary close: the 8 clients' of two rounds on a quiet machine (a second canary
+        # is due 30 s later, after this 24 s run); a busy machine stretches and overlaps rounds, so up to four
         closes = origin_stats(o)["idle_closes"]
-        assert closes <= 16 and pool.retired("peer_closed_while_idle") <= 16, (closes, pool.retired_all())
+        assert closes <= 32 and pool.retired("peer_closed_while_idle") <= 32, (closes, pool.retired_all())
         assert pool.m("tether_upstream_learned_above_hint_seconds") == 0, "learned above a hint the origin keeps"
         assert pool.learned() == 0, "learned a timeout although the origin gives a hint"
         # prevention: no connection was reused past the hinted deadline (1 s minus at least the 25 ms floor), on
