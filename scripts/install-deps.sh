@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential libtsan2 cmake pkg-config clang libclang-rt-14-dev clang-format
-  libssl-dev libnghttp2-dev libinih-dev libcmocka-dev libpcre2-dev
+  libssl-dev libnghttp2-dev libinih-dev libcmocka-dev libpcre2-dev libsystemd-dev
   python3 python3-pytest python3-h2 python3-httpx python3-websockets
   curl nghttp2-client wrk nginx-light iproute2 openssl procps
   chromium  # large (~300 MB with its libraries): the status page's browser test (test_status_page.py)
