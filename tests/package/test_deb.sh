@@ -45,7 +45,7 @@ if ! make -C "$src" --no-print-directory deb DEB_DIR="$work/deb" DEB_WORK="$work
 fi
 say "built in $(( $(date +%s) - start )) s"
 fi
-deb=$(ls "$work"/deb/tether_*_*.deb | grep -v dbgsym | head -1)
+deb=$(ls "$work"/deb/tether_*_*.deb 2>/dev/null | grep -v dbgsym | head -1 || true)
 [ -f "$deb" ] || fail "no tether_*.deb in $work/deb"
 
 # 2. contents
@@ -55,7 +55,7 @@ for f in ./usr/bin/tether ./lib/systemd/system/tether.service ./usr/share/man/ma
          ./usr/share/doc/tether/copyright ./usr/share/doc/tether/examples/tether.ini ./etc/logrotate.d/tether; do
   grep -qx -- "$f" <<<"$contents" || fail "$f is not in $(basename "$deb")"
 done
-dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/tether/tether.ini ||
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -x /etc/tether/tether.ini >/dev/null ||
   fail "/etc/tether/tether.ini is not a conffile"
 [ "$(dpkg-deb -f "$deb" Version)" = "$(sed -n 's/^project(tether VERSION \([0-9.]*\).*/\1/p' "$src/CMakeLists.txt")" ] ||
   fail "debian/changelog's version is not CMakeLists.txt's"
@@ -106,8 +106,8 @@ say "unpacked: serves the example site"
 if [ "${TT_DEB_INSTALL:-1}" = 0 ] || [ "$(id -u)" -ne 0 ]; then
   say "SKIP dpkg -i (TT_DEB_INSTALL=0 or not root)"; exit 0
 fi
-if dpkg-query -W -f='${Status}' tether 2>/dev/null | grep -q "install ok"; then
-  say "SKIP dpkg -i: a tether package is already installed here"; exit 0
+if [ -n "$(dpkg-query -W -f='${Status}' tether 2>/dev/null || true)" ]; then
+  say "SKIP dpkg -i: dpkg already knows a tether package here"; exit 0
 fi
 if getent passwd tether >/dev/null; then
   say "SKIP dpkg -i: a user tether already exists (its removal on purge would not be ours)"; exit 0
