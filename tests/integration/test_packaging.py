@@ -267,5 +267,27 @@ def test_build_depends_are_installed_by_install_deps():
     names = [re.sub(r"\s*\(.*?\)", "", d).strip() for d in deps.split(",") if d.strip()]
     names = ["debhelper" if n == "debhelper-compat" else n for n in names]
     with open(os.path.join(SOURCE_DIR, "scripts", "install-deps.sh")) as f:
-        listed = set(re.search(r"packages=\((.*?)\)", f.read(), re.S).group(1).split())
+        block = re.search(r"^packages=\((.*?)^\)", f.read(), re.S | re.M).group(1)
+    listed = set(re.sub(r"#[^\n]*", "", block).split())
     assert names and not [n for n in names if n not in listed], (names, listed)
+
+
+def test_every_library_cmake_finds_is_a_build_dependency():
+    """Each pkg_check_modules() of CMakeLists.txt is provided by a package of debian/control's Build-Depends (a
+    library added to the build and not to the package fails `make deb` only on a clean machine otherwise)."""
+    if shutil.which("dpkg") is None or shutil.which("pkg-config") is None:
+        pytest.skip("dpkg or pkg-config missing")
+    with open(os.path.join(SOURCE_DIR, "CMakeLists.txt")) as f:
+        modules = re.findall(r"pkg_check_modules\(\w+ REQUIRED IMPORTED_TARGET ([\w.-]+)\)", f.read())
+    with open(os.path.join(SOURCE_DIR, "debian", "control")) as f:
+        deps = re.search(r"^Build-Depends:(.*?)^\S", f.read(), re.M | re.S).group(1)
+    build_depends = {re.sub(r"\s*\(.*?\)", "", d).strip() for d in deps.split(",")}
+    assert len(modules) >= 4
+    missing = []
+    for m in modules:
+        pcdir = subprocess.run(["pkg-config", "--variable=pcfiledir", m], capture_output=True, text=True).stdout
+        owner = subprocess.run(["dpkg", "-S", os.path.join(pcdir.strip(), m + ".pc")], capture_output=True,
+                               text=True).stdout.split(":")[0]
+        if owner not in build_depends:
+            missing.append("%s (%s)" % (owner or "?", m))
+    assert not missing, "not in debian/control Build-Depends: " + ", ".join(missing)
