@@ -139,6 +139,23 @@ def test_sighup_is_reloading_then_ready(tether, site, tmp_path):
         ns.close()
 
 
+def test_a_refused_reload_is_ready_again(tether, site, tmp_path):
+    """A reload whose file has an error is refused and the running configuration stays: systemd must still get
+    READY=1 after RELOADING=1, or it would wait for the reload until its timeout."""
+    ns = NotifySocket(tmp_path)
+    try:
+        t = tether(config="[static]\nroot = %s\n" % site, env=ns.env())
+        ns.wait_for("READY", "1")
+        with open(t.config_path, "a") as f:
+            f.write("[keepalive]\nidle_timeout = forever\n")
+        t.send_signal(signal.SIGHUP)
+        ns.wait_for("RELOADING", "1")
+        ns.wait_for("READY", "1")
+        assert fetch(t.port).status == 200
+    finally:
+        ns.close()
+
+
 def test_without_notify_socket_nothing_is_sent(tether, site, tmp_path):
     """Started by hand (no NOTIFY_SOCKET), tether sends nothing and runs as before: a socket bound at the usual
     place hears nothing."""
