@@ -498,6 +498,7 @@ typedef struct serve_fixed {
     char *access_log, *error_log, *pid_file, *metrics_path;
     struct tt_accesslog_fmt *log_format; /* the first configuration's, taken from it (owned) */
     int request_id;
+    char *user, *group; /* the process switched to them at start-up for good */
     int log_level;
     bool metrics_on;
     char metrics_addr[TT_ADDR_STRLEN];
@@ -519,6 +520,8 @@ static void fixed_take(serve_fixed_t *f, const tt_conf_t *c)
                          .access_log = dup_or_null(c->access_log),
                          .error_log = dup_or_null(c->error_log),
                          .pid_file = dup_or_null(c->pid_file),
+                         .user = dup_or_null(c->user),
+                         .group = dup_or_null(c->group),
                          .metrics_path = dup_or_null(c->metrics_path),
                          .log_level = c->log_level,
                          .metrics_on = c->metrics_on};
@@ -532,6 +535,8 @@ static void fixed_dispose(serve_fixed_t *f)
     free(f->error_log);
     free(f->pid_file);
     free(f->metrics_path);
+    free(f->user);
+    free(f->group);
 }
 
 static bool str_differs(const char *a, const char *b)
@@ -556,6 +561,8 @@ static void warn_restart_needed(const serve_fixed_t *f, const tt_conf_t *c)
         {f->backlog != c->backlog, "[server] backlog"},
         {f->reuse_port_with_others != c->reuse_port_with_others, "[server] reuse_port_with_others"},
         {str_differs(f->pid_file, c->pid_file), "[server] pid_file"},
+        {str_differs(f->user, c->user), "[server] user"},
+        {str_differs(f->group, c->group), "[server] group"},
         {str_differs(f->access_log, c->access_log), "[log] access_log"},
         {str_differs(f->error_log, c->error_log), "[log] error_log"},
         {f->log_level != c->log_level, "[log] level"},

@@ -240,6 +240,31 @@ def test_user_and_group(tether, shared_dir):
     assert gids == [gr.gr_gid] * 4
 
 
+@needs_root
+def test_a_reload_cannot_change_the_user(tether, shared_dir):
+    """The switch is for good: a reload that names another user says it takes a restart and keeps running as
+    the user it switched to."""
+    pw = nobody()
+    config = "[server]\nuser = nobody\n\n[static]\nroot = %s\n" % shared_dir
+    path = os.path.join(shared_dir, "tether.ini")  # a reload reads it as nobody
+    with open(path, "w") as f:
+        f.write(config)
+    os.chmod(path, 0o644)
+    t = tether("--access-log", "off", "--config", path)
+    deadline = time.monotonic() + 10 * SLOW
+    while "running as user nobody" not in t.stderr():
+        assert time.monotonic() < deadline, t.stderr()
+        time.sleep(0.02)
+    with open(path, "w") as f:
+        f.write(config.replace("user = nobody", "user = daemon"))
+    t.send_signal(signal.SIGHUP)
+    while "reload: [server] user changed: it takes a restart" not in t.stderr():
+        assert time.monotonic() < deadline + 10 * SLOW, t.stderr()
+        time.sleep(0.02)
+    assert proc_ids(t.proc.pid)[0] == [pw.pw_uid] * 4
+    assert fetch(t.port).status in (200, 403)
+
+
 def test_unknown_user_or_group_is_a_startup_error_at_its_line(tmp_path, site):
     path = tmp_path / "t.ini"
     path.write_text("[server]\nworkers = 1\nuser = no-such-user-tt\n\n[static]\nroot = %s\n" % site)
