@@ -369,8 +369,8 @@ static void drop_privileges(const tt_conf_t *c, const tt_privs_t *ids, bool alog
 {
     char err[1024];
     if (geteuid() == 0 && ids->uid != 0) {
-        const char *logs[] = {strcmp(c->error_log, "stderr") != 0 ? c->error_log : NULL,
-                              alog_file ? c->access_log : NULL};
+        bool elog_file = strcmp(c->error_log, "stderr") != 0 && !tt_log_is_syslog(c->error_log);
+        const char *logs[] = {elog_file ? c->error_log : NULL, alog_file ? c->access_log : NULL};
         for (size_t i = 0; i < TT_ARRAY_SIZE(logs); i++)
             if (logs[i] != NULL && chown(logs[i], ids->uid, ids->gid) != 0)
                 tt_log(TT_LOG_WARN, "user: cannot give the log file %s to %s: %s (a reopen may fail)", logs[i], c->user,
