@@ -2,7 +2,11 @@
 #   make run      install what is missing, build, serve examples/site on http://127.0.0.1:8080
 #   make test     install, then a normal and an ASan+UBSan build, each running every test; a TSan build
 #                 running the multi-worker tests; fuzz briefly
-#   make install  build and install /usr/local/bin/tether
+#   make install  build and install tether, its man pages, systemd unit, /usr/local/etc/tether/tether.ini and
+#                 example site under PREFIX (default /usr/local; PREFIX=/usr puts the config in /etc/tether);
+#                 DESTDIR=DIR stages it all under DIR
+#   make deb      build the Debian package (dpkg-buildpackage, debian/) into build/deb/tether_VERSION_ARCH.deb:
+#                 sudo dpkg -i build/deb/tether_*.deb && sudo systemctl start tether
 #   make fuzz     run the fuzzers (FUZZ_SECONDS each, default 300)
 #   make bench    every benchmark against nginx, h2o, HAProxy and wrk (bench/README.md; about 30 minutes, 15 of them bench/race.sh)
 
@@ -17,7 +21,7 @@ CI_FUZZ_SECONDS ?= 30
 CI_PARSER_FUZZ_SECONDS ?= 60
 CI_WORKER_FUZZ_SECONDS ?= 120
 
-.PHONY: all deps build run test test-normal test-asan test-tsan fuzz fuzz-build fuzz-ci install bench format format-check clean
+.PHONY: all deps build run test test-normal test-asan test-tsan fuzz fuzz-build fuzz-ci install deb bench format format-check clean
 
 all: build
 
@@ -67,7 +71,19 @@ fuzz: fuzz-build
 	scripts/run-fuzzers.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 install: build
-	cmake --install $(BUILD) --prefix $(PREFIX)
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix $(PREFIX)
+
+# dpkg-buildpackage writes its results next to the source tree, so it builds a copy of the tree (without build
+# directories and .git) in $(DEB_WORK), and the .deb files are copied to $(DEB_DIR).
+DEB_DIR  ?= build/deb
+DEB_WORK ?= build/deb-work
+deb: deps
+	rm -rf $(DEB_WORK) && mkdir -p $(DEB_WORK)/tether $(DEB_DIR)
+	tar -c --exclude=./.git --exclude='./build' --exclude='./build-*' --exclude='__pycache__' . | tar -x -C $(DEB_WORK)/tether
+	cd $(DEB_WORK)/tether && dpkg-buildpackage -us -uc -b -j$(JOBS)
+	rm -f $(DEB_DIR)/tether_*.deb $(DEB_DIR)/tether-dbgsym_*.deb
+	cp $(DEB_WORK)/*.deb $(DEB_WORK)/*.buildinfo $(DEB_WORK)/*.changes $(DEB_DIR)/
+	@ls -1 $(DEB_DIR)/*.deb
 
 bench: build
 	bench/static.sh

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # install-deps.sh -- installs the Debian packages tether's build, tests and fuzzers need, when missing.
+# debhelper and dpkg-dev build the Debian package (make deb, debian/control's Build-Depends are a subset of this
+# list), adduser is what the package's postinst uses, groff-base and man-db render the man pages in the tests.
 # Run as root on Debian 12 (apt-get install -y); as another user it only reports what is missing.
 set -euo pipefail
 
 packages=(
   build-essential libtsan2 cmake pkg-config clang libclang-rt-14-dev clang-format
-  libssl-dev libnghttp2-dev libinih-dev libcmocka-dev libpcre2-dev
+  libssl-dev libnghttp2-dev libinih-dev libcmocka-dev libpcre2-dev libsystemd-dev
   python3 python3-pytest python3-h2 python3-httpx python3-websockets
   curl nghttp2-client wrk nginx-light iproute2 openssl procps
   chromium  # large (~300 MB with its libraries): the status page's browser test (test_status_page.py)
   prometheus # promtool: test_races.py checks the /metrics exposition with `promtool check metrics`
+  debhelper dpkg-dev adduser groff-base man-db
 )
 
 missing=()

@@ -2,6 +2,8 @@
 #include "cmd/cmd.h"
 #include "conf/conf.h"
 #include "core/log.h"
+#include "core/notify.h"
+#include "core/privs.h"
 #include "handlers/proxy.h"
 #include "handlers/static.h"
 #include "handlers/status.h"
@@ -342,6 +344,48 @@ static size_t build_vhosts(tt_router_t *router, const tt_conf_t *c)
     return base;
 }
 
+/* [server] user, at start-up before anything is opened: looked up into `ids` (tt_conf_check_files() said it
+ * exists), and refused when this process cannot become it (only root can switch users). 0, or 2 after saying why. */
+static int check_user(const tt_conf_t *c, tt_privs_t *ids)
+{
+    const char *why, *file = c->path ? c->path : "config";
+    if (tt_privs_lookup(c->user, c->group, ids, &why) != 0) { /* the user database changed since the check */
+        fprintf(stderr, "tether: %s:%d: user: %s: %s\n", file, c->user_line, c->user, why);
+        return 2;
+    }
+    if (tt_privs_can_drop(ids)) return 0;
+    fprintf(stderr,
+            "tether: %s:%d: user: tether runs as uid %u, not as root, and cannot switch to user %s (uid %u, gid %u): "
+            "start it as root, or as that user\n",
+            file, c->user_line, (unsigned)geteuid(), c->user, (unsigned)ids->uid, (unsigned)ids->gid);
+    return 2;
+}
+
+/* [server] user: once every listener is bound and every log file open, and before any worker starts, becomes
+ * that user for good. Log files created as root are given to it first, so that a reopen (SIGUSR1) can open them
+ * again, as nginx does; then what the workers will read is checked again as the new user, so that a static root
+ * it cannot read is said now rather than found as a 403 on every request. check_user() said it can be done. */
+static void drop_privileges(const tt_conf_t *c, const tt_privs_t *ids, bool alog_file)
+{
+    char err[1024];
+    if (geteuid() == 0 && ids->uid != 0) {
+        bool elog_file = strcmp(c->error_log, "stderr") != 0 && !tt_log_is_syslog(c->error_log);
+        const char *logs[] = {elog_file ? c->error_log : NULL, alog_file ? c->access_log : NULL};
+        for (size_t i = 0; i < TT_ARRAY_SIZE(logs); i++)
+            if (logs[i] != NULL && chown(logs[i], ids->uid, ids->gid) != 0)
+                tt_log(TT_LOG_WARN, "user: cannot give the log file %s to %s: %s (a reopen may fail)", logs[i], c->user,
+                       strerror(errno));
+    }
+    if (tt_privs_drop(ids, err, sizeof(err)) != 0) tt_fatal("%s", err); /* as root, setres[ug]id do not fail */
+    tt_log(TT_LOG_INFO, "running as user %s (uid %u, gid %u)", c->user, (unsigned)ids->uid, (unsigned)ids->gid);
+    if (tt_conf_check_files(c, err, sizeof(err)) != 0)
+        for (char *line = err, *nl; line != NULL && *line != '\0'; line = nl ? nl + 1 : NULL) {
+            if ((nl = strchr(line, '\n')) != NULL) *nl = '\0';
+            tt_log(TT_LOG_WARN, "as user %s: %s (files are served, and SIGHUP reloads run, as this user)", c->user,
+                   line);
+        }
+}
+
 /*
  * One configuration generation: the parsed configuration and everything built from it (routes, the proxy registry
  * and its pools' settings, TLS sources, listener settings). The server holds it while any connection or request
@@ -457,6 +501,7 @@ typedef struct serve_fixed {
     char *access_log, *error_log, *pid_file, *metrics_path;
     struct tt_accesslog_fmt *log_format; /* the first configuration's, taken from it (owned) */
     int request_id;
+    char *user, *group; /* the process switched to them at start-up for good */
     int log_level;
     bool metrics_on;
     char metrics_addr[TT_ADDR_STRLEN];
@@ -478,6 +523,8 @@ static void fixed_take(serve_fixed_t *f, const tt_conf_t *c)
                          .access_log = dup_or_null(c->access_log),
                          .error_log = dup_or_null(c->error_log),
                          .pid_file = dup_or_null(c->pid_file),
+                         .user = dup_or_null(c->user),
+                         .group = dup_or_null(c->group),
                          .metrics_path = dup_or_null(c->metrics_path),
                          .log_level = c->log_level,
                          .metrics_on = c->metrics_on};
@@ -491,6 +538,8 @@ static void fixed_dispose(serve_fixed_t *f)
     free(f->error_log);
     free(f->pid_file);
     free(f->metrics_path);
+    free(f->user);
+    free(f->group);
 }
 
 static bool str_differs(const char *a, const char *b)
@@ -515,6 +564,8 @@ static void warn_restart_needed(const serve_fixed_t *f, const tt_conf_t *c)
         {f->backlog != c->backlog, "[server] backlog"},
         {f->reuse_port_with_others != c->reuse_port_with_others, "[server] reuse_port_with_others"},
         {str_differs(f->pid_file, c->pid_file), "[server] pid_file"},
+        {str_differs(f->user, c->user), "[server] user"},
+        {str_differs(f->group, c->group), "[server] group"},
         {str_differs(f->access_log, c->access_log), "[log] access_log"},
         {str_differs(f->error_log, c->error_log), "[log] error_log"},
         {f->log_level != c->log_level, "[log] level"},
@@ -669,6 +720,7 @@ static void start_reload(signal_watch_t *sw)
         serve_gen_free(g);
         sw->failed++;
         reload_certificates(sw);
+        tt_notify_ready();
         return;
     }
     sw->pending = g;
@@ -722,6 +774,7 @@ static void reload_on_io(tt_io_t *io, uint32_t events)
            "upstreams (%zu servers); open connections keep going and take the new policy at their next request",
            (unsigned long long)tt_server_generation(srv), nl, sw->stats.kept, sw->stats.added, sw->stats.removed,
            sw->cur->router.n, sw->cur->c.nupstreams, nservers);
+    tt_notify_ready();
     if (sw->again) {
         sw->again = false;
         start_reload(sw);
@@ -742,14 +795,17 @@ static void signal_on_io(tt_io_t *io, uint32_t events)
             reopen_logs(sw, "SIGHUP");
             if (sw->draining)
                 tt_log(TT_LOG_WARN, "SIGHUP: draining, the configuration is not reloaded");
-            else
+            else {
+                tt_notify_reloading(); /* systemd: reloading until READY=1, sent when it is applied or refused */
                 start_reload(sw);
+            }
             continue;
         }
         if (!sw->draining) {
             tt_log(TT_LOG_INFO, "%s: draining (stop accepting, finish in-flight responses)",
                    si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
             sw->draining = true;
+            tt_notify_stopping();
             tt_server_drain(sw->main);
         }
     }
@@ -814,6 +870,11 @@ int tt_cmd_serve(int argc, char **argv)
         return rc;
     }
     tt_log_setup((tt_log_level_t)c->log_level, STDERR_FILENO);
+    tt_privs_t ids;
+    if (!check && c->user != NULL && (rc = check_user(c, &ids)) != 0) {
+        serve_gen_free(g);
+        return rc;
+    }
     /* What a start opens besides its listeners, checked before anything else is built (--check opens none). */
     bool alog_file = strcmp(c->access_log, "off") != 0 && strcmp(c->access_log, "-") != 0;
     if (!check && (rc = open_logs_and_check_addresses(c, alog_file)) != 0) {
@@ -944,11 +1005,14 @@ int tt_cmd_serve(int argc, char **argv)
     sw.reloaded.cb = reload_on_io;
     tt_io_start(tt_server_loop(admin, 0), &sw.reloaded, TT_EV_READ);
 
+    if (c->user != NULL) drop_privileges(c, &ids, alog_file);
     if ((rc = tt_server_start(srv)) != 0) {
         fprintf(stderr, "tether: starting workers: %s\n", strerror(-rc));
         rc = 1;
     }
     if (rc == 0) {
+        tt_notify_ready();
+        tt_notify_status("serving %zu listening address%s with %u workers", g->nl, g->nl == 1 ? "" : "es", workers);
         tt_server_run_inline(admin);
         tt_server_join(srv);
         tt_log(TT_LOG_INFO, "stopped");

@@ -2,6 +2,7 @@
 #include "conf/conf.h"
 #include "conf/units.h"
 #include "core/log.h"
+#include "core/privs.h"
 #include "http/accesslog.h"
 
 #include <errno.h>
@@ -86,6 +87,8 @@ static const key_t_ keys[] = {
     {"trusted_proxies", S_SERVER, K_CIDRS, B_CONF, 0, 0, 0, 0},
     {"reuse_port_with_others", S_SERVER, K_BOOL, C(reuse_port_with_others), 0, 1},
     {"pid_file", S_SERVER, K_STRING, C(pid_file), 0, 0},
+    {"user", S_SERVER, K_STRING, C(user), 0, 0},
+    {"group", S_SERVER, K_STRING, C(group), 0, 0},
     {"address", S_LISTEN, K_ADDRESS, B_CONF, 0, 0, 0, 0},
     {"idle_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(ka.idle_timeout_ms), 0, DAY_MS},
     {"header_timeout", S_KEEPALIVE | S_LISTEN, K_DURATION, P(header_timeout_ms), 1, DAY_MS},
@@ -799,6 +802,8 @@ void tt_conf_dispose(tt_conf_t *c)
     free(c->pid_file);
     tt_accesslog_fmt_free(&c->log_format);
     free(c->metrics_path);
+    free(c->user);
+    free(c->group);
     memset(c, 0, sizeof(*c));
 }
 
@@ -952,6 +957,10 @@ static void note_line(loader_t *L, const char *name, tt_conf_route_t *route, tt_
         L->c->max_connections_line = L->line;
     else if (up != NULL && strcmp(name, "max_connections") == 0)
         up->_max_conns_default = false;
+    else if (strcmp(name, "user") == 0)
+        L->c->user_line = L->line;
+    else if (strcmp(name, "group") == 0)
+        L->c->group_line = L->line;
 }
 
 /* Keys that may be given several times in one section: each line adds one more. */
@@ -1371,5 +1380,13 @@ int tt_conf_check_files(const tt_conf_t *c, char *err, size_t errlen)
                                  .key_line = u->tls_key ? u->_tls_key_line : u->_tls_cert_line};
         check_tls_pair(file, &tc, err, errlen);
     }
+    tt_privs_t ids;
+    if (c->group != NULL && c->user == NULL)
+        err_addf(err, errlen, "%s:%d: group: needs user (the group is the one to run with after leaving root)", file,
+                 c->group_line);
+    else if (c->user != NULL && tt_privs_lookup(c->user, NULL, &ids, &why) != 0)
+        err_addf(err, errlen, "%s:%d: user: %s: %s", file, c->user_line, c->user, why);
+    else if (c->group != NULL && tt_privs_lookup(c->user, c->group, &ids, &why) != 0)
+        err_addf(err, errlen, "%s:%d: group: %s: %s", file, c->group_line, c->group, why);
     return errlen > 0 && err[0] != '\0' ? -1 : 0;
 }

@@ -90,6 +90,9 @@ typedef struct tt_conf {
     size_t ntrusted_proxies;
     bool reuse_port_with_others; /* [server]: start even when another process listens on our addresses */
     char *pid_file;              /* [server]: written after start-up, removed at exit; NULL: none */
+    char *user;                  /* [server] user: switch to it after start-up (core/privs.h); NULL: stay */
+    char *group;                 /* [server] group: its group instead of the user's primary one; NULL */
+    int user_line, group_line;   /* their lines in the file */
     /* private */
     tt_listen_policy_t _cli;
     uint64_t _cli_set;
@@ -131,8 +134,8 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen);
  * Checks what a finished `c` names on disk, opening nothing that stays open: every static root (the [static]
  * one, --root, each [route] root) must be a directory this process can read and search; every tls_cert and
  * tls_key of a [listen] or an [upstream] must be a readable PEM certificate chain and a PEM private key that
- * matches it. Returns 0, or -1 with one "FILE:LINE: key: reason" (or "--root DIR: reason", "--tls-cert: reason")
- * per problem in `err`, newline separated. Main thread only.
+ * matches it; `user` and `group` must exist in the user database. Returns 0, or -1 with one "FILE:LINE: key: reason"
+ * (or "--root DIR: reason", "--tls-cert: reason") per problem in `err`, newline separated. Main thread only.
  */
 int tt_conf_check_files(const tt_conf_t *c, char *err, size_t errlen);
 
