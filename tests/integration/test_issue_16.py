@@ -187,12 +187,15 @@ def matrix():
             for relay in (False, True):
                 s = Scenario(kind, relay, SEED + 2 * i + relay, workdir)
                 scenarios[s.name] = s
-        threads = [threading.Thread(target=s.run, daemon=True) for s in scenarios.values()]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(300 * SLOW)
-        assert not any(th.is_alive() for th in threads), "a scenario hung"
+        # two waves of four (without, then with the relay): eight at once under ASan on two busy cores stalled a
+        # tether long enough to see a canary's close a second young (the learned estimate then fell under its use)
+        for wave in ([s for s in scenarios.values() if not s.relay_on], [s for s in scenarios.values() if s.relay_on]):
+            threads = [threading.Thread(target=s.run, daemon=True) for s in wave]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(300 * SLOW)
+            assert not any(th.is_alive() for th in threads), "a scenario hung"
         print()
         for s in scenarios.values():
             print(s.summary())
