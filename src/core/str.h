@@ -17,6 +17,19 @@ static inline tt_str_t tt_str(const char *p, size_t n)
 {
     return (tt_str_t){p, n};
 }
+/** Writes `v` in decimal at `o` (no terminator; at most 20 bytes, the caller's room) and returns the end. */
+static inline char *tt_put_u64(char *o, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) *o++ = tmp[--n];
+    return o;
+}
+
 static inline char tt_lower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;

@@ -597,22 +597,10 @@ static size_t bound(const val_t *v, const tt_accesslog_rec_t *r, bool json)
     }
 }
 
-static char *put_u64(char *o, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) *o++ = tmp[--n];
-    return o;
-}
-
 /* `v` in units of 1/`scale` s, as seconds with `digits` decimals. */
 static char *put_fixed(char *o, uint64_t v, uint64_t scale, int digits)
 {
-    o = put_u64(o, v / scale);
+    o = tt_put_u64(o, v / scale);
     *o++ = '.';
     uint64_t frac = v % scale;
     for (int d = digits - 1; d >= 0; d--) {
@@ -643,7 +631,7 @@ static char *put_val(char *o, const val_t *v, const tt_accesslog_rec_t *r, const
         if (json) *o++ = '"';
         return o;
     case VK_NUMSTR: memcpy(o, v->s.p, v->s.n); return o + v->s.n;
-    case VK_U64: return put_u64(o, v->u);
+    case VK_U64: return tt_put_u64(o, v->u);
     case VK_MS: return put_fixed(o, v->u, 1000, 3);
     case VK_US: return put_fixed(o, v->u, 1000000, 6);
     case VK_REQUEST:

@@ -165,18 +165,6 @@ static char *put(char *o, const char *s, size_t n)
     return o + n;
 }
 
-static char *put_u64(char *o, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) *o++ = tmp[--n];
-    return o;
-}
-
 static void release_file(out_file_t *f)
 {
     if (f->f.release) f->f.release(f->f.ref);
@@ -626,7 +614,7 @@ static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool h
         tt_fatal("output buffer");
     char *o0 = tt_buf_tail(&c->out), *o = o0;
     o = put(o, TT_LIT("HTTP/1.1 "));
-    o = put_u64(o, (uint64_t)resp->status);
+    o = tt_put_u64(o, (uint64_t)resp->status);
     *o++ = ' ';
     o = put(o, reason, reason_len);
     o = put(o, TT_LIT("\r\n"));
@@ -634,7 +622,7 @@ static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool h
     if (resp->fields.n) o = put(o, resp->fields.p, resp->fields.n);
     if (!no_content && resp->content_length >= 0) {
         o = put(o, TT_LIT("Content-Length: "));
-        o = put_u64(o, (uint64_t)resp->content_length);
+        o = tt_put_u64(o, (uint64_t)resp->content_length);
         o = put(o, TT_LIT("\r\n"));
     } else if (chunked) {
         o = put(o, TT_LIT("Transfer-Encoding: chunked\r\n"));
@@ -646,11 +634,11 @@ static size_t put_head(h1_conn_t *c, const tt_resp_t *resp, bool chunked, bool h
         c->idle_bucket = (uint8_t)tt_keepalive_pick_bucket(c->ls->idle_ms, c->ls->nidle, idle);
         if (p->keepalive_header) {
             o = put(o, TT_LIT("Keep-Alive: timeout="));
-            o = put_u64(o, c->ls->idle_ms[c->idle_bucket] / 1000);
+            o = tt_put_u64(o, c->ls->idle_ms[c->idle_bucket] / 1000);
             uint32_t left = tt_keepalive_left(&p->ka, c->requests);
             if (left != UINT32_MAX) {
                 o = put(o, TT_LIT(", max="));
-                o = put_u64(o, left);
+                o = tt_put_u64(o, left);
             }
             o = put(o, TT_LIT("\r\n"));
         }
