@@ -14,6 +14,7 @@ per connection, `tether_build_info`, `tether_start_time_seconds`, and `promtool 
 exposition.
 """
 
+import json
 import select
 import shutil
 import socket
@@ -158,6 +159,41 @@ def test_idle_timeout_above_the_reuse_gap_stops_races(tether, site, conns):
     t2.wait_metric("tether_connections_closed_total", lambda v: v == 3, reason="client_close")
     assert races(t2, "idle_timeout") == 0
     assert race_lines(t2, 1, timeout=0) == []
+
+
+def test_the_advisors_idle_timeout_stops_the_races(tether, site, conns):
+    """The loop the issue asks for: races counted for a client that reuses at tether's idle timeout, `tether advise`
+    reads them and names the idle timeout to set, and with that value the same client's reuses are served."""
+    t = tether(config=config(site, keepalive="idle_timeout = 1s\nrace_window = 2s"))
+    for _ in range(3):  # certain races: each request goes out after tether's FIN was seen
+        c = conns(t)
+        assert c.get("/100.txt").status == 200
+        assert fin_seen(c, 2 + LATE)
+        assert not after_fin(c)
+    t.wait_metric("tether_close_races_total", lambda v: v == 3, listener="default", reason="idle_timeout")
+    gaps = [int(ln.rsplit("race_gap_ms=", 1)[1].split()[0]) / 1000.0 for ln in race_lines(t, 3)]
+    assert len(gaps) == 3 and min(gaps) >= 0.95, gaps
+    url = "http://%s:%d/metrics" % t.metrics_addr
+    out = subprocess.run([TETHER_BIN, "advise", "--metrics", url, "--json"], capture_output=True, text=True,
+                         timeout=20 * SLOW)
+    assert out.returncode == 0, out
+    advice = [a for a in json.loads(out.stdout) if a["key"] == "idle_timeout" and a["level"] == "change"]
+    assert len(advice) == 1, out.stdout
+    a = advice[0]
+    assert a["current"] == "1s" and "race" in a["reason"], a
+    suggested = a["suggested"]
+    seconds = float(suggested[:-1]) * {"s": 1, "m": 60, "h": 3600}[suggested[-1]]
+    assert seconds > max(gaps), (suggested, gaps)
+    # the same client, reusing after the longest gap that raced, against the advised timeout: served, no race
+    t2 = tether(config=config(site, keepalive="idle_timeout = %s\nrace_window = 2s" % suggested))
+    for _ in range(3):
+        c = conns(t2)
+        assert c.get("/100.txt").status == 200
+        time.sleep(max(gaps))
+        assert c.get("/100.txt").status == 200
+        c.close()
+    t2.wait_metric("tether_connections_closed_total", lambda v: v == 3, reason="client_close")
+    assert races(t2, "idle_timeout") == 0
 
 
 def test_race_window_zero_closes_at_once(tether, site, conns):
