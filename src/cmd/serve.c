@@ -36,7 +36,7 @@ static const char serve_usage[] =
     "running one stays. SIGHUP also reloads the TLS certificates and reopens the logs. SIGUSR1 reopens the\n"
     "logs only (after logrotate moved them). [server] pid_file names a file for `tether reload`.\n"
     "\n"
-    "  --config FILE              INI config file (docs/config.md)\n"
+    "  -c, --config FILE          INI config file (docs/config.md)\n"
     "  -t, --check                check the configuration (syntax, values, static roots, TLS files), open\n"
     "                             no socket and no log, print every error; exit 0 or 2\n"
     "  --root DIR                 serve files from DIR at /\n"
@@ -184,7 +184,7 @@ static int parse_args(int argc, char **argv, tt_conf_t *c, bool *check, bool rel
     optind = 0; /* 0: a full re-initialization of getopt (glibc), for a reload's second run */
     opterr = !reload;
     *err = '\0';
-    while ((opt = getopt_long(argc, argv, "ht", long_opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "htc:", long_opts, NULL)) != -1) {
         if (opt == 'h' && !reload) {
             fputs(serve_usage, stdout);
             exit(0);
@@ -194,7 +194,7 @@ static int parse_args(int argc, char **argv, tt_conf_t *c, bool *check, bool rel
             return 2;
         }
         if (opt == 't') *check = true;
-        if (opt == OPT_CONFIG) config = optarg;
+        if (opt == OPT_CONFIG || opt == 'c') config = optarg;
     }
     if (optind < argc) {
         snprintf(err, errlen, "serve: unexpected argument '%s' (see tether serve --help)", argv[optind]);
@@ -202,7 +202,7 @@ static int parse_args(int argc, char **argv, tt_conf_t *c, bool *check, bool rel
     }
     if (config != NULL && tt_conf_load(c, config, err, errlen) != 0) return 2;
     optind = 0;
-    while ((opt = getopt_long(argc, argv, "ht", long_opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "htc:", long_opts, NULL)) != -1) {
         int r = 0;
         if (opt == OPT_LISTEN) {
             r = tt_conf_cli_listen(c, optarg, err, errlen);

@@ -149,6 +149,14 @@ def test_check_reports_a_missing_root_with_its_line(tmp_path):
     assert "tether: %s:3: root: %s: No such file or directory" % (cfg, tmp_path / "nope") in out.stderr
 
 
+def test_config_has_nginx_short_form(tmp_path, site):
+    """`-c FILE` as nginx and `tether reload` take it."""
+    cfg = tmp_path / "t.ini"
+    cfg.write_text("[static]\nroot = %s\n" % site)
+    out = run("serve", "-c", str(cfg), "-t")
+    assert out.returncode == 0 and "configuration OK: %s" % cfg in out.stderr, out
+
+
 # ---- 3. start-up guards ----
 
 def test_duplicate_key_and_section_refuse_to_start(tmp_path, site):
