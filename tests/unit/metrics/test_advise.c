@@ -78,7 +78,7 @@ static void races_behind_a_balancer_raise_the_idle_timeout_above_its_gaps(void *
     assert_string_equal(a->current, "5s");
     assert_string_equal(a->suggested, "70s"); /* above the 60 s bucket the gaps reach, with room */
     assert_non_null(strstr(a->reason, "12 races"));
-    assert_non_null(strstr(a->reason, "request_in_close_window 9"));
+    assert_non_null(strstr(a->reason, "idle_timeout 9"));
     assert_non_null(strstr(a->reason, "up to 59.7s idle")); /* p99 of the race gaps */
     assert_non_null(strstr(a->reason, "your idle timeout is 5s: raise it above 60s"));
     /* the reuse gaps it did keep sit below the timeout, and the page says so with the percentiles */
