@@ -10,6 +10,7 @@ packages=(
   libssl-dev libnghttp2-dev libinih-dev libcmocka-dev libpcre2-dev libsystemd-dev
   python3 python3-pytest python3-h2 python3-httpx python3-websockets
   curl nghttp2-client wrk nginx-light iproute2 openssl procps
+  nodejs     # Node's http 'upgrade' event as a WebSocket origin (test_tunnels.py)
   chromium  # large (~300 MB with its libraries): the status page's browser test (test_status_page.py)
   prometheus # promtool: test_races.py checks the /metrics exposition with `promtool check metrics`
   debhelper dpkg-dev adduser groff-base man-db
