@@ -543,6 +543,7 @@ static tt_conf_route_t *route_of_section(tt_conf_t *c, const char *rest)
 {
     if (rest[0] == '/') return route_for(c, rest);
     const char *sp = strchr(rest, ' ');
+    if (sp == NULL) return route_for(c, rest); /* not a known section (on_header refused it): a placeholder */
     char vh[128];
     snprintf(vh, sizeof(vh), "%.*s", (int)TT_MIN((size_t)(sp - rest), sizeof(vh) - 1), rest);
     return route_in(c, vh, sp + 1);
@@ -897,7 +898,12 @@ static void on_header(loader_t *L, const char *p)
         return;
     }
     char name[256];
-    snprintf(name, sizeof(name), "%.*s", (int)TT_MIN(n, sizeof(name) - 1), p + 1);
+    if (n >= sizeof(name)) { /* checked whole above; a cut copy could lose what made it known (a route's " /") */
+        load_fail(L, L->line, "%s:%d: [%.*s...]: section name longer than %zu bytes", L->c->path, L->line, 64, p + 1,
+                  sizeof(name) - 1);
+        return;
+    }
+    snprintf(name, sizeof(name), "%.*s", (int)n, p + 1);
     for (size_t i = 0; i < L->nsections; i++)
         if (strcmp(L->sections[i].name, name) == 0) {
             load_fail(L, L->line, "%s:%d: [%s]: duplicate section (first on line %d)", L->c->path, L->line, name,
