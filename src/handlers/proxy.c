@@ -6,7 +6,6 @@
 #include "http/worker.h"
 
 #include <stdatomic.h>
-#include <sys/random.h>
 #include <time.h>
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -910,15 +909,14 @@ static int upgrade_asked(const tt_req_t *req, const tt_proxy_conf_t *pc, tt_str_
 }
 
 /* A Sec-WebSocket-Key for an HTTP/2 client's WebSocket (RFC 8441 5: it sends none; RFC 6455 4.1: 16 random bytes,
- * base64) into `out` (at least 25 bytes). */
-static tt_str_t make_ws_key(char *out)
+ * base64) into `out` (at least 25 bytes), drawn from the worker's generator (the one request ids use). */
+static tt_str_t make_ws_key(tt_rand_t *rng, char *out)
 {
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     unsigned char r[18] = {0};
-    if (getrandom(r, 16, 0) != 16) {
-        uint64_t x = (uint64_t)(uintptr_t)out ^ (uint64_t)time(NULL); /* nonce, not a secret: any value works */
-        memcpy(r, &x, sizeof(x));
-    }
+    uint64_t a = tt_rand_next(rng), b = tt_rand_next(rng);
+    memcpy(r, &a, 8);
+    memcpy(r + 8, &b, 8);
     size_t n = 0;
     for (size_t i = 0; i < 18; i += 3) {
         uint32_t v = (uint32_t)r[i] << 16 | (uint32_t)r[i + 1] << 8 | r[i + 2];
@@ -1031,7 +1029,7 @@ static void proxy_handle(void *state, tt_req_t *req)
     tt_str_t ws_key = TT_STR_NULL;
     if (pr->h2_tunnel) { /* no request content: the stream's DATA will be the tunnel's, sent as they come */
         pr->chunked_up = pr->hold = pr->held_all = pr->replayable = false;
-        if (tt_str_ieq(proto, TT_LIT("websocket"))) ws_key = make_ws_key(key);
+        if (tt_str_ieq(proto, TT_LIT("websocket"))) ws_key = make_ws_key(&pw->w->rng, key);
     } else if (pc->buffering && req->has_body && !pr->upgrade) {
         /* Content first, whole (a chunked one then goes with Content-Length), and held whole: replayable. */
         pr->buffering = true;
