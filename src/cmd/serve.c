@@ -569,6 +569,7 @@ static void warn_restart_needed(const serve_fixed_t *f, const tt_conf_t *c)
         {str_differs(f->access_log, c->access_log), "[log] access_log"},
         {str_differs(f->error_log, c->error_log), "[log] error_log"},
         {f->log_level != c->log_level, "[log] level"},
+        {strcmp(tt_accesslog_fmt_spec(f->log_format), tt_accesslog_fmt_spec(c->log_format)) != 0, "[log] log_format"},
         {f->request_id != c->request_id, "[log] request_id"},
         {f->metrics_on != c->metrics_on || strcmp(f->metrics_addr, ma) != 0, "[metrics] listen"},
         {str_differs(f->metrics_path, c->metrics_path), "[metrics] path"},

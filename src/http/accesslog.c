@@ -104,6 +104,7 @@ struct tt_accesslog_fmt {
     size_t nops;
     op_t ops[MAX_OPS];
     char *text; /* the literals */
+    char *spec; /* what it was compiled from (tt_accesslog_fmt_spec) */
     size_t ncaps;
     uint8_t caplen[TT_ACCESSLOG_MAX_CAPS];
     char capname[TT_ACCESSLOG_MAX_CAPS][CAP_NAME_MAX]; /* lower-case field name, or AUTHORITY */
@@ -395,7 +396,7 @@ static tt_accesslog_fmt_t *compile_json(char *why, size_t whylen)
     return compile_template(spec, true, why, whylen);
 }
 
-tt_accesslog_fmt_t *tt_accesslog_fmt_compile(const char *spec, char *why, size_t whylen)
+static tt_accesslog_fmt_t *compile_spec(const char *spec, char *why, size_t whylen)
 {
     if (strcmp(spec, "main") == 0) {
         tt_accesslog_fmt_t *f = tt_calloc(1, sizeof(*f));
@@ -411,10 +412,23 @@ tt_accesslog_fmt_t *tt_accesslog_fmt_compile(const char *spec, char *why, size_t
     return compile_template(spec, false, why, whylen);
 }
 
+tt_accesslog_fmt_t *tt_accesslog_fmt_compile(const char *spec, char *why, size_t whylen)
+{
+    tt_accesslog_fmt_t *f = compile_spec(spec, why, whylen);
+    if (f != NULL) f->spec = tt_strndup(spec, strlen(spec));
+    return f;
+}
+
+const char *tt_accesslog_fmt_spec(const tt_accesslog_fmt_t *f)
+{
+    return f != NULL && f->spec != NULL ? f->spec : "main";
+}
+
 void tt_accesslog_fmt_free(tt_accesslog_fmt_t **f)
 {
     if (*f == NULL) return;
     free((*f)->text);
+    free((*f)->spec);
     free(*f);
     *f = NULL;
 }

@@ -71,6 +71,8 @@ typedef struct tt_accesslog_fmt tt_accesslog_fmt_t;
  * Any thread.
  */
 tt_accesslog_fmt_t *tt_accesslog_fmt_compile(const char *spec, char *why, size_t whylen);
+/** The spec `f` was compiled from, as written ("main" for NULL); owned by `f`. Any thread. */
+const char *tt_accesslog_fmt_spec(const tt_accesslog_fmt_t *f);
 /** Frees `*f` (NULL is fine) and sets it to NULL. */
 void tt_accesslog_fmt_free(tt_accesslog_fmt_t **f);
 

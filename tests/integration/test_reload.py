@@ -361,3 +361,21 @@ def test_requests_in_flight_finish_on_the_route_and_pool_they_started_with(tethe
     assert h2_get(h2c, "/api/slow")["headers"][":status"] == "404"
     assert origin.stats["requests"] == 2
     assert closes(t) == 0
+
+
+def test_a_changed_log_format_takes_a_restart_and_the_running_one_stays(tether, site):
+    """The access log's format is compiled once for the server's life: a reload that changes it says so and
+    lines stay in the running format (without the warning the change would pass silently)."""
+    t = tether(config=base_config(site, extra="[log]\nlog_format = json\n"))
+    assert t.connect().get("/index.html").status == 200
+    assert json.loads(t.access_lines(wait_for=1)[-1])["status"] == 200
+    reload(t, base_config(site, extra="[log]\nlog_format = combined\n"), 2)
+    assert "reload: [log] log_format changed: it takes a restart, the running value stays" in t.stderr()
+    assert t.connect().get("/100.txt").status == 200
+    lines = t.access_lines(wait_for=2)
+    assert len(lines) == 2 and json.loads(lines[-1])["status"] == 200, lines
+    # compared with the running format, not the last file: combined again warns again, json back does not
+    reload(t, base_config(site, extra="[log]\nlog_format = combined\n"), 3)
+    assert t.stderr().count("[log] log_format changed") == 2
+    reload(t, base_config(site, extra="[log]\nlog_format = json\n"), 4)
+    assert t.stderr().count("[log] log_format changed") == 2
