@@ -1013,6 +1013,7 @@ int tt_cmd_serve(int argc, char **argv)
     tt_io_start(tt_server_loop(admin, 0), &sw.reloaded, TT_EV_READ);
 
     if (c->user != NULL) drop_privileges(c, &ids, alog_file);
+    tt_resolver_start(sw.resolver); /* as the user the process keeps */
     if ((rc = tt_server_start(srv)) != 0) {
         fprintf(stderr, "tether: starting workers: %s\n", strerror(-rc));
         rc = 1;

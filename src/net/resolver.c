@@ -36,7 +36,7 @@ struct tt_resolver {
     tt_dns_name_t *names;
     int *subs; /* subscribed eventfds */
     size_t nsubs, capsubs;
-    bool started, stopping;
+    bool may_start, started, stopping;
     pthread_t thread;
 };
 
@@ -181,6 +181,23 @@ static void *resolver_main(void *arg)
     return NULL;
 }
 
+/* Starts the thread when it may run and has a name to resolve. Under r->mu. */
+static void maybe_start(tt_resolver_t *r)
+{
+    if (r->started || !r->may_start || r->names == NULL) return;
+    r->started = true;
+    int rc = pthread_create(&r->thread, NULL, resolver_main, r);
+    if (rc != 0) tt_fatal("resolver thread: %s", strerror(rc));
+}
+
+void tt_resolver_start(tt_resolver_t *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->may_start = true;
+    maybe_start(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
 tt_dns_name_t *tt_resolver_watch(tt_resolver_t *r, const char *host, uint16_t port, uint64_t interval_ms,
                                  const tt_addr_t *seed)
 {
@@ -210,11 +227,7 @@ tt_dns_name_t *tt_resolver_watch(tt_resolver_t *r, const char *host, uint16_t po
         pthread_cond_signal(&r->cv);
     }
     n->refs++;
-    if (!r->started) {
-        r->started = true;
-        int rc = pthread_create(&r->thread, NULL, resolver_main, r);
-        if (rc != 0) tt_fatal("resolver thread: %s", strerror(rc));
-    }
+    maybe_start(r);
     pthread_mutex_unlock(&r->mu);
     return n;
 }

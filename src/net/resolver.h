@@ -22,8 +22,12 @@ typedef struct tt_dns_name tt_dns_name_t;
 /** Most addresses kept per name; further ones are ignored. */
 #define TT_DNS_MAX_ADDRS 64
 
-/** Creates a resolver; its thread starts with the first watched name. Main thread. */
+/** Creates a resolver; no thread runs before tt_resolver_start(). Main thread. */
 tt_resolver_t *tt_resolver_new(void);
+/** Lets the resolver run its thread: now when a name is watched, else with the first one (a reload may add names). Call
+ *  it once the process runs as the user it keeps (after a privilege switch), so the thread is created as that user.
+ *  Main thread. */
+void tt_resolver_start(tt_resolver_t *r);
 /** Stops and joins the thread and frees the resolver; every name must have been released. Sets `*r` to NULL. Main
  *  thread. */
 void tt_resolver_free(tt_resolver_t **r);
@@ -31,7 +35,8 @@ void tt_resolver_free(tt_resolver_t **r);
  * Watches `host` (a name, not an IP literal) for port `port` (host byte order), re-resolved every `interval_ms`
  * (> 0), and returns a reference to it: the same name with the same port and interval is shared (one resolution for
  * every upstream and configuration generation that uses it, its counters carried on). A new name starts from
- * `seed` (the start-up resolution; may be NULL) as version 1 and is first resolved again at once on the thread.
+ * `seed` (the start-up resolution; may be NULL) as version 1 and is first resolved again on the thread as soon as it
+ * runs.
  * Main thread; never blocks on the network.
  */
 tt_dns_name_t *tt_resolver_watch(tt_resolver_t *r, const char *host, uint16_t port, uint64_t interval_ms,

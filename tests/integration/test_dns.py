@@ -19,6 +19,7 @@ again; a bad `resolve_interval` stops start-up with FILE:LINE.
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -288,3 +289,43 @@ def test_bad_resolve_interval_is_refused_at_start(tmp_path):
                        timeout=30)
     assert r.returncode == 2
     assert "%s:3: resolve_interval: must be 0 (never resolve again) or at least 1s" % path in r.stderr.decode()
+
+
+@needs_ns
+def test_a_reload_keeps_following_the_name(tether, dns, two_origins):
+    """A reload keeps the pool of a server given by name (its parked connection is reused) and the pool follows the
+    new configuration's resolution: with the same resolve_interval the name's counters go on, and after a reload that
+    changes it the name still moves the traffic."""
+    a, b = two_origins
+    server = "%s:%d" % (NAME, a.port)
+    t = tether(config=config(a.port, workers=2))
+    resolved = t.wait_metric("tether_upstream_dns_resolutions_total", lambda v: v >= 2, upstream="backend",
+                             server=server)
+    c = t.connect()
+    conn = json.loads(c.get("/").body)["conn"]
+    with open(t.config_path, "w") as f:
+        f.write(config(a.port, workers=2) + "\n; same name, port and interval\n")
+    t.send_signal(signal.SIGHUP)
+    wait_log(t, "reload: applied (generation 2)")
+    assert t.metric("tether_upstream_dns_resolutions_total", upstream="backend", server=server) >= resolved
+    assert json.loads(c.get("/").body)["conn"] == conn  # the kept pool's parked connection
+
+    with open(t.config_path, "w") as f:
+        f.write(config(a.port, interval="2s", workers=2))
+    t.send_signal(signal.SIGHUP)
+    wait_log(t, "reload: applied (generation 3)")
+    assert json.loads(c.get("/").body)["conn"] == conn
+    dns.point("127.0.0.3")
+    deadline = time.monotonic() + (2 + 3 + LATE) * SLOW
+    while b.stats["requests"] == 0:
+        assert time.monotonic() < deadline, "no request reached B:\n%s" % t.stderr()[-2000:]
+        assert get(t).status == 200
+        time.sleep(0.05)
+    # The client connection whose upstream connection was kept through both reloads: that one is retired, and its
+    # next request goes to B.
+    at_b = b.stats["requests"]
+    assert c.get("/").status == 200
+    assert b.stats["requests"] == at_b + 1
+    t.wait_metric("tether_upstream_retired_total", lambda v: v >= 1, upstream="backend", server=server,
+                  reason="dns_changed")
+    c.close()
