@@ -1,19 +1,6 @@
 /* addrset.c -- comparing and printing sets of socket addresses (what a name resolves to) */
 #include "net/addrset.h"
 
-bool tt_addr_equal(const tt_addr_t *a, const tt_addr_t *b)
-{
-    if (a->len != b->len) return false;
-    if (a->len == 0) return true;
-    if (a->ss.sa.sa_family != b->ss.sa.sa_family) return false;
-    if (a->ss.sa.sa_family == AF_INET)
-        return a->ss.in.sin_port == b->ss.in.sin_port && a->ss.in.sin_addr.s_addr == b->ss.in.sin_addr.s_addr;
-    if (a->ss.sa.sa_family == AF_INET6)
-        return a->ss.in6.sin6_port == b->ss.in6.sin6_port && a->ss.in6.sin6_scope_id == b->ss.in6.sin6_scope_id &&
-               memcmp(&a->ss.in6.sin6_addr, &b->ss.in6.sin6_addr, sizeof(a->ss.in6.sin6_addr)) == 0;
-    return memcmp(&a->ss, &b->ss, a->len) == 0;
-}
-
 bool tt_addrset_contains(const tt_addr_t *set, size_t n, const tt_addr_t *a)
 {
     for (size_t i = 0; i < n; i++)

@@ -9,9 +9,6 @@
 
 #include "net/addr.h"
 
-/** True when `a` and `b` are the same socket address: family, address, port (and IPv6 scope id). Unset addresses
- *  (len 0) equal only each other. */
-bool tt_addr_equal(const tt_addr_t *a, const tt_addr_t *b);
 /** True when `a` is one of the `n` addresses of `set`. */
 bool tt_addrset_contains(const tt_addr_t *set, size_t n, const tt_addr_t *a);
 /** True when `a` (`na` addresses) and `b` (`nb`) hold the same addresses, whatever their order and repeats. */

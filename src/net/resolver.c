@@ -37,6 +37,8 @@ struct tt_resolver {
     int *subs; /* subscribed eventfds */
     size_t nsubs, capsubs;
     bool may_start, started, stopping;
+    bool resolving; /* the thread is in getaddrinfo, without the lock */
+    bool orphaned;  /* tt_resolver_free did not wait for that: the thread frees the resolver when it returns */
     pthread_t thread;
 };
 
@@ -144,6 +146,16 @@ static void wake_subscribers(tt_resolver_t *r)
     }
 }
 
+/* Frees what is left of the resolver once no thread uses it. */
+static void resolver_dispose(tt_resolver_t *r)
+{
+    while (r->names != NULL) name_unlink(r, r->names); /* none should be left: a holder outlived the resolver */
+    free(r->subs);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
 static void *resolver_main(void *arg)
 {
     tt_resolver_t *r = arg;
@@ -165,19 +177,23 @@ static void *resolver_main(void *arg)
             continue;
         }
         due->refs++; /* alive while resolved without the lock */
+        r->resolving = true;
         pthread_mutex_unlock(&r->mu);
         const char *why = NULL;
         size_t ngot = resolve(due->host, due->port, got, TT_DNS_MAX_ADDRS, &why);
         pthread_mutex_lock(&r->mu);
+        r->resolving = false;
         due->next_ms = mono_ms() + due->interval_ms;
         if (--due->refs == 0) {
             name_unlink(r, due); /* released meanwhile: nobody wants the answer */
             continue;
         }
-        if (publish(due, got, ngot, why)) wake_subscribers(r);
+        if (!r->stopping && publish(due, got, ngot, why)) wake_subscribers(r);
     }
+    bool orphaned = r->orphaned;
     pthread_mutex_unlock(&r->mu);
     free(got);
+    if (orphaned) resolver_dispose(r);
     return NULL;
 }
 
@@ -266,11 +282,6 @@ void tt_dns_name_stats(const tt_dns_name_t *n, tt_dns_stats_t *out)
     out->naddrs = atomic_load_explicit(&n->count, memory_order_relaxed);
 }
 
-const char *tt_dns_name_label(const tt_dns_name_t *n)
-{
-    return n->label;
-}
-
 void tt_resolver_subscribe(tt_resolver_t *r, int fd)
 {
     pthread_mutex_lock(&r->mu);
@@ -297,15 +308,20 @@ void tt_resolver_free(tt_resolver_t **rp)
 {
     tt_resolver_t *r = *rp;
     if (r == NULL) return;
+    *rp = NULL;
     pthread_mutex_lock(&r->mu);
     r->stopping = true;
     pthread_cond_signal(&r->cv);
+    /* A getaddrinfo that waits for a DNS server that does not answer must not hold the exit up (resolv.conf timeouts
+     * add up to many seconds): the thread is left to finish it and free the resolver itself. */
+    r->orphaned = r->started && r->resolving;
+    bool orphaned = r->orphaned, started = r->started;
+    pthread_t th = r->thread;
     pthread_mutex_unlock(&r->mu);
-    if (r->started) pthread_join(r->thread, NULL);
-    while (r->names != NULL) name_unlink(r, r->names); /* none should be left: a holder outlived the resolver */
-    free(r->subs);
-    pthread_cond_destroy(&r->cv);
-    pthread_mutex_destroy(&r->mu);
-    free(r);
-    *rp = NULL;
+    if (orphaned) {
+        pthread_detach(th);
+        return;
+    }
+    if (started) pthread_join(th, NULL);
+    resolver_dispose(r);
 }

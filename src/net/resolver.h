@@ -28,8 +28,9 @@ tt_resolver_t *tt_resolver_new(void);
  *  it once the process runs as the user it keeps (after a privilege switch), so the thread is created as that user.
  *  Main thread. */
 void tt_resolver_start(tt_resolver_t *r);
-/** Stops and joins the thread and frees the resolver; every name must have been released. Sets `*r` to NULL. Main
- *  thread. */
+/** Stops the thread and frees the resolver; every name must have been released. A thread still waiting in
+ *  getaddrinfo is not waited for: it frees the resolver when that returns (the process may exit first). Sets `*r` to
+ *  NULL. Main thread. */
 void tt_resolver_free(tt_resolver_t **r);
 /**
  * Watches `host` (a name, not an IP literal) for port `port` (host byte order), re-resolved every `interval_ms`
@@ -59,8 +60,6 @@ typedef struct tt_dns_stats {
 
 /** Reads `n`'s counters (relaxed atomics). Any thread. */
 void tt_dns_name_stats(const tt_dns_name_t *n, tt_dns_stats_t *out);
-/** The name and port `n` resolves ("backend.internal:8080"); valid while `n` is referenced. Any thread. */
-const char *tt_dns_name_label(const tt_dns_name_t *n);
 
 /** After every change of any name's set, the resolver adds 1 to the eventfd `fd` (not owned) until
  *  tt_resolver_unsubscribe(); the subscriber then compares versions. Any thread. */

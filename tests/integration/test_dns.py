@@ -50,6 +50,9 @@ def _unshare_reason():
     return None
 
 
+# The resolver's thread publishes to the workers' loops: a ThreadSanitizer build runs this file (tests/CMakeLists.txt).
+pytestmark = pytest.mark.multiworker
+
 _REASON = _unshare_reason()
 needs_ns = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
