@@ -1419,11 +1419,9 @@ static void render_dns(char **out, size_t *len, size_t *cap, const tt_proxy_regi
                 if (n == NULL) continue;
                 tt_dns_stats_t st;
                 tt_dns_name_stats(n, &st);
-                unsigned long long v = series[k].off == offsetof(tt_dns_stats_t, naddrs)
-                                           ? st.naddrs
-                                           : *(const uint64_t *)(const void *)((const char *)&st + series[k].off);
+                uint64_t v = *(const uint64_t *)(const void *)((const char *)&st + series[k].off);
                 tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\"} %llu\n", series[k].name,
-                                  reg->ups[u].name, reg->ups[u].servers[s].name, v);
+                                  reg->ups[u].name, reg->ups[u].servers[s].name, (unsigned long long)v);
             }
     }
 }

@@ -55,7 +55,7 @@ typedef struct tt_dns_stats {
     uint64_t resolutions; /* getaddrinfo calls made (successes and failures) */
     uint64_t failures;    /* those that failed (the last good set was kept) */
     uint64_t changes;     /* resolutions that changed the set */
-    uint32_t naddrs;      /* addresses in the current set */
+    uint64_t naddrs;      /* addresses in the current set */
 } tt_dns_stats_t;
 
 /** Reads `n`'s counters (relaxed atomics). Any thread. */
