@@ -47,10 +47,13 @@ static void resolves_on_its_thread_and_wakes_subscribers_on_a_change(void **stat
     assert_true(tt_addr_equal(&got[0], &seed));
 
     tt_resolver_start(r);
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    assert_int_equal(poll(&pfd, 1, 10000), 1); /* woken: the set changed */
-    uint64_t wakes;
-    assert_int_equal(read(fd, &wakes, sizeof(wakes)), sizeof(wakes));
+    /* Woken for each change (the other names, without a seed, change too): until ours did. */
+    for (int i = 0; i < 10 && tt_dns_name_version(n) < 2; i++) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        assert_int_equal(poll(&pfd, 1, 10000), 1);
+        uint64_t wakes;
+        assert_int_equal(read(fd, &wakes, sizeof(wakes)), sizeof(wakes));
+    }
     assert_true(tt_dns_name_version(n) >= 2);
     size_t k = tt_dns_name_get(n, got, TT_DNS_MAX_ADDRS, &v);
     assert_true(k >= 1);
