@@ -1,6 +1,7 @@
 /* pool.c -- per-worker upstream pool: MRU reuse, deadline retirement, learning, queueing, passive health */
 #include "client/pool.h"
 #include "core/log.h"
+#include "net/addrset.h"
 
 #define CANARY_INTERVAL_MS 30000 /* at most one canary per this period once something was learned */
 #define LEAK_SCAN_MS       1000
@@ -27,7 +28,9 @@ typedef struct debt {
 struct tt_pool {
     const tt_pool_conf_t *conf; /* = &conf_copy: a reload may free the configuration the pool was made from */
     tt_pool_conf_t conf_copy;
-    tt_addr_t addr;
+    tt_addr_t addr;   /* where new connections go */
+    tt_addr_t *addrs; /* what the server's name resolves to, owned (tt_pool_set_addrs); NULL: `addr` alone */
+    size_t naddrs;
     char name[TT_ADDR_STRLEN + 64];
     tt_loop_t *loop;
     tt_bufpool_t *bufs;
@@ -81,6 +84,7 @@ static const char *const retire_names[TT_RETIRE__COUNT] = {
     [TT_RETIRE_SHUTDOWN] = "shutdown",
     [TT_RETIRE_STRAY_BYTES] = "stray_bytes",
     [TT_RETIRE_TUNNEL] = "tunnel",
+    [TT_RETIRE_DNS_CHANGED] = "dns_changed",
 };
 
 const char *tt_pool_retire_name(tt_pool_retire_t r)
@@ -97,6 +101,7 @@ static const char *const open_names[TT_OPEN__COUNT] = {
     [TT_OPEN_STALE] = "stale",
     [TT_OPEN_FRESH_ONLY] = "fresh_only",
     [TT_OPEN_REPLAY] = "replay",
+    [TT_OPEN_DNS_CHANGED] = "dns_changed",
 };
 
 const char *tt_pool_open_name(tt_pool_open_t o)
@@ -113,6 +118,7 @@ tt_pool_retire_t tt_pool_can_park(const tt_pool_park_in_t *in)
     if (!in->fresh && !in->persistent) return TT_RETIRE_UPSTREAM_CLOSE;
     if (!in->fresh && !in->request_sent) return TT_RETIRE_UPSTREAM_CLOSE; /* answered early: request bytes unsent */
     if (in->stopping) return TT_RETIRE_SHUTDOWN;
+    if (in->addr_gone) return TT_RETIRE_DNS_CHANGED; /* its exchange is over: this is its idle moment */
     if (in->max_requests != 0 && in->requests >= in->max_requests) return TT_RETIRE_MAX_REQUESTS;
     if (in->hint_max == 0) return TT_RETIRE_MAX_REQUESTS;
     if (in->lifetime_ms != 0 && in->age_ms >= in->lifetime_ms) return TT_RETIRE_MAX_LIFETIME;
@@ -517,6 +523,7 @@ static void park(tt_pool_t *p, tt_upconn_t *u, bool fresh)
         .request_sent = tt_upconn_request_sent(u),
         .sock = tt_upconn_settle(u), /* a syscall only when the last read filled the buffer */
         .stopping = p->stopped,
+        .addr_gone = p->naddrs > 0 && !tt_addrset_contains(p->addrs, p->naddrs, &u->pool.addr),
         .requests = u->requests,
         .max_requests = p->conf->max_requests,
         .hint_max = p->conf->keepalive_hint ? u->hint_max : -1,
@@ -539,6 +546,7 @@ static void park(tt_pool_t *p, tt_upconn_t *u, bool fresh)
     if (r != TT_RETIRE_NONE) {
         if (r == TT_RETIRE_MAX_REQUESTS || r == TT_RETIRE_MAX_LIFETIME) /* healthy, but used up */
             owe(p, t + (d.server_ms ? d.server_ms : p->conf->idle_timeout_ms), TT_OPEN_MAX_REACHED);
+        if (r == TT_RETIRE_DNS_CHANGED) owe(p, t + d.idle_ms, TT_OPEN_DNS_CHANGED);
         tt_counter_add(&p->m->retired[r], 1);
         tt_upconn_close(u);
         return;
@@ -753,6 +761,7 @@ static void probe_on_timer(tt_timer_t *t)
     }
     if (p->tls) tt_upconn_set_tls(u, p->tls, p->tls_session);
     u->pool.owner = p;
+    u->pool.addr = p->addr;
     p->probe = u;
     p->nconnecting++;
 }
@@ -796,6 +805,7 @@ static tt_pool_status_t open_new(tt_pool_t *p, tt_pool_waiter_t *w, tt_up_err_t 
     }
     if (p->tls) tt_upconn_set_tls(u, p->tls, p->tls_session);
     u->pool.owner = p;
+    u->pool.addr = p->addr;
     w->_connecting = u;
     tt_list_push_tail(&p->connecting, &u->pool.link);
     p->nconnecting++;
@@ -944,6 +954,41 @@ void tt_pool_detach(tt_pool_t *p, tt_upconn_t *u)
     dispatch_queue(p); /* a waiter may take the place it held */
 }
 
+/* Retires the parked connections (canaries included) of `list` whose address left the set. */
+static void retire_moved(tt_pool_t *p, tt_list_t *list)
+{
+    tt_list_t *pos, *tmp;
+    tt_list_foreach_safe(pos, tmp, list)
+    {
+        tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
+        if (tt_addrset_contains(p->addrs, p->naddrs, &u->pool.addr)) continue;
+        owe(p, u->pool.retire_at_ms, TT_OPEN_DNS_CHANGED);
+        retire(p, u, TT_RETIRE_DNS_CHANGED);
+    }
+}
+
+void tt_pool_set_addrs(tt_pool_t *p, const tt_addr_t *addrs, size_t n)
+{
+    if (n == 0 || (p->naddrs == n && tt_addrset_same(p->addrs, p->naddrs, addrs, n))) return;
+    p->addrs = tt_realloc(p->addrs, n * sizeof(*addrs));
+    memcpy(p->addrs, addrs, n * sizeof(*addrs));
+    p->naddrs = n;
+    if (!tt_addrset_contains(addrs, n, &p->addr)) {
+        p->addr = addrs[0];
+        /* Failed connects to the old address say nothing about the new one: health starts again. */
+        p->fails = 0;
+        if (p->down) {
+            p->down = false;
+            p->backoff_ms = 0;
+            tt_gauge_set(&p->m->down, 0);
+            tt_timer_disarm(p->loop, &p->probe_timer);
+        }
+    }
+    retire_moved(p, &p->idle);
+    retire_moved(p, &p->canaries);
+    dispatch_queue(p); /* the room they held */
+}
+
 void tt_pool_set_tls(tt_pool_t *p, tt_tls_client_t *tls)
 {
     p->tls = tls;
@@ -1025,6 +1070,7 @@ void tt_pool_free(tt_pool_t **pp)
     TT_BUG_ON(p->npending != 0);
     if (p->tls_session) tt_tls_session_free(p->tls_session);
     tt_tq_dispose(&p->queue);
+    free(p->addrs);
     free(p);
     *pp = NULL;
 }

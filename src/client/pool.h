@@ -70,6 +70,8 @@ typedef enum tt_pool_retire {
     TT_RETIRE_SHUTDOWN,         /* the worker stopped */
     TT_RETIRE_STRAY_BYTES,      /* bytes that belong to no exchange: after a response, or while parked */
     TT_RETIRE_TUNNEL,           /* a 101 made it a tunnel: it left the pool for good (tt_pool_detach) */
+    TT_RETIRE_DNS_CHANGED,      /* its address is no longer one the server's name resolves to (tt_pool_set_addrs):
+                                 * retired when idle (parked, or back from its exchange), never mid-exchange */
     TT_RETIRE__COUNT
 } tt_pool_retire_t;
 
@@ -90,6 +92,7 @@ typedef enum tt_pool_open {
     TT_OPEN_STALE,          /* the parked connection was found closed (or with stray bytes) right before reuse */
     TT_OPEN_FRESH_ONLY,     /* the request asked for a new connection (`reuse = safe`, first request) */
     TT_OPEN_REPLAY,         /* a replay after a reused connection failed: always a new connection */
+    TT_OPEN_DNS_CHANGED,    /* parked connections were retired because the server's name moved to other addresses */
     TT_OPEN__COUNT
 } tt_pool_open_t;
 
@@ -136,6 +139,7 @@ typedef struct tt_pool_park_in {
     bool request_sent;            /* the whole request went out before the response ended */
     tt_up_sock_t sock;            /* what the socket held after the response (tt_upconn_settle) */
     bool stopping;                /* the worker is shutting down */
+    bool addr_gone;               /* its address is no longer among the server's (its name resolves elsewhere) */
     uint32_t requests;            /* exchanges done on the connection */
     uint32_t max_requests;        /* 0 = unlimited */
     int64_t hint_max;             /* upstream's Keep-Alive: max= on the last response, -1 absent (or ignored) */
@@ -153,6 +157,7 @@ typedef struct tt_pool_park_in {
  * stopping (shutdown); max_requests or the upstream's max=0 (max_requests); lifetime (max_lifetime); the
  * upstream's timeout=0 (hint_deadline); no idle time left (`idle_reason`: the hint, the learned timeout, the
  * lifetime; hint_deadline when the pool's own idle timeout is 0). Pure; owning worker or any thread.
+ * Right after stopping: an address the server's name no longer resolves to (`addr_gone`: dns_changed).
  */
 tt_pool_retire_t tt_pool_can_park(const tt_pool_park_in_t *in);
 
@@ -293,6 +298,15 @@ tt_pool_t *tt_pool_new(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *re
  * both). Owning worker only.
  */
 void tt_pool_rebind(tt_pool_t *p, const tt_pool_conf_t *conf, tt_pool_metrics_t *m);
+/**
+ * The server's name now resolves to the `n` addresses of `addrs` (copied; n > 0, else nothing changes). New
+ * connections keep going to the address they went to while it is still in the set (as HAProxy does), else to the
+ * first of `addrs`, and a server marked down is given its new address at once (health starts again). Connections to
+ * addresses not in the set are retired at their next idle moment, reason dns_changed: parked ones (and canaries)
+ * now, busy ones when their exchange ends (tt_pool_can_park), never mid-exchange. Without a call the pool uses the
+ * one address it was made with. Owning worker only.
+ */
+void tt_pool_set_addrs(tt_pool_t *p, const tt_addr_t *addrs, size_t n);
 /**
  * Makes the pool's new connections speak TLS with `tls` (not owned). The pool keeps the latest resumable
  * session and offers it to every new connection, so that reconnects cost a resumed handshake.

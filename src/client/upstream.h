@@ -73,6 +73,7 @@ typedef struct tt_pool_entry {
     bool known;              /* parked: the deadline rests on a hinted or learned server timeout */
     bool took_parked;        /* busy: taken from the parked ones (reused), not opened for this exchange */
     bool leak_warned;
+    tt_addr_t addr; /* the server address it was opened to (a name's current set may move on: DNS) */
 } tt_pool_entry_t;
 
 /** What the current user of a connection hears; every callback may close the connection. */

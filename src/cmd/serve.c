@@ -615,6 +615,7 @@ typedef struct signal_watch {
     uint64_t ok; /* reloads applied, refused */
     uint64_t failed;
     uint32_t max_connections; /* per worker, as sized at start-up (a restart changes it) */
+    tt_resolver_t *resolver;  /* re-resolves server names for every generation; outlives them all */
 } signal_watch_t;
 
 /* The admin listener (metrics) keeps serving while the workers drain, and stops when the last is done. */
@@ -696,6 +697,7 @@ static void start_reload(signal_watch_t *sw)
     serve_gen_t *g = serve_gen_new();
     int rc = parse_args(sw->argc, sw->argv, &g->c, &check, true, err, sizeof(err));
     if (rc == 0) rc = serve_gen_build(g, sw->workers, sw->cur->reg, err, sizeof(err));
+    if (rc == 0) tt_proxy_registry_watch(g->reg, sw->resolver); /* a kept name goes on with its set and counters */
     if (rc == 0) rc = refuse_taken_added(sw, g, err, sizeof(err));
     tt_server_reload_stats_t st;
     if (rc == 0) {
@@ -906,8 +908,10 @@ int tt_cmd_serve(int argc, char **argv)
         serve_gen_free(g);
         return 0;
     }
-    /* What outlives the first generation (a reload may release it): the running values of what needs a restart. */
-    signal_watch_t sw = {.argc = argc, .argv = argv, .workers = workers, .cur = g};
+    /* What outlives the first generation (a reload may release it): the running values of what needs a restart, and
+     * the resolver that every generation's server names follow (freed after the last generation). */
+    signal_watch_t sw = {.argc = argc, .argv = argv, .workers = workers, .cur = g, .resolver = tt_resolver_new()};
+    tt_proxy_registry_watch(g->reg, sw.resolver);
     fixed_take(&sw.fixed, c);
     sw.fixed.log_format = c->log_format; /* the server uses it for its whole life */
     c->log_format = NULL;
@@ -938,6 +942,7 @@ int tt_cmd_serve(int argc, char **argv)
         fprintf(stderr, "tether: %s\n", err);
         fixed_dispose(&sw.fixed);
         serve_gen_free(g);
+        tt_resolver_free(&sw.resolver);
         return 2;
     }
 
@@ -965,6 +970,7 @@ int tt_cmd_serve(int argc, char **argv)
         fprintf(stderr, "tether: metrics: %s\n", err);
         tt_server_free(&srv);
         fixed_dispose(&sw.fixed);
+        tt_resolver_free(&sw.resolver);
         return 2;
     }
 
@@ -974,6 +980,7 @@ int tt_cmd_serve(int argc, char **argv)
         fprintf(stderr, "tether: pid_file %s: %s\n", sw.fixed.pid_file, strerror(-rc));
         tt_server_free(&admin);
         tt_server_free(&srv);
+        tt_resolver_free(&sw.resolver);
         tt_router_dispose(&admin_router);
         tt_log_close_file();
         fixed_dispose(&sw.fixed);
@@ -1007,6 +1014,7 @@ int tt_cmd_serve(int argc, char **argv)
     tt_io_start(tt_server_loop(admin, 0), &sw.reloaded, TT_EV_READ);
 
     if (c->user != NULL) drop_privileges(c, &ids, alog_file);
+    tt_resolver_start(sw.resolver); /* as the user the process keeps */
     if ((rc = tt_server_start(srv)) != 0) {
         fprintf(stderr, "tether: starting workers: %s\n", strerror(-rc));
         rc = 1;
@@ -1025,7 +1033,8 @@ int tt_cmd_serve(int argc, char **argv)
     tt_io_stop(tt_server_loop(admin, 0), &sw.reloaded);
     close(sw.io.fd);
     tt_server_free(&admin);
-    tt_server_free(&srv); /* releases every generation still held, the pending one included */
+    tt_server_free(&srv);           /* releases every generation still held, the pending one included */
+    tt_resolver_free(&sw.resolver); /* after them: they held its names */
     tt_router_dispose(&admin_router);
     tt_log_close_file();
     fixed_dispose(&sw.fixed);

@@ -161,6 +161,7 @@ static const key_t_ keys[] = {
     {"fail_backoff", S_UPSTREAM, K_DURATION, U(pool.backoff_min_ms), 1, DAY_MS},
     {"fail_backoff_max", S_UPSTREAM, K_DURATION, U(pool.backoff_max_ms), 1, DAY_MS},
     {"leak_threshold", S_UPSTREAM, K_DURATION, U(pool.leak_threshold_ms), 0, DAY_MS},
+    {"resolve_interval", S_UPSTREAM, K_DURATION, U(resolve_interval_ms), 0, DAY_MS}, /* 0, or 1s and more: below */
     {"replay_buffer", S_UPSTREAM, K_SIZE, U(replay_buffer), 0, 1 << 30},
     {"forwarded", S_UPSTREAM, K_BOOL, U(forwarded), 0, 1},
     {"expose_cause", S_UPSTREAM, K_BOOL, U(expose_cause), 0, 1},
@@ -497,6 +498,7 @@ static void upstream_defaults(tt_upstream_conf_t *u)
     p->backoff_min_ms = 1000;
     p->backoff_max_ms = 30000;
     p->leak_threshold_ms = 60000;
+    u->resolve_interval_ms = 30000;
 }
 
 static tt_upstream_conf_t *upstream_named(tt_conf_t *c, const char *name, bool create)
@@ -1039,6 +1041,12 @@ static int on_entry(void *user, const char *section, const char *name, const cha
                      : k->base == B_VHOST    ? (void *)vh
                                              : (void *)L->c;
         r = parse_value(k, value, base, &why, whybuf, sizeof(whybuf));
+        if (r == 0 && up != NULL && k->base == B_UPSTREAM &&
+            k->off == offsetof(tt_upstream_conf_t, resolve_interval_ms) && up->resolve_interval_ms > 0 &&
+            up->resolve_interval_ms < 1000) {
+            why = "must be 0 (never resolve again) or at least 1s"; /* a resolver loop, not a resolver */
+            r = -1;
+        }
         if (r == 0 && g != NULL && k->base == B_POLICY) g->set |= 1ull << key_index(k);
         if (r == 0) note_line(L, name, route, up);
     }

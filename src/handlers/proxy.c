@@ -5,8 +5,11 @@
 #include "handlers/reqbuf.h"
 #include "http/worker.h"
 
+#include <errno.h>
 #include <stdatomic.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
@@ -27,6 +30,8 @@ typedef struct proxy_metrics {
 typedef struct pool_ref {
     tt_pool_t *pool;
     int holders;
+    tt_dns_name_t *dns;   /* the name its addresses follow: the newest generation's that holds it; NULL: fixed */
+    uint64_t dns_version; /* the version of `dns` the pool has (0: none yet) */
 } pool_ref_t;
 
 /* One worker's proxy state, shared by its proxy routes. */
@@ -38,6 +43,7 @@ typedef struct proxy_worker {
     proxy_metrics_t **m; /* per upstream: its row of counters (a newer generation's, once a reload kept it) */
     uint32_t *rr;        /* round-robin position per upstream */
     int refs;            /* routes using it */
+    tt_io_t dns_io;      /* eventfd the resolver wakes after a name's addresses changed; fd -1: no name followed */
 } proxy_worker_t;
 
 struct tt_proxy_registry {
@@ -46,6 +52,7 @@ struct tt_proxy_registry {
     size_t nups;
     size_t nservers;
     uint32_t nworkers;
+    tt_resolver_t *resolver;   /* NULL: no server follows its name (tt_proxy_registry_watch) */
     proxy_worker_t **workers;  /* [nworkers], each touched by its own thread only */
     tt_pool_metrics_t *pool_m; /* [nworkers][nservers] */
     proxy_metrics_t *proxy_m;  /* [nworkers][nups] */
@@ -119,6 +126,7 @@ typedef struct proxy_req {
     uint32_t up_req_no;
     uint64_t up_age_ms;
     uint64_t up_id;
+    tt_addr_t up_addr; /* the address the current connection went to ($upstream_addr) */
     /* Timings of the current exchange, loop clock in us (0: not yet): the request begun on a connection, the
      * response head, the response's end. The connect itself is timed by the connection (tt_upconn_t.handshake_us). */
     uint64_t t_begin_us;
@@ -202,7 +210,7 @@ static void pr_finish(proxy_req_t *pr)
 static void update_log(proxy_req_t *pr)
 {
     tt_accesslog_up_t *l = &pr->up_log;
-    l->addr = pr->pool != NULL ? &pr->uc->servers[pr->server].addr : NULL;
+    l->addr = pr->up_id ? &pr->up_addr : pr->pool != NULL ? &pr->uc->servers[pr->server].addr : NULL;
     l->reused = pr->reused;
     l->cause = pr->cause != TT_CAUSE_NONE ? tt_proxy_cause_name(pr->cause) : NULL;
     if (!tt_accesslog_wants_extra(&pr->pw->w->alog)) return; /* a formatted line nobody reads costs 4 % of a request */
@@ -401,6 +409,7 @@ static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
     pr->up_req_no = u->requests + 1;
     pr->up_age_ms = tt_loop_now(loop) - u->created_ms;
     pr->up_id = u->id;
+    pr->up_addr = u->pool.addr;
     /* nginx's $upstream_*_time: from the attempt's start (the connect, when it was opened for this request). */
     uint64_t now_us = mono_us();
     pr->up_log.connect_us = pr->reused ? 0 : (int64_t)u->handshake_us;
@@ -1092,6 +1101,25 @@ static pool_ref_t *adoptable(const proxy_worker_t *old, const tt_upstream_conf_t
     return NULL;
 }
 
+/* Gives the pool of `ref` its name's current addresses when they moved since it last had them. The lock inside
+ * tt_dns_name_get is taken only then: once per change, never per request. */
+static void dns_sync(pool_ref_t *ref)
+{
+    if (ref->dns == NULL || tt_dns_name_version(ref->dns) == ref->dns_version) return;
+    tt_addr_t addrs[TT_DNS_MAX_ADDRS];
+    size_t n = tt_dns_name_get(ref->dns, addrs, TT_DNS_MAX_ADDRS, &ref->dns_version);
+    tt_pool_set_addrs(ref->pool, addrs, n);
+}
+
+static void dns_on_io(tt_io_t *io, uint32_t events)
+{
+    (void)events;
+    proxy_worker_t *pw = tt_container_of(io, proxy_worker_t, dns_io);
+    uint64_t v;
+    if (read(io->fd, &v, sizeof(v)) != (ssize_t)sizeof(v)) return;
+    for (size_t i = 0; i < pw->reg->nservers; i++) dns_sync(pw->prefs[i]);
+}
+
 static void *proxy_worker_init(const void *conf, tt_worker_t *w)
 {
     const tt_proxy_conf_t *pc = conf;
@@ -1134,9 +1162,24 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
                     ref->holders = 1;
                     if (uc->servers[s]._tls) tt_pool_set_tls(ref->pool, uc->servers[s]._tls);
                 }
+                if (ref->dns != uc->servers[s]._dns) { /* the newest generation's name (or none) leads */
+                    ref->dns = uc->servers[s]._dns;
+                    ref->dns_version = 0;
+                }
                 pw->prefs[i] = ref;
                 pw->pools[i] = ref->pool;
             }
+        }
+        pw->dns_io.fd = -1;
+        bool follows = false;
+        for (size_t i = 0; i < reg->nservers; i++) follows |= pw->prefs[i]->dns != NULL;
+        if (follows) {
+            pw->dns_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+            pw->dns_io.cb = dns_on_io;
+            if (pw->dns_io.fd < 0 || tt_io_start(w->loop, &pw->dns_io, TT_EV_READ) != 0)
+                tt_fatal("eventfd for the resolver: %s", strerror(errno));
+            tt_resolver_subscribe(reg->resolver, pw->dns_io.fd);
+            for (size_t i = 0; i < reg->nservers; i++) dns_sync(pw->prefs[i]); /* what moved before we listened */
         }
         reg->workers[w->id] = pw;
     }
@@ -1156,6 +1199,11 @@ static void proxy_worker_free(void *state)
     free(route);
     if (--pw->refs > 0) return;
     tt_proxy_registry_t *reg = pw->reg;
+    if (pw->dns_io.fd >= 0) {
+        tt_resolver_unsubscribe(reg->resolver, pw->dns_io.fd); /* no write to it after this */
+        tt_io_stop(pw->w->loop, &pw->dns_io);
+        close(pw->dns_io.fd);
+    }
     for (size_t i = 0; i < reg->nservers; i++) {
         pool_ref_t *ref = pw->prefs[i];
         if (--ref->holders > 0) continue; /* a newer generation serves with it */
@@ -1222,12 +1270,35 @@ tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, ui
     return reg;
 }
 
+void tt_proxy_registry_watch(tt_proxy_registry_t *reg, tt_resolver_t *res)
+{
+    reg->resolver = res;
+    for (size_t u = 0; u < reg->nups; u++) {
+        if (reg->ups[u].resolve_interval_ms == 0) continue;
+        for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+            tt_upstream_server_t *sv = &reg->ups[u].servers[s];
+            /* sv->name is HOST:PORT (the scheme's port added); an IP literal is never resolved again */
+            tt_addr_t lit;
+            const char *why;
+            const char *colon = strrchr(sv->name, ':');
+            if (colon == NULL || sv->name[0] == '[' || tt_addr_parse(sv->name, false, &lit, &why) == 0) continue;
+            char host[256];
+            snprintf(host, sizeof(host), "%.*s", (int)(colon - sv->name), sv->name);
+            sv->_dns =
+                tt_resolver_watch(res, host, tt_addr_port(&sv->addr), reg->ups[u].resolve_interval_ms, &sv->addr);
+        }
+    }
+}
+
 void tt_proxy_registry_free(tt_proxy_registry_t **regp)
 {
     tt_proxy_registry_t *reg = *regp;
     if (reg == NULL) return;
     for (size_t u = 0; u < reg->nups; u++)
-        for (size_t s = 0; s < reg->ups[u].nservers; s++) tt_tls_client_free(&reg->ups[u].servers[s]._tls);
+        for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+            tt_tls_client_free(&reg->ups[u].servers[s]._tls);
+            tt_dns_name_release(&reg->ups[u].servers[s]._dns);
+        }
     free(reg->workers);
     free(reg->pool_m);
     free(reg->proxy_m);
@@ -1321,6 +1392,38 @@ static void render_latency(char **out, size_t *len, size_t *cap, const tt_proxy_
             }
     }
     free(h);
+}
+
+/* What the resolver did for each server that follows its name (none for IP literals and resolve_interval = 0). */
+static void render_dns(char **out, size_t *len, size_t *cap, const tt_proxy_registry_t *reg)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } series[] = {
+        {"tether_upstream_dns_resolutions_total", "counter",
+         "Resolutions of the server's name (every resolve_interval).", offsetof(tt_dns_stats_t, resolutions)},
+        {"tether_upstream_dns_failures_total", "counter",
+         "Resolutions that failed (the last good addresses were kept).", offsetof(tt_dns_stats_t, failures)},
+        {"tether_upstream_dns_changes_total", "counter", "Resolutions that changed the server's set of addresses.",
+         offsetof(tt_dns_stats_t, changes)},
+        {"tether_upstream_dns_addresses", "gauge", "Addresses the server's name resolves to now.",
+         offsetof(tt_dns_stats_t, naddrs)},
+    };
+    for (size_t k = 0; k < TT_ARRAY_SIZE(series); k++) {
+        tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s %s\n", series[k].name, series[k].help, series[k].name,
+                          series[k].type);
+        for (size_t u = 0; u < reg->nups; u++)
+            for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+                const tt_dns_name_t *n = reg->ups[u].servers[s]._dns;
+                if (n == NULL) continue;
+                tt_dns_stats_t st;
+                tt_dns_name_stats(n, &st);
+                uint64_t v = *(const uint64_t *)(const void *)((const char *)&st + series[k].off);
+                tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\"} %llu\n", series[k].name,
+                                  reg->ups[u].name, reg->ups[u].servers[s].name, (unsigned long long)v);
+            }
+    }
 }
 
 void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
@@ -1445,6 +1548,7 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
                               (unsigned long long)sum_u(base, PM(queue_wait_ms.count), pstride, reg->nworkers));
         }
     render_latency(out, len, cap, reg);
+    render_dns(out, len, cap, reg);
     /* The configuration the advisor compares the counters with (tether advise runs in another process). */
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_upstream_pool_idle_timeout_seconds The pool's idle_timeout.\n"

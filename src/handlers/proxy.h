@@ -21,6 +21,7 @@
 #define TT_HANDLERS_PROXY_H
 
 #include "client/pool.h"
+#include "net/resolver.h"
 #include "net/tls.h"
 #include "http/route.h"
 #include "handlers/rules.h"
@@ -55,6 +56,8 @@ typedef struct tt_upstream_server {
     bool tls;              /* https:// */
     char *host;            /* the host name for SNI and certificate checks; NULL for an IP literal; owned */
     tt_tls_client_t *_tls; /* set by tt_proxy_registry_new */
+    tt_dns_name_t *_dns;   /* set by tt_proxy_registry_watch: the name it follows; NULL for an IP literal or when
+                            * resolve_interval is 0 (the start-up address stays) */
 } tt_upstream_server_t;
 
 /** An upstream: `[upstream NAME]`. */
@@ -78,6 +81,7 @@ typedef struct tt_upstream_conf {
     char *tls_key;
     char *tls_sni; /* server name to send instead of the host's */
     tt_pool_conf_t pool;
+    uint64_t resolve_interval_ms;      /* a server given by name is resolved again this often; 0: never */
     bool _tcpka_auto;                  /* conf: derive TCP keepalive from the pool settings */
     bool _max_conns_default;           /* conf: max_connections not set: TT_PROXY_MAX_CONNECTIONS split by workers */
     bool _cli;                         /* conf: created by --proxy/--route */
@@ -129,7 +133,14 @@ extern const tt_handler_ops_t tt_proxy_ops;
  */
 tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, uint32_t nworkers,
                                            tt_proxy_registry_t *prev, char *err, size_t errlen);
-/** Frees the registry (after the workers stopped). */
+/**
+ * Makes every server of the registry given by name (not an IP literal) follow what it resolves to, every
+ * resolve_interval of its upstream (0: not at all), through `res` (not owned; it must outlive the registry). Each
+ * worker's pools learn of a change through an eventfd on their loop and retire connections to addresses that left
+ * the set at their next idle moment (tt_pool_set_addrs). Before the registry is used by any worker; main thread.
+ */
+void tt_proxy_registry_watch(tt_proxy_registry_t *reg, tt_resolver_t *res);
+/** Frees the registry (after the workers stopped). Any thread (a generation is released where its last use ends). */
 void tt_proxy_registry_free(tt_proxy_registry_t **reg);
 /** Appends the upstream metrics (Prometheus text) to a growable string; a tt_status_render_fn. Any thread. */
 void tt_proxy_render_metrics(void *reg, char **out, size_t *len, size_t *cap);

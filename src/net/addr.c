@@ -132,6 +132,19 @@ void tt_addr_set_port(tt_addr_t *a, uint16_t port)
         a->ss.in.sin_port = htons(port);
 }
 
+bool tt_addr_equal(const tt_addr_t *a, const tt_addr_t *b)
+{
+    if (a->len != b->len) return false;
+    if (a->len == 0) return true;
+    if (a->ss.sa.sa_family != b->ss.sa.sa_family) return false;
+    if (a->ss.sa.sa_family == AF_INET)
+        return a->ss.in.sin_port == b->ss.in.sin_port && a->ss.in.sin_addr.s_addr == b->ss.in.sin_addr.s_addr;
+    if (a->ss.sa.sa_family == AF_INET6)
+        return a->ss.in6.sin6_port == b->ss.in6.sin6_port && a->ss.in6.sin6_scope_id == b->ss.in6.sin6_scope_id &&
+               memcmp(&a->ss.in6.sin6_addr, &b->ss.in6.sin6_addr, sizeof(a->ss.in6.sin6_addr)) == 0;
+    return memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
 /* ---- address blocks ---- */
 
 /* The raw bytes of `a`, IPv4-mapped IPv6 as IPv4: 4 or 16 bytes (0 when unset). */

@@ -34,6 +34,9 @@ size_t tt_addr_format_host(const tt_addr_t *a, char *buf, size_t size);
 uint16_t tt_addr_port(const tt_addr_t *a);
 /** Sets the port (host byte order). */
 void tt_addr_set_port(tt_addr_t *a, uint16_t port);
+/** True when `a` and `b` are the same socket address: family, address, port (and IPv6 scope id). Unset addresses
+ *  (len 0) equal only each other. */
+bool tt_addr_equal(const tt_addr_t *a, const tt_addr_t *b);
 
 /** An address block: "10.0.0.0/8", "2001:db8::/32", or one address ("192.0.2.7" is /32). */
 typedef struct tt_cidr {

@@ -48,6 +48,25 @@ static void parks_a_healthy_connection(void **state)
     assert_int_equal(tt_pool_can_park(&in), TT_RETIRE_NONE);
 }
 
+/* A connection to an address its server's name no longer resolves to is retired when its exchange ends (its idle
+ * moment): after what the socket and the response say, after stopping, before the limits. */
+static void retires_a_connection_whose_address_left_the_name_when_it_ends(void **state)
+{
+    (void)state;
+    tt_pool_park_in_t in = parkable();
+    in.addr_gone = true;
+    assert_int_equal(tt_pool_can_park(&in), TT_RETIRE_DNS_CHANGED);
+    in.fresh = true; /* connected for a request that left: never used, retired all the same */
+    assert_int_equal(tt_pool_can_park(&in), TT_RETIRE_DNS_CHANGED);
+    in.fresh = false;
+    in.requests = in.max_requests; /* used up too: the address goes first */
+    assert_int_equal(tt_pool_can_park(&in), TT_RETIRE_DNS_CHANGED);
+    in.stopping = true;
+    assert_int_equal(tt_pool_can_park(&in), TT_RETIRE_SHUTDOWN);
+    in.sock = TT_UP_SOCK_STRAY;
+    assert_int_equal(tt_pool_can_park(&in), TT_RETIRE_STRAY_BYTES);
+}
+
 /* Each row changes the parkable inputs; `want` is the one reason, in the documented order of the checks. */
 typedef struct {
     const char *what;
@@ -164,6 +183,7 @@ static tt_pool_retire_t model_can_park(const tt_pool_park_in_t *in)
     if (in->sock == TT_UP_SOCK_STRAY) return TT_RETIRE_STRAY_BYTES;
     if (!in->fresh && (!in->persistent || !in->request_sent)) return TT_RETIRE_UPSTREAM_CLOSE;
     if (in->stopping) return TT_RETIRE_SHUTDOWN;
+    if (in->addr_gone) return TT_RETIRE_DNS_CHANGED;
     if (in->max_requests != 0 && in->requests >= in->max_requests) return TT_RETIRE_MAX_REQUESTS;
     if (in->hint_max == 0) return TT_RETIRE_MAX_REQUESTS;
     if (in->lifetime_ms != 0 && in->age_ms >= in->lifetime_ms) return TT_RETIRE_MAX_LIFETIME;
@@ -187,7 +207,7 @@ static void agrees_with_the_order_for_every_combination(void **state)
                                                     TT_RETIRE_LEARNED_DEADLINE, TT_RETIRE_MAX_LIFETIME};
     size_t n = 0, parked = 0;
     size_t seen[TT_RETIRE__COUNT] = {0};
-    for (unsigned flags = 0; flags < 32; flags++) /* fresh, persistent, sent, stopping, hint_zero */
+    for (unsigned flags = 0; flags < 64; flags++) /* fresh, persistent, sent, stopping, hint_zero, addr_gone */
         for (size_t k = 0; k < TT_ARRAY_SIZE(socks); k++)
             for (size_t a = 0; a < TT_ARRAY_SIZE(requests); a++)
                 for (size_t b = 0; b < TT_ARRAY_SIZE(max_requests); b++)
@@ -202,6 +222,7 @@ static void agrees_with_the_order_for_every_combination(void **state)
                                             .request_sent = flags & 4,
                                             .stopping = flags & 8,
                                             .hint_zero = flags & 16,
+                                            .addr_gone = flags & 32,
                                             .sock = socks[k],
                                             .requests = requests[a],
                                             .max_requests = max_requests[b],
@@ -233,7 +254,8 @@ static void agrees_with_the_order_for_every_combination(void **state)
     assert_true(seen[TT_RETIRE_MAX_LIFETIME] > 0);
     assert_true(seen[TT_RETIRE_HINT_DEADLINE] > 0);
     assert_true(seen[TT_RETIRE_LEARNED_DEADLINE] > 0);
-    assert_int_equal(n, 32 * 3 * 4 * 3 * 4 * 4 * 3 * 3 * 4);
+    assert_true(seen[TT_RETIRE_DNS_CHANGED] > 0);
+    assert_int_equal(n, 64 * 3 * 4 * 3 * 4 * 4 * 3 * 3 * 4);
 }
 
 /* ---- tt_pool_idle_deadline ---- */
@@ -641,6 +663,7 @@ static void names_every_retire_reason(void **state)
         {TT_RETIRE_SHUTDOWN, "shutdown"},
         {TT_RETIRE_STRAY_BYTES, "stray_bytes"},
         {TT_RETIRE_TUNNEL, "tunnel"},
+        {TT_RETIRE_DNS_CHANGED, "dns_changed"},
     };
     assert_int_equal(TT_ARRAY_SIZE(names), TT_RETIRE__COUNT);
     for (size_t i = 0; i < TT_ARRAY_SIZE(names); i++)
@@ -1621,10 +1644,53 @@ static void learns_from_a_reused_connection_closed_under_its_request(void **stat
     tt_pool_free(&p);
 }
 
+/* The server's name moved (tt_pool_set_addrs): a parked connection to the old address is retired at once, a busy one
+ * when its exchange ends (never under it), and new connections go to the new address, naming why. The same set in
+ * another order changes nothing. */
+static void follows_the_addresses_of_its_name_and_retires_the_others_when_idle(void **state)
+{
+    (void)state;
+    tt_addr_t other;
+    int lfd2 = peer_listen(&other);
+    assert_true(lfd2 >= 0);
+    tt_pool_t *p = new_pool(&g_addr);
+    wrec_t ra, rb;
+    int pa, pb;
+    tt_upconn_t *a = get_conn(p, &ra, &pa);
+    tt_upconn_t *b = get_conn(p, &rb, &pb);
+    exchange(p, a, pa, OK2, false); /* parked; b stays checked out */
+    tt_addr_t both[2] = {other, g_addr};
+    tt_pool_set_addrs(p, both, 2); /* the old address is still in the set: nothing moves */
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_DNS_CHANGED]), 0);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    tt_pool_set_addrs(p, &other, 1);
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_DNS_CHANGED]), 1); /* the parked one */
+    assert_int_equal(LOAD(g_m.idle), 0);
+    assert_int_equal(b->state, TT_UPCONN_READY);                   /* the busy one is left alone... */
+    exchange(p, b, pb, OK2, false);                                /* ...its exchange completes... */
+    assert_int_equal(LOAD(g_m.retired[TT_RETIRE_DNS_CHANGED]), 2); /* ...and then it goes */
+    assert_int_equal(LOAD(g_m.idle), 0);
+    wrec_t rc;
+    assert_int_equal(acquire(p, &rc), TT_POOL_PENDING); /* a new connection, to the new address */
+    assert_int_equal(rc.w.open_reason, TT_OPEN_DNS_CHANGED);
+    assert_true(peer_run_until(g_loop, &rc.called, 5000));
+    assert_int_equal(rc.st, TT_POOL_READY);
+    int pc = peer_accept(lfd2, 5000);
+    assert_true(pc >= 0);
+    exchange(p, rc.u, pc, OK2, false);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    tt_addr_t same[2] = {other, other};
+    tt_pool_set_addrs(p, same, 1); /* the same set again */
+    assert_int_equal(LOAD(g_m.idle), 1);
+    tt_pool_free(&p);
+    close(pa), close(pb), close(pc), close(lfd2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parks_a_healthy_connection),
+        cmocka_unit_test(retires_a_connection_whose_address_left_the_name_when_it_ends),
         cmocka_unit_test(retires_for_the_first_failing_check_in_order),
         cmocka_unit_test(agrees_with_the_order_for_every_combination),
         cmocka_unit_test(parks_for_the_idle_timeout_alone),
@@ -1662,6 +1728,7 @@ int main(void)
         LIVE(holds_non_replayable_requests_to_safe_idle_until_the_timeout_is_known),
         LIVE(names_why_a_new_connection_was_opened),
         LIVE(learns_from_a_reused_connection_closed_under_its_request),
+        LIVE(follows_the_addresses_of_its_name_and_retires_the_others_when_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,334 @@
+"""Issue 12 (DNS): a server given by name is resolved again every `resolve_interval`; connections to addresses the
+name no longer resolves to are retired at their next idle moment (reason `dns_changed`), never cut mid-exchange.
+
+The name's resolution is made controllable without touching the machine: tether runs in a private mount namespace
+(`unshare -m`, as root) where a temporary file is bind-mounted over /etc/hosts and another over /etc/nsswitch.conf
+(`hosts: files`, so a name missing from the file fails at once instead of asking a DNS server). tether itself reads
+the system's resolver (getaddrinfo) like any other program; the test rewrites the hosts file in place (same length,
+one write) between resolutions. Origins A and B listen on the same port of 127.0.0.2 and 127.0.0.3. Skipped with the
+reason when unshare or the bind mounts are not available.
+
+Asserted: the name moving from A to B sends new requests to B within resolve_interval plus slack, A's idle
+connections are closed with reason dns_changed (metrics, access log `up_open=dns_changed`, the error log line) and
+A sees all its connections closed; a request in flight on A when the name moves completes (200, served by A) and its
+connection is retired when it ends; a failed resolution keeps the old addresses (requests still reach A on the same
+pooled connection) and is logged once, its recovery once; `resolve_interval = 0` and IP literals are never resolved
+again; a bad `resolve_interval` stops start-up with FILE:LINE.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import conftest
+from conftest import SLOW, LATE, HttpConn
+from origin import Origin
+
+NAME = "dnstest.invalid"  # .invalid never resolves in real DNS (RFC 6761); the hosts file alone answers
+INTERVAL = 1.0  # resolve_interval in the tests, seconds
+
+
+def _unshare_reason():
+    if os.geteuid() != 0:
+        return "needs root for unshare -m and bind mounts"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    try:
+        r = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /etc/hosts /etc/hosts"], capture_output=True,
+                           timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        return "unshare -m failed: %s" % e
+    if r.returncode != 0:
+        return "unshare -m with a bind mount failed: %s" % (r.stdout + r.stderr).decode(errors="replace").strip()
+    return None
+
+
+# The resolver's thread publishes to the workers' loops: a ThreadSanitizer build runs this file (tests/CMakeLists.txt).
+pytestmark = pytest.mark.multiworker
+
+_REASON = _unshare_reason()
+needs_ns = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+
+
+def hosts_line(ip):
+    # Every version of the file has the same length, written with one write: a resolution never reads half of it.
+    return ("127.0.0.1 localhost\n%-15s %s\n" % (ip, NAME)).encode()
+
+
+class Resolution:
+    """The private /etc/hosts and /etc/nsswitch.conf, and a wrapper that runs tether over them."""
+
+    def __init__(self, tmp_path, ip):
+        self.hosts = str(tmp_path / "hosts")
+        with open(self.hosts, "wb") as f:
+            f.write(hosts_line(ip))
+        self.nss = str(tmp_path / "nsswitch.conf")
+        with open(self.nss, "w") as f:
+            f.write("hosts: files\n")
+        self.wrapper = str(tmp_path / "tether-ns")
+        with open(self.wrapper, "w") as f:
+            f.write("#!/bin/sh\nexec unshare -m sh -c 'mount --bind \"$1\" /etc/hosts && "
+                    "mount --bind \"$2\" /etc/nsswitch.conf && shift 2 && exec \"$@\"' tether-ns %s %s %s \"$@\"\n"
+                    % (self.hosts, self.nss, conftest.TETHER_BIN))
+        os.chmod(self.wrapper, 0o755)
+
+    def point(self, ip):
+        """Makes NAME resolve to `ip` (None: not at all)."""
+        data = hosts_line(ip) if ip else hosts_line("0.0.0.0").replace(b"\n0", b"\n#", 1)
+        with open(self.hosts, "r+b") as f:  # in place: the bind mount holds this inode
+            f.write(data)
+            f.truncate(len(data))
+
+
+@pytest.fixture
+def dns(tmp_path, monkeypatch):
+    r = Resolution(tmp_path, "127.0.0.2")
+    monkeypatch.setattr(conftest, "TETHER_BIN", r.wrapper)  # Tether() starts the wrapper, which execs tether
+    return r
+
+
+@pytest.fixture
+def two_origins():
+    """Origins A (127.0.0.2) and B (127.0.0.3) on the same port."""
+    started = []
+    for _ in range(20):
+        a = Origin(host="127.0.0.2", port=0, idle_timeout=60.0)
+        try:
+            b = Origin(host="127.0.0.3", port=a.port, idle_timeout=60.0)
+        except OSError:
+            a.sock.close()
+            continue
+        started = [a.start(), b.start()]
+        break
+    assert started, "no port free on both 127.0.0.2 and 127.0.0.3"
+    yield started
+    for o in started:
+        o.stop()
+
+
+def config(port, interval="1s", server=None, workers=2):
+    return """
+[server]
+workers = %d
+
+[upstream backend]
+server = %s
+resolve_interval = %s
+idle_timeout = 60s
+
+[route /]
+upstream = backend
+""" % (workers, server or "%s:%d" % (NAME, port), interval)
+
+
+def get(t, path="/"):
+    c = t.connect()
+    try:
+        return c.get(path)
+    finally:
+        c.close()
+
+
+def retired(t, server, reason="dns_changed"):
+    return t.metric("tether_upstream_retired_total", upstream="backend", server=server, reason=reason)
+
+
+def wait_until(what, predicate, timeout):
+    deadline = time.monotonic() + timeout * SLOW
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for %s" % what
+        time.sleep(0.05)
+
+
+def wait_log(t, text, timeout=10):
+    wait_until("%r in the error log:\n%s" % (text, t.stderr()[-2000:]), lambda: text in t.stderr(), timeout)
+
+
+@needs_ns
+def test_name_moves_new_requests_follow_idle_connections_retire_inflight_completes(tether, dns, two_origins):
+    a, b = two_origins
+    server = "%s:%d" % (NAME, a.port)
+    t = tether(config=config(a.port, workers=1))
+    # The first resolution on the thread brings the whole set (the start-up one kept its first address).
+    t.wait_metric("tether_upstream_dns_resolutions_total", lambda v: v >= 1, upstream="backend", server=server)
+    assert t.metric("tether_upstream_dns_addresses", upstream="backend", server=server) == 1
+
+    # A request in flight on A when the name moves: the origin holds its answer for 3 s.
+    slow = {}
+
+    def slow_request():
+        sc = t.connect(timeout=30)
+        try:
+            slow["resp"] = sc.get("/?delay=3000")
+        finally:
+            sc.close()
+
+    th = threading.Thread(target=slow_request)
+    th.start()
+    wait_until("the slow request at A", lambda: a.stats["requests"] >= 1, 5)
+    # Meanwhile a parked connection to A: a keep-alive client whose requests reuse one upstream connection.
+    c = t.connect()
+    for _ in range(3):
+        assert c.get("/").status == 200
+    c.close()
+    assert a.stats["requests"] == 4 and b.stats["requests"] == 0
+    t.wait_metric("tether_upstream_idle_connections", lambda v: v == 1, upstream="backend", server=server)
+
+    moved_at = time.monotonic()
+    dns.point("127.0.0.3")
+    # New requests go to B within resolve_interval (+ slack for a busy machine).
+    deadline = moved_at + (INTERVAL + 3 + LATE) * SLOW
+    while b.stats["requests"] == 0:
+        assert time.monotonic() < deadline, "no request reached B:\n%s" % t.stderr()[-2000:]
+        assert get(t).status == 200
+        time.sleep(0.05)
+    wait_log(t, "dns: %s now resolves to 127.0.0.3:%d (was 127.0.0.2:%d)" % (server, a.port, a.port))
+    assert b.stats["requests"] >= 1
+    served_by_a = a.stats["requests"]
+    for _ in range(3):  # and stay there
+        assert get(t).status == 200
+    assert a.stats["requests"] == served_by_a
+
+    # The idle connection to A was retired for the change: counted, and the next new connection says why.
+    t.wait_metric("tether_upstream_retired_total", lambda v: v >= 1, upstream="backend", server=server,
+                  reason="dns_changed")
+    lines = t.access_lines()
+    assert any("up_open=dns_changed" in line for line in lines), "\n".join(lines[-10:])
+
+    # The request in flight on A completes, answered by A, and its connection is retired once it is idle.
+    th.join(30 * SLOW)
+    assert not th.is_alive()
+    resp = slow["resp"]
+    assert resp.status == 200, resp
+    assert json.loads(resp.body)["target"] == "/?delay=3000"
+    t.wait_metric("tether_upstream_retired_total", lambda v: v >= 2, upstream="backend", server=server,
+                  reason="dns_changed")
+    wait_until("A to see every connection closed", lambda: a.stats["open"] == 0, 5)
+    assert retired(t, server) == 2
+    assert t.metric("tether_upstream_generated_total", upstream="backend", cause="reset_before_response") == 0
+    assert t.metric("tether_upstream_dns_changes_total", upstream="backend", server=server) == 1
+    assert t.metric("tether_upstream_dns_failures_total", upstream="backend", server=server) == 0
+
+
+@needs_ns
+def test_failed_resolution_keeps_the_last_addresses(tether, dns, two_origins):
+    a, b = two_origins
+    server = "%s:%d" % (NAME, a.port)
+    t = tether(config=config(a.port, workers=2))
+    t.wait_metric("tether_upstream_dns_resolutions_total", lambda v: v >= 1, upstream="backend", server=server)
+    c = t.connect()
+    assert c.get("/").status == 200
+    first_conn = json.loads(c.get("/").body)["conn"]
+
+    dns.point(None)  # the name no longer resolves at all
+    failures = t.wait_metric("tether_upstream_dns_failures_total", lambda v: v >= 3, timeout=(3 * INTERVAL + 5),
+                             upstream="backend", server=server)
+    assert failures >= 3
+    # Logged once for the change of state, not once per failure.
+    assert t.stderr().count("dns: resolving %s failed" % server) == 1, t.stderr()[-2000:]
+    # The last good address stays: requests reach A, on the same pooled connection, nothing retired.
+    r = c.get("/")
+    assert r.status == 200
+    assert json.loads(r.body)["conn"] == first_conn
+    assert b.stats["requests"] == 0
+    assert retired(t, server) == 0
+    assert t.metric("tether_upstream_dns_addresses", upstream="backend", server=server) == 1
+
+    dns.point("127.0.0.2")  # back: logged once, nothing moves
+    wait_log(t, "dns: %s resolves again: 127.0.0.2:%d" % (server, a.port), timeout=3 * INTERVAL + 5)
+    r = c.get("/")
+    assert json.loads(r.body)["conn"] == first_conn
+    assert t.stderr().count("dns: resolving %s failed" % server) == 1
+    assert retired(t, server) == 0
+    c.close()
+
+
+@needs_ns
+def test_resolve_interval_0_and_ip_literals_are_never_resolved_again(tether, dns, two_origins):
+    a, b = two_origins
+    named = "%s:%d" % (NAME, a.port)
+    literal = "127.0.0.2:%d" % a.port
+    text = """
+[server]
+workers = 1
+
+[upstream fixed]
+server = %s
+resolve_interval = 0
+
+[upstream literal]
+server = %s
+resolve_interval = 1s
+
+[route /fixed/]
+upstream = fixed
+
+[route /literal/]
+upstream = literal
+""" % (named, literal)
+    t = tether(config=text)
+    assert get(t, "/fixed/x").status == 200
+    assert get(t, "/literal/x").status == 200
+    dns.point("127.0.0.3")
+    time.sleep(3 * INTERVAL)  # three resolutions would have happened, had either been resolved again
+    assert get(t, "/fixed/y").status == 200
+    assert b.stats["requests"] == 0
+    m = t.metrics_text()
+    assert "tether_upstream_dns_resolutions_total{" not in m
+    assert "dns: " not in t.stderr()
+
+
+def test_bad_resolve_interval_is_refused_at_start(tmp_path):
+    path = tmp_path / "t.ini"
+    path.write_text("[upstream a]\nserver = 127.0.0.1:9\nresolve_interval = 200ms\n[route /]\nupstream = a\n")
+    r = subprocess.run([conftest.TETHER_BIN, "serve", "--check", "--config", str(path)], capture_output=True,
+                       timeout=30)
+    assert r.returncode == 2
+    assert "%s:3: resolve_interval: must be 0 (never resolve again) or at least 1s" % path in r.stderr.decode()
+
+
+@needs_ns
+def test_a_reload_keeps_following_the_name(tether, dns, two_origins):
+    """A reload keeps the pool of a server given by name (its parked connection is reused) and the pool follows the
+    new configuration's resolution: with the same resolve_interval the name's counters go on, and after a reload that
+    changes it the name still moves the traffic."""
+    a, b = two_origins
+    server = "%s:%d" % (NAME, a.port)
+    t = tether(config=config(a.port, workers=2))
+    resolved = t.wait_metric("tether_upstream_dns_resolutions_total", lambda v: v >= 2, upstream="backend",
+                             server=server)
+    c = t.connect()
+    conn = json.loads(c.get("/").body)["conn"]
+    with open(t.config_path, "w") as f:
+        f.write(config(a.port, workers=2) + "\n; same name, port and interval\n")
+    t.send_signal(signal.SIGHUP)
+    wait_log(t, "reload: applied (generation 2)")
+    assert t.metric("tether_upstream_dns_resolutions_total", upstream="backend", server=server) >= resolved
+    assert json.loads(c.get("/").body)["conn"] == conn  # the kept pool's parked connection
+
+    with open(t.config_path, "w") as f:
+        f.write(config(a.port, interval="2s", workers=2))
+    t.send_signal(signal.SIGHUP)
+    wait_log(t, "reload: applied (generation 3)")
+    assert json.loads(c.get("/").body)["conn"] == conn
+    dns.point("127.0.0.3")
+    deadline = time.monotonic() + (2 + 3 + LATE) * SLOW
+    while b.stats["requests"] == 0:
+        assert time.monotonic() < deadline, "no request reached B:\n%s" % t.stderr()[-2000:]
+        assert get(t).status == 200
+        time.sleep(0.05)
+    # The client connection whose upstream connection was kept through both reloads: that one is retired, and its
+    # next request goes to B.
+    at_b = b.stats["requests"]
+    assert c.get("/").status == 200
+    assert b.stats["requests"] == at_b + 1
+    t.wait_metric("tether_upstream_retired_total", lambda v: v >= 1, upstream="backend", server=server,
+                  reason="dns_changed")
+    c.close()
