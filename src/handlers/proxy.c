@@ -170,6 +170,7 @@ typedef struct proxy_req {
     tt_timer_t resp_timer;  /* HTTP/2 upstream: the request sent -> the response head (response_timeout) */
     tt_timer_t deadline;    /* gRPC: grpc-timeout from the request's start */
     bool grpc;              /* content-type: application/grpc: tether's own errors are gRPC-shaped */
+    bool on_h2;             /* the last attempt was a stream on an HTTP/2 connection (the log's up_open) */
     char log[320];
 } proxy_req_t;
 
@@ -238,8 +239,10 @@ static void update_log(proxy_req_t *pr)
                      "up_open=%s retries=%u replays=%u cause=%s",
                      pr->uc->name, as, (unsigned long long)pr->up_id, pr->reused ? 1 : 0,
                      (unsigned long long)pr->up_idle_ms, pr->up_req_no, (unsigned long long)pr->up_age_ms,
-                     pr->up_id ? tt_pool_open_name(pr->waiter.open_reason) : "-", pr->retries, pr->replays,
-                     tt_proxy_cause_name(pr->cause));
+                     pr->on_h2   ? "h2"
+                     : pr->up_id ? tt_pool_open_name(pr->waiter.open_reason)
+                                 : "-",
+                     pr->retries, pr->replays, tt_proxy_cause_name(pr->cause));
     pr->req->log_extra = tt_str(pr->log, n > 0 ? (size_t)TT_MIN((size_t)n, sizeof(pr->log) - 1) : 0);
 }
 
@@ -1053,6 +1056,7 @@ static void h2_begin(proxy_req_t *pr, tt_h2c_t *c)
     tt_gauge_add(&h2_metrics(pr)->streams, 1);
     pr->reused = tt_h2c_requests(c) > 1;
     pr->up_id = tt_h2c_id(c);
+    pr->on_h2 = true;
     pr->up_req_no = tt_h2c_requests(c);
     pr->up_idle_ms = 0;
     pr->up_age_ms = 0;
