@@ -51,9 +51,11 @@ class H2Origin:
     `requests` records (conn_no, stream_id, method, path, body) in arrival order; `conns` counts accepts.
     `goaway_after` = (N, LAST): once N requests arrived on the first connection a GOAWAY(NO_ERROR, LAST) is written,
     then the streams at or below LAST are answered and those above never are. `deaf_after` = N: on the first
-    connection, after N requests were answered, the origin stops reading (and answering PINGs) for good."""
+    connection, after N requests were answered, the origin stops reading (and answering PINGs) for good.
+    `refuse_first` = K: the first K requests are reset with REFUSED_STREAM. A path starting "/hang" is never
+    answered. `resets` records (conn_no, stream_id, error_code) of every RST_STREAM received."""
 
-    def __init__(self, goaway_after=None, deaf_after=None, max_streams=100):
+    def __init__(self, goaway_after=None, deaf_after=None, max_streams=100, refuse_first=0):
         self.lsock = socket.socket()
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(64)
@@ -61,6 +63,9 @@ class H2Origin:
         self.goaway_after = goaway_after
         self.deaf_after = deaf_after
         self.max_streams = max_streams
+        self.refuse_left = refuse_first
+        self.refused = []
+        self.resets = []
         self.lock = threading.Lock()
         self.requests = []
         self.conns = 0
@@ -114,6 +119,9 @@ class H2Origin:
                 for ev in conn.receive_data(data):
                     if isinstance(ev, h2.events.PingReceived):
                         self.pings += 1
+                    elif isinstance(ev, h2.events.StreamReset):
+                        with self.lock:
+                            self.resets.append((no, ev.stream_id, ev.error_code))
                     elif isinstance(ev, h2.events.RequestReceived):
                         hd = dict(ev.headers)
                         streams[ev.stream_id] = [hd[":method"], hd[":path"], b""]
@@ -139,6 +147,15 @@ class H2Origin:
                         self.goaway_sent.set()
                     pending = [p for p in pending if p[0] <= last]
                 for sid, path, body in pending:
+                    if path.startswith("/hang"):
+                        continue
+                    with self.lock:
+                        refuse = self.refuse_left > 0
+                        self.refuse_left -= refuse
+                    if refuse:
+                        self.refused.append(path)
+                        conn.reset_stream(sid, error_code=7)  # REFUSED_STREAM: not processed (RFC 9113 8.7)
+                        continue
                     payload = ("%s " % path).encode() + body
                     conn.send_headers(sid, [(":status", "200"), ("content-length", str(len(payload)))])
                     conn.send_data(sid, payload, end_stream=True)
@@ -417,6 +434,72 @@ def test_idle_connection_answers_pings_and_closes_with_goaway_after_idle_timeout
     assert h2m(t, "tether_upstream_h2_connections") == 0
     r, _ = one_request("127.0.0.1", t.port, "GET", "/y")
     assert r.status == 200 and o.conns == 2
+
+
+def test_refused_stream_is_replayed_whatever_the_method(tether, h2origins):
+    o = h2origins(refuse_first=3)
+    t = tether("--workers", "1", config=h2_config("127.0.0.1:%d" % o.port)).wait_ready()
+    for i in range(5):
+        r, _ = one_request("127.0.0.1", t.port, "POST", "/r%d" % i, body=b"b%d" % i)
+        assert r.status == 200 and r.body == b"/r%d b%d" % (i, i), r
+    paths = [p for _, _, _, p, _ in o.requests]
+    assert o.refused == ["/r0", "/r0", "/r0"]  # refused three times, answered the fourth: at most 3 replays
+    assert paths.count("/r0") == 4 and all(paths.count("/r%d" % i) == 1 for i in range(1, 5))
+    assert t.metric("tether_upstream_h2_replays_total", upstream=UP, reason="refused_stream") == 3
+
+
+def test_refused_stream_beyond_three_replays_is_a_502(tether, h2origins):
+    o = h2origins(refuse_first=4)
+    t = tether("--workers", "1", config=h2_config("127.0.0.1:%d" % o.port)).wait_ready()
+    r, _ = one_request("127.0.0.1", t.port, "POST", "/r", body=b"b")
+    assert r.status == 502 and r.header("X-Tether-Cause") == "reset_before_response", r
+    assert len(o.requests) == 4
+
+
+def test_a_client_that_leaves_resets_its_upstream_stream(tether, h2origins):
+    o = h2origins()
+    t = tether("--workers", "1", config=h2_config("127.0.0.1:%d" % o.port)).wait_ready()
+    c = HttpConn(*t.addr)
+    c.request("GET", "/hang")
+    wait_until(lambda: len(o.requests) == 1, 5, "the request at the origin")
+    assert h2m(t, "tether_upstream_h2_streams") == 1
+    c.close()
+    wait_until(lambda: o.resets == [(1, 1, 8)], 5, "RST_STREAM CANCEL at the origin")
+    assert h2m(t, "tether_upstream_h2_streams") == 0
+    r, _ = one_request("127.0.0.1", t.port, "GET", "/after")
+    assert r.status == 200 and o.conns == 1  # the connection goes on
+
+
+def test_protocol_auto_takes_alpn_answer(tether, certs):
+    """protocol = auto on https://: an origin that selects h2 gets HTTP/2, one that only speaks http/1.1 gets
+    HTTP/1.1 (the first request included: it moves to the HTTP/1.1 pool before anything was sent)."""
+    from test_proxy_tls import TlsOrigin
+    h1 = TlsOrigin(certs.main, alpn=("http/1.1",))
+    h1.start()
+    www = os.path.join(certs.dir, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "f.txt"), "w") as f:
+        f.write("from h2 origin\n")
+    h2o = tether("--workers", "1", "--root", www, *tls_args(certs)).wait_ready()
+    cfg = ("[upstream a]\nserver = https://127.0.0.1:%d\nprotocol = auto\ntls_ca = %s\n\n"
+           "[upstream b]\nserver = https://127.0.0.1:%d\nprotocol = auto\ntls_ca = %s\n\n"
+           "[route /f.txt]\nupstream = a\n\n[route /]\nupstream = b\n"
+           % (tls_port(h2o), certs.ca, h1.port, certs.ca))
+    t = tether("--workers", "1", config=cfg).wait_ready()
+    try:
+        for _ in range(2):
+            r, _ = one_request("127.0.0.1", t.port, "GET", "/f.txt")
+            assert r.status == 200 and r.body == b"from h2 origin\n", r
+            r, _ = one_request("127.0.0.1", t.port, "GET", "/echo")
+            assert r.status == 200, r
+        assert t.metric("tether_upstream_h2_connections_opened_total", upstream="a",
+                        server="127.0.0.1:%d" % tls_port(h2o)) == 1
+        assert t.metric("tether_upstream_h2_connections_opened_total", upstream="b", server="127.0.0.1:%d" % h1.port) == 1
+        assert t.metric("tether_upstream_connections_opened_total", upstream="b", server="127.0.0.1:%d" % h1.port) == 1
+        assert t.metric("tether_upstream_connections_opened_total", upstream="a",
+                        server="127.0.0.1:%d" % tls_port(h2o)) == 0
+    finally:
+        h1.stop()
 
 
 # ---- one connection for 100 concurrent streams ----
