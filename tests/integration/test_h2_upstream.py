@@ -537,6 +537,7 @@ def test_h2load_100_streams_use_one_upstream_connection(tether, procs, tmp_path)
         most = max(most, established_to(port))
         time.sleep(0.05)
     out = load.communicate(timeout=60 * SLOW)[0].decode()
+    most = max(most, established_to(port))  # the connection stays open (idle_timeout): a fast run is seen too
     assert "900 succeeded" in out, out  # under the client side's max_requests (1000)
     assert most == 1
     assert h2m(t, "tether_upstream_h2_connections_opened_total") == 1
