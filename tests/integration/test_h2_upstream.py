@@ -66,6 +66,7 @@ class H2Origin:
         self.refuse_left = refuse_first
         self.refused = []
         self.resets = []
+        self.heads = {}  # path -> the request's header list, as received
         self.lock = threading.Lock()
         self.requests = []
         self.conns = 0
@@ -125,6 +126,8 @@ class H2Origin:
                     elif isinstance(ev, h2.events.RequestReceived):
                         hd = dict(ev.headers)
                         streams[ev.stream_id] = [hd[":method"], hd[":path"], b""]
+                        with self.lock:
+                            self.heads[hd[":path"]] = list(ev.headers)
                     elif isinstance(ev, h2.events.DataReceived):
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                         if ev.stream_id in streams:
@@ -205,7 +208,13 @@ def test_h1_and_h2_clients_reach_an_h2c_origin_over_one_connection(tether, h2ori
     out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--data-binary", "hello", t.url("/h2c")],
                          stdout=subprocess.PIPE, timeout=20 * SLOW)
     assert out.stdout == b"/h2c hello"
-    assert o.conns == 1  # six exchanges from six client connections: one upstream connection
+    r, _ = one_request("127.0.0.1", t.port, "GET", "/te", headers={"TE": "trailers, deflate", "X-A": "1"})
+    assert r.status == 200
+    head = o.heads["/te"]
+    assert ("te", "trailers") in head and ("x-a", "1") in head  # TE: trailers passes, lower-case names
+    assert dict(head)[":authority"] == "t" and dict(head)[":scheme"] == "http"  # the Host forwarded, as to HTTP/1.1
+    assert not {n for n, _ in head} & {"host", "connection", "keep-alive", "transfer-encoding", "upgrade"}
+    assert o.conns == 1  # seven exchanges from seven client connections: one upstream connection
     assert {r[0] for r in o.requests} == {1}
     assert h2m(t, "tether_upstream_h2_connections_opened_total") == 1
     assert h2m(t, "tether_upstream_h2_streams") == 0
@@ -333,16 +342,17 @@ def test_grpc_calls_through_tether(tether, certs, grpc_server, tls):
     assert h2m(t, "tether_upstream_h2_connections_opened_total") == 1
 
 
-def test_grpc_timeout_is_the_exchange_deadline(tether, grpc_server):
-    """An HTTP/1.1 client without a deadline of its own: tether ends the call at grpc-timeout with
-    DEADLINE_EXCEEDED (grpc-status 4 in the trailers) and resets the upstream stream."""
-    plain, _ = grpc_server
-    t = tether("--workers", "1", config=h2_config("127.0.0.1:%d" % plain)).wait_ready()
+def test_grpc_timeout_is_the_exchange_deadline(tether, h2origins):
+    """An HTTP/1.1 client without a deadline of its own, an origin that ignores grpc-timeout (it never answers
+    /hang): tether ends the call at grpc-timeout with DEADLINE_EXCEEDED (grpc-status 4 in the trailers) and resets
+    the upstream stream with CANCEL."""
+    o = h2origins()
+    t = tether("--workers", "1", config=h2_config("127.0.0.1:%d" % o.port)).wait_ready()
     c = HttpConn(*t.addr, timeout=20)
     msg = b"\x00\x00\x00\x00\x00"  # one empty gRPC message
     start = time.monotonic()
-    c.send(b"POST /%s/Slow HTTP/1.1\r\nHost: t\r\nContent-Type: application/grpc\r\nTE: trailers\r\n"
-           b"grpc-timeout: 300m\r\nContent-Length: %d\r\n\r\n%s" % (SVC.encode(), len(msg), msg))
+    c.send(b"POST /hang/Slow HTTP/1.1\r\nHost: t\r\nContent-Type: application/grpc\r\nTE: trailers\r\n"
+           b"grpc-timeout: 300m\r\nContent-Length: %d\r\n\r\n%s" % (len(msg), msg))
     data = b""
     while b"\r\n0\r\n" not in data or not data.endswith(b"\r\n\r\n"):
         chunk = c.sock.recv(65536)
@@ -353,6 +363,9 @@ def test_grpc_timeout_is_the_exchange_deadline(tether, grpc_server):
     assert b"grpc-status: 4" in data, data
     assert 0.3 <= took < 0.3 + 2 * LATE + 1.0 * SLOW, took
     assert t.metric("tether_upstream_generated_total", upstream=UP, cause="grpc_deadline") == 1
+    wait_until(lambda: o.resets == [(1, 1, 8)], 5, "RST_STREAM CANCEL at the origin")
+    hd = [r for r in o.requests if r[3] == "/hang/Slow"]
+    assert len(hd) == 1 and hd[0][4] == msg
 
 
 def test_tether_errors_are_grpc_shaped(tether):
