@@ -822,10 +822,12 @@ int32_t tt_h2c_submit(tt_h2c_t *c, const char *method, const char *scheme, tt_st
 static h2c_stream_t *stream_of(tt_h2c_t *c, int32_t id)
 {
     if (c->state != H2C_READY) return NULL;
-    tt_list_t *pos, *tmp;
+    h2c_stream_t *st = nghttp2_session_get_stream_user_data(c->s, id); /* once nghttp2 has the stream */
+    if (st != NULL && st->id == id) return st->user != NULL ? st : NULL;
+    tt_list_t *pos, *tmp; /* submitted, not opened yet: look in our list */
     tt_list_foreach_safe(pos, tmp, &c->streams)
     {
-        h2c_stream_t *st = tt_container_of(pos, h2c_stream_t, link);
+        st = tt_container_of(pos, h2c_stream_t, link);
         if (st->id == id) return st->user != NULL ? st : NULL;
     }
     return NULL;

@@ -170,6 +170,7 @@ typedef struct proxy_req {
     tt_timer_t resp_timer;  /* HTTP/2 upstream: the request sent -> the response head (response_timeout) */
     tt_timer_t deadline;    /* gRPC: grpc-timeout from the request's start */
     bool grpc;              /* content-type: application/grpc: tether's own errors are gRPC-shaped */
+    bool h2_content;        /* the current stream carries request content (DATA frames follow its HEADERS) */
     bool on_h2;             /* the last attempt was a stream on an HTTP/2 connection (the log's up_open) */
     char log[320];
 } proxy_req_t;
@@ -981,8 +982,9 @@ static void h2_acquire(proxy_req_t *pr)
 static void h2_send_end(proxy_req_t *pr)
 {
     if (pr->sent_end || !pr->body_done || pr->h2c == NULL) return;
-    tt_h2c_end(pr->h2c, pr->h2id,
-               pr->trailers.len ? tt_str(tt_buf_data(&pr->trailers), pr->trailers.len) : TT_STR_NULL);
+    if (pr->h2_content) /* else HEADERS carried END_STREAM */
+        tt_h2c_end(pr->h2c, pr->h2id,
+                   pr->trailers.len ? tt_str(tt_buf_data(&pr->trailers), pr->trailers.len) : TT_STR_NULL);
     pr->sent_end = true;
     if (!pr->response_started) tt_timer_arm(pr->pw->w->loop, &pr->resp_timer, pr->uc->pool.timeouts.response_ms);
 }
@@ -1053,6 +1055,7 @@ static void h2_begin(proxy_req_t *pr, tt_h2c_t *c)
     }
     pr->h2c = c;
     pr->h2id = id;
+    pr->h2_content = content;
     tt_gauge_add(&h2_metrics(pr)->streams, 1);
     pr->reused = tt_h2c_requests(c) > 1;
     pr->up_id = tt_h2c_id(c);
@@ -1124,8 +1127,16 @@ static void h2_on_conn(tt_h2pool_stream_t *s, tt_h2c_t *c, tt_h2c_err_t err)
 /* Response field lines into the worker's response scratch, for the field rules (forward.c). */
 static tt_h1_response_t *h2_response_view(proxy_req_t *pr, int status, tt_str_t fields)
 {
-    tt_h1_response_t *res = &pr->pw->w->up_res;
-    *res = (tt_h1_response_t){.minor_version = 1, .status = status, .content_length = -1, .keep_alive = -1};
+    tt_h1_response_t *res = &pr->pw->w->up_res; /* field by field: zeroing its 100 field slots costs more */
+    res->minor_version = 1;
+    res->status = status;
+    res->reason = TT_STR_NULL;
+    res->content_length = -1;
+    res->chunked = res->close_delimited = false;
+    res->conn_tokens = 0;
+    res->keep_alive = -1;
+    res->error = 0;
+    res->nfields = 0;
     const char *p = fields.p, *end = fields.p + fields.n;
     while (p < end && res->nfields < TT_H1_MAX_FIELDS) {
         const char *e = memchr(p, '\n', (size_t)(end - p));
