@@ -272,7 +272,10 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
     (void)s;
     tt_h2c_t *c = user;
     c->last_frame_ms = tt_loop_now(c->loop);
-    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) c->settings_seen = true;
+    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+        c->settings_seen = true;
+        if (c->ops->on_settings) c->ops->on_settings(c);
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         /* Streams above last_stream_id are closed by nghttp2 with REFUSED_STREAM: see on_stream_close. */
         c->goaway = true;

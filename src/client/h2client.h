@@ -74,6 +74,8 @@ typedef struct tt_h2c_ops {
     /** A GOAWAY arrived (RFC 9113 6.8): no new stream is accepted from now on; streams above `last_id` end with
      *  TT_H2C_GOAWAY, the others go on. */
     void (*on_goaway)(tt_h2c_t *c, uint32_t error_code, int32_t last_id);
+    /** The server's SETTINGS frame arrived (the first one, and every change: RFC 9113 6.5), already applied. */
+    void (*on_settings)(tt_h2c_t *c);
     /** A liveness PING was answered after `rtt_us` microseconds. */
     void (*on_ping_rtt)(tt_h2c_t *c, uint64_t rtt_us);
 } tt_h2c_ops_t;

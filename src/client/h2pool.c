@@ -29,9 +29,12 @@ static const tt_h2c_ops_t conn_ops;
 
 static void serve(tt_h2pool_t *p);
 
+/* Until the server's first SETTINGS frame its stream limit is unknown (RFC 9113 6.5.2: unlimited by default), and a
+ * burst would all go on the first connection: streams wait for it (it is the server's first frame). */
 static bool has_room(const pconn_t *pc)
 {
-    return pc->ready && tt_h2c_can_request(pc->c) && tt_h2c_open_streams(pc->c) < tt_h2c_peer_max_streams(pc->c);
+    return pc->ready && tt_h2c_peer_settings_seen(pc->c) && tt_h2c_can_request(pc->c) &&
+           tt_h2c_open_streams(pc->c) < tt_h2c_peer_max_streams(pc->c);
 }
 
 static tt_h2c_t *room(tt_h2pool_t *p)
@@ -74,7 +77,8 @@ static void maybe_open(tt_h2pool_t *p)
     tt_list_t *pos, *tmp;
     tt_list_foreach_safe(pos, tmp, &p->conns)
     {
-        if (!tt_container_of(pos, pconn_t, link)->ready) return; /* its SETTINGS will tell how many it takes */
+        pconn_t *pc = tt_container_of(pos, pconn_t, link);
+        if (!pc->ready || !tt_h2c_peer_settings_seen(pc->c)) return; /* its SETTINGS will tell how many it takes */
     }
     if (p->conf.max_connections && p->nconns >= p->conf.max_connections) return; /* a slot will free */
     pconn_t *pc = tt_calloc(1, sizeof(*pc));
@@ -162,8 +166,13 @@ static void c_on_connect(tt_h2c_t *c, tt_h2c_err_t err)
         return;
     }
     pc->ready = true;
-    arm_idle(p);
-    serve(p);
+    arm_idle(p); /* streams wait for its SETTINGS (on_settings) */
+}
+
+static void c_on_settings(tt_h2c_t *c)
+{
+    pconn_t *pc = tt_h2c_data(c);
+    serve_soon(pc->p); /* the first SETTINGS, or a raised limit: waiting streams fit now (never inside nghttp2) */
 }
 
 static void c_on_response(tt_h2c_t *c, void *sd, int status, tt_str_t fields)
@@ -236,6 +245,7 @@ static const tt_h2c_ops_t conn_ops = {
     .on_trailers = c_on_trailers,
     .on_drain = c_on_drain,
     .on_goaway = c_on_goaway,
+    .on_settings = c_on_settings,
     .on_ping_rtt = c_on_ping_rtt,
 };
 

@@ -515,6 +515,33 @@ def test_protocol_auto_takes_alpn_answer(tether, certs):
         h1.stop()
 
 
+@pytest.mark.parametrize("max_connections", [0, 2])
+def test_streams_fill_connections_as_the_servers_settings_allow(tether, h2origins, max_connections):
+    """The origin allows 2 concurrent streams (SETTINGS_MAX_CONCURRENT_STREAMS): 5 requests in flight take 3
+    connections; with max_connections = 2, 4 are in flight and the fifth waits, then gets 503 pool_exhausted."""
+    o = h2origins(max_streams=2)
+    t = tether("--workers", "1", config=h2_config("127.0.0.1:%d" % o.port, max_connections=max_connections,
+                                                  queue_timeout="1s")).wait_ready()
+    clients = []
+    try:
+        for i in range(5):
+            c = HttpConn(*t.addr, timeout=20)
+            c.request("GET", "/hang%d" % i)
+            clients.append(c)
+        want = 5 if max_connections == 0 else 4
+        wait_until(lambda: len(o.requests) == want, 10, "%d streams at the origin" % want)
+        assert o.conns == (3 if max_connections == 0 else 2)
+        assert sorted(sum(1 for r in o.requests if r[0] == n) for n in range(1, o.conns + 1))[-1] == 2
+        if max_connections:
+            r = clients[4].response()
+            assert r.status == 503 and r.header("X-Tether-Cause") == "pool_exhausted", r
+            assert len(o.requests) == 4
+    finally:
+        for c in clients:
+            c.close()
+    wait_until(lambda: h2m(t, "tether_upstream_h2_streams") == 0, 5, "every stream reset")
+
+
 # ---- one connection for 100 concurrent streams ----
 
 def free_port():
