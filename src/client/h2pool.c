@@ -7,6 +7,7 @@ typedef struct pconn {
     tt_h2c_t *c;
     tt_h2pool_t *p;
     bool ready;
+    bool took_session;
 } pconn_t;
 
 struct tt_h2pool {
@@ -19,6 +20,7 @@ struct tt_h2pool {
     uint32_t nconns;
     tt_list_t queue; /* tt_h2pool_stream_t waiting for a slot, FIFO */
     uint32_t nqueue;
+    void *session; /* TLS: the newest resumable session, owned; offered to new connections (conf.h2.session) */
     bool no_h2;
     bool freed; /* tt_h2pool_free ran while `serve_later` was queued: serve_cb frees */
     tt_timer_t idle_timer;
@@ -28,6 +30,15 @@ struct tt_h2pool {
 static const tt_h2c_ops_t conn_ops;
 
 static void serve(tt_h2pool_t *p);
+
+/* True while a connection of the pool has not finished its handshake. */
+static bool connecting(const tt_h2pool_t *p)
+{
+    const tt_list_t *pos;
+    for (pos = p->conns.next; pos != &p->conns; pos = pos->next)
+        if (!tt_container_of(pos, pconn_t, link)->ready) return true;
+    return false;
+}
 
 /* Until the server's first SETTINGS frame its stream limit is unknown (RFC 9113 6.5.2: unlimited by default), and a
  * burst would all go on the first connection: streams wait for it (it is the server's first frame). */
@@ -166,6 +177,7 @@ static void c_on_connect(tt_h2c_t *c, tt_h2c_err_t err)
         return;
     }
     pc->ready = true;
+    if (p->conf.h2.tls) tt_counter_add(&p->m->tls_handshakes[tt_h2c_tls_resumed(c) ? 1 : 0], 1);
     arm_idle(p); /* streams wait for its SETTINGS (on_settings) */
 }
 
@@ -209,6 +221,15 @@ static void c_on_stream_end(tt_h2c_t *c, void *sd, tt_h2c_err_t err, uint32_t h2
     tt_h2pool_t *p = pc->p;
     tt_h2pool_stream_t *s = sd;
     if (s != NULL) s->ops->on_end(s, err, h2_error);
+    if (p->conf.h2.tls && !pc->took_session && err == TT_H2C_OK && !connecting(p)) {
+        /* the tickets have come by now; a connect under way may still read the session it was given */
+        pc->took_session = true;
+        void *sess = tt_h2c_take_session(c);
+        if (sess != NULL) {
+            if (p->session) tt_tls_session_free(p->session);
+            p->session = p->conf.h2.session = sess;
+        }
+    }
     if (tt_h2c_open_streams(c) == 0) arm_idle(p);
     serve_soon(p); /* a slot is free: never from inside nghttp2's callback */
 }
@@ -288,6 +309,8 @@ void tt_h2pool_free(tt_h2pool_t **pp)
         conn_gone(pc);
     }
     tt_timer_disarm(p->loop, &p->idle_timer);
+    if (p->session) tt_tls_session_free(p->session);
+    p->session = NULL;
     if (p->serve_later._queued)
         p->freed = true;
     else

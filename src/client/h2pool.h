@@ -5,7 +5,9 @@
  * received GOAWAY), up to max_connections; beyond, requests wait in a FIFO queue (max_pending, queue_timeout).
  * A connection that received GOAWAY takes no new stream and leaves the pool when its last stream ends; one
  * without streams for idle_timeout is closed with GOAWAY(NO_ERROR); one that misses a PING (h2client.h) fails
- * with TT_H2C_PING_TIMEOUT. Which of the ended streams are replayed is the user's decision (proxy.c).
+ * with TT_H2C_PING_TIMEOUT. Over TLS the pool keeps the newest session its connections received (taken after each
+ * connection's first stream, when TLS 1.3 tickets have come) and offers it to every new connection. Which of the
+ * ended streams are replayed is the user's decision (proxy.c).
  * Everything here is for the owning worker's thread.
  */
 #ifndef TT_CLIENT_H2POOL_H
@@ -28,6 +30,7 @@ typedef struct tt_h2pool_metrics {
     tt_counter_t ping_timeouts;                    /* connections closed because a PING went unanswered */
     tt_counter_t idle_closed;                      /* connections closed with GOAWAY after idle_timeout */
     tt_gauge_t ping_rtt_us;                        /* the last PING round trip, us */
+    tt_counter_t tls_handshakes[2];                /* https://: full [0] and resumed [1] TLS handshakes */
 } tt_h2pool_metrics_t;
 
 /** Settings of one pool. */

@@ -1886,6 +1886,10 @@ static void render_h2(char **out, size_t *len, size_t *cap, const tt_proxy_regis
          false},
         {"tether_upstream_h2_idle_closed_total", "counter",
          "HTTP/2 upstream connections closed with GOAWAY after idle_timeout without streams.", HM(idle_closed), false},
+        {"tether_upstream_h2_tls_full_handshakes_total", "counter",
+         "Full TLS handshakes of HTTP/2 upstream connections.", HM(tls_handshakes[0]), false},
+        {"tether_upstream_h2_tls_resumed_handshakes_total", "counter",
+         "Resumed TLS handshakes of HTTP/2 upstream connections.", HM(tls_handshakes[1]), false},
     };
     for (size_t k = 0; k < TT_ARRAY_SIZE(series); k++) {
         tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s %s\n", series[k].name, series[k].help, series[k].name,

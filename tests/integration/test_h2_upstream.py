@@ -542,6 +542,25 @@ def test_streams_fill_connections_as_the_servers_settings_allow(tether, h2origin
     wait_until(lambda: h2m(t, "tether_upstream_h2_streams") == 0, 5, "every stream reset")
 
 
+def test_tls_reconnects_resume_the_session(tether, certs):
+    """protocol = h2 to an https:// origin (a second tether, ALPN h2): after the idle close the next connection
+    resumes the TLS session the first one received."""
+    www = os.path.join(certs.dir, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "f.txt"), "w") as f:
+        f.write("tls\n")
+    origin = tether("--workers", "1", "--root", www, *tls_args(certs)).wait_ready()
+    sv = "127.0.0.1:%d" % tls_port(origin)
+    t = tether("--workers", "1", config=h2_config("https://" + sv, tls_ca=certs.ca, idle_timeout="300ms")).wait_ready()
+    r, _ = one_request("127.0.0.1", t.port, "GET", "/f.txt")
+    assert r.status == 200 and r.body == b"tls\n", r
+    wait_until(lambda: t.metric("tether_upstream_h2_idle_closed_total", upstream=UP, server=sv) == 1, 5, "idle close")
+    r, _ = one_request("127.0.0.1", t.port, "GET", "/f.txt")
+    assert r.status == 200
+    assert t.metric("tether_upstream_h2_tls_full_handshakes_total", upstream=UP, server=sv) == 1
+    assert t.metric("tether_upstream_h2_tls_resumed_handshakes_total", upstream=UP, server=sv) == 1
+
+
 # ---- one connection for 100 concurrent streams ----
 
 def free_port():
