@@ -629,6 +629,7 @@ static int add_server(tt_upstream_conf_t *u, const char *value, const char **why
     } else if (strncasecmp(hp, "h2c://", 6) == 0) { /* HTTP/2 with prior knowledge: the upstream's protocol */
         hp += 6;
         u->protocol = TT_UP_PROTO_H2;
+        u->_h2c = true;
     } else if (strncasecmp(hp, "https://", 8) == 0) {
         hp += 8;
         tls = true;
@@ -1300,6 +1301,9 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
             err_addf(err, errlen, "%s: [upstream %s] margin_floor is longer than hint_margin (the largest margin)",
                      file, u->name);
         }
+        if (u->_h2c && u->protocol != TT_UP_PROTO_H2)
+            err_addf(err, errlen, "%s: [upstream %s] an h2c:// server needs protocol = h2 (the section sets %s)", file,
+                     u->name, u->protocol == TT_UP_PROTO_AUTO ? "auto" : "http1");
         if (u->_tcpka_auto) tt_proxy_default_tcp_keepalive(&u->pool, &u->pool.tcp_keepalive);
         u->trusted = c->trusted_proxies;
         u->ntrusted = c->ntrusted_proxies;

@@ -352,7 +352,7 @@ static void h2_acquire(proxy_req_t *pr);
 
 static void acquire(proxy_req_t *pr, bool fresh_only)
 {
-    if (pr->h2pool != NULL && !tt_h2pool_no_h2(pr->h2pool)) {
+    if (pr->h2pool != NULL && (pr->uc->protocol == TT_UP_PROTO_H2 || !tt_h2pool_no_h2(pr->h2pool))) {
         h2_acquire(pr);
         return;
     }
@@ -1114,8 +1114,13 @@ static void h2_on_conn(tt_h2pool_stream_t *s, tt_h2c_t *c, tt_h2c_err_t err)
         h2_begin(pr, c);
         return;
     }
-    switch (err) {                                 /* nothing was sent: safe for any method */
-    case TT_H2C_NO_H2: acquire(pr, false); return; /* protocol = auto, the server chose http/1.1: its pool */
+    switch (err) {     /* nothing was sent: safe for any method */
+    case TT_H2C_NO_H2: /* the server chose http/1.1 in ALPN: for protocol = auto its pool, for h2 a TLS failure */
+        if (pr->uc->protocol == TT_UP_PROTO_AUTO)
+            acquire(pr, false);
+        else
+            next_server(pr, TT_CAUSE_TLS_ERROR);
+        return;
     case TT_H2C_TIMEOUT: generate_error(pr, TT_CAUSE_POOL_EXHAUSTED); return;
     case TT_H2C_CONNECT_REFUSED: next_server(pr, TT_CAUSE_CONNECT_REFUSED); return;
     case TT_H2C_CONNECT_TIMEOUT: next_server(pr, TT_CAUSE_CONNECT_TIMEOUT); return;

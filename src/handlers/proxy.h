@@ -89,6 +89,7 @@ typedef struct tt_upstream_conf {
     char *tls_sni; /* server name to send instead of the host's */
     tt_pool_conf_t pool;
     tt_up_protocol_t protocol;
+    bool _h2c;                         /* conf: a server was written h2c:// (it needs protocol = h2) */
     uint64_t h2_window;                /* h2_upstream_window: receive window per stream and connection, bytes */
     uint64_t h2_ping_ms;               /* h2_ping_interval: PING an h2 connection after this long without a frame */
     uint64_t h2_ping_timeout_ms;       /* h2_ping_timeout: an unanswered PING closes the connection */

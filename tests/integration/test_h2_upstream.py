@@ -228,6 +228,29 @@ def test_protocol_key_is_checked(tether):
     assert "tether.ini:3: protocol: expected http1, h2 or auto" in t.stderr()
 
 
+def test_h2c_server_with_another_protocol_is_refused(tether):
+    cfg = "[upstream b]\nserver = h2c://127.0.0.1:1\nprotocol = http1\n\n[route /]\nupstream = b\n"
+    t = tether("-t", config=cfg, ready=False)
+    assert t.proc.wait(10 * SLOW) == 2
+    t.join_output()
+    assert "[upstream b] an h2c:// server needs protocol = h2 (the section sets http1)" in t.stderr()
+
+
+def test_h2_over_tls_to_a_server_without_alpn_h2_is_a_tls_error(tether, certs):
+    """protocol = h2 (not auto) to an https:// server that selects http/1.1: 502 tls_error, never HTTP/1.1."""
+    from test_proxy_tls import TlsOrigin
+    h1 = TlsOrigin(certs.main, alpn=("http/1.1",))
+    h1.start()
+    try:
+        t = tether("--workers", "1", config=h2_config("https://127.0.0.1:%d" % h1.port, tls_ca=certs.ca)).wait_ready()
+        for _ in range(2):
+            r, _ = one_request("127.0.0.1", t.port, "GET", "/x")
+            assert r.status == 502 and r.header("X-Tether-Cause") == "tls_error", r
+        assert [h["alpn"] for h in h1.handshakes] == ["http/1.1", "http/1.1"]  # h2 offered each time, refused
+    finally:
+        h1.stop()
+
+
 # ---- gRPC ----
 
 SVC = "tether.test.Echo"
