@@ -58,10 +58,11 @@ backend b
 """
 
 
-def established_to(port):
-    out = subprocess.run(["ss", "-Htn", "state", "established", "( dport = :%d )" % port],
+def established_to(port, pid):
+    """The proxy's (process `pid`) established connections to the origin."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", "( dport = :%d )" % port],
                          capture_output=True, text=True).stdout
-    return len([ln for ln in out.splitlines() if ln.strip()])
+    return len([ln for ln in out.splitlines() if "pid=%d," % pid in ln])
 
 
 def run(pid, port, origin):
@@ -74,7 +75,7 @@ def run(pid, port, origin):
         raise SystemExit("port %d: not every request succeeded: the comparison would be void\n%s" % (port, out))
     cpu = max(c1 - c0, 1e-9)
     return {"rps": REQUESTS / (t1 - t0), "cpu_pct": 100 * cpu / (t1 - t0), "us_per_req": cpu / REQUESTS * 1e6,
-            "up_conns": established_to(origin)}
+            "up_conns": established_to(origin, pid)}
 
 
 def main():

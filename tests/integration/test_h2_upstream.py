@@ -67,6 +67,7 @@ class H2Origin:
         self.refused = []
         self.resets = []
         self.heads = {}  # path -> the request's header list, as received
+        self.goaways = []  # (conn_no, error_code) of every GOAWAY received
         self.lock = threading.Lock()
         self.requests = []
         self.conns = 0
@@ -120,6 +121,9 @@ class H2Origin:
                 for ev in conn.receive_data(data):
                     if isinstance(ev, h2.events.PingReceived):
                         self.pings += 1
+                    elif isinstance(ev, h2.events.ConnectionTerminated):
+                        with self.lock:
+                            self.goaways.append((no, ev.error_code))
                     elif isinstance(ev, h2.events.StreamReset):
                         with self.lock:
                             self.resets.append((no, ev.stream_id, ev.error_code))
@@ -467,6 +471,7 @@ def test_idle_connection_answers_pings_and_closes_with_goaway_after_idle_timeout
     wait_until(lambda: o.pings >= 2, 5, "PINGs on the idle connection")
     assert t.metric("tether_upstream_h2_ping_rtt_seconds", upstream=UP, server="127.0.0.1:%d" % o.port) > 0
     wait_until(lambda: h2m(t, "tether_upstream_h2_idle_closed_total") == 1, 5, "the idle close")
+    wait_until(lambda: o.goaways == [(1, 0)], 5, "GOAWAY(NO_ERROR) at the origin")
     assert h2m(t, "tether_upstream_h2_connections") == 0
     r, _ = one_request("127.0.0.1", t.port, "GET", "/y")
     assert r.status == 200 and o.conns == 2
