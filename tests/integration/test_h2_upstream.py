@@ -250,6 +250,7 @@ def test_h2_over_tls_to_a_server_without_alpn_h2_is_a_tls_error(tether, certs):
         for _ in range(2):
             r, _ = one_request("127.0.0.1", t.port, "GET", "/x")
             assert r.status == 502 and r.header("X-Tether-Cause") == "tls_error", r
+        wait_until(lambda: len(h1.handshakes) == 2, 5, "the origin's handshake records")  # its threads note them
         assert [h["alpn"] for h in h1.handshakes] == ["http/1.1", "http/1.1"]  # h2 offered each time, refused
     finally:
         h1.stop()
