@@ -305,7 +305,7 @@ void tt_h2pool_free(tt_h2pool_t **pp)
     TT_BUG_ON(p->nqueue != 0);
     while (!tt_list_is_empty(&p->conns)) {
         pconn_t *pc = tt_container_of(tt_list_first(&p->conns), pconn_t, link);
-        tt_h2c_close(pc->c);
+        tt_h2c_goaway(pc->c); /* the server hears GOAWAY(NO_ERROR), not a bare close */
         conn_gone(pc);
     }
     tt_timer_disarm(p->loop, &p->idle_timer);

@@ -73,8 +73,8 @@ struct tt_h2pool_stream {
 /** A pool for server `addr` on `loop`; `conf` is copied, `m` (not owned) outlives it. */
 tt_h2pool_t *tt_h2pool_new(tt_loop_t *loop, tt_bufpool_t *bufs, const tt_h2pool_conf_t *conf, const tt_addr_t *addr,
                            tt_h2pool_metrics_t *m);
-/** Closes every connection at once (no callback: no stream may be in flight, no request waiting) and frees the
- *  pool (at the end of the turn when a deferred call is queued). */
+/** Closes every connection at once with GOAWAY(NO_ERROR) (no callback: no stream may be in flight, no request
+ *  waiting) and frees the pool (at the end of the turn when a deferred call is queued). */
 void tt_h2pool_free(tt_h2pool_t **p);
 /** Asks for a stream slot for `s` (its `ops` set): on_conn is called now or later, exactly once, unless
  *  tt_h2pool_cancel comes first. */

@@ -476,6 +476,8 @@ def test_idle_connection_answers_pings_and_closes_with_goaway_after_idle_timeout
     assert h2m(t, "tether_upstream_h2_connections") == 0
     r, _ = one_request("127.0.0.1", t.port, "GET", "/y")
     assert r.status == 200 and o.conns == 2
+    assert t.stop() == 0  # shutdown: the open connection goes with GOAWAY too
+    wait_until(lambda: o.goaways == [(1, 0), (2, 0)], 5, "GOAWAY(NO_ERROR) at shutdown")
 
 
 def test_refused_stream_is_replayed_whatever_the_method(tether, h2origins):
