@@ -29,6 +29,7 @@ import h2.settings  # noqa: E402
 from hyperframe.frame import GoAwayFrame  # noqa: E402
 
 UP = "backend"
+PATTERN = b"0123456789abcdef" * 4096  # 64 KiB
 
 
 def h2_config(server, **keys):
@@ -53,9 +54,10 @@ class H2Origin:
     then the streams at or below LAST are answered and those above never are. `deaf_after` = N: on the first
     connection, after N requests were answered, the origin stops reading (and answering PINGs) for good.
     `refuse_first` = K: the first K requests are reset with REFUSED_STREAM. A path starting "/hang" is never
-    answered. `resets` records (conn_no, stream_id, error_code) of every RST_STREAM received."""
+    answered. `resets` records (conn_no, stream_id, error_code) of every RST_STREAM received. A path "/big" is
+    answered with `big` bytes of pattern, sent as the stream's flow-control window allows (`big_sent` counts them)."""
 
-    def __init__(self, goaway_after=None, deaf_after=None, max_streams=100, refuse_first=0):
+    def __init__(self, goaway_after=None, deaf_after=None, max_streams=100, refuse_first=0, big=0):
         self.lsock = socket.socket()
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(64)
@@ -64,6 +66,8 @@ class H2Origin:
         self.deaf_after = deaf_after
         self.max_streams = max_streams
         self.refuse_left = refuse_first
+        self.big = big
+        self.big_sent = 0
         self.refused = []
         self.resets = []
         self.heads = {}  # path -> the request's header list, as received
@@ -104,6 +108,7 @@ class H2Origin:
         streams = {}  # id -> [method, path, body]
         pending = []  # complete requests held back until the GOAWAY
         answered = 0
+        bigs = {}  # stream id -> bytes of /big still to send
         deadline = time.monotonic() + 60 * SLOW
         try:
             while not self.stopping and time.monotonic() < deadline:
@@ -124,6 +129,10 @@ class H2Origin:
                     elif isinstance(ev, h2.events.ConnectionTerminated):
                         with self.lock:
                             self.goaways.append((no, ev.error_code))
+                    elif isinstance(ev, h2.events.StreamReset) and ev.stream_id in bigs:
+                        del bigs[ev.stream_id]
+                        with self.lock:
+                            self.resets.append((no, ev.stream_id, ev.error_code))
                     elif isinstance(ev, h2.events.StreamReset):
                         with self.lock:
                             self.resets.append((no, ev.stream_id, ev.error_code))
@@ -156,6 +165,11 @@ class H2Origin:
                 for sid, path, body in pending:
                     if path.startswith("/hang"):
                         continue
+                    if path == "/big":
+                        conn.send_headers(sid, [(":status", "200"), ("content-length", str(self.big))])
+                        bigs[sid] = self.big
+                        answered += 1
+                        continue
                     with self.lock:
                         refuse = self.refuse_left > 0
                         self.refuse_left -= refuse
@@ -168,6 +182,16 @@ class H2Origin:
                     conn.send_data(sid, payload, end_stream=True)
                     answered += 1
                 pending = []
+                for sid in list(bigs):  # as much as the windows allow
+                    while bigs[sid] > 0:
+                        n = min(bigs[sid], conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                        if n <= 0:
+                            break
+                        conn.send_data(sid, PATTERN[:n], end_stream=n == bigs[sid])
+                        bigs[sid] -= n
+                        self.big_sent += n
+                    if bigs[sid] == 0:
+                        del bigs[sid]
                 s.sendall(conn.data_to_send())
         except (OSError, Exception):
             return
@@ -254,6 +278,39 @@ def test_h2_over_tls_to_a_server_without_alpn_h2_is_a_tls_error(tether, certs):
         assert [h["alpn"] for h in h1.handshakes] == ["http/1.1", "http/1.1"]  # h2 offered each time, refused
     finally:
         h1.stop()
+
+
+def test_a_slow_client_holds_its_stream_back_not_tether_memory(tether, h2origins):
+    """h2_upstream_window = 256k: a client that reads nothing stops its stream at the origin (the stream's credit
+    comes back only as the client takes the bytes), then gets every byte once it reads."""
+    total = 64 << 20
+    o = h2origins(big=total)
+    t = tether("--workers", "1", config=h2_config("127.0.0.1:%d" % o.port, h2_upstream_window="256k")).wait_ready()
+    c = HttpConn(*t.addr, timeout=30)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    c.request("GET", "/big")
+    wait_until(lambda: o.big_sent > 0, 5, "the origin sending")
+    prev = -1
+    deadline = time.monotonic() + 10 * SLOW
+    while o.big_sent != prev and time.monotonic() < deadline:  # until the origin is stalled by the window
+        prev = o.big_sent
+        time.sleep(0.3)
+    assert o.big_sent < 16 << 20, o.big_sent  # the window, tether's output mark and socket buffers; not 64 MiB
+    got = 0
+    data = b""
+    while got < total:
+        chunk = c.sock.recv(1 << 20)
+        assert chunk, got
+        if not data.endswith(b"\r\n\r\n") and b"\r\n\r\n" not in data:
+            data += chunk
+            if b"\r\n\r\n" in data:
+                head, _, rest = data.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % total in head, head
+                got += len(rest)
+                data = b"\r\n\r\n"
+            continue
+        got += len(chunk)
+    assert got == total and o.big_sent == total
 
 
 # ---- gRPC ----
