@@ -352,7 +352,8 @@ static void h2_acquire(proxy_req_t *pr);
 
 static void acquire(proxy_req_t *pr, bool fresh_only)
 {
-    if (pr->h2pool != NULL && (pr->uc->protocol == TT_UP_PROTO_H2 || !tt_h2pool_no_h2(pr->h2pool))) {
+    /* a request to switch protocols needs HTTP/1.1 (RFC 9113 8.6): protocol = h2 refused it, auto takes HTTP/1.1 */
+    if (pr->h2pool != NULL && !pr->upgrade && (pr->uc->protocol == TT_UP_PROTO_H2 || !tt_h2pool_no_h2(pr->h2pool))) {
         h2_acquire(pr);
         return;
     }
@@ -555,7 +556,7 @@ static void h2_client_body(proxy_req_t *pr, const char *data, size_t len);
 static void client_on_body(tt_req_t *req, const char *data, size_t len)
 {
     proxy_req_t *pr = req->ctx;
-    if (pr->h2pool != NULL && !pr->buffering && (pr->h2c != NULL || pr->up == NULL)) {
+    if (pr->h2pool != NULL && !pr->buffering && !pr->upgrade && (pr->h2c != NULL || pr->up == NULL)) {
         h2_client_body(pr, data, len);
         return;
     }

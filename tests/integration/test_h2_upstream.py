@@ -313,6 +313,16 @@ def test_a_slow_client_holds_its_stream_back_not_tether_memory(tether, h2origins
     assert got == total and o.big_sent == total
 
 
+def test_websocket_upgrade_to_an_h2_upstream_is_501(tether, h2origins):
+    o = h2origins()
+    t = tether("--workers", "1", config=h2_config("127.0.0.1:%d" % o.port)).wait_ready()
+    r, _ = one_request("127.0.0.1", t.port, "GET", "/ws", headers={
+        "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13"})
+    assert r.status == 501, r
+    assert o.requests == []
+
+
 # ---- gRPC ----
 
 SVC = "tether.test.Echo"
