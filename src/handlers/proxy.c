@@ -306,7 +306,11 @@ static bool pick_server(proxy_req_t *pr, bool *all_down)
             best = i;
             break;
         }
-        uint32_t a = tt_pool_active(p);
+        tt_h2pool_t *hp = pr->pw->h2pools[uc->_first_server + i];
+        const tt_proxy_registry_t *reg = pr->pw->reg;
+        uint32_t a = hp != NULL && !tt_h2pool_no_h2(hp) /* HTTP/2: the streams in flight, this worker's */
+                         ? (uint32_t)LOAD(reg->h2_m[pr->pw->w->id * reg->nservers + uc->_first_server + i].streams)
+                         : tt_pool_active(p);
         if (a < best_active) {
             best_active = a;
             best = i;

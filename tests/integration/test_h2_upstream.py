@@ -323,6 +323,23 @@ def test_websocket_upgrade_to_an_h2_upstream_is_501(tether, h2origins):
     assert o.requests == []
 
 
+def test_least_conn_counts_streams_in_flight(tether, h2origins):
+    a, b = h2origins(), h2origins()
+    cfg = ("[upstream %s]\nserver = 127.0.0.1:%d\nserver = 127.0.0.1:%d\nprotocol = h2\nbalance = least_conn\n\n"
+           "[route /]\nupstream = %s\n" % (UP, a.port, b.port, UP))
+    t = tether("--workers", "1", config=cfg).wait_ready()
+    c = HttpConn(*t.addr, timeout=20)
+    c.request("GET", "/hang")
+    wait_until(lambda: len(a.requests) + len(b.requests) == 1, 5, "the hanging request at an origin")
+    busy, idle = (a, b) if a.requests else (b, a)
+    for i in range(4):
+        r, _ = one_request("127.0.0.1", t.port, "GET", "/n%d" % i)
+        assert r.status == 200, r
+    assert [p for _, _, _, p, _ in busy.requests] == ["/hang"]  # one stream in flight there: the others go on
+    assert len(idle.requests) == 4
+    c.close()
+
+
 # ---- gRPC ----
 
 SVC = "tether.test.Echo"
