@@ -9,6 +9,7 @@ packages=(
   build-essential libtsan2 cmake pkg-config clang libclang-rt-14-dev clang-format
   libssl-dev libnghttp2-dev libinih-dev libcmocka-dev libpcre2-dev libsystemd-dev
   python3 python3-pytest python3-h2 python3-httpx python3-websockets
+  python3-grpcio nghttp2-server # gRPC and nghttpd behind an HTTP/2 upstream (test_h2_upstream.py)
   curl nghttp2-client wrk nginx-light iproute2 openssl procps
   nodejs     # Node's http 'upgrade' event as a WebSocket origin (test_tunnels.py)
   chromium  # large (~300 MB with its libraries): the status page's browser test (test_status_page.py)

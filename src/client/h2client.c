@@ -11,9 +11,11 @@
 #include "core/timer.h"
 #include "net/sock.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,14 +23,26 @@
 #define READ_CHUNK     16384
 #define ROUNDS         16 /* read/write rounds per event before yielding to the loop */
 #define DEFAULT_WINDOW (1u << 20)
+#define BODY_HIGH      (128u * 1024) /* request content queued per stream before tt_h2c_send says "full" */
 
 enum h2c_state { H2C_CONNECTING, H2C_TLS, H2C_READY, H2C_CLOSED };
 
 typedef struct h2c_stream {
     tt_list_t link; /* in c->streams while open, c->spare when recycled */
     int32_t id;
-    void *user;
+    void *user; /* NULL once cancelled */
     bool head_seen;
+    bool block_trailers; /* the header block now arriving is the trailer section */
+    bool paused;         /* manual_window: stream credit held back */
+    bool body_end;       /* tt_h2c_end: the request content is complete */
+    bool deferred;       /* the data provider said NGHTTP2_ERR_DEFERRED: resume when content comes */
+    bool want_drain;     /* tt_h2c_send returned false */
+    bool drain_due;      /* ... and the queue fell below the mark: on_drain after the round */
+    int status;          /* :status of the header block now arriving */
+    uint64_t unconsumed; /* manual_window: bytes received while paused, credit not yet returned */
+    tt_buf_t fields;     /* the response header block (or trailers) being collected */
+    tt_buf_t out;        /* request content queued */
+    tt_buf_t trailers;   /* request trailer lines */
 } h2c_stream_t;
 
 struct tt_h2c {
@@ -52,6 +66,8 @@ struct tt_h2c {
     bool peer_hup;
     bool in_run;
     bool goaway;
+    bool drain_due; /* some stream's drain_due is set */
+    bool ping_out;  /* a liveness PING awaits its ACK */
     bool settings_seen;
     bool sent_error; /* nghttp2 ended the session with a GOAWAY carrying an error: the server broke the protocol */
     bool tls_resumed;
@@ -59,6 +75,11 @@ struct tt_h2c {
     const char *tls_error;
     int32_t goaway_last_id;
     uint64_t last_frame_ms;
+    uint64_t ping_sent_ms;
+    uint64_t idle_since_ms;
+    uint64_t id;
+    uint32_t requests;
+    tt_timer_t ping_timer; /* PING liveness: next PING, or the deadline of the one sent */
     tt_defer_t kick;
     tt_defer_t free_later;
 };
@@ -76,6 +97,7 @@ static const char *const err_names[TT_H2C__COUNT] = {
     [TT_H2C_PROTOCOL] = "protocol_error",
     [TT_H2C_RST_STREAM] = "rst_stream",
     [TT_H2C_GOAWAY] = "goaway",
+    [TT_H2C_PING_TIMEOUT] = "ping_timeout",
 };
 
 const char *tt_h2c_err_name(tt_h2c_err_t e)
@@ -107,6 +129,7 @@ static void shut(tt_h2c_t *c)
 {
     c->state = H2C_CLOSED;
     tt_timer_disarm(c->loop, &c->timer);
+    tt_timer_disarm(c->loop, &c->ping_timer);
     tt_buf_release(&c->in, c->bufs);
     tt_buf_release(&c->out, c->bufs);
     if (c->tr != NULL && tt_transport_is_tls(c->tr) && c->io.fd >= 0) tt_transport_shutdown(c->tr, c->io.fd);
@@ -124,6 +147,10 @@ void tt_h2c_close(tt_h2c_t *c)
 
 static void stream_recycle(tt_h2c_t *c, h2c_stream_t *st)
 {
+    tt_buf_release(&st->fields, c->bufs);
+    tt_buf_release(&st->out, c->bufs);
+    tt_buf_release(&st->trailers, c->bufs);
+    c->idle_since_ms = tt_loop_now(c->loop);
     tt_list_remove(&st->link);
     tt_list_push_head(&c->spare, &st->link);
     c->nstreams--;
@@ -150,7 +177,53 @@ static void h2c_fail(tt_h2c_t *c, tt_h2c_err_t err)
     c->ops->on_close(c, err);
 }
 
+/* Field lines "Name: value\r\n" to name/value pairs after `front` slots left for pseudo-headers: names lower-cased in
+ * place (RFC 9113 8.2.1), connection-specific fields dropped (8.2.2), TE kept only as "trailers". Returns `stack`
+ * or an allocation (the caller frees it when it is not `stack`); `*count` is the number of pairs, `front` included. */
+static nghttp2_nv *lines_nv(char *p, size_t len, nghttp2_nv *stack, size_t stack_n, size_t front, size_t *count)
+{
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++) lines += p[i] == '\n';
+    nghttp2_nv *nv = front + lines <= stack_n ? stack : tt_malloc((front + lines) * sizeof(*nv));
+    size_t k = front;
+    char *end = p + len;
+    while (p < end) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        char *next = eol ? eol + 1 : end;
+        char *e = eol ? eol : end;
+        if (e > p && e[-1] == '\r') e--;
+        char *colon = memchr(p, ':', (size_t)(e - p));
+        if (colon != NULL && colon > p) {
+            size_t nl = (size_t)(colon - p);
+            for (size_t i = 0; i < nl; i++) p[i] = (char)tolower((unsigned char)p[i]);
+            char *v = colon + 1;
+            while (v < e && (*v == ' ' || *v == '\t')) v++;
+            char *ve = e;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+            tt_str_t n = tt_str(p, nl), val = tt_str(v, (size_t)(ve - v));
+            bool drop = tt_str_ieq(n, TT_LIT("connection")) || tt_str_ieq(n, TT_LIT("keep-alive")) ||
+                        tt_str_ieq(n, TT_LIT("proxy-connection")) || tt_str_ieq(n, TT_LIT("transfer-encoding")) ||
+                        tt_str_ieq(n, TT_LIT("upgrade")) || tt_str_ieq(n, TT_LIT("host")) ||
+                        (tt_str_ieq(n, TT_LIT("te")) && !tt_str_ieq(val, TT_LIT("trailers")));
+            if (!drop) nv[k++] = (nghttp2_nv){(uint8_t *)n.p, (uint8_t *)val.p, n.n, val.n, NGHTTP2_NV_FLAG_NONE};
+        }
+        p = next;
+    }
+    *count = k;
+    return nv;
+}
+
 /* ---- nghttp2 callbacks ---- */
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *user)
+{
+    (void)user;
+    h2c_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+    if (st == NULL) return 0;
+    st->block_trailers = st->head_seen;
+    st->status = 0;
+    return 0;
+}
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
@@ -159,14 +232,39 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     tt_h2c_t *c = user;
     if (c->state == H2C_CLOSED || frame->hd.type != NGHTTP2_HEADERS) return 0;
     h2c_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-    if (st == NULL || st->head_seen || namelen != 7 || memcmp(name, ":status", 7) != 0) return 0;
-    int status = 0;
-    for (size_t i = 0; i < valuelen && i < 3; i++) status = status * 10 + (value[i] - '0');
-    if (valuelen != 3 || status < 100 || status > 999) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets */
-    if (status < 200) return 0;                                                                      /* interim */
-    st->head_seen = true;
-    c->ops->on_head(c, st->user, status);
+    if (st == NULL) return 0;
+    if (namelen > 0 && name[0] == ':') {
+        if (st->block_trailers || namelen != 7 || memcmp(name, ":status", 7) != 0) return 0;
+        int status = 0;
+        for (size_t i = 0; i < valuelen && i < 3; i++) status = status * 10 + (value[i] - '0');
+        if (valuelen != 3 || status < 100 || status > 999) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets */
+        st->status = status;
+        return 0;
+    }
+    if (c->ops->on_response == NULL && !st->block_trailers) return 0;
+    if (c->ops->on_trailers == NULL && st->block_trailers) return 0;
+    tt_buf_append(&st->fields, c->bufs, name, namelen); /* nghttp2 checked: lower-case, no CR, LF or NUL */
+    tt_buf_append(&st->fields, c->bufs, TT_LIT(": "));
+    tt_buf_append(&st->fields, c->bufs, value, valuelen);
+    tt_buf_append(&st->fields, c->bufs, TT_LIT("\r\n"));
     return 0;
+}
+
+/* A whole header block of stream `st`: an interim or final response head, or the trailers. */
+static void headers_done(tt_h2c_t *c, h2c_stream_t *st)
+{
+    tt_str_t f = st->fields.len ? tt_str(tt_buf_data(&st->fields), st->fields.len) : TT_STR_NULL;
+    void *u = st->user;
+    if (st->block_trailers) {
+        if (u != NULL && c->ops->on_trailers) c->ops->on_trailers(c, u, f);
+    } else if (st->status >= 200) {
+        st->head_seen = true;
+        if (u != NULL && c->ops->on_head) c->ops->on_head(c, u, st->status);
+        if (u != NULL && c->state != H2C_CLOSED && c->ops->on_response) c->ops->on_response(c, u, st->status, f);
+    } else if (st->status >= 100) {
+        if (u != NULL && c->ops->on_response) c->ops->on_response(c, u, st->status, f);
+    }
+    if (c->state != H2C_CLOSED) tt_buf_release(&st->fields, c->bufs);
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *user)
@@ -174,19 +272,44 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
     (void)s;
     tt_h2c_t *c = user;
     c->last_frame_ms = tt_loop_now(c->loop);
-    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) c->settings_seen = true;
+    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+        c->settings_seen = true;
+        if (c->ops->on_settings) c->ops->on_settings(c);
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         /* Streams above last_stream_id are closed by nghttp2 with REFUSED_STREAM: see on_stream_close. */
         c->goaway = true;
         c->goaway_last_id = frame->goaway.last_stream_id;
+        if (c->ops->on_goaway) c->ops->on_goaway(c, frame->goaway.error_code, frame->goaway.last_stream_id);
+    } else if (frame->hd.type == NGHTTP2_HEADERS) {
+        h2c_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+        if (st != NULL) headers_done(c, st);
+    } else if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK) && c->ping_out) {
+        uint64_t sent;
+        memcpy(&sent, frame->ping.opaque_data, sizeof(sent));
+        c->ping_out = false;
+        uint64_t now = tt_loop_now_us(c->loop);
+        if (c->ops->on_ping_rtt && now >= sent) c->ops->on_ping_rtt(c, now - sent);
+        if (c->state == H2C_READY) tt_timer_arm(c->loop, &c->ping_timer, c->conf.ping_ms);
     }
     return 0;
 }
 
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user)
 {
-    (void)s, (void)flags, (void)id, (void)data, (void)len, (void)user;
-    return 0; /* content is dropped; nghttp2 returns the window credit itself */
+    (void)flags;
+    tt_h2c_t *c = user;
+    if (c->state == H2C_CLOSED) return 0;
+    h2c_stream_t *st = nghttp2_session_get_stream_user_data(s, id);
+    if (c->conf.manual_window) nghttp2_session_consume_connection(s, len); /* one stream never stalls the others */
+    if (st == NULL) return 0;
+    if (st->user != NULL && c->ops->on_data) c->ops->on_data(c, st->user, (const char *)data, len);
+    if (c->state == H2C_CLOSED || !c->conf.manual_window) return 0; /* else nghttp2 returns the credit itself */
+    if (st->paused && st->user != NULL)
+        st->unconsumed += len;
+    else
+        nghttp2_session_consume_stream(s, id, len);
+    return 0;
 }
 
 static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *user)
@@ -246,6 +369,7 @@ static void callbacks_init(void)
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb) != 0) tt_fatal("nghttp2_session_callbacks_new: out of memory");
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
@@ -336,6 +460,18 @@ static void h2c_run(tt_h2c_t *c)
     }
     c->in_run = false;
     if (c->state != H2C_READY) return;
+    if (c->drain_due) {
+        c->drain_due = false;
+        tt_list_t *pos, *tmp;
+        tt_list_foreach_safe(pos, tmp, &c->streams)
+        {
+            h2c_stream_t *st = tt_container_of(pos, h2c_stream_t, link);
+            if (!st->drain_due) continue;
+            st->drain_due = st->want_drain = false;
+            if (st->user != NULL && c->ops->on_drain) c->ops->on_drain(c, st->user);
+            if (c->state != H2C_READY) return;
+        }
+    }
     if (!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s) && c->out.len == 0) {
         /* GOAWAY received and no stream left, or nghttp2 ended a session the server broke */
         h2c_fail(c, c->sent_error ? TT_H2C_PROTOCOL : TT_H2C_OK);
@@ -355,7 +491,13 @@ static void kick(tt_h2c_t *c)
 static void ready(tt_h2c_t *c)
 {
     tt_timer_disarm(c->loop, &c->timer);
-    if (nghttp2_session_client_new(&c->s, callbacks(), c) != 0) tt_fatal("nghttp2_session_client_new");
+    nghttp2_option *opt = NULL;
+    if (c->conf.manual_window) {
+        if (nghttp2_option_new(&opt) != 0) tt_fatal("nghttp2_option_new: out of memory");
+        nghttp2_option_set_no_auto_window_update(opt, 1);
+    }
+    if (nghttp2_session_client_new2(&c->s, callbacks(), c, opt) != 0) tt_fatal("nghttp2_session_client_new");
+    if (opt != NULL) nghttp2_option_del(opt);
     uint32_t window = c->conf.window ? c->conf.window : DEFAULT_WINDOW;
     nghttp2_settings_entry settings[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
@@ -365,7 +507,8 @@ static void ready(tt_h2c_t *c)
     nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, (int32_t)window);
     c->state = H2C_READY;
     c->rd_ready = true; /* TLS may hold decrypted bytes already; a read tells */
-    c->last_frame_ms = tt_loop_now(c->loop);
+    c->last_frame_ms = c->idle_since_ms = tt_loop_now(c->loop);
+    if (c->conf.ping_ms) tt_timer_arm(c->loop, &c->ping_timer, c->conf.ping_ms);
     c->ops->on_connect(c, TT_H2C_OK);
     if (c->state == H2C_READY) h2c_run(c); /* the preface, SETTINGS and whatever was submitted */
 }
@@ -448,12 +591,42 @@ static void on_timer(tt_timer_t *t)
         h2c_fail(c, TT_H2C_CONNECT_TIMEOUT);
         return;
     }
-    if (c->nstreams == 0) return; /* nothing awaited; a new stream re-arms */
+    if (c->nstreams == 0 || c->conf.response_ms == 0) return; /* nothing awaited; a new stream re-arms */
     uint64_t quiet = tt_loop_now(c->loop) - c->last_frame_ms;
     if (quiet >= c->conf.response_ms)
         h2c_fail(c, TT_H2C_TIMEOUT);
     else
         tt_timer_arm(c->loop, &c->timer, c->conf.response_ms - quiet);
+}
+
+/* PING liveness (RFC 9113 6.7): after ping_ms without a frame from the server a PING goes out carrying its send
+ * time; no ACK within ping_timeout_ms fails the connection. Any frame re-arms lazily (last_frame_ms). */
+static void on_ping_timer(tt_timer_t *t)
+{
+    tt_h2c_t *c = tt_container_of(t, tt_h2c_t, ping_timer);
+    if (c->state != H2C_READY) return;
+    uint64_t now = tt_loop_now(c->loop);
+    if (c->ping_out) {
+        if (now - c->ping_sent_ms >= c->conf.ping_timeout_ms) {
+            h2c_fail(c, TT_H2C_PING_TIMEOUT);
+            return;
+        }
+        tt_timer_arm(c->loop, &c->ping_timer, c->conf.ping_timeout_ms - (now - c->ping_sent_ms));
+        return;
+    }
+    uint64_t quiet = now - c->last_frame_ms;
+    if (quiet < c->conf.ping_ms) {
+        tt_timer_arm(c->loop, &c->ping_timer, c->conf.ping_ms - quiet);
+        return;
+    }
+    uint64_t stamp = tt_loop_now_us(c->loop);
+    uint8_t opaque[8];
+    memcpy(opaque, &stamp, sizeof(opaque));
+    if (nghttp2_submit_ping(c->s, NGHTTP2_FLAG_NONE, opaque) != 0) return;
+    c->ping_out = true;
+    c->ping_sent_ms = now;
+    tt_timer_arm(c->loop, &c->ping_timer, TT_MAX(c->conf.ping_timeout_ms, 1));
+    kick(c);
 }
 
 /* ---- public ---- */
@@ -477,9 +650,12 @@ tt_h2c_t *tt_h2c_connect(tt_loop_t *loop, tt_bufpool_t *bufs, const tt_addr_t *a
     c->data = data;
     c->conf = *conf;
     c->state = H2C_CONNECTING;
+    static _Atomic uint64_t next_id = 1;
+    c->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
     tt_list_init(&c->streams);
     tt_list_init(&c->spare);
     tt_timer_init(&c->timer, on_timer);
+    tt_timer_init(&c->ping_timer, on_ping_timer);
     if (tt_io_start(loop, &c->io, TT_EV_READ | TT_EV_WRITE | TT_EV_EDGE) != 0) {
         close(fd);
         free(c);
@@ -493,6 +669,34 @@ tt_h2c_t *tt_h2c_connect(tt_loop_t *loop, tt_bufpool_t *bufs, const tt_addr_t *a
 bool tt_h2c_can_request(const tt_h2c_t *c)
 {
     return c->state == H2C_READY && !c->goaway;
+}
+
+static h2c_stream_t *stream_new(tt_h2c_t *c, void *stream_data)
+{
+    h2c_stream_t *st;
+    if (!tt_list_is_empty(&c->spare)) {
+        st = tt_container_of(tt_list_first(&c->spare), h2c_stream_t, link);
+        tt_list_remove(&st->link);
+    } else {
+        st = tt_calloc(1, sizeof(*st));
+        tt_list_init(&st->link);
+    }
+    st->user = stream_data;
+    st->head_seen = st->block_trailers = st->paused = st->body_end = st->deferred = st->want_drain = false;
+    st->drain_due = false;
+    st->unconsumed = 0;
+    st->status = 0;
+    return st;
+}
+
+static void stream_opened(tt_h2c_t *c)
+{
+    c->requests++;
+    if (c->nstreams++ == 0) {
+        c->last_frame_ms = tt_loop_now(c->loop); /* the response clock starts with the first open stream */
+        if (c->conf.response_ms && !tt_timer_is_armed(&c->timer)) tt_timer_arm(c->loop, &c->timer, c->conf.response_ms);
+    }
+    kick(c);
 }
 
 int32_t tt_h2c_request(tt_h2c_t *c, const char *method, const char *scheme, const char *authority, const char *path,
@@ -509,6 +713,8 @@ int32_t tt_h2c_request(tt_h2c_t *c, const char *method, const char *scheme, cons
     }
     st->user = stream_data;
     st->head_seen = false;
+    st->block_trailers = st->paused = st->body_end = st->deferred = st->want_drain = st->drain_due = false;
+    st->unconsumed = 0;
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
     nghttp2_nv nv[] = {NV(":method", method), NV(":scheme", scheme), NV(":authority", authority), NV(":path", path)};
 #undef NV
@@ -519,11 +725,7 @@ int32_t tt_h2c_request(tt_h2c_t *c, const char *method, const char *scheme, cons
     }
     st->id = id;
     tt_list_push_tail(&c->streams, &st->link);
-    if (c->nstreams++ == 0) {
-        c->last_frame_ms = tt_loop_now(c->loop); /* the response clock starts with the first open stream */
-        if (!tt_timer_is_armed(&c->timer)) tt_timer_arm(c->loop, &c->timer, c->conf.response_ms);
-    }
-    kick(c);
+    stream_opened(c);
     return id;
 }
 
@@ -561,4 +763,154 @@ const char *tt_h2c_tls_failure(const tt_h2c_t *c, bool *verify)
 {
     if (verify) *verify = c->tls_verify_failed;
     return c->tls_error;
+}
+
+/* ---- the proxy's streams: fields, content, trailers ---- */
+
+static ssize_t body_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                            nghttp2_data_source *src, void *user)
+{
+    tt_h2c_t *c = user;
+    h2c_stream_t *st = src->ptr;
+    size_t n = TT_MIN(length, st->out.len);
+    if (n) {
+        memcpy(buf, tt_buf_data(&st->out), n);
+        tt_buf_consume(&st->out, n);
+    }
+    if (st->want_drain && !st->drain_due && st->out.len < BODY_HIGH / 2) st->drain_due = c->drain_due = true;
+    if (st->body_end && st->out.len == 0) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->trailers.len) {
+            nghttp2_nv stack[32];
+            size_t k = 0;
+            nghttp2_nv *nv = lines_nv(tt_buf_data(&st->trailers), st->trailers.len, stack, TT_ARRAY_SIZE(stack), 0, &k);
+            if (k > 0 && nghttp2_submit_trailer(s, id, nv, k) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            if (nv != stack) free(nv);
+        }
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        st->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+int32_t tt_h2c_submit(tt_h2c_t *c, const char *method, const char *scheme, tt_str_t authority, tt_str_t path,
+                      char *fields, size_t fields_len, bool has_content, void *stream_data)
+{
+    if (!tt_h2c_can_request(c)) return -1;
+    nghttp2_nv stack[64];
+    size_t k = 0;
+    nghttp2_nv *nv = lines_nv(fields, fields_len, stack, TT_ARRAY_SIZE(stack), 4, &k);
+    nv[0] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)method, 7, strlen(method), NGHTTP2_NV_FLAG_NONE};
+    nv[1] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)scheme, 7, strlen(scheme), NGHTTP2_NV_FLAG_NONE};
+    nv[2] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)authority.p, 10, authority.n, NGHTTP2_NV_FLAG_NONE};
+    nv[3] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)path.p, 5, path.n, NGHTTP2_NV_FLAG_NONE};
+    h2c_stream_t *st = stream_new(c, stream_data);
+    nghttp2_data_provider dp = {.source.ptr = st, .read_callback = body_read_cb};
+    int32_t id = nghttp2_submit_request(c->s, NULL, nv, k, has_content ? &dp : NULL, st);
+    if (nv != stack) free(nv);
+    if (id < 0) {
+        tt_list_push_head(&c->spare, &st->link);
+        return -1;
+    }
+    st->id = id;
+    tt_list_push_tail(&c->streams, &st->link);
+    stream_opened(c);
+    return id;
+}
+
+/* The open stream `id` with a user, or NULL. */
+static h2c_stream_t *stream_of(tt_h2c_t *c, int32_t id)
+{
+    if (c->state != H2C_READY) return NULL;
+    h2c_stream_t *st = nghttp2_session_get_stream_user_data(c->s, id); /* once nghttp2 has the stream */
+    if (st != NULL && st->id == id) return st->user != NULL ? st : NULL;
+    tt_list_t *pos, *tmp; /* submitted, not opened yet: look in our list */
+    tt_list_foreach_safe(pos, tmp, &c->streams)
+    {
+        st = tt_container_of(pos, h2c_stream_t, link);
+        if (st->id == id) return st->user != NULL ? st : NULL;
+    }
+    return NULL;
+}
+
+bool tt_h2c_send(tt_h2c_t *c, int32_t id, const void *data, size_t len)
+{
+    h2c_stream_t *st = stream_of(c, id);
+    if (st == NULL || st->body_end) return true;
+    tt_buf_append(&st->out, c->bufs, data, len);
+    if (st->deferred) {
+        st->deferred = false;
+        nghttp2_session_resume_data(c->s, id);
+    }
+    kick(c);
+    if (st->out.len < BODY_HIGH) return true;
+    st->want_drain = true;
+    return false;
+}
+
+void tt_h2c_end(tt_h2c_t *c, int32_t id, tt_str_t trailers)
+{
+    h2c_stream_t *st = stream_of(c, id);
+    if (st == NULL || st->body_end) return;
+    st->body_end = true;
+    if (trailers.n) tt_buf_append(&st->trailers, c->bufs, trailers.p, trailers.n);
+    if (st->deferred) {
+        st->deferred = false;
+        nghttp2_session_resume_data(c->s, id);
+    }
+    kick(c);
+}
+
+void tt_h2c_pause(tt_h2c_t *c, int32_t id, bool pause)
+{
+    h2c_stream_t *st = stream_of(c, id);
+    if (st == NULL || st->paused == pause) return;
+    st->paused = pause;
+    if (!pause && st->unconsumed) {
+        nghttp2_session_consume_stream(c->s, id, st->unconsumed);
+        st->unconsumed = 0;
+        kick(c);
+    }
+}
+
+void tt_h2c_cancel(tt_h2c_t *c, int32_t id)
+{
+    h2c_stream_t *st = stream_of(c, id);
+    if (st == NULL) return;
+    st->user = NULL;
+    nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+    kick(c);
+}
+
+void tt_h2c_goaway(tt_h2c_t *c)
+{
+    if (c->state == H2C_CLOSED) return;
+    if (c->state == H2C_READY && nghttp2_session_terminate_session(c->s, NGHTTP2_NO_ERROR) == 0) {
+        for (int i = 0; i < 4; i++) { /* a best effort: the frame is small, the socket idle */
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->s, &data);
+            if (n <= 0) break;
+            tt_buf_append(&c->out, c->bufs, data, (size_t)n);
+        }
+        if (c->out.len) (void)tt_transport_write(c->tr, c->io.fd, tt_buf_data(&c->out), c->out.len, false);
+    }
+    shut(c);
+}
+
+uint32_t tt_h2c_requests(const tt_h2c_t *c)
+{
+    return c->requests;
+}
+
+uint64_t tt_h2c_id(const tt_h2c_t *c)
+{
+    return c->id;
+}
+
+uint64_t tt_h2c_idle_since(const tt_h2c_t *c)
+{
+    return c->idle_since_ms;
 }

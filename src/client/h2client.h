@@ -2,9 +2,12 @@
  *
  * It connects without blocking; over TLS it offers ALPN "h2" and fails when the server does not select
  * it (RFC 9113 3.2), over cleartext it speaks HTTP/2 with prior knowledge (RFC 9113 3.3). Once connected
- * it sends the connection preface and then requests as streams; response content is counted and dropped,
- * its flow-control credit returned at once. It is the client of `tether bench --h2` and of the HTTP/2
- * checks of `--compare`: requests carry no content.
+ * it sends the connection preface and then requests as streams. For `tether bench --h2` and the HTTP/2
+ * checks of `--compare` requests carry no content and response content is counted and dropped, its
+ * flow-control credit returned at once. For the proxy's HTTP/2 upstreams (h2pool.h) requests carry fields and
+ * streamed content with trailers (tt_h2c_submit, tt_h2c_send, tt_h2c_end), the response reaches the user
+ * field by field and byte by byte (on_response, on_data, on_trailers) with per-stream flow control as
+ * backpressure (tt_h2c_pause), and PING checks an idle connection's liveness (RFC 9113 6.7).
  *
  * Every stream submitted is reported exactly once through on_stream_end, and a connection that ends by
  * itself is reported once through on_close, after its streams. Callbacks may submit requests and may
@@ -15,6 +18,7 @@
 
 #include "core/buf.h"
 #include "core/loop.h"
+#include "core/str.h"
 #include "net/addr.h"
 #include "net/tls.h"
 
@@ -32,6 +36,7 @@ typedef enum tt_h2c_err {
     TT_H2C_PROTOCOL,        /* not HTTP/2, or a connection error (RFC 9113 5.4.1) */
     TT_H2C_RST_STREAM,      /* stream only: the server reset it (RST_STREAM, RFC 9113 6.4) */
     TT_H2C_GOAWAY,          /* stream only: not processed because the server sent GOAWAY (RFC 9113 6.8) */
+    TT_H2C_PING_TIMEOUT,    /* a PING went unanswered within the PING timeout: the connection is presumed dead */
     TT_H2C__COUNT
 } tt_h2c_err_t;
 
@@ -54,15 +59,37 @@ typedef struct tt_h2c_ops {
      *  over (GOAWAY received, no stream left) or the server closed it with no stream open, else the error.
      *  The connection is freed at the end of the turn. */
     void (*on_close)(tt_h2c_t *c, tt_h2c_err_t err);
+    /* The calls below are optional (NULL: not heard). */
+    /** A response head of the stream, interim (1xx) or final: `fields` are its regular fields as "name: value\r\n"
+     *  lines (names lower-case, pseudo-headers left out), valid during the call. Called after on_head. */
+    void (*on_response)(tt_h2c_t *c, void *stream_data, int status, tt_str_t fields);
+    /** Response content of the stream, as it arrives; valid during the call. With `manual_window` its stream
+     *  credit is returned only while the stream is not paused (tt_h2c_pause). */
+    void (*on_data)(tt_h2c_t *c, void *stream_data, const char *data, size_t len);
+    /** The response's trailer section (RFC 9113 8.1), as on_response's fields; before on_stream_end. */
+    void (*on_trailers)(tt_h2c_t *c, void *stream_data, tt_str_t fields);
+    /** The stream's queued request content fell below its high-water mark after tt_h2c_send returned false.
+     *  Called at the end of the connection's I/O round, never from inside nghttp2. */
+    void (*on_drain)(tt_h2c_t *c, void *stream_data);
+    /** A GOAWAY arrived (RFC 9113 6.8): no new stream is accepted from now on; streams above `last_id` end with
+     *  TT_H2C_GOAWAY, the others go on. */
+    void (*on_goaway)(tt_h2c_t *c, uint32_t error_code, int32_t last_id);
+    /** The server's SETTINGS frame arrived (the first one, and every change: RFC 9113 6.5), already applied. */
+    void (*on_settings)(tt_h2c_t *c);
+    /** A liveness PING was answered after `rtt_us` microseconds. */
+    void (*on_ping_rtt)(tt_h2c_t *c, uint64_t rtt_us);
 } tt_h2c_ops_t;
 
 /** Settings of a connection; times in ms. */
 typedef struct tt_h2c_conf {
-    uint64_t connect_ms;  /* TCP connect and TLS handshake */
-    uint64_t response_ms; /* longest wait for a frame while streams are open */
-    tt_tls_client_t *tls; /* NULL: cleartext with prior knowledge; else a client context offering h2 (alpn_h2) */
-    void *session;        /* TLS session to offer (tt_tls_take_session), not owned, read once TCP is up; or NULL */
-    uint32_t window;      /* stream and connection receive window, bytes (0: 1 MiB) */
+    uint64_t connect_ms;      /* TCP connect and TLS handshake */
+    uint64_t response_ms;     /* longest wait for a frame while streams are open */
+    tt_tls_client_t *tls;     /* NULL: cleartext with prior knowledge; else a client context offering h2 (alpn_h2) */
+    void *session;            /* TLS session to offer (tt_tls_take_session), not owned, read once TCP is up; or NULL */
+    uint32_t window;          /* stream and connection receive window, bytes (0: 1 MiB) */
+    bool manual_window;       /* stream credit is returned as content is consumed (tt_h2c_pause), not on arrival */
+    uint64_t ping_ms;         /* send a PING after this long without a frame from the server (0: never) */
+    uint64_t ping_timeout_ms; /* an unanswered PING fails the connection with TT_H2C_PING_TIMEOUT after this */
 } tt_h2c_conf_t;
 
 /**
@@ -81,6 +108,36 @@ tt_h2c_t *tt_h2c_connect(tt_loop_t *loop, tt_bufpool_t *bufs, const tt_addr_t *a
  */
 int32_t tt_h2c_request(tt_h2c_t *c, const char *method, const char *scheme, const char *authority, const char *path,
                        void *stream_data);
+
+/**
+ * Submits a request for the proxy: pseudo-headers `method`, `scheme`, `authority`, `path` (copied) and the
+ * field lines `fields` ("Name: value\r\n" each; names are lower-cased in place, RFC 9113 8.2.1, and the
+ * connection-specific ones are dropped, 8.2.2: Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding,
+ * Upgrade, Host, and TE unless it is "trailers"). With `has_content` the content follows through tt_h2c_send
+ * and tt_h2c_end; else HEADERS carries END_STREAM. Returns the stream id (> 0), or -1 as tt_h2c_request.
+ */
+int32_t tt_h2c_submit(tt_h2c_t *c, const char *method, const char *scheme, tt_str_t authority, tt_str_t path,
+                      char *fields, size_t fields_len, bool has_content, void *stream_data);
+/** Queues request content (copied) on stream `id`. False when its queue is above the high-water mark: wait for
+ *  on_drain. A stream that already ended takes nothing (and returns true). Never calls back. */
+bool tt_h2c_send(tt_h2c_t *c, int32_t id, const void *data, size_t len);
+/** Ends the request content of stream `id`, with `trailers` ("Name: value\r\n" lines, copied; may be empty). */
+void tt_h2c_end(tt_h2c_t *c, int32_t id, tt_str_t trailers);
+/** With manual_window: stops (true) or resumes (false) returning stream `id`'s flow-control credit, so that the
+ *  server stops sending once the window is used up (the connection's credit is always returned). */
+void tt_h2c_pause(tt_h2c_t *c, int32_t id, bool pause);
+/** Resets stream `id` (RST_STREAM CANCEL, RFC 9113 8.7): its user is forgotten at once; its slot frees when the
+ *  stream closes, and on_stream_end then reports it with a NULL stream_data. */
+void tt_h2c_cancel(tt_h2c_t *c, int32_t id);
+/** Ends the connection gracefully: GOAWAY(NO_ERROR) is written as far as the socket takes it, then the
+ *  connection closes as tt_h2c_close (no callback). */
+void tt_h2c_goaway(tt_h2c_t *c);
+/** Streams submitted on the connection so far (tt_h2c_request, tt_h2c_submit). */
+uint32_t tt_h2c_requests(const tt_h2c_t *c);
+/** A number unique to the connection in the process (for logs). */
+uint64_t tt_h2c_id(const tt_h2c_t *c);
+/** Loop time (ms) of the last stream end, or of the connect when no stream ran yet. */
+uint64_t tt_h2c_idle_since(const tt_h2c_t *c);
 
 /** True when tt_h2c_request would accept a stream: connected, no GOAWAY received, not closed. */
 bool tt_h2c_can_request(const tt_h2c_t *c);

@@ -55,6 +55,7 @@ enum kind {
     K_REWRITE,  /* REGEX REPLACEMENT of the current [route] */
     K_FIELD,    /* a field rule of the current [route], repeatable; min: tt_rule_op_t, max: 1 for the response */
     K_REDIRECT, /* bool: default | off */
+    K_PROTOCOL, /* tt_up_protocol_t: http1 | h2 | auto */
 };
 
 /* Which struct a key's offset is into. */
@@ -172,6 +173,10 @@ static const key_t_ keys[] = {
     {"tls_cert", S_UPSTREAM, K_STRING, U(tls_cert), 0, 0},
     {"tls_key", S_UPSTREAM, K_STRING, U(tls_key), 0, 0},
     {"tls_sni", S_UPSTREAM, K_STRING, U(tls_sni), 0, 0},
+    {"protocol", S_UPSTREAM, K_PROTOCOL, U(protocol), 0, 0},
+    {"h2_upstream_window", S_UPSTREAM, K_SIZE, U(h2_window), 65535, 2147483647},
+    {"h2_ping_interval", S_UPSTREAM, K_DURATION, U(h2_ping_ms), 0, DAY_MS},
+    {"h2_ping_timeout", S_UPSTREAM, K_DURATION, U(h2_ping_timeout_ms), 1, DAY_MS},
     {"upstream", S_ROUTE, K_STRING, R(upstream), 0, 0},
     {"root", S_ROUTE, K_STRING, R(root), 0, 0},
     {"index", S_ROUTE, K_STRING, R(index), 0, 0},
@@ -422,6 +427,18 @@ static int parse_value(const key_t_ *k, const char *value, void *base, const cha
             return -1;
         }
         return 0;
+    case K_PROTOCOL:
+        if (strcmp(value, "http1") == 0) {
+            *(tt_up_protocol_t *)dst = TT_UP_PROTO_HTTP1;
+        } else if (strcmp(value, "h2") == 0) {
+            *(tt_up_protocol_t *)dst = TT_UP_PROTO_H2;
+        } else if (strcmp(value, "auto") == 0) {
+            *(tt_up_protocol_t *)dst = TT_UP_PROTO_AUTO;
+        } else {
+            *why = "expected http1, h2 or auto";
+            return -1;
+        }
+        return 0;
     case K_REDIRECT:
         if (strcmp(value, "default") == 0) {
             *(bool *)dst = true;
@@ -473,6 +490,10 @@ static void upstream_defaults(tt_upstream_conf_t *u)
     u->forwarded = false;
     u->expose_cause = true;
     u->_tcpka_auto = true;
+    u->protocol = TT_UP_PROTO_HTTP1;
+    u->h2_window = 16 * 1024 * 1024;
+    u->h2_ping_ms = 30000;
+    u->h2_ping_timeout_ms = 5000;
     tt_pool_conf_t *p = &u->pool;
     p->max_idle = 128;
     p->idle_timeout_ms = 60000;
@@ -607,11 +628,15 @@ static int add_server(tt_upstream_conf_t *u, const char *value, const char **why
     bool tls = false;
     if (strncasecmp(hp, "http://", 7) == 0) {
         hp += 7;
+    } else if (strncasecmp(hp, "h2c://", 6) == 0) { /* HTTP/2 with prior knowledge: the upstream's protocol */
+        hp += 6;
+        u->protocol = TT_UP_PROTO_H2;
+        u->_h2c = true;
     } else if (strncasecmp(hp, "https://", 8) == 0) {
         hp += 8;
         tls = true;
     } else if (strstr(hp, "://") != NULL) {
-        *why = "only http:// and https:// upstreams are supported";
+        *why = "only http://, https:// and h2c:// upstreams are supported";
         return -1;
     }
     char buf[300];
@@ -1284,6 +1309,9 @@ int tt_conf_finish(tt_conf_t *c, char *err, size_t errlen)
             err_addf(err, errlen, "%s: [upstream %s] margin_floor is longer than hint_margin (the largest margin)",
                      file, u->name);
         }
+        if (u->_h2c && u->protocol != TT_UP_PROTO_H2)
+            err_addf(err, errlen, "%s: [upstream %s] an h2c:// server needs protocol = h2 (the section sets %s)", file,
+                     u->name, u->protocol == TT_UP_PROTO_AUTO ? "auto" : "http1");
         if (u->_tcpka_auto) tt_proxy_default_tcp_keepalive(&u->pool, &u->pool.tcp_keepalive);
         u->trusted = c->trusted_proxies;
         u->ntrusted = c->ntrusted_proxies;

@@ -1,5 +1,6 @@
 /* proxy.c -- reverse proxy: forward a request, stream both ways, replay a stale reuse, name every 5xx */
 #include "handlers/proxy.h"
+#include "client/h2pool.h"
 #include "core/log.h"
 #include "handlers/forward.h"
 #include "handlers/reqbuf.h"
@@ -21,9 +22,14 @@ typedef struct proxy_metrics {
     tt_counter_t replays[TT_CAUSE__COUNT];
     tt_counter_t next_server[TT_CAUSE__COUNT];
     tt_counter_t generated[TT_CAUSE__COUNT];
-    tt_counter_t buffered;     /* requests whose content was read whole before an upstream was taken */
-    tt_counter_t buffer_files; /* ... of which the content went to a temporary file */
+    tt_counter_t buffered;      /* requests whose content was read whole before an upstream was taken */
+    tt_counter_t buffer_files;  /* ... of which the content went to a temporary file */
+    tt_counter_t h2_replays[3]; /* HTTP/2 upstreams: streams replayed, by h2_replay_t */
 } proxy_metrics_t;
+
+/* Why a stream to an HTTP/2 upstream was replayed on another connection. */
+typedef enum h2_replay { H2_REPLAY_GOAWAY, H2_REPLAY_REFUSED, H2_REPLAY_PING } h2_replay_t;
+static const char *const h2_replay_names[] = {"goaway", "refused_stream", "ping_timeout"};
 
 /* A worker's pool with the number of generations' proxy states that hold it: a reload that keeps a server hands
  * its pool to the new generation, and the old one may still serve requests through it until it is released. */
@@ -38,12 +44,13 @@ typedef struct pool_ref {
 typedef struct proxy_worker {
     tt_worker_t *w;
     tt_proxy_registry_t *reg;
-    tt_pool_t **pools;   /* one per server of every upstream */
-    pool_ref_t **prefs;  /* the same pools with their holders */
-    proxy_metrics_t **m; /* per upstream: its row of counters (a newer generation's, once a reload kept it) */
-    uint32_t *rr;        /* round-robin position per upstream */
-    int refs;            /* routes using it */
-    tt_io_t dns_io;      /* eventfd the resolver wakes after a name's addresses changed; fd -1: no name followed */
+    tt_pool_t **pools;     /* one per server of every upstream */
+    tt_h2pool_t **h2pools; /* the same servers' HTTP/2 pools; NULL for a server spoken to with HTTP/1.1 */
+    pool_ref_t **prefs;    /* the same pools with their holders */
+    proxy_metrics_t **m;   /* per upstream: its row of counters (a newer generation's, once a reload kept it) */
+    uint32_t *rr;          /* round-robin position per upstream */
+    int refs;              /* routes using it */
+    tt_io_t dns_io;        /* eventfd the resolver wakes after a name's addresses changed; fd -1: no name followed */
 } proxy_worker_t;
 
 struct tt_proxy_registry {
@@ -55,6 +62,7 @@ struct tt_proxy_registry {
     tt_resolver_t *resolver;   /* NULL: no server follows its name (tt_proxy_registry_watch) */
     proxy_worker_t **workers;  /* [nworkers], each touched by its own thread only */
     tt_pool_metrics_t *pool_m; /* [nworkers][nservers] */
+    tt_h2pool_metrics_t *h2_m; /* [nworkers][nservers] */
     proxy_metrics_t *proxy_m;  /* [nworkers][nups] */
 };
 
@@ -71,13 +79,16 @@ static const char *const cause_names[TT_CAUSE__COUNT] = {
     [TT_CAUSE_TLS_ERROR] = "tls_error",
     [TT_CAUSE_ALL_SERVERS_DOWN] = "all_servers_down",
     [TT_CAUSE_POOL_EXHAUSTED] = "pool_exhausted",
+    [TT_CAUSE_PING_TIMEOUT] = "ping_timeout",
+    [TT_CAUSE_GRPC_DEADLINE] = "grpc_deadline",
 };
 
 static const int cause_status[TT_CAUSE__COUNT] = {
     [TT_CAUSE_CONNECT_REFUSED] = 502,       [TT_CAUSE_CONNECT_TIMEOUT] = 504,        [TT_CAUSE_CONNECT_ERROR] = 502,
     [TT_CAUSE_RESET_BEFORE_RESPONSE] = 502, [TT_CAUSE_CLOSED_BEFORE_RESPONSE] = 502, [TT_CAUSE_RESPONSE_TIMEOUT] = 504,
     [TT_CAUSE_SEND_TIMEOUT] = 504,          [TT_CAUSE_INVALID_RESPONSE] = 502,       [TT_CAUSE_TLS_ERROR] = 502,
-    [TT_CAUSE_ALL_SERVERS_DOWN] = 503,      [TT_CAUSE_POOL_EXHAUSTED] = 503,
+    [TT_CAUSE_ALL_SERVERS_DOWN] = 503,      [TT_CAUSE_POOL_EXHAUSTED] = 503,         [TT_CAUSE_PING_TIMEOUT] = 502,
+    [TT_CAUSE_GRPC_DEADLINE] = 504,
 };
 
 const char *tt_proxy_cause_name(tt_proxy_cause_t c)
@@ -158,6 +169,17 @@ typedef struct proxy_req {
     tt_defer_t free_later;
     uint64_t attempt_us;      /* CLOCK_MONOTONIC us when the current attempt began (connect start, or the reuse) */
     tt_accesslog_up_t up_log; /* what the access log shows of the upstream side (req->log_up) */
+    /* HTTP/2 upstreams */
+    tt_h2pool_t *h2pool;    /* the picked server's HTTP/2 pool, NULL when it is spoken to with HTTP/1.1 */
+    tt_h2pool_stream_t h2s; /* the stream's slot and events */
+    tt_h2c_t *h2c;          /* the connection of the current stream; NULL when none */
+    int32_t h2id;           /* its stream id */
+    tt_buf_t resp_trailers; /* the response's trailer fields, filtered, until the stream ends */
+    tt_timer_t resp_timer;  /* HTTP/2 upstream: the request sent -> the response head (response_timeout) */
+    tt_timer_t deadline;    /* gRPC: grpc-timeout from the request's start */
+    bool grpc;              /* content-type: application/grpc: tether's own errors are gRPC-shaped */
+    bool h2_content;        /* the current stream carries request content (DATA frames follow its HEADERS) */
+    bool on_h2;             /* the last attempt was a stream on an HTTP/2 connection (the log's up_open) */
     char log[320];
 } proxy_req_t;
 
@@ -197,9 +219,14 @@ static void pr_finish(proxy_req_t *pr)
 {
     if (pr->done) return;
     tt_worker_t *w = pr->pw->w;
-    TT_BUG_ON(pr->up != NULL); /* a connection is always released or discarded first */
+    TT_BUG_ON(pr->up != NULL);  /* a connection is always released or discarded first */
+    TT_BUG_ON(pr->h2c != NULL); /* a stream always ended or cancelled first */
     pr->done = true;
     tt_pool_cancel(&pr->waiter);
+    tt_h2pool_cancel(&pr->h2s);
+    tt_timer_disarm(w->loop, &pr->resp_timer);
+    tt_timer_disarm(w->loop, &pr->deadline);
+    tt_buf_release(&pr->resp_trailers, &w->bufs);
     tt_buf_release(&pr->head, &w->bufs);
     tt_buf_release(&pr->held, &w->bufs);
     tt_buf_release(&pr->trailers, &w->bufs);
@@ -221,17 +248,47 @@ static void update_log(proxy_req_t *pr)
                      "up_open=%s retries=%u replays=%u cause=%s",
                      pr->uc->name, as, (unsigned long long)pr->up_id, pr->reused ? 1 : 0,
                      (unsigned long long)pr->up_idle_ms, pr->up_req_no, (unsigned long long)pr->up_age_ms,
-                     pr->up_id ? tt_pool_open_name(pr->waiter.open_reason) : "-", pr->retries, pr->replays,
-                     tt_proxy_cause_name(pr->cause));
+                     pr->on_h2   ? "h2"
+                     : pr->up_id ? tt_pool_open_name(pr->waiter.open_reason)
+                                 : "-",
+                     pr->retries, pr->replays, tt_proxy_cause_name(pr->cause));
     pr->req->log_extra = tt_str(pr->log, n > 0 ? (size_t)TT_MIN((size_t)n, sizeof(pr->log) - 1) : 0);
 }
 
 /* Answers the client with tether's own error and ends the request. */
+/* gRPC status codes (grpc/doc/statuscodes.md) tether answers with. */
+#define GRPC_DEADLINE_EXCEEDED  4
+#define GRPC_RESOURCE_EXHAUSTED 8
+#define GRPC_UNAVAILABLE        14
+
+/* A gRPC request's error: HTTP 200, content-type application/grpc, no message, and grpc-status and grpc-message as
+ * trailers (gRPC over HTTP/2), so that a gRPC client reads the cause instead of a transport error. */
+static void respond_grpc(tt_req_t *req, int code, const char *message)
+{
+    char f[256];
+    int n = snprintf(f, sizeof(f), "grpc-status: %d\r\ngrpc-message: %s\r\n", code, message);
+    tt_resp_t r;
+    tt_resp_init(&r, 200);
+    r.fields = TT_STR("Content-Type: application/grpc\r\n");
+    tt_req_respond_head(req, &r);
+    tt_req_finish(req, tt_str(f, (size_t)TT_MIN((size_t)n, sizeof(f) - 1)));
+}
+
 static void generate_error(proxy_req_t *pr, tt_proxy_cause_t cause)
 {
     pr->cause = cause;
     tt_counter_add(&pr->m->generated[cause], 1);
     update_log(pr);
+    if (pr->grpc) {
+        int code = cause == TT_CAUSE_GRPC_DEADLINE    ? GRPC_DEADLINE_EXCEEDED
+                   : cause == TT_CAUSE_POOL_EXHAUSTED ? GRPC_RESOURCE_EXHAUSTED
+                                                      : GRPC_UNAVAILABLE;
+        char msg[96];
+        snprintf(msg, sizeof(msg), "tether: upstream %s", tt_proxy_cause_name(cause));
+        respond_grpc(pr->req, code, msg);
+        pr_finish(pr);
+        return;
+    }
     char f[96];
     int n = pr->uc->expose_cause ? snprintf(f, sizeof(f), "X-Tether-Cause: %s\r\n", tt_proxy_cause_name(cause)) : 0;
     tt_req_respond_text(pr->req, cause_status[cause], tt_str(f, (size_t)n));
@@ -257,7 +314,11 @@ static bool pick_server(proxy_req_t *pr, bool *all_down)
             best = i;
             break;
         }
-        uint32_t a = tt_pool_active(p);
+        tt_h2pool_t *hp = pr->pw->h2pools[uc->_first_server + i];
+        const tt_proxy_registry_t *reg = pr->pw->reg;
+        uint32_t a = hp != NULL && !tt_h2pool_no_h2(hp) /* HTTP/2: the streams in flight, this worker's */
+                         ? (uint32_t)LOAD(reg->h2_m[pr->pw->w->id * reg->nservers + uc->_first_server + i].streams)
+                         : tt_pool_active(p);
         if (a < best_active) {
             best_active = a;
             best = i;
@@ -266,6 +327,7 @@ static bool pick_server(proxy_req_t *pr, bool *all_down)
     if (best == SIZE_MAX) return false;
     pr->server = best;
     pr->pool = pr->pw->pools[uc->_first_server + best];
+    pr->h2pool = pr->pw->h2pools[uc->_first_server + best];
     pr->tried |= 1ull << (best % 64);
     return true;
 }
@@ -298,8 +360,15 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *u, tt_pool_status_t st, 
     }
 }
 
+static void h2_acquire(proxy_req_t *pr);
+
 static void acquire(proxy_req_t *pr, bool fresh_only)
 {
+    /* a request to switch protocols needs HTTP/1.1 (RFC 9113 8.6): protocol = h2 refused it, auto takes HTTP/1.1 */
+    if (pr->h2pool != NULL && !pr->upgrade && (pr->uc->protocol == TT_UP_PROTO_H2 || !tt_h2pool_no_h2(pr->h2pool))) {
+        h2_acquire(pr);
+        return;
+    }
     pr->up_log.connect_us = pr->up_log.header_us = pr->up_log.response_us = -1; /* the log shows the last attempt */
     pr->waiter.cb = waiter_cb;
     /* reuse = safe: a new client connection's first request opens its own upstream connection, so the
@@ -347,8 +416,14 @@ static void send_chunk(proxy_req_t *pr, const char *data, size_t len, bool *full
     }
 }
 
+static void h2_send_end(proxy_req_t *pr);
+
 static void send_end(proxy_req_t *pr)
 {
+    if (pr->h2c != NULL) {
+        h2_send_end(pr);
+        return;
+    }
     if (pr->sent_end || !pr->body_done || pr->up == NULL) return;
     if (pr->has_tail) tt_upconn_send(pr->up, &pr->tail, 1);
     pr->has_tail = false;
@@ -439,11 +514,14 @@ static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
 
 /* ---- client hooks ---- */
 
+static void h2_cancel(proxy_req_t *pr);
+
 /* The client's content contradicts the Content-Length sent upstream (an HTTP/2 client's DATA, RFC 9113 8.1.1; the
  * stream is reset too): the upstream connection goes, with the request incomplete (its last byte was held), and the
  * client gets a 400 if nothing was answered yet. */
 static void refuse_framing(proxy_req_t *pr)
 {
+    h2_cancel(pr);
     if (pr->up != NULL) tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR);
     pr->up = NULL;
     if (pr->response_started)
@@ -486,9 +564,15 @@ static void buffered_complete(proxy_req_t *pr)
     acquire(pr, false);
 }
 
+static void h2_client_body(proxy_req_t *pr, const char *data, size_t len);
+
 static void client_on_body(tt_req_t *req, const char *data, size_t len)
 {
     proxy_req_t *pr = req->ctx;
+    if (pr->h2pool != NULL && !pr->buffering && !pr->upgrade && (pr->h2c != NULL || pr->up == NULL)) {
+        h2_client_body(pr, data, len);
+        return;
+    }
     tt_bufpool_t *bufs = &pr->pw->w->bufs;
     pr->body_total += len;
     if (pr->hold && pr->body_total > (uint64_t)req->content_length) {
@@ -540,6 +624,7 @@ static void client_on_writable(tt_req_t *req)
 {
     proxy_req_t *pr = req->ctx;
     if (pr->up != NULL) tt_upconn_pause(pr->up, false);
+    if (pr->h2c != NULL) tt_h2c_pause(pr->h2c, pr->h2id, false);
 }
 
 static void client_on_abort(tt_req_t *req)
@@ -554,6 +639,7 @@ static void client_on_abort(tt_req_t *req)
     } else if (pr->up != NULL) {
         tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR); /* mid-exchange: never reusable */
     }
+    h2_cancel(pr); /* an HTTP/2 upstream's stream is reset; its connection goes on */
     pr->up = NULL;
     req->log_extra = TT_STR_NULL; /* the request is the client connection's from now on (a refusal's log line) */
     req->log_up = NULL;
@@ -877,6 +963,402 @@ static const tt_upconn_ops_t up_ops = {
     .on_drain = up_on_drain,
 };
 
+/* ---- HTTP/2 upstreams: one stream per exchange on a shared connection (h2pool.h) ---- */
+
+static const tt_h2pool_stream_ops_t h2_stream_ops;
+
+static tt_h2pool_metrics_t *h2_metrics(const proxy_req_t *pr)
+{
+    tt_proxy_registry_t *reg = pr->pw->reg;
+    return &reg->h2_m[pr->pw->w->id * reg->nservers + pr->uc->_first_server + pr->server];
+}
+
+/* Gives up the exchange's stream (the client left, a timeout): RST_STREAM CANCEL, the connection goes on. */
+static void h2_cancel(proxy_req_t *pr)
+{
+    tt_h2pool_cancel(&pr->h2s);
+    tt_timer_disarm(pr->pw->w->loop, &pr->resp_timer);
+    if (pr->h2c == NULL) return;
+    tt_h2c_cancel(pr->h2c, pr->h2id);
+    tt_gauge_add(&h2_metrics(pr)->streams, -1);
+    pr->h2c = NULL;
+}
+
+static void h2_acquire(proxy_req_t *pr)
+{
+    pr->up_log.connect_us = pr->up_log.header_us = pr->up_log.response_us = -1;
+    pr->h2s.ops = &h2_stream_ops;
+    tt_h2pool_acquire(pr->h2pool, &pr->h2s);
+}
+
+/* The request's end went upstream (or there is no content): END_STREAM with its trailers; the response timeout
+ * starts, as for HTTP/1.1. */
+static void h2_send_end(proxy_req_t *pr)
+{
+    if (pr->sent_end || !pr->body_done || pr->h2c == NULL) return;
+    if (pr->h2_content) /* else HEADERS carried END_STREAM */
+        tt_h2c_end(pr->h2c, pr->h2id,
+                   pr->trailers.len ? tt_str(tt_buf_data(&pr->trailers), pr->trailers.len) : TT_STR_NULL);
+    pr->sent_end = true;
+    if (!pr->response_started) tt_timer_arm(pr->pw->w->loop, &pr->resp_timer, pr->uc->pool.timeouts.response_ms);
+}
+
+/* Request buffering: the held content from body_off until the stream's queue is full (on_drain goes on). */
+static void h2_send_buffered(proxy_req_t *pr)
+{
+    char scratch[16384];
+    while (pr->h2c != NULL && !pr->sent_end) {
+        const char *p = NULL;
+        int64_t n = tt_reqbuf_read(&pr->body, pr->body_off, scratch, sizeof(scratch), &p);
+        if (n < 0) {
+            tt_log(TT_LOG_ERROR, "route %s: request content file: %s: 500", pr->pc->route, strerror((int)-n));
+            h2_cancel(pr);
+            if (pr->response_started)
+                tt_req_fail(pr->req);
+            else
+                tt_req_respond_text(pr->req, 500, TT_STR_NULL);
+            pr_finish(pr);
+            return;
+        }
+        if (n == 0) {
+            h2_send_end(pr);
+            return;
+        }
+        pr->body_off += (uint64_t)n;
+        if (!tt_h2c_send(pr->h2c, pr->h2id, p, (size_t)n)) return;
+    }
+}
+
+/* Starts the exchange as a stream on `c`: the upstream head (forward.c's, HTTP/1.1-shaped) becomes the
+ * pseudo-headers and fields (h2client.c drops the connection-specific ones), the held content follows. */
+static void h2_begin(proxy_req_t *pr, tt_h2c_t *c)
+{
+    tt_loop_t *loop = pr->pw->w->loop;
+    char *h = tt_buf_data(&pr->head), *end = h + pr->head.len;
+    char *eol = memchr(h, '\n', pr->head.len);
+    char *sp1 = eol ? memchr(h, ' ', (size_t)(eol - h)) : NULL;
+    char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
+    if (sp2 == NULL || (size_t)(sp1 - h) >= 32) { /* forward.c always writes a request-line: never */
+        generate_error(pr, TT_CAUSE_INVALID_RESPONSE);
+        return;
+    }
+    char method[32];
+    memcpy(method, h, (size_t)(sp1 - h));
+    method[sp1 - h] = '\0';
+    tt_str_t target = tt_str(sp1 + 1, (size_t)(sp2 - sp1 - 1)), authority = TT_STR_NULL;
+    char *fields = eol + 1;
+    size_t flen = end - fields >= 2 ? (size_t)(end - fields) - 2 : 0; /* without the empty line */
+    for (char *p = fields; p < fields + flen;) {
+        char *e = memchr(p, '\n', (size_t)(fields + flen - p));
+        if (e == NULL) break;
+        if (e - p > 5 && strncasecmp(p, "host:", 5) == 0) {
+            char *v = p + 5, *ve = e;
+            while (v < ve && (*v == ' ' || *v == '\t')) v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+            authority = tt_str(v, (size_t)(ve - v));
+            break;
+        }
+        p = e + 1;
+    }
+    bool content = pr->buffering ? pr->body.len > 0 : pr->req->has_body;
+    const char *scheme = pr->uc->servers[pr->server].tls ? "https" : "http";
+    int32_t id = tt_h2c_submit(c, method, scheme, authority, target, fields, flen, content, &pr->h2s);
+    if (id < 0) {
+        generate_error(pr, TT_CAUSE_CONNECT_ERROR);
+        return;
+    }
+    pr->h2c = c;
+    pr->h2id = id;
+    pr->h2_content = content;
+    tt_gauge_add(&h2_metrics(pr)->streams, 1);
+    pr->reused = tt_h2c_requests(c) > 1;
+    pr->up_id = tt_h2c_id(c);
+    pr->on_h2 = true;
+    pr->up_req_no = tt_h2c_requests(c);
+    pr->up_idle_ms = 0;
+    pr->up_age_ms = 0;
+    pr->up_log.connect_us = 0;
+    pr->attempt_us = mono_us();
+    pr->up_log.header_us = pr->up_log.response_us = -1;
+    pr->up_log.status = 0;
+    pr->t_begin_us = tt_loop_now_us(loop);
+    pr->t_first_byte_us = pr->t_done_us = 0;
+    pr->sent_end = false;
+    update_log(pr);
+    if (!content) {
+        pr->body_done = true; /* nothing to send: HEADERS carried END_STREAM */
+        h2_send_end(pr);
+        return;
+    }
+    if (pr->buffering) {
+        pr->body_off = 0;
+        h2_send_buffered(pr);
+        return;
+    }
+    bool full = false;
+    if (pr->held.len) full = !tt_h2c_send(c, id, tt_buf_data(&pr->held), pr->held.len);
+    if (!pr->held_all) tt_buf_release(&pr->held, &pr->pw->w->bufs); /* only waiting for the stream: sent now */
+    h2_send_end(pr);
+    pause_client(pr, full);
+}
+
+/* Client content for an HTTP/2 upstream: as it comes, unframed (DATA frames are the framing). */
+static void h2_client_body(proxy_req_t *pr, const char *data, size_t len)
+{
+    tt_bufpool_t *bufs = &pr->pw->w->bufs;
+    pr->body_total += len;
+    if (pr->held_all && pr->body_total > pr->uc->replay_buffer && pr->h2c != NULL) {
+        pr->held_all = false; /* too large to replay: from now on it only streams */
+        tt_buf_release(&pr->held, bufs);
+    }
+    if (pr->h2c == NULL) { /* no stream yet: hold it, and stop reading once a replay buffer's worth waits */
+        tt_buf_append(&pr->held, bufs, data, len);
+        if (pr->held.len >= pr->uc->replay_buffer) pause_client(pr, true);
+        if (pr->body_total > pr->uc->replay_buffer) pr->held_all = false;
+        return;
+    }
+    if (pr->held_all) tt_buf_append(&pr->held, bufs, data, len);
+    if (!tt_h2c_send(pr->h2c, pr->h2id, data, len)) pause_client(pr, true);
+}
+
+static void h2_on_conn(tt_h2pool_stream_t *s, tt_h2c_t *c, tt_h2c_err_t err)
+{
+    proxy_req_t *pr = tt_container_of(s, proxy_req_t, h2s);
+    if (c != NULL) {
+        h2_begin(pr, c);
+        return;
+    }
+    switch (err) {     /* nothing was sent: safe for any method */
+    case TT_H2C_NO_H2: /* the server chose http/1.1 in ALPN: for protocol = auto its pool, for h2 a TLS failure */
+        if (pr->uc->protocol == TT_UP_PROTO_AUTO)
+            acquire(pr, false);
+        else
+            next_server(pr, TT_CAUSE_TLS_ERROR);
+        return;
+    case TT_H2C_TIMEOUT: generate_error(pr, TT_CAUSE_POOL_EXHAUSTED); return;
+    case TT_H2C_CONNECT_REFUSED: next_server(pr, TT_CAUSE_CONNECT_REFUSED); return;
+    case TT_H2C_CONNECT_TIMEOUT: next_server(pr, TT_CAUSE_CONNECT_TIMEOUT); return;
+    case TT_H2C_TLS_ERROR: next_server(pr, TT_CAUSE_TLS_ERROR); return;
+    default: next_server(pr, TT_CAUSE_CONNECT_ERROR); return;
+    }
+}
+
+/* Response field lines into the worker's response scratch, for the field rules (forward.c). */
+static tt_h1_response_t *h2_response_view(proxy_req_t *pr, int status, tt_str_t fields)
+{
+    tt_h1_response_t *res = &pr->pw->w->up_res; /* field by field: zeroing its 100 field slots costs more */
+    res->minor_version = 1;
+    res->status = status;
+    res->reason = TT_STR_NULL;
+    res->content_length = -1;
+    res->chunked = res->close_delimited = false;
+    res->conn_tokens = 0;
+    res->keep_alive = -1;
+    res->error = 0;
+    res->nfields = 0;
+    const char *p = fields.p, *end = fields.p + fields.n;
+    while (p < end && res->nfields < TT_H1_MAX_FIELDS) {
+        const char *e = memchr(p, '\n', (size_t)(end - p));
+        const char *next = e ? e + 1 : end;
+        const char *le = e ? e : end;
+        if (le > p && le[-1] == '\r') le--;
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon != NULL) {
+            const char *v = colon + 1;
+            while (v < le && *v == ' ') v++;
+            tt_h1_field_t *f = &res->fields[res->nfields++];
+            f->name = tt_str(p, (size_t)(colon - p));
+            f->value = tt_str(v, (size_t)(le - v));
+            if (tt_str_ieq(f->name, TT_LIT("content-length"))) {
+                int64_t n = 0;
+                size_t i = 0;
+                for (; i < f->value.n && f->value.p[i] >= '0' && f->value.p[i] <= '9' && n < (INT64_MAX / 10 - 10); i++)
+                    n = n * 10 + (f->value.p[i] - '0');
+                res->content_length = i == f->value.n && i > 0 ? n : -1;
+            }
+        }
+        p = next;
+    }
+    return res;
+}
+
+static void h2_on_response(tt_h2pool_stream_t *s, int status, tt_str_t fields)
+{
+    proxy_req_t *pr = tt_container_of(s, proxy_req_t, h2s);
+    tt_bufpool_t *bufs = &pr->pw->w->bufs;
+    if (pr->t_first_byte_us == 0) {
+        pr->t_first_byte_us = tt_loop_now_us(pr->pw->w->loop);
+        tt_hist_observe(&pool_metrics(pr)->first_byte_us, tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                        pr->t_first_byte_us - pr->t_begin_us);
+    }
+    const tt_h1_response_t *res = h2_response_view(pr, status, fields);
+    tt_buf_t f = {0};
+    if (status < 200) { /* interim (RFC 9110 15.2); 101 does not exist in HTTP/2 (RFC 9113 8.6) */
+        if (status == 101) return;
+        tt_forward_response_fields(res, &f, bufs);
+        tt_req_interim(pr->req, status, f.len ? tt_str(tt_buf_data(&f), f.len) : TT_STR_NULL);
+        tt_buf_release(&f, bufs);
+        return;
+    }
+    tt_timer_disarm(pr->pw->w->loop, &pr->resp_timer);
+    if (pr->grpc) /* a Trailers-Only answer (gRPC over HTTP/2): its status goes to the client as trailers too */
+        for (size_t i = 0; i < res->nfields; i++)
+            if (tt_str_ieq(res->fields[i].name, TT_LIT("grpc-status")) ||
+                tt_str_ieq(res->fields[i].name, TT_LIT("grpc-message"))) {
+                tt_buf_append(&pr->resp_trailers, bufs, res->fields[i].name.p, res->fields[i].name.n);
+                tt_buf_append(&pr->resp_trailers, bufs, TT_LIT(": "));
+                tt_buf_append(&pr->resp_trailers, bufs, res->fields[i].value.p, res->fields[i].value.n);
+                tt_buf_append(&pr->resp_trailers, bufs, TT_LIT("\r\n"));
+            }
+    response_fields(pr, res, &f, bufs);
+    tt_resp_t r;
+    tt_resp_init(&r, status);
+    r.fields = f.len ? tt_str(tt_buf_data(&f), f.len) : TT_STR_NULL;
+    r.content_length = tt_http_status_has_no_content(status) ? -1 : res->content_length;
+    pr->response_started = true;
+    pr->up_log.status = status;
+    pr->up_log.header_us = attempt_elapsed(pr);
+    update_log(pr);
+    tt_req_respond_head(pr->req, &r);
+    tt_buf_release(&f, bufs);
+}
+
+static void h2_on_data(tt_h2pool_stream_t *s, const char *data, size_t len)
+{
+    proxy_req_t *pr = tt_container_of(s, proxy_req_t, h2s);
+    if (!tt_req_write(pr->req, data, len) && pr->h2c != NULL)
+        tt_h2c_pause(pr->h2c, pr->h2id, true); /* the client reads slower: the stream's window closes */
+}
+
+static void h2_on_trailers(tt_h2pool_stream_t *s, tt_str_t fields)
+{
+    proxy_req_t *pr = tt_container_of(s, proxy_req_t, h2s);
+    pr->resp_trailers.len = 0; /* the real trailers replace a Trailers-Only head's status */
+    tt_forward_trailers(fields, &pr->resp_trailers, &pr->pw->w->bufs); /* RFC 9110 6.5.1 */
+}
+
+static void h2_on_drain(tt_h2pool_stream_t *s)
+{
+    proxy_req_t *pr = tt_container_of(s, proxy_req_t, h2s);
+    if (pr->buffering)
+        h2_send_buffered(pr);
+    else
+        pause_client(pr, false);
+}
+
+static void h2_on_end(tt_h2pool_stream_t *s, tt_h2c_err_t err, uint32_t h2_error)
+{
+    proxy_req_t *pr = tt_container_of(s, proxy_req_t, h2s);
+    tt_bufpool_t *bufs = &pr->pw->w->bufs;
+    pr->h2c = NULL;
+    tt_gauge_add(&h2_metrics(pr)->streams, -1);
+    tt_timer_disarm(pr->pw->w->loop, &pr->resp_timer);
+    pr->up_log.response_us = attempt_elapsed(pr);
+    if (err == TT_H2C_OK) {
+        pr->t_done_us = tt_loop_now_us(pr->pw->w->loop);
+        tt_hist_observe(&pool_metrics(pr)->exchange_us, tt_hist_lat_bounds, tt_hist_lat_nbounds,
+                        pr->t_done_us - pr->t_begin_us);
+        tt_req_finish(pr->req, pr->resp_trailers.len ? tt_str(tt_buf_data(&pr->resp_trailers), pr->resp_trailers.len)
+                                                     : TT_STR_NULL);
+        pr_finish(pr);
+        return;
+    }
+    /* Not processed by the origin: streams above a GOAWAY's last-stream-id (RFC 9113 6.8) and REFUSED_STREAM (8.7)
+     * are replayed whatever their method; a connection that missed its PING only fails over idempotent ones. */
+    int why = -1;
+    if (err == TT_H2C_GOAWAY)
+        why = H2_REPLAY_GOAWAY;
+    else if (err == TT_H2C_RST_STREAM && h2_error == 0x7) /* REFUSED_STREAM */
+        why = H2_REPLAY_REFUSED;
+    else if (err == TT_H2C_PING_TIMEOUT && pr->replayable)
+        why = H2_REPLAY_PING;
+    bool held = pr->buffering || pr->held_all;
+    if (why >= 0 && held && !pr->response_started && pr->uc->replay && pr->replays < 3) {
+        pr->replays++;
+        tt_counter_add(&pr->m->h2_replays[why], 1);
+        pr->sent_end = false;
+        pr->resp_trailers.len = 0;
+        h2_acquire(pr);
+        return;
+    }
+    if (pr->response_started) {
+        tt_req_fail(pr->req); /* cut mid-content: the client must see the truncation */
+        pr_finish(pr);
+        return;
+    }
+    (void)bufs;
+    tt_proxy_cause_t cause = err == TT_H2C_CLOSED         ? TT_CAUSE_CLOSED_BEFORE_RESPONSE
+                             : err == TT_H2C_TIMEOUT      ? TT_CAUSE_RESPONSE_TIMEOUT
+                             : err == TT_H2C_PROTOCOL     ? TT_CAUSE_INVALID_RESPONSE
+                             : err == TT_H2C_PING_TIMEOUT ? TT_CAUSE_PING_TIMEOUT
+                                                          : TT_CAUSE_RESET_BEFORE_RESPONSE;
+    generate_error(pr, cause);
+}
+
+static const tt_h2pool_stream_ops_t h2_stream_ops = {
+    .on_conn = h2_on_conn,
+    .on_response = h2_on_response,
+    .on_data = h2_on_data,
+    .on_trailers = h2_on_trailers,
+    .on_drain = h2_on_drain,
+    .on_end = h2_on_end,
+};
+
+/* No response head within response_timeout of the request's end: 504, the stream reset. */
+static void on_resp_timer(tt_timer_t *t)
+{
+    proxy_req_t *pr = tt_container_of(t, proxy_req_t, resp_timer);
+    h2_cancel(pr);
+    if (pr->response_started) {
+        tt_req_fail(pr->req);
+        pr_finish(pr);
+        return;
+    }
+    generate_error(pr, TT_CAUSE_RESPONSE_TIMEOUT);
+}
+
+/* A gRPC request's grpc-timeout passed: the upstream exchange goes, the client gets DEADLINE_EXCEEDED (as trailers
+ * when the response already began). */
+static void on_deadline(tt_timer_t *t)
+{
+    proxy_req_t *pr = tt_container_of(t, proxy_req_t, deadline);
+    h2_cancel(pr);
+    tt_pool_cancel(&pr->waiter);
+    if (pr->up != NULL) {
+        tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR);
+        pr->up = NULL;
+    }
+    if (pr->response_started) {
+        pr->cause = TT_CAUSE_GRPC_DEADLINE;
+        tt_counter_add(&pr->m->generated[TT_CAUSE_GRPC_DEADLINE], 1);
+        update_log(pr);
+        tt_req_finish(pr->req, TT_STR("grpc-status: 4\r\ngrpc-message: tether: deadline exceeded\r\n"));
+        pr_finish(pr);
+        return;
+    }
+    generate_error(pr, TT_CAUSE_GRPC_DEADLINE);
+}
+
+/* grpc-timeout (gRPC over HTTP/2: 1 to 8 digits and a unit H M S m u n) in ms, rounded up; 0 when absent or bad. */
+static uint64_t grpc_timeout_ms(tt_str_t v)
+{
+    if (v.n < 2 || v.n > 9) return 0;
+    uint64_t n = 0;
+    for (size_t i = 0; i + 1 < v.n; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9') return 0;
+        n = n * 10 + (uint64_t)(v.p[i] - '0');
+    }
+    switch (v.p[v.n - 1]) {
+    case 'H': return n * 3600000;
+    case 'M': return n * 60000;
+    case 'S': return n * 1000;
+    case 'm': return n;
+    case 'u': return (n + 999) / 1000;
+    case 'n': return (n + 999999) / 1000000;
+    default: return 0;
+    }
+}
+
 /* ---- the handler ---- */
 
 static bool idempotent(tt_method_t m)
@@ -1017,8 +1499,14 @@ static void proxy_handle(void *state, tt_req_t *req)
         refuse_upgrade(req, pc, proto);
         return;
     }
+    if (upgrade > 0 && pc->up->protocol == TT_UP_PROTO_H2) { /* a byte tunnel needs HTTP/1.1 (RFC 9113 8.6) */
+        refuse_upgrade(req, pc, proto);
+        return;
+    }
     proxy_req_t *pr = tt_calloc(1, sizeof(*pr));
     tt_reqbuf_init(&pr->body, pc->buffer_memory, pc->temp_dir);
+    tt_timer_init(&pr->resp_timer, on_resp_timer);
+    tt_timer_init(&pr->deadline, on_deadline);
     pr->req = req;
     pr->pw = pw;
     pr->pc = pc;
@@ -1026,7 +1514,10 @@ static void proxy_handle(void *state, tt_req_t *req)
     pr->m = pw->m[pc->up->_index];
     pr->is_head = req->is_head;
     pr->chunked_up = req->has_body && req->content_length < 0;
-    pr->hold = req->major_version == 2 && req->has_body && !pr->chunked_up;
+    pr->hold = req->major_version == 2 && req->has_body && !pr->chunked_up && pc->up->protocol != TT_UP_PROTO_H2;
+    int ct = tt_h1_find_field(req->head, TT_LIT("content-type"));
+    pr->grpc = ct >= 0 && req->head->fields[ct].value.n >= 16 &&
+               tt_str_ieq(tt_str(req->head->fields[ct].value.p, 16), TT_LIT("application/grpc"));
     pr->replayable = idempotent(req->head->method_id) || req->head->known[TT_H1_F_IDEMPOTENCY_KEY] >= 0;
     /* A body announced larger than the replay buffer can never be replayed: say so before the connection is
      * chosen, so that it gets no connection idle past half its deadline (a chunked body is judged as it comes). */
@@ -1052,6 +1543,20 @@ static void proxy_handle(void *state, tt_req_t *req)
         if (pr->client != pr->client_buf) free(pr->client);
         free(pr);
         return;
+    }
+    if (pr->uc->protocol != TT_UP_PROTO_HTTP1 && !pr->upgrade) {
+        /* HTTP/2 upstreams: TE: trailers passes (RFC 9113 8.2.2, gRPC needs it); the rest of TE is hop-by-hop */
+        int te = tt_h1_find_field(req->head, TT_LIT("te"));
+        if (te >= 0 && memmem(req->head->fields[te].value.p, req->head->fields[te].value.n, "trailers", 8) != NULL &&
+            pr->head.len >= 2) {
+            pr->head.len -= 2; /* before the empty line that ends the head */
+            tt_buf_append(&pr->head, &pw->w->bufs, TT_LIT("TE: trailers\r\n\r\n"));
+        }
+    }
+    if (pr->grpc && !pr->upgrade) { /* grpc-timeout bounds the whole exchange */
+        int gt = tt_h1_find_field(req->head, TT_LIT("grpc-timeout"));
+        uint64_t ms = gt >= 0 ? grpc_timeout_ms(req->head->fields[gt].value) : 0;
+        if (ms > 0) tt_timer_arm(pw->w->loop, &pr->deadline, ms);
     }
     pr->up_log = (tt_accesslog_up_t){.name = pr->uc->name, .connect_us = -1, .header_us = -1, .response_us = -1};
     req->log_up = &pr->up_log;
@@ -1134,6 +1639,7 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
         pw->reg = reg;
         pw->pools = tt_calloc(reg->nservers ? reg->nservers : 1, sizeof(*pw->pools));
         pw->prefs = tt_calloc(reg->nservers ? reg->nservers : 1, sizeof(*pw->prefs));
+        pw->h2pools = tt_calloc(reg->nservers ? reg->nservers : 1, sizeof(*pw->h2pools));
         pw->rr = tt_calloc(reg->nups ? reg->nups : 1, sizeof(*pw->rr));
         pw->m = tt_calloc(reg->nups ? reg->nups : 1, sizeof(*pw->m));
         for (size_t u = 0; u < reg->nups; u++) {
@@ -1168,6 +1674,23 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
                 }
                 pw->prefs[i] = ref;
                 pw->pools[i] = ref->pool;
+                const tt_upstream_server_t *sv = &uc->servers[s];
+                if (uc->protocol == TT_UP_PROTO_H2 || (uc->protocol == TT_UP_PROTO_AUTO && sv->tls)) {
+                    tt_h2pool_conf_t hc = {
+                        .h2 = {.connect_ms = uc->pool.timeouts.connect_ms,
+                               .response_ms = 0, /* the exchange's own timers: a gRPC stream may be quiet long */
+                               .tls = sv->tls ? sv->_tls_h2 : NULL,
+                               .window = (uint32_t)uc->h2_window,
+                               .manual_window = true,
+                               .ping_ms = uc->h2_ping_ms,
+                               .ping_timeout_ms = uc->h2_ping_timeout_ms},
+                        .max_connections = uc->pool.max_connections,
+                        .max_pending = uc->pool.max_pending,
+                        .queue_timeout_ms = uc->pool.queue_timeout_ms,
+                        .idle_timeout_ms = uc->pool.idle_timeout_ms};
+                    pw->h2pools[i] =
+                        tt_h2pool_new(w->loop, &w->bufs, &hc, &sv->addr, &reg->h2_m[w->id * reg->nservers + i]);
+                }
             }
         }
         pw->dns_io.fd = -1;
@@ -1206,12 +1729,14 @@ static void proxy_worker_free(void *state)
     }
     for (size_t i = 0; i < reg->nservers; i++) {
         pool_ref_t *ref = pw->prefs[i];
+        tt_h2pool_free(&pw->h2pools[i]);  /* never carried over by a reload: the new generation opens its own */
         if (--ref->holders > 0) continue; /* a newer generation serves with it */
         tt_pool_free(&ref->pool);
         free(ref);
     }
     reg->workers[pw->w->id] = NULL;
     free(pw->pools);
+    free(pw->h2pools);
     free(pw->prefs);
     free(pw->m);
     free(pw->rr);
@@ -1251,6 +1776,14 @@ tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, ui
                 snprintf(err, errlen, "[upstream %s] %s: %s", ups[u].name, sv->name, why);
                 return NULL;
             }
+            if (ups[u].protocol != TT_UP_PROTO_HTTP1) { /* ALPN h2 (and http/1.1 for auto's answer) */
+                tc.alpn_h2 = true;
+                sv->_tls_h2 = tt_tls_client_new(&tc, why, sizeof(why));
+                if (sv->_tls_h2 == NULL) {
+                    snprintf(err, errlen, "[upstream %s] %s: %s", ups[u].name, sv->name, why);
+                    return NULL;
+                }
+            }
         }
     tt_proxy_registry_t *reg = tt_calloc(1, sizeof(*reg));
     reg->prev = prev;
@@ -1266,6 +1799,7 @@ tt_proxy_registry_t *tt_proxy_registry_new(tt_upstream_conf_t *ups, size_t n, ui
     }
     reg->workers = tt_calloc(nworkers, sizeof(*reg->workers));
     reg->pool_m = tt_calloc((size_t)nworkers * TT_MAX(reg->nservers, 1), sizeof(*reg->pool_m));
+    reg->h2_m = tt_calloc((size_t)nworkers * TT_MAX(reg->nservers, 1), sizeof(*reg->h2_m));
     reg->proxy_m = tt_calloc((size_t)nworkers * TT_MAX(n, 1), sizeof(*reg->proxy_m));
     return reg;
 }
@@ -1298,9 +1832,11 @@ void tt_proxy_registry_free(tt_proxy_registry_t **regp)
         for (size_t s = 0; s < reg->ups[u].nservers; s++) {
             tt_tls_client_free(&reg->ups[u].servers[s]._tls);
             tt_dns_name_release(&reg->ups[u].servers[s]._dns);
+            tt_tls_client_free(&reg->ups[u].servers[s]._tls_h2);
         }
     free(reg->workers);
     free(reg->pool_m);
+    free(reg->h2_m);
     free(reg->proxy_m);
     free(reg);
     *regp = NULL;
@@ -1423,6 +1959,104 @@ static void render_dns(char **out, size_t *len, size_t *cap, const tt_proxy_regi
                 tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\"} %llu\n", series[k].name,
                                   reg->ups[u].name, reg->ups[u].servers[s].name, (unsigned long long)v);
             }
+    }
+}
+
+#define HM(field) offsetof(tt_h2pool_metrics_t, field)
+
+/* The HTTP/2 upstreams' series, for upstreams with protocol h2 or auto only. */
+static void render_h2(char **out, size_t *len, size_t *cap, const tt_proxy_registry_t *reg)
+{
+    static const char *const codes[TT_H2POOL_ERR_OTHER + 1] = {"NO_ERROR",
+                                                               "PROTOCOL_ERROR",
+                                                               "INTERNAL_ERROR",
+                                                               "FLOW_CONTROL_ERROR",
+                                                               "SETTINGS_TIMEOUT",
+                                                               "STREAM_CLOSED",
+                                                               "FRAME_SIZE_ERROR",
+                                                               "REFUSED_STREAM",
+                                                               "CANCEL",
+                                                               "COMPRESSION_ERROR",
+                                                               "CONNECT_ERROR",
+                                                               "ENHANCE_YOUR_CALM",
+                                                               "INADEQUATE_SECURITY",
+                                                               "HTTP_1_1_REQUIRED",
+                                                               "other"};
+    size_t hstride = reg->nservers * sizeof(tt_h2pool_metrics_t), xstride = reg->nups * sizeof(proxy_metrics_t);
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+        bool gauge;
+    } series[] = {
+        {"tether_upstream_h2_connections", "gauge", "HTTP/2 upstream connections open or connecting.", HM(conns), true},
+        {"tether_upstream_h2_streams", "gauge", "Streams in flight on HTTP/2 upstream connections.", HM(streams), true},
+        {"tether_upstream_h2_connections_opened_total", "counter", "HTTP/2 upstream connections opened.", HM(opened),
+         false},
+        {"tether_upstream_h2_ping_timeouts_total", "counter",
+         "HTTP/2 upstream connections closed because a PING went unanswered within h2_ping_timeout.", HM(ping_timeouts),
+         false},
+        {"tether_upstream_h2_idle_closed_total", "counter",
+         "HTTP/2 upstream connections closed with GOAWAY after idle_timeout without streams.", HM(idle_closed), false},
+        {"tether_upstream_h2_tls_full_handshakes_total", "counter",
+         "Full TLS handshakes of HTTP/2 upstream connections.", HM(tls_handshakes[0]), false},
+        {"tether_upstream_h2_tls_resumed_handshakes_total", "counter",
+         "Resumed TLS handshakes of HTTP/2 upstream connections.", HM(tls_handshakes[1]), false},
+    };
+    for (size_t k = 0; k < TT_ARRAY_SIZE(series); k++) {
+        tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s %s\n", series[k].name, series[k].help, series[k].name,
+                          series[k].type);
+        for (size_t u = 0; u < reg->nups; u++) {
+            if (reg->ups[u].protocol == TT_UP_PROTO_HTTP1) continue;
+            for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+                const void *base = &reg->h2_m[reg->ups[u]._first_server + s];
+                if (series[k].gauge)
+                    tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\"} %lld\n", series[k].name,
+                                      reg->ups[u].name, reg->ups[u].servers[s].name,
+                                      (long long)sum_g(base, series[k].off, hstride, reg->nworkers));
+                else
+                    tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\"} %llu\n", series[k].name,
+                                      reg->ups[u].name, reg->ups[u].servers[s].name,
+                                      (unsigned long long)sum_u(base, series[k].off, hstride, reg->nworkers));
+            }
+        }
+    }
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_upstream_h2_goaways_total GOAWAY frames received from HTTP/2 upstreams, by error "
+                      "code.\n# TYPE tether_upstream_h2_goaways_total counter\n");
+    for (size_t u = 0; u < reg->nups; u++) {
+        if (reg->ups[u].protocol == TT_UP_PROTO_HTTP1) continue;
+        for (size_t s = 0; s < reg->ups[u].nservers; s++)
+            for (int c = 0; c <= TT_H2POOL_ERR_OTHER; c++)
+                tt_metrics_printf(
+                    out, len, cap, "tether_upstream_h2_goaways_total{upstream=\"%s\",server=\"%s\",code=\"%s\"} %llu\n",
+                    reg->ups[u].name, reg->ups[u].servers[s].name, codes[c],
+                    (unsigned long long)sum_u(&reg->h2_m[reg->ups[u]._first_server + s],
+                                              HM(goaways) + (size_t)c * sizeof(tt_counter_t), hstride, reg->nworkers));
+    }
+    tt_metrics_printf(
+        out, len, cap,
+        "# HELP tether_upstream_h2_ping_rtt_seconds The last PING round trip on an HTTP/2 upstream "
+        "connection (max over workers; 0: none yet).\n# TYPE tether_upstream_h2_ping_rtt_seconds gauge\n");
+    for (size_t u = 0; u < reg->nups; u++) {
+        if (reg->ups[u].protocol == TT_UP_PROTO_HTTP1) continue;
+        for (size_t s = 0; s < reg->ups[u].nservers; s++) {
+            int64_t mx = 0;
+            for (uint32_t w = 0; w < reg->nworkers; w++)
+                mx = TT_MAX(mx, LOAD(reg->h2_m[w * reg->nservers + reg->ups[u]._first_server + s].ping_rtt_us));
+            tt_metrics_printf(out, len, cap, "tether_upstream_h2_ping_rtt_seconds{upstream=\"%s\",server=\"%s\"} %g\n",
+                              reg->ups[u].name, reg->ups[u].servers[s].name, (double)mx * 1e-6);
+        }
+    }
+    tt_metrics_printf(out, len, cap,
+                      "# HELP tether_upstream_h2_replays_total Streams replayed on another HTTP/2 upstream connection, "
+                      "by reason.\n# TYPE tether_upstream_h2_replays_total counter\n");
+    for (size_t u = 0; u < reg->nups; u++) {
+        if (reg->ups[u].protocol == TT_UP_PROTO_HTTP1) continue;
+        for (size_t r = 0; r < TT_ARRAY_SIZE(h2_replay_names); r++)
+            tt_metrics_printf(out, len, cap, "tether_upstream_h2_replays_total{upstream=\"%s\",reason=\"%s\"} %llu\n",
+                              reg->ups[u].name, h2_replay_names[r],
+                              (unsigned long long)sum_u(&reg->proxy_m[u], XM(h2_replays) + r * sizeof(tt_counter_t),
+                                                        xstride, reg->nworkers));
     }
 }
 
@@ -1549,6 +2183,7 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
         }
     render_latency(out, len, cap, reg);
     render_dns(out, len, cap, reg);
+    render_h2(out, len, cap, reg);
     /* The configuration the advisor compares the counters with (tether advise runs in another process). */
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_upstream_pool_idle_timeout_seconds The pool's idle_timeout.\n"

@@ -43,21 +43,31 @@ typedef enum tt_proxy_cause {
     TT_CAUSE_TLS_ERROR,              /* 502: the TLS handshake with the upstream failed */
     TT_CAUSE_ALL_SERVERS_DOWN,       /* 503 */
     TT_CAUSE_POOL_EXHAUSTED,         /* 503 */
+    TT_CAUSE_PING_TIMEOUT,           /* 502: an HTTP/2 upstream connection missed its PING under the stream */
+    TT_CAUSE_GRPC_DEADLINE,          /* 504: a gRPC request's grpc-timeout passed (gRPC status 4) */
     TT_CAUSE__COUNT
 } tt_proxy_cause_t;
 
 /** Static name of `c` ("pool_exhausted"). */
 const char *tt_proxy_cause_name(tt_proxy_cause_t c);
 
+/** What an upstream's servers are spoken to with (`protocol`). */
+typedef enum tt_up_protocol {
+    TT_UP_PROTO_HTTP1 = 0, /* HTTP/1.1 (the default) */
+    TT_UP_PROTO_H2,        /* HTTP/2: prior knowledge on http:// (RFC 9113 3.3), ALPN h2 on https:// (3.2) */
+    TT_UP_PROTO_AUTO,      /* https://: whatever ALPN selects (h2 or http/1.1); http://: HTTP/1.1 */
+} tt_up_protocol_t;
+
 /** One server of an upstream. */
 typedef struct tt_upstream_server {
     tt_addr_t addr;
-    char *name;            /* as configured ("127.0.0.1:8081", "backend:80"), owned */
-    bool tls;              /* https:// */
-    char *host;            /* the host name for SNI and certificate checks; NULL for an IP literal; owned */
-    tt_tls_client_t *_tls; /* set by tt_proxy_registry_new */
-    tt_dns_name_t *_dns;   /* set by tt_proxy_registry_watch: the name it follows; NULL for an IP literal or when
-                            * resolve_interval is 0 (the start-up address stays) */
+    char *name;               /* as configured ("127.0.0.1:8081", "backend:80"), owned */
+    bool tls;                 /* https:// */
+    char *host;               /* the host name for SNI and certificate checks; NULL for an IP literal; owned */
+    tt_tls_client_t *_tls;    /* set by tt_proxy_registry_new */
+    tt_tls_client_t *_tls_h2; /* protocol h2 or auto over https://: a context offering h2 in ALPN */
+    tt_dns_name_t *_dns;      /* set by tt_proxy_registry_watch: the name it follows; NULL for an IP literal or when
+                               * resolve_interval is 0 (the start-up address stays) */
 } tt_upstream_server_t;
 
 /** An upstream: `[upstream NAME]`. */
@@ -81,7 +91,12 @@ typedef struct tt_upstream_conf {
     char *tls_key;
     char *tls_sni; /* server name to send instead of the host's */
     tt_pool_conf_t pool;
-    uint64_t resolve_interval_ms;      /* a server given by name is resolved again this often; 0: never */
+    uint64_t resolve_interval_ms; /* a server given by name is resolved again this often; 0: never */
+    tt_up_protocol_t protocol;
+    bool _h2c;                         /* conf: a server was written h2c:// (it needs protocol = h2) */
+    uint64_t h2_window;                /* h2_upstream_window: receive window per stream and connection, bytes */
+    uint64_t h2_ping_ms;               /* h2_ping_interval: PING an h2 connection after this long without a frame */
+    uint64_t h2_ping_timeout_ms;       /* h2_ping_timeout: an unanswered PING closes the connection */
     bool _tcpka_auto;                  /* conf: derive TCP keepalive from the pool settings */
     bool _max_conns_default;           /* conf: max_connections not set: TT_PROXY_MAX_CONNECTIONS split by workers */
     bool _cli;                         /* conf: created by --proxy/--route */

@@ -700,6 +700,8 @@ static void names_every_proxy_cause(void **state)
         {TT_CAUSE_TLS_ERROR, "tls_error"},
         {TT_CAUSE_ALL_SERVERS_DOWN, "all_servers_down"},
         {TT_CAUSE_POOL_EXHAUSTED, "pool_exhausted"},
+        {TT_CAUSE_PING_TIMEOUT, "ping_timeout"},
+        {TT_CAUSE_GRPC_DEADLINE, "grpc_deadline"},
     };
     assert_int_equal(TT_ARRAY_SIZE(names), TT_CAUSE__COUNT - 1);
     for (size_t i = 0; i < TT_ARRAY_SIZE(names); i++)

@@ -318,7 +318,7 @@ static void reports_a_bad_value_of_every_upstream_key(void **state)
         {"tcp_keepalive = on", "tcp_keepalive: expected off or IDLE:INTERVAL:COUNT, e.g. 900s:60s:5"},
         {"tcp_keepalive = 600ms:30s:3", "tcp_keepalive: IDLE and INTERVAL must be whole seconds from 1s to 32767s"},
         {"tcp_keepalive = 600s:0s:3", "tcp_keepalive: IDLE and INTERVAL must be whole seconds from 1s to 32767s"},
-        {"server = ftp://127.0.0.1:21", "server: only http:// and https:// upstreams are supported"},
+        {"server = ftp://127.0.0.1:21", "server: only http://, https:// and h2c:// upstreams are supported"},
         {"tls_verify = maybe", "tls_verify: expected on or off"},
         {"tls_ca =", "tls_ca: must not be empty"},
         {"weight = 5", "weight: unknown key"},
@@ -441,8 +441,8 @@ static void refuses_bad_servers(void **state)
     static const struct {
         const char *value, *error;
     } bad[] = {
-        {"ftp://127.0.0.1:21", "only http:// and https:// upstreams are supported"},
-        {"unix:///run/app.sock", "only http:// and https:// upstreams are supported"},
+        {"ftp://127.0.0.1:21", "only http://, https:// and h2c:// upstreams are supported"},
+        {"unix:///run/app.sock", "only http://, https:// and h2c:// upstreams are supported"},
         {"https://127.0.0.1:8443/api", "an upstream is HOST:PORT, without a path"},
         {"http://127.0.0.1:8081/api", "an upstream is HOST:PORT, without a path"},
         {"http://127.0.0.1:8081/api/", "an upstream is HOST:PORT, without a path"},
@@ -798,7 +798,8 @@ static void refuses_bad_proxy_urls(void **state)
     static const struct {
         const char *url, *error;
     } bad[] = {
-        {"ftp://127.0.0.1:9000", "--proxy ftp://127.0.0.1:9000: only http:// and https:// upstreams are supported"},
+        {"ftp://127.0.0.1:9000",
+         "--proxy ftp://127.0.0.1:9000: only http://, https:// and h2c:// upstreams are supported"},
         {"http://127.0.0.1:9000/api", "--proxy http://127.0.0.1:9000/api: an upstream is HOST:PORT, without a path"},
         {"http://127.0.0.1:99999", "--proxy http://127.0.0.1:99999: port must be a number from 0 to 65535"},
         {"http://[::1:80", "--proxy http://[::1:80: expected [IPV6]:PORT"},
@@ -824,7 +825,8 @@ static void refuses_bad_route_specs(void **state)
         assert_string_equal(f->err, want);
     }
     assert_int_equal(tt_conf_cli_route(c, "/api=ftp://127.0.0.1:1", f->err, sizeof(f->err)), -1);
-    assert_string_equal(f->err, "--route /api=ftp://127.0.0.1:1: only http:// and https:// upstreams are supported");
+    assert_string_equal(f->err,
+                        "--route /api=ftp://127.0.0.1:1: only http://, https:// and h2c:// upstreams are supported");
     assert_int_equal(tt_conf_cli_route(c, "/api=http://127.0.0.1:1/x", f->err, sizeof(f->err)), -1);
     assert_string_equal(f->err, "--route /api=http://127.0.0.1:1/x: an upstream is HOST:PORT, without a path");
     assert_int_equal(c->nroutes, 0);
