@@ -150,7 +150,7 @@ uint64_t tt_pool_margin(const tt_pool_conf_t *c, const tt_pool_rtt_t *r)
 
 uint64_t tt_pool_reuse_wait_ms(const tt_pool_conf_t *c, const tt_pool_rtt_t *r)
 {
-    if (c->reuse_wait_ms == 0 || r->samples == 0) return c->reuse_wait_ms;
+    if (c->reuse_wait_ms == 0 || r->samples == 0) return 0;
     uint64_t us = 2 * r->srtt_us + 4 * r->rttvar_us; /* samples are capped by the caller: no overflow */
     uint64_t ms = TT_MAX((us + 999) / 1000, (uint64_t)TT_POOL_REUSE_WAIT_MIN_MS);
     return TT_MIN(ms, c->reuse_wait_ms);
@@ -652,12 +652,18 @@ static bool fit_for_reuse(tt_pool_t *p, tt_upconn_t *u, const tt_pool_waiter_t *
 }
 
 /* A request canary: the youngest connection kept past its deadline that a request which can be replayed may take
- * (canary_requests): a probe canary (a hint nothing has been seen above yet) or an observer (past a learned
- * deadline), younger than request_canary_limit. If the server closed it, the request is replayed on a new
- * connection; if it answers, the connection is parked again as any other, its idle time starting anew. The
- * learning canaries (learn, growth) are left to learn. NULL when there is none. */
+ * (canary_requests): a probe canary (a hint nothing has been seen above yet) once it is a margin past the hint, or
+ * an observer (past a learned deadline); younger than request_canary_limit. If the server closed it, the request is
+ * replayed on a new connection; if it answers, the connection is parked again as any other, its idle time starting
+ * anew. The learning canaries (learn, growth) are left to learn. NULL when there is none. */
 static tt_upconn_t *take_canary(tt_pool_t *p, const tt_pool_waiter_t *w, tt_pool_open_t *why)
 {
+    /* The oldest canary (the list's head) still open a margin past its hint shows it for the others too. */
+    bool proven = false;
+    if (!tt_list_is_empty(&p->canaries)) {
+        const tt_upconn_t *o = tt_container_of(tt_list_first(&p->canaries), tt_upconn_t, pool.link);
+        proven = o->pool.canary == CANARY_PROBE && now(p) - o->parked_ms >= o->pool.server_ms + p->margin_ms;
+    }
     tt_list_t *pos = p->canaries.prev;
     while (pos != &p->canaries) {
         tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
@@ -665,6 +671,10 @@ static tt_upconn_t *take_canary(tt_pool_t *p, const tt_pool_waiter_t *w, tt_pool
         uint64_t age = now(p) - u->parked_ms;
         if ((u->pool.canary != CANARY_PROBE && u->pool.canary != CANARY_OBSERVE) || age >= request_canary_limit(u))
             continue;
+        /* A server that closes at its hint closes a probe canary right then, and the close reaches us within the
+         * margin: one still open a margin past its hint has shown that the server keeps connections longer (this
+         * one, or the oldest: `proven`). Before that, a request would race the close the hint announced. */
+        if (u->pool.canary == CANARY_PROBE && !proven && age < u->pool.server_ms + p->margin_ms) continue;
         unpark(p, u);
         tt_timer_disarm(p->loop, &u->pool.timer);
         if (!fit_for_reuse(p, u, w, age, why)) continue;
@@ -881,8 +891,9 @@ static bool at_capacity(const tt_pool_t *p)
  * again, most likely, and the youngest parked connection is safe for any request. */
 static bool may_wait_for_reuse(const tt_pool_t *p, const tt_pool_waiter_t *w)
 {
-    return w->not_replayable && !w->fresh_only && w->waited_ms == 0 && p->nrwait < p->nbusy &&
-           tt_pool_reuse_wait_ms(p->conf, &p->rtt) > 0 && !p->stopped;
+    uint32_t coming = p->nbusy + (p->conf->canary_requests ? p->ncanaries : 0);
+    return !w->fresh_only && w->waited_ms == 0 && p->nrwait < coming && tt_pool_reuse_wait_ms(p->conf, &p->rtt) > 0 &&
+           !p->stopped;
 }
 
 /* One attempt for `w`: a parked connection, a wait for a busy one to come back (may_wait), a new one, or nothing

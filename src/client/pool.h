@@ -12,6 +12,9 @@
  *    max_lifetime are honoured the same way;
  *  - detect: a parked connection that becomes readable (FIN, RST, stray bytes) is closed at once, and a
  *    non-blocking read right before reuse discards one that died in between;
+ *  - reuse what is past a deadline only where a failure costs nothing: a request that can be replayed may take a
+ *    connection kept past its deadline (a request canary, canary_requests), and any request that finds nothing
+ *    parked waits a round trip or so for a connection finishing its exchange (reuse_wait) before opening one;
  *  - recover (the caller's part): a request that fails on a reused connection before any response byte
  *    is replayed on a new one when it is replayable. A request that cannot be replayed never goes on a
  *    connection whose server's idle timeout is neither hinted nor learned unless it has been idle less than

@@ -166,10 +166,13 @@ def test_race_without_hint_learns(tether):
         # (250 ms) until the origin's timeout is known
         post502 = [(round(r[0] - start, 3), r[4]) for r in load.results if r[2] == "POST" and r[3] == 502]
         assert not post502, "POST 502s (sent at +s, cause): %s" % post502
-        assert pool.retired("learned_deadline") > 0, "never retired a connection at the learned deadline"
-        # prevention once learned: no reuse past learned - min(1s, learned/2) ~ 0.5 s
+        # past the learned deadline a connection leaves service for POSTs: retired, or kept as an observer that GETs
+        # may take as request canaries (replayed if the origin closed it)
+        assert pool.retired("learned_deadline") + pool.m("tether_upstream_canary_requests_answered_total") > 0, \
+            "never left service at the learned deadline"
+        # prevention once learned: no POST reused past learned - min(1s, learned/2) ~ 0.5 s
         late = [(round(ts - start, 3), idle, m) for ts, idle, m in load.reuses(t)
-                if ts > load.learned_at and idle > learned / 2 + 0.15 * SLOW]
+                if ts > load.learned_at and idle > learned / 2 + 0.15 * SLOW and m != "GET"]
         assert not late, "reused past the learned deadline (sent at +s, idle s, method): %s" % late[:10]
     finally:
         o.stop()
