@@ -652,18 +652,14 @@ static bool fit_for_reuse(tt_pool_t *p, tt_upconn_t *u, const tt_pool_waiter_t *
 }
 
 /* A request canary: the youngest connection kept past its deadline that a request which can be replayed may take
- * (canary_requests): a probe canary (a hint nothing has been seen above yet) once it is a margin past the hint, or
- * an observer (past a learned deadline); younger than request_canary_limit. If the server closed it, the request is
+ * (canary_requests): a probe canary (a hint nothing has been seen above yet) or an observer (past a learned
+ * deadline); younger than request_canary_limit. Against a server that closes at its hint, a request sent within
+ * the margin of the hint may cross the close and be replayed: probe canaries are made only until the first close
+ * of one is seen, so that costs a round at most. If the server closed it, the request is
  * replayed on a new connection; if it answers, the connection is parked again as any other, its idle time starting
  * anew. The learning canaries (learn, growth) are left to learn. NULL when there is none. */
 static tt_upconn_t *take_canary(tt_pool_t *p, const tt_pool_waiter_t *w, tt_pool_open_t *why)
 {
-    /* The oldest canary (the list's head) still open a margin past its hint shows it for the others too. */
-    bool proven = false;
-    if (!tt_list_is_empty(&p->canaries)) {
-        const tt_upconn_t *o = tt_container_of(tt_list_first(&p->canaries), tt_upconn_t, pool.link);
-        proven = o->pool.canary == CANARY_PROBE && now(p) - o->parked_ms >= o->pool.server_ms + p->margin_ms;
-    }
     tt_list_t *pos = p->canaries.prev;
     while (pos != &p->canaries) {
         tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
@@ -671,10 +667,6 @@ static tt_upconn_t *take_canary(tt_pool_t *p, const tt_pool_waiter_t *w, tt_pool
         uint64_t age = now(p) - u->parked_ms;
         if ((u->pool.canary != CANARY_PROBE && u->pool.canary != CANARY_OBSERVE) || age >= request_canary_limit(u))
             continue;
-        /* A server that closes at its hint closes a probe canary right then, and the close reaches us within the
-         * margin: one still open a margin past its hint has shown that the server keeps connections longer (this
-         * one, or the oldest: `proven`). Before that, a request would race the close the hint announced. */
-        if (u->pool.canary == CANARY_PROBE && !proven && age < u->pool.server_ms + p->margin_ms) continue;
         unpark(p, u);
         tt_timer_disarm(p->loop, &u->pool.timer);
         if (!fit_for_reuse(p, u, w, age, why)) continue;
@@ -885,10 +877,11 @@ static bool at_capacity(const tt_pool_t *p)
            p->nbusy + p->nconnecting + p->nidle + p->ncanaries >= p->conf->max_connections;
 }
 
-/* May `w`, which found no parked connection it may use, wait for one finishing an exchange (reuse_wait)? Only a
- * request that cannot be replayed (a replayable one takes request canaries instead, and opens at once), only
- * once, and only while more connections are busy than requests already wait for them: each busy one parks
- * again, most likely, and the youngest parked connection is safe for any request. */
+/* May `w`, which found no parked connection it may use, wait for one finishing an exchange (reuse_wait)? Not a
+ * request that wants a new connection, only once, only while the round trip has been measured (the bound), and
+ * only while more connections are busy (or kept for request canaries, which a replayable request may take and
+ * bring back) than requests already wait for them: each busy one parks again, most likely, and the connection
+ * parked a moment ago is safe for any request. */
 static bool may_wait_for_reuse(const tt_pool_t *p, const tt_pool_waiter_t *w)
 {
     uint32_t coming = p->nbusy + (p->conf->canary_requests ? p->ncanaries : 0);
@@ -1000,11 +993,11 @@ static void dispatch_reuse(tt_pool_t *p)
         bool canary;
         tt_pool_open_t why;
         tt_upconn_t *u = take_parked(p, w, &why, &canary);
-        if (u == NULL) return; /* nothing safe for it (for the ones behind it neither: the same kind of request) */
+        if (u == NULL) return; /* nothing it may take; the ones behind it wait out their own bound */
         unlink_reuse_waiter(p, w);
         u->pool.took_parked = true;
-        u->pool.request_canary = false;
-        w->canary = false;
+        u->pool.request_canary = canary;
+        w->canary = canary;
         check_out(p, u, w);
         tt_counter_add(&p->m->reused, 1);
         tt_counter_add(&p->m->reuse_waits[0], 1);
