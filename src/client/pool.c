@@ -13,9 +13,11 @@ const uint64_t tt_pool_above_suspend_ms = 60000;
  * server closes it (or idle_timeout), to see when the server really closes idle connections. */
 enum {
     CANARY_NONE = 0,
-    CANARY_LEARN,  /* no hint: the learned timeout grew? */
-    CANARY_PROBE,  /* a hint, nothing seen above it yet: does the server keep connections longer than it says? */
-    CANARY_GROWTH, /* a hint, something seen: did the server's timeout grow? */
+    CANARY_LEARN,   /* no hint: the learned timeout grew? */
+    CANARY_PROBE,   /* a hint, nothing seen above it yet: does the server keep connections longer than it says? */
+    CANARY_GROWTH,  /* a hint, something seen: did the server's timeout grow? */
+    CANARY_OBSERVE, /* no hint, past the learned deadline (canary_requests): closes lower the learned timeout, and
+                     * a replayable request may take it (a request canary) until 1.5 x the learned timeout */
 };
 
 /* A connection closed (or kept out of service) while the server would still have kept it: the next new
@@ -46,6 +48,8 @@ struct tt_pool {
     uint32_t nconnecting;
     tt_tq_t queue; /* waiters, FIFO, one queue timeout */
     uint32_t npending;
+    tt_tq_t rwait; /* non-replayable waiters for a connection finishing an exchange (tt_pool_reuse_wait_ms) */
+    uint32_t nrwait;
     /* passive health */
     uint32_t fails;
     bool down;
@@ -148,6 +152,14 @@ uint64_t tt_pool_margin(const tt_pool_conf_t *c, const tt_pool_rtt_t *r)
     uint64_t m = (us + 999) / 1000;
     if (m < c->margin_floor_ms) m = c->margin_floor_ms;
     return TT_MIN(m, c->hint_margin_ms);
+}
+
+uint64_t tt_pool_reuse_wait_ms(const tt_pool_conf_t *c, const tt_pool_rtt_t *r)
+{
+    if (c->reuse_wait_ms == 0 || r->samples == 0) return 0;
+    uint64_t us = 2 * r->srtt_us + 4 * r->rttvar_us; /* samples are capped by the caller: no overflow */
+    uint64_t ms = TT_MAX((us + 999) / 1000, (uint64_t)TT_POOL_REUSE_WAIT_MIN_MS);
+    return TT_MIN(ms, c->reuse_wait_ms);
 }
 
 /* `t` minus `cut`, but never below half of `t`. */
@@ -466,15 +478,32 @@ static int canary_kind(const tt_pool_t *p, tt_pool_retire_t reason)
         if (p->above.observed == 0) return p->ncanaries < p->conf->max_idle ? CANARY_PROBE : CANARY_NONE;
         return due ? CANARY_GROWTH : CANARY_NONE;
     case TT_RETIRE_ABOVE_HINT: return p->conf->learn_above_hint && due ? CANARY_GROWTH : CANARY_NONE;
-    case TT_RETIRE_LEARNED_DEADLINE: return p->conf->learn && due ? CANARY_LEARN : CANARY_NONE;
+    case TT_RETIRE_LEARNED_DEADLINE:
+        if (p->conf->learn && due) return CANARY_LEARN;
+        /* A server that sweeps closes connections anywhere from its timeout to one sweep later, and the learned
+         * deadline takes a whole sweep off: most connections retired there would still be open. Kept as observers
+         * (as many as max_idle), they go on serving requests that can be replayed. */
+        return p->conf->canary_requests && p->ncanaries < p->conf->max_idle ? CANARY_OBSERVE : CANARY_NONE;
     default: return CANARY_NONE;
     }
+}
+
+/* The oldest idle age at which a request canary may take `u` (ms): 1.5 x the server's timeout its deadline came
+ * from (a hint nothing has been seen above, or a learned timeout). Past it a request would mostly find the
+ * connection closed (or closing: a replay), and the connection would have taught what it can. */
+static uint64_t request_canary_limit(const tt_upconn_t *u)
+{
+    return u->pool.server_ms + u->pool.server_ms / 2;
 }
 
 static void parked_on_timer(tt_timer_t *t)
 {
     tt_upconn_t *u = tt_container_of(t, tt_upconn_t, pool.timer);
     tt_pool_t *p = u->pool.owner;
+    if (u->pool.canary == CANARY_OBSERVE) {
+        retire(p, u, TT_RETIRE_LEARNED_DEADLINE); /* too old even for a request canary; it says nothing new */
+        return;
+    }
     if (u->pool.canary) {
         /* The canary outlived idle_timeout: the server keeps connections at least as long as the pool does. */
         tt_pool_above_outcome_t o = TT_ABOVE_NOTHING;
@@ -497,8 +526,12 @@ static void parked_on_timer(tt_timer_t *t)
         u->pool.canary = (uint8_t)kind;
         p->ncanaries++;
         tt_gauge_add(&p->m->canaries, 1);
-        p->last_canary_ms = now(p);
-        tt_timer_arm_at(p->loop, &u->pool.timer, u->parked_ms + p->conf->idle_timeout_ms);
+        uint64_t until = p->conf->idle_timeout_ms;
+        if (kind == CANARY_OBSERVE)
+            until = TT_MIN(until, request_canary_limit(u));
+        else
+            p->last_canary_ms = now(p); /* observers are not the rare learning canaries */
+        tt_timer_arm_at(p->loop, &u->pool.timer, u->parked_ms + until);
         return;
     }
     retire_at_deadline(p, u);
@@ -602,10 +635,60 @@ static void check_in(tt_pool_t *p, tt_upconn_t *u)
     tt_gauge_add(&p->m->active, -1);
 }
 
+/* Right before reuse: true when `u` (already out of the parked lists and its timer) is fit to carry the request;
+ * else it is closed and `*why` says so. */
+static bool fit_for_reuse(tt_pool_t *p, tt_upconn_t *u, const tt_pool_waiter_t *w, uint64_t age, tt_pool_open_t *why)
+{
+    /* The check costs a syscall per request. It is skipped only where it cannot matter: the idle watch is
+     * on (a FIN or stray bytes seen by the last poll have already retired the connection), the request can
+     * be replayed if the connection proves dead anyway, it was parked so recently that an idle close is
+     * not plausible (safe_idle: a busy pool reuses its connections within milliseconds), and this turn's
+     * poll has no news about it still waiting to be handled. Stray bytes that news may carry are checked
+     * whatever the settings: they would become this request's response. */
+    bool news = tt_io_event_pending(&u->io);
+    bool young = p->conf->idle_watch && !w->not_replayable && age < p->conf->safe_idle_ms && !news;
+    if ((p->conf->peek || news) && !young) {
+        tt_up_sock_t s = tt_upconn_check_parked(u);
+        if (s != TT_UP_SOCK_QUIET) {
+            tt_counter_add(&p->m->retired[s == TT_UP_SOCK_STRAY ? TT_RETIRE_STRAY_BYTES : TT_RETIRE_STALE_ON_REUSE], 1);
+            tt_upconn_close(u);
+            *why = TT_OPEN_STALE;
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A request canary: the youngest connection kept past its deadline that a request which can be replayed may take
+ * (canary_requests): a probe canary (a hint nothing has been seen above yet) or an observer (past a learned
+ * deadline); younger than request_canary_limit. Against a server that closes at its hint, a request sent within
+ * the margin of the hint may cross the close and be replayed: probe canaries are made only until the first close
+ * of one is seen, so that costs a round at most. If the server closed it, the request is
+ * replayed on a new connection; if it answers, the connection is parked again as any other, its idle time starting
+ * anew. The learning canaries (learn, growth) are left to learn. NULL when there is none. */
+static tt_upconn_t *take_canary(tt_pool_t *p, const tt_pool_waiter_t *w, tt_pool_open_t *why)
+{
+    tt_list_t *pos = p->canaries.prev;
+    while (pos != &p->canaries) {
+        tt_upconn_t *u = tt_container_of(pos, tt_upconn_t, pool.link);
+        pos = pos->prev; /* before `u` may be closed */
+        uint64_t age = now(p) - u->parked_ms;
+        if ((u->pool.canary != CANARY_PROBE && u->pool.canary != CANARY_OBSERVE) || age >= request_canary_limit(u))
+            continue;
+        if (u->requests == 0) continue; /* never used: a failure on it is not a stale reuse, so nothing replays it */
+        unpark(p, u);
+        tt_timer_disarm(p->loop, &u->pool.timer);
+        if (!fit_for_reuse(p, u, w, age, why)) continue;
+        return u;
+    }
+    return NULL;
+}
+
 /* The most recently parked connection that may carry this request, or NULL with `*why` saying why none could. */
-static tt_upconn_t *take_parked(tt_pool_t *p, const tt_pool_waiter_t *w, tt_pool_open_t *why)
+static tt_upconn_t *take_parked(tt_pool_t *p, const tt_pool_waiter_t *w, tt_pool_open_t *why, bool *canary)
 {
     *why = TT_OPEN_NONE_PARKED;
+    *canary = false;
     tt_list_t *pos, *tmp;
     tt_list_foreach_safe(pos, tmp, &p->idle)
     {
@@ -626,27 +709,13 @@ static tt_upconn_t *take_parked(tt_pool_t *p, const tt_pool_waiter_t *w, tt_pool
         }
         unpark(p, u);
         tt_timer_disarm(p->loop, &u->pool.timer);
-        /* The check costs a syscall per request. It is skipped only where it cannot matter: the idle watch is
-         * on (a FIN or stray bytes seen by the last poll have already retired the connection), the request can
-         * be replayed if the connection proves dead anyway, it was parked so recently that an idle close is
-         * not plausible (safe_idle: a busy pool reuses its connections within milliseconds), and this turn's
-         * poll has no news about it still waiting to be handled. Stray bytes that news may carry are checked
-         * whatever the settings: they would become this request's response. */
-        bool news = tt_io_event_pending(&u->io);
-        bool young = p->conf->idle_watch && !w->not_replayable && age < p->conf->safe_idle_ms && !news;
-        if ((p->conf->peek || news) && !young) {
-            tt_up_sock_t s = tt_upconn_check_parked(u);
-            if (s != TT_UP_SOCK_QUIET) {
-                tt_counter_add(&p->m->retired[s == TT_UP_SOCK_STRAY ? TT_RETIRE_STRAY_BYTES : TT_RETIRE_STALE_ON_REUSE],
-                               1);
-                tt_upconn_close(u);
-                *why = TT_OPEN_STALE;
-                continue;
-            }
-        }
+        if (!fit_for_reuse(p, u, w, age, why)) continue;
         return u;
     }
-    return NULL;
+    if (!p->conf->canary_requests || !w->may_probe || w->not_replayable) return NULL;
+    tt_upconn_t *u = take_canary(p, w, why);
+    *canary = u != NULL;
+    return u;
 }
 
 /* ---- the queue of waiters ---- */
@@ -819,19 +888,43 @@ static bool at_capacity(const tt_pool_t *p)
            p->nbusy + p->nconnecting + p->nidle + p->ncanaries >= p->conf->max_connections;
 }
 
-/* One attempt for `w`: a parked connection, a new one, or nothing (queue). */
-static tt_pool_status_t try_serve(tt_pool_t *p, tt_pool_waiter_t *w, tt_upconn_t **out, tt_up_err_t *err)
+/* May `w`, which found no parked connection it may use, wait for one finishing an exchange (reuse_wait)? Not a
+ * request that wants a new connection, only once, only while the round trip has been measured (the bound), and
+ * only while more connections are busy (or kept for request canaries, which a replayable request may take and
+ * bring back) than requests already wait for them: each busy one parks again, most likely, and the connection
+ * parked a moment ago is safe for any request. */
+static bool may_wait_for_reuse(const tt_pool_t *p, const tt_pool_waiter_t *w)
+{
+    uint32_t coming = p->nbusy + (p->conf->canary_requests ? p->ncanaries : 0);
+    return !w->fresh_only && w->waited_ms == 0 && p->nrwait < coming && tt_pool_reuse_wait_ms(p->conf, &p->rtt) > 0 &&
+           !p->stopped;
+}
+
+/* One attempt for `w`: a parked connection, a wait for a busy one to come back (may_wait), a new one, or nothing
+ * (queue for room). */
+static tt_pool_status_t try_serve(tt_pool_t *p, tt_pool_waiter_t *w, tt_upconn_t **out, tt_up_err_t *err, bool may_wait)
 {
     tt_pool_open_t why = w->replay ? TT_OPEN_REPLAY : TT_OPEN_FRESH_ONLY;
     w->open_reason = TT_OPEN_REUSED;
     if (!w->fresh_only) {
-        tt_upconn_t *u = take_parked(p, w, &why);
+        bool canary;
+        tt_upconn_t *u = take_parked(p, w, &why, &canary);
         if (u != NULL) {
             u->pool.took_parked = true;
+            u->pool.request_canary = canary;
+            w->canary = canary;
             check_out(p, u, w);
             tt_counter_add(&p->m->reused, 1);
             *out = u;
             return TT_POOL_READY;
+        }
+        if (may_wait && may_wait_for_reuse(p, w)) {
+            p->rwait.timeout_ms = tt_pool_reuse_wait_ms(p->conf, &p->rtt); /* moves slowly: order holds, nearly */
+            tt_tq_push(&p->rwait, &w->_q);
+            w->_reuse_waiting = true;
+            w->_since_ms = now(p);
+            p->nrwait++;
+            return TT_POOL_PENDING;
         }
     }
     /* Connections this request cannot use hold the room it needs: close one, canaries (out of service) first,
@@ -876,7 +969,7 @@ static void dispatch_queue(tt_pool_t *p)
         unlink_waiter(p, w);
         tt_upconn_t *u = NULL;
         tt_up_err_t err = TT_UP_OK;
-        tt_pool_status_t st = try_serve(p, w, &u, &err);
+        tt_pool_status_t st = try_serve(p, w, &u, &err, true);
         if (st == TT_POOL_EXHAUSTED) {
             link_waiter(p, w, since, true);
             return;
@@ -884,6 +977,62 @@ static void dispatch_queue(tt_pool_t *p)
         tt_hist_observe(&p->m->queue_wait_ms, tt_hist_idle_bounds, tt_hist_idle_nbounds, now(p) - w->_since_ms);
         if (st != TT_POOL_PENDING) w->cb(w, u, st, err);
     }
+}
+
+/* Counts a reuse waiter out (its entry is out of the queue): always before it is called back. */
+static void reuse_waiter_left(tt_pool_t *p, tt_pool_waiter_t *w)
+{
+    TT_BUG_ON(!w->_reuse_waiting);
+    w->_reuse_waiting = false;
+    p->nrwait--;
+    w->waited_ms = TT_MAX(now(p) - w->_since_ms, 1); /* nonzero: it never waits twice */
+}
+
+/* Takes a reuse waiter out of its queue (and the count): always before it is called back. */
+static void unlink_reuse_waiter(tt_pool_t *p, tt_pool_waiter_t *w)
+{
+    tt_tq_remove(&w->_q);
+    reuse_waiter_left(p, w);
+}
+
+/* A connection was parked (its exchange ended): the oldest reuse waiters take what is parked and safe for them. */
+static void dispatch_reuse(tt_pool_t *p)
+{
+    tt_tq_entry_t *e;
+    while (p->nidle > 0 && (e = tt_tq_oldest(&p->rwait)) != NULL) {
+        tt_pool_waiter_t *w = tt_container_of(e, tt_pool_waiter_t, _q);
+        bool canary;
+        tt_pool_open_t why;
+        tt_upconn_t *u = take_parked(p, w, &why, &canary);
+        if (u == NULL) return; /* nothing it may take; the ones behind it wait out their own bound */
+        unlink_reuse_waiter(p, w);
+        u->pool.took_parked = true;
+        u->pool.request_canary = canary;
+        w->canary = canary;
+        check_out(p, u, w);
+        tt_counter_add(&p->m->reused, 1);
+        tt_counter_add(&p->m->reuse_waits[0], 1);
+        w->cb(w, u, TT_POOL_READY, TT_UP_OK);
+    }
+}
+
+/* A reuse waiter's wait ran out (the busy connections did not come back in time: slow exchanges, or a server that
+ * answers only once more requests arrived): a new connection, as if it had not waited. */
+static void reuse_wait_on_timeout(tt_tq_entry_t *e)
+{
+    tt_pool_waiter_t *w = tt_container_of(e, tt_pool_waiter_t, _q);
+    tt_pool_t *p = w->_pool;
+    reuse_waiter_left(p, w); /* tt_tq took it out of the queue */
+    tt_counter_add(&p->m->reuse_waits[1], 1);
+    tt_upconn_t *u = NULL;
+    tt_up_err_t err = TT_UP_OK;
+    tt_pool_status_t st = p->down ? TT_POOL_DOWN : try_serve(p, w, &u, &err, false);
+    if (st == TT_POOL_EXHAUSTED && p->npending < p->conf->max_pending) {
+        w->_since_ms = now(p);
+        link_waiter(p, w, w->_since_ms, false);
+        return;
+    }
+    if (st != TT_POOL_PENDING) w->cb(w, u, st, err);
 }
 
 /* ---- public ---- */
@@ -895,8 +1044,12 @@ tt_pool_status_t tt_pool_acquire(tt_pool_t *p, tt_pool_waiter_t *w, tt_upconn_t 
     w->_pool = p;
     w->_connecting = NULL;
     w->_waiting = false;
+    w->_reuse_waiting = false;
+    w->canary = false;
+    w->waited_ms = 0;
+    tt_tq_entry_init(&w->_q);
     if (p->down) return TT_POOL_DOWN;
-    tt_pool_status_t st = try_serve(p, w, out, err);
+    tt_pool_status_t st = try_serve(p, w, out, err, true);
     if (st != TT_POOL_EXHAUSTED) return st;
     if (p->npending >= p->conf->max_pending) return TT_POOL_EXHAUSTED;
     tt_tq_entry_init(&w->_q);
@@ -910,6 +1063,7 @@ void tt_pool_cancel(tt_pool_waiter_t *w)
     tt_pool_t *p = w->_pool;
     if (p == NULL) return;
     if (w->_waiting) unlink_waiter(p, w);
+    if (w->_reuse_waiting) unlink_reuse_waiter(p, w);
     if (w->_connecting != NULL) {
         w->_connecting->data = NULL; /* new_on_connect parks it */
         w->_connecting = NULL;
@@ -919,8 +1073,15 @@ void tt_pool_cancel(tt_pool_waiter_t *w)
 void tt_pool_release(tt_pool_t *p, tt_upconn_t *u)
 {
     check_in(p, u);
+    if (u->pool.request_canary) {
+        /* answered past its deadline: the server kept it that long. Parked again as any other, its idle time
+         * starting anew; the learners keep learning from closes only (a sweep may still come). */
+        tt_counter_add(&p->m->canary_requests[0], 1);
+        u->pool.request_canary = false;
+    }
     park(p, u, false);
     dispatch_queue(p);
+    dispatch_reuse(p);
 }
 
 /* A reused connection whose request met a close (or reset) before any response byte: the server closed it
@@ -939,6 +1100,9 @@ static tt_pool_above_outcome_t learn_from_failed_reuse(tt_pool_t *p, tt_upconn_t
 void tt_pool_discard(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason)
 {
     check_in(p, u);
+    if (u->pool.request_canary && !u->got_bytes && (u->last_err == TT_UP_CLOSED || u->last_err == TT_UP_RESET))
+        tt_counter_add(&p->m->canary_requests[1], 1); /* found closed: the caller replays the request */
+    u->pool.request_canary = false;
     tt_pool_above_outcome_t o = learn_from_failed_reuse(p, u);
     tt_counter_add(&p->m->retired[reason], 1);
     tt_upconn_close(u);
@@ -1022,6 +1186,7 @@ tt_pool_t *tt_pool_new(tt_loop_t *loop, tt_bufpool_t *bufs, tt_h1_response_t *re
     tt_list_init(&p->canaries);
     p->margin_ms = tt_pool_margin(conf, &p->rtt); /* hint_margin until measured; the gauge stays 0 until then */
     tt_tq_init(&p->queue, loop, conf->queue_timeout_ms, queue_on_timeout);
+    tt_tq_init(&p->rwait, loop, TT_MAX(conf->reuse_wait_ms, 1), reuse_wait_on_timeout);
     tt_timer_init(&p->probe_timer, probe_on_timer);
     tt_timer_init(&p->leak_timer, leak_scan);
     p->rng = (uint64_t)(uintptr_t)p ^ tt_loop_now(loop);
@@ -1067,10 +1232,11 @@ void tt_pool_free(tt_pool_t **pp)
         tt_upconn_close(tt_container_of(tt_list_first(&p->connecting), tt_upconn_t, pool.link));
     if (p->probe != NULL) tt_upconn_close(p->probe);
     tt_timer_disarm(p->loop, &p->leak_timer);
-    TT_BUG_ON(p->npending != 0);
+    TT_BUG_ON(p->npending != 0 || p->nrwait != 0);
     if (p->tls_session) tt_tls_session_free(p->tls_session);
     tt_tq_dispose(&p->queue);
     free(p->addrs);
+    tt_tq_dispose(&p->rwait);
     free(p);
     *pp = NULL;
 }

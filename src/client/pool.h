@@ -12,6 +12,9 @@
  *    max_lifetime are honoured the same way;
  *  - detect: a parked connection that becomes readable (FIN, RST, stray bytes) is closed at once, and a
  *    non-blocking read right before reuse discards one that died in between;
+ *  - reuse what is past a deadline only where a failure costs nothing: a request that can be replayed may take a
+ *    connection kept past its deadline (a request canary, canary_requests), and any request that finds nothing
+ *    parked waits a round trip or so for a connection finishing its exchange (reuse_wait) before opening one;
  *  - recover (the caller's part): a request that fails on a reused connection before any response byte
  *    is replayed on a new one when it is replayable. A request that cannot be replayed never goes on a
  *    connection whose server's idle timeout is neither hinted nor learned unless it has been idle less than
@@ -41,6 +44,10 @@ typedef struct tt_pool_conf {
                                 * timeout is known; the check before reuse is skipped below it) */
     bool idle_watch;           /* close a parked connection as soon as it becomes readable (detect, first line) */
     bool peek;                 /* MSG_PEEK a parked connection right before reuse (detect, second line) */
+    bool canary_requests;      /* a replayable request may take a connection kept past its deadline (a request
+                                * canary): replayed on a new connection if the server closed it */
+    uint64_t reuse_wait_ms;    /* longest a non-replayable request with no safe parked connection waits for one
+                                * finishing an exchange (bounded lower by the measured round trip); 0 = never */
     uint32_t max_connections;  /* open (busy, connecting, parked) per worker; 0 = unlimited */
     uint32_t max_pending;      /* requests waiting for a connection */
     uint64_t queue_timeout_ms; /* longest a request waits */
@@ -102,16 +109,20 @@ const char *tt_pool_open_name(tt_pool_open_t o);
 /** A pool's metrics shard (one per worker per server; summed when scraped). */
 typedef struct tt_pool_metrics {
     tt_gauge_t idle;
-    tt_gauge_t active;            /* checked out or connecting */
-    tt_gauge_t pending;           /* requests queued */
-    tt_gauge_t down;              /* 1 while marked down */
-    tt_gauge_t learned_ms;        /* learned idle timeout, 0 when none */
-    tt_gauge_t hint_ms;           /* the server's last Keep-Alive: timeout= (honoured), 0 when none seen */
-    tt_gauge_t above_ms;          /* idle timeout learned above the hint and in use, 0 when none */
-    tt_gauge_t margin_ms;         /* the margin now (tt_pool_margin) */
-    tt_gauge_t rtt_us;            /* smoothed round trip, us (0 before the first sample) */
-    tt_gauge_t canaries;          /* connections kept out of service to see when the server closes them */
-    tt_counter_t learn_fallbacks; /* a close earlier than a deadline learned above the hint: back to the hint */
+    tt_gauge_t active;               /* checked out or connecting */
+    tt_gauge_t pending;              /* requests queued */
+    tt_gauge_t down;                 /* 1 while marked down */
+    tt_gauge_t learned_ms;           /* learned idle timeout, 0 when none */
+    tt_gauge_t hint_ms;              /* the server's last Keep-Alive: timeout= (honoured), 0 when none seen */
+    tt_gauge_t above_ms;             /* idle timeout learned above the hint and in use, 0 when none */
+    tt_gauge_t margin_ms;            /* the margin now (tt_pool_margin) */
+    tt_gauge_t rtt_us;               /* smoothed round trip, us (0 before the first sample) */
+    tt_gauge_t canaries;             /* connections kept out of service to see when the server closes them */
+    tt_counter_t learn_fallbacks;    /* a close earlier than a deadline learned above the hint: back to the hint */
+    tt_counter_t canary_requests[2]; /* requests sent on a connection past its deadline: [0 answered, 1 found it
+                                      * closed (replayed)] */
+    tt_counter_t reuse_waits[2];     /* non-replayable requests that waited for a connection finishing an exchange:
+                                      * [0 got it, 1 the wait ran out (then a new connection)] */
     tt_counter_t opened;
     tt_counter_t handshake_us;          /* connect (and TLS handshake) time of the connections opened, us */
     tt_counter_t opens[TT_OPEN__COUNT]; /* why requests got new connections ([TT_OPEN_REUSED] unused) */
@@ -277,15 +288,20 @@ struct tt_pool_waiter {
     bool fresh_only;            /* never a parked connection (`reuse = safe` first requests, replays) */
     bool replay;                /* with fresh_only: it is a replay (for the open reason) */
     bool not_replayable;        /* only a connection whose server's idle timeout is known, or one idle < safe_idle */
+    bool may_probe;             /* replayed on a new connection if its connection was closed before any response
+                                 * byte: it may go on one kept past its deadline (canary_requests) */
     const char *label;          /* route prefix, for leak reports; static or outliving the checkout */
     tt_pool_open_t open_reason; /* out: TT_OPEN_REUSED, or why a new connection was opened (set with READY,
                                  * PENDING or the callback) */
+    bool canary;                /* out: the connection was past its deadline (a request canary) */
+    uint64_t waited_ms;         /* out: how long it waited for a connection finishing an exchange (reuse_wait) */
     /* private */
     tt_tq_entry_t _q;
     tt_pool_t *_pool;
     tt_upconn_t *_connecting;
     uint64_t _since_ms;
-    bool _waiting;
+    bool _waiting;       /* in the queue of waiters for room (max_connections) */
+    bool _reuse_waiting; /* in the queue of waiters for a connection finishing an exchange (reuse_wait) */
 };
 
 /** Creates the pool of server `addr` (its text `name`) for one worker; metrics go to `m`. `conf` is copied. */
@@ -317,11 +333,23 @@ void tt_pool_free(tt_pool_t **p);
 
 /**
  * Gets a connection for one exchange. READY: `*out` is checked out to the caller (reused: the most
- * recently parked one that passed the deadline, half-deadline and peek checks). PENDING: a connect
- * started or the request was queued; `w->cb` will be called. FAILED / EXHAUSTED / DOWN: nothing to wait
- * for. A checked-out connection must come back through tt_pool_release or tt_pool_discard.
+ * recently parked one that passed the deadline, half-deadline and peek checks; for a `may_probe` request with
+ * none in service, the youngest kept past its deadline, see canary_requests). PENDING: a connect started,
+ * the request was queued for room, or (a `not_replayable` request with no safe parked connection while
+ * others are busy) it waits at most tt_pool_reuse_wait_ms for one finishing an exchange, then a connect
+ * starts; `w->cb` will be called. FAILED / EXHAUSTED / DOWN: nothing to wait for. A checked-out connection
+ * must come back through tt_pool_release or tt_pool_discard.
  */
 tt_pool_status_t tt_pool_acquire(tt_pool_t *p, tt_pool_waiter_t *w, tt_upconn_t **out, tt_up_err_t *err);
+/**
+ * How long a non-replayable request waits for a connection finishing an exchange (ms): min(reuse_wait,
+ * max(TT_POOL_REUSE_WAIT_MIN_MS, 2 x srtt + 4 x rttvar)), reuse_wait itself before the first sample, 0 when
+ * reuse_wait is 0. An exchange already under way ends within about one round trip; waiting longer than that
+ * for it buys nothing a new connection would not. Pure; any thread.
+ */
+uint64_t tt_pool_reuse_wait_ms(const tt_pool_conf_t *c, const tt_pool_rtt_t *r);
+#define TT_POOL_REUSE_WAIT_MIN_MS 2
+
 /** Gives up a PENDING acquire (the client left): no callback follows; a connect in progress goes on and parks
  *  its connection. A no-op for a waiter that is not pending (never acquired, or already called back). */
 void tt_pool_cancel(tt_pool_waiter_t *w);

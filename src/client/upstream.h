@@ -72,6 +72,7 @@ typedef struct tt_pool_entry {
     uint8_t canary;          /* 0, or the tt_pool canary kind: kept out of service to see when the server closes it */
     bool known;              /* parked: the deadline rests on a hinted or learned server timeout */
     bool took_parked;        /* busy: taken from the parked ones (reused), not opened for this exchange */
+    bool request_canary;     /* busy: taken past its deadline by a replayable request (canary_requests) */
     bool leak_warned;
     tt_addr_t addr; /* the server address it was opened to (a name's current set may move on: DNS) */
 } tt_pool_entry_t;

@@ -150,6 +150,8 @@ static const key_t_ keys[] = {
     {"safe_idle", S_UPSTREAM, K_DURATION, U(pool.safe_idle_ms), 0, DAY_MS},
     {"idle_watch", S_UPSTREAM, K_BOOL, U(pool.idle_watch), 0, 1},
     {"peek", S_UPSTREAM, K_BOOL, U(pool.peek), 0, 1},
+    {"canary_requests", S_UPSTREAM, K_BOOL, U(pool.canary_requests), 0, 1},
+    {"reuse_wait", S_UPSTREAM, K_DURATION, U(pool.reuse_wait_ms), 0, 60000},
     {"replay", S_UPSTREAM, K_BOOL, U(replay), 0, 1},
     {"connect_timeout", S_UPSTREAM, K_DURATION, U(pool.timeouts.connect_ms), 1, DAY_MS},
     {"response_timeout", S_UPSTREAM, K_DURATION, U(pool.timeouts.response_ms), 1, DAY_MS},
@@ -508,6 +510,8 @@ static void upstream_defaults(tt_upstream_conf_t *u)
     p->safe_idle_ms = 250;
     p->idle_watch = true;
     p->peek = true;
+    p->canary_requests = true;
+    p->reuse_wait_ms = 50;
     u->replay = true;
     u->tls_verify = true;
     p->max_connections = 0; /* set per worker by tt_proxy_registry_new() unless the section sets it */

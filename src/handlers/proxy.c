@@ -245,13 +245,14 @@ static void update_log(proxy_req_t *pr)
     if (pr->pool != NULL) snprintf(as, sizeof(as), "%s", pr->uc->servers[pr->server].name);
     int n = snprintf(pr->log, sizeof(pr->log),
                      "upstream=%s up_addr=%s up_conn=%llu up_reused=%d up_idle_ms=%llu up_req=%u up_age_ms=%llu "
-                     "up_open=%s retries=%u replays=%u cause=%s",
+                     "up_open=%s up_canary=%d up_wait_ms=%llu retries=%u replays=%u cause=%s",
                      pr->uc->name, as, (unsigned long long)pr->up_id, pr->reused ? 1 : 0,
                      (unsigned long long)pr->up_idle_ms, pr->up_req_no, (unsigned long long)pr->up_age_ms,
                      pr->on_h2   ? "h2"
                      : pr->up_id ? tt_pool_open_name(pr->waiter.open_reason)
                                  : "-",
-                     pr->retries, pr->replays, tt_proxy_cause_name(pr->cause));
+                     pr->waiter.canary ? 1 : 0, (unsigned long long)pr->waiter.waited_ms, pr->retries, pr->replays,
+                     tt_proxy_cause_name(pr->cause));
     pr->req->log_extra = tt_str(pr->log, n > 0 ? (size_t)TT_MIN((size_t)n, sizeof(pr->log) - 1) : 0);
 }
 
@@ -376,6 +377,8 @@ static void acquire(proxy_req_t *pr, bool fresh_only)
     pr->waiter.fresh_only = fresh_only || (pr->uc->reuse_safe && pr->req->req_no == 1);
     pr->waiter.replay = fresh_only;
     pr->waiter.not_replayable = !(pr->replayable && pr->held_all);
+    /* a request canary must be replayable when it meets a closed connection: see up_on_error */
+    pr->waiter.may_probe = !pr->waiter.not_replayable && pr->uc->replay && pr->replays == 0;
     pr->waiter.label = pr->pc->route;
     tt_upconn_t *u;
     tt_up_err_t err;
@@ -2088,6 +2091,18 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
          PM(tls_handshakes[1]), false},
         {"tether_upstream_canary_connections", "gauge",
          "Connections kept out of service past their deadline to see when the server closes them.", PM(canaries), true},
+        {"tether_upstream_canary_requests_answered_total", "counter",
+         "Requests sent on a connection past its deadline (canary_requests) that it answered.", PM(canary_requests[0]),
+         false},
+        {"tether_upstream_canary_requests_closed_total", "counter",
+         "Requests sent on a connection past its deadline that the server had closed (replayed on a new one).",
+         PM(canary_requests[1]), false},
+        {"tether_upstream_reuse_waits_served_total", "counter",
+         "Requests that cannot be replayed that waited for a connection finishing an exchange (reuse_wait) and got it.",
+         PM(reuse_waits[0]), false},
+        {"tether_upstream_reuse_waits_timed_out_total", "counter",
+         "Requests that cannot be replayed whose wait for a connection finishing an exchange ran out (a new one then).",
+         PM(reuse_waits[1]), false},
         {"tether_upstream_learn_fallbacks_total", "counter",
          "Closes earlier than a deadline learned above the hint (the pool went back to the hint).", PM(learn_fallbacks),
          false},

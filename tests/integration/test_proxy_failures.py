@@ -38,7 +38,8 @@ def assert_generated(t, r, status, cause):
 
 LOG_RE = re.compile(r" upstream=(?P<upstream>\S+) up_addr=(?P<up_addr>\S+) up_conn=(?P<up_conn>\d+) "
                     r"up_reused=(?P<up_reused>[01]) up_idle_ms=(?P<up_idle_ms>\d+) up_req=(?P<up_req>\d+) "
-                    r"up_age_ms=(?P<up_age_ms>\d+) up_open=(?P<up_open>\S+) retries=(?P<retries>\d+) "
+                    r"up_age_ms=(?P<up_age_ms>\d+) up_open=(?P<up_open>\S+) up_canary=(?P<up_canary>[01]) "
+                    r"up_wait_ms=(?P<up_wait_ms>\d+) retries=(?P<retries>\d+) "
                     r"replays=(?P<replays>\d+) "
                     r"cause=(?P<cause>\S+)$")
 

@@ -112,8 +112,8 @@ def check_common(t, load, res_min):
 
 
 def test_race_with_keepalive_hint(tether):
-    """Origin: idle 1.0 s, "Keep-Alive: timeout=1". Zero 502 for every method and no replay: a request never
-    meets a closing connection. Parked connections leave service at the hint minus the measured margin (at least
+    """Origin: idle 1.0 s, "Keep-Alive: timeout=1". Zero 502 for every method, and no replay but of a GET
+    sent as a request canary (on a connection kept past the hint deadline while nothing is known above the hint). Parked connections leave service at the hint minus the measured margin (at least
     the 25 ms floor); those that reach it before the origin's first close is seen stay open out of service as
     canaries until the origin closes them, at its hint: so nothing is learned above it."""
     o = Origin(idle_timeout=1.0, hint=True, hint_timeout=1).start()
@@ -126,7 +126,10 @@ def test_race_with_keepalive_hint(tether):
         check_common(t, load, res_min=CLIENTS * DURATION / 1.2 * 0.6)
         assert n502["GET"] == 0, [r for r in load.results if r[3] == 502][:5]
         assert n502["POST"] == 0, [r for r in load.results if r[3] == 502][:5]
-        assert pool.replays(*RACE_CAUSES) == 0, "a request met a closed connection despite the hint"
+        # a request meets a closing connection only as a request canary: a GET sent on a connection kept past its
+        # hint deadline while nothing is known above the hint (the first rounds), replayed
+        assert pool.replays(*RACE_CAUSES) == pool.m("tether_upstream_canary_requests_closed_total"), \
+            "a request met a closed connection despite the hint"
         assert pool.retired("hint_deadline") > 0
         assert pool.retired("stale_on_reuse") == 0
         # the origin's own idle closes are the canaries' (no request ran on them): the connections parked before
@@ -138,7 +141,7 @@ def test_race_with_keepalive_hint(tether):
         assert pool.learned() == 0, "learned a timeout although the origin gives a hint"
         # prevention: no connection was reused past the hinted deadline (1 s minus at least the 25 ms floor), on
         # tether's own clock (up_idle_ms)
-        late = [(round(ts - start, 3), idle, m) for ts, idle, m in load.reuses(t) if idle >= 0.975]
+        late = [(round(ts - start, 3), idle, m) for ts, idle, m in load.reuses(t) if idle >= 0.975 and m != "GET"]
         assert not late, "reused past the hint deadline (sent at +s, idle s, method): %s" % late[:10]
     finally:
         o.stop()
@@ -166,10 +169,13 @@ def test_race_without_hint_learns(tether):
         # (250 ms) until the origin's timeout is known
         post502 = [(round(r[0] - start, 3), r[4]) for r in load.results if r[2] == "POST" and r[3] == 502]
         assert not post502, "POST 502s (sent at +s, cause): %s" % post502
-        assert pool.retired("learned_deadline") > 0, "never retired a connection at the learned deadline"
-        # prevention once learned: no reuse past learned - min(1s, learned/2) ~ 0.5 s
+        # past the learned deadline a connection leaves service for POSTs: retired, or kept as an observer that GETs
+        # may take as request canaries (replayed if the origin closed it)
+        assert pool.retired("learned_deadline") + pool.m("tether_upstream_canary_requests_answered_total") > 0, \
+            "never left service at the learned deadline"
+        # prevention once learned: no POST reused past learned - min(1s, learned/2) ~ 0.5 s
         late = [(round(ts - start, 3), idle, m) for ts, idle, m in load.reuses(t)
-                if ts > load.learned_at and idle > learned / 2 + 0.15 * SLOW]
+                if ts > load.learned_at and idle > learned / 2 + 0.15 * SLOW and m != "GET"]
         assert not late, "reused past the learned deadline (sent at +s, idle s, method): %s" % late[:10]
     finally:
         o.stop()

@@ -581,6 +581,25 @@ static tt_pool_above_close_t in_service_close(uint64_t age, uint64_t deadline, b
     return (tt_pool_above_close_t){.age_ms = age, .deadline_ms = deadline, .above_used = above_used};
 }
 
+static void bounds_the_reuse_wait_by_the_measured_round_trip(void **state)
+{
+    (void)state;
+    tt_pool_conf_t c = pool_conf();
+    c.reuse_wait_ms = 50;
+    tt_pool_rtt_t r = {0};
+    assert_int_equal(tt_pool_reuse_wait_ms(&c, &r), 0); /* nothing measured: no wait */
+    r = (tt_pool_rtt_t){.srtt_us = 0, .rttvar_us = 0, .samples = 3};
+    assert_int_equal(tt_pool_reuse_wait_ms(&c, &r), TT_POOL_REUSE_WAIT_MIN_MS); /* loopback: the floor */
+    r = (tt_pool_rtt_t){.srtt_us = 10000, .rttvar_us = 2500, .samples = 3};
+    assert_int_equal(tt_pool_reuse_wait_ms(&c, &r), 30); /* 2 x 10 + 4 x 2.5 */
+    r = (tt_pool_rtt_t){.srtt_us = 10001, .rttvar_us = 2500, .samples = 3};
+    assert_int_equal(tt_pool_reuse_wait_ms(&c, &r), 31); /* rounded up */
+    r = (tt_pool_rtt_t){.srtt_us = 1000000, .rttvar_us = 0, .samples = 3};
+    assert_int_equal(tt_pool_reuse_wait_ms(&c, &r), 50); /* a slow server: the cap */
+    c.reuse_wait_ms = 0;
+    assert_int_equal(tt_pool_reuse_wait_ms(&c, &r), 0); /* off */
+}
+
 static void learns_the_youngest_close_canaries_see(void **state)
 {
     (void)state;
@@ -848,6 +867,7 @@ static void wrec_cb(tt_pool_waiter_t *w, tt_upconn_t *u, tt_pool_status_t st, tt
 #define AS_NOT_REPLAYABLE 1u
 #define AS_FRESH_ONLY     2u
 #define AS_REPLAY         4u /* with AS_FRESH_ONLY */
+#define AS_PROBE          8u /* replayable on a closed connection: may be a request canary */
 
 /* acquire(), for a request that cannot be replayed, or wants a new connection, or is a replay (AS_*). */
 static tt_pool_status_t acquire_as(tt_pool_t *p, wrec_t *r, unsigned as)
@@ -857,6 +877,7 @@ static tt_pool_status_t acquire_as(tt_pool_t *p, wrec_t *r, unsigned as)
     r->w.not_replayable = as & AS_NOT_REPLAYABLE;
     r->w.fresh_only = as & AS_FRESH_ONLY;
     r->w.replay = as & AS_REPLAY;
+    r->w.may_probe = as & AS_PROBE;
     tt_upconn_t *u = NULL;
     tt_up_err_t err = TT_UP_OK;
     tt_pool_status_t st = tt_pool_acquire(p, &r->w, &u, &err);
@@ -1449,6 +1470,102 @@ static tt_upconn_t *learn_above_a_hint_of_one_second(tt_pool_t *p, uint64_t t0, 
     return b;
 }
 
+/* Keep-Alive: timeout=1, nothing known above it: at its deadline (975 ms) the connection leaves service as a probe
+ * canary. A request that can be replayed takes it (a request canary) until 1.5 x the hint; one that cannot never
+ * does; answered, it is parked again with its idle time starting anew. */
+static void lets_only_a_replayable_request_take_a_connection_past_its_deadline(void **state)
+{
+    (void)state;
+    g_conf.canary_requests = true;
+    tt_pool_t *p = new_pool(&g_addr);
+    uint64_t t0 = manual_clock();
+    wrec_t r, rn, ro;
+    int peer, peer_n, peer_o;
+    tt_upconn_t *a = get_conn(p, &r, &peer);
+    exchange_timed(p, a, peer, OK2_HINT1, 0);
+    run_at_until(t0 + 975, &g_m.canaries, 1);
+    tt_loop_set_clock(g_loop, t0 + 1200, 0);
+    assert_int_equal(acquire_as(p, &r, AS_PROBE), TT_POOL_READY);
+    assert_ptr_equal(r.u, a);
+    assert_true(r.w.canary);
+    assert_int_equal(r.w.open_reason, TT_OPEN_REUSED);
+    assert_int_equal(LOAD(g_m.canaries), 0);
+    exchange_timed(p, a, peer, OK2_HINT1, 0); /* answered: parked again at t0 + 1200, in service */
+    assert_int_equal(LOAD(g_m.canary_requests[0]), 1);
+    assert_int_equal(LOAD(g_m.idle), 1);
+    run_at_until(t0 + 1200 + 975, &g_m.canaries, 1);
+    /* a request that cannot be replayed never takes it: a new connection (kept busy) */
+    tt_loop_set_clock(g_loop, t0 + 1200 + 1400, 0);
+    assert_int_equal(acquire_as(p, &rn, AS_NOT_REPLAYABLE | AS_PROBE), TT_POOL_PENDING);
+    assert_true(peer_run_until(g_loop, &rn.called, 5000));
+    assert_int_equal(rn.st, TT_POOL_READY);
+    assert_ptr_not_equal(rn.u, a);
+    assert_false(rn.w.canary);
+    peer_n = peer_accept(g_lfd, 5000);
+    assert_true(peer_n >= 0);
+    assert_int_equal(LOAD(g_m.canaries), 1);
+    /* 1.5 x the hint idle: too old even for a request canary */
+    tt_loop_set_clock(g_loop, t0 + 1200 + 1500, 0);
+    assert_int_equal(acquire_as(p, &ro, AS_PROBE), TT_POOL_PENDING);
+    assert_true(peer_run_until(g_loop, &ro.called, 5000));
+    assert_ptr_not_equal(ro.u, a);
+    assert_false(ro.w.canary);
+    peer_o = peer_accept(g_lfd, 5000);
+    assert_true(peer_o >= 0);
+    assert_int_equal(LOAD(g_m.canaries), 1);
+    exchange_timed(p, rn.u, peer_n, OK2, 0);
+    exchange_timed(p, ro.u, peer_o, OK2, 0);
+    tt_pool_free(&p);
+    close(peer), close(peer_n), close(peer_o);
+}
+
+/* A request that cannot be replayed and finds nothing parked while a connection is busy waits for it, at most
+ * 2 x srtt + 4 x rttvar (here 2 x 10 + 4 x 5 = 40 ms): the connection released takes it at once; when the wait
+ * runs out a new one is opened. */
+static void waits_for_a_connection_finishing_its_exchange_and_opens_when_the_wait_runs_out(void **state)
+{
+    (void)state;
+    g_conf.reuse_wait_ms = 50;
+    tt_pool_t *p = new_pool(&g_addr);
+    uint64_t t0 = manual_clock();
+    wrec_t r1, r2, r3;
+    int peer, peer3;
+    tt_upconn_t *a = get_conn(p, &r1, &peer);
+    exchange_timed(p, a, peer, OK2, 10); /* one round trip measured: 10 ms */
+    assert_int_equal(acquire(p, &r1), TT_POOL_READY);
+    assert_int_equal(acquire_as(p, &r2, AS_NOT_REPLAYABLE), TT_POOL_PENDING);
+    assert_int_equal(LOAD(g_m.active), 1); /* no connect started */
+    exchange_timed(p, a, peer, OK2, 10);
+    assert_int_equal(r2.calls, 1);
+    assert_int_equal(r2.st, TT_POOL_READY);
+    assert_ptr_equal(r2.u, a);
+    assert_int_equal(r2.w.open_reason, TT_OPEN_REUSED);
+    assert_true(r2.w.waited_ms >= 1);
+    assert_int_equal(LOAD(g_m.reuse_waits[0]), 1);
+    assert_int_equal(LOAD(g_m.opened), 1);
+    /* a is busy again (r2): the next one waits, and when its wait runs out, opens */
+    uint64_t t1 = tt_loop_now(g_loop);
+    assert_int_equal(acquire_as(p, &r3, AS_NOT_REPLAYABLE), TT_POOL_PENDING);
+    tt_loop_set_clock(g_loop, t1 + 30, 0);
+    peer_run_for(g_loop, 10);
+    assert_int_equal(r3.calls, 0);
+    assert_int_equal(LOAD(g_m.opened), 1);
+    tt_loop_set_clock(g_loop, t1 + 60, 0);
+    assert_true(peer_run_until(g_loop, &r3.called, 5000));
+    assert_int_equal(r3.st, TT_POOL_READY);
+    assert_ptr_not_equal(r3.u, a);
+    assert_int_equal(r3.w.open_reason, TT_OPEN_NONE_PARKED);
+    assert_int_equal(LOAD(g_m.reuse_waits[1]), 1);
+    assert_int_equal(LOAD(g_m.opened), 2);
+    peer3 = peer_accept(g_lfd, 5000);
+    assert_true(peer3 >= 0);
+    exchange_timed(p, a, peer, OK2, 0);
+    exchange_timed(p, r3.u, peer3, OK2, 0);
+    (void)t0;
+    tt_pool_free(&p);
+    close(peer), close(peer3);
+}
+
 static void learns_above_a_hint_from_canaries_and_puts_them_back_in_service(void **state)
 {
     (void)state;
@@ -1704,6 +1821,7 @@ int main(void)
         cmocka_unit_test(never_parks_past_any_limit),
         cmocka_unit_test(smooths_round_trips_as_rfc_6298_does),
         cmocka_unit_test(computes_the_margin_from_round_trips_between_floor_and_hint_margin),
+        cmocka_unit_test(bounds_the_reuse_wait_by_the_measured_round_trip),
         cmocka_unit_test(learns_the_youngest_close_canaries_see),
         cmocka_unit_test(falls_back_at_the_first_close_earlier_than_a_learned_deadline),
         cmocka_unit_test(names_every_retire_reason),
@@ -1725,6 +1843,8 @@ int main(void)
         LIVE(never_reuses_a_connection_past_its_deadline_when_the_loop_is_late),
         LIVE(backs_off_once_when_a_probe_connect_fails_at_once),
         LIVE(retires_a_hinted_connection_a_measured_margin_before_the_hint),
+        LIVE(lets_only_a_replayable_request_take_a_connection_past_its_deadline),
+        LIVE(waits_for_a_connection_finishing_its_exchange_and_opens_when_the_wait_runs_out),
         LIVE(learns_above_a_hint_from_canaries_and_puts_them_back_in_service),
         LIVE(falls_back_to_the_hint_at_the_first_close_before_the_learned_deadline),
         LIVE(holds_non_replayable_requests_to_safe_idle_until_the_timeout_is_known),
