@@ -675,7 +675,7 @@ static tt_upconn_t *take_canary(tt_pool_t *p, const tt_pool_waiter_t *w, tt_pool
         uint64_t age = now(p) - u->parked_ms;
         if ((u->pool.canary != CANARY_PROBE && u->pool.canary != CANARY_OBSERVE) || age >= request_canary_limit(u))
             continue;
-        if (u->requests == 0) continue; /* never used: a failure on it is not a stale reuse, so nothing replays it */
+        if (u->requests == 0) continue; /* never used: it carries no evidence of the server keeping a used connection */
         unpark(p, u);
         tt_timer_disarm(p->loop, &u->pool.timer);
         if (!fit_for_reuse(p, u, w, age, why)) continue;

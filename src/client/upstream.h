@@ -134,7 +134,7 @@ struct tt_upconn {
     uint8_t last_err;         /* tt_up_err_t of the last failure (on_error, on_connect), TT_UP_OK before any */
     uint64_t id;              /* unique per process */
     uint64_t created_ms;      /* when the connect started */
-    uint64_t parked_ms;       /* when it last became idle */
+    uint64_t parked_ms;       /* when it last became idle (loop clock, ms); 0 until it is first parked */
     uint32_t requests;        /* exchanges started on it */
     uint8_t state;            /* enum tt_upconn_state */
     bool got_bytes;           /* the current exchange received at least one response byte */

@@ -482,7 +482,10 @@ static void begin_exchange(proxy_req_t *pr, tt_upconn_t *u)
 {
     tt_loop_t *loop = pr->pw->w->loop;
     pr->up = u;
-    pr->reused = u->requests > 0;
+    /* Reused: it comes from the park, whether an earlier request ran on it or it was opened for a request that left
+     * (or by a health probe) and parked unused. Either way it sat idle, so a close that crosses this request is the
+     * keep-alive race and a replayable request is replayed (a connection opened for this request has parked_ms 0). */
+    pr->reused = u->requests > 0 || u->parked_ms != 0;
     pr->up_idle_ms = pr->reused ? tt_loop_now(loop) - u->parked_ms : 0;
     pr->up_req_no = u->requests + 1;
     pr->up_age_ms = tt_loop_now(loop) - u->created_ms;

@@ -578,3 +578,105 @@ def test_invalid_tls_record_after_close_delimited_content_is_not_its_end(clean_t
         read_chunked(c)  # the content may arrive, the last chunk must not
     assert up_metric(t, "tether_upstream_retired_total", server=server, reason="error") == 1
     assert up_metric(t, "tether_upstream_retired_total", server=server, reason="upstream_close") == 0
+
+
+# ---- 9. a connection parked without ever being used ----
+
+class SlowFirstHandshakeOrigin:
+    """An HTTP/1.1-over-TLS origin whose first connection finishes its handshake only after `delay` s and then
+    closes at its first request without answering (an idle close crossing the request, as the keep-alive race
+    does); every later connection answers each request `200 ok`."""
+
+    def __init__(self, leaf, delay):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(leaf.cert, leaf.key)
+        self.delay = delay
+        self.accepted = 0
+        self.answered = 0
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self._stop = False
+        self._conns = []
+        self._threads = []
+
+    def start(self):
+        th = threading.Thread(target=self._accept, daemon=True)
+        th.start()
+        self._threads.append(th)
+        return self
+
+    def _accept(self):
+        self.lsock.settimeout(0.2)
+        while not self._stop:
+            try:
+                s, _ = self.lsock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self._conns.append(s)
+            th = threading.Thread(target=self._serve, args=(s, self.accepted), daemon=True)
+            th.start()
+            self._threads.append(th)
+
+    def _serve(self, raw, n):
+        try:
+            raw.settimeout(10 * SLOW)
+            if n == 1:
+                time.sleep(self.delay)
+            s = self.ctx.wrap_socket(raw, server_side=True)
+            buf = b""
+            while not self._stop:
+                data = s.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\r\n\r\n" in buf:
+                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    if n == 1:
+                        s.close()
+                        return
+                    self.answered += 1
+                    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            raw.close()
+
+    def stop(self):
+        self._stop = True
+        self.lsock.close()
+        for s in self._conns:
+            try:
+                s.close()
+            except OSError:
+                pass
+        for th in self._threads:
+            th.join(5)
+
+
+def test_a_request_on_a_connection_parked_unused_is_replayed_when_the_origin_closed_it(clean_tether, certs, conns):
+    """A request that leaves while its upstream connection is still in its TLS handshake leaves the connection to
+    the pool, parked without having carried a request. The next request takes it from the park: if the origin closes
+    it as that request arrives, that is the keep-alive race like any reuse, and the GET is replayed on a new
+    connection (it was answered 502 closed_before_response when only a connection that had carried a request
+    counted as reused)."""
+    o = SlowFirstHandshakeOrigin(certs.main, delay=1.0).start()
+    try:
+        t = proxy_to(clean_tether, "https://localhost:%d" % o.port, tls_ca=certs.ca, connect_timeout="10s")
+        server = "localhost:%d" % o.port
+        s = socket.create_connection(("127.0.0.1", t.port), timeout=5)
+        s.sendall(b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        deadline = time.monotonic() + 5 * SLOW
+        while o.accepted < 1:
+            assert time.monotonic() < deadline, "the origin saw no connection"
+            time.sleep(0.01)
+        s.close()  # the request leaves during the handshake
+        t.wait_metric("tether_upstream_idle_connections", lambda v: v == 1, timeout=10, upstream="b", server=server)
+        r = get(t, conns, "/second")
+        assert r.status == 200 and r.body == b"ok", (r.status, r.header("X-Tether-Cause"))
+        assert o.accepted == 2 and o.answered == 1
+        assert up_metric(t, "tether_upstream_replays_total", cause="closed_before_response") == 1
+    finally:
+        o.stop()
