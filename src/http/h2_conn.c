@@ -1422,6 +1422,9 @@ static void send_settings(h2_conn_t *c)
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)(lp->limits.max_field_bytes + lp->limits.max_target)},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441 3: WebSockets over HTTP/2 */
+        /* RFC 9218 2.1: tether serves streams in the order they are ready and never used the RFC 7540 dependency
+         * tree; without it nghttp2 keeps no tree per stream (a simpler scheduler per urgency). */
+        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
     };
     nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, settings, TT_ARRAY_SIZE(settings));
     const uint8_t *d;
