@@ -12,7 +12,7 @@
 #include "core/compat.h"
 
 #define TT_SLAB_NCLASS     8                 /* 64, 128, ... 8192 usable bytes */
-#define TT_SLAB_KEEP_BYTES ((size_t)1 << 20) /* spare bytes kept per class */
+#define TT_SLAB_KEEP_BYTES ((size_t)2 << 20) /* spare bytes kept per class */
 
 typedef struct tt_slab {
     void *_free[TT_SLAB_NCLASS];     /* spare blocks, linked through their first word */

@@ -21,6 +21,12 @@
 #define GOAWAY_WAIT_MS  1000  /* second GOAWAY at the latest this long after the first */
 #define READ_CHUNK      16384
 #define MAX_GAPS        16 /* ranges of stream ids a client skipped that are remembered (the oldest are forgotten) */
+/* Room inside each stream for a usual request's fields (h2load sends 6 regular fields, curl 2-3; a browser 10-20
+ * outgrows it), so that they need no allocation of their own: the regular fields' refs, the head built at dispatch, the
+ * names and values. */
+#define REFS_INLINE  12
+#define HEAD_INLINE  (offsetof(tt_h1_request_t, fields) + 12 * sizeof(tt_h1_field_t))
+#define STORE_INLINE 384
 
 static const uint8_t PING_GOAWAY[8] = {'t', 'e', 't', 'h', 'e', 'r', 'G', 'A'};
 static const uint8_t PING_LIVE[8] = {'t', 'e', 't', 'h', 'e', 'r', 'P', 'L'};
@@ -42,9 +48,9 @@ typedef struct h2_stream {
     tt_list_t link; /* in c->streams: nghttp2 forgets its streams silently when the session is deleted */
     int32_t id;
     uint64_t start_us; /* loop clock when the request was dispatched (tether_request_duration_seconds) */
-    char *store;       /* header names and values (w->slab) */
+    char *store;       /* header names and values: store_inline, or w->slab's once they outgrow it */
     uint32_t store_len, store_cap;
-    hdr_ref_t *refs; /* regular fields; :authority becomes "host" (w->slab) */
+    hdr_ref_t *refs; /* regular fields, :authority becoming "host": refs_inline, or w->slab's */
     uint32_t nrefs, refs_cap;
     uint32_t header_bytes;
     int32_t method_ref, path_ref; /* index into pseudo[] or -1 */
@@ -77,7 +83,8 @@ typedef struct h2_stream {
     int status;
     uint64_t resp_bytes;
     tt_buf_t out;
-    char *body; /* a response's content given whole to respond() (w->slab): body[body_off..body_len) unsent */
+    char *resp_head; /* the response HEADERS' strings, read by nghttp2 until the stream closes (w->slab) */
+    char *body;      /* a response's content given whole to respond() (w->slab): body[body_off..body_len) unsent */
     uint32_t body_len, body_off;
     tt_buf_t resp_trailers;
     tt_body_file_t file;
@@ -85,7 +92,12 @@ typedef struct h2_stream {
     tt__wgen_t *gen; /* an asynchronous stream's generation (its route state), referenced until the stream is freed */
     char *log_extra; /* the handler's access-log text, copied when it finished (it owns req.log_extra until then) */
     tt_accesslog_up_t log_up; /* likewise, a copy of *req.log_up */
+    /* Last: not zeroed when the stream is made (stream_new) */
+    hdr_ref_t refs_inline[REFS_INLINE];
+    _Alignas(max_align_t) char head_inline[HEAD_INLINE];
+    char store_inline[STORE_INLINE];
 } h2_stream_t;
+_Static_assert(sizeof(h2_stream_t) <= 2048, "a stream fits one size class of the slab (2 KiB)");
 
 struct h2_conn {
     tt__conn_t base;
@@ -97,7 +109,8 @@ struct h2_conn {
     uint64_t accepted_ms;
     tt_addr_t peer;
     nghttp2_session *s;
-    tt_list_t streams; /* every stream with our state attached */
+    tt_list_t streams;   /* every stream with our state attached */
+    h2_stream_t *hdr_st; /* the stream on_header last found (cleared when it is freed) */
     tt_buf_t in;
     tt_buf_t out;
     uint32_t nstreams;       /* open request streams */
@@ -172,9 +185,14 @@ static uint32_t store_append(h2_stream_t *st, const uint8_t *p, size_t n)
 {
     uint32_t off = st->store_len;
     if (st->store_len + n > st->store_cap) {
-        size_t cap = st->store_cap ? st->store_cap : 256;
+        size_t cap = st->store_cap;
         while (cap < st->store_len + n) cap *= 2;
-        st->store = tt_slab_realloc(&st->c->w->slab, st->store, cap);
+        if (st->store == st->store_inline) {
+            st->store = tt_slab_alloc(&st->c->w->slab, cap);
+            memcpy(st->store, st->store_inline, st->store_len);
+        } else {
+            st->store = tt_slab_realloc(&st->c->w->slab, st->store, cap);
+        }
         st->store_cap = (uint32_t)cap;
     }
     if (n) memcpy(st->store + off, p, n);
@@ -344,34 +362,45 @@ static size_t fields_to_nv(char *p, size_t len, nghttp2_nv *nv, size_t max);
  * `*count` gets extra + the pairs converted. */
 static nghttp2_nv *fields_nv(char *p, size_t len, nghttp2_nv *stack, size_t stack_n, size_t extra, size_t *count)
 {
-    size_t lines = 0;
-    for (const char *q = p, *end = p + len; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) lines++;
+    /* a line is at least "n:\n": len / 3 bounds the lines, and they are counted only when that is not enough */
+    size_t lines = len / 3;
+    if (extra + lines > stack_n) {
+        lines = 0;
+        for (const char *q = p, *end = p + len; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
+            lines++;
+    }
     size_t need = extra + lines;
     nghttp2_nv *nv = need <= stack_n ? stack : tt_malloc(need * sizeof(*nv));
     *count = extra + fields_to_nv(p, len, nv + extra, lines);
     return nv;
 }
 
+/* Connection-specific fields (RFC 9113 8.2.2), by length first. */
+static bool connection_specific(const char *name, size_t n)
+{
+    switch (n) {
+    case 7: return memcmp(name, "upgrade", 7) == 0;
+    case 10: return memcmp(name, "connection", 10) == 0 || memcmp(name, "keep-alive", 10) == 0;
+    case 16: return memcmp(name, "proxy-connection", 16) == 0;
+    case 17: return memcmp(name, "transfer-encoding", 17) == 0;
+    default: return false;
+    }
+}
+
 static size_t fields_to_nv(char *p, size_t len, nghttp2_nv *nv, size_t max)
 {
-    static const struct {
-        const char *name;
-        size_t len;
-    } drop[] = {
-        {"connection", 10}, {"keep-alive", 10}, {"proxy-connection", 16}, {"transfer-encoding", 17}, {"upgrade", 7}};
     size_t k = 0;
     char *end = p + len;
     while (p < end && k < max) {
-        char *eol = memchr(p, '\n', (size_t)(end - p)), *colon = memchr(p, ':', (size_t)(end - p));
-        if (eol == NULL || colon == NULL || colon > eol) break;
+        char *eol = memchr(p, '\n', (size_t)(end - p)), *colon = p;
+        if (eol == NULL) break;
+        for (; colon < eol && *colon != ':'; colon++) *colon = tt_lower(*colon); /* the name, lower-cased */
+        if (colon == eol) break;
         char *v = colon + 1, *ve = eol;
         while (v < ve && (*v == ' ' || *v == '\t')) v++;
         while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-        for (char *q = p; q < colon; q++) *q = tt_lower(*q);
-        bool skip = false;
-        for (size_t i = 0; i < TT_ARRAY_SIZE(drop); i++)
-            if ((size_t)(colon - p) == drop[i].len && memcmp(p, drop[i].name, drop[i].len) == 0) skip = true;
-        if (!skip) nv[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p), (size_t)(ve - v), 0};
+        if (!connection_specific(p, (size_t)(colon - p)))
+            nv[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p), (size_t)(ve - v), 0};
         p = eol + 1;
     }
     return k;
@@ -403,13 +432,14 @@ static size_t format_u64(char *out, uint64_t v)
 static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
 {
     h2_conn_t *c = st->c;
-    char status[3], cl[24];
+    /* The values and the caller's lines (names lower-cased in the copy) stay with the stream until it is freed:
+     * nghttp2 reads them when it serialises the HEADERS (NO_COPY) and never after the stream closed. */
+    tt_slab_free(&c->w->slab, st->resp_head);
+    char *status = st->resp_head = tt_slab_alloc(&c->w->slab, 3 + TT_HTTP_DATE_LEN + 20 + resp->fields.n);
+    char *date = status + 3, *cl = date + TT_HTTP_DATE_LEN, *fields = cl + 20;
     format_status(status, resp->status);
     /* "Date: <IMF-fixdate>\r\n...": formatted once a second for the worker */
-    const char *date = tt__worker_date_fields(c->w).p + 6;
-    /* The names are lower-cased in place: a copy of the caller's lines, on the stack when they are small. */
-    char stack_fields[2048];
-    char *fields = resp->fields.n <= sizeof(stack_fields) ? stack_fields : tt_malloc(resp->fields.n);
+    memcpy(date, tt__worker_date_fields(c->w).p + 6, TT_HTTP_DATE_LEN);
     if (resp->fields.n) memcpy(fields, resp->fields.p, resp->fields.n);
     nghttp2_nv stack_nv[48];
     size_t k = 0;
@@ -423,14 +453,14 @@ static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
         size_t n = format_u64(cl, (uint64_t)resp->content_length);
         nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, n, 0};
     }
+    for (size_t i = 0; i < k; i++) nv[i].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
     st->status = resp->status;
     st->resp_submitted = true;
     st->resp_with_data = with_data;
     tt_metrics_count_status(&c->w->metrics, resp->status);
     nghttp2_data_provider dp = {.source.ptr = st, .read_callback = data_read_cb};
-    nghttp2_submit_response(c->s, st->id, nv, k, with_data ? &dp : NULL); /* copies the pairs */
+    nghttp2_submit_response(c->s, st->id, nv, k, with_data ? &dp : NULL); /* copies the pairs, not the strings */
     if (nv != stack_nv) free(nv);
-    if (fields != stack_fields) free(fields);
     kick(c);
 }
 
@@ -605,7 +635,8 @@ static void dispatch(h2_stream_t *st)
      * bytes instead of 3 KiB per stream in flight). */
     size_t nf = TT_MIN((size_t)st->nrefs + (st->pseudo[2].value_len ? 1 : 0), (size_t)TT_H1_MAX_FIELDS);
     size_t hsize = offsetof(tt_h1_request_t, fields) + nf * sizeof(tt_h1_field_t);
-    tt_h1_request_t *h = st->head = tt_slab_alloc(&w->slab, hsize);
+    tt_h1_request_t *h = st->head =
+        hsize <= sizeof(st->head_inline) ? (tt_h1_request_t *)st->head_inline : tt_slab_alloc(&w->slab, hsize);
     memset(h, 0, hsize);
     h->minor_version = 1;
     h->method = st->method_ref >= 0 ? view(st, st->pseudo[0].value_off, st->pseudo[0].value_len) : TT_STR("GET");
@@ -759,7 +790,12 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
     /* A header block (with its CONTINUATIONs) must end within the header timeout, like an HTTP/1.1 head. */
     tt_timer_arm(c->w->loop, &c->hdr_timer, c->ls->policy->header_timeout_ms);
     if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-    h2_stream_t *st = tt_slab_calloc(&c->w->slab, sizeof(*st));
+    h2_stream_t *st = tt_slab_alloc(&c->w->slab, sizeof(*st));
+    memset(st, 0, offsetof(h2_stream_t, refs_inline));
+    st->refs = st->refs_inline;
+    st->refs_cap = REFS_INLINE;
+    st->store = st->store_inline;
+    st->store_cap = STORE_INLINE;
     st->c = c;
     st->id = frame->hd.stream_id;
     note_opened(c, st->id);
@@ -784,7 +820,9 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
 {
     (void)flags;
     h2_conn_t *c = user;
-    h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+    h2_stream_t *st = c->hdr_st; /* the stream of the header block being decoded, not looked up per field */
+    if (st == NULL || st->id != frame->hd.stream_id)
+        st = c->hdr_st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
     if (st == NULL) return 0;
     tt_bufpool_t *bufs = &c->w->bufs;
     const tt_h1_limits_t *lim = &c->ls->policy->limits;
@@ -837,8 +875,13 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
         return 0;
     }
     if (st->nrefs == st->refs_cap) {
-        st->refs_cap = st->refs_cap ? 2 * st->refs_cap : 8;
-        st->refs = tt_slab_realloc(&c->w->slab, st->refs, st->refs_cap * sizeof(*st->refs));
+        st->refs_cap *= 2;
+        if (st->refs == st->refs_inline) {
+            st->refs = tt_slab_alloc(&c->w->slab, st->refs_cap * sizeof(*st->refs));
+            memcpy(st->refs, st->refs_inline, sizeof(st->refs_inline));
+        } else {
+            st->refs = tt_slab_realloc(&c->w->slab, st->refs, st->refs_cap * sizeof(*st->refs));
+        }
     }
     st->refs[st->nrefs++] = ref;
     return 0;
@@ -963,8 +1006,10 @@ static void stream_free_cb(tt_defer_t *d)
     h2_stream_t *st = tt_container_of(d, h2_stream_t, free_later);
     tt_slab_t *slab = &st->c->w->slab;
     free(st->log_extra);
-    tt_slab_free(slab, st->refs);
-    tt_slab_free(slab, st->head);
+    if (st->refs != st->refs_inline) tt_slab_free(slab, st->refs);
+    if (st->head != (tt_h1_request_t *)st->head_inline) tt_slab_free(slab, st->head);
+    if (st->store != st->store_inline) tt_slab_free(slab, st->store); /* the head's views point into it */
+    tt_slab_free(slab, st->resp_head);
     tt_slab_free(slab, st);
 }
 
@@ -974,11 +1019,10 @@ static void stream_free(h2_stream_t *st)
 {
     tt_bufpool_t *bufs = &st->c->w->bufs;
     st->c->nbegun--;
+    if (st->c->hdr_st == st) st->c->hdr_st = NULL;
     tt_list_remove(&st->link);
     if (st->file.fd >= 0 && st->file.release) st->file.release(st->file.ref);
     st->file.fd = -1;
-    tt_slab_free(&st->c->w->slab, st->store);
-    st->store = NULL;
     tt_slab_free(&st->c->w->slab, st->body);
     st->body = NULL;
     tt_buf_release(&st->pending, bufs);
