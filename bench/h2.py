@@ -55,11 +55,6 @@ def h2load_cmd(url, n=REQUESTS):
             "-n", str(n), url]
 
 
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
 def h2load(url):
     out = subprocess.run(h2load_cmd(url), capture_output=True, text=True).stdout
     done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out).group(2))
@@ -119,7 +114,7 @@ def main():
             B.wait_port(p)
         time.sleep(0.3)
         servers = {"tether": (tether.pid, tp, tt), "h2o": (h2o.pid, hp, ht)}
-        print("Load average (1, 5, 15 min) at the start: %s.\n" % loadavg())
+        print("Load average (1, 5, 15 min) at the start: %s.\n" % B.loadavg())
         print("## HTTP/2: tether vs h2o, h2load -t1 -c50 -m10 -n %d, 100-byte file, one worker each\n" % REQUESTS)
         print("Server on CPU %s, h2load on CPU %s; medians of %d alternating runs. %s; %s." % (
             B.SERVER_CPU, B.CLIENT_CPU, ROUNDS,
@@ -141,7 +136,7 @@ def main():
             print("\ntether / h2o requests per server-core-second: **%.2fx**; every round (requests per core-second): %s"
                   % (med["tether"]["per_core"] / med["h2o"]["per_core"],
                      "; ".join("%s %s" % (n, "/".join("%.0f" % r["per_core"] for r in rs)) for n, rs in rows.items())))
-            print("Load average after: %s." % loadavg())
+            print("Load average after: %s." % B.loadavg())
             sys.stdout.flush()
         if os.environ.get("PERF", "0") == "1":
             profile(tether.pid, tp, tt)
