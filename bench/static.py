@@ -173,9 +173,10 @@ def main():
         scenario("Connection: close, 100-byte file", servers, "/100.txt", headers=("Connection: close",))
         scenario("16 pipelined requests per write, 100-byte file", servers, "/100.txt", script=lua)
         idle_rss(servers)
-        print("\nLoad average (1, 5, 15 min) at the end: %s. Each server as run (DIR: this run's scratch directory):\n"
+        print("\nLoad average (1, 5, 15 min) at the end: %s. Each server as run (DIR, PORT: this run's scratch directory and port):\n"
               % B.loadavg())
-        subst = [(work, "DIR"), (TETHER, "tether")]
+        subst = [(work, "DIR"), (TETHER, "tether"), ("127.0.0.1:%d" % tether.port, "127.0.0.1:PORT"),
+                 ("127.0.0.1:%d" % nginx.port, "127.0.0.1:PORT")]
         B.print_config("tether", " ".join(tether.argv), subst)
         B.print_config("nginx (`nginx -c nginx.conf`; its worker measured)", nginx.conf_text, subst)
     finally:
