@@ -92,7 +92,7 @@ typedef struct h2_stream {
     tt__wgen_t *gen; /* an asynchronous stream's generation (its route state), referenced until the stream is freed */
     char *log_extra; /* the handler's access-log text, copied when it finished (it owns req.log_extra until then) */
     tt_accesslog_up_t log_up; /* likewise, a copy of *req.log_up */
-    /* Last: not zeroed when the stream is made (stream_new) */
+    /* Last: not zeroed when the stream is made (on_begin_headers) */
     hdr_ref_t refs_inline[REFS_INLINE];
     _Alignas(max_align_t) char head_inline[HEAD_INLINE];
     char store_inline[STORE_INLINE];
