@@ -170,5 +170,19 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
+def print_config(title, text, subst=()):
+    """Prints a peer's configuration as run, in a collapsed markdown block; `subst` (old, new) pairs hide this
+    run's scratch directory and ports."""
+    for a, b in subst:
+        text = text.replace(a, b)
+    print("<details><summary>%s</summary>\n\n```\n%s\n```\n</details>\n" % (title, text.strip("\n")))
+
+
+def loadavg():
+    """The load average of the last 1, 5 and 15 minutes, as /proc/loadavg says it."""
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def log(msg):
     print(msg, file=sys.stderr, flush=True)

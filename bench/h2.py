@@ -2,7 +2,14 @@
 
 One worker / thread each, the server on CPU 0 and h2load (-t1) on CPU 1, the same 100-byte file; the servers
 alternate ROUNDS times per transport. Reported: requests/s, server CPU %, requests per server-core-second
-(requests / (utime+stime of the server from /proc/PID/stat)) and the tether/h2o ratio.
+(requests / (utime+stime of the server from /proc/PID/stat)) and the tether/h2o ratio, the load average before
+and after, and each server's configuration as run.
+
+Configured alike on what costs CPU: no access log on either (h2o has none without an `access-log` key; tether
+`--access-log off`), one thread, the same idle timeout (120 s), connection limit (10000) and concurrent streams
+(100), no limit of requests per connection (h2o has none for HTTP/2), the same TLS 1.3 suite (h2load offers only
+TLS_AES_256_GCM_SHA384, the suite tether's server preference picks; h2o 2.2.5 takes the client's first choice,
+which was AES-128 by default), session tickets on in both (h2load resumes nothing: 50 handshakes per run).
 """
 
 import os
@@ -29,7 +36,9 @@ listen:
     certificate-file: {cert}
     key-file: {key}
     ocsp-update-interval: 0
-access-log: /dev/null
+max-connections: 10000
+http2-idle-timeout: 120
+http2-max-concurrent-requests-per-connection: 100
 hosts:
   default:
     paths:
@@ -38,9 +47,16 @@ hosts:
 """
 
 
+TLS13_SUITE = "TLS_AES_256_GCM_SHA384"
+
+
+def h2load_cmd(url, n=REQUESTS):
+    return ["taskset", "-c", B.CLIENT_CPU, "h2load", "-t1", "-c50", "-m10", "--tls13-ciphers=" + TLS13_SUITE,
+            "-n", str(n), url]
+
+
 def h2load(url):
-    out = subprocess.run(["taskset", "-c", B.CLIENT_CPU, "h2load", "-t1", "-c50", "-m10", "-n", str(REQUESTS), url],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(h2load_cmd(url), capture_output=True, text=True).stdout
     done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out).group(2))
     failed = REQUESTS - done
     return done, failed, out
@@ -56,21 +72,41 @@ def run(pid, url):
     return {"rps": done / (t1 - t0), "cpu_pct": 100 * cpu / (t1 - t0), "per_core": done / cpu}
 
 
+def profile(pid, tp, tt):
+    """PERF=1: `perf record -g` on tether during one more h2load run per transport; functions over 2 % (self)."""
+    for label, url in (("cleartext", "http://127.0.0.1:%d/100.txt" % tp), ("TLS", "https://127.0.0.1:%d/100.txt" % tt)):
+        data = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".perf-h2-%s.data" % label)
+        rec = subprocess.Popen(["perf", "record", "-g", "-o", data, "-p", str(pid)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        subprocess.run(h2load_cmd(url), capture_output=True)
+        rec.send_signal(2)
+        rec.wait()
+        rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--percent-limit", "2", "--stdio",
+                              "-g", "none", "-q"], capture_output=True, text=True).stdout
+        dso = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso", "--stdio", "-g", "none",
+                              "-q"], capture_output=True, text=True).stdout
+        os.unlink(data)
+        print("\n#### tether's profile, %s (`perf record -g`, functions over 2 %% self)\n" % label)
+        print("```\n%s\nby object:\n%s```" % (rep.rstrip(), dso.rstrip() + "\n"))
+
+
 def main():
     work, root = B.make_workdir("tether-h2-bench-")
     cert, key = B.make_cert(work)
     procs = []
     try:
         tp, tt = B.free_port(), B.free_port()
-        tether = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, TETHER, "serve", "--root", root, "--listen",
-                                   "127.0.0.1:%d" % tp, "--tls-listen", "127.0.0.1:%d" % tt, "--tls-cert", cert,
-                                   "--tls-key", key, "--workers", "1", "--access-log", "off", "--max-requests", "0",
-                                   "--idle-timeout", "120s", "--log-level", "warn"])
+        targs = ["serve", "--root", root, "--listen", "127.0.0.1:%d" % tp, "--tls-listen", "127.0.0.1:%d" % tt,
+                 "--tls-cert", cert, "--tls-key", key, "--workers", "1", "--access-log", "off", "--max-requests", "0",
+                 "--idle-timeout", "120s", "--max-connections", "10000", "--log-level", "warn"]
+        tether = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, TETHER] + targs)
         procs.append(tether)
         hp, ht = B.free_port(), B.free_port()
         conf = os.path.join(work, "h2o.conf")
+        h2o_conf = H2O.format(port=hp, tport=ht, cert=cert, key=key, root=root)
         with open(conf, "w") as f:
-            f.write(H2O.format(port=hp, tport=ht, cert=cert, key=key, root=root))
+            f.write(h2o_conf)
         h2o = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, "h2o", "-c", conf], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         procs.append(h2o)
@@ -78,6 +114,7 @@ def main():
             B.wait_port(p)
         time.sleep(0.3)
         servers = {"tether": (tether.pid, tp, tt), "h2o": (h2o.pid, hp, ht)}
+        print("Load average (1, 5, 15 min) at the start: %s.\n" % B.loadavg())
         print("## HTTP/2: tether vs h2o, h2load -t1 -c50 -m10 -n %d, 100-byte file, one worker each\n" % REQUESTS)
         print("Server on CPU %s, h2load on CPU %s; medians of %d alternating runs. %s; %s." % (
             B.SERVER_CPU, B.CLIENT_CPU, ROUNDS,
@@ -96,9 +133,24 @@ def main():
             med = {n: {k: B.median([r[k] for r in rs]) for k in ("rps", "cpu_pct", "per_core")} for n, rs in rows.items()}
             for n, m in med.items():
                 print("| %s | %.0f | %.0f | %.0f |" % (n, m["rps"], m["cpu_pct"], m["per_core"]))
-            print("\ntether / h2o requests per server-core-second: **%.2fx**" % (
-                med["tether"]["per_core"] / med["h2o"]["per_core"]))
+            print("\ntether / h2o requests per server-core-second: **%.2fx**; every round (requests per core-second): %s"
+                  % (med["tether"]["per_core"] / med["h2o"]["per_core"],
+                     "; ".join("%s %s" % (n, "/".join("%.0f" % r["per_core"] for r in rs)) for n, rs in rows.items())))
+            print("Load average after: %s." % B.loadavg())
             sys.stdout.flush()
+        if os.environ.get("PERF", "0") == "1":
+            profile(tether.pid, tp, tt)
+        print("\nEach server as run (PORT, TLSPORT, DIR: this run's ports and scratch directory); h2load: `%s`\n"
+              % " ".join(h2load_cmd("URL")[3:]))
+        subst = [(work, "DIR"), ("127.0.0.1:%d" % tt, "127.0.0.1:TLSPORT"), ("127.0.0.1:%d" % tp, "127.0.0.1:PORT"),
+                 ("port: %d" % ht, "port: TLSPORT"), ("port: %d" % hp, "port: PORT")]
+
+        def anon(text):
+            for a, b in subst:
+                text = text.replace(a, b)
+            return text
+        print("<details><summary>tether</summary>\n\n```\ntether %s\n```\n</details>\n" % anon(" ".join(targs)))
+        print("<details><summary>h2o (`h2o -c h2o.conf`)</summary>\n\n```\n%s```\n</details>" % anon(h2o_conf))
     finally:
         B.stop_all(procs, work)
 

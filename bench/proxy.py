@@ -158,6 +158,20 @@ def main():
                   % (t, BASELINE, b, (t - b) / b * 100))
         print("Pooling saves %.1f µs of tether CPU per request (%.2fx)." % (
             med["tether, pooling off"]["us_per_req"] - t, med["tether, pooling off"]["us_per_req"] / t))
+        print("\nLoad average (1, 5, 15 min) at the end: %s. Each proxy as run (DIR: this run's scratch directory, "
+              "PORT and ORIGIN: the proxy's and the origin's ports):\n" % B.loadavg())
+        subst = [(work, "DIR"), ("127.0.0.1:%d" % oport, "127.0.0.1:ORIGIN")]
+        for name, _binary, extra in tethers:
+            B.print_config("%s (`tether serve --config tether.ini --listen 127.0.0.1:PORT --workers 1 --access-log off "
+                           "--max-requests 0 --idle-timeout 120s --log-level warn`)" % name,
+                           "[upstream o]\nserver = 127.0.0.1:%d\nmax_requests = 0\n%s[route /]\nupstream = o\n"
+                           % (oport, extra), subst)
+        B.print_config("nginx (`nginx -c nginx.conf`; its worker measured)",
+                       NGINX.format(dir=work, port=0, origin=oport).replace("127.0.0.1:0", "127.0.0.1:PORT"), subst)
+        B.print_config("haproxy (`haproxy -f haproxy.cfg -db`)",
+                       HAPROXY.format(port=0, origin=oport).replace("127.0.0.1:0", "127.0.0.1:PORT"), subst)
+        B.print_config("origin, nginx (`nginx -c origin.conf`; on CPU %s beside the proxy)" % B.SERVER_CPU,
+                       ORIGIN.format(dir=work, port=oport, root=root), subst)
     finally:
         for p in procs:
             p.stop()

@@ -61,6 +61,8 @@ class Server:
     def __init__(self, name, argv, port, worker_pid_fn):
         self.name = name
         self.port = port
+        self.argv = argv
+        self.conf_text = ""
         self.proc = subprocess.Popen(["taskset", "-c", B.SERVER_CPU] + argv, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         B.wait_port(port)
@@ -88,6 +90,7 @@ def start_servers(work, root):
         f.write(NGINX_CONF.format(dir=work, port=nport, root=root))
     # nginx's master forks one worker: that worker does the serving and is the one measured.
     nginx = Server("nginx", ["nginx", "-c", conf], nport, lambda pid: B.children(pid)[0])
+    nginx.conf_text = NGINX_CONF.format(dir=work, port=nport, root=root)
     return tether, nginx
 
 
@@ -170,6 +173,12 @@ def main():
         scenario("Connection: close, 100-byte file", servers, "/100.txt", headers=("Connection: close",))
         scenario("16 pipelined requests per write, 100-byte file", servers, "/100.txt", script=lua)
         idle_rss(servers)
+        print("\nLoad average (1, 5, 15 min) at the end: %s. Each server as run (DIR, PORT: this run's scratch directory and port):\n"
+              % B.loadavg())
+        subst = [(work, "DIR"), (TETHER, "tether"), ("127.0.0.1:%d" % tether.port, "127.0.0.1:PORT"),
+                 ("127.0.0.1:%d" % nginx.port, "127.0.0.1:PORT")]
+        B.print_config("tether", " ".join(tether.argv), subst)
+        B.print_config("nginx (`nginx -c nginx.conf`; its worker measured)", nginx.conf_text, subst)
     finally:
         for s in servers:
             s.stop()

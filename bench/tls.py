@@ -29,6 +29,8 @@ error_log {work}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 60s;
     keepalive_requests 100000;
     keepalive_timeout 120s;
     ssl_session_cache shared:SSL:10m;
@@ -81,16 +83,16 @@ def main():
     procs = []
     try:
         tp, mp = B.free_port(), B.free_port()
-        tether = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, TETHER, "serve", "--root", root, "--tls-listen",
-                                   "127.0.0.1:%d" % tp, "--listen", "127.0.0.1:%d" % B.free_port(), "--tls-cert",
-                                   cert, "--tls-key", key, "--workers", "1", "--access-log", "off", "--max-requests",
-                                   "0", "--idle-timeout", "120s", "--metrics", "127.0.0.1:%d" % mp,
-                                   "--log-level", "warn"])
+        targs = ["serve", "--root", root, "--tls-listen", "127.0.0.1:%d" % tp, "--listen", "127.0.0.1:%d" % B.free_port(),
+                 "--tls-cert", cert, "--tls-key", key, "--workers", "1", "--access-log", "off", "--max-requests", "0",
+                 "--idle-timeout", "120s", "--metrics", "127.0.0.1:%d" % mp, "--log-level", "warn"]
+        tether = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, TETHER] + targs)
         procs.append(tether)
         np_ = B.free_port()
         conf = os.path.join(work, "nginx.conf")
+        nginx_conf = NGINX.format(work=work, port=np_, cert=cert, key=key, root=root)
         with open(conf, "w") as f:
-            f.write(NGINX.format(work=work, port=np_, cert=cert, key=key, root=root))
+            f.write(nginx_conf)
         nginx = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, "nginx", "-c", conf, "-e", "stderr"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(nginx)
@@ -154,6 +156,12 @@ def main():
         n_ka = B.median([1e6 / r["per_core"] for r in ka["nginx"]])
         print("\nServer CPU tether / nginx: full handshake %.2fx, keep-alive request %.2fx (lower is cheaper)." % (
             t_full / n_full, t_ka / n_ka))
+        print("\nLoad average (1, 5, 15 min) at the end: %s. Each server as run (DIR: this run's scratch directory):\n"
+              % B.loadavg())
+        subst = [(work, "DIR"), ("127.0.0.1:%d" % tp, "127.0.0.1:PORT"), ("127.0.0.1:%d" % np_, "127.0.0.1:PORT"),
+                 ("127.0.0.1:%d" % mp, "127.0.0.1:METRICS")]
+        B.print_config("tether", "tether " + " ".join(targs), subst)
+        B.print_config("nginx (`nginx -c nginx.conf`; its worker measured)", nginx_conf, subst)
     finally:
         B.stop_all(procs, work)
 

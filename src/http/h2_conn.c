@@ -21,6 +21,12 @@
 #define GOAWAY_WAIT_MS  1000  /* second GOAWAY at the latest this long after the first */
 #define READ_CHUNK      16384
 #define MAX_GAPS        16 /* ranges of stream ids a client skipped that are remembered (the oldest are forgotten) */
+/* Room inside each stream for a usual request's fields (h2load sends 6 regular fields, curl 2-3; a browser 10-20
+ * outgrows it), so that they need no allocation of their own: the regular fields' refs, the head built at dispatch, the
+ * names and values. */
+#define REFS_INLINE  12
+#define HEAD_INLINE  (offsetof(tt_h1_request_t, fields) + 12 * sizeof(tt_h1_field_t))
+#define STORE_INLINE 384
 
 static const uint8_t PING_GOAWAY[8] = {'t', 'e', 't', 'h', 'e', 'r', 'G', 'A'};
 static const uint8_t PING_LIVE[8] = {'t', 'e', 't', 'h', 'e', 'r', 'P', 'L'};
@@ -42,9 +48,10 @@ typedef struct h2_stream {
     tt_list_t link; /* in c->streams: nghttp2 forgets its streams silently when the session is deleted */
     int32_t id;
     uint64_t start_us; /* loop clock when the request was dispatched (tether_request_duration_seconds) */
-    tt_buf_t store;    /* header names and values */
-    hdr_ref_t *refs;   /* regular fields; :authority becomes "host" */
-    uint32_t nrefs;
+    char *store;       /* header names and values: store_inline, or w->slab's once they outgrow it */
+    uint32_t store_len, store_cap;
+    hdr_ref_t *refs; /* regular fields, :authority becoming "host": refs_inline, or w->slab's */
+    uint32_t nrefs, refs_cap;
     uint32_t header_bytes;
     int32_t method_ref, path_ref; /* index into pseudo[] or -1 */
     hdr_ref_t pseudo[5];          /* :method, :path, :authority, :scheme, :protocol (RFC 8441) */
@@ -76,13 +83,21 @@ typedef struct h2_stream {
     int status;
     uint64_t resp_bytes;
     tt_buf_t out;
+    char *resp_head; /* the response HEADERS' strings, read by nghttp2 until the stream closes (w->slab) */
+    char *body;      /* a response's content given whole to respond() (w->slab): body[body_off..body_len) unsent */
+    uint32_t body_len, body_off;
     tt_buf_t resp_trailers;
     tt_body_file_t file;
     tt_defer_t free_later;
     tt__wgen_t *gen; /* an asynchronous stream's generation (its route state), referenced until the stream is freed */
     char *log_extra; /* the handler's access-log text, copied when it finished (it owns req.log_extra until then) */
     tt_accesslog_up_t log_up; /* likewise, a copy of *req.log_up */
+    /* Last: not zeroed when the stream is made (on_begin_headers) */
+    hdr_ref_t refs_inline[REFS_INLINE];
+    _Alignas(max_align_t) char head_inline[HEAD_INLINE];
+    char store_inline[STORE_INLINE];
 } h2_stream_t;
+_Static_assert(sizeof(h2_stream_t) <= 2048, "a stream fits one size class of the slab (2 KiB)");
 
 struct h2_conn {
     tt__conn_t base;
@@ -94,7 +109,8 @@ struct h2_conn {
     uint64_t accepted_ms;
     tt_addr_t peer;
     nghttp2_session *s;
-    tt_list_t streams; /* every stream with our state attached */
+    tt_list_t streams;   /* every stream with our state attached */
+    h2_stream_t *hdr_st; /* the stream on_header last found (cleared when it is freed) */
     tt_buf_t in;
     tt_buf_t out;
     uint32_t nstreams;       /* open request streams */
@@ -164,9 +180,29 @@ static void kick(h2_conn_t *c)
     if (!c->in_run && !c->closed) tt_loop_defer(c->w->loop, &c->kick, kick_cb);
 }
 
+/* Appends to the stream's header store; returns the offset of the bytes appended. */
+static uint32_t store_append(h2_stream_t *st, const uint8_t *p, size_t n)
+{
+    uint32_t off = st->store_len;
+    if (st->store_len + n > st->store_cap) {
+        size_t cap = st->store_cap;
+        while (cap < st->store_len + n) cap *= 2;
+        if (st->store == st->store_inline) {
+            st->store = tt_slab_alloc(&st->c->w->slab, cap);
+            memcpy(st->store, st->store_inline, st->store_len);
+        } else {
+            st->store = tt_slab_realloc(&st->c->w->slab, st->store, cap);
+        }
+        st->store_cap = (uint32_t)cap;
+    }
+    if (n) memcpy(st->store + off, p, n);
+    st->store_len += (uint32_t)n;
+    return off;
+}
+
 static tt_str_t view(const h2_stream_t *st, uint32_t off, uint32_t len)
 {
-    return tt_str(st->store.base + off, len);
+    return tt_str(st->store + off, len);
 }
 
 /* ---- GOAWAY and PING ---- */
@@ -278,7 +314,11 @@ static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
     (void)user;
     h2_stream_t *st = src->ptr;
     size_t n = 0;
-    if (st->out.len > 0) {
+    if (st->body_off < st->body_len) {
+        n = TT_MIN(length, (size_t)(st->body_len - st->body_off));
+        memcpy(buf, st->body + st->body_off, n);
+        st->body_off += (uint32_t)n;
+    } else if (st->out.len > 0) {
         n = TT_MIN(length, (size_t)st->out.len);
         memcpy(buf, tt_buf_data(&st->out), n);
         tt_buf_consume(&st->out, n);
@@ -291,7 +331,7 @@ static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
     }
     st->resp_bytes += n;
     bool file_done = st->file.fd < 0 || st->file.len == 0;
-    if (st->resp_eof && st->out.len == 0 && file_done) {
+    if (st->resp_eof && st->body_off == st->body_len && st->out.len == 0 && file_done) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         st->resp_eof_sent = true;
         if (st->resp_trailers.len > 0) {
@@ -322,45 +362,84 @@ static size_t fields_to_nv(char *p, size_t len, nghttp2_nv *nv, size_t max);
  * `*count` gets extra + the pairs converted. */
 static nghttp2_nv *fields_nv(char *p, size_t len, nghttp2_nv *stack, size_t stack_n, size_t extra, size_t *count)
 {
-    size_t lines = 0;
-    for (const char *q = p, *end = p + len; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) lines++;
+    /* a line is at least "n:\n": len / 3 bounds the lines, and they are counted only when that is not enough */
+    size_t lines = len / 3;
+    if (extra + lines > stack_n) {
+        lines = 0;
+        for (const char *q = p, *end = p + len; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
+            lines++;
+    }
     size_t need = extra + lines;
     nghttp2_nv *nv = need <= stack_n ? stack : tt_malloc(need * sizeof(*nv));
     *count = extra + fields_to_nv(p, len, nv + extra, lines);
     return nv;
 }
 
+/* Connection-specific fields (RFC 9113 8.2.2), by length first. */
+static bool connection_specific(const char *name, size_t n)
+{
+    switch (n) {
+    case 7: return memcmp(name, "upgrade", 7) == 0;
+    case 10: return memcmp(name, "connection", 10) == 0 || memcmp(name, "keep-alive", 10) == 0;
+    case 16: return memcmp(name, "proxy-connection", 16) == 0;
+    case 17: return memcmp(name, "transfer-encoding", 17) == 0;
+    default: return false;
+    }
+}
+
 static size_t fields_to_nv(char *p, size_t len, nghttp2_nv *nv, size_t max)
 {
-    static const char *const drop[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"};
     size_t k = 0;
     char *end = p + len;
     while (p < end && k < max) {
-        char *eol = memchr(p, '\n', (size_t)(end - p)), *colon = memchr(p, ':', (size_t)(end - p));
-        if (eol == NULL || colon == NULL || colon > eol) break;
+        char *eol = memchr(p, '\n', (size_t)(end - p)), *colon = p;
+        if (eol == NULL) break;
+        for (; colon < eol && *colon != ':'; colon++) *colon = tt_lower(*colon); /* the name, lower-cased */
+        if (colon == eol) break;
         char *v = colon + 1, *ve = eol;
         while (v < ve && (*v == ' ' || *v == '\t')) v++;
         while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-        for (char *q = p; q < colon; q++) *q = tt_lower(*q);
-        bool skip = false;
-        for (size_t i = 0; i < TT_ARRAY_SIZE(drop); i++)
-            if ((size_t)(colon - p) == strlen(drop[i]) && memcmp(p, drop[i], (size_t)(colon - p)) == 0) skip = true;
-        if (!skip) nv[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p), (size_t)(ve - v), 0};
+        if (!connection_specific(p, (size_t)(colon - p)))
+            nv[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p), (size_t)(ve - v), 0};
         p = eol + 1;
     }
     return k;
+}
+
+/* The three digits of a status code (100-999). */
+static void format_status(char out[3], int status)
+{
+    unsigned v = (unsigned)status % 1000;
+    out[0] = (char)('0' + v / 100);
+    out[1] = (char)('0' + v / 10 % 10);
+    out[2] = (char)('0' + v % 10);
+}
+
+/* `v` in decimal into out[0..20); returns the digits written (no NUL). */
+static size_t format_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
 }
 
 /* Submits the response HEADERS (with a data source unless there is no content). */
 static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
 {
     h2_conn_t *c = st->c;
-    char status[8], date[TT_HTTP_DATE_LEN + 1], cl[24];
-    snprintf(status, sizeof(status), "%03d", resp->status % 1000);
-    tt_http_date_format(tt_loop_wall(c->w->loop), date);
-    /* The names are lower-cased in place: a copy of the caller's lines, on the stack when they are small. */
-    char stack_fields[2048];
-    char *fields = resp->fields.n <= sizeof(stack_fields) ? stack_fields : tt_malloc(resp->fields.n);
+    /* The values and the caller's lines (names lower-cased in the copy) stay with the stream until it is freed:
+     * nghttp2 reads them when it serialises the HEADERS (NO_COPY) and never after the stream closed. */
+    tt_slab_free(&c->w->slab, st->resp_head);
+    char *status = st->resp_head = tt_slab_alloc(&c->w->slab, 3 + TT_HTTP_DATE_LEN + 20 + resp->fields.n);
+    char *date = status + 3, *cl = date + TT_HTTP_DATE_LEN, *fields = cl + 20;
+    format_status(status, resp->status);
+    /* "Date: <IMF-fixdate>\r\n...": formatted once a second for the worker */
+    memcpy(date, tt__worker_date_fields(c->w).p + 6, TT_HTTP_DATE_LEN);
     if (resp->fields.n) memcpy(fields, resp->fields.p, resp->fields.n);
     nghttp2_nv stack_nv[48];
     size_t k = 0;
@@ -371,17 +450,17 @@ static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
     nv[1] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, TT_HTTP_DATE_LEN, 0};
     nv[2] = (nghttp2_nv){(uint8_t *)"server", (uint8_t *)"tether", 6, 6, 0};
     if (resp->content_length >= 0 && !tt_http_status_has_no_content(resp->status)) {
-        int n = snprintf(cl, sizeof(cl), "%lld", (long long)resp->content_length);
-        nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n, 0};
+        size_t n = format_u64(cl, (uint64_t)resp->content_length);
+        nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, n, 0};
     }
+    for (size_t i = 0; i < k; i++) nv[i].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
     st->status = resp->status;
     st->resp_submitted = true;
     st->resp_with_data = with_data;
     tt_metrics_count_status(&c->w->metrics, resp->status);
     nghttp2_data_provider dp = {.source.ptr = st, .read_callback = data_read_cb};
-    nghttp2_submit_response(c->s, st->id, nv, k, with_data ? &dp : NULL); /* copies the pairs */
+    nghttp2_submit_response(c->s, st->id, nv, k, with_data ? &dp : NULL); /* copies the pairs, not the strings */
     if (nv != stack_nv) free(nv);
-    if (fields != stack_fields) free(fields);
     kick(c);
 }
 
@@ -390,7 +469,13 @@ static void h2_respond(tt_req_t *rq, const tt_resp_t *resp)
     h2_stream_t *st = stream_of(rq);
     if (st->resp_submitted || st->c->closed) return;
     bool content = !tt_http_status_has_no_content(resp->status) && !rq->is_head;
-    if (content && resp->body_len) tt_buf_append(&st->out, &st->c->w->bufs, resp->body, resp->body_len);
+    if (content && resp->body_len) {
+        /* the content is whole: sized to it, not a 16 KiB pool block per stream */
+        if (resp->body_len > UINT32_MAX) tt_fatal("h2: %zu bytes of content in one respond()", resp->body_len);
+        st->body = tt_slab_alloc(&st->c->w->slab, resp->body_len);
+        memcpy(st->body, resp->body, resp->body_len);
+        st->body_len = (uint32_t)resp->body_len;
+    }
     if (resp->file.fd >= 0) {
         if (content)
             st->file = resp->file;
@@ -545,18 +630,29 @@ static void dispatch(h2_stream_t *st)
         set_tq(c, TQ_NONE);
     }
     /* Build the head the handlers know: the fields, with :authority as Host. */
-    tt_h1_request_t *h = st->head = tt_calloc(1, sizeof(*h));
+    /* Sized to its fields: the field array is the head's last member and nothing reads past nfields (the parse
+     * target of HTTP/1.1 has room for TT_H1_MAX_FIELDS; a stream's head holds the fields it has, a few hundred
+     * bytes instead of 3 KiB per stream in flight). */
+    size_t nf = TT_MIN((size_t)st->nrefs + (st->pseudo[2].value_len ? 1 : 0), (size_t)TT_H1_MAX_FIELDS);
+    size_t hsize = offsetof(tt_h1_request_t, fields) + nf * sizeof(tt_h1_field_t);
+    tt_h1_request_t *h = st->head =
+        hsize <= sizeof(st->head_inline) ? (tt_h1_request_t *)st->head_inline : tt_slab_alloc(&w->slab, hsize);
+    memset(h, 0, hsize);
     h->minor_version = 1;
     h->method = st->method_ref >= 0 ? view(st, st->pseudo[0].value_off, st->pseudo[0].value_len) : TT_STR("GET");
     h->target = st->path_ref >= 0 ? view(st, st->pseudo[1].value_off, st->pseudo[1].value_len) : TT_STR("/");
     static const struct {
         const char *m;
+        size_t n;
         tt_method_t id;
-    } methods[] = {{"GET", TT_METHOD_GET},     {"HEAD", TT_METHOD_HEAD},       {"POST", TT_METHOD_POST},
-                   {"PUT", TT_METHOD_PUT},     {"DELETE", TT_METHOD_DELETE},   {"OPTIONS", TT_METHOD_OPTIONS},
-                   {"PATCH", TT_METHOD_PATCH}, {"CONNECT", TT_METHOD_CONNECT}, {"TRACE", TT_METHOD_TRACE}};
+    } methods[] = {{"GET", 3, TT_METHOD_GET},     {"HEAD", 4, TT_METHOD_HEAD},       {"POST", 4, TT_METHOD_POST},
+                   {"PUT", 3, TT_METHOD_PUT},     {"DELETE", 6, TT_METHOD_DELETE},   {"OPTIONS", 7, TT_METHOD_OPTIONS},
+                   {"PATCH", 5, TT_METHOD_PATCH}, {"CONNECT", 7, TT_METHOD_CONNECT}, {"TRACE", 5, TT_METHOD_TRACE}};
     for (size_t i = 0; i < TT_ARRAY_SIZE(methods); i++)
-        if (tt_str_eq(h->method, methods[i].m, strlen(methods[i].m))) h->method_id = methods[i].id;
+        if (tt_str_eq(h->method, methods[i].m, methods[i].n)) {
+            h->method_id = methods[i].id;
+            break;
+        }
     if (h->method_id == TT_METHOD_CONNECT && st->path_ref < 0) { /* its target is the authority (RFC 9113 8.5) */
         h->target = view(st, st->pseudo[2].value_off, st->pseudo[2].value_len);
     }
@@ -694,7 +790,12 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
     /* A header block (with its CONTINUATIONs) must end within the header timeout, like an HTTP/1.1 head. */
     tt_timer_arm(c->w->loop, &c->hdr_timer, c->ls->policy->header_timeout_ms);
     if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-    h2_stream_t *st = tt_calloc(1, sizeof(*st));
+    h2_stream_t *st = tt_slab_alloc(&c->w->slab, sizeof(*st));
+    memset(st, 0, offsetof(h2_stream_t, refs_inline));
+    st->refs = st->refs_inline;
+    st->refs_cap = REFS_INLINE;
+    st->store = st->store_inline;
+    st->store_cap = STORE_INLINE;
     st->c = c;
     st->id = frame->hd.stream_id;
     note_opened(c, st->id);
@@ -719,7 +820,9 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
 {
     (void)flags;
     h2_conn_t *c = user;
-    h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+    h2_stream_t *st = c->hdr_st; /* the stream of the header block being decoded, not looked up per field */
+    if (st == NULL || st->id != frame->hd.stream_id)
+        st = c->hdr_st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
     if (st == NULL) return 0;
     tt_bufpool_t *bufs = &c->w->bufs;
     const tt_h1_limits_t *lim = &c->ls->policy->limits;
@@ -750,15 +853,16 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
         (authority ? 4 : namelen) + 2 + valuelen > lim->max_field_line)
         st->bad_header = true;
     if (st->bad_header || st->bad_target) return 0;
-    uint32_t noff = st->store.len;
-    tt_buf_append(&st->store, bufs, name, namelen);
-    uint32_t voff = st->store.len;
-    tt_buf_append(&st->store, bufs, value, valuelen);
+    uint32_t noff = store_append(st, name, namelen);
+    uint32_t voff = store_append(st, value, valuelen);
     hdr_ref_t ref = {noff, (uint32_t)namelen, voff, (uint32_t)valuelen};
     if (is_pseudo) {
-        static const char *const pseudo[5] = {":method", ":path", ":authority", ":scheme", ":protocol"};
+        static const struct {
+            const char *name;
+            size_t len;
+        } pseudo[5] = {{":method", 7}, {":path", 5}, {":authority", 10}, {":scheme", 7}, {":protocol", 9}};
         for (int i = 0; i < 5; i++)
-            if (namelen == strlen(pseudo[i]) && memcmp(name, pseudo[i], namelen) == 0) {
+            if (namelen == pseudo[i].len && memcmp(name, pseudo[i].name, namelen) == 0) {
                 st->pseudo[i] = ref;
                 if (i == 0) st->method_ref = 0;
                 if (i == 1) st->path_ref = 1;
@@ -770,7 +874,15 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
         st->bad_header = true;
         return 0;
     }
-    st->refs = tt_realloc(st->refs, (st->nrefs + 1) * sizeof(*st->refs));
+    if (st->nrefs == st->refs_cap) {
+        st->refs_cap *= 2;
+        if (st->refs == st->refs_inline) {
+            st->refs = tt_slab_alloc(&c->w->slab, st->refs_cap * sizeof(*st->refs));
+            memcpy(st->refs, st->refs_inline, sizeof(st->refs_inline));
+        } else {
+            st->refs = tt_slab_realloc(&c->w->slab, st->refs, st->refs_cap * sizeof(*st->refs));
+        }
+    }
     st->refs[st->nrefs++] = ref;
     return 0;
 }
@@ -892,10 +1004,13 @@ static void log_stream(h2_stream_t *st, tt_close_reason_t decision)
 static void stream_free_cb(tt_defer_t *d)
 {
     h2_stream_t *st = tt_container_of(d, h2_stream_t, free_later);
+    tt_slab_t *slab = &st->c->w->slab;
     free(st->log_extra);
-    free(st->refs);
-    free(st->head);
-    free(st);
+    if (st->refs != st->refs_inline) tt_slab_free(slab, st->refs);
+    if (st->head != (tt_h1_request_t *)st->head_inline) tt_slab_free(slab, st->head);
+    if (st->store != st->store_inline) tt_slab_free(slab, st->store); /* the head's views point into it */
+    tt_slab_free(slab, st->resp_head);
+    tt_slab_free(slab, st);
 }
 
 /* The stream is over: its buffers and file go back now; the request is done (calls on it are no-ops) and
@@ -904,10 +1019,12 @@ static void stream_free(h2_stream_t *st)
 {
     tt_bufpool_t *bufs = &st->c->w->bufs;
     st->c->nbegun--;
+    if (st->c->hdr_st == st) st->c->hdr_st = NULL;
     tt_list_remove(&st->link);
     if (st->file.fd >= 0 && st->file.release) st->file.release(st->file.ref);
     st->file.fd = -1;
-    tt_buf_release(&st->store, bufs);
+    tt_slab_free(&st->c->w->slab, st->body);
+    st->body = NULL;
     tt_buf_release(&st->pending, bufs);
     tt_buf_release(&st->trailers, bufs);
     tt_buf_release(&st->out, bufs);
@@ -1299,6 +1416,26 @@ static const tt__conn_ops_t h2_ops = {
 
 /* ---- adoption ---- */
 
+/* nghttp2's allocations (streams, frames, header tables, queued items) come from the worker's slab: a session lives
+ * and dies on its worker, and a stream's dozen objects are made and freed per request. */
+static void *mem_malloc(size_t n, void *ud)
+{
+    return tt_slab_alloc(ud, n);
+}
+static void mem_free(void *p, void *ud)
+{
+    tt_slab_free(ud, p);
+}
+static void *mem_calloc(size_t nmemb, size_t size, void *ud)
+{
+    if (size && nmemb > SIZE_MAX / size) return NULL;
+    return tt_slab_calloc(ud, nmemb * size);
+}
+static void *mem_realloc(void *p, size_t n, void *ud)
+{
+    return tt_slab_realloc(ud, p, n);
+}
+
 /* A new callbacks object; nghttp2 copies it into the session, so the caller frees it after session_new. */
 static nghttp2_session_callbacks *callbacks(void)
 {
@@ -1329,6 +1466,9 @@ static void send_settings(h2_conn_t *c)
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)(lp->limits.max_field_bytes + lp->limits.max_target)},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441 3: WebSockets over HTTP/2 */
+        /* RFC 9218 2.1: tether serves streams in the order they are ready and never used the RFC 7540 dependency
+         * tree; without it nghttp2 keeps no tree per stream (a simpler scheduler per urgency). */
+        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
     };
     nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, settings, TT_ARRAY_SIZE(settings));
     const uint8_t *d;
@@ -1392,7 +1532,10 @@ void tt__h2_conn_adopt(tt__lstate_t *ls, tt_io_t *from, tt_transport_t *tr, cons
          * nghttp2's own limiter would answer INTERNAL_ERROR and keep serving until its GOAWAY is out. */
         nghttp2_option_set_stream_reset_rate_limit(opt, UINT32_MAX, UINT32_MAX);
         nghttp2_option_set_max_deflate_dynamic_table_size(opt, p->header_table_size);
-        rv = nghttp2_session_server_new2(&c->s, cb, c, opt);
+        /* closed streams are kept by nghttp2 only for the RFC 7540 priority tree, which tether does not use */
+        nghttp2_option_set_no_closed_streams(opt, 1);
+        nghttp2_mem mem = {&w->slab, mem_malloc, mem_free, mem_calloc, mem_realloc};
+        rv = nghttp2_session_server_new3(&c->s, cb, c, opt, &mem);
     }
     if (cb != NULL) nghttp2_session_callbacks_del(cb);
     if (opt != NULL) nghttp2_option_del(opt);

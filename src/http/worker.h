@@ -8,6 +8,7 @@
 
 #include "core/buf.h"
 #include "core/rand.h"
+#include "core/slab.h"
 #include "core/tq.h"
 #include "http/accesslog.h"
 #include "http/server.h"
@@ -66,6 +67,7 @@ struct tt_worker {
     pthread_t thread;
     tt_metrics_shard_t metrics;
     tt_bufpool_t bufs; /* connection read/write blocks */
+    tt_slab_t slab;    /* HTTP/2 streams and nghttp2's allocations (h2_conn.c) */
     tt__wgen_t *cur;   /* the current generation: new connections and new requests use it */
     tt_list_t gens;    /* every generation still referenced, oldest first (cur is the last) */
     tt_list_t conns;   /* every open connection */

@@ -388,6 +388,7 @@ typedef struct tls_transport {
     const char *fail; /* static: why the handshake failed (tt_tls_failure) */
     bool fail_verify;
     bool has_pending;    /* a read stopped at an end or error after returning bytes: report it next */
+    bool sock_drained;   /* server side: OpenSSL's last read(2) returned fewer bytes than it asked (bio_on_read) */
     ssize_t pending_res; /* 0 (end of stream) or -errno */
 } tls_transport_t;
 
@@ -427,6 +428,8 @@ static ssize_t tls_read(tt_transport_t *tr, int fd, void *buf, size_t len)
         if (r == 1) {
             total += n;
             if (total == len) return (ssize_t)total;
+            /* OpenSSL emptied the socket and holds nothing: a short read, without the read(2) that says EAGAIN */
+            if (t->sock_drained && !SSL_has_pending(t->ssl)) return (ssize_t)total;
             continue;
         }
         if (total == 0) return ssl_result(t, r, n);
@@ -508,6 +511,20 @@ static tt_transport_t *wrap(SSL *ssl, int fd)
     return &t->base;
 }
 
+/* The socket BIO's reads, seen as they return (server side, with read-ahead): a read(2) that returned fewer bytes
+ * than OpenSSL asked for left the socket empty, as a short read does on TCP; new bytes then raise a new edge. */
+static long bio_on_read(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret, size_t *processed)
+{
+    (void)argp;
+    (void)argi;
+    (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+        tls_transport_t *t = (tls_transport_t *)BIO_get_callback_arg(b);
+        t->sock_drained = ret > 0 && processed != NULL && *processed < len;
+    }
+    return ret;
+}
+
 tt_transport_t *tt_tls_accept(tt_tls_server_t *s, int fd)
 {
     if (atomic_load_explicit(&s->src->gen, memory_order_acquire) != s->gen) {
@@ -516,7 +533,15 @@ tt_transport_t *tt_tls_accept(tt_tls_server_t *s, int fd)
             ERR_clear_error(); /* keep serving with the contexts we have; the reload was checked in main */
     }
     tt_transport_t *t = wrap(SSL_new(s->ctx[0]), fd);
-    if (t != NULL) SSL_set_accept_state(((tls_transport_t *)t)->ssl);
+    if (t == NULL) return NULL;
+    tls_transport_t *tt = (tls_transport_t *)t;
+    SSL_set_accept_state(tt->ssl);
+    /* Read-ahead: what the socket holds, up to OpenSSL's buffer, in one read(2), not a record header and then its
+     * body; tls_read stops once that read came back short and nothing is buffered (bio_on_read). */
+    SSL_set_read_ahead(tt->ssl, 1);
+    BIO *rb = SSL_get_rbio(tt->ssl);
+    BIO_set_callback_arg(rb, (char *)tt);
+    BIO_set_callback_ex(rb, bio_on_read);
     return t;
 }
 

@@ -622,6 +622,27 @@ def test_connection_error_goaway_on_that_connection_only(tether, site, certs, h2
     t.wait_metric("tether_connections_open", lambda v: v == 1)  # (the close is counted as it is made)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_fields_beyond_the_streams_inline_room_reach_the_origin_intact(tether, site, certs, h2conns, origin, transport):
+    """A stream keeps a usual request's fields inside itself (12 fields, 384 bytes of names and values) and moves
+    them to memory of their own when they outgrow that: 40 fields of 600 bytes and more, sent on streams
+    interleaved with small ones on one connection, all reach the origin as sent, in order."""
+    t = start(tether, site, certs=certs, origin=origin)
+    c = open_conn(h2conns, t, transport, certs)
+    big = [("x-field-%02d" % i, ("v%02d-" % i) * (5 + i)) for i in range(40)]
+    small = [("x-one", "1")]
+    sids = []
+    for k in range(6):
+        sids.append((c.request("/up/echo?k=%d" % k, headers=big if k % 2 == 0 else small), k))
+    for sid, k in sids:
+        st = c.response(sid, timeout=20)
+        assert st["reset"] is None and st["headers"][":status"] == "200", st
+        got = [(n, v) for n, v in json.loads(st["body"])["headers"] if n.lower().startswith("x-field-") or
+               n.lower() == "x-one"]
+        want = big if k % 2 == 0 else small
+        assert [(n.lower(), v) for n, v in got] == want, (k, got[:3])
+
+
 # ---- request bodies through a proxy route ----
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
