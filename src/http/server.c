@@ -624,6 +624,7 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
         tt_list_init(&w->conns);
         tt_list_init(&w->gens);
         tt_bufpool_init(&w->bufs, 16384, 256);
+        tt__h1_worker_init(w);
         tt_timer_init(&w->accept_retry, accept_retry_on_timer);
         tt_timer_init(&w->drain_deadline, drain_deadline_on_timer);
         tt__worker_report_init(w);
@@ -864,6 +865,7 @@ void tt_server_free(tt_server_t **srvp)
         if (w->wake_fd >= 0) close(w->wake_fd);
         tt_accesslog_dispose(&w->alog);
         tt_bufpool_dispose(&w->bufs);
+        tt_bufpool_dispose(&w->h1_active);
         free(w->path_buf);
         tt__worker_report_dispose(w);
         tt_loop_free(&w->loop);
