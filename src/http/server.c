@@ -358,8 +358,11 @@ static void listener_on_io(tt_io_t *io, uint32_t events)
     for (int i = 0; i < ACCEPT_BATCH && io->fd >= 0; i++) {
         bool full = w->conf->max_connections && w->nconns >= w->conf->max_connections;
         if (full && !has_idle(w)) {
-            /* Nothing idle to make room: stop accepting until a connection closes or goes idle. */
-            set_accepting(w, false);
+            /* Nothing idle to make room: stop accepting until a connection closes or goes idle. Only when a
+             * connection is known to wait (the listener was reported readable for this very check): after an accept
+             * the listener may be empty, and the connection just accepted may go idle as soon as its request is
+             * read (the listener is level-triggered: one still waiting is reported again at the next poll). */
+            if (i == 0) set_accepting(w, false);
             return;
         }
         tt_addr_t peer;
