@@ -26,6 +26,20 @@ static char *pool_get(tt_bufpool_t *p)
     return tt_malloc(p->size);
 }
 
+void *tt_bufpool_get(tt_bufpool_t *p)
+{
+    return pool_get(p);
+}
+
+void tt_bufpool_put(tt_bufpool_t *p, void *block)
+{
+    p->in_use--;
+    if (p->_nfree < p->_max_free)
+        p->_free[p->_nfree++] = block;
+    else
+        free(block);
+}
+
 bool tt_buf_reserve(tt_buf_t *b, tt_bufpool_t *p, size_t need, size_t max)
 {
     if ((size_t)b->len + need > max) return false;

@@ -29,6 +29,12 @@ typedef struct tt_buf {
 void tt_bufpool_init(tt_bufpool_t *p, size_t size, uint32_t max_free);
 /** Frees the spare blocks; every buffer must have been released. */
 void tt_bufpool_dispose(tt_bufpool_t *p);
+/** Takes a block of `p->size` bytes (uninitialised): a spare, else a new one; aborts the process if memory runs out.
+ *  For fixed-size objects that come and go often (a connection's working state); give it back with
+ *  tt_bufpool_put(). */
+void *tt_bufpool_get(tt_bufpool_t *p);
+/** Gives back a block that tt_bufpool_get() returned: kept as a spare, or freed when `max_free` are kept. */
+void tt_bufpool_put(tt_bufpool_t *p, void *block);
 
 /**
  * Makes room for `need` more bytes after the data of `b`, taking a block from `p` when `b` holds none,

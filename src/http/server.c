@@ -358,8 +358,11 @@ static void listener_on_io(tt_io_t *io, uint32_t events)
     for (int i = 0; i < ACCEPT_BATCH && io->fd >= 0; i++) {
         bool full = w->conf->max_connections && w->nconns >= w->conf->max_connections;
         if (full && !has_idle(w)) {
-            /* Nothing idle to make room: stop accepting until a connection closes or goes idle. */
-            set_accepting(w, false);
+            /* Nothing idle to make room: stop accepting until a connection closes or goes idle. Only when a
+             * connection is known to wait (the listener was reported readable for this very check): after an accept
+             * the listener may be empty, and the connection just accepted may go idle as soon as its request is
+             * read (the listener is level-triggered: one still waiting is reported again at the next poll). */
+            if (i == 0) set_accepting(w, false);
             return;
         }
         tt_addr_t peer;
@@ -625,6 +628,7 @@ tt_server_t *tt_server_new(const tt_server_conf_t *conf, char *err, size_t errle
         tt_list_init(&w->gens);
         tt_bufpool_init(&w->bufs, 16384, 256);
         tt_slab_init(&w->slab);
+        tt__h1_worker_init(w);
         tt_timer_init(&w->accept_retry, accept_retry_on_timer);
         tt_timer_init(&w->drain_deadline, drain_deadline_on_timer);
         tt__worker_report_init(w);
@@ -866,6 +870,7 @@ void tt_server_free(tt_server_t **srvp)
         tt_accesslog_dispose(&w->alog);
         tt_bufpool_dispose(&w->bufs);
         tt_slab_dispose(&w->slab);
+        tt_bufpool_dispose(&w->h1_active);
         free(w->path_buf);
         tt__worker_report_dispose(w);
         tt_loop_free(&w->loop);

@@ -66,11 +66,12 @@ struct tt_worker {
     tt_loop_t *loop;
     pthread_t thread;
     tt_metrics_shard_t metrics;
-    tt_bufpool_t bufs; /* connection read/write blocks */
-    tt_slab_t slab;    /* HTTP/2 streams and nghttp2's allocations (h2_conn.c) */
-    tt__wgen_t *cur;   /* the current generation: new connections and new requests use it */
-    tt_list_t gens;    /* every generation still referenced, oldest first (cur is the last) */
-    tt_list_t conns;   /* every open connection */
+    tt_bufpool_t bufs;      /* connection read/write blocks */
+    tt_bufpool_t h1_active; /* the working state of HTTP/1 connections that are not idle (h1_conn.c) */
+    tt_slab_t slab;         /* HTTP/2 streams and nghttp2's allocations (h2_conn.c) */
+    tt__wgen_t *cur;        /* the current generation: new connections and new requests use it */
+    tt_list_t gens;         /* every generation still referenced, oldest first (cur is the last) */
+    tt_list_t conns;        /* every open connection */
     uint32_t nconns;
     uint64_t conn_seq;
     bool accept_paused;
@@ -168,6 +169,9 @@ void tt__worker_report_merge(tt_worker_t *w, tt_conn_report_t *out);
 void tt__worker_report_dispose(tt_worker_t *w);
 
 /* h1_conn.c, for server.c */
+/** Prepares the worker's pool of HTTP/1 working states (w->h1_active); before the worker runs. Freed with
+ *  tt_bufpool_dispose() once every connection is freed. */
+void tt__h1_worker_init(tt_worker_t *w);
 /** Takes over an accepted socket `fd` from listener `ls` (a TLS listener starts with the handshake). */
 void tt__h1_conn_accept(tt__lstate_t *ls, int fd, const tt_addr_t *peer);
 

@@ -17,7 +17,8 @@ typedef struct tt_transport tt_transport_t;
 typedef struct tt_transport_ops {
     const char *name; /* "tcp" or "tls" */
     ssize_t (*read)(tt_transport_t *t, int fd, void *buf, size_t len);
-    /** `more`: further bytes follow at once (MSG_MORE on TCP) */
+    /** `more`: further bytes, or our FIN (a close or shutdown), follow at once (MSG_MORE on TCP: the last partial
+     *  segment waits for them, and carries the FIN) */
     ssize_t (*write)(tt_transport_t *t, int fd, const void *buf, size_t len, bool more);
     /** Sends `len` bytes of `file_fd` from `*off` (advanced); TLS reads and encrypts them. */
     ssize_t (*sendfile)(tt_transport_t *t, int fd, int file_fd, off_t *off, size_t len);

@@ -246,6 +246,28 @@ static void appends_without_a_limit(void **state)
     tt_bufpool_dispose(&p);
 }
 
+static void lends_fixed_size_objects_and_keeps_max_free_spares(void **state)
+{
+    (void)state;
+    tt_bufpool_t p;
+    tt_bufpool_init(&p, 272, 2);
+    void *a = tt_bufpool_get(&p), *b = tt_bufpool_get(&p), *c = tt_bufpool_get(&p);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    memset(a, 1, 272); /* the whole size is usable (an overflow would show under ASan) */
+    assert_int_equal(p.in_use, 3);
+    tt_bufpool_put(&p, a);
+    tt_bufpool_put(&p, b);
+    tt_bufpool_put(&p, c); /* beyond max_free: freed */
+    assert_int_equal(p.in_use, 0);
+    assert_int_equal(p._nfree, 2);
+    assert_ptr_equal(tt_bufpool_get(&p), b); /* the last spare given back comes first */
+    assert_int_equal(p._nfree, 1);
+    tt_bufpool_put(&p, b);
+    tt_bufpool_dispose(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +280,7 @@ int main(void)
         cmocka_unit_test(gives_the_block_back_on_release),
         cmocka_unit_test(keeps_at_most_max_free_spare_blocks),
         cmocka_unit_test(appends_without_a_limit),
+        cmocka_unit_test(lends_fixed_size_objects_and_keeps_max_free_spares),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
