@@ -18,6 +18,7 @@
 
 #include "core/buf.h"
 #include "core/loop.h"
+#include "core/slab.h"
 #include "core/str.h"
 #include "net/addr.h"
 #include "net/tls.h"
@@ -90,6 +91,8 @@ typedef struct tt_h2c_conf {
     bool manual_window;       /* stream credit is returned as content is consumed (tt_h2c_pause), not on arrival */
     uint64_t ping_ms;         /* send a PING after this long without a frame from the server (0: never) */
     uint64_t ping_timeout_ms; /* an unanswered PING fails the connection with TT_H2C_PING_TIMEOUT after this */
+    tt_slab_t *slab; /* nghttp2's allocations for the session (the worker's slab, not owned, outlives the connection
+                      * like `bufs`); NULL: the C allocator */
 } tt_h2c_conf_t;
 
 /**

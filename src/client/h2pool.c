@@ -1,20 +1,26 @@
 /* h2pool.c -- HTTP/2 connections to one upstream server: streams packed onto as few connections as allowed */
 #include "client/h2pool.h"
 #include "core/err.h"
+#include "net/addrset.h"
 
 typedef struct pconn {
     tt_list_t link; /* in p->conns, oldest first */
     tt_h2c_t *c;
     tt_h2pool_t *p;
+    tt_addr_t addr; /* where it went */
     bool ready;
     bool took_session;
+    bool retired; /* its address left the server's set (tt_h2pool_set_addrs): no new stream, closed once idle */
 } pconn_t;
 
 struct tt_h2pool {
     tt_loop_t *loop;
     tt_bufpool_t *bufs;
     tt_h2pool_conf_t conf;
-    tt_addr_t addr;
+    tt_addr_t addr;   /* where new connections go */
+    tt_addr_t *addrs; /* what the server's name resolves to, owned (tt_h2pool_set_addrs); NULL: `addr` alone */
+    size_t naddrs;
+    uint32_t nretired; /* connections retired with streams still in flight */
     tt_h2pool_metrics_t *m;
     tt_list_t conns;
     uint32_t nconns;
@@ -44,7 +50,7 @@ static bool connecting(const tt_h2pool_t *p)
  * burst would all go on the first connection: streams wait for it (it is the server's first frame). */
 static bool has_room(const pconn_t *pc)
 {
-    return pc->ready && tt_h2c_peer_settings_seen(pc->c) && tt_h2c_can_request(pc->c) &&
+    return pc->ready && !pc->retired && tt_h2c_peer_settings_seen(pc->c) && tt_h2c_can_request(pc->c) &&
            tt_h2c_open_streams(pc->c) < tt_h2c_peer_max_streams(pc->c);
 }
 
@@ -63,6 +69,7 @@ static void conn_gone(pconn_t *pc)
 {
     tt_h2pool_t *p = pc->p;
     tt_list_remove(&pc->link);
+    if (pc->retired) p->nretired--;
     p->nconns--;
     tt_gauge_add(&p->m->conns, -1);
     free(pc);
@@ -89,11 +96,13 @@ static void maybe_open(tt_h2pool_t *p)
     tt_list_foreach_safe(pos, tmp, &p->conns)
     {
         pconn_t *pc = tt_container_of(pos, pconn_t, link);
+        if (pc->retired) continue;                                   /* takes no stream whatever its SETTINGS say */
         if (!pc->ready || !tt_h2c_peer_settings_seen(pc->c)) return; /* its SETTINGS will tell how many it takes */
     }
     if (p->conf.max_connections && p->nconns >= p->conf.max_connections) return; /* a slot will free */
     pconn_t *pc = tt_calloc(1, sizeof(*pc));
     pc->p = p;
+    pc->addr = p->addr;
     tt_h2c_err_t err = TT_H2C_OK;
     pc->c = tt_h2c_connect(p->loop, p->bufs, &p->addr, &p->conf.h2, &conn_ops, pc, &err);
     if (pc->c == NULL) {
@@ -107,8 +116,24 @@ static void maybe_open(tt_h2pool_t *p)
     tt_counter_add(&p->m->opened, 1);
 }
 
+/* Retired connections whose streams have all ended are closed with GOAWAY(NO_ERROR), counted as dns_changed. */
+static void reap_retired(tt_h2pool_t *p)
+{
+    tt_list_t *pos, *tmp;
+    tt_list_foreach_safe(pos, tmp, &p->conns)
+    {
+        if (p->nretired == 0) break;
+        pconn_t *pc = tt_container_of(pos, pconn_t, link);
+        if (!pc->retired || tt_h2c_open_streams(pc->c) > 0) continue;
+        tt_counter_add(&p->m->dns_retired, 1);
+        tt_h2c_goaway(pc->c);
+        conn_gone(pc);
+    }
+}
+
 static void serve(tt_h2pool_t *p)
 {
+    reap_retired(p);
     while (!tt_list_is_empty(&p->queue)) {
         tt_h2c_t *c = room(p);
         if (c == NULL) break;
@@ -309,6 +334,8 @@ void tt_h2pool_free(tt_h2pool_t **pp)
         conn_gone(pc);
     }
     tt_timer_disarm(p->loop, &p->idle_timer);
+    free(p->addrs);
+    p->addrs = NULL;
     if (p->session) tt_tls_session_free(p->session);
     p->session = NULL;
     if (p->serve_later._queued)
@@ -356,4 +383,23 @@ bool tt_h2pool_no_h2(const tt_h2pool_t *p)
 uint32_t tt_h2pool_conns(const tt_h2pool_t *p)
 {
     return p->nconns;
+}
+
+void tt_h2pool_set_addrs(tt_h2pool_t *p, const tt_addr_t *addrs, size_t n)
+{
+    if (n == 0 || (p->naddrs == n && tt_addrset_same(p->addrs, p->naddrs, addrs, n))) return;
+    p->addrs = tt_realloc(p->addrs, n * sizeof(*addrs));
+    memcpy(p->addrs, addrs, n * sizeof(*addrs));
+    p->naddrs = n;
+    if (!tt_addrset_contains(addrs, n, &p->addr)) p->addr = addrs[0];
+    tt_list_t *pos, *tmp;
+    tt_list_foreach_safe(pos, tmp, &p->conns)
+    {
+        pconn_t *pc = tt_container_of(pos, pconn_t, link);
+        if (pc->retired || tt_addrset_contains(addrs, n, &pc->addr)) continue;
+        pc->retired = true;
+        p->nretired++;
+    }
+    reap_retired(p); /* those without streams now (never inside nghttp2: the caller is the worker's loop) */
+    serve_soon(p);   /* waiting streams may need a connection to the new address */
 }

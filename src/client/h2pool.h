@@ -29,8 +29,9 @@ typedef struct tt_h2pool_metrics {
     tt_counter_t goaways[TT_H2POOL_ERR_OTHER + 1]; /* GOAWAY frames received, by error code */
     tt_counter_t ping_timeouts;                    /* connections closed because a PING went unanswered */
     tt_counter_t idle_closed;                      /* connections closed with GOAWAY after idle_timeout */
-    tt_gauge_t ping_rtt_us;                        /* the last PING round trip, us */
-    tt_counter_t tls_handshakes[2];                /* https://: full [0] and resumed [1] TLS handshakes */
+    tt_counter_t dns_retired;       /* connections closed with GOAWAY after their address left the server's set */
+    tt_gauge_t ping_rtt_us;         /* the last PING round trip, us */
+    tt_counter_t tls_handshakes[2]; /* https://: full [0] and resumed [1] TLS handshakes */
 } tt_h2pool_metrics_t;
 
 /** Settings of one pool. */
@@ -81,6 +82,13 @@ void tt_h2pool_free(tt_h2pool_t **p);
 void tt_h2pool_acquire(tt_h2pool_t *p, tt_h2pool_stream_t *s);
 /** Gives up a waiting acquire; a no-op when `s` is not waiting. */
 void tt_h2pool_cancel(tt_h2pool_stream_t *s);
+/** The server's name now resolves to the `n` addresses of `addrs` (copied; n > 0, else nothing changes), as
+ *  tt_pool_set_addrs does for HTTP/1.1: new connections keep going to the address they went to while it is still in
+ *  the set, else to the first of `addrs`. A connection to an address not in the set is retired: it takes no new
+ *  stream, and once its last stream has ended it is closed with GOAWAY(NO_ERROR) (RFC 9113 6.8), counted in
+ *  dns_retired; a stream in flight is never cut. Waiting streams go to a connection to the new set. Without a call
+ *  the pool uses the one address it was made with. Never from inside a callback of this pool. */
+void tt_h2pool_set_addrs(tt_h2pool_t *p, const tt_addr_t *addrs, size_t n);
 /** True once the server (an `auto` upstream over TLS) answered ALPN with http/1.1: requests take the HTTP/1.1
  *  pool from then on. */
 bool tt_h2pool_no_h2(const tt_h2pool_t *p);

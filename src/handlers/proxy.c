@@ -1614,12 +1614,14 @@ static pool_ref_t *adoptable(const proxy_worker_t *old, const tt_upstream_conf_t
 
 /* Gives the pool of `ref` its name's current addresses when they moved since it last had them. The lock inside
  * tt_dns_name_get is taken only then: once per change, never per request. */
-static void dns_sync(pool_ref_t *ref)
+static void dns_sync(proxy_worker_t *pw, size_t i)
 {
+    pool_ref_t *ref = pw->prefs[i];
     if (ref->dns == NULL || tt_dns_name_version(ref->dns) == ref->dns_version) return;
     tt_addr_t addrs[TT_DNS_MAX_ADDRS];
     size_t n = tt_dns_name_get(ref->dns, addrs, TT_DNS_MAX_ADDRS, &ref->dns_version);
     tt_pool_set_addrs(ref->pool, addrs, n);
+    if (pw->h2pools[i] != NULL) tt_h2pool_set_addrs(pw->h2pools[i], addrs, n);
 }
 
 static void dns_on_io(tt_io_t *io, uint32_t events)
@@ -1628,7 +1630,7 @@ static void dns_on_io(tt_io_t *io, uint32_t events)
     proxy_worker_t *pw = tt_container_of(io, proxy_worker_t, dns_io);
     uint64_t v;
     if (read(io->fd, &v, sizeof(v)) != (ssize_t)sizeof(v)) return;
-    for (size_t i = 0; i < pw->reg->nservers; i++) dns_sync(pw->prefs[i]);
+    for (size_t i = 0; i < pw->reg->nservers; i++) dns_sync(pw, i);
 }
 
 static void *proxy_worker_init(const void *conf, tt_worker_t *w)
@@ -1689,13 +1691,20 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
                                .window = (uint32_t)uc->h2_window,
                                .manual_window = true,
                                .ping_ms = uc->h2_ping_ms,
-                               .ping_timeout_ms = uc->h2_ping_timeout_ms},
+                               .ping_timeout_ms = uc->h2_ping_timeout_ms,
+                               .slab = &w->slab},
                         .max_connections = uc->pool.max_connections,
                         .max_pending = uc->pool.max_pending,
                         .queue_timeout_ms = uc->pool.queue_timeout_ms,
                         .idle_timeout_ms = uc->pool.idle_timeout_ms};
                     pw->h2pools[i] =
                         tt_h2pool_new(w->loop, &w->bufs, &hc, &sv->addr, &reg->h2_m[w->id * reg->nservers + i]);
+                    if (ref->dns != NULL && ref->dns_version != 0) { /* an adopted pool's version: not synced again */
+                        tt_addr_t addrs[TT_DNS_MAX_ADDRS];
+                        uint64_t version;
+                        size_t n = tt_dns_name_get(ref->dns, addrs, TT_DNS_MAX_ADDRS, &version);
+                        tt_h2pool_set_addrs(pw->h2pools[i], addrs, n);
+                    }
                 }
             }
         }
@@ -1708,7 +1717,7 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
             if (pw->dns_io.fd < 0 || tt_io_start(w->loop, &pw->dns_io, TT_EV_READ) != 0)
                 tt_fatal("eventfd for the resolver: %s", strerror(errno));
             tt_resolver_subscribe(reg->resolver, pw->dns_io.fd);
-            for (size_t i = 0; i < reg->nservers; i++) dns_sync(pw->prefs[i]); /* what moved before we listened */
+            for (size_t i = 0; i < reg->nservers; i++) dns_sync(pw, i); /* what moved before we listened */
         }
         reg->workers[w->id] = pw;
     }
@@ -1888,18 +1897,21 @@ static const char *open_name(int r)
 /* One counter series per server and reason: the array of `count` counters at `off` in each pool's shard, reason 0
  * (none) left out. */
 static void render_by_reason(char **out, size_t *len, size_t *cap, const tt_proxy_registry_t *reg, const char *name,
-                             const char *help, size_t off, int count, const char *(*reason)(int))
+                             const char *help, size_t off, int count, const char *(*reason)(int), int h2_dns)
 {
     size_t pstride = reg->nservers * sizeof(tt_pool_metrics_t);
+    size_t hstride = reg->nservers * sizeof(tt_h2pool_metrics_t);
     tt_metrics_printf(out, len, cap, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
     for (size_t u = 0; u < reg->nups; u++)
         for (size_t s = 0; s < reg->ups[u].nservers; s++)
-            for (int r = 1; r < count; r++)
+            for (int r = 1; r < count; r++) {
+                size_t i = reg->ups[u]._first_server + s;
+                uint64_t v = sum_u(&reg->pool_m[i], off + (size_t)r * sizeof(tt_counter_t), pstride, reg->nworkers);
+                if (r == h2_dns) /* the server's HTTP/2 connections retired for the same reason count here too */
+                    v += sum_u(&reg->h2_m[i], offsetof(tt_h2pool_metrics_t, dns_retired), hstride, reg->nworkers);
                 tt_metrics_printf(out, len, cap, "%s{upstream=\"%s\",server=\"%s\",reason=\"%s\"} %llu\n", name,
-                                  reg->ups[u].name, reg->ups[u].servers[s].name, reason(r),
-                                  (unsigned long long)sum_u(&reg->pool_m[reg->ups[u]._first_server + s],
-                                                            off + (size_t)r * sizeof(tt_counter_t), pstride,
-                                                            reg->nworkers));
+                                  reg->ups[u].name, reg->ups[u].servers[s].name, reason(r), (unsigned long long)v);
+            }
 }
 
 /* The latency histograms per server, summed over the workers. */
@@ -2127,10 +2139,11 @@ void tt_proxy_render_metrics(void *arg, char **out, size_t *len, size_t *cap)
             }
     }
     render_by_reason(out, len, cap, reg, "tether_upstream_retired_total",
-                     "Upstream connections closed by the pool, by reason.", PM(retired), TT_RETIRE__COUNT, retire_name);
+                     "Upstream connections closed by the pool, by reason.", PM(retired), TT_RETIRE__COUNT, retire_name,
+                     TT_RETIRE_DNS_CHANGED);
     render_by_reason(out, len, cap, reg, "tether_upstream_open_reasons_total",
                      "Why requests got a new upstream connection rather than a parked one.", PM(opens), TT_OPEN__COUNT,
-                     open_name);
+                     open_name, -1);
     tt_metrics_printf(out, len, cap,
                       "# HELP tether_upstream_handshake_seconds_total Time spent connecting (TCP and TLS handshakes) "
                       "on the connections opened.\n# TYPE tether_upstream_handshake_seconds_total counter\n");

@@ -13,7 +13,9 @@ connections are closed with reason dns_changed (metrics, access log `up_open=dns
 A sees all its connections closed; a request in flight on A when the name moves completes (200, served by A) and its
 connection is retired when it ends; a failed resolution keeps the old addresses (requests still reach A on the same
 pooled connection) and is logged once, its recovery once; `resolve_interval = 0` and IP literals are never resolved
-again; a bad `resolve_interval` stops start-up with FILE:LINE.
+again; a bad `resolve_interval` stops start-up with FILE:LINE. An HTTP/2 server (h2c origins A and B) follows its
+name too: new streams reach B, A's connection takes none, its stream in flight completes, then it gets
+GOAWAY(NO_ERROR) and is counted as retired for dns_changed.
 """
 
 import json
@@ -332,3 +334,84 @@ def test_a_reload_keeps_following_the_name(tether, dns, two_origins):
     t.wait_metric("tether_upstream_retired_total", lambda v: v >= 1, upstream="backend", server=server,
                   reason="dns_changed")
     c.close()
+
+
+try:  # the python3-h2 origin of the HTTP/2 upstream tests
+    from test_h2_upstream import H2Origin
+except (ImportError, pytest.skip.Exception):
+    H2Origin = None
+
+
+@pytest.fixture
+def two_h2_origins():
+    """h2c origins A (127.0.0.2) and B (127.0.0.3) on the same port."""
+    started = []
+    for _ in range(20):
+        a = H2Origin(host="127.0.0.2")
+        try:
+            b = H2Origin(host="127.0.0.3", port=a.port)
+        except OSError:
+            a.stop()
+            continue
+        started = [a, b]
+        break
+    assert started, "no port free on both 127.0.0.2 and 127.0.0.3"
+    yield started
+    for o in started:
+        o.stop()
+
+
+@needs_ns
+@pytest.mark.skipif(H2Origin is None, reason="python3-h2 (and grpc, for test_h2_upstream) are not installed")
+def test_h2_server_follows_its_name_and_retires_the_old_connection_after_its_streams(tether, dns, two_h2_origins):
+    """An HTTP/2 server given by name: after the name moves, new streams go on a connection to the new address; the
+    connection to the old one takes no new stream, its stream in flight completes, then it is closed with
+    GOAWAY(NO_ERROR) and counted as retired for dns_changed."""
+    a, b = two_h2_origins
+    server = "%s:%d" % (NAME, a.port)
+    t = tether(config=config(a.port, workers=1).replace("idle_timeout = 60s", "idle_timeout = 60s\nprotocol = h2"))
+    t.wait_metric("tether_upstream_dns_resolutions_total", lambda v: v >= 1, upstream="backend", server=server)
+    assert get(t).status == 200
+    assert len(a.requests) == 1 and a.conns == 1
+
+    # A stream in flight on A's connection when the name moves: A answers it only once released.
+    held = {}
+
+    def held_request():
+        hc = t.connect(timeout=30)
+        try:
+            held["resp"] = hc.get("/hold")
+        finally:
+            hc.close()
+
+    th = threading.Thread(target=held_request)
+    th.start()
+    wait_until("the held stream at A", lambda: any(r[3] == "/hold" for r in a.requests), 5)
+
+    dns.point("127.0.0.3")
+    deadline = time.monotonic() + (INTERVAL + 3 + LATE) * SLOW
+    while not b.requests:
+        assert time.monotonic() < deadline, "no request reached B:\n%s" % t.stderr()[-2000:]
+        assert get(t).status == 200
+        time.sleep(0.05)
+    at_a = len(a.requests)
+    for _ in range(3):  # new streams stay at B, on one connection
+        assert get(t).status == 200
+    assert len(a.requests) == at_a and b.conns == 1
+    # A's connection still carries the held stream: neither closed nor counted yet.
+    assert a.goaways == []
+    assert retired(t, server) == 0
+    assert t.metric("tether_upstream_h2_connections", upstream="backend", server=server) == 2
+
+    a.release.set()
+    th.join(30 * SLOW)
+    assert not th.is_alive()
+    resp = held["resp"]
+    assert resp.status == 200, resp
+    assert resp.body == b"/hold "
+    t.wait_metric("tether_upstream_retired_total", lambda v: v == 1, upstream="backend", server=server,
+                  reason="dns_changed")
+    wait_until("GOAWAY(NO_ERROR) at A", lambda: a.goaways == [(1, 0)], 5)
+    t.wait_metric("tether_upstream_h2_connections", lambda v: v == 1, upstream="backend", server=server)
+    assert a.conns == 1  # never reopened
+    assert get(t).status == 200 and len(a.requests) == at_a

@@ -55,11 +55,13 @@ class H2Origin:
     connection, after N requests were answered, the origin stops reading (and answering PINGs) for good.
     `refuse_first` = K: the first K requests are reset with REFUSED_STREAM. A path starting "/hang" is never
     answered. `resets` records (conn_no, stream_id, error_code) of every RST_STREAM received. A path "/big" is
-    answered with `big` bytes of pattern, sent as the stream's flow-control window allows (`big_sent` counts them)."""
+    answered with `big` bytes of pattern, sent as the stream's flow-control window allows (`big_sent` counts them).
+    A path starting "/hold" is answered once `release` is set. `host` and `port` say where it listens."""
 
-    def __init__(self, goaway_after=None, deaf_after=None, max_streams=100, refuse_first=0, big=0):
+    def __init__(self, goaway_after=None, deaf_after=None, max_streams=100, refuse_first=0, big=0, host="127.0.0.1",
+                 port=0):
         self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.bind((host, port))
         self.lsock.listen(64)
         self.port = self.lsock.getsockname()[1]
         self.goaway_after = goaway_after
@@ -77,6 +79,7 @@ class H2Origin:
         self.conns = 0
         self.pings = 0
         self.goaway_sent = threading.Event()
+        self.release = threading.Event()
         self.deaf = threading.Event()
         self.stopping = False
         self.threads = []
@@ -118,12 +121,13 @@ class H2Origin:
                         time.sleep(0.05)
                     return
                 r, _, _ = select.select([s], [], [], 0.05)
-                if not r:
+                held = any(p[1].startswith("/hold") for p in pending)
+                if not r and not (held and self.release.is_set()):
                     continue
-                data = s.recv(65536)
-                if not data:
+                data = s.recv(65536) if r else None
+                if r and not data:
                     return
-                for ev in conn.receive_data(data):
+                for ev in conn.receive_data(data) if data else []:
                     if isinstance(ev, h2.events.PingReceived):
                         self.pings += 1
                     elif isinstance(ev, h2.events.ConnectionTerminated):
@@ -162,8 +166,12 @@ class H2Origin:
                         s.sendall(conn.data_to_send() + f.serialize())  # behind h2's back: it still answers
                         self.goaway_sent.set()
                     pending = [p for p in pending if p[0] <= last]
+                kept = []  # held back for `release`
                 for sid, path, body in pending:
                     if path.startswith("/hang"):
+                        continue
+                    if path.startswith("/hold") and not self.release.is_set():
+                        kept.append((sid, path, body))
                         continue
                     if path == "/big":
                         conn.send_headers(sid, [(":status", "200"), ("content-length", str(self.big))])
@@ -181,7 +189,7 @@ class H2Origin:
                     conn.send_headers(sid, [(":status", "200"), ("content-length", str(len(payload)))])
                     conn.send_data(sid, payload, end_stream=True)
                     answered += 1
-                pending = []
+                pending = kept
                 for sid in list(bigs):  # as much as the windows allow
                     while bigs[sid] > 0:
                         n = min(bigs[sid], conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
