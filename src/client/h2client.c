@@ -7,6 +7,7 @@
  */
 #include "client/h2client.h"
 #include "core/err.h"
+#include "core/slab_nghttp2.h"
 #include "core/list.h"
 #include "core/timer.h"
 #include "net/sock.h"
@@ -488,27 +489,6 @@ static void kick(tt_h2c_t *c)
 
 /* ---- connecting ---- */
 
-/* With conf.slab, nghttp2's allocations (streams, frames, header tables, queued items) come from the worker's slab:
- * the session lives and dies on its worker, and each stream makes and frees a dozen small objects (as h2_conn.c
- * does for the server side). */
-static void *mem_malloc(size_t n, void *ud)
-{
-    return tt_slab_alloc(ud, n);
-}
-static void mem_free(void *p, void *ud)
-{
-    tt_slab_free(ud, p);
-}
-static void *mem_calloc(size_t nmemb, size_t size, void *ud)
-{
-    if (size && nmemb > SIZE_MAX / size) return NULL;
-    return tt_slab_calloc(ud, nmemb * size);
-}
-static void *mem_realloc(void *p, size_t n, void *ud)
-{
-    return tt_slab_realloc(ud, p, n);
-}
-
 static void ready(tt_h2c_t *c)
 {
     tt_timer_disarm(c->loop, &c->timer);
@@ -517,7 +497,7 @@ static void ready(tt_h2c_t *c)
         if (nghttp2_option_new(&opt) != 0) tt_fatal("nghttp2_option_new: out of memory");
         nghttp2_option_set_no_auto_window_update(opt, 1);
     }
-    nghttp2_mem mem = {c->conf.slab, mem_malloc, mem_free, mem_calloc, mem_realloc};
+    nghttp2_mem mem = tt_slab_nghttp2_mem(c->conf.slab); /* the session lives and dies on the worker */
     if (nghttp2_session_client_new3(&c->s, callbacks(), c, opt, c->conf.slab ? &mem : NULL) != 0)
         tt_fatal("nghttp2_session_client_new");
     if (opt != NULL) nghttp2_option_del(opt);

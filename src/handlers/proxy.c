@@ -449,6 +449,18 @@ static void pause_client(proxy_req_t *pr, bool pause)
 
 static const tt_upconn_ops_t up_ops;
 
+/* The buffered request content could not be read back from its file (`err`, -errno): the exchange is over. The
+ * caller has let go of the upstream side; the client gets a 500, or a cut response when one began. */
+static void content_file_failed(proxy_req_t *pr, int64_t err)
+{
+    tt_log(TT_LOG_ERROR, "route %s: request content file: %s: 500", pr->pc->route, strerror((int)-err));
+    if (pr->response_started)
+        tt_req_fail(pr->req);
+    else
+        tt_req_respond_text(pr->req, 500, TT_STR_NULL);
+    pr_finish(pr);
+}
+
 /* Request buffering: sends the held content from body_off until the connection's output is full (on_drain calls
  * again) or all is out, then the request's end. A content file that cannot be read back is tether's own failure:
  * the connection goes (its request incomplete) and the client gets a 500, logged. */
@@ -459,14 +471,9 @@ static void send_buffered(proxy_req_t *pr)
         const char *p = NULL;
         int64_t n = tt_reqbuf_read(&pr->body, pr->body_off, scratch, sizeof(scratch), &p);
         if (n < 0) {
-            tt_log(TT_LOG_ERROR, "route %s: request content file: %s: 500", pr->pc->route, strerror((int)-n));
             tt_pool_discard(pr->pool, pr->up, TT_RETIRE_ERROR);
             pr->up = NULL;
-            if (pr->response_started)
-                tt_req_fail(pr->req);
-            else
-                tt_req_respond_text(pr->req, 500, TT_STR_NULL);
-            pr_finish(pr);
+            content_file_failed(pr, n);
             return;
         }
         if (n == 0) {
@@ -1017,13 +1024,8 @@ static void h2_send_buffered(proxy_req_t *pr)
         const char *p = NULL;
         int64_t n = tt_reqbuf_read(&pr->body, pr->body_off, scratch, sizeof(scratch), &p);
         if (n < 0) {
-            tt_log(TT_LOG_ERROR, "route %s: request content file: %s: 500", pr->pc->route, strerror((int)-n));
             h2_cancel(pr);
-            if (pr->response_started)
-                tt_req_fail(pr->req);
-            else
-                tt_req_respond_text(pr->req, 500, TT_STR_NULL);
-            pr_finish(pr);
+            content_file_failed(pr, n);
             return;
         }
         if (n == 0) {

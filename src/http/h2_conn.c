@@ -8,6 +8,7 @@
  */
 #include "http/h2_conn.h"
 #include "core/log.h"
+#include "core/slab_nghttp2.h"
 #include "http/date.h"
 #include "net/tls.h"
 
@@ -1416,26 +1417,6 @@ static const tt__conn_ops_t h2_ops = {
 
 /* ---- adoption ---- */
 
-/* nghttp2's allocations (streams, frames, header tables, queued items) come from the worker's slab: a session lives
- * and dies on its worker, and a stream's dozen objects are made and freed per request. */
-static void *mem_malloc(size_t n, void *ud)
-{
-    return tt_slab_alloc(ud, n);
-}
-static void mem_free(void *p, void *ud)
-{
-    tt_slab_free(ud, p);
-}
-static void *mem_calloc(size_t nmemb, size_t size, void *ud)
-{
-    if (size && nmemb > SIZE_MAX / size) return NULL;
-    return tt_slab_calloc(ud, nmemb * size);
-}
-static void *mem_realloc(void *p, size_t n, void *ud)
-{
-    return tt_slab_realloc(ud, p, n);
-}
-
 /* A new callbacks object; nghttp2 copies it into the session, so the caller frees it after session_new. */
 static nghttp2_session_callbacks *callbacks(void)
 {
@@ -1534,7 +1515,7 @@ void tt__h2_conn_adopt(tt__lstate_t *ls, tt_io_t *from, tt_transport_t *tr, cons
         nghttp2_option_set_max_deflate_dynamic_table_size(opt, p->header_table_size);
         /* closed streams are kept by nghttp2 only for the RFC 7540 priority tree, which tether does not use */
         nghttp2_option_set_no_closed_streams(opt, 1);
-        nghttp2_mem mem = {&w->slab, mem_malloc, mem_free, mem_calloc, mem_realloc};
+        nghttp2_mem mem = tt_slab_nghttp2_mem(&w->slab);
         rv = nghttp2_session_server_new3(&c->s, cb, c, opt, &mem);
     }
     if (cb != NULL) nghttp2_session_callbacks_del(cb);
