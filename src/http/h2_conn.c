@@ -416,19 +416,6 @@ static void format_status(char out[3], int status)
     out[2] = (char)('0' + v % 10);
 }
 
-/* `v` in decimal into out[0..20); returns the digits written (no NUL). */
-static size_t format_u64(char *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
-    return n;
-}
-
 /* Submits the response HEADERS (with a data source unless there is no content). */
 static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
 {
@@ -451,7 +438,7 @@ static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
     nv[1] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, TT_HTTP_DATE_LEN, 0};
     nv[2] = (nghttp2_nv){(uint8_t *)"server", (uint8_t *)"tether", 6, 6, 0};
     if (resp->content_length >= 0 && !tt_http_status_has_no_content(resp->status)) {
-        size_t n = format_u64(cl, (uint64_t)resp->content_length);
+        size_t n = (size_t)(tt_put_u64(cl, (uint64_t)resp->content_length) - cl);
         nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, n, 0};
     }
     for (size_t i = 0; i < k; i++) nv[i].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
