@@ -706,18 +706,7 @@ int32_t tt_h2c_request(tt_h2c_t *c, const char *method, const char *scheme, cons
                        void *stream_data)
 {
     if (!tt_h2c_can_request(c)) return -1;
-    h2c_stream_t *st;
-    if (!tt_list_is_empty(&c->spare)) {
-        st = tt_container_of(tt_list_first(&c->spare), h2c_stream_t, link);
-        tt_list_remove(&st->link);
-    } else {
-        st = tt_calloc(1, sizeof(*st));
-        tt_list_init(&st->link);
-    }
-    st->user = stream_data;
-    st->head_seen = false;
-    st->block_trailers = st->paused = st->body_end = st->deferred = st->want_drain = st->drain_due = false;
-    st->unconsumed = 0;
+    h2c_stream_t *st = stream_new(c, stream_data);
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
     nghttp2_nv nv[] = {NV(":method", method), NV(":scheme", scheme), NV(":authority", authority), NV(":path", path)};
 #undef NV
