@@ -89,7 +89,7 @@ void tt_buf_release(tt_buf_t *b, tt_bufpool_t *p)
     b->cap = b->off = b->len = 0;
 }
 
-void tt_buf_append(tt_buf_t *b, tt_bufpool_t *p, const void *data, size_t n)
+void tt__buf_append_grow(tt_buf_t *b, tt_bufpool_t *p, const void *data, size_t n)
 {
     if (n == 0) return; /* data may be NULL then (an empty tt_str_t), and memcpy must not see it */
     if (!tt_buf_reserve(b, p, n, SIZE_MAX)) tt_fatal("buffer overflow");

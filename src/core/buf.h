@@ -44,9 +44,20 @@ void tt_bufpool_put(tt_bufpool_t *p, void *block);
 TT_MUST_CHECK bool tt_buf_reserve(tt_buf_t *b, tt_bufpool_t *p, size_t need, size_t max);
 /** Gives the memory of `b` back to `p` (or frees a grown buffer) and empties `b`. */
 void tt_buf_release(tt_buf_t *b, tt_bufpool_t *p);
+/* tt_buf_append's way when the bytes do not fit after the data already there (or `b` holds no memory). */
+void tt__buf_append_grow(tt_buf_t *b, tt_bufpool_t *p, const void *data, size_t n);
 /** Appends `n` bytes (copied; `data` may be NULL when `n` is 0), growing without bound; for output whose size
- *  the caller already limits. Aborts the process if memory runs out. */
-void tt_buf_append(tt_buf_t *b, tt_bufpool_t *p, const void *data, size_t n);
+ *  the caller already limits. Aborts the process if memory runs out. Inline: a head is built from many small
+ *  appends, and most fit in the block already taken. */
+static inline void tt_buf_append(tt_buf_t *b, tt_bufpool_t *p, const void *data, size_t n)
+{
+    if (b->base != NULL && b->cap - b->off - b->len >= n) {
+        if (n) memcpy(b->base + b->off + b->len, data, n); /* data may be NULL when n is 0 */
+        b->len += (uint32_t)n;
+        return;
+    }
+    tt__buf_append_grow(b, p, data, n);
+}
 
 static inline char *tt_buf_data(const tt_buf_t *b)
 {

@@ -27,16 +27,17 @@ static tt_str_t view_of(const tt_buf_t *b)
     return b->len ? tt_str(tt_buf_data(b), b->len) : TT_STR_NULL;
 }
 
-static bool in_list(tt_str_t n, const char *const *names, size_t count)
+static bool in_list(tt_str_t n, const tt_str_t *names, size_t count)
 {
     for (size_t i = 0; i < count; i++)
-        if (tt_str_ieq(n, names[i], strlen(names[i]))) return true;
+        if (tt_str_ieq(n, names[i].p, names[i].n)) return true; /* lengths first: most names differ there */
     return false;
 }
 
 /* Connection-specific fields (RFC 9110 7.6.1), and the framing a proxy redoes itself. */
-static const char *const hop_by_hop[] = {"connection", "keep-alive", "proxy-connection",  "te",
-                                         "trailer",    "upgrade",    "transfer-encoding", "content-length"};
+static const tt_str_t hop_by_hop[] = {
+    TT_STR("connection"), TT_STR("keep-alive"), TT_STR("proxy-connection"),  TT_STR("te"),
+    TT_STR("trailer"),    TT_STR("upgrade"),    TT_STR("transfer-encoding"), TT_STR("content-length")};
 
 /* The index of the first Connection field of `fields`, or `nfields` when there is none: found once per head, so
  * that asking named_by_connection() for each forwarded field costs nothing on the usual head without one. */
@@ -87,15 +88,22 @@ static void put_values(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h
 static void put_list(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, size_t conn, const char *name,
                      bool keep_theirs, tt_str_t own)
 {
-    tt_buf_t v = {0};
-    bool any = false;
+    char lower[32];
+    size_t n = strlen(name);
+    bool theirs = false;
     if (keep_theirs && !named_by_connection(h->fields, h->nfields, conn, cstr(name))) {
-        char lower[32];
-        size_t n = strlen(name);
         for (size_t i = 0; i < n && i < sizeof(lower) - 1; i++) lower[i] = tt_lower(name[i]);
         lower[TT_MIN(n, sizeof(lower) - 1)] = '\0';
-        put_values(&v, bufs, h, lower, TT_STR(", "), &any);
+        for (size_t i = 0; i < h->nfields && !theirs; i++)
+            theirs = h->fields[i].value.n && tt_str_ieq(h->fields[i].name, lower, strlen(lower));
     }
+    if (!theirs) { /* the usual case: our value alone, written without the list buffer */
+        if (own.n) put_field(b, bufs, tt_str(name, n), own);
+        return;
+    }
+    tt_buf_t v = {0};
+    bool any = false;
+    put_values(&v, bufs, h, lower, TT_STR(", "), &any);
     if (own.n) {
         if (any) tt_buf_append(&v, bufs, TT_LIT(", "));
         put(&v, bufs, own);
@@ -153,8 +161,13 @@ static tt_str_t real_ip(const tt_h1_request_t *h, const tt_upstream_conf_t *uc, 
 }
 
 /* Request fields tether writes itself, from what it knows and what a trusted peer told it. */
-static const char *const generated[] = {
-    "host", "via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"};
+static const tt_str_t generated[] = {TT_STR("host"),
+                                     TT_STR("via"),
+                                     TT_STR("x-forwarded-for"),
+                                     TT_STR("x-forwarded-proto"),
+                                     TT_STR("x-forwarded-host"),
+                                     TT_STR("x-real-ip"),
+                                     TT_STR("forwarded")};
 
 /* True when a request rule of `fr` drops the field named `name`. */
 static bool rule_drops(const tt_forward_route_t *fr, tt_str_t name)
@@ -330,23 +343,25 @@ void tt_forward_response_fields_routed(const tt_h1_response_t *res, const tt_for
 
 bool tt_forward_trailer_allowed(tt_str_t name)
 {
-    static const char *const denied[] = {/* framing and connection */
-                                         "content-length", "transfer-encoding", "trailer", "te", "connection",
-                                         "keep-alive", "proxy-connection", "upgrade",
-                                         /* routing and forwarding */
-                                         "host", "via", "forwarded", "x-forwarded-for", "x-forwarded-host",
-                                         "x-forwarded-proto", "x-real-ip", "max-forwards",
-                                         /* request modifiers: controls and conditionals */
-                                         "cache-control", "expect", "pragma", "range", "if-match", "if-none-match",
-                                         "if-modified-since", "if-unmodified-since", "if-range",
-                                         /* authentication */
-                                         "authorization", "proxy-authorization", "www-authenticate",
-                                         "proxy-authenticate", "authentication-info", "proxy-authentication-info",
-                                         "cookie", "set-cookie",
-                                         /* response control data */
-                                         "age", "expires", "date", "location", "retry-after", "vary", "warning",
-                                         /* how to process the content */
-                                         "content-encoding", "content-type", "content-range"};
+    static const tt_str_t denied[] = {
+        /* framing and connection */
+        TT_STR("content-length"), TT_STR("transfer-encoding"), TT_STR("trailer"), TT_STR("te"), TT_STR("connection"),
+        TT_STR("keep-alive"), TT_STR("proxy-connection"), TT_STR("upgrade"),
+        /* routing and forwarding */
+        TT_STR("host"), TT_STR("via"), TT_STR("forwarded"), TT_STR("x-forwarded-for"), TT_STR("x-forwarded-host"),
+        TT_STR("x-forwarded-proto"), TT_STR("x-real-ip"), TT_STR("max-forwards"),
+        /* request modifiers: controls and conditionals */
+        TT_STR("cache-control"), TT_STR("expect"), TT_STR("pragma"), TT_STR("range"), TT_STR("if-match"),
+        TT_STR("if-none-match"), TT_STR("if-modified-since"), TT_STR("if-unmodified-since"), TT_STR("if-range"),
+        /* authentication */
+        TT_STR("authorization"), TT_STR("proxy-authorization"), TT_STR("www-authenticate"),
+        TT_STR("proxy-authenticate"), TT_STR("authentication-info"), TT_STR("proxy-authentication-info"),
+        TT_STR("cookie"), TT_STR("set-cookie"),
+        /* response control data */
+        TT_STR("age"), TT_STR("expires"), TT_STR("date"), TT_STR("location"), TT_STR("retry-after"), TT_STR("vary"),
+        TT_STR("warning"),
+        /* how to process the content */
+        TT_STR("content-encoding"), TT_STR("content-type"), TT_STR("content-range")};
     return name.n > 0 && name.p[0] != ':' && !in_list(name, denied, TT_ARRAY_SIZE(denied));
 }
 

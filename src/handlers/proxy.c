@@ -821,7 +821,8 @@ static tt_str_t host_only(tt_str_t a)
 static void response_fields(proxy_req_t *pr, const tt_h1_response_t *res, tt_buf_t *f, tt_bufpool_t *bufs)
 {
     const tt_route_rules_t *rules = pr->pc->rules;
-    if (pr->client == NULL || rules == NULL) {
+    bool redirect = (res->status >= 300 && res->status < 400) || res->status == 201; /* what proxy_redirect reads */
+    if (pr->client == NULL || rules == NULL || (rules->nresp == 0 && !redirect)) {   /* nothing to rewrite or add */
         tt_forward_response_fields(res, f, bufs);
         return;
     }
@@ -1473,7 +1474,8 @@ static int routed_head(proxy_route_t *route, proxy_req_t *pr, tt_req_t *req, tt_
         return -1;
     }
     char ip[TT_ADDR_STRLEN];
-    size_t ipn = tt_addr_format_host(req->peer, ip, sizeof(ip));
+    size_t ipn = rules->nreq || rules->nresp ? tt_addr_format_host(req->peer, ip, sizeof(ip)) : 0; /* $remote_addr */
+    ip[ipn] = '\0';
     const char *scheme = req->tls ? "https" : "http";
     tt_forward_route_t fr = {.target = target.len ? tt_str(tt_buf_data(&target), target.len) : TT_STR_NULL,
                              .rules = rules,

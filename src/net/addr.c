@@ -99,8 +99,27 @@ int tt_addr_parse(const char *s, bool resolve, tt_addr_t *out, const char **why)
     return 0;
 }
 
+/* Dotted-quad of an IPv4 address (RFC 791's four octets in network order) into `buf` (at least 16 bytes): what
+ * inet_ntop writes, without its trip through sprintf (a proxied request formats its client's address). */
+static size_t format_ipv4(const struct in_addr *in, char *buf)
+{
+    const unsigned char *o = (const unsigned char *)&in->s_addr;
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = o[i];
+        if (v >= 100) buf[n++] = (char)('0' + v / 100);
+        if (v >= 10) buf[n++] = (char)('0' + v / 10 % 10);
+        buf[n++] = (char)('0' + v % 10);
+        if (i < 3) buf[n++] = '.';
+    }
+    buf[n] = '\0';
+    return n;
+}
+
 size_t tt_addr_format_host(const tt_addr_t *a, char *buf, size_t size)
 {
+    if (a->len != 0 && a->ss.sa.sa_family == AF_INET && size >= INET_ADDRSTRLEN)
+        return format_ipv4(&a->ss.in.sin_addr, buf);
     const void *src =
         a->ss.sa.sa_family == AF_INET6 ? (const void *)&a->ss.in6.sin6_addr : (const void *)&a->ss.in.sin_addr;
     if (a->len == 0 || inet_ntop(a->ss.sa.sa_family, src, buf, (socklen_t)size) == NULL) {

@@ -148,6 +148,7 @@ def test_response_field_rules(clean_tether, origins):
         "response_add_header = X-Served-By tether",
         "response_remove_header = X-Powered-By",
         "response_set_header = X-Host $host",
+        "response_set_header = X-Client $remote_addr",
     ]))
     q = urllib.parse.urlencode([("hdr", "X-Powered-By:php"), ("hdr", "X-Frame-Options:SAMEORIGIN"),
                                 ("hdr", "X-Served-By:origin")])
@@ -157,6 +158,7 @@ def test_response_field_rules(clean_tether, origins):
     assert r.header_all("X-Frame-Options") == ["DENY"]
     assert r.header_all("X-Served-By") == ["origin", "tether"]
     assert r.header_all("X-Host") == ["front.example"]
+    assert r.header_all("X-Client") == ["127.0.0.1"]  # the client's address is kept for response rules
     # another route is untouched
     t2, o2 = routed(clean_tether, origins, "")
     assert get(t2, "/api/x?" + q).header_all("X-Powered-By") == ["php"]

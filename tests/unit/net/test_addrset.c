@@ -10,6 +10,7 @@
 
 #include "net/addrset.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static tt_addr_t A(const char *s)
@@ -110,6 +111,29 @@ static void prints_a_set_for_the_log(void **state)
     assert_int_equal(tt_addrset_format(s, 2, small, 0), 0);
 }
 
+/* tt_addr_format_host writes IPv4 itself (no inet_ntop): every octet width, and what inet_ntop writes for IPv6 */
+static void formats_the_host_part_as_inet_ntop_does(void **state)
+{
+    (void)state;
+    static const char *const v4[] = {"0.0.0.0", "1.2.3.4", "9.10.99.100", "127.0.0.1", "255.255.255.255", "10.200.0.9"};
+    char buf[64];
+    for (size_t i = 0; i < sizeof(v4) / sizeof(v4[0]); i++) {
+        char spec[40];
+        snprintf(spec, sizeof(spec), "%s:80", v4[i]);
+        tt_addr_t a = A(spec);
+        size_t n = tt_addr_format_host(&a, buf, sizeof(buf));
+        assert_string_equal(buf, v4[i]);
+        assert_int_equal(n, strlen(v4[i]));
+    }
+    tt_addr_t a = A("[2001:db8::1]:443");
+    assert_int_equal(tt_addr_format_host(&a, buf, sizeof(buf)), strlen("2001:db8::1"));
+    assert_string_equal(buf, "2001:db8::1");
+    tt_addr_t unset;
+    memset(&unset, 0, sizeof(unset));
+    tt_addr_format_host(&unset, buf, sizeof(buf));
+    assert_string_equal(buf, "-");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +142,7 @@ int main(void)
         cmocka_unit_test(compares_sets_whatever_their_order_and_repeats),
         cmocka_unit_test(removes_repeats_keeping_the_first_of_each_in_order),
         cmocka_unit_test(prints_a_set_for_the_log),
+        cmocka_unit_test(formats_the_host_part_as_inet_ntop_does),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
