@@ -10,9 +10,9 @@
 #include "core/slab_nghttp2.h"
 #include "core/list.h"
 #include "core/timer.h"
+#include "http/h2_fields.h"
 #include "net/sock.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
 #include <pthread.h>
@@ -176,42 +176,6 @@ static void h2c_fail(tt_h2c_t *c, tt_h2c_err_t err)
         c->ops->on_stream_end(c, user, stream_err, 0);
     }
     c->ops->on_close(c, err);
-}
-
-/* Field lines "Name: value\r\n" to name/value pairs after `front` slots left for pseudo-headers: names lower-cased in
- * place (RFC 9113 8.2.1), connection-specific fields dropped (8.2.2), TE kept only as "trailers". Returns `stack`
- * or an allocation (the caller frees it when it is not `stack`); `*count` is the number of pairs, `front` included. */
-static nghttp2_nv *lines_nv(char *p, size_t len, nghttp2_nv *stack, size_t stack_n, size_t front, size_t *count)
-{
-    size_t lines = 0;
-    for (size_t i = 0; i < len; i++) lines += p[i] == '\n';
-    nghttp2_nv *nv = front + lines <= stack_n ? stack : tt_malloc((front + lines) * sizeof(*nv));
-    size_t k = front;
-    char *end = p + len;
-    while (p < end) {
-        char *eol = memchr(p, '\n', (size_t)(end - p));
-        char *next = eol ? eol + 1 : end;
-        char *e = eol ? eol : end;
-        if (e > p && e[-1] == '\r') e--;
-        char *colon = memchr(p, ':', (size_t)(e - p));
-        if (colon != NULL && colon > p) {
-            size_t nl = (size_t)(colon - p);
-            for (size_t i = 0; i < nl; i++) p[i] = (char)tolower((unsigned char)p[i]);
-            char *v = colon + 1;
-            while (v < e && (*v == ' ' || *v == '\t')) v++;
-            char *ve = e;
-            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-            tt_str_t n = tt_str(p, nl), val = tt_str(v, (size_t)(ve - v));
-            bool drop = tt_str_ieq(n, TT_LIT("connection")) || tt_str_ieq(n, TT_LIT("keep-alive")) ||
-                        tt_str_ieq(n, TT_LIT("proxy-connection")) || tt_str_ieq(n, TT_LIT("transfer-encoding")) ||
-                        tt_str_ieq(n, TT_LIT("upgrade")) || tt_str_ieq(n, TT_LIT("host")) ||
-                        (tt_str_ieq(n, TT_LIT("te")) && !tt_str_ieq(val, TT_LIT("trailers")));
-            if (!drop) nv[k++] = (nghttp2_nv){(uint8_t *)n.p, (uint8_t *)val.p, n.n, val.n, NGHTTP2_NV_FLAG_NONE};
-        }
-        p = next;
-    }
-    *count = k;
-    return nv;
 }
 
 /* ---- nghttp2 callbacks ---- */
@@ -775,7 +739,8 @@ static ssize_t body_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
         if (st->trailers.len) {
             nghttp2_nv stack[32];
             size_t k = 0;
-            nghttp2_nv *nv = lines_nv(tt_buf_data(&st->trailers), st->trailers.len, stack, TT_ARRAY_SIZE(stack), 0, &k);
+            nghttp2_nv *nv = tt_h2_fields_nv(tt_buf_data(&st->trailers), st->trailers.len, stack, TT_ARRAY_SIZE(stack),
+                                             0, TT_H2_FIELDS_REQUEST, &k);
             if (k > 0 && nghttp2_submit_trailer(s, id, nv, k) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             if (nv != stack) free(nv);
         }
@@ -794,7 +759,7 @@ int32_t tt_h2c_submit(tt_h2c_t *c, const char *method, const char *scheme, tt_st
     if (!tt_h2c_can_request(c)) return -1;
     nghttp2_nv stack[64];
     size_t k = 0;
-    nghttp2_nv *nv = lines_nv(fields, fields_len, stack, TT_ARRAY_SIZE(stack), 4, &k);
+    nghttp2_nv *nv = tt_h2_fields_nv(fields, fields_len, stack, TT_ARRAY_SIZE(stack), 4, TT_H2_FIELDS_REQUEST, &k);
     nv[0] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)method, 7, strlen(method), NGHTTP2_NV_FLAG_NONE};
     nv[1] = (nghttp2_nv){(uint8_t *)":scheme", (uint8_t *)scheme, 7, strlen(scheme), NGHTTP2_NV_FLAG_NONE};
     nv[2] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)authority.p, 10, authority.n, NGHTTP2_NV_FLAG_NONE};

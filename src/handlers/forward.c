@@ -333,7 +333,9 @@ void tt_forward_response_fields_routed(const tt_h1_response_t *res, const tt_for
             put_field(b, bufs, f->name, f->value);
     }
     if (!resp_rule_drops(fr, TT_STR("via"))) {
-        if (res->minor_version)
+        if (res->major_version == 2)
+            tt_buf_append(b, bufs, TT_LIT("Via: 2 tether\r\n"));
+        else if (res->minor_version)
             tt_buf_append(b, bufs, TT_LIT("Via: 1.1 tether\r\n"));
         else
             tt_buf_append(b, bufs, TT_LIT("Via: 1.0 tether\r\n"));

@@ -66,8 +66,9 @@ void tt_forward_upgrade_response_fields(const tt_h1_response_t *res, tt_buf_t *b
 /**
  * Appends the fields of upstream response `res` that pass to the client, each "Name: value\r\n": all but the
  * hop-by-hop ones, those its Connection field names, the framing tether redoes (Content-Length,
- * Transfer-Encoding) and Date and Server (the client connection's own), then "Via: 1.x tether" (the version
- * received). Owning worker only.
+ * Transfer-Encoding) and Date and Server (the client connection's own), then "Via: 1.0 tether", "Via: 1.1
+ * tether" or "Via: 2 tether" (the protocol received: res->major_version 2 for a response from an HTTP/2 server). Owning
+ * worker only.
  */
 void tt_forward_response_fields(const tt_h1_response_t *res, tt_buf_t *b, tt_bufpool_t *bufs);
 

@@ -1156,6 +1156,7 @@ static void h2_on_conn(tt_h2pool_stream_t *s, tt_h2c_t *c, tt_h2c_err_t err)
 static tt_h1_response_t *h2_response_view(proxy_req_t *pr, int status, tt_str_t fields)
 {
     tt_h1_response_t *res = &pr->pw->w->up_res; /* field by field: zeroing its 100 field slots costs more */
+    res->major_version = 2;                     /* Via names the protocol received (RFC 9110 7.6.3) */
     res->minor_version = 1;
     res->status = status;
     res->reason = TT_STR_NULL;

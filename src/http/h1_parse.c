@@ -595,6 +595,7 @@ int tt_h1_parse_response(const char *buf, size_t len, size_t last_len, const tt_
         p[7] > '9' || p[8] != ' ')
         return resp_bad(res, TT_H1_E_VERSION);
     if (p[5] != '1') return resp_bad(res, TT_H1_E_VERSION_UNSUPPORTED);
+    res->major_version = 1;
     res->minor_version = p[7] == '0' ? 0 : 1;
     p += 9;
     if (p[0] < '1' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9')

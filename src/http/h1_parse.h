@@ -141,6 +141,7 @@ int tt_h1_find_field(const tt_h1_request_t *req, const char *lower_name, size_t 
 
 /** A parsed response head; every view points into the parsed buffer. */
 typedef struct tt_h1_response {
+    int major_version; /* 1; 2 for a response received over HTTP/2 and viewed as this struct (proxy.c) */
     int minor_version; /* 0 or 1 */
     int status;        /* 100..599 */
     tt_str_t reason;

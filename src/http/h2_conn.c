@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/slab_nghttp2.h"
 #include "http/date.h"
+#include "http/h2_fields.h"
 #include "net/tls.h"
 
 #include <errno.h>
@@ -292,8 +293,6 @@ static h2_stream_t *stream_of(tt_req_t *rq)
     return rq->_conn;
 }
 
-static nghttp2_nv *fields_nv(char *p, size_t len, nghttp2_nv *stack, size_t stack_n, size_t extra, size_t *count);
-
 /* The handler owns the bytes of req.log_extra only until it finishes (msg.h), and the line is written when
  * the stream closes, later: keep a copy. */
 static void keep_log_extra(h2_stream_t *st)
@@ -339,8 +338,8 @@ static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
             /* trailer lines "name: value\r\n" to nghttp2 name/value pairs (lower-case names), every one of them */
             nghttp2_nv stack_nv[32];
             size_t k = 0;
-            nghttp2_nv *nv = fields_nv(tt_buf_data(&st->resp_trailers), st->resp_trailers.len, stack_nv,
-                                       TT_ARRAY_SIZE(stack_nv), 0, &k);
+            nghttp2_nv *nv = tt_h2_fields_nv(tt_buf_data(&st->resp_trailers), st->resp_trailers.len, stack_nv,
+                                             TT_ARRAY_SIZE(stack_nv), 0, 0, &k);
             if (k > 0 && nghttp2_submit_trailer(st->c->s, id, nv, k) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             if (nv != stack_nv) free(nv);
         }
@@ -351,60 +350,6 @@ static ssize_t data_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
         return NGHTTP2_ERR_DEFERRED;
     }
     return (ssize_t)n;
-}
-
-/* Parses "Name: value\r\n" lines into name/value pairs; names are lower-cased in place (RFC 9113 8.2.1) and
- * connection-specific fields are dropped (8.2.2). Returns how many pairs were written. */
-static size_t fields_to_nv(char *p, size_t len, nghttp2_nv *nv, size_t max);
-
-/* An array with room for every field line of `p[0..len)` plus `extra` pairs in front (the caller's), the
- * lines converted after them: `stack` when it is large enough, else a heap array the caller frees. No field
- * is ever dropped for lack of room: the limits are the head limits applied where the fields came from.
- * `*count` gets extra + the pairs converted. */
-static nghttp2_nv *fields_nv(char *p, size_t len, nghttp2_nv *stack, size_t stack_n, size_t extra, size_t *count)
-{
-    /* a line is at least "n:\n": len / 3 bounds the lines, and they are counted only when that is not enough */
-    size_t lines = len / 3;
-    if (extra + lines > stack_n) {
-        lines = 0;
-        for (const char *q = p, *end = p + len; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
-            lines++;
-    }
-    size_t need = extra + lines;
-    nghttp2_nv *nv = need <= stack_n ? stack : tt_malloc(need * sizeof(*nv));
-    *count = extra + fields_to_nv(p, len, nv + extra, lines);
-    return nv;
-}
-
-/* Connection-specific fields (RFC 9113 8.2.2), by length first. */
-static bool connection_specific(const char *name, size_t n)
-{
-    switch (n) {
-    case 7: return memcmp(name, "upgrade", 7) == 0;
-    case 10: return memcmp(name, "connection", 10) == 0 || memcmp(name, "keep-alive", 10) == 0;
-    case 16: return memcmp(name, "proxy-connection", 16) == 0;
-    case 17: return memcmp(name, "transfer-encoding", 17) == 0;
-    default: return false;
-    }
-}
-
-static size_t fields_to_nv(char *p, size_t len, nghttp2_nv *nv, size_t max)
-{
-    size_t k = 0;
-    char *end = p + len;
-    while (p < end && k < max) {
-        char *eol = memchr(p, '\n', (size_t)(end - p)), *colon = p;
-        if (eol == NULL) break;
-        for (; colon < eol && *colon != ':'; colon++) *colon = tt_lower(*colon); /* the name, lower-cased */
-        if (colon == eol) break;
-        char *v = colon + 1, *ve = eol;
-        while (v < ve && (*v == ' ' || *v == '\t')) v++;
-        while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-        if (!connection_specific(p, (size_t)(colon - p)))
-            nv[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p), (size_t)(ve - v), 0};
-        p = eol + 1;
-    }
-    return k;
 }
 
 /* The three digits of a status code (100-999). */
@@ -431,8 +376,8 @@ static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
     if (resp->fields.n) memcpy(fields, resp->fields.p, resp->fields.n);
     nghttp2_nv stack_nv[48];
     size_t k = 0;
-    /* three pairs in front, one more (content-length) behind: fields_nv leaves room for 3 + lines; ask 4 */
-    nghttp2_nv *nv = fields_nv(fields, resp->fields.n, stack_nv, TT_ARRAY_SIZE(stack_nv) - 1, 3, &k);
+    /* three pairs in front, one more (content-length) behind: tt_h2_fields_nv leaves room for 3 + lines; ask 4 */
+    nghttp2_nv *nv = tt_h2_fields_nv(fields, resp->fields.n, stack_nv, TT_ARRAY_SIZE(stack_nv) - 1, 3, 0, &k);
     if (nv != stack_nv) nv = tt_realloc(nv, (k + 1) * sizeof(*nv));
     nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, 0};
     nv[1] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, TT_HTTP_DATE_LEN, 0};
@@ -441,7 +386,7 @@ static void submit_head(h2_stream_t *st, const tt_resp_t *resp, bool with_data)
         size_t n = (size_t)(tt_put_u64(cl, (uint64_t)resp->content_length) - cl);
         nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, n, 0};
     }
-    for (size_t i = 0; i < k; i++) nv[i].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+    for (size_t i = 0; i < k; i++) nv[i].flags |= NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
     st->status = resp->status;
     st->resp_submitted = true;
     st->resp_with_data = with_data;
@@ -544,7 +489,7 @@ static void h2_interim(tt_req_t *rq, int status, tt_str_t fields)
     if (fields.n) memcpy(f, fields.p, fields.n);
     nghttp2_nv stack_nv[32];
     size_t k = 0;
-    nghttp2_nv *nv = fields_nv(f, fields.n, stack_nv, TT_ARRAY_SIZE(stack_nv), 1, &k);
+    nghttp2_nv *nv = tt_h2_fields_nv(f, fields.n, stack_nv, TT_ARRAY_SIZE(stack_nv), 1, 0, &k);
     nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)code, 7, 3, 0};
     nghttp2_submit_headers(c->s, NGHTTP2_FLAG_NONE, st->id, NULL, nv, k, NULL); /* copies the pairs */
     if (nv != stack_nv) free(nv);

@@ -23,6 +23,7 @@ from tls_util import certs, tls_args, tls_port  # noqa: F401
 
 grpc = pytest.importorskip("grpc")
 h2_connection = pytest.importorskip("h2.connection")
+import hpack  # noqa: E402
 import h2.config  # noqa: E402
 import h2.events  # noqa: E402
 import h2.settings  # noqa: E402
@@ -250,6 +251,10 @@ def test_h1_and_h2_clients_reach_an_h2c_origin_over_one_connection(tether, h2ori
     assert ("te", "trailers") in head and ("x-a", "1") in head  # TE: trailers passes, lower-case names
     assert dict(head)[":authority"] == "t" and dict(head)[":scheme"] == "http"  # the Host forwarded, as to HTTP/1.1
     assert not {n for n, _ in head} & {"host", "connection", "keep-alive", "transfer-encoding", "upgrade"}
+    # the request id is new for every request: never indexed, so it does not churn the HPACK table (RFC 7541 6.2.3)
+    never = {n for n, _ in (h for h in head if isinstance(h, hpack.NeverIndexedHeaderTuple))}
+    assert never == {"x-request-id"}, head
+    assert r.header("Via") == "2 tether"  # the protocol received from the origin (RFC 9110 7.6.3)
     assert o.conns == 1  # seven exchanges from seven client connections: one upstream connection
     assert {r[0] for r in o.requests} == {1}
     assert h2m(t, "tether_upstream_h2_connections_opened_total") == 1
