@@ -39,34 +39,73 @@ static const tt_str_t hop_by_hop[] = {
     TT_STR("connection"), TT_STR("keep-alive"), TT_STR("proxy-connection"),  TT_STR("te"),
     TT_STR("trailer"),    TT_STR("upgrade"),    TT_STR("transfer-encoding"), TT_STR("content-length")};
 
-/* The index of the first Connection field of `fields`, or `nfields` when there is none: found once per head, so
- * that asking named_by_connection() for each forwarded field costs nothing on the usual head without one. */
-static size_t first_connection(const tt_h1_field_t *fields, size_t nfields)
+/* The options of a head's Connection fields (RFC 9110 7.6.1), tokenised once per head so that asking
+ * named_by_connection() for each forwarded field compares a few lengths (an origin's "Connection: keep-alive" on
+ * every response made each field re-read the Connection value). */
+typedef struct conn_opts {
+    const tt_h1_field_t *fields; /* the head's, for a head with more options than `tok` holds */
+    size_t nfields;
+    size_t n;  /* options in tok */
+    bool many; /* more than TT_ARRAY_SIZE(tok): named_by_connection() reads the fields again */
+    tt_str_t tok[8];
+} conn_opts_t;
+
+static bool same_name(tt_str_t a, tt_str_t b)
 {
-    size_t i = 0;
-    while (i < nfields && !tt_str_ieq(fields[i].name, TT_LIT("connection"))) i++;
-    return i;
+    if (a.n != b.n || a.n == 0) return false;
+    for (size_t k = 0; k < a.n; k++)
+        if (tt_lower(a.p[k]) != tt_lower(b.p[k])) return false;
+    return true;
 }
 
-/* True when `n` is one of the field names listed in the Connection field(s) of `fields`, the first of which is
- * at `first` (first_connection()). */
-static bool named_by_connection(const tt_h1_field_t *fields, size_t nfields, size_t first, tt_str_t n)
+/* Calls `each(tok, arg)` for every option of the Connection fields of `fields` until it returns true; returns
+ * whether one did. */
+static bool each_conn_option(const tt_h1_field_t *fields, size_t nfields, bool (*each)(tt_str_t, void *), void *arg)
 {
-    for (size_t i = first; i < nfields; i++) {
+    for (size_t i = 0; i < nfields; i++) {
         if (!tt_str_ieq(fields[i].name, TT_LIT("connection"))) continue;
         const char *p = fields[i].value.p, *end = p + fields[i].value.n;
         while (p < end) {
             while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
             const char *s = p;
             while (p < end && *p != ',' && *p != ' ' && *p != '\t') p++;
-            tt_str_t tok = tt_str(s, (size_t)(p - s));
-            if (tok.n == n.n && tok.n > 0) {
-                bool eq = true;
-                for (size_t k = 0; k < n.n && eq; k++) eq = tt_lower(tok.p[k]) == tt_lower(n.p[k]);
-                if (eq) return true;
-            }
+            if (p > s && each(tt_str(s, (size_t)(p - s)), arg)) return true;
         }
     }
+    return false;
+}
+
+static bool keep_option(tt_str_t tok, void *arg)
+{
+    conn_opts_t *o = arg;
+    if (o->n == TT_ARRAY_SIZE(o->tok)) {
+        o->many = true;
+        return true;
+    }
+    o->tok[o->n++] = tok;
+    return false;
+}
+
+static void conn_opts_init(conn_opts_t *o, const tt_h1_field_t *fields, size_t nfields)
+{
+    o->fields = fields;
+    o->nfields = nfields;
+    o->n = 0;
+    o->many = false;
+    each_conn_option(fields, nfields, keep_option, o);
+}
+
+static bool is_name(tt_str_t tok, void *arg)
+{
+    return same_name(tok, *(const tt_str_t *)arg);
+}
+
+/* True when `n` is one of the field names listed in the head's Connection field(s). */
+static bool named_by_connection(const conn_opts_t *o, tt_str_t n)
+{
+    if (o->many) return each_conn_option(o->fields, o->nfields, is_name, &n);
+    for (size_t i = 0; i < o->n; i++)
+        if (same_name(o->tok[i], n)) return true;
     return false;
 }
 
@@ -85,13 +124,13 @@ static void put_values(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h
 }
 
 /* "Name: <the request's values>, <own>\r\n"; `own` may be empty (then the field is left out if nothing came). */
-static void put_list(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, size_t conn, const char *name,
-                     bool keep_theirs, tt_str_t own)
+static void put_list(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, const conn_opts_t *conn,
+                     const char *name, bool keep_theirs, tt_str_t own)
 {
     char lower[32];
     size_t n = strlen(name);
     bool theirs = false;
-    if (keep_theirs && !named_by_connection(h->fields, h->nfields, conn, cstr(name))) {
+    if (keep_theirs && !named_by_connection(conn, cstr(name))) {
         for (size_t i = 0; i < n && i < sizeof(lower) - 1; i++) lower[i] = tt_lower(name[i]);
         lower[TT_MIN(n, sizeof(lower) - 1)] = '\0';
         for (size_t i = 0; i < h->nfields && !theirs; i++)
@@ -187,7 +226,8 @@ void tt_forward_request_head_routed(const tt_req_t *rq, const tt_upstream_conf_t
     const tt_h1_request_t *h = rq->head;
     const bool h2 = rq->major_version == 2;
     const bool trusted = uc->ntrusted && tt_cidr_set_match(uc->trusted, uc->ntrusted, rq->peer);
-    const size_t conn = first_connection(h->fields, h->nfields);
+    conn_opts_t conn_opts, *conn = &conn_opts;
+    conn_opts_init(conn, h->fields, h->nfields);
     char ipbuf[TT_ADDR_STRLEN];
     tt_str_t ip = tt_str(ipbuf, tt_addr_format_host(rq->peer, ipbuf, sizeof(ipbuf)));
 
@@ -218,7 +258,7 @@ void tt_forward_request_head_routed(const tt_req_t *rq, const tt_upstream_conf_t
             continue;
         if (rq->request_id_len && tt_str_ieq(f->name, TT_LIT("x-request-id"))) continue; /* the one below */
         if (in_list(f->name, hop_by_hop, TT_ARRAY_SIZE(hop_by_hop)) || tt_str_ieq(f->name, TT_LIT("expect")) ||
-            named_by_connection(h->fields, h->nfields, conn, f->name) || rule_drops(fr, f->name))
+            named_by_connection(conn, f->name) || rule_drops(fr, f->name))
             continue;
         put_field(b, bufs, f->name, f->value);
     }
@@ -317,12 +357,13 @@ static void put_redirect(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_field_t *f
 void tt_forward_response_fields_routed(const tt_h1_response_t *res, const tt_forward_route_t *fr, tt_buf_t *b,
                                        tt_bufpool_t *bufs)
 {
-    const size_t conn = first_connection(res->fields, res->nfields);
+    conn_opts_t conn;
+    conn_opts_init(&conn, res->fields, res->nfields);
     const bool redirect = fr && fr->redirect && ((res->status >= 300 && res->status < 400) || res->status == 201);
     for (size_t i = 0; i < res->nfields; i++) {
         const tt_h1_field_t *f = &res->fields[i];
         if (in_list(f->name, hop_by_hop, TT_ARRAY_SIZE(hop_by_hop)) || tt_str_ieq(f->name, TT_LIT("date")) ||
-            tt_str_ieq(f->name, TT_LIT("server")) || named_by_connection(res->fields, res->nfields, conn, f->name) ||
+            tt_str_ieq(f->name, TT_LIT("server")) || named_by_connection(&conn, f->name) ||
             resp_rule_drops(fr, f->name))
             continue;
         bool loc = redirect && tt_str_ieq(f->name, TT_LIT("location"));

@@ -220,6 +220,29 @@ static void passes_response_fields_with_its_via(void **state)
     test_free(res);
 }
 
+/* Connection options are read once per head (up to eight kept; a head with more is read again per field): every
+ * field any of them names is dropped, whichever Connection field lists it and however it is cased */
+static void drops_every_field_the_connection_options_name(void **state)
+{
+    fixture_t *f = *state;
+    static const char few[] = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\nX-B: 2\r\n"
+                              "connection: x-b\r\nX-C: 3\r\n\r\n";
+    static const char many[] = "HTTP/1.1 200 OK\r\nConnection: o1, o2, o3, o4, o5, o6, o7, o8, o9\r\n"
+                               "Connection: ,X-Ten ,\r\nO9: 1\r\nO1: 1\r\nX-TEN: 1\r\nX-C: 3\r\n\r\n";
+    const char *heads[] = {few, many};
+    const size_t lens[] = {sizeof(few) - 1, sizeof(many) - 1};
+    tt_h1_response_t *res = test_malloc(sizeof(*res));
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(tt_h1_parse_response(heads[i], lens[i], 0, &tt_h1_default_limits, res), (int)lens[i]);
+        tt_buf_release(&f->out, &f->bufs);
+        tt_forward_response_fields(res, &f->out, &f->bufs);
+        static const char want[] = "X-C: 3\r\nVia: 1.1 tether\r\n";
+        assert_int_equal(f->out.len, sizeof(want) - 1);
+        assert_memory_equal(tt_buf_data(&f->out), want, sizeof(want) - 1);
+    }
+    test_free(res);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +253,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(joins_http2_cookies_and_names_version_2, setup, teardown),
         cmocka_unit_test_setup_teardown(filters_trailers, setup, teardown),
         cmocka_unit_test_setup_teardown(passes_response_fields_with_its_via, setup, teardown),
+        cmocka_unit_test_setup_teardown(drops_every_field_the_connection_options_name, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
