@@ -151,12 +151,5 @@ try:
     scenario("nginx proxy keep-alive (nginx proxy_pass -> tether, both on CPU %s: server-bound)" % B.SERVER_CPU,
              [static.pid] + B.children(nginx.pid), "http://127.0.0.1:%d/100.txt" % nport, False)
 finally:
-    for p in procs:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    shutil.rmtree(work, ignore_errors=True)
+    B.stop_all(procs, work)
 PY

@@ -1,4 +1,5 @@
-"""Shared pieces of tether's benchmarks: free ports, CPU pinning, /proc CPU and RSS, wrk runs.
+"""Shared pieces of tether's benchmarks: free ports, pinned processes started and stopped, /proc CPU and RSS, wrk and
+h2load runs.
 
 Servers are pinned to CPU 0 and the load generator to CPU 1 (this machine has two cores). A server's
 cost is its own utime+stime from /proc/PID/stat over the run, so "requests per server-core-second" is
@@ -19,6 +20,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TETHER = os.environ.get("TETHER_BIN", os.path.join(ROOT, "build", "tether"))
 
 
 def free_port():
@@ -53,6 +55,46 @@ def wait_port(port, timeout=10):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("nothing listening on port %d" % port)
+
+
+def wait_ports(named, timeout=10):
+    """Waits until each of `named` ({server name: port}) accepts a connection; exits naming the first that does not."""
+    for name, port in named.items():
+        try:
+            wait_port(port, timeout)
+        except RuntimeError as e:
+            raise SystemExit("%s: %s" % (name, e))
+
+
+def start(argv, cpu=SERVER_CPU, **popen):
+    """Starts `argv` pinned to `cpu` (taskset) with no standard input; `popen` goes to subprocess.Popen. Stop it
+    with stop() or stop_all()."""
+    return subprocess.Popen(["taskset", "-c", cpu] + list(argv), stdin=subprocess.DEVNULL, **popen)
+
+
+def stop(p):
+    """SIGTERM to a Popen still running, SIGKILL if it has not exited 10 s later; reaps it."""
+    if p.poll() is None:
+        p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def version(argv):
+    """The first line a program prints for `argv` (its version command)."""
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
+    return out.strip().splitlines()[0] if out.strip() else ""
+
+
+def cpu_during(pid, fn):
+    """Runs fn(); returns (its result, the CPU seconds process `pid` used meanwhile (at least 1e-9), wall seconds)."""
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    result = fn()
+    c1, t1 = cpu_seconds(pid), time.monotonic()
+    return result, max(c1 - c0, 1e-9), t1 - t0
 
 
 def children(pid):
@@ -90,12 +132,22 @@ def run_wrk(url, seconds, conns=50, script=None, headers=()):
 
 def measure(pid, url, seconds, **kw):
     """Runs wrk and returns a dict of requests/s, p99 ms, server CPU %, requests per core-second."""
-    c0, t0 = cpu_seconds(pid), time.monotonic()
-    reqs, p99, errors, _ = run_wrk(url, seconds, **kw)
-    c1, t1 = cpu_seconds(pid), time.monotonic()
-    cpu = max(c1 - c0, 1e-9)
-    return {"rps": reqs / (t1 - t0), "p99": p99, "cpu_pct": 100 * cpu / (t1 - t0), "per_core": reqs / cpu,
+    (reqs, p99, errors, _), cpu, wall = cpu_during(pid, lambda: run_wrk(url, seconds, **kw))
+    return {"rps": reqs / wall, "p99": p99, "cpu_pct": 100 * cpu / wall, "per_core": reqs / cpu,
             "errors": errors, "reqs": reqs}
+
+
+def h2load_cmd(url, n, extra=()):
+    """The h2load command line of the HTTP/2 benches: one thread, 50 connections, 10 streams each, `n` requests, on
+    CLIENT_CPU; `extra` options go before -n."""
+    return ["taskset", "-c", CLIENT_CPU, "h2load", "-t1", "-c50", "-m10"] + list(extra) + ["-n", str(n), url]
+
+
+def h2load(url, n, extra=()):
+    """Runs h2load_cmd(); returns (the requests it counted as succeeded, 0 when its summary is missing, its output)."""
+    out = subprocess.run(h2load_cmd(url, n, extra), capture_output=True, text=True).stdout
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    return (int(m.group(2)) if m else 0), out
 
 
 def raise_nofile():
@@ -151,15 +203,9 @@ def make_workdir(prefix):
 
 
 def stop_all(procs, work=None):
-    """SIGTERM each Popen (SIGKILL after 10 s), then removes `work`."""
+    """stop() each Popen, then removes `work`."""
     for p in procs:
-        if p.poll() is None:
-            p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop(p)
     if work:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -11,7 +11,6 @@ CPU microseconds per proxied request (utime+stime from /proc/PID/stat), and the 
 """
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import benchlib as B  # noqa: E402
 
 REQUESTS = int(os.environ.get("H2_REQUESTS", "300000"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-TETHER = os.environ.get("TETHER_BIN", os.path.join(B.ROOT, "build", "tether"))
+TETHER = B.TETHER
 
 H2O = """num-threads: 1
 listen:
@@ -83,15 +82,10 @@ def established_to(port, pid):
 
 
 def run(pid, port, origin):
-    c0, t0 = B.cpu_seconds(pid), time.monotonic()
-    out = subprocess.run(["taskset", "-c", B.CLIENT_CPU, "h2load", "-t1", "-c50", "-m10", "-n", str(REQUESTS),
-                          "http://127.0.0.1:%d/100.txt" % port], capture_output=True, text=True).stdout
-    c1, t1 = B.cpu_seconds(pid), time.monotonic()
-    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
-    if m is None or int(m.group(2)) != REQUESTS:
+    (done, out), cpu, wall = B.cpu_during(pid, lambda: B.h2load("http://127.0.0.1:%d/100.txt" % port, REQUESTS))
+    if done != REQUESTS:
         raise SystemExit("port %d: not every request succeeded: the comparison would be void\n%s" % (port, out))
-    cpu = max(c1 - c0, 1e-9)
-    return {"rps": REQUESTS / (t1 - t0), "cpu_pct": 100 * cpu / (t1 - t0), "us_per_req": cpu / REQUESTS * 1e6,
+    return {"rps": REQUESTS / wall, "cpu_pct": 100 * cpu / wall, "us_per_req": cpu / REQUESTS * 1e6,
             "up_conns": established_to(origin, pid)}
 
 
@@ -102,36 +96,29 @@ def main():
         origin = B.free_port()
         with open(os.path.join(work, "h2o.conf"), "w") as f:
             f.write(H2O.format(port=origin, root=root))
-        procs.append(subprocess.Popen(["taskset", "-c", B.CLIENT_CPU, "h2o", "-c", os.path.join(work, "h2o.conf")],
-                                      stdout=subprocess.DEVNULL))
+        procs.append(B.start(["h2o", "-c", os.path.join(work, "h2o.conf")], cpu=B.CLIENT_CPU,
+                             stdout=subprocess.DEVNULL))
         tp = B.free_port()
         with open(os.path.join(work, "tether.ini"), "w") as f:
             f.write(TETHER_INI.format(origin=origin))
-        tether = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, TETHER, "serve", "--config",
-                                   os.path.join(work, "tether.ini"), "--listen", "127.0.0.1:%d" % tp, "--workers", "1",
-                                   "--access-log", "off", "--max-requests", "0", "--idle-timeout", "120s",
-                                   "--log-level", "warn"])
+        tether = B.start([TETHER, "serve", "--config", os.path.join(work, "tether.ini"), "--listen",
+                          "127.0.0.1:%d" % tp, "--workers", "1", "--access-log", "off", "--max-requests", "0",
+                          "--idle-timeout", "120s", "--log-level", "warn"])
         procs.append(tether)
         proxies = {"tether": (tether.pid, tp)}
-        ports = [("h2o", origin), ("tether", tp)]
+        ports = {"h2o": origin, "tether": tp}
         for name, cfg in (("haproxy", HAPROXY), ("haproxy-bare", HAPROXY_BARE)):
             hp = B.free_port()
             with open(os.path.join(work, name + ".cfg"), "w") as f:
                 f.write(cfg.format(port=hp, origin=origin))
-            haproxy = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, "haproxy", "-f", os.path.join(work, name + ".cfg"),
-                                        "-db"], stdout=subprocess.DEVNULL)
+            haproxy = B.start(["haproxy", "-f", os.path.join(work, name + ".cfg"), "-db"], stdout=subprocess.DEVNULL)
             procs.append(haproxy)
             proxies[name] = (haproxy.pid, hp)
-            ports.append((name, hp))
-        for name, p in ports:
-            try:
-                B.wait_port(p)
-            except RuntimeError as e:
-                raise SystemExit("%s: %s" % (name, e))
+            ports[name] = hp
+        B.wait_ports(ports)
         time.sleep(0.3)
         for pid, port in proxies.values():  # warm-up, not counted: connections, allocator arenas, page faults
-            subprocess.run(["taskset", "-c", B.CLIENT_CPU, "h2load", "-t1", "-c50", "-m10", "-n", "20000",
-                            "http://127.0.0.1:%d/100.txt" % port], capture_output=True)
+            B.h2load("http://127.0.0.1:%d/100.txt" % port, 20000)
         rows = {n: [] for n in proxies}
         for i in range(ROUNDS):
             for n, (pid, port) in proxies.items():
@@ -139,14 +126,12 @@ def main():
                 rows[n].append(r)
                 B.log("  %s round %d: %.0f req/s, %.2f us CPU/request, %d upstream connections"
                       % (n, i + 1, r["rps"], r["us_per_req"], r["up_conns"]))
-        load = open("/proc/loadavg").read().split()[:3]
         print("## HTTP/2 to upstreams: tether vs HAProxy in front of h2o over h2c (`bench/h2-upstream.sh`)\n")
         print("h2load -t1 -c50 -m10 -n %d (h2c) on CPU %s with the h2o origin (one thread); the proxy (one worker / "
               "thread) on CPU %s; a 100-byte file; medians of %d alternating runs; load average at the end: %s. "
-              "%s; %s; %s.\n" % (REQUESTS, B.CLIENT_CPU, B.SERVER_CPU, ROUNDS, " ".join(load),
-                                 subprocess.run([TETHER, "--version"], capture_output=True, text=True).stdout.strip(),
-                                 subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
-                                 subprocess.run(["h2o", "--version"], capture_output=True, text=True).stdout.splitlines()[0]))
+              "%s; %s; %s.\n" % (REQUESTS, B.CLIENT_CPU, B.SERVER_CPU, ROUNDS, B.loadavg(),
+                                 B.version([TETHER, "--version"]), B.version(["haproxy", "-v"]),
+                                 B.version(["h2o", "--version"])))
         print("| proxy | requests/s | proxy CPU % | proxy CPU µs per request | upstream connections | vs tether |")
         print("|---|---:|---:|---:|---:|---:|")
         med = {n: {k: B.median([r[k] for r in rs]) for k in ("rps", "cpu_pct", "us_per_req", "up_conns")}

@@ -13,7 +13,6 @@ which was AES-128 by default), session tickets on in both (h2load resumes nothin
 """
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import benchlib as B  # noqa: E402
 
 REQUESTS = int(os.environ.get("H2_REQUESTS", "400000"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-TETHER = os.environ.get("TETHER_BIN", os.path.join(B.ROOT, "build", "tether"))
+TETHER = B.TETHER
 
 H2O = """num-threads: 1
 listen:
@@ -50,26 +49,15 @@ hosts:
 TLS13_SUITE = "TLS_AES_256_GCM_SHA384"
 
 
-def h2load_cmd(url, n=REQUESTS):
-    return ["taskset", "-c", B.CLIENT_CPU, "h2load", "-t1", "-c50", "-m10", "--tls13-ciphers=" + TLS13_SUITE,
-            "-n", str(n), url]
-
-
-def h2load(url):
-    out = subprocess.run(h2load_cmd(url), capture_output=True, text=True).stdout
-    done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out).group(2))
-    failed = REQUESTS - done
-    return done, failed, out
+H2LOAD_OPTS = ["--tls13-ciphers=" + TLS13_SUITE]
 
 
 def run(pid, url):
-    c0, t0 = B.cpu_seconds(pid), time.monotonic()
-    done, failed, out = h2load(url)
-    c1, t1 = B.cpu_seconds(pid), time.monotonic()
+    (done, out), cpu, wall = B.cpu_during(pid, lambda: B.h2load(url, REQUESTS, H2LOAD_OPTS))
+    failed = REQUESTS - done
     if failed:
         raise SystemExit("%s: %d requests failed: the comparison would be void\n%s" % (url, failed, out))
-    cpu = max(c1 - c0, 1e-9)
-    return {"rps": done / (t1 - t0), "cpu_pct": 100 * cpu / (t1 - t0), "per_core": done / cpu}
+    return {"rps": done / wall, "cpu_pct": 100 * cpu / wall, "per_core": done / cpu}
 
 
 def profile(pid, tp, tt):
@@ -79,7 +67,7 @@ def profile(pid, tp, tt):
         rec = subprocess.Popen(["perf", "record", "-g", "-o", data, "-p", str(pid)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        subprocess.run(h2load_cmd(url), capture_output=True)
+        subprocess.run(B.h2load_cmd(url, REQUESTS, H2LOAD_OPTS), capture_output=True)
         rec.send_signal(2)
         rec.wait()
         rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--percent-limit", "2", "--stdio",
@@ -100,26 +88,23 @@ def main():
         targs = ["serve", "--root", root, "--listen", "127.0.0.1:%d" % tp, "--tls-listen", "127.0.0.1:%d" % tt,
                  "--tls-cert", cert, "--tls-key", key, "--workers", "1", "--access-log", "off", "--max-requests", "0",
                  "--idle-timeout", "120s", "--max-connections", "10000", "--log-level", "warn"]
-        tether = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, TETHER] + targs)
+        tether = B.start([TETHER] + targs)
         procs.append(tether)
         hp, ht = B.free_port(), B.free_port()
         conf = os.path.join(work, "h2o.conf")
         h2o_conf = H2O.format(port=hp, tport=ht, cert=cert, key=key, root=root)
         with open(conf, "w") as f:
             f.write(h2o_conf)
-        h2o = subprocess.Popen(["taskset", "-c", B.SERVER_CPU, "h2o", "-c", conf], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+        h2o = B.start(["h2o", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(h2o)
-        for p in (tp, tt, hp, ht):
-            B.wait_port(p)
+        B.wait_ports({"tether": tp, "tether TLS": tt, "h2o": hp, "h2o TLS": ht})
         time.sleep(0.3)
         servers = {"tether": (tether.pid, tp, tt), "h2o": (h2o.pid, hp, ht)}
         print("Load average (1, 5, 15 min) at the start: %s.\n" % B.loadavg())
         print("## HTTP/2: tether vs h2o, h2load -t1 -c50 -m10 -n %d, 100-byte file, one worker each\n" % REQUESTS)
         print("Server on CPU %s, h2load on CPU %s; medians of %d alternating runs. %s; %s." % (
             B.SERVER_CPU, B.CLIENT_CPU, ROUNDS,
-            subprocess.run([TETHER, "--version"], capture_output=True, text=True).stdout.strip(),
-            subprocess.run(["h2o", "--version"], capture_output=True, text=True).stdout.splitlines()[0]))
+            B.version([TETHER, "--version"]), B.version(["h2o", "--version"])))
         for label, scheme, idx in (("cleartext (prior knowledge)", "http", 1), ("TLS (ALPN h2)", "https", 2)):
             rows = {n: [] for n in servers}
             for i in range(ROUNDS):
@@ -141,7 +126,7 @@ def main():
         if os.environ.get("PERF", "0") == "1":
             profile(tether.pid, tp, tt)
         print("\nEach server as run (PORT, TLSPORT, DIR: this run's ports and scratch directory); h2load: `%s`\n"
-              % " ".join(h2load_cmd("URL")[3:]))
+              % " ".join(B.h2load_cmd("URL", REQUESTS, H2LOAD_OPTS)[3:]))
         subst = [(work, "DIR"), ("127.0.0.1:%d" % tt, "127.0.0.1:TLSPORT"), ("127.0.0.1:%d" % tp, "127.0.0.1:PORT"),
                  ("port: %d" % ht, "port: TLSPORT"), ("port: %d" % hp, "port: PORT")]
 

@@ -38,7 +38,7 @@ RUNS = int(os.environ.get("RACE_RUNS", "3"))
 RELAY_MS = float(os.environ.get("RACE_RELAY_MS", "2"))
 KINDS = os.environ.get("RACE_ORIGINS", "abcd")
 PROXIES = os.environ.get("RACE_PROXIES", "tether,nginx,haproxy").split(",")
-TETHER = os.environ.get("TETHER_BIN", os.path.join(B.ROOT, "build", "tether"))
+TETHER = B.TETHER
 INTEGRATION = os.path.join(B.ROOT, "tests", "integration")
 
 ORIGINS = {
@@ -124,8 +124,7 @@ class Proc:
     """A process on CPU 0 that prints "PORT n" when it listens (origin.py, relay.py)."""
 
     def __init__(self, argv):
-        self.p = subprocess.Popen(["taskset", "-c", B.SERVER_CPU] + argv, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE)
+        self.p = B.start(argv, stdout=subprocess.PIPE)
         line = self.p.stdout.readline().decode()
         if not line.startswith("PORT "):
             self.stop()
@@ -169,9 +168,8 @@ def start_proxy(name, work, upstream_port):
         with open(conf, "w") as f:
             f.write(text)
         argv = ["haproxy", "-f", conf, "-db"]
-    p = subprocess.Popen(["taskset", "-c", B.SERVER_CPU] + argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    B.wait_port(port)
+    p = B.start(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    B.wait_ports({name: port})
     return p, port
 
 
@@ -197,13 +195,8 @@ def run(kind, proxy, seed):
             kind, proxy, row["requests"], row["failures"], row["GET"], row["POST"], row["opened"]))
         return row
     finally:
-        if p is not None and p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        if p is not None:
+            B.stop(p)
         if relay:
             relay.stop()
         origin.stop()

@@ -224,6 +224,7 @@ void tt_forward_request_head_routed(const tt_req_t *rq, const tt_upstream_conf_t
                                     bool chunked_up, tt_buf_t *b, tt_bufpool_t *bufs)
 {
     const tt_h1_request_t *h = rq->head;
+    (void)tt_req_id(rq); /* made at its first use (reqid.c): here, while the head is valid; read below */
     const bool h2 = rq->major_version == 2;
     const bool trusted = uc->ntrusted && tt_cidr_set_match(uc->trusted, uc->ntrusted, rq->peer);
     conn_opts_t conn_opts, *conn = &conn_opts;

@@ -103,8 +103,9 @@ struct tt_accesslog_fmt {
     bool json; /* variables write JSON values (quoted strings, numbers, null) */
     size_t nops;
     op_t ops[MAX_OPS];
-    char *text; /* the literals */
-    char *spec; /* what it was compiled from (tt_accesslog_fmt_spec) */
+    char *text;            /* the literals */
+    char *spec;            /* what it was compiled from (tt_accesslog_fmt_spec) */
+    bool reads_request_id; /* a step is $request_id (json has every variable) */
     size_t ncaps;
     uint8_t caplen[TT_ACCESSLOG_MAX_CAPS];
     char capname[TT_ACCESSLOG_MAX_CAPS][CAP_NAME_MAX]; /* lower-case field name, or AUTHORITY */
@@ -415,8 +416,16 @@ static tt_accesslog_fmt_t *compile_spec(const char *spec, char *why, size_t whyl
 tt_accesslog_fmt_t *tt_accesslog_fmt_compile(const char *spec, char *why, size_t whylen)
 {
     tt_accesslog_fmt_t *f = compile_spec(spec, why, whylen);
-    if (f != NULL) f->spec = tt_strndup(spec, strlen(spec));
+    if (f == NULL) return NULL;
+    f->spec = tt_strndup(spec, strlen(spec));
+    for (size_t i = 0; i < f->nops; i++)
+        if (!f->ops[i].literal && f->ops[i].var == V_REQUEST_ID) f->reads_request_id = true;
     return f;
+}
+
+bool tt_accesslog_reads_request_id(const tt_accesslog_t *log)
+{
+    return tt_accesslog_enabled(log) && log->fmt != NULL && log->fmt->reads_request_id;
 }
 
 const char *tt_accesslog_fmt_spec(const tt_accesslog_fmt_t *f)

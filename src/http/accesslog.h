@@ -124,6 +124,9 @@ static inline bool tt_accesslog_wants_extra(const tt_accesslog_t *log)
 {
     return tt_accesslog_enabled(log) && log->fmt == NULL;
 }
+/** True when lines are written and their format reads $request_id (json, or a template naming it; main and
+ *  combined do not), so every request needs its id, possibly after its head is gone. Owning worker only. */
+bool tt_accesslog_reads_request_id(const tt_accesslog_t *log);
 /** Appends one line; it is written at the end of the loop turn (or sooner when 32 KiB are buffered). Never
  *  allocates beyond the worker's log buffer. Owning worker only. */
 void tt_accesslog_add(tt_accesslog_t *log, const tt_accesslog_rec_t *rec);

@@ -1406,6 +1406,7 @@ static void respond_timeout(h1_conn_t *c)
     tt_req_t rq;
     memset(&rq, 0, offsetof(tt_req_t, request_id));
     rq.head = h;
+    rq.worker = c->w;
     tt__req_set_id(&rq, c->w, NULL);
     log_line(c, &rq, 408, n > 0 ? (uint64_t)n : 0, n > 0 ? (uint64_t)n : 0, TT_CLOSE_HEADER_TIMEOUT);
 }

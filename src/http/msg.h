@@ -111,9 +111,10 @@ struct tt_req {
 
     /* the log's view of the request */
     const tt_accesslog_up_t *log_up;    /* a proxied request's upstream side for the log line; as log_extra */
-    uint8_t request_id_len;             /* bytes of request_id; 0: none ([log] request_id = off) */
+    bool _id_pending;                   /* private: the id is made at its first use (tt_req_id) */
+    uint8_t request_id_len;             /* bytes of request_id; 0: none ([log] request_id = off), or not made yet */
     char request_id[TT_REQUEST_ID_MAX]; /* X-Request-Id: the client's when kept, else generated (32 hex digits);
-                                           set before handle(), forwarded upstream, logged as $request_id */
+                                           read it through tt_req_id(); logged as $request_id, forwarded upstream */
 };
 
 /**
@@ -193,6 +194,15 @@ static inline void tt_req_set_hooks(tt_req_t *req, const tt_req_hooks_t *hooks, 
     req->hooks = hooks;
     req->ctx = ctx;
 }
+
+/**
+ * The request id ([log] request_id, docs/observability.md "Request ids"): the client's X-Request-Id when the mode
+ * keeps it, else 32 random hex digits; empty with request_id = off. Made at the first call, not for every request
+ * (most are never asked: no access log reading $request_id, no upstream), so call it while the head is valid (during
+ * handle()) to see the client's field; the same id every call after. The view points into `req`. Owning worker only
+ * (reqid.c).
+ */
+tt_str_t tt_req_id(const tt_req_t *req);
 
 /** Responds with `status`, its reason phrase as text/plain content, and `fields` (may be empty). */
 void tt_req_respond_text(tt_req_t *req, int status, tt_str_t fields);

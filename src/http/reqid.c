@@ -1,4 +1,5 @@
-/* reqid.c -- the request id: the client's X-Request-Id when it is acceptable, else 128 random bits in hex */
+/* reqid.c -- the request id: the client's X-Request-Id when it is acceptable, else 128 random bits in hex; made when
+ * something first reads it (an access-log format with $request_id, the X-Request-Id forwarded upstream) */
 #include "http/worker.h"
 
 /* A client's id is kept when it could not break a log line or a field: visible ASCII, not too long. */
@@ -10,10 +11,9 @@ static bool acceptable(tt_str_t v)
     return true;
 }
 
-void tt__req_set_id(tt_req_t *rq, tt_worker_t *w, const tt_h1_request_t *h)
+static void make_id(tt_req_t *rq, tt_worker_t *w, const tt_h1_request_t *h)
 {
     static const char hex[] = "0123456789abcdef";
-    rq->request_id_len = 0;
     tt_request_id_mode_t mode = w->conf->request_id;
     if (mode == TT_REQUEST_ID_OFF) return;
     if (mode == TT_REQUEST_ID_ON && h != NULL && h->nfields > 0) {
@@ -29,4 +29,27 @@ void tt__req_set_id(tt_req_t *rq, tt_worker_t *w, const tt_h1_request_t *h)
         for (int j = 0; j < 16; j++, r >>= 4) rq->request_id[k * 16 + j] = hex[r & 15];
     }
     rq->request_id_len = 32;
+}
+
+void tt__req_set_id(tt_req_t *rq, tt_worker_t *w, const tt_h1_request_t *h)
+{
+    rq->request_id_len = 0;
+    rq->_id_pending = false;
+    if (w->conf->request_id == TT_REQUEST_ID_OFF) return;
+    if (tt_accesslog_reads_request_id(&w->alog))
+        make_id(rq, w, h); /* every line needs it, and an asynchronous request's line comes after its head is gone */
+    else
+        rq->_id_pending = true;
+}
+
+tt_str_t tt_req_id(const tt_req_t *req)
+{
+    /* The id is decided once, at the first read: filling it in is not a change the caller can see, and no tt_req_t
+     * is defined const (they live in connections and streams), so writing through this pointer is sound. */
+    tt_req_t *rq = (tt_req_t *)req;
+    if (rq->_id_pending) {
+        rq->_id_pending = false;
+        make_id(rq, rq->worker, rq->head);
+    }
+    return tt_str(rq->request_id, rq->request_id_len);
 }

@@ -149,8 +149,10 @@ tt__lstate_t *tt__lstate_follow(tt__lstate_t *ls);
  *  number listeners by), or UINT16_MAX when a reload removed it. Owning worker only. */
 uint16_t tt__lstate_index(const tt__lstate_t *ls);
 /* reqid.c */
-/** Gives `rq` its request id as w->conf->request_id says: the first X-Request-Id of `h` (may be NULL) when it is
- *  1 to TT_REQUEST_ID_MAX visible ASCII bytes and the mode keeps it, else 32 random hex digits; none when off. */
+/** Prepares `rq`'s request id as w->conf->request_id says: the first X-Request-Id of `h` (may be NULL) when it is
+ *  1 to TT_REQUEST_ID_MAX visible ASCII bytes and the mode keeps it, else 32 random hex digits; none when off. Made
+ *  now when the access log reads $request_id (its line may be written after `h` is gone), else at the first
+ *  tt_req_id() (rq->head and rq->worker must then be set). Call before handle(). */
 void tt__req_set_id(tt_req_t *rq, tt_worker_t *w, const tt_h1_request_t *h);
 
 /** Timeout callback of every connection queue: dispatches to the connection's on_timeout. */

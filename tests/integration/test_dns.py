@@ -130,6 +130,17 @@ upstream = backend
 """ % (workers, server or "%s:%d" % (NAME, port), interval)
 
 
+def start_resolved(tether, port, workers, text=None, resolutions=1):
+    """Starts tether on config(port, workers) (or `text`) under the private hosts file and waits until its resolver
+    thread has resolved NAME `resolutions` times. Returns (tether, the `server` label of its metrics, the resolutions
+    counted)."""
+    server = "%s:%d" % (NAME, port)
+    t = tether(config=text or config(port, workers=workers))
+    n = t.wait_metric("tether_upstream_dns_resolutions_total", lambda v: v >= resolutions, upstream="backend",
+                      server=server)
+    return t, server, n
+
+
 def get(t, path="/"):
     c = t.connect()
     try:
@@ -153,27 +164,50 @@ def wait_log(t, text, timeout=10):
     wait_until("%r in the error log:\n%s" % (text, t.stderr()[-2000:]), lambda: text in t.stderr(), timeout)
 
 
+def in_flight(t, path):
+    """Sends GET `path` on a client connection of its own from a thread; returns (thread, result), where result["resp"]
+    is the response once the thread ends."""
+    result = {}
+
+    def request():
+        c = t.connect(timeout=30)
+        try:
+            result["resp"] = c.get(path)
+        finally:
+            c.close()
+
+    th = threading.Thread(target=request)
+    th.start()
+    return th, result
+
+
+def finished(th, result):
+    """The response of an in_flight() request, once its thread ends (30 s at most)."""
+    th.join(30 * SLOW)
+    assert not th.is_alive()
+    return result["resp"]
+
+
+def move_and_follow(t, dns, reached, interval=INTERVAL):
+    """Points NAME at 127.0.0.3 (origin B), then sends requests until `reached()` says B got one: within the resolve
+    `interval` plus slack for a busy machine."""
+    dns.point("127.0.0.3")
+    deadline = time.monotonic() + (interval + 3 + LATE) * SLOW
+    while not reached():
+        assert time.monotonic() < deadline, "no request reached B:\n%s" % t.stderr()[-2000:]
+        assert get(t).status == 200
+        time.sleep(0.05)
+
+
 @needs_ns
 def test_name_moves_new_requests_follow_idle_connections_retire_inflight_completes(tether, dns, two_origins):
     a, b = two_origins
-    server = "%s:%d" % (NAME, a.port)
-    t = tether(config=config(a.port, workers=1))
     # The first resolution on the thread brings the whole set (the start-up one kept its first address).
-    t.wait_metric("tether_upstream_dns_resolutions_total", lambda v: v >= 1, upstream="backend", server=server)
+    t, server, _ = start_resolved(tether, a.port, workers=1)
     assert t.metric("tether_upstream_dns_addresses", upstream="backend", server=server) == 1
 
     # A request in flight on A when the name moves: the origin holds its answer for 3 s.
-    slow = {}
-
-    def slow_request():
-        sc = t.connect(timeout=30)
-        try:
-            slow["resp"] = sc.get("/?delay=3000")
-        finally:
-            sc.close()
-
-    th = threading.Thread(target=slow_request)
-    th.start()
+    th, slow = in_flight(t, "/?delay=3000")
     wait_until("the slow request at A", lambda: a.stats["requests"] >= 1, 5)
     # Meanwhile a parked connection to A: a keep-alive client whose requests reuse one upstream connection.
     c = t.connect()
@@ -183,14 +217,8 @@ def test_name_moves_new_requests_follow_idle_connections_retire_inflight_complet
     assert a.stats["requests"] == 4 and b.stats["requests"] == 0
     t.wait_metric("tether_upstream_idle_connections", lambda v: v == 1, upstream="backend", server=server)
 
-    moved_at = time.monotonic()
-    dns.point("127.0.0.3")
     # New requests go to B within resolve_interval (+ slack for a busy machine).
-    deadline = moved_at + (INTERVAL + 3 + LATE) * SLOW
-    while b.stats["requests"] == 0:
-        assert time.monotonic() < deadline, "no request reached B:\n%s" % t.stderr()[-2000:]
-        assert get(t).status == 200
-        time.sleep(0.05)
+    move_and_follow(t, dns, lambda: b.stats["requests"] > 0)
     wait_log(t, "dns: %s now resolves to 127.0.0.3:%d (was 127.0.0.2:%d)" % (server, a.port, a.port))
     assert b.stats["requests"] >= 1
     served_by_a = a.stats["requests"]
@@ -205,9 +233,7 @@ def test_name_moves_new_requests_follow_idle_connections_retire_inflight_complet
     assert any("up_open=dns_changed" in line for line in lines), "\n".join(lines[-10:])
 
     # The request in flight on A completes, answered by A, and its connection is retired once it is idle.
-    th.join(30 * SLOW)
-    assert not th.is_alive()
-    resp = slow["resp"]
+    resp = finished(th, slow)
     assert resp.status == 200, resp
     assert json.loads(resp.body)["target"] == "/?delay=3000"
     t.wait_metric("tether_upstream_retired_total", lambda v: v >= 2, upstream="backend", server=server,
@@ -222,9 +248,7 @@ def test_name_moves_new_requests_follow_idle_connections_retire_inflight_complet
 @needs_ns
 def test_failed_resolution_keeps_the_last_addresses(tether, dns, two_origins):
     a, b = two_origins
-    server = "%s:%d" % (NAME, a.port)
-    t = tether(config=config(a.port, workers=2))
-    t.wait_metric("tether_upstream_dns_resolutions_total", lambda v: v >= 1, upstream="backend", server=server)
+    t, server, _ = start_resolved(tether, a.port, workers=2)
     c = t.connect()
     assert c.get("/").status == 200
     first_conn = json.loads(c.get("/").body)["conn"]
@@ -302,10 +326,7 @@ def test_a_reload_keeps_following_the_name(tether, dns, two_origins):
     new configuration's resolution: with the same resolve_interval the name's counters go on, and after a reload that
     changes it the name still moves the traffic."""
     a, b = two_origins
-    server = "%s:%d" % (NAME, a.port)
-    t = tether(config=config(a.port, workers=2))
-    resolved = t.wait_metric("tether_upstream_dns_resolutions_total", lambda v: v >= 2, upstream="backend",
-                             server=server)
+    t, server, resolved = start_resolved(tether, a.port, workers=2, resolutions=2)
     c = t.connect()
     conn = json.loads(c.get("/").body)["conn"]
     with open(t.config_path, "w") as f:
@@ -320,12 +341,7 @@ def test_a_reload_keeps_following_the_name(tether, dns, two_origins):
     t.send_signal(signal.SIGHUP)
     wait_log(t, "reload: applied (generation 3)")
     assert json.loads(c.get("/").body)["conn"] == conn
-    dns.point("127.0.0.3")
-    deadline = time.monotonic() + (2 + 3 + LATE) * SLOW
-    while b.stats["requests"] == 0:
-        assert time.monotonic() < deadline, "no request reached B:\n%s" % t.stderr()[-2000:]
-        assert get(t).status == 200
-        time.sleep(0.05)
+    move_and_follow(t, dns, lambda: b.stats["requests"] > 0, interval=2)
     # The client connection whose upstream connection was kept through both reloads: that one is retired, and its
     # next request goes to B.
     at_b = b.stats["requests"]
@@ -368,32 +384,16 @@ def test_h2_server_follows_its_name_and_retires_the_old_connection_after_its_str
     connection to the old one takes no new stream, its stream in flight completes, then it is closed with
     GOAWAY(NO_ERROR) and counted as retired for dns_changed."""
     a, b = two_h2_origins
-    server = "%s:%d" % (NAME, a.port)
-    t = tether(config=config(a.port, workers=1).replace("idle_timeout = 60s", "idle_timeout = 60s\nprotocol = h2"))
-    t.wait_metric("tether_upstream_dns_resolutions_total", lambda v: v >= 1, upstream="backend", server=server)
+    h2 = config(a.port, workers=1).replace("idle_timeout = 60s", "idle_timeout = 60s\nprotocol = h2")
+    t, server, _ = start_resolved(tether, a.port, workers=1, text=h2)
     assert get(t).status == 200
     assert len(a.requests) == 1 and a.conns == 1
 
     # A stream in flight on A's connection when the name moves: A answers it only once released.
-    held = {}
-
-    def held_request():
-        hc = t.connect(timeout=30)
-        try:
-            held["resp"] = hc.get("/hold")
-        finally:
-            hc.close()
-
-    th = threading.Thread(target=held_request)
-    th.start()
+    th, held = in_flight(t, "/hold")
     wait_until("the held stream at A", lambda: any(r[3] == "/hold" for r in a.requests), 5)
 
-    dns.point("127.0.0.3")
-    deadline = time.monotonic() + (INTERVAL + 3 + LATE) * SLOW
-    while not b.requests:
-        assert time.monotonic() < deadline, "no request reached B:\n%s" % t.stderr()[-2000:]
-        assert get(t).status == 200
-        time.sleep(0.05)
+    move_and_follow(t, dns, lambda: len(b.requests) > 0)
     at_a = len(a.requests)
     for _ in range(3):  # new streams stay at B, on one connection
         assert get(t).status == 200
@@ -404,9 +404,7 @@ def test_h2_server_follows_its_name_and_retires_the_old_connection_after_its_str
     assert t.metric("tether_upstream_h2_connections", upstream="backend", server=server) == 2
 
     a.release.set()
-    th.join(30 * SLOW)
-    assert not th.is_alive()
-    resp = held["resp"]
+    resp = finished(th, held)
     assert resp.status == 200, resp
     assert resp.body == b"/hold "
     t.wait_metric("tether_upstream_retired_total", lambda v: v == 1, upstream="backend", server=server,

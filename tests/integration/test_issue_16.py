@@ -7,7 +7,8 @@ default pool settings but idle_timeout 60 s), so its first rounds run before any
   b. says nothing and closes at exactly 1 s; gaps 0.8-1.2 s;
   c. says nothing and closes idle connections in a sweep every 0.8 s once idle 1 s or more (Tomcat, gunicorn),
      so at an idle age anywhere in 1.0-1.8 s; gaps 0.8-1.6 s;
-  d. says "Keep-Alive: timeout=5" and closes at 5 s; gaps 4.0-4.8 s and 5.1-5.4 s, alternating.
+  d. says "Keep-Alive: timeout=5" and closes at 5 s; gaps 4.0-4.8 s (short enough for the round to be checked, see
+     d_gaps) and 5.1-5.4 s, alternating.
 Eight clients per scenario, in synchronised rounds (pool_support.Rounds): every parked connection is about one
 gap old when the next round takes it, half GET, half POST (which tether never replays). For (a) the origin also holds
 each response until the round's eight requests have all arrived (Origin(gather=)): on a loaded machine the clients'
@@ -29,7 +30,8 @@ Why these bounds hold on a loaded machine, pinned to one CPU: failures are preve
 its misses are the first three rounds at most (the first opens everything; the canaries that prove the origin
 keeps connections 2 s close 2 s after they were parked) and the few connections the origin itself would close,
 about 10 % of 40 rounds whatever the machine's speed (the test says why); (d) checks a round against the margin
-the round's own latencies allow, and needs two such rounds.
+the round's own latencies allow, and needs two such rounds: its short gaps are drawn, when each round starts, under
+the bound the previous round's latencies set.
 """
 
 import os
@@ -48,15 +50,31 @@ from relay import Relay
 SEED = int(os.environ.get("TETHER_REUSE_SEED") or random.SystemRandom().randrange(1 << 30))
 CLIENTS = 8
 RELAY_DELAY = 0.002
+SEND_SLACK = 0.15 * SLOW  # (d): from a round's start to its last request sent, and a request's way into tether
 
 
-def d_gaps():
-    """(d): short and long gaps alternating, never within 4.8-5.1 s."""
+def d_gaps(scenario):
+    """(d): short and long gaps alternating, never within 4.8-5.1 s. A short gap is drawn when the previous round has
+    ended (Rounds calls this then) so that the round can be checked: its last request must leave less than 4.9 s, and
+    5 s minus the previous round's margin bound minus 50 ms, after that round's first response came in. On a loaded
+    machine the responses of a round spread and its latencies (so the bound) grow, and gaps drawn blind from 4.0-4.8 s
+    left fewer than two rounds checked (seen: one). So a short gap is drawn from 4.0 s (by then a fixed margin of a
+    second, hint_margin, would have retired every connection) to the latest start that leaves the round SEND_SLACK
+    under the bound; only when the bound leaves nothing above 4.0 s is it drawn from 4.0-4.8 s (not to be checked)."""
     n = [0]
 
     def gap(rng):
         n[0] += 1
-        return rng.uniform(5.1, 5.4) if n[0] % 3 == 0 else rng.uniform(4.0, 4.8)
+        if n[0] % 3 == 0:
+            return rng.uniform(5.1, 5.4)
+        load = scenario.load
+        k = load.round  # the round that has just ended
+        done = [r[1] for r in load.results if r[7] == k]
+        if not done:
+            return rng.uniform(4.0, 4.8)
+        bound = min(4.9, 5.0 - scenario.margin_bounds()[k] - 0.05)
+        latest = min(4.8, min(done) + bound - SEND_SLACK - time.monotonic())
+        return rng.uniform(4.0, latest if latest > 4.0 else 4.8)
     return gap
 
 
@@ -86,7 +104,8 @@ class Scenario:
                              workdir=wd)
         self.tether.wait_ready()
         self.pool = PoolView(self.tether, port)
-        self.load = Rounds(self.tether.addr, seed, clients=CLIENTS, gap=spec["gap"] or d_gaps(), rounds=spec["rounds"])
+        self.load = Rounds(self.tether.addr, seed, clients=CLIENTS, gap=spec["gap"] or d_gaps(self),
+                           rounds=spec["rounds"])
         self.error = None
         self.stats = {}
 

@@ -208,6 +208,36 @@ def test_request_id_off_and_generate(tether, origins, conns):
     assert t2.access_lines(wait_for=3)[2:] == ids  # both servers write to the test's one access log
 
 
+@pytest.mark.parametrize("log", ["off", "main"])
+def test_request_id_still_goes_upstream_when_the_access_log_does_not_read_it(tether, origins, conns, log):
+    """The id is made when something first reads it (reqid.c), not for every request: with the access log off, or in
+    the main format (which does not show $request_id), nothing in the log asks for it, and a proxied request must
+    still carry one upstream as documented: generated and new for each request, the client's when it is valid (over
+    HTTP/1.1 and HTTP/2), a bad one replaced by a single generated field, and none where a field rule removes it."""
+    o = origins()
+    drop = "request_remove_header = X-Request-Id\n"
+    cfg = upstream_config([addr(o)]) + "\n" + upstream_config([addr(o)], route="/dropped/", name="dropped", extra=drop)
+    t = tether(*(["--access-log", "off"] if log == "off" else []), config=cfg)
+    c = conns(t)
+    ids = [field_values(echo(c.get("/a%d" % i)), "X-Request-Id") for i in range(3)]
+    assert all(len(v) == 1 and HEX32.match(v[0]) for v in ids), ids
+    assert len({v[0] for v in ids}) == 3, ids
+    assert field_values(echo(c.get("/kept", headers={"X-Request-Id": "client-id-7"})), "X-Request-Id") == [
+        "client-id-7"]
+    bad = field_values(echo(c.get("/replaced", headers={"X-Request-Id": "has space"})), "X-Request-Id")
+    assert len(bad) == 1 and HEX32.match(bad[0]), bad
+    assert field_values(echo(c.get("/dropped/x", headers={"X-Request-Id": "client-id-8"})), "X-Request-Id") == []
+    assert field_values(echo(c.get("/dropped/y")), "X-Request-Id") == []
+    for sent, want in ((None, HEX32), ("h2-id", re.compile("^h2-id$"))):
+        args = ["curl", "-s", "--max-time", str(10 * SLOW), "--http2-prior-knowledge", t.url("/via-h2")]
+        r = subprocess.run(args + (["-H", "X-Request-Id: " + sent] if sent else []), capture_output=True,
+                           timeout=20 * SLOW)
+        got = field_values(json.loads(r.stdout), "X-Request-Id")
+        assert len(got) == 1 and want.match(got[0]), (sent, got)
+    if log == "off":
+        assert t.access_lines() == []
+
+
 # ---- upstream timings ----
 
 def test_upstream_timings_new_then_reused_connection(tether, origins, conns):

@@ -165,6 +165,21 @@ def test_unit_numbers_agree_with_the_server():
         assert unit_values(k) == [v], hardening
 
 
+def test_pid_file_is_in_the_units_runtime_directory():
+    """As nginx's package names /run/nginx.pid in both its nginx.conf and its unit: the packaged configuration's
+    pid_file is in the directory the unit makes for the user it runs as (RuntimeDirectory=, under /run), since that
+    user cannot write /run itself; the Debian package makes the same directory for starts outside systemd."""
+    with open(SERVICE_INI) as f:
+        m = re.search(r"^pid_file = (\S+)", f.read(), re.M)
+    assert m, "contrib/tether.ini sets no pid_file"
+    rundir = "/run/" + unit_values("RuntimeDirectory")[0]
+    assert os.path.dirname(m.group(1)) == rundir, m.group(1)
+    with open(os.path.join(SOURCE_DIR, "debian", "tether.tmpfiles")) as f:
+        assert "d %s 0755 tether tether -" % rundir in f.read().splitlines()
+    with open(os.path.join(SOURCE_DIR, "debian", "tether.postinst")) as f:
+        assert "install -d -o tether -g tether -m 0755 %s" % rundir in f.read()
+
+
 # ---- make install ----
 
 EXPECTED = ["usr/bin/tether", "usr/share/man/man1/tether.1", "usr/share/man/man5/tether.ini.5",
@@ -175,11 +190,13 @@ EXPECTED = ["usr/bin/tether", "usr/share/man/man1/tether.1", "usr/share/man/man5
 
 def serve_installed(root, ini_text, workdir):
     """Starts root/usr/bin/tether with the installed configuration, its paths moved under `root`, the port 0 on
-    loopback, no metrics listener and the access log in `workdir`; returns (process, port)."""
+    loopback, no metrics listener, the access log and the pid file (tether.pid) in `workdir`; returns (process,
+    port)."""
     ini = ini_text.replace("/usr/share/tether/site", os.path.join(root, "usr/share/tether/site"))
     ini = re.sub(r"^address = .*$", "address = 127.0.0.1:0", ini, flags=re.M)
     ini = re.sub(r"^listen = .*$", "listen = off", ini, flags=re.M)
     ini = re.sub(r"^access_log = .*$", "access_log = " + os.path.join(workdir, "access.log"), ini, flags=re.M)
+    ini = re.sub(r"^pid_file = \S+", "pid_file = " + os.path.join(workdir, "tether.pid"), ini, flags=re.M)
     path = os.path.join(workdir, "installed.ini")
     with open(path, "w") as f:
         f.write(ini)
@@ -237,9 +254,11 @@ def test_make_install_destdir_prefix_usr(tmp_path):
         c.close()
         with open(os.path.join(SOURCE_DIR, "examples", "site", "index.html"), "rb") as f:
             assert r.status == 200 and r.body == f.read()
+        assert (tmp_path / "tether.pid").read_text() == "%d\n" % proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10 * SLOW) == 0
+    assert not (tmp_path / "tether.pid").exists()
 
 
 def test_install_with_another_prefix_rewrites_the_paths(tmp_path):

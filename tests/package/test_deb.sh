@@ -84,23 +84,34 @@ stop_last() {
   wait "$p" || fail "$1 did not exit 0 after SIGTERM"
   unset 'pids[-1]'
 }
-# The packaged configuration with ROOT's paths, port 0, no metrics listener, the access log ACCESS_LOG.
+# The packaged configuration with ROOT's paths, port 0, no metrics listener, the access log ACCESS_LOG, and the
+# pid file PID_FILE when given (else the packaged one).
 local_ini() {
   sed -e "s#^root = /usr/share/tether/site#root = $1/usr/share/tether/site#" \
       -e 's#^address = .*#address = 127.0.0.1:0#' -e 's#^listen = .*#listen = off#' \
-      -e "s#^access_log = .*#access_log = $2#" "$1/etc/tether/tether.ini"
+      -e "s#^access_log = .*#access_log = $2#" ${3:+-e "s#^pid_file = [^ ]*#pid_file = $3#"} "$1/etc/tether/tether.ini"
+}
+# The last server started wrote its process id into PID_FILE.
+check_pid_file() {
+  [ "$(cat "$1" 2>/dev/null)" = "${pids[-1]}" ] || fail "$1 does not hold the pid ${pids[-1]}: '$(cat "$1" 2>&1)'"
 }
 
 # 3. unpacked into a throwaway root
 mkdir "$work/root"
 dpkg -x "$deb" "$work/root"
-local_ini "$work/root" "$work/x-access.log" >"$work/x.ini"
+grep -q '^pid_file = /run/tether/tether.pid ' "$work/root/etc/tether/tether.ini" ||
+  fail "the packaged configuration has no pid_file in /run/tether (the unit's RuntimeDirectory)"
+grep -qx 'd /run/tether 0755 tether tether -' "$work/root/usr/lib/tmpfiles.d/tether.conf" ||
+  fail "no tmpfiles.d entry for /run/tether"
+local_ini "$work/root" "$work/x-access.log" "$work/x.pid" >"$work/x.ini"
 "$work/root/usr/bin/tether" serve --check --config "$work/x.ini" 2>/dev/null || fail "packaged config: --check failed"
 serve "$work/x.ini" "$work/root/usr/bin/tether" "$work/x.log"
+check_pid_file "$work/x.pid"
 curl -sf "http://127.0.0.1:$port/" -o "$work/x.html" || fail "GET / from the unpacked package failed"
 cmp -s "$work/x.html" "$src/examples/site/index.html" || fail "the unpacked package did not serve the example site"
 stop_last "the unpacked tether"
-say "unpacked: serves the example site"
+[ ! -e "$work/x.pid" ] || fail "the pid file stayed after the exit"
+say "unpacked: serves the example site, writes and removes its pid file"
 
 # 4. dpkg -i on this (throwaway) machine
 if [ "${TT_DEB_INSTALL:-1}" = 0 ] || [ "$(id -u)" -ne 0 ]; then
@@ -116,16 +127,22 @@ installed=1
 dpkg -i "$deb" >"$work/dpkg-i.log" 2>&1 || { cat "$work/dpkg-i.log" >&2; fail "dpkg -i failed"; }
 getent passwd tether >/dev/null || fail "postinst did not create the user tether"
 [ "$(stat -c %U /var/log/tether)" = tether ] || fail "/var/log/tether is not owned by tether"
+[ "$(stat -c %U /run/tether)" = tether ] || fail "/run/tether (the pid file's directory) is not owned by tether"
 [ -x /usr/bin/tether ] && [ -f /lib/systemd/system/tether.service ] && [ -f /etc/tether/tether.ini ] ||
   fail "dpkg -i did not install the binary, unit and configuration"
 /usr/bin/tether serve --check --config /etc/tether/tether.ini 2>/dev/null || fail "installed config: --check failed"
 local_ini / "$work/i-access.log" >"$work/i.ini"
 chown tether "$work"  # the access log is created by the user tether, as under the unit
 serve "$work/i.ini" /usr/bin/tether "$work/i.log" setpriv --reuid=tether --regid=tether --init-groups
+check_pid_file /run/tether/tether.pid  # the packaged pid_file, written as user tether
+/usr/bin/tether reload -c "$work/i.ini" >/dev/null 2>&1 || fail "tether reload -c (through the pid file) failed"
+for i in $(seq 1 200); do grep -q "reload: applied" "$work/i.log" && break; sleep 0.05; done
+grep -q "reload: applied" "$work/i.log" || { cat "$work/i.log" >&2; fail "the reload (pid file) was not applied"; }
 curl -sf "http://127.0.0.1:$port/" -o "$work/i.html" || fail "GET / from the installed tether failed"
 cmp -s "$work/i.html" "$src/examples/site/index.html" || fail "the installed tether did not serve the example site"
 stop_last "the installed tether"
-say "dpkg -i: user tether, /var/log/tether; serves the example site as tether"
+[ ! -e /run/tether/tether.pid ] || fail "/run/tether/tether.pid stayed after the exit"
+say "dpkg -i: user tether, /var/log/tether, /run/tether; serves the example site as tether, pid file and reload"
 if [ -d /run/systemd/system ]; then
   systemctl start tether || { journalctl -u tether --no-pager | tail -20 >&2; fail "systemctl start tether failed"; }
   curl -sf --retry 20 --retry-delay 1 --retry-connrefused http://127.0.0.1:8080/ -o "$work/s.html" ||
@@ -141,4 +158,5 @@ installed=0
   fail "dpkg --purge left files behind"
 ! getent passwd tether >/dev/null || fail "dpkg --purge left the user tether"
 [ ! -e /var/log/tether ] || fail "dpkg --purge left /var/log/tether"
-say "dpkg --purge: files, user and logs removed"
+[ ! -e /run/tether ] || fail "dpkg --purge left /run/tether"
+say "dpkg --purge: files, user, logs and /run/tether removed"
