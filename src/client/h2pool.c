@@ -31,7 +31,8 @@ struct tt_h2pool {
     uint32_t nqueue;
     void *session; /* TLS: the newest resumable session, owned; offered to new connections (conf.h2.session) */
     bool no_h2;
-    bool freed; /* tt_h2pool_free ran while `serve_later` was queued: serve_cb frees */
+    uint64_t no_h2_ms; /* loop time of the last http/1.1 ALPN answer */
+    bool freed;        /* tt_h2pool_free ran while `serve_later` was queued: serve_cb frees */
     tt_timer_t idle_timer;
     tt_defer_t serve_later;
 };
@@ -233,13 +234,17 @@ static void c_on_connect(tt_h2c_t *c, tt_h2c_err_t err)
         /* a server that answers http/1.1 in ALPN is alive for `auto` (its HTTP/1.1 pool takes over), and a TLS
          * failure for `h2` */
         bool alive = err == TT_H2C_NO_H2 && p->conf.h1_fallback;
-        if (err == TT_H2C_NO_H2) p->no_h2 = true;
+        if (err == TT_H2C_NO_H2) {
+            p->no_h2 = true;
+            p->no_h2_ms = tt_loop_now(p->loop);
+        }
         report(p, pc, alive);
         conn_gone(pc);
         fail_queue(p, err);
         return;
     }
     pc->ready = true;
+    p->no_h2 = false; /* it selected h2 (asked again after alpn_recheck_ms, or first) */
     if (p->conf.h2.tls) tt_counter_add(&p->m->tls_handshakes[tt_h2c_tls_resumed(c) ? 1 : 0], 1);
     arm_idle(p); /* streams wait for its SETTINGS (on_settings) */
 }
@@ -450,9 +455,14 @@ void tt_h2pool_set_health(tt_h2pool_t *p, tt_pool_t *health)
     tt_pool_set_prober(health, probe, p);
 }
 
+bool tt_h2pool_alpn_fresh(uint64_t answered_ms, uint64_t now_ms, uint64_t recheck_ms)
+{
+    return recheck_ms == 0 || now_ms < answered_ms + recheck_ms;
+}
+
 bool tt_h2pool_no_h2(const tt_h2pool_t *p)
 {
-    return p->no_h2;
+    return p->no_h2 && tt_h2pool_alpn_fresh(p->no_h2_ms, tt_loop_now(p->loop), p->conf.alpn_recheck_ms);
 }
 
 uint32_t tt_h2pool_conns(const tt_h2pool_t *p)

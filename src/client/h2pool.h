@@ -44,6 +44,8 @@ typedef struct tt_h2pool_conf {
     uint64_t idle_timeout_ms;  /* a connection without streams this long (ms) is closed with GOAWAY */
     bool h1_fallback;          /* `protocol = auto`: a server that answers http/1.1 in ALPN is alive (its HTTP/1.1
                                 * pool serves it); else that answer is a failed connect */
+    uint64_t alpn_recheck_ms;  /* `auto`: how long (ms) an http/1.1 answer holds before ALPN is asked again; 0: for
+                                * the pool's life */
 } tt_h2pool_conf_t;
 
 typedef struct tt_h2pool tt_h2pool_t;
@@ -101,9 +103,14 @@ void tt_h2pool_set_addrs(tt_h2pool_t *p, const tt_addr_t *addrs, size_t n);
  * the pool keeps no health. Owning worker only.
  */
 void tt_h2pool_set_health(tt_h2pool_t *p, tt_pool_t *health);
-/** True once the server (an `auto` upstream over TLS) answered ALPN with http/1.1: requests take the HTTP/1.1
- *  pool from then on. */
+/** True while the server (an `auto` upstream over TLS) is taken to speak HTTP/1.1: its last ALPN answer was
+ *  http/1.1, less than alpn_recheck_ms ago (tt_h2pool_alpn_fresh). Requests take the HTTP/1.1 pool meanwhile; after
+ *  it the next request comes here and a new connection offers h2 again: an origin upgraded to HTTP/2 is followed,
+ *  one that answers http/1.1 again holds for another alpn_recheck_ms. Owning worker only. */
 bool tt_h2pool_no_h2(const tt_h2pool_t *p);
+/** Does an http/1.1 ALPN answer received at `answered_ms` still hold at `now_ms` (loop times, ms), with
+ *  `recheck_ms` as alpn_recheck_ms (0: always)? Pure; any thread. */
+bool tt_h2pool_alpn_fresh(uint64_t answered_ms, uint64_t now_ms, uint64_t recheck_ms);
 /** Connections open or connecting. */
 uint32_t tt_h2pool_conns(const tt_h2pool_t *p);
 

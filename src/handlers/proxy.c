@@ -1705,6 +1705,7 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
                                .send_ms = uc->pool.timeouts.send_ms,
                                .slab = &w->slab},
                         .h1_fallback = uc->protocol == TT_UP_PROTO_AUTO,
+                        .alpn_recheck_ms = uc->h2_alpn_recheck_ms,
                         .max_connections = uc->pool.max_connections,
                         .max_pending = uc->pool.max_pending,
                         .queue_timeout_ms = uc->pool.queue_timeout_ms,

@@ -7,6 +7,8 @@ send_timeout: python3-h2 origins that never open a stream's window (the stream a
 its connection goes on) or stop reading their socket (the connection is closed, a GET on it is replayed).
 """
 
+import json
+import os
 import select
 import socket
 import threading
@@ -24,6 +26,7 @@ import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 import h2.settings  # noqa: E402
 from test_h2_upstream import UP, H2Origin, h2m  # noqa: E402
+from tls_util import certs, tls_args, tls_port  # noqa: E402,F401
 
 
 def config(servers, **keys):
@@ -278,3 +281,100 @@ def test_a_socket_that_takes_nothing_closes_the_connection_and_its_get_is_replay
         finish(c, sender)
     finally:
         o.stop()
+
+
+# ---- protocol = auto asks ALPN again ----
+
+class Relay:
+    """A TCP relay on 127.0.0.1 to `target` (a port), which the test may change: new connections go to the new
+    target, those open stay where they went. Thread per connection, bounded by `stop`."""
+
+    def __init__(self, target):
+        self.target = target
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.stopping = False
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                a, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                b = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                a.close()
+                continue
+            self.socks += [a, b]
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, a, b):
+        try:
+            while not self.stopping:
+                r, _, _ = select.select([a, b], [], [], 0.05)
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (b if s is a else a).sendall(data)
+        except OSError:
+            return
+        finally:
+            a.close()
+            b.close()
+
+    def stop(self):
+        self.stopping = True
+        self.lsock.close()
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def test_auto_asks_alpn_again_after_h2_alpn_recheck(tether, certs):
+    """protocol = auto, h2_alpn_recheck = 1s: the server first answers http/1.1 (requests take HTTP/1.1), then is
+    "upgraded" (the relay in front of it now leads to an origin that selects h2): a request after the recheck time
+    offers h2 again on a new connection, and HTTP/2 carries the requests from then on."""
+    from test_proxy_tls import TlsOrigin
+    h1 = TlsOrigin(certs.main, alpn=("http/1.1",)).start()
+    www = os.path.join(certs.dir, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "f.txt"), "w") as f:
+        f.write("from h2 origin\n")
+    h2o = tether("--workers", "1", "--root", www, *tls_args(certs)).wait_ready()
+    relay = Relay(h1.port)
+    sv = "127.0.0.1:%d" % relay.port
+    cfg = ("[upstream %s]\nserver = https://%s\nprotocol = auto\ntls_ca = %s\nh2_alpn_recheck = 1s\n\n"
+           "[route /]\nupstream = %s\n" % (UP, sv, certs.ca, UP))
+    t = tether("--workers", "1", config=cfg).wait_ready()
+    try:
+        for _ in range(2):
+            r, _ = one_request("127.0.0.1", t.port, "GET", "/f.txt")
+            assert r.status == 200 and json.loads(r.body)["target"] == "/f.txt", r  # the HTTP/1.1 origin's echo
+        assert t.metric("tether_upstream_h2_connections_opened_total", upstream=UP, server=sv) == 1  # ALPN asked once
+        relay.target = tls_port(h2o)
+        start = time.monotonic()
+        deadline = start + 10 * SLOW
+        while True:  # the parked HTTP/1.1 connection serves until the recheck time, then HTTP/2 takes over
+            r, _ = one_request("127.0.0.1", t.port, "GET", "/f.txt")
+            assert r.status == 200, r
+            if r.body == b"from h2 origin\n":
+                break
+            assert time.monotonic() < deadline, "still HTTP/1.1"
+            time.sleep(0.1)
+        assert time.monotonic() - start >= 0.5  # not before the recheck time (1 s after the answer; generous)
+        assert t.metric("tether_upstream_h2_connections_opened_total", upstream=UP, server=sv) == 2
+        for _ in range(3):
+            r, _ = one_request("127.0.0.1", t.port, "GET", "/f.txt")
+            assert r.status == 200 and r.body == b"from h2 origin\n", r
+        assert t.metric("tether_upstream_h2_connections_opened_total", upstream=UP, server=sv) == 2
+    finally:
+        relay.stop()
+        h1.stop()
