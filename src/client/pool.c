@@ -1190,17 +1190,16 @@ void tt_pool_health_report(tt_pool_t *p, bool ok, const char *tls_error, bool tl
 
 void tt_pool_set_prober(tt_pool_t *p, tt_pool_probe_fn fn, void *data)
 {
+    bool lost = p->probing; /* a probe of the previous prober is forgotten with it: the next one is armed */
     p->prober = fn;
     p->prober_data = data;
-    p->probing = false; /* a probe of the previous prober is forgotten with it */
+    p->probing = false;
+    if (lost && p->down && !p->stopped) tt_timer_arm(p->loop, &p->probe_timer, p->backoff_ms);
 }
 
 void tt_pool_clear_prober(tt_pool_t *p, void *data)
 {
-    if (p->prober_data != data) return; /* another prober took over */
-    bool lost = p->probing;
-    tt_pool_set_prober(p, NULL, NULL);
-    if (lost && p->down && !p->stopped) tt_timer_arm(p->loop, &p->probe_timer, p->backoff_ms); /* probe again */
+    if (p->prober_data == data) tt_pool_set_prober(p, NULL, NULL); /* else another prober took over */
 }
 
 void tt_pool_probe_done(tt_pool_t *p, void *data, bool ok, const char *tls_error, bool tls_verify_failed)

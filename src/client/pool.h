@@ -384,7 +384,8 @@ typedef tt_pool_probe_t (*tt_pool_probe_fn)(void *data);
 
 /** While the server is marked down, the probe connect is asked of `fn` (a server spoken to over HTTP/2 is probed
  *  with an HTTP/2 connection, which counts as alive at the server's first SETTINGS) rather than made by the pool.
- *  Replaces the prober set before (a reload's new HTTP/2 pool), forgetting its probe under way. Owning worker only. */
+ *  Replaces the prober set before (a reload's new HTTP/2 pool): its probe under way is forgotten and the next one
+ *  armed after the current backoff. Owning worker only. */
 void tt_pool_set_prober(tt_pool_t *p, tt_pool_probe_fn fn, void *data);
 /** Removes the prober `data` when it is the one set (its client is freed); a probe of it under way is forgotten
  *  and the next one armed after the current backoff. A no-op when another prober took over. Owning worker only. */

@@ -1425,7 +1425,14 @@ static void shares_its_health_with_the_servers_http2_pool(void **state)
     tt_loop_set_clock(g_loop, t0 + 7000 + 4000, 0);
     tt_loop_run_once(g_loop, 0);
     assert_int_equal(f.calls, 4);
-    tt_pool_probe_done(p, &f, true, NULL, false); /* alive: up again */
+    other.answer = TT_PROBE_STARTED;
+    tt_pool_set_prober(p, fake_probe, &other);    /* a reload's new HTTP/2 pool takes over under the probe */
+    tt_pool_probe_done(p, &f, true, NULL, false); /* the old prober's answer: ignored */
+    assert_true(tt_pool_is_down(p));
+    tt_loop_set_clock(g_loop, t0 + 11000 + 4000, 0);
+    tt_loop_run_once(g_loop, 0);
+    assert_int_equal(other.calls, 1);
+    tt_pool_probe_done(p, &other, true, NULL, false); /* alive: up again */
     assert_false(tt_pool_is_down(p));
     assert_int_equal(LOAD(g_m.down), 0);
     assert_int_equal(LOAD(g_m.connect_failures), 5);
