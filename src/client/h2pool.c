@@ -159,7 +159,8 @@ static void reap_retired(tt_h2pool_t *p)
     {
         if (p->nretired == 0) break;
         pconn_t *pc = tt_container_of(pos, pconn_t, link);
-        if (!pc->retired || tt_h2c_open_streams(pc->c) > 0) continue;
+        /* one not settled yet ends by its SETTINGS or its connect timeout, and reports it (health, a probe) */
+        if (!pc->retired || !pc->settled || tt_h2c_open_streams(pc->c) > 0) continue;
         tt_counter_add(&p->m->dns_retired, 1);
         tt_h2c_goaway(pc->c);
         conn_gone(pc);
@@ -206,7 +207,7 @@ static void on_idle_timer(tt_timer_t *t)
     tt_list_foreach_safe(pos, tmp, &p->conns)
     {
         pconn_t *pc = tt_container_of(pos, pconn_t, link);
-        if (!pc->ready || tt_h2c_open_streams(pc->c) > 0) continue;
+        if (!pc->settled || tt_h2c_open_streams(pc->c) > 0) continue; /* not settled: see reap_retired */
         uint64_t at = tt_h2c_idle_since(pc->c) + p->conf.idle_timeout_ms;
         if (at <= now) {
             tt_counter_add(&p->m->idle_closed, 1);
@@ -256,6 +257,7 @@ static void c_on_settings(tt_h2c_t *c)
         pc->settled = true;
         report(pc->p, pc, true);
         pc->probe = false;
+        arm_idle(pc->p); /* from now on the idle timer may close it */
     }
     serve_soon(pc->p); /* the first SETTINGS, or a raised limit: waiting streams fit now (never inside nghttp2) */
 }
