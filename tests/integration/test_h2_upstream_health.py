@@ -355,13 +355,13 @@ def test_auto_asks_alpn_again_after_h2_alpn_recheck(tether, certs):
            "[route /]\nupstream = %s\n" % (UP, sv, certs.ca, UP))
     t = tether("--workers", "1", config=cfg).wait_ready()
     try:
+        asked = time.monotonic()  # the http/1.1 answer comes after this
         for _ in range(2):
             r, _ = one_request("127.0.0.1", t.port, "GET", "/f.txt")
             assert r.status == 200 and json.loads(r.body)["target"] == "/f.txt", r  # the HTTP/1.1 origin's echo
         assert t.metric("tether_upstream_h2_connections_opened_total", upstream=UP, server=sv) == 1  # ALPN asked once
         relay.target = tls_port(h2o)
-        start = time.monotonic()
-        deadline = start + 10 * SLOW
+        deadline = time.monotonic() + 10 * SLOW
         while True:  # the parked HTTP/1.1 connection serves until the recheck time, then HTTP/2 takes over
             r, _ = one_request("127.0.0.1", t.port, "GET", "/f.txt")
             assert r.status == 200, r
@@ -369,7 +369,7 @@ def test_auto_asks_alpn_again_after_h2_alpn_recheck(tether, certs):
                 break
             assert time.monotonic() < deadline, "still HTTP/1.1"
             time.sleep(0.1)
-        assert time.monotonic() - start >= 0.5  # not before the recheck time (1 s after the answer; generous)
+        assert time.monotonic() - asked >= 1.0  # not before the recheck time
         assert t.metric("tether_upstream_h2_connections_opened_total", upstream=UP, server=sv) == 2
         for _ in range(3):
             r, _ = one_request("127.0.0.1", t.port, "GET", "/f.txt")
