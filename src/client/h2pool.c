@@ -443,7 +443,8 @@ void tt_h2pool_cancel(tt_h2pool_stream_t *s)
 static tt_pool_probe_t probe(void *data)
 {
     tt_h2pool_t *p = data;
-    if (tt_h2pool_no_h2(p)) return TT_PROBE_DECLINED; /* it answers http/1.1: a connect of the HTTP/1.1 pool tells */
+    if (p->conf.h1_fallback && tt_h2pool_no_h2(p)) /* `auto` and it answers http/1.1: the HTTP/1.1 pool's connect */
+        return TT_PROBE_DECLINED;
     tt_h2c_err_t err = TT_H2C_OK;
     pconn_t *pc = open_conn(p, &err);
     if (pc == NULL) return TT_PROBE_FAILED;
