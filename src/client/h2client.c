@@ -41,6 +41,7 @@ typedef struct h2c_stream {
     bool drain_due;      /* ... and the queue fell below the mark: on_drain after the round */
     int status;          /* :status of the header block now arriving */
     uint64_t unconsumed; /* manual_window: bytes received while paused, credit not yet returned */
+    uint64_t sent_ms;    /* loop time content waiting in `out` last moved on (send_ms) */
     tt_buf_t fields;     /* the response header block (or trailers) being collected */
     tt_buf_t out;        /* request content queued */
     tt_buf_t trailers;   /* request trailer lines */
@@ -81,6 +82,8 @@ struct tt_h2c {
     uint64_t id;
     uint32_t requests;
     tt_timer_t ping_timer; /* PING liveness: next PING, or the deadline of the one sent */
+    tt_timer_t send_timer; /* send_ms: the next deadline of bytes waiting (re-armed lazily) */
+    uint64_t wrote_ms;     /* loop time the socket last took bytes, or the write began to wait */
     tt_defer_t kick;
     tt_defer_t free_later;
 };
@@ -99,6 +102,9 @@ static const char *const err_names[TT_H2C__COUNT] = {
     [TT_H2C_RST_STREAM] = "rst_stream",
     [TT_H2C_GOAWAY] = "goaway",
     [TT_H2C_PING_TIMEOUT] = "ping_timeout",
+    [TT_H2C_SEND_TIMEOUT] = "send_timeout",
+    [TT_H2C_WINDOW_TIMEOUT] = "window_timeout",
+    [TT_H2C_DOWN] = "server_down",
 };
 
 const char *tt_h2c_err_name(tt_h2c_err_t e)
@@ -131,6 +137,7 @@ static void shut(tt_h2c_t *c)
     c->state = H2C_CLOSED;
     tt_timer_disarm(c->loop, &c->timer);
     tt_timer_disarm(c->loop, &c->ping_timer);
+    tt_timer_disarm(c->loop, &c->send_timer);
     tt_buf_release(&c->in, c->bufs);
     tt_buf_release(&c->out, c->bufs);
     if (c->tr != NULL && tt_transport_is_tls(c->tr) && c->io.fd >= 0) tt_transport_shutdown(c->tr, c->io.fd);
@@ -382,6 +389,12 @@ static bool h2c_read(tt_h2c_t *c)
     return true;
 }
 
+/* send_ms: the timer runs while bytes wait (for the socket, or for a stream's window); it is re-armed lazily. */
+static void arm_send(tt_h2c_t *c)
+{
+    if (c->conf.send_ms && !tt_timer_is_armed(&c->send_timer)) tt_timer_arm(c->loop, &c->send_timer, c->conf.send_ms);
+}
+
 /* Pulls frames from nghttp2 and writes them. False when the connection ended. */
 static bool h2c_write(tt_h2c_t *c)
 {
@@ -400,7 +413,9 @@ static bool h2c_write(tt_h2c_t *c)
         if (c->out.len == 0) break;
         ssize_t n = tt_transport_write(c->tr, c->io.fd, tt_buf_data(&c->out), c->out.len, false);
         if (n == -EAGAIN) {
+            if (!c->wr_blocked) c->wrote_ms = tt_loop_now(c->loop); /* the wait for the socket begins */
             c->wr_blocked = true;
+            arm_send(c);
             return true;
         }
         if (n == -EINTR) continue;
@@ -408,6 +423,7 @@ static bool h2c_write(tt_h2c_t *c)
             h2c_fail(c, TT_H2C_RESET);
             return false;
         }
+        c->wrote_ms = tt_loop_now(c->loop);
         tt_buf_consume(&c->out, (size_t)n);
     }
     c->wr_blocked = false;
@@ -455,7 +471,7 @@ static void kick(tt_h2c_t *c)
 
 static void ready(tt_h2c_t *c)
 {
-    tt_timer_disarm(c->loop, &c->timer);
+    /* the connect timer goes on: it bounds the wait for the server's first SETTINGS too (on_timer) */
     nghttp2_option *opt = NULL;
     if (c->conf.manual_window) {
         if (nghttp2_option_new(&opt) != 0) tt_fatal("nghttp2_option_new: out of memory");
@@ -554,7 +570,7 @@ static void on_io(tt_io_t *io, uint32_t events)
 static void on_timer(tt_timer_t *t)
 {
     tt_h2c_t *c = tt_container_of(t, tt_h2c_t, timer);
-    if (c->state != H2C_READY) {
+    if (c->state != H2C_READY || !c->settings_seen) {
         h2c_fail(c, TT_H2C_CONNECT_TIMEOUT);
         return;
     }
@@ -596,6 +612,53 @@ static void on_ping_timer(tt_timer_t *t)
     kick(c);
 }
 
+/* The stream with content waiting whose send window has stayed closed for send_ms, or NULL. A stream whose content
+ * waits with its windows open waits for the socket, which the connection's own deadline covers: its clock starts
+ * again. `*next` gets the earliest deadline still to come. */
+static h2c_stream_t *window_expired(tt_h2c_t *c, uint64_t now, uint64_t *next)
+{
+    int32_t cwin = nghttp2_session_get_remote_window_size(c->s);
+    tt_list_t *pos, *tmp;
+    tt_list_foreach_safe(pos, tmp, &c->streams)
+    {
+        h2c_stream_t *st = tt_container_of(pos, h2c_stream_t, link);
+        if (st->user == NULL || st->out.len == 0) continue;
+        int32_t swin = nghttp2_session_get_stream_remote_window_size(c->s, st->id); /* -1: not opened yet */
+        if (swin < 0 || (swin > 0 && cwin > 0)) st->sent_ms = now;
+        uint64_t at = st->sent_ms + c->conf.send_ms;
+        if (at <= now) return st;
+        *next = TT_MIN(*next, at);
+    }
+    return NULL;
+}
+
+/* send_ms passed for bytes that wait: a socket that took nothing closes the connection (TT_H2C_SEND_TIMEOUT, every
+ * stream ends with it); a stream whose window stayed closed is reset alone (TT_H2C_WINDOW_TIMEOUT). */
+static void on_send_timer(tt_timer_t *t)
+{
+    tt_h2c_t *c = tt_container_of(t, tt_h2c_t, send_timer);
+    if (c->state != H2C_READY) return;
+    uint64_t now = tt_loop_now(c->loop), next = UINT64_MAX;
+    if (c->wr_blocked && c->out.len > 0) {
+        if (now - c->wrote_ms >= c->conf.send_ms) {
+            h2c_fail(c, TT_H2C_SEND_TIMEOUT);
+            return;
+        }
+        next = c->wrote_ms + c->conf.send_ms;
+    }
+    h2c_stream_t *st;
+    while ((st = window_expired(c, now, &next)) != NULL) {
+        void *u = st->user;
+        st->user = NULL; /* its slot frees when nghttp2 closes it: reported again then, with no user */
+        tt_buf_release(&st->out, c->bufs);
+        nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+        kick(c);
+        c->ops->on_stream_end(c, u, TT_H2C_WINDOW_TIMEOUT, 0);
+        if (c->state != H2C_READY) return; /* the user closed the connection */
+    }
+    if (next != UINT64_MAX) tt_timer_arm_at(c->loop, &c->send_timer, next);
+}
+
 /* ---- public ---- */
 
 tt_h2c_t *tt_h2c_connect(tt_loop_t *loop, tt_bufpool_t *bufs, const tt_addr_t *addr, const tt_h2c_conf_t *conf,
@@ -623,6 +686,7 @@ tt_h2c_t *tt_h2c_connect(tt_loop_t *loop, tt_bufpool_t *bufs, const tt_addr_t *a
     tt_list_init(&c->spare);
     tt_timer_init(&c->timer, on_timer);
     tt_timer_init(&c->ping_timer, on_ping_timer);
+    tt_timer_init(&c->send_timer, on_send_timer);
     if (tt_io_start(loop, &c->io, TT_EV_READ | TT_EV_WRITE | TT_EV_EDGE) != 0) {
         close(fd);
         free(c);
@@ -732,6 +796,7 @@ static ssize_t body_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
     if (n) {
         memcpy(buf, tt_buf_data(&st->out), n);
         tt_buf_consume(&st->out, n);
+        st->sent_ms = tt_loop_now(c->loop);
     }
     if (st->want_drain && !st->drain_due && st->out.len < BODY_HIGH / 2) st->drain_due = c->drain_due = true;
     if (st->body_end && st->out.len == 0) {
@@ -797,7 +862,9 @@ bool tt_h2c_send(tt_h2c_t *c, int32_t id, const void *data, size_t len)
 {
     h2c_stream_t *st = stream_of(c, id);
     if (st == NULL || st->body_end) return true;
+    if (st->out.len == 0) st->sent_ms = tt_loop_now(c->loop); /* content begins to wait */
     tt_buf_append(&st->out, c->bufs, data, len);
+    arm_send(c);
     if (st->deferred) {
         st->deferred = false;
         nghttp2_session_resume_data(c->s, id);

@@ -38,6 +38,10 @@ typedef enum tt_h2c_err {
     TT_H2C_RST_STREAM,      /* stream only: the server reset it (RST_STREAM, RFC 9113 6.4) */
     TT_H2C_GOAWAY,          /* stream only: not processed because the server sent GOAWAY (RFC 9113 6.8) */
     TT_H2C_PING_TIMEOUT,    /* a PING went unanswered within the PING timeout: the connection is presumed dead */
+    TT_H2C_SEND_TIMEOUT,    /* bytes waited for the socket and it took none within send_ms: the connection is closed */
+    TT_H2C_WINDOW_TIMEOUT,  /* stream only: its content waited send_ms for flow-control window (RFC 9113 5.2); the
+                             * stream is reset with CANCEL, the connection goes on */
+    TT_H2C_DOWN,            /* h2pool.h only: the server is marked down (passive health), no connect was tried */
     TT_H2C__COUNT
 } tt_h2c_err_t;
 
@@ -49,7 +53,9 @@ typedef struct tt_h2c tt_h2c_t;
 /** What the user of a connection hears. */
 typedef struct tt_h2c_ops {
     /** Connected (TCP, TLS with ALPN h2) and ready for tt_h2c_request, or failed: then the connection is
-     *  closed already (freed at the end of the turn) and no other callback follows. */
+     *  closed already (freed at the end of the turn) and no other callback follows. The connect timeout goes on
+     *  running until the server's first SETTINGS: a server that sends none fails with TT_H2C_CONNECT_TIMEOUT
+     *  through on_close. */
     void (*on_connect)(tt_h2c_t *c, tt_h2c_err_t err);
     /** The final response head (status 200..599) of the stream submitted with `stream_data`. */
     void (*on_head)(tt_h2c_t *c, void *stream_data, int status);
@@ -83,7 +89,7 @@ typedef struct tt_h2c_ops {
 
 /** Settings of a connection; times in ms. */
 typedef struct tt_h2c_conf {
-    uint64_t connect_ms;      /* TCP connect and TLS handshake */
+    uint64_t connect_ms;      /* TCP connect, TLS handshake and the server's first SETTINGS */
     uint64_t response_ms;     /* longest wait for a frame while streams are open */
     tt_tls_client_t *tls;     /* NULL: cleartext with prior knowledge; else a client context offering h2 (alpn_h2) */
     void *session;            /* TLS session to offer (tt_tls_take_session), not owned, read once TCP is up; or NULL */
@@ -91,6 +97,10 @@ typedef struct tt_h2c_conf {
     bool manual_window;       /* stream credit is returned as content is consumed (tt_h2c_pause), not on arrival */
     uint64_t ping_ms;         /* send a PING after this long without a frame from the server (0: never) */
     uint64_t ping_timeout_ms; /* an unanswered PING fails the connection with TT_H2C_PING_TIMEOUT after this */
+    uint64_t send_ms;         /* longest the server accepts nothing while request bytes wait: the socket (then the
+                               * connection fails with TT_H2C_SEND_TIMEOUT), or a stream's or the connection's send
+                               * window while the stream's content waits (that stream ends with TT_H2C_WINDOW_TIMEOUT,
+                               * reset with CANCEL); 0: no limit */
     tt_slab_t *slab; /* nghttp2's allocations for the session (the worker's slab, not owned, outlives the connection
                       * like `bufs`); NULL: the C allocator */
 } tt_h2c_conf_t;

@@ -11,6 +11,8 @@ typedef struct pconn {
     bool ready;
     bool took_session;
     bool retired; /* its address left the server's set (tt_h2pool_set_addrs): no new stream, closed once idle */
+    bool probe;   /* opened for the health pool's probe (tt_pool_set_prober): reports through tt_pool_probe_done */
+    bool settled; /* the server's first SETTINGS arrived: the connect counted as a success */
 } pconn_t;
 
 struct tt_h2pool {
@@ -22,13 +24,15 @@ struct tt_h2pool {
     size_t naddrs;
     uint32_t nretired; /* connections retired with streams still in flight */
     tt_h2pool_metrics_t *m;
+    tt_pool_t *health; /* the server's HTTP/1.1 pool, which keeps its passive health (tt_h2pool_set_health) */
     tt_list_t conns;
     uint32_t nconns;
     tt_list_t queue; /* tt_h2pool_stream_t waiting for a slot, FIFO */
     uint32_t nqueue;
     void *session; /* TLS: the newest resumable session, owned; offered to new connections (conf.h2.session) */
     bool no_h2;
-    bool freed; /* tt_h2pool_free ran while `serve_later` was queued: serve_cb frees */
+    uint64_t no_h2_ms; /* loop time of the last http/1.1 ALPN answer */
+    bool freed;        /* tt_h2pool_free ran while `serve_later` was queued: serve_cb frees */
     tt_timer_t idle_timer;
     tt_defer_t serve_later;
 };
@@ -75,6 +79,24 @@ static void conn_gone(pconn_t *pc)
     free(pc);
 }
 
+/* Passive health: a connect of `pc` ended, alive (its first SETTINGS) or not. The server's health lives in its
+ * HTTP/1.1 pool (pool.c), whose max_fails, backoff and probe apply to both protocols. */
+static void report(tt_h2pool_t *p, pconn_t *pc, bool ok)
+{
+    if (p->health == NULL) return;
+    bool verify = false;
+    const char *why = ok ? NULL : tt_h2c_tls_failure(pc->c, &verify);
+    if (pc->probe)
+        tt_pool_probe_done(p->health, p, ok, why, verify);
+    else
+        tt_pool_health_report(p->health, ok, why, verify);
+}
+
+static bool down(const tt_h2pool_t *p)
+{
+    return p->health != NULL && tt_pool_is_down(p->health);
+}
+
 /* Every waiting stream hears `err` (a connect failure: nothing was sent). */
 static void fail_queue(tt_h2pool_t *p, tt_h2c_err_t err)
 {
@@ -86,6 +108,24 @@ static void fail_queue(tt_h2pool_t *p, tt_h2c_err_t err)
         tt_timer_disarm(p->loop, &s->_qt);
         s->ops->on_conn(s, NULL, err); /* unlinked first: it may acquire again */
     }
+}
+
+/* A new connection to the server, listed; NULL with `*err` when the connect failed at once. */
+static pconn_t *open_conn(tt_h2pool_t *p, tt_h2c_err_t *err)
+{
+    pconn_t *pc = tt_calloc(1, sizeof(*pc));
+    pc->p = p;
+    pc->addr = p->addr;
+    pc->c = tt_h2c_connect(p->loop, p->bufs, &p->addr, &p->conf.h2, &conn_ops, pc, err);
+    if (pc->c == NULL) {
+        free(pc);
+        return NULL;
+    }
+    tt_list_push_tail(&p->conns, &pc->link);
+    p->nconns++;
+    tt_gauge_add(&p->m->conns, 1);
+    tt_counter_add(&p->m->opened, 1);
+    return pc;
 }
 
 /* Opens a connection when streams wait, none is connecting, and the limit allows. */
@@ -100,20 +140,15 @@ static void maybe_open(tt_h2pool_t *p)
         if (!pc->ready || !tt_h2c_peer_settings_seen(pc->c)) return; /* its SETTINGS will tell how many it takes */
     }
     if (p->conf.max_connections && p->nconns >= p->conf.max_connections) return; /* a slot will free */
-    pconn_t *pc = tt_calloc(1, sizeof(*pc));
-    pc->p = p;
-    pc->addr = p->addr;
-    tt_h2c_err_t err = TT_H2C_OK;
-    pc->c = tt_h2c_connect(p->loop, p->bufs, &p->addr, &p->conf.h2, &conn_ops, pc, &err);
-    if (pc->c == NULL) {
-        free(pc);
-        fail_queue(p, err);
+    if (down(p)) { /* the probe alone connects to a server marked down (pool.c) */
+        fail_queue(p, TT_H2C_DOWN);
         return;
     }
-    tt_list_push_tail(&p->conns, &pc->link);
-    p->nconns++;
-    tt_gauge_add(&p->m->conns, 1);
-    tt_counter_add(&p->m->opened, 1);
+    tt_h2c_err_t err = TT_H2C_OK;
+    if (open_conn(p, &err) == NULL) {
+        if (p->health != NULL) tt_pool_health_report(p->health, false, NULL, false); /* down before re-routing */
+        fail_queue(p, err);
+    }
 }
 
 /* Retired connections whose streams have all ended are closed with GOAWAY(NO_ERROR), counted as dns_changed. */
@@ -124,7 +159,8 @@ static void reap_retired(tt_h2pool_t *p)
     {
         if (p->nretired == 0) break;
         pconn_t *pc = tt_container_of(pos, pconn_t, link);
-        if (!pc->retired || tt_h2c_open_streams(pc->c) > 0) continue;
+        /* one not settled yet ends by its SETTINGS or its connect timeout, and reports it (health, a probe) */
+        if (!pc->retired || !pc->settled || tt_h2c_open_streams(pc->c) > 0) continue;
         tt_counter_add(&p->m->dns_retired, 1);
         tt_h2c_goaway(pc->c);
         conn_gone(pc);
@@ -171,7 +207,7 @@ static void on_idle_timer(tt_timer_t *t)
     tt_list_foreach_safe(pos, tmp, &p->conns)
     {
         pconn_t *pc = tt_container_of(pos, pconn_t, link);
-        if (!pc->ready || tt_h2c_open_streams(pc->c) > 0) continue;
+        if (!pc->settled || tt_h2c_open_streams(pc->c) > 0) continue; /* not settled: see reap_retired */
         uint64_t at = tt_h2c_idle_since(pc->c) + p->conf.idle_timeout_ms;
         if (at <= now) {
             tt_counter_add(&p->m->idle_closed, 1);
@@ -196,12 +232,20 @@ static void c_on_connect(tt_h2c_t *c, tt_h2c_err_t err)
     pconn_t *pc = tt_h2c_data(c);
     tt_h2pool_t *p = pc->p;
     if (err != TT_H2C_OK) {
+        /* a server that answers http/1.1 in ALPN is alive for `auto` (its HTTP/1.1 pool takes over), and a TLS
+         * failure for `h2` */
+        bool alive = err == TT_H2C_NO_H2 && p->conf.h1_fallback;
+        if (err == TT_H2C_NO_H2) {
+            p->no_h2 = true;
+            p->no_h2_ms = tt_loop_now(p->loop);
+        }
+        report(p, pc, alive);
         conn_gone(pc);
-        if (err == TT_H2C_NO_H2) p->no_h2 = true;
         fail_queue(p, err);
         return;
     }
     pc->ready = true;
+    p->no_h2 = false; /* it selected h2 (asked again after alpn_recheck_ms, or first) */
     if (p->conf.h2.tls) tt_counter_add(&p->m->tls_handshakes[tt_h2c_tls_resumed(c) ? 1 : 0], 1);
     arm_idle(p); /* streams wait for its SETTINGS (on_settings) */
 }
@@ -209,6 +253,12 @@ static void c_on_connect(tt_h2c_t *c, tt_h2c_err_t err)
 static void c_on_settings(tt_h2c_t *c)
 {
     pconn_t *pc = tt_h2c_data(c);
+    if (!pc->settled) { /* it speaks HTTP/2 (RFC 9113 3.4): the connect succeeded */
+        pc->settled = true;
+        report(pc->p, pc, true);
+        pc->probe = false;
+        arm_idle(pc->p); /* from now on the idle timer may close it */
+    }
     serve_soon(pc->p); /* the first SETTINGS, or a raised limit: waiting streams fit now (never inside nghttp2) */
 }
 
@@ -264,6 +314,15 @@ static void c_on_close(tt_h2c_t *c, tt_h2c_err_t err)
     pconn_t *pc = tt_h2c_data(c);
     tt_h2pool_t *p = pc->p;
     if (err == TT_H2C_PING_TIMEOUT) tt_counter_add(&p->m->ping_timeouts, 1);
+    if (!pc->settled) {
+        /* closed, reset or not HTTP/2 before the server's first SETTINGS: a failed connect, for health as for the
+         * streams waiting for it (else each new connection would fail the same way until the queue timeout) */
+        report(p, pc, false);
+        conn_gone(pc);
+        fail_queue(p, err == TT_H2C_OK ? TT_H2C_CLOSED : err);
+        serve_soon(p);
+        return;
+    }
     conn_gone(pc);
     serve_soon(p);
 }
@@ -328,6 +387,7 @@ void tt_h2pool_free(tt_h2pool_t **pp)
     if (p == NULL) return;
     *pp = NULL;
     TT_BUG_ON(p->nqueue != 0);
+    if (p->health != NULL) tt_pool_clear_prober(p->health, p);
     while (!tt_list_is_empty(&p->conns)) {
         pconn_t *pc = tt_container_of(tt_list_first(&p->conns), pconn_t, link);
         tt_h2c_goaway(pc->c); /* the server hears GOAWAY(NO_ERROR), not a bare close */
@@ -354,6 +414,10 @@ void tt_h2pool_acquire(tt_h2pool_t *p, tt_h2pool_stream_t *s)
             return;
         }
     }
+    if (down(p)) { /* as the HTTP/1.1 pool: no request for a server marked down (a replay, say) */
+        s->ops->on_conn(s, NULL, TT_H2C_DOWN);
+        return;
+    }
     if (p->nqueue >= p->conf.max_pending) {
         s->ops->on_conn(s, NULL, TT_H2C_TIMEOUT);
         return;
@@ -375,9 +439,33 @@ void tt_h2pool_cancel(tt_h2pool_stream_t *s)
     tt_timer_disarm(s->_pool->loop, &s->_qt);
 }
 
+/* The health pool's probe of a server marked down: an HTTP/2 connection, alive at its first SETTINGS. */
+static tt_pool_probe_t probe(void *data)
+{
+    tt_h2pool_t *p = data;
+    if (p->conf.h1_fallback && tt_h2pool_no_h2(p)) /* `auto` and it answers http/1.1: the HTTP/1.1 pool's connect */
+        return TT_PROBE_DECLINED;
+    tt_h2c_err_t err = TT_H2C_OK;
+    pconn_t *pc = open_conn(p, &err);
+    if (pc == NULL) return TT_PROBE_FAILED;
+    pc->probe = true;
+    return TT_PROBE_STARTED;
+}
+
+void tt_h2pool_set_health(tt_h2pool_t *p, tt_pool_t *health)
+{
+    p->health = health;
+    tt_pool_set_prober(health, probe, p);
+}
+
+bool tt_h2pool_alpn_fresh(uint64_t answered_ms, uint64_t now_ms, uint64_t recheck_ms)
+{
+    return recheck_ms == 0 || now_ms < answered_ms + recheck_ms;
+}
+
 bool tt_h2pool_no_h2(const tt_h2pool_t *p)
 {
-    return p->no_h2;
+    return p->no_h2 && tt_h2pool_alpn_fresh(p->no_h2_ms, tt_loop_now(p->loop), p->conf.alpn_recheck_ms);
 }
 
 uint32_t tt_h2pool_conns(const tt_h2pool_t *p)

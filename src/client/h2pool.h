@@ -14,6 +14,7 @@
 #define TT_CLIENT_H2POOL_H
 
 #include "client/h2client.h"
+#include "client/pool.h"
 #include "core/list.h"
 #include "core/timer.h"
 #include "metrics/metrics.h"
@@ -41,6 +42,10 @@ typedef struct tt_h2pool_conf {
     uint32_t max_pending;      /* requests waiting for a stream slot */
     uint64_t queue_timeout_ms; /* longest wait for a slot, ms */
     uint64_t idle_timeout_ms;  /* a connection without streams this long (ms) is closed with GOAWAY */
+    bool h1_fallback;          /* `protocol = auto`: a server that answers http/1.1 in ALPN is alive (its HTTP/1.1
+                                * pool serves it); else that answer is a failed connect */
+    uint64_t alpn_recheck_ms;  /* `auto`: how long (ms) an http/1.1 answer holds before ALPN is asked again; 0: for
+                                * the pool's life */
 } tt_h2pool_conf_t;
 
 typedef struct tt_h2pool tt_h2pool_t;
@@ -49,9 +54,10 @@ typedef struct tt_h2pool_stream tt_h2pool_stream_t;
 /** What the user of a stream hears (the stream's events, forwarded from h2client.h). */
 typedef struct tt_h2pool_stream_ops {
     /** A connection for the stream: submit on `c` now (tt_h2c_submit with the tt_h2pool_stream_t as stream_data);
-     *  or NULL with why: a connect error, TT_H2C_NO_H2 (the server chose http/1.1 in ALPN), TT_H2C_TIMEOUT (the
-     *  queue timeout, or max_pending waiting already). Called once per tt_h2pool_acquire, possibly before it
-     *  returns; the stream is out of the queue when it runs. */
+     *  or NULL with why: a connect error (a connection that ended before the server's first SETTINGS included),
+     *  TT_H2C_NO_H2 (the server chose http/1.1 in ALPN), TT_H2C_TIMEOUT (the queue timeout, or max_pending waiting
+     *  already), TT_H2C_DOWN (the server is marked down: tt_h2pool_set_health). Called once per tt_h2pool_acquire,
+     * possibly before it returns; the stream is out of the queue when it runs. */
     void (*on_conn)(tt_h2pool_stream_t *s, tt_h2c_t *c, tt_h2c_err_t err);
     void (*on_response)(tt_h2pool_stream_t *s, int status, tt_str_t fields);
     void (*on_data)(tt_h2pool_stream_t *s, const char *data, size_t len);
@@ -89,9 +95,22 @@ void tt_h2pool_cancel(tt_h2pool_stream_t *s);
  *  dns_retired; a stream in flight is never cut. Waiting streams go to a connection to the new set. Without a call
  *  the pool uses the one address it was made with. Never from inside a callback of this pool. */
 void tt_h2pool_set_addrs(tt_h2pool_t *p, const tt_addr_t *addrs, size_t n);
-/** True once the server (an `auto` upstream over TLS) answered ALPN with http/1.1: requests take the HTTP/1.1
- *  pool from then on. */
+/**
+ * The server's passive health is kept by `health`, its HTTP/1.1 pool (not owned; it outlives this pool): every
+ * connect counts there (a failure: TCP, TLS, or a connection that ends before the server's first SETTINGS; a
+ * success: that first SETTINGS), while it is marked down no connection is opened and acquires end with TT_H2C_DOWN,
+ * and its probe is an HTTP/2 connection of this pool (tt_pool_set_prober; removed by tt_h2pool_free). Without a call
+ * the pool keeps no health. Owning worker only.
+ */
+void tt_h2pool_set_health(tt_h2pool_t *p, tt_pool_t *health);
+/** True while the server (an `auto` upstream over TLS) is taken to speak HTTP/1.1: its last ALPN answer was
+ *  http/1.1, less than alpn_recheck_ms ago (tt_h2pool_alpn_fresh). Requests take the HTTP/1.1 pool meanwhile; after
+ *  it the next request comes here and a new connection offers h2 again: an origin upgraded to HTTP/2 is followed,
+ *  one that answers http/1.1 again holds for another alpn_recheck_ms. Owning worker only. */
 bool tt_h2pool_no_h2(const tt_h2pool_t *p);
+/** Does an http/1.1 ALPN answer received at `answered_ms` still hold at `now_ms` (loop times, ms), with
+ *  `recheck_ms` as alpn_recheck_ms (0: always)? Pure; any thread. */
+bool tt_h2pool_alpn_fresh(uint64_t answered_ms, uint64_t now_ms, uint64_t recheck_ms);
 /** Connections open or connecting. */
 uint32_t tt_h2pool_conns(const tt_h2pool_t *p);
 

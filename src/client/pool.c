@@ -56,6 +56,9 @@ struct tt_pool {
     uint64_t backoff_ms;
     tt_timer_t probe_timer;
     tt_upconn_t *probe;
+    tt_pool_probe_fn prober; /* the server's HTTP/2 pool probes it (tt_pool_set_prober), or NULL */
+    void *prober_data;
+    bool probing; /* the prober's probe is under way */
     /* learning */
     tt_pool_rtt_t rtt;
     uint64_t margin_ms; /* tt_pool_margin of rtt */
@@ -777,15 +780,21 @@ static void mark_down(tt_pool_t *p)
     }
 }
 
-/* A failed connect or TLS handshake (both count toward max_fails). The first TLS failure of a streak is
- * logged with OpenSSL's reason: a certificate problem is otherwise visible only as 502 tls_error. */
-static void connect_failed(tt_pool_t *p, const tt_upconn_t *u)
+/* A failed connect or TLS handshake (both count toward max_fails), of an HTTP/1.1 connection or of the server's
+ * HTTP/2 pool (tt_pool_health_report). The first TLS failure of a streak is logged with OpenSSL's reason: a
+ * certificate problem is otherwise visible only as 502 tls_error. */
+static void connect_failed(tt_pool_t *p, const char *tls_error, bool tls_verify_failed)
 {
-    if (u != NULL && u->tls_error != NULL && p->fails == 0)
-        tt_log(TT_LOG_WARN, "upstream %s: TLS handshake failed: %s%s", p->name, u->tls_error,
-               u->tls_verify_failed ? " (certificate verification; see tls_ca, tls_sni, tls_verify)" : "");
+    if (tls_error != NULL && p->fails == 0)
+        tt_log(TT_LOG_WARN, "upstream %s: TLS handshake failed: %s%s", p->name, tls_error,
+               tls_verify_failed ? " (certificate verification; see tls_ca, tls_sni, tls_verify)" : "");
     tt_counter_add(&p->m->connect_failures, 1);
     if (++p->fails >= p->conf->max_fails) mark_down(p);
+}
+
+static void upconn_failed(tt_pool_t *p, const tt_upconn_t *u)
+{
+    connect_failed(p, u != NULL ? u->tls_error : NULL, u != NULL && u->tls_verify_failed);
 }
 
 static void connect_succeeded(tt_pool_t *p)
@@ -806,7 +815,7 @@ static void probe_on_connect(tt_upconn_t *u, tt_up_err_t err)
     p->probe = NULL;
     p->nconnecting--;
     if (err != TT_UP_OK) {
-        connect_failed(p, u);
+        upconn_failed(p, u);
         if (!p->down) mark_down(p);
         return;
     }
@@ -819,12 +828,24 @@ static void probe_on_connect(tt_upconn_t *u, tt_up_err_t err)
 static void probe_on_timer(tt_timer_t *t)
 {
     tt_pool_t *p = tt_container_of(t, tt_pool_t, probe_timer);
-    if (p->stopped || p->probe != NULL) return;
+    if (p->stopped || p->probe != NULL || p->probing) return;
+    if (p->prober != NULL) {
+        tt_pool_probe_t st = p->prober(p->prober_data);
+        if (st == TT_PROBE_STARTED) {
+            p->probing = true;
+            return;
+        }
+        if (st == TT_PROBE_FAILED) {
+            connect_failed(p, NULL, false);
+            if (!p->down) mark_down(p);
+            return;
+        }
+    }
     tt_up_err_t err;
     tt_upconn_t *u = tt_upconn_connect(p->loop, p->bufs, p->res, &p->addr, &p->conf->tcp_keepalive, &p->conf->timeouts,
                                        &probe_ops, NULL, &err);
     if (u == NULL) {
-        connect_failed(p, NULL); /* marks it down again (a longer backoff, the next probe armed) */
+        connect_failed(p, NULL, false); /* marks it down again (a longer backoff, the next probe armed) */
         if (!p->down) mark_down(p);
         return;
     }
@@ -846,7 +867,7 @@ static void new_on_connect(tt_upconn_t *u, tt_up_err_t err)
     tt_gauge_add(&p->m->active, -1);
     if (w != NULL) w->_connecting = NULL;
     if (err != TT_UP_OK) {
-        connect_failed(p, u);
+        upconn_failed(p, u);
         if (w != NULL) w->cb(w, NULL, TT_POOL_FAILED, err);
         dispatch_queue(p);
         return;
@@ -869,7 +890,7 @@ static tt_pool_status_t open_new(tt_pool_t *p, tt_pool_waiter_t *w, tt_up_err_t 
     tt_upconn_t *u = tt_upconn_connect(p->loop, p->bufs, p->res, &p->addr, &p->conf->tcp_keepalive, &p->conf->timeouts,
                                        &connecting_ops, w, err);
     if (u == NULL) {
-        connect_failed(p, NULL);
+        connect_failed(p, NULL, false);
         return TT_POOL_FAILED;
     }
     if (p->tls) tt_upconn_set_tls(u, p->tls, p->tls_session);
@@ -1156,6 +1177,42 @@ void tt_pool_set_addrs(tt_pool_t *p, const tt_addr_t *addrs, size_t n)
 void tt_pool_set_tls(tt_pool_t *p, tt_tls_client_t *tls)
 {
     p->tls = tls;
+}
+
+void tt_pool_health_report(tt_pool_t *p, bool ok, const char *tls_error, bool tls_verify_failed)
+{
+    if (p->stopped) return;
+    if (ok)
+        connect_succeeded(p);
+    else
+        connect_failed(p, tls_error, tls_verify_failed);
+}
+
+void tt_pool_set_prober(tt_pool_t *p, tt_pool_probe_fn fn, void *data)
+{
+    bool lost = p->probing; /* a probe of the previous prober is forgotten with it: the next one is armed */
+    p->prober = fn;
+    p->prober_data = data;
+    p->probing = false;
+    if (lost && p->down && !p->stopped) tt_timer_arm(p->loop, &p->probe_timer, p->backoff_ms);
+}
+
+void tt_pool_clear_prober(tt_pool_t *p, void *data)
+{
+    if (p->prober_data == data) tt_pool_set_prober(p, NULL, NULL); /* else another prober took over */
+}
+
+void tt_pool_probe_done(tt_pool_t *p, void *data, bool ok, const char *tls_error, bool tls_verify_failed)
+{
+    if (!p->probing || p->prober_data != data || p->stopped) return;
+    p->probing = false;
+    if (!ok) {
+        connect_failed(p, tls_error, tls_verify_failed);
+        if (!p->down) mark_down(p); /* a failed probe marks it down again: a longer backoff, the next probe armed */
+        return;
+    }
+    connect_succeeded(p);
+    dispatch_queue(p);
 }
 
 bool tt_pool_is_down(const tt_pool_t *p)

@@ -363,6 +363,37 @@ void tt_pool_discard(tt_pool_t *p, tt_upconn_t *u, tt_pool_retire_t reason);
 void tt_pool_detach(tt_pool_t *p, tt_upconn_t *u);
 /** True while the server is marked down (consecutive connect failures, until a probe connect succeeds). */
 bool tt_pool_is_down(const tt_pool_t *p);
+/**
+ * Passive health shared with another client of the same server (its HTTP/2 pool, h2pool.c), so that one server has
+ * one health whatever the protocol: a connect of that client succeeded (`ok`: its fails go back to 0, a server marked
+ * down is up again) or failed (`tls_error`, static text or NULL, is logged for the first failure of a streak; it
+ * counts toward max_fails like a failed HTTP/1.1 connect, with the same metrics and log lines). Owning worker only.
+ */
+void tt_pool_health_report(tt_pool_t *p, bool ok, const char *tls_error, bool tls_verify_failed);
+
+/** What a prober did when asked for a probe (tt_pool_probe_fn). */
+typedef enum tt_pool_probe {
+    TT_PROBE_DECLINED, /* not its server now (an `auto` server that answers http/1.1): the pool connects itself */
+    TT_PROBE_STARTED,  /* under way: tt_pool_probe_done tells the outcome */
+    TT_PROBE_FAILED,   /* the connect failed at once: counted as a failed probe */
+} tt_pool_probe_t;
+
+/** Starts a probe connect of a server marked down, on behalf of `data`'s client of it; never calls back into the
+ *  pool before it returns. */
+typedef tt_pool_probe_t (*tt_pool_probe_fn)(void *data);
+
+/** While the server is marked down, the probe connect is asked of `fn` (a server spoken to over HTTP/2 is probed
+ *  with an HTTP/2 connection, which counts as alive at the server's first SETTINGS) rather than made by the pool.
+ *  Replaces the prober set before (a reload's new HTTP/2 pool): its probe under way is forgotten and the next one
+ *  armed after the current backoff. Owning worker only. */
+void tt_pool_set_prober(tt_pool_t *p, tt_pool_probe_fn fn, void *data);
+/** Removes the prober `data` when it is the one set (its client is freed); a probe of it under way is forgotten
+ *  and the next one armed after the current backoff. A no-op when another prober took over. Owning worker only. */
+void tt_pool_clear_prober(tt_pool_t *p, void *data);
+/** The probe started by prober `data` ended: alive (`ok`, the server is up again and the pool's queue is served) or
+ *  not (a failed probe: a longer backoff, `tls_error` as tt_pool_health_report). Ignored when no probe of `data` is
+ *  under way. Owning worker only. */
+void tt_pool_probe_done(tt_pool_t *p, void *data, bool ok, const char *tls_error, bool tls_verify_failed);
 /** Connections checked out or connecting now (least_conn balancing). */
 uint32_t tt_pool_active(const tt_pool_t *p);
 /** Stops the pool: closes parked connections; busy ones close when released. */

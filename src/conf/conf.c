@@ -179,6 +179,7 @@ static const key_t_ keys[] = {
     {"h2_upstream_window", S_UPSTREAM, K_SIZE, U(h2_window), 65535, 2147483647},
     {"h2_ping_interval", S_UPSTREAM, K_DURATION, U(h2_ping_ms), 0, DAY_MS},
     {"h2_ping_timeout", S_UPSTREAM, K_DURATION, U(h2_ping_timeout_ms), 1, DAY_MS},
+    {"h2_alpn_recheck", S_UPSTREAM, K_DURATION, U(h2_alpn_recheck_ms), 0, DAY_MS},
     {"upstream", S_ROUTE, K_STRING, R(upstream), 0, 0},
     {"root", S_ROUTE, K_STRING, R(root), 0, 0},
     {"index", S_ROUTE, K_STRING, R(index), 0, 0},
@@ -496,6 +497,7 @@ static void upstream_defaults(tt_upstream_conf_t *u)
     u->h2_window = 16 * 1024 * 1024;
     u->h2_ping_ms = 30000;
     u->h2_ping_timeout_ms = 5000;
+    u->h2_alpn_recheck_ms = 60000;
     tt_pool_conf_t *p = &u->pool;
     p->max_idle = 128;
     p->idle_timeout_ms = 60000;

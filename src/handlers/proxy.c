@@ -24,12 +24,12 @@ typedef struct proxy_metrics {
     tt_counter_t generated[TT_CAUSE__COUNT];
     tt_counter_t buffered;      /* requests whose content was read whole before an upstream was taken */
     tt_counter_t buffer_files;  /* ... of which the content went to a temporary file */
-    tt_counter_t h2_replays[3]; /* HTTP/2 upstreams: streams replayed, by h2_replay_t */
+    tt_counter_t h2_replays[4]; /* HTTP/2 upstreams: streams replayed, by h2_replay_t */
 } proxy_metrics_t;
 
 /* Why a stream to an HTTP/2 upstream was replayed on another connection. */
-typedef enum h2_replay { H2_REPLAY_GOAWAY, H2_REPLAY_REFUSED, H2_REPLAY_PING } h2_replay_t;
-static const char *const h2_replay_names[] = {"goaway", "refused_stream", "ping_timeout"};
+typedef enum h2_replay { H2_REPLAY_GOAWAY, H2_REPLAY_REFUSED, H2_REPLAY_PING, H2_REPLAY_SEND } h2_replay_t;
+static const char *const h2_replay_names[] = {"goaway", "refused_stream", "ping_timeout", "send_timeout"};
 
 /* A worker's pool with the number of generations' proxy states that hold it: a reload that keeps a server hands
  * its pool to the new generation, and the old one may still serve requests through it until it is released. */
@@ -1145,6 +1145,7 @@ static void h2_on_conn(tt_h2pool_stream_t *s, tt_h2c_t *c, tt_h2c_err_t err)
             next_server(pr, TT_CAUSE_TLS_ERROR);
         return;
     case TT_H2C_TIMEOUT: generate_error(pr, TT_CAUSE_POOL_EXHAUSTED); return;
+    case TT_H2C_DOWN: next_server(pr, TT_CAUSE_ALL_SERVERS_DOWN); return;
     case TT_H2C_CONNECT_REFUSED: next_server(pr, TT_CAUSE_CONNECT_REFUSED); return;
     case TT_H2C_CONNECT_TIMEOUT: next_server(pr, TT_CAUSE_CONNECT_TIMEOUT); return;
     case TT_H2C_TLS_ERROR: next_server(pr, TT_CAUSE_TLS_ERROR); return;
@@ -1282,6 +1283,8 @@ static void h2_on_end(tt_h2pool_stream_t *s, tt_h2c_err_t err, uint32_t h2_error
         why = H2_REPLAY_REFUSED;
     else if (err == TT_H2C_PING_TIMEOUT && pr->replayable)
         why = H2_REPLAY_PING;
+    else if (err == TT_H2C_SEND_TIMEOUT && pr->replayable) /* the socket stuck: the connection is gone */
+        why = H2_REPLAY_SEND;
     bool held = pr->buffering || pr->held_all;
     if (why >= 0 && held && !pr->response_started && pr->uc->replay && pr->replays < 3) {
         pr->replays++;
@@ -1301,7 +1304,9 @@ static void h2_on_end(tt_h2pool_stream_t *s, tt_h2c_err_t err, uint32_t h2_error
                              : err == TT_H2C_TIMEOUT      ? TT_CAUSE_RESPONSE_TIMEOUT
                              : err == TT_H2C_PROTOCOL     ? TT_CAUSE_INVALID_RESPONSE
                              : err == TT_H2C_PING_TIMEOUT ? TT_CAUSE_PING_TIMEOUT
-                                                          : TT_CAUSE_RESET_BEFORE_RESPONSE;
+                             : err == TT_H2C_SEND_TIMEOUT || err == TT_H2C_WINDOW_TIMEOUT
+                                 ? TT_CAUSE_SEND_TIMEOUT
+                                 : TT_CAUSE_RESET_BEFORE_RESPONSE;
     generate_error(pr, cause);
 }
 
@@ -1697,13 +1702,17 @@ static void *proxy_worker_init(const void *conf, tt_worker_t *w)
                                .manual_window = true,
                                .ping_ms = uc->h2_ping_ms,
                                .ping_timeout_ms = uc->h2_ping_timeout_ms,
+                               .send_ms = uc->pool.timeouts.send_ms,
                                .slab = &w->slab},
+                        .h1_fallback = uc->protocol == TT_UP_PROTO_AUTO,
+                        .alpn_recheck_ms = uc->h2_alpn_recheck_ms,
                         .max_connections = uc->pool.max_connections,
                         .max_pending = uc->pool.max_pending,
                         .queue_timeout_ms = uc->pool.queue_timeout_ms,
                         .idle_timeout_ms = uc->pool.idle_timeout_ms};
                     pw->h2pools[i] =
                         tt_h2pool_new(w->loop, &w->bufs, &hc, &sv->addr, &reg->h2_m[w->id * reg->nservers + i]);
+                    tt_h2pool_set_health(pw->h2pools[i], ref->pool); /* one server, one health (pool.h) */
                     if (ref->dns != NULL && ref->dns_version != 0) { /* an adopted pool's version: not synced again */
                         tt_addr_t addrs[TT_DNS_MAX_ADDRS];
                         uint64_t version;

@@ -97,6 +97,7 @@ typedef struct tt_upstream_conf {
     uint64_t h2_window;                /* h2_upstream_window: receive window per stream and connection, bytes */
     uint64_t h2_ping_ms;               /* h2_ping_interval: PING an h2 connection after this long without a frame */
     uint64_t h2_ping_timeout_ms;       /* h2_ping_timeout: an unanswered PING closes the connection */
+    uint64_t h2_alpn_recheck_ms;       /* h2_alpn_recheck: `auto` offers h2 again this long after http/1.1; 0: never */
     bool _tcpka_auto;                  /* conf: derive TCP keepalive from the pool settings */
     bool _max_conns_default;           /* conf: max_connections not set: TT_PROXY_MAX_CONNECTIONS split by workers */
     bool _cli;                         /* conf: created by --proxy/--route */

@@ -1359,6 +1359,86 @@ static void backs_off_once_when_a_probe_connect_fails_at_once(void **state)
     close(cfd);
 }
 
+/* A prober that records its calls and answers as told (the server's HTTP/2 pool, for tt_pool_set_prober). */
+typedef struct fake_prober {
+    int calls;
+    tt_pool_probe_t answer;
+} fake_prober_t;
+
+static tt_pool_probe_t fake_probe(void *data)
+{
+    fake_prober_t *f = data;
+    f->calls++;
+    return f->answer;
+}
+
+/* One server, one health: connects reported by another client of the server (its HTTP/2 pool) count toward
+ * max_fails as the pool's own; while it is down the probe is asked of the prober, whose outcome backs off or brings
+ * the server back; a result from a prober that is not the one set is ignored; a prober removed under its probe
+ * leaves the next probe armed. */
+static void shares_its_health_with_the_servers_http2_pool(void **state)
+{
+    (void)state;
+    g_conf.max_fails = 2;
+    g_conf.backoff_min_ms = 1000;
+    g_conf.backoff_max_ms = 60000;
+    tt_pool_t *p = new_pool(&g_addr);
+    fake_prober_t f = {.answer = TT_PROBE_STARTED}, other = {0};
+    tt_pool_set_prober(p, fake_probe, &f);
+    uint64_t t0 = manual_clock();
+    tt_pool_health_report(p, false, NULL, false);
+    tt_pool_health_report(p, true, NULL, false); /* a success in between: the streak starts again */
+    tt_pool_health_report(p, false, NULL, false);
+    assert_false(tt_pool_is_down(p));
+    tt_pool_health_report(p, false, "certificate verify failed", true);
+    assert_true(tt_pool_is_down(p));
+    assert_int_equal(LOAD(g_m.down), 1);
+    assert_int_equal(LOAD(g_m.connect_failures), 3);
+    wrec_t r;
+    assert_int_equal(acquire(p, &r), TT_POOL_DOWN);
+    tt_loop_set_clock(g_loop, t0 + 999, 0);
+    tt_loop_run_once(g_loop, 0);
+    assert_int_equal(f.calls, 0);
+    tt_loop_set_clock(g_loop, t0 + 1000, 0);
+    tt_loop_run_once(g_loop, 0); /* the probe: asked of the prober, no connect of the pool's own */
+    assert_int_equal(f.calls, 1);
+    assert_int_equal(LOAD(g_m.opened), 0);
+    tt_pool_probe_done(p, &other, true, NULL, false); /* not the prober set: ignored */
+    assert_true(tt_pool_is_down(p));
+    tt_pool_probe_done(p, &f, false, NULL, false); /* failed: backoff 2 s */
+    assert_int_equal(LOAD(g_m.connect_failures), 4);
+    f.answer = TT_PROBE_FAILED;
+    tt_loop_set_clock(g_loop, t0 + 2999, 0);
+    tt_loop_run_once(g_loop, 0);
+    assert_int_equal(f.calls, 1);
+    tt_loop_set_clock(g_loop, t0 + 3000, 0);
+    tt_loop_run_once(g_loop, 0); /* failed at once: backoff 4 s */
+    assert_int_equal(f.calls, 2);
+    assert_int_equal(LOAD(g_m.connect_failures), 5);
+    f.answer = TT_PROBE_STARTED;
+    tt_loop_set_clock(g_loop, t0 + 7000, 0);
+    tt_loop_run_once(g_loop, 0);
+    assert_int_equal(f.calls, 3);
+    tt_pool_clear_prober(p, &other); /* not the prober set: a no-op */
+    tt_pool_clear_prober(p, &f);     /* its probe is forgotten: the next one comes after the backoff, the pool's */
+    tt_pool_set_prober(p, fake_probe, &f);
+    tt_loop_set_clock(g_loop, t0 + 7000 + 4000, 0);
+    tt_loop_run_once(g_loop, 0);
+    assert_int_equal(f.calls, 4);
+    other.answer = TT_PROBE_STARTED;
+    tt_pool_set_prober(p, fake_probe, &other);    /* a reload's new HTTP/2 pool takes over under the probe */
+    tt_pool_probe_done(p, &f, true, NULL, false); /* the old prober's answer: ignored */
+    assert_true(tt_pool_is_down(p));
+    tt_loop_set_clock(g_loop, t0 + 11000 + 4000, 0);
+    tt_loop_run_once(g_loop, 0);
+    assert_int_equal(other.calls, 1);
+    tt_pool_probe_done(p, &other, true, NULL, false); /* alive: up again */
+    assert_false(tt_pool_is_down(p));
+    assert_int_equal(LOAD(g_m.down), 0);
+    assert_int_equal(LOAD(g_m.connect_failures), 5);
+    tt_pool_free(&p);
+}
+
 static void closes_the_least_recently_used_over_max_idle(void **state)
 {
     (void)state;
@@ -1842,6 +1922,7 @@ int main(void)
         LIVE(closes_the_least_recently_used_over_max_idle),
         LIVE(never_reuses_a_connection_past_its_deadline_when_the_loop_is_late),
         LIVE(backs_off_once_when_a_probe_connect_fails_at_once),
+        LIVE(shares_its_health_with_the_servers_http2_pool),
         LIVE(retires_a_hinted_connection_a_measured_margin_before_the_hint),
         LIVE(lets_only_a_replayable_request_take_a_connection_past_its_deadline),
         LIVE(waits_for_a_connection_finishing_its_exchange_and_opens_when_the_wait_runs_out),
