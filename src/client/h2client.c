@@ -215,10 +215,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     }
     if (c->ops->on_response == NULL && !st->block_trailers) return 0;
     if (c->ops->on_trailers == NULL && st->block_trailers) return 0;
-    tt_buf_append(&st->fields, c->bufs, name, namelen); /* nghttp2 checked: lower-case, no CR, LF or NUL */
-    tt_buf_append(&st->fields, c->bufs, TT_LIT(": "));
-    tt_buf_append(&st->fields, c->bufs, value, valuelen);
-    tt_buf_append(&st->fields, c->bufs, TT_LIT("\r\n"));
+    /* nghttp2 checked: lower-case, no CR, LF or NUL */
+    tt_buf_append_field(&st->fields, c->bufs, (const char *)name, namelen, (const char *)value, valuelen);
     return 0;
 }
 

@@ -96,3 +96,16 @@ void tt__buf_append_grow(tt_buf_t *b, tt_bufpool_t *p, const void *data, size_t 
     memcpy(tt_buf_tail(b), data, n);
     b->len += (uint32_t)n;
 }
+
+void tt_buf_append_field(tt_buf_t *b, tt_bufpool_t *p, const char *name, size_t nn, const char *value, size_t vn)
+{
+    if (!tt_buf_reserve(b, p, nn + vn + 4, SIZE_MAX)) tt_fatal("buffer overflow");
+    char *o = tt_buf_tail(b);
+    if (nn) memcpy(o, name, nn);
+    o[nn] = ':';
+    o[nn + 1] = ' ';
+    if (vn) memcpy(o + nn + 2, value, vn);
+    o[nn + 2 + vn] = '\r';
+    o[nn + 3 + vn] = '\n';
+    b->len += (uint32_t)(nn + vn + 4);
+}

@@ -59,6 +59,11 @@ static inline void tt_buf_append(tt_buf_t *b, tt_bufpool_t *p, const void *data,
     tt__buf_append_grow(b, p, data, n);
 }
 
+/** Appends the field line "`name`: `value`\r\n" (RFC 9112 5; `nn` and `vn` bytes, either pointer may be NULL when
+ *  its length is 0) in one reservation: the heads tether forwards are built a field at a time. Aborts the
+ *  process if memory runs out. */
+void tt_buf_append_field(tt_buf_t *b, tt_bufpool_t *p, const char *name, size_t nn, const char *value, size_t vn);
+
 static inline char *tt_buf_data(const tt_buf_t *b)
 {
     return b->base + b->off;

@@ -10,10 +10,7 @@ static void put(tt_buf_t *b, tt_bufpool_t *bufs, tt_str_t s)
 
 static void put_field(tt_buf_t *b, tt_bufpool_t *bufs, tt_str_t name, tt_str_t value)
 {
-    put(b, bufs, name);
-    tt_buf_append(b, bufs, TT_LIT(": "));
-    put(b, bufs, value);
-    tt_buf_append(b, bufs, TT_LIT("\r\n"));
+    tt_buf_append_field(b, bufs, name.p, name.n, value.p, value.n);
 }
 
 static tt_str_t cstr(const char *s)

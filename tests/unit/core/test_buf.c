@@ -246,6 +246,27 @@ static void appends_without_a_limit(void **state)
     tt_bufpool_dispose(&p);
 }
 
+/* the inline fast path (room in the block) and the slow one (no block yet, growing past it) write the same bytes;
+ * a field line goes in one piece, an empty value included */
+static void appends_field_lines_and_grows_across_blocks(void **state)
+{
+    (void)state;
+    tt_bufpool_t p;
+    tt_bufpool_init(&p, 16, 2);
+    tt_buf_t b = {0};
+    tt_buf_append(&b, &p, NULL, 0); /* nothing, and no block taken */
+    assert_null(b.base);
+    tt_buf_append_field(&b, &p, "Via", 3, "2 tether", 8); /* 15 bytes: the first block */
+    tt_buf_append_field(&b, &p, "x-empty", 7, NULL, 0);   /* grows */
+    tt_buf_append(&b, &p, "!", 1);
+    static const char want[] = "Via: 2 tether\r\nx-empty: \r\n!";
+    assert_int_equal(b.len, sizeof(want) - 1);
+    assert_memory_equal(tt_buf_data(&b), want, sizeof(want) - 1);
+    tt_buf_release(&b, &p);
+    assert_int_equal(p.in_use, 0);
+    tt_bufpool_dispose(&p);
+}
+
 static void lends_fixed_size_objects_and_keeps_max_free_spares(void **state)
 {
     (void)state;
@@ -280,6 +301,7 @@ int main(void)
         cmocka_unit_test(gives_the_block_back_on_release),
         cmocka_unit_test(keeps_at_most_max_free_spare_blocks),
         cmocka_unit_test(appends_without_a_limit),
+        cmocka_unit_test(appends_field_lines_and_grows_across_blocks),
         cmocka_unit_test(lends_fixed_size_objects_and_keeps_max_free_spares),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
