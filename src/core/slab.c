@@ -26,8 +26,9 @@ typedef union hdr {
 
 static uint32_t class_of(size_t n)
 {
-    uint32_t c = 0;
-    while (c < TT_SLAB_NCLASS && ((size_t)1 << (c + MIN_SHIFT)) < n) c++;
+    if (n <= ((size_t)1 << MIN_SHIFT)) return 0;
+    /* the smallest power of two >= n is 2^(bits of n - 1); one bit-scan instead of a loop over the classes */
+    uint32_t c = (uint32_t)(64 - __builtin_clzll((unsigned long long)(n - 1))) - MIN_SHIFT;
     return c < TT_SLAB_NCLASS ? c : LARGE;
 }
 

@@ -86,6 +86,31 @@ static void spare_blocks_are_bounded_per_class(void **state)
     assert_int_equal(s._nfree[TT_SLAB_NCLASS - 1], 0);
 }
 
+/* A request gets the smallest class that holds it (64 bytes and up by powers of two), and past 8 KiB a block of
+ * its own size: realloc within the usable size keeps the block, one byte more moves it. */
+static void sizes_map_to_the_smallest_class_that_holds_them(void **state)
+{
+    (void)state;
+    tt_slab_t s;
+    tt_slab_init(&s);
+    static const size_t asks[] = {0, 1, 64, 65, 127, 128, 129, 4097, 8191, 8192};
+    static const size_t usable[] = {64, 64, 64, 128, 128, 128, 256, 8192, 8192, 8192};
+    for (size_t i = 0; i < sizeof(asks) / sizeof(asks[0]); i++) {
+        void *p = tt_slab_alloc(&s, asks[i]);
+        assert_ptr_equal(tt_slab_realloc(&s, p, usable[i]), p);
+        void *q = tt_slab_realloc(&s, p, usable[i] + 1);
+        assert_ptr_not_equal(q, p);
+        tt_slab_free(&s, q);
+    }
+    void *big = tt_slab_alloc(&s, 8193); /* its own size, not a class */
+    assert_ptr_equal(tt_slab_realloc(&s, big, 8193), big);
+    void *bigger = tt_slab_realloc(&s, big, 8194);
+    assert_ptr_not_equal(bigger, big);
+    tt_slab_free(&s, bigger);
+    assert_int_equal(s.in_use, 0);
+    tt_slab_dispose(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -93,6 +118,7 @@ int main(void)
         cmocka_unit_test(calloc_zeroes_a_reused_block),
         cmocka_unit_test(realloc_keeps_the_bytes_across_classes_and_to_large),
         cmocka_unit_test(spare_blocks_are_bounded_per_class),
+        cmocka_unit_test(sizes_map_to_the_smallest_class_that_holds_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
