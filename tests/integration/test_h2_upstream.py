@@ -19,6 +19,7 @@ import pytest
 from conftest import LATE, SLOW, HttpConn
 from pool_support import one_request, wait_until
 from proxy_util import closed_port, procs  # noqa: F401
+from threaded_server import ThreadedServer
 from tls_util import certs, tls_args, tls_port  # noqa: F401
 
 grpc = pytest.importorskip("grpc")
@@ -47,7 +48,7 @@ def h2m(t, name, **labels):
 
 # ---- a python3-h2 origin ----
 
-class H2Origin:
+class H2Origin(ThreadedServer):
     """An h2c origin, one thread per connection. Each request is answered 200 with "PATH BODY" unless `hook`
     (called as hook(origin, conn_no, stream_id, path)) returns False: then the request is left unanswered.
     `requests` records (conn_no, stream_id, method, path, body) in arrival order; `conns` counts accepts.
@@ -61,10 +62,6 @@ class H2Origin:
 
     def __init__(self, goaway_after=None, deaf_after=None, max_streams=100, refuse_first=0, big=0, host="127.0.0.1",
                  port=0):
-        self.lsock = socket.socket()
-        self.lsock.bind((host, port))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
         self.goaway_after = goaway_after
         self.deaf_after = deaf_after
         self.max_streams = max_streams
@@ -75,35 +72,14 @@ class H2Origin:
         self.resets = []
         self.heads = {}  # path -> the request's header list, as received
         self.goaways = []  # (conn_no, error_code) of every GOAWAY received
-        self.lock = threading.Lock()
         self.requests = []
-        self.conns = 0
         self.pings = 0
         self.goaway_sent = threading.Event()
         self.release = threading.Event()
         self.deaf = threading.Event()
-        self.stopping = False
-        self.threads = []
-        self.socks = []
-        t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
-        self.threads.append(t)
+        ThreadedServer.__init__(self, host, port)
 
-    def _accept(self):
-        while not self.stopping:
-            try:
-                s, _ = self.lsock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns += 1
-                no = self.conns
-                self.socks.append(s)
-            t = threading.Thread(target=self._serve, args=(s, no), daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _serve(self, s, no):
+    def handle(self, s, no):
         cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         conn = h2_connection.H2Connection(config=cfg)
         conn.initiate_connection()
@@ -207,16 +183,6 @@ class H2Origin:
         finally:
             if not self.deaf.is_set() or no != 1:
                 s.close()
-
-    def stop(self):
-        self.stopping = True
-        self.lsock.close()
-        with self.lock:
-            for s in self.socks:
-                try:
-                    s.close()
-                except OSError:
-                    pass
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 import h2.settings  # noqa: E402
 from test_h2_upstream import UP, H2Origin, h2m  # noqa: E402
+from threaded_server import ThreadedServer  # noqa: E402
 from tls_util import certs, tls_args, tls_port  # noqa: E402,F401
 
 
@@ -35,30 +36,12 @@ def config(servers, **keys):
     return "\n".join(lines + ["", "[route /]", "upstream = %s" % UP, ""])
 
 
-class Closer:
-    """Accepts TCP connections and closes each at once: an h2c server that never sends SETTINGS."""
+class Closer(ThreadedServer):
+    """Accepts TCP connections and closes each at once: an h2c server that never sends SETTINGS. `conns` counts
+    them."""
 
-    def __init__(self):
-        self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
-        self.accepts = 0
-        self.stopping = False
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        while not self.stopping:
-            try:
-                s, _ = self.lsock.accept()
-            except OSError:
-                return
-            self.accepts += 1
-            s.close()
-
-    def stop(self):
-        self.stopping = True
-        self.lsock.close()
+    def handle(self, s, no):
+        s.close()
 
 
 # ---- passive health ----
@@ -111,7 +94,7 @@ def test_h2_server_closing_before_its_settings_counts_as_a_failed_connect(tether
         for i in range(6):
             r, took = one_request("127.0.0.1", t.port, "GET", "/a%d" % i)
             assert r.status == 200 and took < 5 * SLOW, (r, took)
-        assert closer.accepts == 2
+        assert closer.conns == 2
         assert t.metric("tether_upstream_connect_failures_total", upstream=UP, server=bad) == 2
         assert t.metric("tether_upstream_down", upstream=UP, server=bad) == 1
         assert t.metric("tether_upstream_next_server_total", upstream=UP, cause="connect_error") == 2
@@ -122,7 +105,7 @@ def test_h2_server_closing_before_its_settings_counts_as_a_failed_connect(tether
 
 # ---- send_timeout ----
 
-class StallOrigin:
+class StallOrigin(ThreadedServer):
     """An h2c origin that takes request content badly. mode "window": the connection's window is opened wide but no
     stream's window ever grows past its first 64 KiB (content is never acknowledged). mode "deaf": every window is
     wide open, the socket's receive buffer small, and the connection stops reading for good once a request to a
@@ -131,34 +114,12 @@ class StallOrigin:
 
     def __init__(self, mode):
         self.mode = mode
-        self.lsock = socket.socket()
-        if mode == "deaf":
-            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # accepted sockets inherit it
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.port = self.lsock.getsockname()[1]
-        self.lock = threading.Lock()
-        self.conns = 0
         self.paths = []  # (conn_no, path) of each request head received
         self.resets = []
         self.stuck = threading.Event()
-        self.stopping = False
-        self.socks = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        ThreadedServer.__init__(self, backlog=16, rcvbuf=4096 if mode == "deaf" else None)
 
-    def _accept(self):
-        while not self.stopping:
-            try:
-                s, _ = self.lsock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns += 1
-                self.socks.append(s)
-                no = self.conns
-            threading.Thread(target=self._serve, args=(s, no), daemon=True).start()
-
-    def _serve(self, s, no):
+    def handle(self, s, no):
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
         conn.initiate_connection()
         if self.mode == "deaf":
@@ -198,15 +159,6 @@ class StallOrigin:
         except Exception:  # noqa: BLE001 - the peer went away
             return
 
-    def stop(self):
-        self.stopping = True
-        self.lsock.close()
-        with self.lock:
-            for s in self.socks:
-                try:
-                    s.close()
-                except OSError:
-                    pass
 
 
 def post_in_background(t, path, size):
@@ -285,35 +237,22 @@ def test_a_socket_that_takes_nothing_closes_the_connection_and_its_get_is_replay
 
 # ---- protocol = auto asks ALPN again ----
 
-class Relay:
+class Relay(ThreadedServer):
     """A TCP relay on 127.0.0.1 to `target` (a port), which the test may change: new connections go to the new
     target, those open stay where they went. Thread per connection, bounded by `stop`."""
 
     def __init__(self, target):
         self.target = target
-        self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
-        self.stopping = False
-        self.socks = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        ThreadedServer.__init__(self)
 
-    def _accept(self):
-        while not self.stopping:
-            try:
-                a, _ = self.lsock.accept()
-            except OSError:
-                return
-            try:
-                b = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-            except OSError:
-                a.close()
-                continue
-            self.socks += [a, b]
-            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, a, b):
+    def handle(self, a, no):
+        try:
+            b = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+        except OSError:
+            a.close()
+            return
+        with self.lock:
+            self.socks.append(b)
         try:
             while not self.stopping:
                 r, _, _ = select.select([a, b], [], [], 0.05)
@@ -327,15 +266,6 @@ class Relay:
         finally:
             a.close()
             b.close()
-
-    def stop(self):
-        self.stopping = True
-        self.lsock.close()
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 def test_auto_asks_alpn_again_after_h2_alpn_recheck(tether, certs):
