@@ -91,6 +91,8 @@ bench: build
 	bench/tunnel.sh
 	bench/race.sh
 	bench/h2.sh
+	bench/h2-upstream.sh
+	bench/instructions.sh
 	bench/tls.sh
 	bench/bench-vs-wrk.sh
 
