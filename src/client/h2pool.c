@@ -124,7 +124,6 @@ static pconn_t *open_conn(tt_h2pool_t *p, tt_h2c_err_t *err)
     tt_list_push_tail(&p->conns, &pc->link);
     p->nconns++;
     tt_gauge_add(&p->m->conns, 1);
-    tt_counter_add(&p->m->opened, 1);
     return pc;
 }
 
@@ -255,6 +254,7 @@ static void c_on_settings(tt_h2c_t *c)
     pconn_t *pc = tt_h2c_data(c);
     if (!pc->settled) { /* it speaks HTTP/2 (RFC 9113 3.4): the connect succeeded */
         pc->settled = true;
+        tt_counter_add(&pc->p->m->opened, 1); /* opened: a connect that failed before this is not counted */
         report(pc->p, pc, true);
         pc->probe = false;
         arm_idle(pc->p); /* from now on the idle timer may close it */

@@ -24,9 +24,9 @@
 
 /** What one server's HTTP/2 pool counts in one worker (relaxed atomics, one writer: the worker). */
 typedef struct tt_h2pool_metrics {
-    tt_gauge_t conns;   /* connections open or connecting */
-    tt_gauge_t streams; /* streams in flight (kept by the user: proxy.c) */
-    tt_counter_t opened;
+    tt_gauge_t conns;    /* connections open or connecting */
+    tt_gauge_t streams;  /* streams in flight (kept by the user: proxy.c) */
+    tt_counter_t opened; /* connections that reached the server's first SETTINGS (a failed connect is not one) */
     tt_counter_t goaways[TT_H2POOL_ERR_OTHER + 1]; /* GOAWAY frames received, by error code */
     tt_counter_t ping_timeouts;                    /* connections closed because a PING went unanswered */
     tt_counter_t idle_closed;                      /* connections closed with GOAWAY after idle_timeout */

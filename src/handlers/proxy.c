@@ -2022,8 +2022,8 @@ static void render_h2(char **out, size_t *len, size_t *cap, const tt_proxy_regis
     } series[] = {
         {"tether_upstream_h2_connections", "gauge", "HTTP/2 upstream connections open or connecting.", HM(conns), true},
         {"tether_upstream_h2_streams", "gauge", "Streams in flight on HTTP/2 upstream connections.", HM(streams), true},
-        {"tether_upstream_h2_connections_opened_total", "counter", "HTTP/2 upstream connections opened.", HM(opened),
-         false},
+        {"tether_upstream_h2_connections_opened_total", "counter",
+         "HTTP/2 upstream connections opened (the server's first SETTINGS received).", HM(opened), false},
         {"tether_upstream_h2_ping_timeouts_total", "counter",
          "HTTP/2 upstream connections closed because a PING went unanswered within h2_ping_timeout.", HM(ping_timeouts),
          false},
