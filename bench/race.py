@@ -218,7 +218,7 @@ def main():
     work = tempfile.mkdtemp(prefix="tether-race-conf-")
     print("\n### The keep-alive race and what reuse saves: upstream connections opened per request\n")
     print("%d clients in synchronised rounds, half GET and half POST; %s each way between proxy and origin; "
-          "%d s per run (origin d: %d s); medians of %d runs, proxies alternating; proxy, origin and relay on CPU 0, "
+          "%g s per run (origin d: %g s); medians of %d runs, proxies alternating; proxy, origin and relay on CPU 0, "
           "clients on CPU 1.\n" % (CLIENTS, "a relay delaying packets and closes by %g ms" % RELAY_MS if RELAY_MS
                                    else "no relay", SECONDS, SECONDS * 1.5, RUNS))
     print("| origin | gaps | proxy | requests | failures (GET / POST) | upstream connections | per request | "

@@ -1027,7 +1027,9 @@ int tt_cmd_serve(int argc, char **argv)
         tt_server_join(srv);
         tt_log(TT_LOG_INFO, "stopped");
     }
-    if (sw.fixed.pid_file != NULL) unlink(sw.fixed.pid_file);
+    /* written before [server] user took effect: that user may not be allowed to remove it (say so, never silently) */
+    if (sw.fixed.pid_file != NULL && unlink(sw.fixed.pid_file) != 0 && errno != ENOENT)
+        tt_log(TT_LOG_WARN, "pid_file %s: not removed: %s", sw.fixed.pid_file, strerror(errno));
 
     tt_io_stop(tt_server_loop(admin, 0), &sw.io);
     tt_io_stop(tt_server_loop(admin, 0), &sw.done);

@@ -222,6 +222,21 @@ def test_user_nobody_after_binding(tether, shared_dir, tmp_path):
 
 
 @needs_root
+def test_a_pid_file_the_user_cannot_remove_is_reported_at_exit(tether, shared_dir):
+    """The pid file is written as root, before `user = nobody` takes effect; at exit nobody may not remove it from a
+    directory only root writes: the error log says so (it was silent), and the file is left, not half-handled."""
+    nobody()
+    pid_file = os.path.join(shared_dir, "tether.pid")  # shared_dir: root's, mode 0755
+    config = "[server]\nuser = nobody\npid_file = %s\n" % pid_file
+    t = tether("--root", shared_dir, "--access-log", "off", config=config).wait_ready()
+    with open(pid_file) as f:
+        assert int(f.read().strip()) == t.proc.pid
+    t.stop()
+    assert "pid_file %s: not removed: Permission denied" % pid_file in t.stderr(), t.stderr()
+    assert os.path.exists(pid_file)
+
+
+@needs_root
 def test_user_and_group(tether, shared_dir):
     """`group = NAME` replaces the user's primary group."""
     pw = nobody()
