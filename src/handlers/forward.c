@@ -125,13 +125,13 @@ static void put_list(tt_buf_t *b, tt_bufpool_t *bufs, const tt_h1_request_t *h, 
                      const char *name, bool keep_theirs, tt_str_t own)
 {
     char lower[32];
-    size_t n = strlen(name);
+    size_t n = strlen(name), ln = TT_MIN(n, sizeof(lower) - 1);
     bool theirs = false;
     if (keep_theirs && !named_by_connection(conn, cstr(name))) {
-        for (size_t i = 0; i < n && i < sizeof(lower) - 1; i++) lower[i] = tt_lower(name[i]);
-        lower[TT_MIN(n, sizeof(lower) - 1)] = '\0';
+        for (size_t i = 0; i < ln; i++) lower[i] = tt_lower(name[i]);
+        lower[ln] = '\0';
         for (size_t i = 0; i < h->nfields && !theirs; i++)
-            theirs = h->fields[i].value.n && tt_str_ieq(h->fields[i].name, lower, strlen(lower));
+            theirs = h->fields[i].value.n && tt_str_ieq(h->fields[i].name, lower, ln);
     }
     if (!theirs) { /* the usual case: our value alone, written without the list buffer */
         if (own.n) put_field(b, bufs, tt_str(name, n), own);
@@ -357,7 +357,7 @@ void tt_forward_response_fields_routed(const tt_h1_response_t *res, const tt_for
 {
     conn_opts_t conn;
     conn_opts_init(&conn, res->fields, res->nfields);
-    const bool redirect = fr && fr->redirect && ((res->status >= 300 && res->status < 400) || res->status == 201);
+    const bool redirect = fr && fr->redirect && tt_forward_status_redirects(res->status);
     for (size_t i = 0; i < res->nfields; i++) {
         const tt_h1_field_t *f = &res->fields[i];
         if (in_list(f->name, hop_by_hop, TT_ARRAY_SIZE(hop_by_hop)) || tt_str_ieq(f->name, TT_LIT("date")) ||

@@ -49,6 +49,13 @@ typedef struct tt_forward_route {
 void tt_forward_request_head_routed(const tt_req_t *rq, const tt_upstream_conf_t *uc, const tt_forward_route_t *fr,
                                     bool chunked_up, tt_buf_t *b, tt_bufpool_t *bufs);
 
+/** True for a status whose Location and Refresh fields a route's redirect map rewrites (fr->redirect): 3xx and 201
+ *  (RFC 9110 10.2.2, 15.4; nginx's proxy_redirect reads the same). Pure. */
+static inline bool tt_forward_status_redirects(int status)
+{
+    return (status >= 300 && status < 400) || status == 201;
+}
+
 /**
  * tt_forward_response_fields() with route `fr` (NULL: none): fields named by a response_set_header or
  * response_remove_header rule are dropped (Via included), a 3xx or 201 response's Location and Refresh pointing at

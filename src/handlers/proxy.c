@@ -821,8 +821,8 @@ static tt_str_t host_only(tt_str_t a)
 static void response_fields(proxy_req_t *pr, const tt_h1_response_t *res, tt_buf_t *f, tt_bufpool_t *bufs)
 {
     const tt_route_rules_t *rules = pr->pc->rules;
-    bool redirect = (res->status >= 300 && res->status < 400) || res->status == 201; /* what proxy_redirect reads */
-    if (pr->client == NULL || rules == NULL || (rules->nresp == 0 && !redirect)) {   /* nothing to rewrite or add */
+    bool redirect = tt_forward_status_redirects(res->status);
+    if (pr->client == NULL || rules == NULL || (rules->nresp == 0 && !redirect)) { /* nothing to rewrite or add */
         tt_forward_response_fields(res, f, bufs);
         return;
     }
